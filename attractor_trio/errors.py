@@ -1,0 +1,47 @@
+"""The exception tree, translated to exit codes at the CLI boundary (ARCHITECTURE pattern 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .graph import Diagnostic
+
+__all__ = ["AttractorError", "ConfigError", "DotSyntaxError", "ValidationFailed"]
+
+
+class AttractorError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class DotSyntaxError(AttractorError):
+    """The DOT source is not in the supported subset; carries ``file:line:col``."""
+
+    def __init__(self, message: str, *, line: int, col: int, file: str = "<string>") -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.col = col
+        self.file = file
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+
+
+class ValidationFailed(AttractorError):
+    """``validate_or_raise`` found ERROR diagnostics; the graph must not run."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity.value == "error"]
+        lines = "\n".join(f"  [{d.rule}] {d.message}" for d in errors)
+        super().__init__(f"pipeline has {len(errors)} validation error(s):\n{lines}")
+
+
+# The spec (§7.3) names this ValidationError; keep that name as an alias.
+ValidationError = ValidationFailed
+
+
+class ConfigError(AttractorError):
+    """A run config, option or environment value is invalid."""
