@@ -9,7 +9,7 @@ validation reports such values before anything runs, so the engine never guesses
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from attrs import evolve, field, frozen
@@ -44,6 +44,14 @@ EXIT_IDS = ("exit", "end")
 
 def _frozen_dict(value: Mapping[str, str]) -> dict[str, str]:
     return dict(value)
+
+
+def _node_dict(value: Mapping[str, Node]) -> dict[str, Node]:
+    return dict(value)
+
+
+def _edge_tuple(value: Iterable[Edge]) -> tuple[Edge, ...]:
+    return tuple(value)
 
 
 class _Attributed:
@@ -250,8 +258,8 @@ class Graph(_Attributed):
 
     name: str
     attrs: dict[str, str] = field(factory=dict, converter=_frozen_dict)
-    nodes: dict[str, Node] = field(factory=dict, converter=dict)
-    edges: tuple[Edge, ...] = field(default=(), converter=tuple)
+    nodes: dict[str, Node] = field(factory=dict, converter=_node_dict)
+    edges: tuple[Edge, ...] = field(default=(), converter=_edge_tuple)
     #: Where the graph came from, for diagnostics; not part of equality.
     path: str = field(default="<string>", eq=False)
     source: str = field(default="", eq=False, repr=False)
