@@ -1,0 +1,124 @@
+"""Edge selection (spec §3.3): the deterministic 5-step choice of the next edge.
+
+1. condition match — edges whose non-empty ``condition`` holds; best by weight, then target id;
+2. preferred label — the first *unconditional* edge whose normalized label equals the outcome's;
+3. suggested ids — for each suggested id in order, the first unconditional edge to it;
+4. weight — the heaviest unconditional edge;
+5. lexical — among equally heavy ones, the smallest target id.
+
+A node with only conditional edges and none matching selects nothing (S3.3-09): routing reports
+that loudly instead of taking an edge whose guard is false. Everything here is a pure function
+of (graph, node, outcome, context); conditions are parsed through the lru-cached
+:func:`~attractor_trio.conditions.parse_condition`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from attrs import frozen
+
+from ..conditions import evaluate_condition
+from ..graph import Edge, Graph
+from .outcome import Outcome
+
+__all__ = [
+    "SELECTION_METHODS",
+    "EdgeChoice",
+    "best_by_weight_then_lexical",
+    "condition_matches",
+    "is_unconditional",
+    "normalize_label",
+    "select_edge",
+]
+
+#: How an edge was chosen, as reported in the ``edge_selected`` event (CONTRACT §4).
+SELECTION_METHODS = ("condition", "preferred_label", "suggested_ids", "weight", "lexical")
+
+# Accelerator prefixes (S3.3-04, S4.6-09): "[Y] ", "Y) ", "Y - ".
+_ACCELERATOR = re.compile(r"^(?:\[[^\]\s]\]\s*|[a-z0-9]\)\s*|[a-z0-9]\s+-\s+)")
+
+
+@frozen
+class EdgeChoice:
+    """The selected edge and which step of the algorithm selected it."""
+
+    edge: Edge
+    method: str
+
+
+def normalize_label(label: str) -> str:
+    """Lowercase, trim, and drop one accelerator prefix, so ``[A] Approve`` equals ``approve``."""
+    lowered = label.strip().lower()
+    return _ACCELERATOR.sub("", lowered, count=1).strip()
+
+
+def is_unconditional(edge: Edge) -> bool:
+    """An empty or blank ``condition`` is always true (S10.5-01): the edge is unconditional."""
+    return not edge.condition.strip()
+
+
+def condition_matches(
+    edges: Iterable[Edge], outcome: Outcome, context: Mapping[str, Any]
+) -> list[Edge]:
+    """Step 1's candidates: conditional edges whose condition holds, in declaration order."""
+    status = outcome.status.value
+    return [
+        edge
+        for edge in edges
+        if not is_unconditional(edge)
+        and evaluate_condition(edge.condition, status, outcome.preferred_label, context)
+    ]
+
+
+def best_by_weight_then_lexical(edges: Sequence[Edge]) -> EdgeChoice:
+    """S3.3-08: highest weight, then smallest target id, then declaration order.
+
+    The method is ``lexical`` when another candidate had the same weight (the id decided),
+    else ``weight``. ``edges`` must not be empty.
+    """
+    best = min(edges, key=lambda edge: (-edge.weight, edge.to_node))
+    tied = sum(1 for edge in edges if edge.weight == best.weight) > 1
+    return EdgeChoice(best, "lexical" if tied else "weight")
+
+
+def select_edge(
+    graph: Graph, node_id: str, outcome: Outcome, context: Mapping[str, Any]
+) -> EdgeChoice | None:
+    """Choose the edge out of ``node_id`` for ``outcome`` (spec §3.3); ``None`` when none fits.
+
+    A malformed condition raises :class:`~attractor_trio.conditions.ConditionSyntaxError`;
+    validation rejects such graphs before a run starts.
+    """
+    edges = graph.outgoing(node_id)
+    matched = condition_matches(edges, outcome, context)
+    if matched:
+        return EdgeChoice(best_by_weight_then_lexical(matched).edge, "condition")
+    unconditional = [edge for edge in edges if is_unconditional(edge)]
+    if not unconditional:
+        return None
+    return (
+        _by_preferred_label(unconditional, outcome.preferred_label)
+        or _by_suggested_ids(unconditional, outcome.suggested_next_ids)
+        or best_by_weight_then_lexical(unconditional)
+    )
+
+
+def _by_preferred_label(edges: Sequence[Edge], preferred_label: str) -> EdgeChoice | None:
+    wanted = normalize_label(preferred_label)
+    if not wanted:
+        return None
+    for edge in edges:
+        if normalize_label(edge.label) == wanted:
+            return EdgeChoice(edge, "preferred_label")
+    return None
+
+
+def _by_suggested_ids(edges: Sequence[Edge], suggested: Sequence[str]) -> EdgeChoice | None:
+    for node_id in suggested:
+        for edge in edges:
+            if edge.to_node == node_id:
+                return EdgeChoice(edge, "suggested_ids")
+    return None

@@ -1,0 +1,171 @@
+"""Context fidelity (spec §5.4): how much of the run a stage's LLM session gets to see.
+
+``full`` reuses a session keyed by a thread key; every other mode starts fresh and gets a
+text preamble built here from the goal, the completed stages and the context. The preamble is
+deterministic (stages in run order, context keys sorted) so prompts — and therefore recorded
+``prompt.md`` files and simulated runs — are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from attrs import frozen
+
+from ..conditions import stringify
+from ..graph import Edge, Graph, Node
+
+__all__ = [
+    "DEFAULT_FIDELITY",
+    "FIDELITY_MODES",
+    "build_preamble",
+    "resolve_fidelity",
+    "resolve_thread_key",
+]
+
+FIDELITY_MODES = ("full", "truncate", "compact", "summary:low", "summary:medium", "summary:high")
+DEFAULT_FIDELITY = "compact"
+
+
+def _mode(value: str) -> str:
+    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset."""
+    mode = value.strip().lower()
+    return mode if mode in FIDELITY_MODES else ""
+
+
+def resolve_fidelity(edge: Edge | None, node: Node, graph: Graph) -> str:
+    """S5.4-06: incoming edge → target node → graph ``default_fidelity`` → ``compact``."""
+    edge_mode = _mode(edge.fidelity) if edge is not None else ""
+    return edge_mode or _mode(node.fidelity) or _mode(graph.default_fidelity) or DEFAULT_FIDELITY
+
+
+def resolve_thread_key(node: Node, edge: Edge | None, graph: Graph, previous_node_id: str) -> str:
+    """S5.4-07 (node beats edge here, unlike fidelity — AMBIG-15, as the spec orders it).
+
+    Node ``thread_id`` → edge ``thread_id`` → graph ``thread_id`` → innermost enclosing
+    subgraph's class → the previous node's id (the node's own id at the start of a run).
+    """
+    candidates = (
+        node.thread_id,
+        edge.thread_id if edge is not None else "",
+        graph.get("thread_id"),
+        node.subgraph_classes[-1] if node.subgraph_classes else "",
+        previous_node_id,
+    )
+    for candidate in candidates:
+        if candidate.strip():
+            return candidate.strip()
+    return node.id
+
+
+@frozen
+class _Detail:
+    """How much a preamble mode shows; ``None`` means no limit."""
+
+    stages: int | None
+    notes_chars: int
+    value_chars: int
+    max_keys: int | None
+    nonscalar: bool
+    counts: bool
+    budget: int | None
+
+
+# Budgets approximate the spec's token sizes (~600/1500/3000 tokens at ~4 chars per token).
+_DETAILS: Mapping[str, _Detail] = {
+    "compact": _Detail(20, 0, 80, 30, nonscalar=False, counts=False, budget=None),
+    "summary:low": _Detail(5, 0, 60, 10, nonscalar=False, counts=True, budget=2400),
+    "summary:medium": _Detail(15, 160, 160, 40, nonscalar=False, counts=True, budget=6000),
+    "summary:high": _Detail(None, 400, 400, None, nonscalar=True, counts=True, budget=12000),
+}
+_TRUNCATION_MARKER = "\n[... preamble truncated to {budget} characters]"
+# Bookkeeping no prompt needs; the goal is printed in the header already.
+_HIDDEN_PREFIXES = ("internal.",)
+_HIDDEN_KEYS = frozenset({"graph.goal"})
+
+
+def build_preamble(
+    mode: str,
+    *,
+    goal: str,
+    run_id: str,
+    completed: Sequence[tuple[str, str, str]],
+    context: Mapping[str, Any],
+) -> str:
+    """The carry-over text for a fresh session (S5.4-03..05, S9.2-03); ``""`` for ``full``.
+
+    ``completed`` holds ``(node_id, status, notes)`` in run order. ``truncate`` carries only the
+    goal and run id; ``compact`` adds recent stages and scalar context values; the ``summary``
+    levels add status counts, notes and more context, cut to their budget with a marker.
+    """
+    normalized = mode.strip().lower()
+    if normalized not in FIDELITY_MODES:
+        raise ValueError(f"unknown fidelity {mode!r}: expected one of {', '.join(FIDELITY_MODES)}")
+    if normalized == "full":
+        return ""
+    lines = [f"Goal: {goal}" if goal else "Goal: (none)", f"Run: {run_id}"]
+    detail = _DETAILS.get(normalized)
+    if detail is not None:
+        lines += _stage_lines(completed, detail) + _context_lines(context, detail)
+    return _fit("\n".join(lines) + "\n", detail.budget if detail else None)
+
+
+def _stage_lines(completed: Sequence[tuple[str, str, str]], detail: _Detail) -> list[str]:
+    if not completed:
+        return ["", "Completed stages: none yet"]
+    lines = ["", f"Completed stages ({len(completed)}):"]
+    if detail.counts:
+        counts = Counter(status for _, status, _ in completed)
+        lines.append("Outcomes: " + ", ".join(f"{s}={n}" for s, n in sorted(counts.items())))
+    shown = completed if detail.stages is None else completed[-detail.stages :]
+    if len(shown) < len(completed):
+        lines.append(f"- ({len(completed) - len(shown)} earlier stages omitted)")
+    for node_id, status, notes in shown:
+        text = f"- {node_id}: {status}"
+        if detail.notes_chars and notes.strip():
+            text += f" — {_clip(' '.join(notes.split()), detail.notes_chars)}"
+        lines.append(text)
+    return lines
+
+
+def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
+    shown = [
+        (key, _render(context[key], detail))
+        for key in sorted(context)
+        if key not in _HIDDEN_KEYS and not key.startswith(_HIDDEN_PREFIXES)
+    ]
+    values = [(key, text) for key, text in shown if text is not None]
+    if not values:
+        return []
+    kept = values if detail.max_keys is None else values[: detail.max_keys]
+    lines = ["", "Context:"] + [f"- {key} = {text}" for key, text in kept]
+    if len(kept) < len(values):
+        lines.append(f"- ({len(values) - len(kept)} more keys omitted)")
+    return lines
+
+
+def _render(value: Any, detail: _Detail) -> str | None:
+    """One context value on one line, or ``None`` when this mode does not show it."""
+    if value is None:
+        return None
+    if isinstance(value, str | int | float | bool):
+        text = stringify(value)
+    elif detail.nonscalar:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    else:
+        return None
+    return _clip(" ".join(text.split()), detail.value_chars)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def _fit(text: str, budget: int | None) -> str:
+    if budget is None or len(text) <= budget:
+        return text
+    marker = _TRUNCATION_MARKER.format(budget=budget)
+    return text[: budget - len(marker)] + marker

@@ -1,0 +1,254 @@
+"""What a stage returns (spec §5.2, Appendix C): :class:`StageStatus` and :class:`Outcome`.
+
+An :class:`Outcome` is a frozen value so a decision made from it (routing, retry, goal gates)
+cannot be invalidated by a handler mutating it later. It round-trips through ``status.json``:
+:meth:`Outcome.to_json` writes both ``outcome`` and ``status`` (AMBIG-9, readers of either
+spelling work), :meth:`Outcome.from_json` accepts either and the status aliases of
+:func:`~attractor_trio.conditions.canonical_status`, and rejects anything ill-typed with a
+message that says which key is wrong and what it should be.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import evolve, field, frozen
+
+from ..conditions import STATUSES, canonical_status
+from ..errors import AttractorError
+
+__all__ = [
+    "CONTEXT_OUTCOME_KEYS",
+    "Outcome",
+    "StageStatus",
+    "StatusFileError",
+    "context_updates_after",
+    "is_success_like",
+    "passthrough_outcome",
+    "satisfies_goal_gate",
+]
+
+
+class StageStatus(enum.StrEnum):
+    """The five statuses; values are the lowercase strings used in files and conditions."""
+
+    SUCCESS = "success"
+    PARTIAL_SUCCESS = "partial_success"
+    RETRY = "retry"
+    FAIL = "fail"
+    SKIPPED = "skipped"
+
+
+class StatusFileError(AttractorError):
+    """A status document is not a valid outcome; the message names the key and the fix."""
+
+
+def _to_status(value: StageStatus | str) -> StageStatus:
+    if isinstance(value, StageStatus):
+        return value
+    canonical = canonical_status(value)
+    if canonical is None:
+        raise ValueError(f"unknown stage status {value!r}: expected one of {', '.join(STATUSES)}")
+    return StageStatus(canonical)
+
+
+def _to_ids(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _to_updates(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@frozen(eq=True, hash=False)
+class Outcome:
+    """A stage's result (spec S5.2-01) plus the failure metadata of CONTRACT §3.
+
+    ``context_updates`` is copied on construction so the caller's dict can change freely.
+    ``failure_class`` is kept as written; :func:`~.failures.normalize_failure_class` interprets it.
+    """
+
+    status: StageStatus = field(converter=_to_status)
+    preferred_label: str = ""
+    suggested_next_ids: tuple[str, ...] = field(default=(), converter=_to_ids)
+    context_updates: dict[str, Any] = field(factory=dict, converter=_to_updates)
+    notes: str = ""
+    failure_reason: str = ""
+    failure_class: str = ""
+    failure_signature: str = ""
+
+    def evolve(self, **changes: Any) -> Outcome:
+        """A copy with ``changes`` (fields keep their converters)."""
+        return evolve(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``status.json`` document: key ``outcome`` (the spec's) and ``status`` (Kilroy's)."""
+        return {
+            "outcome": self.status.value,
+            "status": self.status.value,
+            "preferred_label": self.preferred_label,
+            "suggested_next_ids": list(self.suggested_next_ids),
+            "context_updates": dict(self.context_updates),
+            "notes": self.notes,
+            "failure_reason": self.failure_reason,
+            "failure_class": self.failure_class,
+            "failure_signature": self.failure_signature,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object, *, source: str = "status file") -> Outcome:
+        """Read a status document; ``source`` (usually its path) prefixes every error message.
+
+        Unknown keys (ownership keys ``run_id``/``node_id``/``attempt_id``, tool-specific extras)
+        are ignored here; ownership is checked by the ingestion layer. ``null`` counts as absent.
+        """
+        if not isinstance(obj, Mapping):
+            raise StatusFileError(
+                f'{source}: expected a JSON object like {{"outcome": "success"}}, '
+                f"got {_json_type(obj)}"
+            )
+        status = _read_status(obj, source)
+        label = _read_str(obj, "preferred_label", source)
+        if "preferred_label" not in obj or obj["preferred_label"] is None:
+            label = _read_str(obj, "preferred_next_label", source)  # pre-fb57a55 spelling
+        return cls(
+            status=status,
+            preferred_label=label,
+            suggested_next_ids=_read_ids(obj, source),
+            context_updates=_read_updates(obj, source),
+            notes=_read_str(obj, "notes", source),
+            failure_reason=_read_str(obj, "failure_reason", source),
+            failure_class=_read_str(obj, "failure_class", source),
+            failure_signature=_read_str(obj, "failure_signature", source),
+        )
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"a number ({value})"
+    return names.get(type(value), type(value).__name__)
+
+
+def _read_status(obj: Mapping[str, Any], source: str) -> StageStatus:
+    found = {key: obj[key] for key in ("outcome", "status") if obj.get(key) is not None}
+    if not found:
+        raise StatusFileError(
+            f"{source}: missing 'outcome': add \"outcome\": one of {', '.join(STATUSES)}"
+        )
+    statuses = set()
+    for key, raw in found.items():
+        if not isinstance(raw, str):
+            raise StatusFileError(f"{source}: '{key}' must be a string, got {_json_type(raw)}")
+        canonical = canonical_status(raw)
+        if canonical is None:
+            raise StatusFileError(
+                f"{source}: unknown {key} {raw!r}: expected one of {', '.join(STATUSES)}"
+            )
+        statuses.add(canonical)
+    if len(statuses) > 1:
+        raise StatusFileError(
+            f"{source}: 'outcome' ({found['outcome']!r}) and 'status' ({found['status']!r}) "
+            "disagree: write one of them, or the same value in both"
+        )
+    return StageStatus(statuses.pop())
+
+
+def _read_str(obj: Mapping[str, Any], key: str, source: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise StatusFileError(f"{source}: '{key}' must be a string, got {_json_type(value)}")
+    return value
+
+
+def _read_ids(obj: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    value = obj.get("suggested_next_ids")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise StatusFileError(
+            f"{source}: 'suggested_next_ids' must be a list of node id strings "
+            f'like ["review"], got {_json_type(value)}'
+        )
+    return tuple(value)
+
+
+def _read_updates(obj: Mapping[str, Any], source: str) -> dict[str, Any]:
+    value = obj.get("context_updates")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise StatusFileError(
+            f'{source}: \'context_updates\' must be an object like {{"key": "value"}}, '
+            f"got {_json_type(value)}"
+        )
+    return dict(value)
+
+
+def _status_of(value: Outcome | StageStatus | str) -> StageStatus:
+    return value.status if isinstance(value, Outcome) else _to_status(value)
+
+
+def is_success_like(value: Outcome | StageStatus | str) -> bool:
+    """Routes like success: ``success``, ``partial_success`` and ``skipped`` (AMBIG-12)."""
+    return _status_of(value) in (
+        StageStatus.SUCCESS,
+        StageStatus.PARTIAL_SUCCESS,
+        StageStatus.SKIPPED,
+    )
+
+
+def satisfies_goal_gate(value: Outcome | StageStatus | str) -> bool:
+    """Spec S3.4-02: only ``success``/``partial_success``; ``skipped`` does not (CONTRACT §5)."""
+    return _status_of(value) in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS)
+
+
+#: Context keys the engine sets from every stage's outcome (spec S3.2-07, Kilroy's pass-through).
+CONTEXT_OUTCOME_KEYS = ("outcome", "preferred_label", "failure_reason", "failure_class")
+
+
+def context_updates_after(outcome: Outcome) -> dict[str, Any]:
+    """Everything the engine writes into the context after a stage, in application order.
+
+    The stage's own ``context_updates`` come first, then the built-in keys, so a handler
+    cannot fake ``outcome``. All four built-ins are always written — an empty value clears a
+    stale one, otherwise a diamond downstream would pass through an older stage's label.
+    """
+    updates = dict(outcome.context_updates)
+    updates.update(
+        {
+            "outcome": outcome.status.value,
+            "preferred_label": outcome.preferred_label,
+            "failure_reason": outcome.failure_reason,
+            "failure_class": outcome.failure_class,
+        }
+    )
+    return updates
+
+
+def passthrough_outcome(node_id: str, context: Mapping[str, Any]) -> Outcome:
+    """A conditional node's outcome: the previous stage's, read back from the context.
+
+    AMBIG-1 / CONTRACT §5: returning a fixed ``success`` would make ``outcome!=success`` edges
+    out of a diamond unreachable and would lose the failure reason on the way to the exit.
+    """
+    previous = context.get("outcome")
+    status = canonical_status(previous) if isinstance(previous, str) else None
+    return Outcome(
+        status=status or StageStatus.SUCCESS,
+        preferred_label=_context_str(context, "preferred_label"),
+        notes=f"Conditional node evaluated: {node_id}",
+        failure_reason=_context_str(context, "failure_reason"),
+        failure_class=_context_str(context, "failure_class"),
+    )
+
+
+def _context_str(context: Mapping[str, Any], key: str) -> str:
+    value = context.get(key)
+    return value if isinstance(value, str) else ""

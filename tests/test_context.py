@@ -1,0 +1,134 @@
+"""The run context (spec S5.1): API, snapshot/clone isolation, resume."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attractor_trio.conditions import evaluate_condition
+from attractor_trio.context import Context
+
+
+def test_set_get_contains_keys() -> None:
+    context = Context()
+    context.set("a", 1)
+    context.set("b.c", "x")
+    assert context.get("a") == 1
+    assert context.get("missing") is None
+    assert context.get("missing", "d") == "d"
+    assert "b.c" in context and "zz" not in context
+    assert list(context.keys()) == ["a", "b.c"]
+    assert len(context) == 2
+    assert context["a"] == 1
+    with pytest.raises(KeyError):
+        context["missing"]
+
+
+def test_keys_must_be_strings() -> None:
+    with pytest.raises(TypeError, match="context keys are strings"):
+        Context().set(1, "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, "dflt"), ("text", "text"), (True, "true"), (False, "false"), (3, "3"), (0.5, "0.5")],
+)
+def test_get_string(value: object, expected: str) -> None:
+    context = Context({"k": value})
+    assert context.get_string("k", "dflt") == expected
+    assert context.get_string("missing") == ""
+
+
+def test_apply_updates_in_order_and_overwrites() -> None:
+    context = Context({"a": 1})
+    context.apply_updates({"a": 2, "b": 3})
+    assert dict(context) == {"a": 2, "b": 3}
+
+
+def test_logs_append_only() -> None:
+    context = Context()
+    context.append_log("one")
+    context.append_log("two")
+    assert context.logs == ("one", "two")
+
+
+def test_snapshot_is_a_deep_copy() -> None:
+    context = Context({"list": [1, {"x": 2}]})
+    snap = context.snapshot()
+    snap["list"][1]["x"] = 99
+    assert context["list"] == [1, {"x": 2}]
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@attrs.frozen
+class Point:
+    x: int
+
+
+def test_snapshot_is_json_serializable_even_for_odd_values() -> None:
+    context = Context(
+        {"t": (1, 2), "s": {3, 1}, "e": Color.RED, "p": Point(1), "o": object(), "n": None}
+    )
+    snap = context.snapshot()
+    json.dumps(snap)
+    assert snap["t"] == [1, 2]
+    assert snap["s"] == [1, 3]
+    assert snap["e"] == "red"
+    assert snap["p"] == {"x": 1}
+    assert snap["o"].startswith("<object object")
+    assert snap["n"] is None
+
+
+def test_clone_isolates_values_and_logs() -> None:  # S3.8-03
+    parent = Context({"nested": {"a": [1]}}, logs=["p"])
+    child = parent.clone()
+    child["nested"]["a"].append(2)
+    child.set("new", 1)
+    child.append_log("c")
+    assert parent["nested"] == {"a": [1]}
+    assert "new" not in parent
+    assert parent.logs == ("p",)
+    assert child.logs == ("p", "c")
+
+
+def test_from_snapshot_round_trip_and_isolation() -> None:
+    original = Context({"a": {"b": 1}, "flag": True}, logs=["x"])
+    values = original.snapshot()
+    restored = Context.from_snapshot(values, original.logs)
+    assert dict(restored) == dict(original)
+    assert restored.logs == ("x",)
+    values["a"]["b"] = 2
+    assert restored["a"] == {"b": 1}
+
+
+def test_context_works_with_conditions() -> None:
+    context = Context({"tests_passed": True, "context.loop_state": "running"})
+    assert isinstance(context, Mapping)
+    assert evaluate_condition("context.tests_passed=true", "success", "", context)
+    assert evaluate_condition("context.loop_state!=exhausted", "success", "", context)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), json_values, max_size=5))
+def test_snapshot_of_json_values_is_exact(values: dict[str, Any]) -> None:
+    context = Context(values)
+    assert context.snapshot() == values
+    assert Context.from_snapshot(context.snapshot()).snapshot() == values

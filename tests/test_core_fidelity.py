@@ -1,0 +1,209 @@
+"""Context fidelity (spec §5.4, AMBIG-15/17): precedence, thread keys, preambles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attractor_trio.core import (
+    DEFAULT_FIDELITY,
+    FIDELITY_MODES,
+    build_preamble,
+    resolve_fidelity,
+    resolve_thread_key,
+)
+from attractor_trio.graph import Edge, Graph, Node
+
+
+def test_modes() -> None:
+    assert FIDELITY_MODES == (
+        "full",
+        "truncate",
+        "compact",
+        "summary:low",
+        "summary:medium",
+        "summary:high",
+    )
+    assert DEFAULT_FIDELITY == "compact"
+
+
+@pytest.mark.parametrize(
+    ("edge", "node", "graph", "expected"),
+    [
+        ("full", "truncate", "summary:low", "full"),  # edge wins (S5.4-06)
+        ("", "truncate", "summary:low", "truncate"),
+        ("", "", "summary:low", "summary:low"),
+        ("", "", "", "compact"),
+        (None, "summary:high", "", "summary:high"),
+        ("bogus", "", "truncate", "truncate"),  # invalid values count as unset
+        (" Summary:High ", "", "", "summary:high"),
+    ],
+)
+def test_resolve_fidelity(edge: str | None, node: str, graph: str, expected: str) -> None:
+    incoming = None if edge is None else Edge("p", "n", {"fidelity": edge})
+    g = Graph("g", {"default_fidelity": graph})
+    assert resolve_fidelity(incoming, Node("n", {"fidelity": node}), g) == expected
+
+
+@pytest.mark.parametrize(
+    ("node_thread", "edge_thread", "graph_thread", "classes", "previous", "expected"),
+    [
+        ("nt", "et", "gt", ("outer", "inner"), "prev", "nt"),  # node beats edge (AMBIG-15)
+        ("", "et", "gt", ("outer", "inner"), "prev", "et"),
+        ("", "", "gt", ("outer", "inner"), "prev", "gt"),
+        ("", "", "", ("outer", "inner"), "prev", "inner"),  # innermost subgraph class
+        ("", "", "", (), "prev", "prev"),
+        ("", "", "", (), "", "n"),  # first stage: its own id
+    ],
+)
+def test_resolve_thread_key(
+    node_thread: str,
+    edge_thread: str,
+    graph_thread: str,
+    classes: tuple[str, ...],
+    previous: str,
+    expected: str,
+) -> None:
+    node = Node("n", {"thread_id": node_thread}, subgraph_classes=classes)
+    edge = Edge("p", "n", {"thread_id": edge_thread})
+    graph = Graph("g", {"thread_id": graph_thread})
+    assert resolve_thread_key(node, edge, graph, previous) == expected
+
+
+def test_resolve_thread_key_without_an_edge() -> None:
+    assert resolve_thread_key(Node("n"), None, Graph("g"), "prev") == "prev"
+
+
+COMPLETED = [
+    ("start", "success", ""),
+    ("plan", "success", "Stage completed: plan"),
+    ("test", "fail", "3 tests failed\nin   module x"),
+]
+CONTEXT: dict[str, Any] = {
+    "graph.goal": "ship it",
+    "outcome": "fail",
+    "tests_passed": False,
+    "count": 3,
+    "internal.retry_count.test": 2,
+    "parallel.results": [{"id": "a"}],
+    "nothing": None,
+}
+
+
+def preamble(mode: str, **overrides: Any) -> str:
+    args: dict[str, Any] = {
+        "goal": "ship it",
+        "run_id": "r-1",
+        "completed": COMPLETED,
+        "context": CONTEXT,
+    }
+    args.update(overrides)
+    return build_preamble(mode, **args)
+
+
+def test_full_has_no_preamble() -> None:
+    assert preamble("full") == ""
+
+
+def test_truncate_carries_only_goal_and_run_id() -> None:  # S5.4-03, AMBIG-17
+    assert preamble("truncate") == "Goal: ship it\nRun: r-1\n"
+
+
+def test_compact_lists_stages_and_scalar_context() -> None:
+    assert preamble("compact") == (
+        "Goal: ship it\n"
+        "Run: r-1\n"
+        "\n"
+        "Completed stages (3):\n"
+        "- start: success\n"
+        "- plan: success\n"
+        "- test: fail\n"
+        "\n"
+        "Context:\n"
+        "- count = 3\n"
+        "- outcome = fail\n"
+        "- tests_passed = false\n"
+    )
+
+
+def test_summary_high_adds_counts_notes_and_structured_values() -> None:
+    text = preamble("summary:high")
+    assert "Outcomes: fail=1, success=2" in text
+    assert "- test: fail — 3 tests failed in module x" in text
+    assert '- parallel.results = [{"id": "a"}]' in text
+    assert "internal." not in text
+    assert "graph.goal" not in text
+
+
+def test_summary_medium_has_notes_but_no_structured_values() -> None:
+    text = preamble("summary:medium")
+    assert "- plan: success — Stage completed: plan" in text
+    assert "parallel.results" not in text
+
+
+def test_empty_run() -> None:
+    text = preamble("compact", goal="", completed=[], context={})
+    assert text == "Goal: (none)\nRun: r-1\n\nCompleted stages: none yet\n"
+
+
+def test_compact_keeps_the_most_recent_twenty_stages() -> None:
+    stages = [(f"s{i:02}", "success", "") for i in range(25)]
+    text = preamble("compact", completed=stages, context={})
+    assert "- (5 earlier stages omitted)" in text
+    assert "- s04:" not in text
+    assert "- s05: success" in text and "- s24: success" in text
+
+
+def test_long_values_are_clipped() -> None:
+    text = preamble("compact", context={"last_response": "x" * 500})
+    line = next(line for line in text.splitlines() if line.startswith("- last_response"))
+    assert line == "- last_response = " + "x" * 79 + "…"
+
+
+@pytest.mark.parametrize(
+    ("mode", "budget"), [("summary:low", 2400), ("summary:medium", 6000), ("summary:high", 12000)]
+)
+def test_summary_budgets_truncate_with_a_marker(mode: str, budget: int) -> None:
+    stages = [(f"node_{i}", "success", "n" * 400) for i in range(500)]
+    context = {f"key_{i:04}": "v" * 400 for i in range(500)}
+    assert len(preamble(mode, completed=stages, context=context)) <= budget
+    text = preamble(mode, goal="g" * 20_000)
+    assert len(text) == budget
+    assert text.endswith(f"\n[... preamble truncated to {budget} characters]")
+
+
+def test_summary_detail_increases() -> None:
+    stages = [(f"node_{i}", "success", "did things " * 10) for i in range(40)]
+    context = {f"key_{i:02}": "value " * 20 for i in range(60)}
+    sizes = [
+        len(preamble(m, completed=stages, context=context))
+        for m in ("truncate", "summary:low", "summary:medium", "summary:high")
+    ]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+def test_unknown_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown fidelity 'verbose'"):
+        preamble("verbose")
+
+
+@given(
+    st.sampled_from(FIDELITY_MODES),
+    st.lists(
+        st.tuples(st.text(max_size=8), st.sampled_from(["success", "fail"]), st.text(max_size=50))
+    ),
+    st.dictionaries(
+        st.text(max_size=8),
+        st.none() | st.integers() | st.text(max_size=50) | st.lists(st.integers()),
+    ),
+)
+def test_preamble_is_deterministic_and_order_insensitive_to_context(
+    mode: str, completed: list[tuple[str, str, str]], context: dict[str, Any]
+) -> None:
+    first = build_preamble(mode, goal="g", run_id="r", completed=completed, context=context)
+    reordered = dict(reversed(list(context.items())))
+    again = build_preamble(mode, goal="g", run_id="r", completed=completed, context=reordered)
+    assert first == again
