@@ -1,0 +1,125 @@
+"""The codergen handler (spec §4.5): renders a stage's prompt and hands it to a backend.
+
+The handler owns the prompt (``$goal`` expansion, the fidelity preamble of §5.4) and the
+stage's text artifacts; the backend owns talking to a model. ``prompt.md`` is written
+*before* the backend is called, so a stage that hangs or is cancelled still shows what it was
+asked. ``status.json`` is left to the engine, which writes every stage's outcome the same way.
+
+Failures become ``fail`` outcomes with a failure class where one is known (a typed provider
+error, CONTRACT §9); ``trio.Cancelled`` is never caught, so cancellation reaches the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ..core.fidelity import DEFAULT_FIDELITY, FIDELITY_MODES, build_preamble
+from ..core.outcome import Outcome, StageStatus
+from ..graph import Graph, Node
+from ..persist.atomic import write_text_atomic
+from ..providers.base import CodergenBackend, ProviderError, failure_class_of
+from ..providers.simulate import SimulationBackend
+from ..transforms import expand_variables
+from .base import AttemptInfo, require_attempt
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+__all__ = [
+    "COMPLETED_SUMMARY_KEY",
+    "FIDELITY_KEY",
+    "RESPONSE_PREVIEW_CHARS",
+    "CodergenHandler",
+    "render_prompt",
+]
+
+#: Context key holding the fidelity mode the engine resolved for this stage (S5.4-06).
+FIDELITY_KEY: Final = "internal.fidelity"
+#: Context key holding the completed stages as ``[node_id, status, notes]`` lists, in order.
+COMPLETED_SUMMARY_KEY: Final = "internal.completed_summary"
+RESPONSE_PREVIEW_CHARS: Final = 200
+_PREAMBLE_SEPARATOR: Final = "\n---\n\n"
+
+
+class CodergenHandler:
+    """Spec S4.5 with a pluggable backend; ``backend=None`` simulates (S4.5-06)."""
+
+    def __init__(self, backend: CodergenBackend | None = None) -> None:
+        self.backend: CodergenBackend = backend if backend is not None else SimulationBackend()
+
+    async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
+        attempt = require_attempt(node, logs_root)
+        prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
+        attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(attempt.stage_dir / "prompt.md", prompt)
+        try:
+            result = await self.backend.run(node, prompt, context)
+        except ProviderError as exc:
+            return _failed(str(exc), failure_class_of(exc))
+        except Exception as exc:
+            return _failed(f"{type(exc).__name__}: {exc}", failure_class_of(exc))
+        if isinstance(result, Outcome):
+            return result
+        return _succeeded(node, str(result), attempt)
+
+
+def _failed(reason: str, failure_class: str) -> Outcome:
+    return Outcome(status=StageStatus.FAIL, failure_reason=reason, failure_class=failure_class)
+
+
+def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
+    """S4.5-07/08: record the response, report success with a short preview in the context."""
+    write_text_atomic(attempt.stage_dir / "response.md", response)
+    return Outcome(
+        status=StageStatus.SUCCESS,
+        notes=f"Stage completed: {node.id}",
+        context_updates={
+            "last_stage": node.id,
+            "last_response": response[:RESPONSE_PREVIEW_CHARS],
+        },
+    )
+
+
+def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_id: str = "") -> str:
+    """The prompt a backend receives (S4.5-01/02, S5.4-09).
+
+    ``node.prompt``, else the label (which is the id when unset), with ``$goal`` expanded. A
+    stage that starts a fresh session (any fidelity but ``full``) gets a carry-over preamble
+    first — but only once some stage has completed: before that there is nothing to carry over
+    and the preamble would only repeat the goal.
+    """
+    prompt = expand_variables(node.prompt or node.label, graph)
+    mode = _fidelity_mode(context.get(FIDELITY_KEY))
+    completed = _completed_stages(context.get(COMPLETED_SUMMARY_KEY))
+    if mode == "full" or not completed:
+        return prompt
+    preamble = build_preamble(
+        mode, goal=graph.goal, run_id=run_id, completed=completed, context=context
+    )
+    return f"{preamble.rstrip()}\n{_PREAMBLE_SEPARATOR}{prompt}" if preamble.strip() else prompt
+
+
+def _fidelity_mode(value: object) -> str:
+    """The engine's resolved mode; anything unusable falls back to the default (``compact``)."""
+    mode = value.strip().lower() if isinstance(value, str) else ""
+    return mode if mode in FIDELITY_MODES else DEFAULT_FIDELITY
+
+
+def _completed_stages(value: object) -> list[tuple[str, str, str]]:
+    """Read ``[[node_id, status, notes], ...]`` defensively: skip what does not fit.
+
+    The list comes back from a checkpoint on resume, so it may have been edited or written by
+    an older version; a malformed entry must not fail the stage.
+    """
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return []
+    stages = []
+    for entry in value:
+        if isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) >= 2:
+            node_id, status = entry[0], entry[1]
+            notes = entry[2] if len(entry) > 2 else ""
+            if isinstance(node_id, str) and isinstance(status, str):
+                stages.append((node_id, status, notes if isinstance(notes, str) else ""))
+    return stages
