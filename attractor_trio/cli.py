@@ -1,0 +1,126 @@
+"""The ``attractor-trio`` command (CONTRACT §1). Thin: parse options, call the API, map exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from ._version import __version__
+from .errors import AttractorError, DotSyntaxError
+from .graph import Diagnostic, Severity
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _not_yet(command: str, issue: int) -> NoReturn:
+    _echo_err(f"attractor-trio {command}: not implemented yet (arrives with issue #{issue}).")
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="attractor-trio")
+def main() -> None:
+    """Run Attractor pipelines (DOT graphs of LLM, tool, human and parallel stages) on Trio.
+
+    Exit codes: 0 success, 1 pipeline failed (or invalid for `validate`), 2 usage, parse,
+    validation or config error, 130 SIGINT, 143 SIGTERM/stop, 70 internal error.
+    """
+
+
+# --- validate ------------------------------------------------------------------------------
+
+
+def _diagnose(path: Path) -> list[Diagnostic]:
+    from .pipeline import load
+    from .validate import validate
+
+    try:
+        graph = load(path)
+    except DotSyntaxError as exc:
+        return [Diagnostic("syntax", Severity.ERROR, exc.message, line=exc.line, col=exc.col)]
+    except AttractorError as exc:
+        return [Diagnostic("transform", Severity.ERROR, str(exc))]
+    return validate(graph)
+
+
+@main.command("validate")
+@click.argument("pipeline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
+def validate_command(pipeline: Path, as_json: bool, strict: bool) -> None:
+    """Check PIPELINE.dot: syntax, structure, conditions, stylesheet, attribute values."""
+    diagnostics = _diagnose(pipeline)
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
+    valid = errors == 0 and not (strict and warnings)
+    if as_json:
+        report = {
+            "file": str(pipeline),
+            "valid": valid,
+            "errors": errors,
+            "warnings": warnings,
+            "diagnostics": [d.to_json() for d in diagnostics],
+        }
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for diagnostic in diagnostics:
+            _echo_err(diagnostic.format(str(pipeline)))
+        verdict = "valid" if valid else "invalid"
+        _echo_err(f"{pipeline}: {verdict} ({errors} error(s), {warnings} warning(s))")
+    sys.exit(EXIT_OK if valid else EXIT_FAIL)
+
+
+# --- commands that later issues fill in ----------------------------------------------------
+
+
+def _register_run_commands() -> None:
+    from .cli_run import register
+
+    register(main)
+
+
+_register_run_commands()
+
+@main.command("stop", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def stop_command(args: tuple[str, ...]) -> None:
+    """Ask a running run to cancel gracefully; exit once final.json exists."""
+    _not_yet("stop", 9)
+
+
+@main.command("serve", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve_command(args: tuple[str, ...]) -> None:
+    """HTTP server mode with SSE events (spec §9.5)."""
+    _not_yet("serve", 9)
+
+
+@main.command("fuzz", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def fuzz_command(args: tuple[str, ...]) -> None:
+    """Run a pipeline under generated fault and cancel schedules with fake backends."""
+    _not_yet("fuzz", 10)
+
+
+@main.command("runs", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def runs_command(args: tuple[str, ...]) -> None:
+    """List runs under DIR."""
+    _not_yet("runs", 9)
+
+
+@main.command("graph", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def graph_command(args: tuple[str, ...]) -> None:
+    """Render a pipeline, optionally colored by a run."""
+    _not_yet("graph", 9)

@@ -1,0 +1,313 @@
+"""``run``, ``resume`` and ``status``: option handling, signals, display, exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed
+from .graph import Graph, Severity
+from .values import AttributeValueError, parse_duration
+
+__all__ = ["resume_command", "run_command", "status_command"]
+
+EXIT_CODES = {"success": 0, "fail": 1}
+EXIT_USAGE, EXIT_INTERNAL = 2, 70
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "stop": 143}
+
+
+def _duration_option(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except AttributeValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+def _run_options(func: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--backend", help="Codergen backend: simulate, or a configured provider."),
+        click.option("--simulate", is_flag=True, help="Same as --backend simulate."),
+        click.option("--sim-script", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option("--auto-approve", is_flag=True, help="Human gates pick the first option."),
+        click.option("--interviewer", help="auto | console | queue:FILE"),
+        click.option("--stall-timeout", help="Watchdog: no progress for this long fails the run."),
+        click.option("--heartbeat-interval", help="stage_heartbeat period (default min(stall/3, 30s))."),
+        click.option("--kill-grace", help="SIGTERM→SIGKILL grace for stage processes (default 5s)."),
+        click.option("--workdir", type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--quiet", is_flag=True, help="Print only the final line."),
+        click.option("--json", "as_json", is_flag=True, help="Events as NDJSON on stdout."),
+        click.option("--seed", type=int, help="Seed for retry jitter (reproducible runs)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _fail_usage(message: str) -> None:
+    click.echo(f"attractor-trio: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _guard(func: Callable[..., None]) -> Callable[..., None]:
+    """Bad input gets a clear message and exit 2 — never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except DotSyntaxError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(EXIT_USAGE)
+        except ValidationFailed as exc:
+            for diagnostic in exc.diagnostics:
+                if diagnostic.severity is Severity.ERROR:
+                    click.echo(diagnostic.format(kwargs.get("pipeline_path", "")), err=True)
+            click.echo("attractor-trio: pipeline is invalid; nothing was executed", err=True)
+            sys.exit(EXIT_USAGE)
+        except (AttractorError, AttributeValueError) as exc:
+            _fail_usage(str(exc))
+
+    return wrapper
+
+
+def _settings(opts: dict[str, Any]) -> dict[str, Any]:
+    """Resolve backend, interviewer and timing from options and ``--config``."""
+    from .runconfig import RunConfig, load_run_config
+
+    config = load_run_config(opts["config_path"]) if opts["config_path"] else RunConfig()
+    backend_name = "simulate" if opts["simulate"] else (opts["backend"] or config.backend)
+    stall = _duration_option(opts["stall_timeout"], "--stall-timeout")
+    if stall is None:
+        stall = config.stall_timeout if config.stall_timeout is not None else 600.0
+    heartbeat = _duration_option(opts["heartbeat_interval"], "--heartbeat-interval")
+    if heartbeat is None:
+        heartbeat = config.heartbeat_interval
+    if heartbeat is None:
+        heartbeat = min(stall / 3, 30.0) if stall else 30.0
+    grace = _duration_option(opts["kill_grace"], "--kill-grace")
+    if grace is None:
+        grace = config.kill_grace if config.kill_grace is not None else 5.0
+    return {
+        "backend": _backend(backend_name, opts["sim_script"], config),
+        "interviewer": _interviewer(opts["auto_approve"], opts["interviewer"]),
+        "heartbeat_interval": heartbeat,
+        "stall_timeout": stall,
+        "kill_grace": grace,
+    }
+
+
+def _backend(name: str, sim_script: Path | None, config: Any) -> Any:
+    from .providers.simulate import SimulationBackend, load_sim_script
+
+    if sim_script is not None and name not in ("", "simulate"):
+        raise ConfigError("--sim-script scripts the simulation backend; use it with --simulate")
+    if name == "simulate" or sim_script is not None:
+        return SimulationBackend(load_sim_script(sim_script) if sim_script else None)
+    if not name:
+        return None
+    if name in config.providers:
+        raise ConfigError(
+            f"provider backend '{name}' is configured, but provider backends are not "
+            "available in this version yet; use --simulate"
+        )
+    known = ", ".join(["simulate", *config.providers]) or "simulate"
+    raise ConfigError(f"unknown backend '{name}'; known backends: {known}")
+
+
+def _interviewer(auto_approve: bool, spec: str | None) -> Any:
+    from .interviewers import (
+        AutoApproveInterviewer,
+        ConsoleInterviewer,
+        NonInteractiveInterviewer,
+        interviewer_from_spec,
+    )
+
+    if auto_approve:
+        return AutoApproveInterviewer()
+    if spec:
+        return interviewer_from_spec(spec)
+    return ConsoleInterviewer() if sys.stdin.isatty() else NonInteractiveInterviewer()
+
+
+def _sinks(as_json: bool, quiet: bool) -> list[Any]:
+    from .display import JsonLines, PlainDisplay, RichDisplay
+
+    if as_json:
+        return [JsonLines()]
+    if not quiet and sys.stderr.isatty():
+        return [RichDisplay()]
+    return [PlainDisplay(quiet=quiet)]
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        values[key.strip()] = value
+    return values
+
+
+async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> Any:
+    """Run ``start(task_status)`` with SIGINT/SIGTERM turned into run cancellation."""
+    from .engine import RunHandle
+
+    handle = RunHandle()
+    holder["handle"] = handle
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+                    if holder.get("signal") == "SIGINT" and name == "SIGINT":
+                        handle.skip_grace()
+                    holder.setdefault("signal", name)
+                    handle.cancel(name)
+
+        nursery.start_soon(watch_signals)
+        result = await start(handle)
+        nursery.cancel_scope.cancel()
+    return result
+
+
+def _exit_for(result: Any, holder: dict[str, Any]) -> int:
+    if result.exit_path == "internal_error":
+        return EXIT_INTERNAL
+    if result.status == "canceled":
+        return SIGNAL_EXIT.get(holder.get("signal", "SIGTERM"), 143)
+    return EXIT_CODES.get(result.status, 1)
+
+
+def _summary(result: Any, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        return
+    reason = f" — {result.failure_reason}" if result.failure_reason else ""
+    click.echo(
+        f"attractor-trio: {result.status} ({result.exit_path}){reason}\n"
+        f"logs root: {result.logs_root}",
+        err=True,
+    )
+
+
+@click.command("run")
+@click.argument("pipeline_path", metavar="PIPELINE.dot", type=click.Path(exists=True, dir_okay=False))
+@click.option("--logs-root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--run-id")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a context key.")
+@_run_options
+@_guard
+def run_command(pipeline_path: str, logs_root: Path | None, run_id: str | None,
+                sets: tuple[str, ...], **opts: Any) -> None:
+    """Parse, transform, validate and execute PIPELINE.dot."""
+    from . import engine
+    from .pipeline import prepare_pipeline
+
+    graph, diagnostics = prepare_pipeline(pipeline_path)
+    if not opts["quiet"]:
+        for diagnostic in diagnostics:
+            click.echo(diagnostic.format(pipeline_path), err=True)
+    settings = _settings(opts)
+    initial = _parse_sets(sets)
+    run_id = run_id or engine.new_run_id()
+    root = logs_root or Path("runs") / run_id
+    _refuse_existing(root)
+    engine.check_runnable(graph, backend=settings["backend"])
+    click.echo(f"logs root: {root}", err=True)
+    holder: dict[str, Any] = {}
+
+    async def start(handle: Any) -> Any:
+        return await engine.run(
+            graph, logs_root=root, run_id=run_id, context=initial, handle=handle,
+            workdir=opts["workdir"], sinks=_sinks(opts["as_json"], opts["quiet"]),
+            seed=opts["seed"], argv=sys.argv, **settings,
+        )
+
+    result = trio.run(_with_signals, start, holder)
+    _summary(result, opts["quiet"], opts["as_json"])
+    sys.exit(_exit_for(result, holder))
+
+
+def _refuse_existing(root: Path) -> None:
+    if (root / "checkpoint.json").exists() or (root / "manifest.json").exists():
+        raise ConfigError(
+            f"{root} already holds a run; continue it with `attractor-trio resume {root}` "
+            "or choose another --logs-root"
+        )
+
+
+@click.command("resume")
+@click.argument("logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_run_options
+@_guard
+def resume_command(logs_root: Path, **opts: Any) -> None:
+    """Continue a run from LOGS_ROOT/checkpoint.json without re-running completed stages."""
+    from . import engine
+    from .persist.final import read_final
+    from .persist.manifest import read_manifest
+    from .pipeline import load
+
+    final = read_final(logs_root)
+    if final is not None:
+        click.echo(
+            f"attractor-trio: run {final.run_id} already finished ({final.status}, "
+            f"{final.exit_path}); nothing to resume",
+            err=True,
+        )
+        sys.exit(0)
+    if not (logs_root / "graph.dot").exists():
+        raise ConfigError(f"{logs_root}: no graph.dot — is this a run directory?")
+    manifest = read_manifest(logs_root)
+    graph = load(logs_root / "graph.dot")
+    settings = _settings(opts)
+    engine.check_runnable(graph, backend=settings["backend"])
+    click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
+    holder: dict[str, Any] = {}
+
+    async def start(handle: Any) -> Any:
+        return await engine.resume(
+            graph, logs_root=logs_root, handle=handle, workdir=opts["workdir"],
+            sinks=_sinks(opts["as_json"], opts["quiet"]), seed=opts["seed"], **settings,
+        )
+
+    result = trio.run(_with_signals, start, holder)
+    _summary(result, opts["quiet"], opts["as_json"])
+    sys.exit(_exit_for(result, holder))
+
+
+@click.command("status")
+@click.argument("logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def status_command(logs_root: Path, as_json: bool) -> None:
+    """Show a run's current or terminal state (final.json, live.json)."""
+    from .status import read_status
+
+    status = read_status(logs_root)
+    if as_json:
+        click.echo(json.dumps(status, indent=2, ensure_ascii=False))
+    else:
+        reason = f"\n  reason: {status['failure_reason']}" if status["failure_reason"] else ""
+        current = f" at {status['current_node']}" if status["current_node"] else ""
+        active = ", ".join(a["node_id"] for a in status["active_attempts"])
+        running = f"\n  active: {active}" if active else ""
+        click.echo(f"{status['run_id']}: {status['state']}{current}{running}{reason}")
+    sys.exit(0)
+
+
+def register(group: click.Group) -> None:
+    for command in (run_command, resume_command, status_command):
+        group.add_command(command)
+

@@ -1,0 +1,613 @@
+"""The trio driver: INITIALIZE → EXECUTE → FINALIZE around a :class:`~.traversal.Traversal`.
+
+The run owns one cancel scope. Whatever ends the run — the last stage, a routing stop, a
+signal, the caller's own cancellation, a bug — finalization runs once, shielded and bounded,
+in a ``finally`` at the root: checkpoint, ``final.json``, then the terminal event, then the
+lock is released. ``final.json`` cannot be missing on any exit path because there is only one
+place that writes it and every path goes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import trio
+from attrs import define, field, frozen
+
+from .context import Context
+from .core.failures import failure_signature
+from .core.outcome import Outcome
+from .core.routing import Advance, Stop, route
+from .errors import AttractorError, ConfigError
+from .events import EventHub, EventSink
+from .graph import Graph
+from .handlers.base import Handler, HandlerRegistry
+from .persist.atomic import utc_timestamp
+from .persist.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .persist.final import FinalRecord, read_final, write_final
+from .persist.live import LiveWriter
+from .persist.lock import acquire_run_lock
+from .persist.manifest import write_manifest
+from .persist.progress import ProgressWriter
+from .scopes.attempt import StageExecutor
+from .traversal import Traversal, TraversalState
+from .validate import register_known_type, validate_or_raise
+from .values import format_duration
+
+__all__ = [
+    "RunResult",
+    "clear_handlers",
+    "new_run_id",
+    "register_handler",
+    "resume",
+    "run",
+]
+
+_CUSTOM_HANDLERS: dict[str, Handler] = {}
+_FINALIZE_BUDGET_S = 10.0
+
+
+def register_handler(type_name: str, handler: Handler) -> None:
+    """Register a custom handler for every later run (spec S4.12-01); replaces an existing one."""
+    HandlerRegistry().register(type_name, handler)  # validates the shape
+    _CUSTOM_HANDLERS[type_name] = handler
+    register_known_type(type_name)
+
+
+def clear_handlers() -> None:
+    _CUSTOM_HANDLERS.clear()
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+class RunHandle:
+    """Lets a caller (the CLI's signal task, an embedding app) cancel a run by reason.
+
+    A cancel that arrives before the run has started is remembered and applied at start.
+    """
+
+    def __init__(self) -> None:
+        self._run: _Run | None = None
+        self._pending: str = ""
+        self.grace_skipped = False
+
+    def cancel(self, reason: str) -> None:
+        if self._run is not None:
+            self._run.cancel(reason)
+        elif not self._pending:
+            self._pending = reason
+
+    def skip_grace(self) -> None:
+        """A second SIGINT: stage processes get SIGKILL without waiting for the grace."""
+        self.grace_skipped = True
+        if self._run is not None:
+            self._run.kill_grace = 0.0
+
+    def _attach(self, run: _Run) -> None:
+        self._run = run
+        if self.grace_skipped:
+            run.kill_grace = 0.0
+        if self._pending:
+            run.cancel(self._pending)
+
+
+def check_runnable(graph: Graph, *, backend: Any = None, interviewer: Any = None,
+                   handlers: Mapping[str, Handler] | None = None) -> None:
+    """Everything that must hold before a run directory is created (exit 2 otherwise)."""
+    registry = _build_registry(backend, interviewer, handlers)
+    validate_or_raise(graph)
+    stages = _needs_backend(graph, registry)
+    if backend is None and stages:
+        shown = ", ".join(stages[:5]) + (" …" if len(stages) > 5 else "")
+        raise ConfigError(
+            f"pipeline has codergen stages ({shown}) but no backend: pass --simulate "
+            "(or --backend simulate) to simulate them, or --config FILE naming a provider"
+        )
+
+
+@frozen
+class RunResult:
+    """What ``run`` returns; mirrors ``final.json``."""
+
+    status: str
+    completed_nodes: tuple[str, ...]
+    failure_reason: str
+    failure_class: str
+    exit_path: str
+    logs_root: Path
+    run_id: str
+
+    @property
+    def exit_code(self) -> int:
+        return {"success": 0, "fail": 1}.get(self.status, 1)
+
+
+@define
+class _Finish:
+    status: str
+    exit_path: str
+    failure_reason: str = ""
+    failure_class: str = ""
+
+
+def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
+    from .handlers.codergen import CodergenHandler
+    from .handlers.human import WaitHumanHandler
+    from .handlers.simple import ConditionalHandler, ExitHandler, StartHandler
+    from .handlers.tool import ToolHandler
+
+    registry = HandlerRegistry()
+    registry.register("start", StartHandler())
+    registry.register("exit", ExitHandler())
+    registry.register("conditional", ConditionalHandler())
+    registry.register("codergen", CodergenHandler(backend))
+    registry.register("tool", ToolHandler())
+    registry.register("wait.human", WaitHumanHandler(interviewer))
+    return registry
+
+
+def _needs_backend(graph: Graph, registry: HandlerRegistry) -> list[str]:
+    return [n.id for n in graph if registry.resolve_type(n) == "codergen"]
+
+
+@define
+class _Run:
+    graph: Graph
+    logs_root: Path
+    run_id: str
+    registry: HandlerRegistry
+    state: TraversalState
+    hub: EventHub
+    heartbeat_interval: float | None
+    kill_grace: float
+    workdir: Path
+    rng: random.Random
+    resumed: bool
+    stall_timeout: float | None = None
+    start_time: str = field(factory=utc_timestamp)
+    started: float = field(factory=time.monotonic)
+    scope: trio.CancelScope = field(factory=trio.CancelScope)
+    cancel_reason: str = ""
+    traversal: Traversal | None = None
+    last_progress: float = 0.0
+
+    def bump(self) -> None:
+        """Progress anywhere in the run (output, stream data, attempt start/finish)."""
+        self.last_progress = trio.current_time()
+
+    async def watchdog(self, stall: float) -> None:
+        """Cancel the run when nothing has made progress for ``stall`` seconds."""
+        while True:
+            idle = trio.current_time() - self.last_progress
+            if idle >= stall:
+                self.hub.emit(
+                    "watchdog_timeout",
+                    stall_timeout_s=stall,
+                    idle_s=round(idle, 3),
+                    active_attempts=self.hub.active_attempts(),
+                )
+                self.cancel(f"watchdog: no progress for {format_duration(stall)}")
+                return
+            await trio.sleep(stall - idle)
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the run; the first reason wins (it becomes ``exit_path``)."""
+        if not self.cancel_reason:
+            self.cancel_reason = reason
+        self.scope.cancel(reason=reason)
+
+    def stage_root(self) -> Path:
+        count = self.state.restart_count
+        return self.logs_root / f"restart-{count}" if count else self.logs_root
+
+    def executor(self) -> StageExecutor:
+        return StageExecutor(
+            graph=self.graph,
+            registry=self.registry,
+            context=self.state.context,
+            emit=self.hub.bind(""),
+            run_id=self.run_id,
+            stage_root=self.stage_root(),
+            workdir=self.workdir,
+            node_retries=self.state.node_retries,
+            node_attempts=self.state.node_attempts,
+            rng=self.rng,
+            heartbeat_interval=self.heartbeat_interval,
+            kill_grace=self.kill_grace,
+            progress=self.bump,
+        )
+
+    def save_checkpoint(self, node_id: str) -> None:
+        state = self.state
+        save_checkpoint(
+            self.logs_root,
+            Checkpoint(
+                run_id=self.run_id,
+                current_node=node_id,
+                completed_nodes=state.completed_nodes,
+                node_retries=state.node_retries,
+                context=state.context.snapshot(),
+                logs=state.context.logs,
+                node_outcomes={k: v.to_json() for k, v in state.node_outcomes.items()},
+                visits=state.visits,
+                failure_signatures=state.failure_signatures,
+                extra={
+                    "restart_count": state.restart_count,
+                    "node_attempts": state.node_attempts,
+                },
+            ),
+        )
+        self.hub.emit("checkpoint_saved", node_id=node_id)
+
+    async def loop_restart(self, advance: Advance) -> Stop | None:
+        state = self.state
+        if state.restart_count >= self.graph.max_restarts:
+            return Stop(
+                "stage_failed",
+                f"loop_restart limit reached: {state.restart_count} restarts "
+                f"(graph max_restarts={self.graph.max_restarts})",
+                "structural",
+            )
+        state.restart_count += 1
+        new_root = self.stage_root()
+        new_root.mkdir(parents=True, exist_ok=True)
+        self.hub.emit(
+            "loop_restart",
+            from_node=state.current_node,
+            to_node=advance.to_node,
+            restart=state.restart_count,
+            new_logs_root=str(new_root),
+        )
+        # A restart is a fresh attempt at the loop: retry budgets, outcomes and visit counts
+        # start over; the context is kept (it carries what the loop learned).
+        state.node_retries.clear()
+        state.node_outcomes.clear()
+        state.visits.clear()
+        if self.traversal is not None:
+            self.traversal.executor = self.executor()
+        return None
+
+    async def execute(self, start_node: str, predecessor: str = "") -> Stop:
+        self.traversal = Traversal(
+            graph=self.graph,
+            state=self.state,
+            executor=self.executor(),
+            emit=self.hub.bind(""),
+            checkpoint=self.save_checkpoint,
+            on_loop_restart=self.loop_restart,
+        )
+        return await self.traversal.run(start_node, predecessor)
+
+    def finalize(self, finish: _Finish) -> RunResult:
+        """Checkpoint is current; write ``final.json``, then the terminal event (CONTRACT §4)."""
+        state = self.state
+        duration = round(time.monotonic() - self.started, 3)
+        hub = self.hub
+        hub.live.update(state="finalizing")
+        signature = ""
+        if finish.status != "success" and finish.failure_reason:
+            signature = failure_signature(
+                state.current_node, finish.failure_class, finish.failure_reason
+            )
+        record = FinalRecord(
+            run_id=self.run_id,
+            status=finish.status,
+            exit_path=finish.exit_path,
+            completed_nodes=state.completed_nodes,
+            start_time=self.start_time,
+            end_time=utc_timestamp(),
+            duration_s=duration,
+            failure_reason=finish.failure_reason or None,
+            failure_class=finish.failure_class or None,
+            failure_signature=signature or None,
+        )
+        write_final(self.logs_root, record)
+        hub.writer.sync()
+        if finish.status == "success":
+            hub.emit("pipeline_completed", status="success", duration_s=duration)
+        else:
+            hub.emit(
+                "pipeline_failed",
+                status=finish.status,
+                failure_reason=finish.failure_reason,
+                failure_class=finish.failure_class,
+                exit_path=finish.exit_path,
+                duration_s=duration,
+            )
+        hub.live.update(state=finish.status, current_node=state.current_node)
+        hub.live.flush()
+        hub.writer.sync()
+        return RunResult(
+            status=finish.status,
+            completed_nodes=tuple(state.completed_nodes),
+            failure_reason=finish.failure_reason,
+            failure_class=finish.failure_class,
+            exit_path=finish.exit_path,
+            logs_root=self.logs_root,
+            run_id=self.run_id,
+        )
+
+
+def _finish_from_stop(stop: Stop) -> _Finish:
+    if not stop.failed:
+        return _Finish("success", "completed")
+    return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class)
+
+
+def _canceled(reason: str | None) -> _Finish:
+    text = reason or "canceled"
+    if text.startswith("watchdog"):
+        return _Finish("fail", "watchdog", f"{text} (stall timeout)", "transient_infra")
+    return _Finish("canceled", "canceled", f"run canceled: {text}", "canceled")
+
+
+async def _drive(
+    run: _Run, start: str | None, predecessor: str = "", preset: Stop | None = None
+) -> RunResult:
+    """EXECUTE inside the run scope, then FINALIZE exactly once whatever happened.
+
+    ``start=None`` means there is nothing left to execute (a resumed run whose checkpoint is
+    already at the exit, or whose last stage already decided a stop: ``preset``).
+    """
+    finish = _Finish("fail", "internal_error", "run ended without a result", "structural")
+    try:
+        with run.scope:
+            run.hub.emit(
+                "pipeline_started",
+                name=run.graph.name,
+                goal=run.graph.goal,
+                logs_root=str(run.logs_root),
+                resumed=run.resumed,
+            )
+            run.hub.live.update(state="running")
+            run.bump()
+            async with trio.open_nursery() as nursery:
+                if run.stall_timeout:
+                    nursery.start_soon(run.watchdog, run.stall_timeout)
+                if start is None:
+                    stop = preset or Stop("completed")
+                else:
+                    stop = await run.execute(start, predecessor)
+                nursery.cancel_scope.cancel()
+            finish = _finish_from_stop(stop)
+        if run.scope.cancelled_caught:
+            finish = _canceled(run.cancel_reason)
+    except trio.Cancelled as cancelled:
+        finish = _canceled(cancelled.reason)
+        raise
+    except BaseException as exc:
+        finish = _Finish(
+            "fail", "internal_error", f"internal error: {type(exc).__name__}: {exc}", "structural"
+        )
+        if not isinstance(exc, Exception):
+            raise
+        print(f"attractor-trio: internal error: {exc!r}", file=sys.stderr)
+    finally:
+        with trio.move_on_after(_FINALIZE_BUDGET_S, shield=True):
+            result = run.finalize(finish)
+    return result
+
+
+# ----------------------------------------------------------------------------------- public
+
+
+async def run(
+    graph: Graph,
+    *,
+    logs_root: str | os.PathLike[str],
+    backend: Any = None,
+    interviewer: Any = None,
+    handlers: Mapping[str, Handler] | None = None,
+    context: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    heartbeat_interval: float | None = 30.0,
+    kill_grace: float = 5.0,
+    sinks: Sequence[EventSink] = (),
+    seed: int | None = None,
+    argv: Sequence[str] = (),
+    require_backend: bool = True,
+    stall_timeout: float | None = None,
+    handle: RunHandle | None = None,
+) -> RunResult:
+    """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
+
+    Raises ``ValidationFailed``/``ConfigError`` before creating anything when the graph cannot
+    run. Cancelling the caller's scope cancels the run and still writes ``final.json``.
+    """
+    registry = _build_registry(backend, interviewer, handlers)
+    check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
+    root = Path(logs_root)
+    run_id = run_id or new_run_id()
+    root.mkdir(parents=True, exist_ok=True)
+    lock = acquire_run_lock(root, run_id)
+    try:
+        write_manifest(
+            root,
+            run_id=run_id,
+            name=graph.name,
+            label=graph.label,
+            goal=graph.goal,
+            dot_path=None if graph.path == "<string>" else graph.path,
+            dot_source=graph.source,
+            argv=list(argv),
+        )
+        ctx = _initial_context(graph, run_id, context)
+        hub = EventHub(
+            ProgressWriter(root / "progress.ndjson", run_id),
+            LiveWriter(root, run_id),
+            list(sinks),
+        )
+        state = TraversalState(context=ctx)
+        the_run = _Run(
+            graph=graph,
+            logs_root=root,
+            run_id=run_id,
+            registry=registry,
+            state=state,
+            hub=hub,
+            heartbeat_interval=heartbeat_interval,
+            kill_grace=kill_grace,
+            workdir=Path(workdir) if workdir else Path.cwd(),
+            rng=random.Random(seed),
+            resumed=False,
+            stall_timeout=stall_timeout,
+        )
+        if handle is not None:
+            handle._attach(the_run)
+        start = _start_node(graph)
+        return await _drive(the_run, start)
+    finally:
+        lock.release()
+
+
+async def resume(
+    graph: Graph,
+    *,
+    logs_root: str | os.PathLike[str],
+    backend: Any = None,
+    interviewer: Any = None,
+    handlers: Mapping[str, Handler] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    heartbeat_interval: float | None = 30.0,
+    kill_grace: float = 5.0,
+    sinks: Sequence[EventSink] = (),
+    seed: int | None = None,
+    require_backend: bool = True,
+    stall_timeout: float | None = None,
+    handle: RunHandle | None = None,
+) -> RunResult:
+    """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
+
+    A run that already has ``final.json`` is returned as it finished, untouched.
+    """
+    root = Path(logs_root)
+    final = read_final(root)
+    if final is not None:
+        return RunResult(
+            status=final.status,
+            completed_nodes=tuple(final.completed_nodes),
+            failure_reason=final.failure_reason or "",
+            failure_class=final.failure_class or "",
+            exit_path=final.exit_path,
+            logs_root=root,
+            run_id=final.run_id,
+        )
+    checkpoint = load_checkpoint(root)
+    registry = _build_registry(backend, interviewer, handlers)
+    check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
+    lock = acquire_run_lock(root, checkpoint.run_id)
+    try:
+        state = _state_from_checkpoint(checkpoint, graph)
+        hub = EventHub(
+            ProgressWriter.resume(root / "progress.ndjson", checkpoint.run_id),
+            LiveWriter(root, checkpoint.run_id),
+            list(sinks),
+        )
+        the_run = _Run(
+            graph=graph,
+            logs_root=root,
+            run_id=checkpoint.run_id,
+            registry=registry,
+            state=state,
+            hub=hub,
+            heartbeat_interval=heartbeat_interval,
+            kill_grace=kill_grace,
+            workdir=Path(workdir) if workdir else Path.cwd(),
+            rng=random.Random(seed),
+            resumed=True,
+            stall_timeout=stall_timeout,
+        )
+        if handle is not None:
+            handle._attach(the_run)
+        try:
+            start, predecessor = _resume_point(graph, state, checkpoint.current_node)
+        except _ResumeStop as stopped:
+            return await _drive(the_run, None, preset=stopped.stop)
+        return await _drive(the_run, start, predecessor)
+    finally:
+        lock.release()
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _build_registry(
+    backend: Any, interviewer: Any, handlers: Mapping[str, Handler] | None
+) -> HandlerRegistry:
+    registry = _default_registry(backend, interviewer)
+    for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
+        registry.register(name, handler)
+        register_known_type(name)
+    return registry
+
+
+def _start_node(graph: Graph) -> str:
+    starts = graph.start_nodes()
+    if not starts:
+        raise AttractorError("no start node (shape=Mdiamond, or id start/Start)")
+    return starts[0].id
+
+
+def _initial_context(graph: Graph, run_id: str, initial: Mapping[str, Any] | None) -> Context:
+    ctx = Context()
+    for key, value in graph.attrs.items():
+        ctx.set(f"graph.{key}", value)
+    ctx.set("internal.run_id", run_id)
+    ctx.apply_updates(initial or {})
+    return ctx
+
+
+def _state_from_checkpoint(checkpoint: Checkpoint, graph: Graph) -> TraversalState:
+    context = Context.from_snapshot(checkpoint.context, checkpoint.logs)
+    context.set("internal.resume_degrade_fidelity", True)
+    extra = checkpoint.extra
+    return TraversalState(
+        context=context,
+        completed_nodes=list(checkpoint.completed_nodes),
+        node_outcomes={
+            k: Outcome.from_json(v, source=f"checkpoint node_outcomes[{k!r}]")
+            for k, v in checkpoint.node_outcomes.items()
+        },
+        node_retries=dict(checkpoint.node_retries),
+        node_attempts={str(k): int(v) for k, v in dict(extra.get("node_attempts", {})).items()},
+        visits=dict(checkpoint.visits),
+        failure_signatures=dict(checkpoint.failure_signatures),
+        current_node=checkpoint.current_node,
+        restart_count=int(extra.get("restart_count", 0)),
+    )
+
+
+def _resume_point(graph: Graph, state: TraversalState, current: str) -> tuple[str | None, str]:
+    """Where a resumed run continues: re-route from the checkpointed node's outcome (S5.3-05)."""
+    if current not in graph.nodes:
+        raise AttractorError(
+            f"checkpoint names node '{current}', which is not in the pipeline; "
+            "resume with the pipeline the run was started with (LOGS_ROOT/graph.dot)"
+        )
+    if graph.is_terminal(current):
+        return None, current
+    outcome = state.node_outcomes.get(current)
+    if outcome is None:
+        raise AttractorError(f"checkpoint has no recorded outcome for node '{current}'")
+    decision = route(graph, current, outcome, state.context)
+    if isinstance(decision, Stop):
+        raise _ResumeStop(decision)
+    return decision.to_node, current
+
+
+class _ResumeStop(AttractorError):
+    def __init__(self, stop: Stop) -> None:
+        super().__init__(stop.failure_reason)
+        self.stop = stop

@@ -1,0 +1,84 @@
+"""The run's event stream (CONTRACT §4): one hub that numbers, persists and fans out events.
+
+Emission is synchronous and ordered: :meth:`EventHub.emit` appends the line to
+``progress.ndjson`` (one ``write(2)``), updates ``live.json`` (throttled) and hands the
+envelope to every sink before returning. No queue sits between a stage and its log, so an
+event the engine emitted is on disk even if the process dies a moment later, and ``seq``
+order is emission order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .persist.live import LiveWriter
+from .persist.progress import ProgressWriter
+
+__all__ = ["TERMINAL_EVENTS", "EventHub", "EventSink"]
+
+EventSink = Callable[[dict[str, Any]], None]
+TERMINAL_EVENTS = frozenset({"pipeline_completed", "pipeline_failed"})
+_ATTEMPT_EVENTS = frozenset({"stage_attempt_started", "stage_attempt_finished"})
+
+
+class EventHub:
+    """Numbers events, writes them, tracks live state, and calls sinks."""
+
+    def __init__(
+        self, writer: ProgressWriter, live: LiveWriter, sinks: list[EventSink] | None = None
+    ) -> None:
+        self.writer = writer
+        self.live = live
+        self.sinks: list[EventSink] = list(sinks or [])
+        self.closed = False
+        self._active: dict[str, dict[str, Any]] = {}
+
+    @property
+    def run_id(self) -> str:
+        return self.writer.run_id
+
+    def emit(self, event: str, branch: str = "", **fields: Any) -> dict[str, Any]:
+        if self.closed:
+            raise RuntimeError(f"event {event!r} emitted after the terminal event")
+        envelope = self.writer.emit(event, branch, **fields)
+        self._track(envelope)
+        for sink in self.sinks:
+            sink(envelope)
+        if event in TERMINAL_EVENTS:
+            self.closed = True
+        return envelope
+
+    def bind(self, branch: str) -> Callable[..., dict[str, Any]]:
+        """An ``emit`` whose events carry ``branch``."""
+
+        def emit(event: str, **fields: Any) -> dict[str, Any]:
+            return self.emit(event, branch, **fields)
+
+        return emit
+
+    def active_attempts(self) -> list[dict[str, Any]]:
+        return list(self._active.values())
+
+    def _track(self, envelope: dict[str, Any]) -> None:
+        event = envelope["event"]
+        if event in _ATTEMPT_EVENTS:
+            key = envelope["attempt_id"]
+            if event == "stage_attempt_started":
+                self._active[key] = {
+                    "node_id": envelope["node_id"],
+                    "attempt_id": key,
+                    "attempt": envelope["attempt"],
+                    "branch": envelope["branch"],
+                    "started_at": envelope["ts"],
+                }
+            else:
+                self._active.pop(key, None)
+        current = envelope.get("node_id") if event == "stage_started" else None
+        changes: dict[str, Any] = {
+            "last_event": envelope,
+            "active_attempts": self.active_attempts(),
+        }
+        if current and not envelope["branch"]:
+            changes["current_node"] = current
+        self.live.update(**changes)

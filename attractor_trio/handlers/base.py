@@ -1,0 +1,166 @@
+"""Handler interface, per-attempt runtime information, and the handler registry (spec §4.1–4.2).
+
+Handlers keep the spec's signature ``execute(node, context, graph, logs_root) -> Outcome``.
+What the engine knows about the attempt in progress (attempt number and id, stage directory,
+event emitter, liveness callback) travels in a :class:`contextvars.ContextVar`: trio copies
+context into child tasks, so a handler and any task it starts see their own attempt, and a
+custom handler written against the bare spec signature keeps working.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from attrs import frozen
+
+from ..graph import Graph, Node
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..core.outcome import Outcome
+
+__all__ = [
+    "AttemptInfo",
+    "Handler",
+    "HandlerRegistry",
+    "current_attempt",
+    "require_attempt",
+]
+
+EmitFn = Callable[..., None]
+
+
+@runtime_checkable
+class Handler(Protocol):
+    """A stage implementation. Exceptions it raises become ``fail`` outcomes (S4.12-03)."""
+
+    async def execute(
+        self, node: Node, context: Context, graph: Graph, logs_root: Path
+    ) -> Outcome: ...
+
+
+def _noop(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+@frozen
+class AttemptInfo:
+    """Everything the engine knows about the attempt a handler is executing."""
+
+    run_id: str
+    node_id: str
+    attempt: int
+    max_attempts: int
+    attempt_id: str
+    logs_root: Path
+    stage_dir: Path
+    workdir: Path
+    predecessor_node: str = ""
+    predecessor_outcome: str = ""
+    branch: str = ""
+    #: ``emit(event_name, **fields)``: an event in this attempt's branch.
+    emit: EmitFn = _noop
+    #: Called whenever the attempt makes observable progress (output, stream data).
+    progress: Callable[[], None] = _noop
+    kill_grace: float = 5.0
+
+    @property
+    def status_path(self) -> Path:
+        return self.stage_dir / "status.json"
+
+    def process_env(self) -> dict[str, str]:
+        """The ``ATTRACTOR_*`` variables every stage process gets (CONTRACT §3)."""
+        return {
+            "ATTRACTOR_RUN_ID": self.run_id,
+            "ATTRACTOR_NODE_ID": self.node_id,
+            "ATTRACTOR_ATTEMPT": str(self.attempt),
+            "ATTRACTOR_ATTEMPT_ID": self.attempt_id,
+            "ATTRACTOR_LOGS_ROOT": str(self.logs_root),
+            "ATTRACTOR_STAGE_DIR": str(self.stage_dir),
+            "ATTRACTOR_STATUS_PATH": str(self.status_path),
+            "ATTRACTOR_WORKDIR": str(self.workdir),
+            "ATTRACTOR_PREDECESSOR_NODE": self.predecessor_node,
+            "ATTRACTOR_PREDECESSOR_OUTCOME": self.predecessor_outcome,
+        }
+
+
+_CURRENT: contextvars.ContextVar[AttemptInfo | None] = contextvars.ContextVar(
+    "attractor_trio_attempt", default=None
+)
+
+
+def current_attempt() -> AttemptInfo | None:
+    """The attempt the calling task belongs to, or ``None`` outside the engine."""
+    return _CURRENT.get()
+
+
+def require_attempt(node: Node, logs_root: Path) -> AttemptInfo:
+    """The current attempt, or a stand-in when a handler is called directly (tests, embedding)."""
+    info = _CURRENT.get()
+    if info is not None:
+        return info
+    stage_dir = logs_root / node.id
+    return AttemptInfo(
+        run_id="",
+        node_id=node.id,
+        attempt=1,
+        max_attempts=1,
+        attempt_id=f"{node.id}-1",
+        logs_root=logs_root,
+        stage_dir=stage_dir,
+        workdir=Path.cwd(),
+    )
+
+
+def set_attempt(info: AttemptInfo | None) -> contextvars.Token[AttemptInfo | None]:
+    return _CURRENT.set(info)
+
+
+def reset_attempt(token: contextvars.Token[AttemptInfo | None]) -> None:
+    _CURRENT.reset(token)
+
+
+class HandlerRegistry:
+    """Type string → handler. Resolution per S4.2-01: explicit ``type``, shape, default."""
+
+    def __init__(self, handlers: Mapping[str, Handler] | None = None, default: str = "codergen"):
+        self._handlers: dict[str, Handler] = dict(handlers or {})
+        self.default_type = default
+
+    def register(self, type_name: str, handler: Handler) -> None:
+        """Register (or replace, S4.2-02) the handler for ``type_name``."""
+        if not isinstance(handler, Handler):
+            raise TypeError(
+                f"handler for {type_name!r} must have "
+                "'async def execute(node, context, graph, logs_root) -> Outcome'"
+            )
+        self._handlers[type_name] = handler
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._handlers
+
+    def types(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    def resolve_type(self, node: Node) -> str:
+        if node.type and node.type in self._handlers:
+            return node.type
+        from ..graph import SHAPE_TO_TYPE
+
+        by_shape = SHAPE_TO_TYPE.get(node.shape)
+        if by_shape is not None and by_shape in self._handlers:
+            return by_shape
+        return self.default_type
+
+    def resolve(self, node: Node) -> Handler:
+        type_name = self.resolve_type(node)
+        try:
+            return self._handlers[type_name]
+        except KeyError:
+            raise LookupError(f"no handler registered for type {type_name!r}") from None
+
+    def copy(self) -> HandlerRegistry:
+        return HandlerRegistry(self._handlers, self.default_type)

@@ -1,0 +1,46 @@
+"""Front-end lifecycle: PARSE → TRANSFORM → VALIDATE (spec §3.1, §9.1-02 ``prepare_pipeline``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .dot import load_dot, parse_dot
+from .graph import Diagnostic, Graph
+from .transforms import Transform, apply_transforms
+from .validate import LintRule, validate, validate_or_raise
+
+__all__ = ["load", "prepare_pipeline"]
+
+
+def _looks_like_source(text: str) -> bool:
+    return "{" in text or "\n" in text
+
+
+def load(
+    path_or_source: str | os.PathLike[str], *, transforms: Sequence[Transform] | None = None
+) -> Graph:
+    """Parse a DOT file or DOT text and apply the transforms (built-ins, then registered).
+
+    A ``str`` containing ``{`` or a newline is DOT text; anything else is a path.
+    Raises :class:`~attractor_trio.errors.DotSyntaxError` with ``file:line:col``.
+    """
+    if isinstance(path_or_source, str) and _looks_like_source(path_or_source):
+        graph = parse_dot(path_or_source)
+    else:
+        graph = load_dot(Path(path_or_source))
+    return apply_transforms(graph, transforms)
+
+
+def prepare_pipeline(
+    path_or_source: str | os.PathLike[str],
+    *,
+    transforms: Sequence[Transform] | None = None,
+    extra_rules: Sequence[LintRule] | None = None,
+    strict: bool = True,
+) -> tuple[Graph, list[Diagnostic]]:
+    """Parse, transform and validate; with ``strict`` raise ``ValidationFailed`` on errors."""
+    graph = load(path_or_source, transforms=transforms)
+    check = validate_or_raise if strict else validate
+    return graph, check(graph, extra_rules=extra_rules)

@@ -1,0 +1,41 @@
+"""Developer sessions: tests, lint (ruff incl. ASYNC rules), typecheck (mypy strict), bench."""
+
+from __future__ import annotations
+
+import sys
+
+import nox
+
+# Tests last, so the pytest summary is what CI output ends with.
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+# Sessions run in the interpreter that runs nox (the README's .venv), so one venv serves all.
+PY = sys.executable
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The CI test command: installs the package with its test extra, then runs pytest."""
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test,server]")
+    session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    session.run(PY, "-m", "ruff", "check", "attractor_trio", "tests", "benchmarks", "noxfile.py")
+    session.run(PY, "-m", "ruff", "format", "--check", "attractor_trio", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=False)
+def typecheck(session: nox.Session) -> None:
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev,test]")
+    session.run(PY, "-m", "mypy")
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Speed targets live here, not in unit tests; each script prints ratios vs a baseline."""
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    for script in ("benchmarks/parse.py", "benchmarks/engine.py"):
+        session.run(PY, script, *session.posargs)
