@@ -91,6 +91,7 @@ def _register_run_commands() -> None:
 
 _register_run_commands()
 
+
 @main.command("stop", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def stop_command(args: tuple[str, ...]) -> None:

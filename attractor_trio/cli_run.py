@@ -42,8 +42,12 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option("--auto-approve", is_flag=True, help="Human gates pick the first option."),
         click.option("--interviewer", help="auto | console | queue:FILE"),
         click.option("--stall-timeout", help="Watchdog: no progress for this long fails the run."),
-        click.option("--heartbeat-interval", help="stage_heartbeat period (default min(stall/3, 30s))."),
-        click.option("--kill-grace", help="SIGTERM→SIGKILL grace for stage processes (default 5s)."),
+        click.option(
+            "--heartbeat-interval", help="stage_heartbeat period (default min(stall/3, 30s))."
+        ),
+        click.option(
+            "--kill-grace", help="SIGTERM→SIGKILL grace for stage processes (default 5s)."
+        ),
         click.option("--workdir", type=click.Path(file_okay=False, path_type=Path)),
         click.option("--quiet", is_flag=True, help="Print only the final line."),
         click.option("--json", "as_json", is_flag=True, help="Events as NDJSON on stdout."),
@@ -203,14 +207,21 @@ def _summary(result: Any, quiet: bool, as_json: bool) -> None:
 
 
 @click.command("run")
-@click.argument("pipeline_path", metavar="PIPELINE.dot", type=click.Path(exists=True, dir_okay=False))
+@click.argument(
+    "pipeline_path", metavar="PIPELINE.dot", type=click.Path(exists=True, dir_okay=False)
+)
 @click.option("--logs-root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--run-id")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a context key.")
 @_run_options
 @_guard
-def run_command(pipeline_path: str, logs_root: Path | None, run_id: str | None,
-                sets: tuple[str, ...], **opts: Any) -> None:
+def run_command(
+    pipeline_path: str,
+    logs_root: Path | None,
+    run_id: str | None,
+    sets: tuple[str, ...],
+    **opts: Any,
+) -> None:
     """Parse, transform, validate and execute PIPELINE.dot."""
     from . import engine
     from .pipeline import prepare_pipeline
@@ -230,9 +241,16 @@ def run_command(pipeline_path: str, logs_root: Path | None, run_id: str | None,
 
     async def start(handle: Any) -> Any:
         return await engine.run(
-            graph, logs_root=root, run_id=run_id, context=initial, handle=handle,
-            workdir=opts["workdir"], sinks=_sinks(opts["as_json"], opts["quiet"]),
-            seed=opts["seed"], argv=sys.argv, **settings,
+            graph,
+            logs_root=root,
+            run_id=run_id,
+            context=initial,
+            handle=handle,
+            workdir=opts["workdir"],
+            sinks=_sinks(opts["as_json"], opts["quiet"]),
+            seed=opts["seed"],
+            argv=sys.argv,
+            **settings,
         )
 
     result = trio.run(_with_signals, start, holder)
@@ -249,7 +267,9 @@ def _refuse_existing(root: Path) -> None:
 
 
 @click.command("resume")
-@click.argument("logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @_run_options
 @_guard
 def resume_command(logs_root: Path, **opts: Any) -> None:
@@ -278,8 +298,13 @@ def resume_command(logs_root: Path, **opts: Any) -> None:
 
     async def start(handle: Any) -> Any:
         return await engine.resume(
-            graph, logs_root=logs_root, handle=handle, workdir=opts["workdir"],
-            sinks=_sinks(opts["as_json"], opts["quiet"]), seed=opts["seed"], **settings,
+            graph,
+            logs_root=logs_root,
+            handle=handle,
+            workdir=opts["workdir"],
+            sinks=_sinks(opts["as_json"], opts["quiet"]),
+            seed=opts["seed"],
+            **settings,
         )
 
     result = trio.run(_with_signals, start, holder)
@@ -288,7 +313,9 @@ def resume_command(logs_root: Path, **opts: Any) -> None:
 
 
 @click.command("status")
-@click.argument("logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option("--json", "as_json", is_flag=True)
 @_guard
 def status_command(logs_root: Path, as_json: bool) -> None:
@@ -310,4 +337,3 @@ def status_command(logs_root: Path, as_json: bool) -> None:
 def register(group: click.Group) -> None:
     for command in (run_command, resume_command, status_command):
         group.add_command(command)
-

@@ -30,7 +30,7 @@ from .errors import AttractorError, ConfigError
 from .events import EventHub, EventSink
 from .graph import Graph
 from .handlers.base import Handler, HandlerRegistry
-from .persist.atomic import utc_timestamp
+from .persist.atomic import cleanup_temp_files, utc_timestamp
 from .persist.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .persist.final import FinalRecord, read_final, write_final
 from .persist.live import LiveWriter
@@ -38,8 +38,10 @@ from .persist.lock import acquire_run_lock
 from .persist.manifest import write_manifest
 from .persist.progress import ProgressWriter
 from .scopes.attempt import StageExecutor
+from .scopes.cancel import only_cancelled
+from .scopes.process import use_grace_skip
 from .traversal import Traversal, TraversalState
-from .validate import register_known_type, validate_or_raise
+from .validate import register_known_type, unregister_known_type, validate_or_raise
 from .values import format_duration
 
 __all__ = [
@@ -63,6 +65,9 @@ def register_handler(type_name: str, handler: Handler) -> None:
 
 
 def clear_handlers() -> None:
+    """Forget every handler registered with :func:`register_handler` (tests, embedding)."""
+    for name in _CUSTOM_HANDLERS:
+        unregister_known_type(name)
     _CUSTOM_HANDLERS.clear()
 
 
@@ -92,18 +97,23 @@ class RunHandle:
         """A second SIGINT: stage processes get SIGKILL without waiting for the grace."""
         self.grace_skipped = True
         if self._run is not None:
-            self._run.kill_grace = 0.0
+            self._run.grace_skip.set()
 
     def _attach(self, run: _Run) -> None:
         self._run = run
         if self.grace_skipped:
-            run.kill_grace = 0.0
+            run.grace_skip.set()
         if self._pending:
             run.cancel(self._pending)
 
 
-def check_runnable(graph: Graph, *, backend: Any = None, interviewer: Any = None,
-                   handlers: Mapping[str, Handler] | None = None) -> None:
+def check_runnable(
+    graph: Graph,
+    *,
+    backend: Any = None,
+    interviewer: Any = None,
+    handlers: Mapping[str, Handler] | None = None,
+) -> None:
     """Everything that must hold before a run directory is created (exit 2 otherwise)."""
     registry = _build_registry(backend, interviewer, handlers)
     validate_or_raise(graph)
@@ -181,14 +191,23 @@ class _Run:
     cancel_reason: str = ""
     traversal: Traversal | None = None
     last_progress: float = 0.0
+    waiting_on_humans: int = 0
+    grace_skip: trio.Event = field(factory=trio.Event)
 
     def bump(self) -> None:
         """Progress anywhere in the run (output, stream data, attempt start/finish)."""
         self.last_progress = trio.current_time()
 
+    def human_wait(self, delta: int) -> None:
+        """A run waiting for a person is not stalled: the watchdog pauses meanwhile."""
+        self.waiting_on_humans += delta
+        self.bump()
+
     async def watchdog(self, stall: float) -> None:
         """Cancel the run when nothing has made progress for ``stall`` seconds."""
         while True:
+            if self.waiting_on_humans:
+                self.bump()
             idle = trio.current_time() - self.last_progress
             if idle >= stall:
                 self.hub.emit(
@@ -226,6 +245,7 @@ class _Run:
             heartbeat_interval=self.heartbeat_interval,
             kill_grace=self.kill_grace,
             progress=self.bump,
+            human_wait=self.human_wait,
         )
 
     def save_checkpoint(self, node_id: str) -> None:
@@ -362,7 +382,7 @@ async def _drive(
     """
     finish = _Finish("fail", "internal_error", "run ended without a result", "structural")
     try:
-        with run.scope:
+        with run.scope, use_grace_skip(run.grace_skip):
             run.hub.emit(
                 "pipeline_started",
                 name=run.graph.name,
@@ -383,10 +403,11 @@ async def _drive(
             finish = _finish_from_stop(stop)
         if run.scope.cancelled_caught:
             finish = _canceled(run.cancel_reason)
-    except trio.Cancelled as cancelled:
-        finish = _canceled(cancelled.reason)
-        raise
     except BaseException as exc:
+        cancelled = only_cancelled(exc)
+        if cancelled is not None:
+            finish = _canceled(run.cancel_reason or cancelled.reason)
+            raise
         finish = _Finish(
             "fail", "internal_error", f"internal error: {type(exc).__name__}: {exc}", "structural"
         )
@@ -432,6 +453,7 @@ async def run(
     run_id = run_id or new_run_id()
     root.mkdir(parents=True, exist_ok=True)
     lock = acquire_run_lock(root, run_id)
+    cleanup_temp_files(root)
     try:
         write_manifest(
             root,
@@ -508,6 +530,7 @@ async def resume(
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
     lock = acquire_run_lock(root, checkpoint.run_id)
+    cleanup_temp_files(root)
     try:
         state = _state_from_checkpoint(checkpoint, graph)
         hub = EventHub(
@@ -549,7 +572,6 @@ def _build_registry(
     registry = _default_registry(backend, interviewer)
     for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
         registry.register(name, handler)
-        register_known_type(name)
     return registry
 
 

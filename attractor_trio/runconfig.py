@@ -27,7 +27,16 @@ _TOP_KEYS = (
     "max_parallel_default",
     "providers",
 )
-_PROVIDER_KEYS = ("kind", "model", "base_url", "api_key_env", "command", "timeout", "failover", "mode")
+_PROVIDER_KEYS = (
+    "kind",
+    "model",
+    "base_url",
+    "api_key_env",
+    "command",
+    "timeout",
+    "failover",
+    "mode",
+)
 _PROVIDER_KINDS = ("anthropic", "openai", "gemini", "openai_compatible", "cli")
 
 
@@ -131,7 +140,9 @@ def _providers(path: Path, raw: Any) -> dict[str, ProviderConfig]:
             base_url=str(settings.get("base_url") or ""),
             api_key_env=str(settings.get("api_key_env") or ""),
             command=str(settings.get("command") or ""),
-            timeout=None if timeout is None else _duration(path, f"providers.{name}.timeout", timeout),
+            timeout=None
+            if timeout is None
+            else _duration(path, f"providers.{name}.timeout", timeout),
             failover=tuple(failover),
             mode=str(settings.get("mode") or "agent_loop"),
         )

@@ -60,8 +60,7 @@ class Traversal:
             if limit is not None and visits > limit:
                 return Stop(
                     "visit_limit",
-                    f"node '{node_id}' would be visited {visits} times; "
-                    f"max_node_visits={limit}",
+                    f"node '{node_id}' would be visited {visits} times; max_node_visits={limit}",
                     "structural",
                 )
             self.state.visits[node_id] = visits
@@ -103,7 +102,8 @@ class Traversal:
         state.completed_nodes.append(node.id)
         state.node_outcomes[node.id] = outcome
         state.context.apply_updates(context_updates_after(outcome))
-        _remember_summary(state.context, node.id, outcome)
+        if node.handler_type != "start":
+            _remember_summary(state.context, node.id, outcome)
         state.current_node = node.id
         self.checkpoint(node.id)
         return outcome

@@ -27,6 +27,7 @@ from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, polic
 from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import write_json_atomic
+from .cancel import only_cancelled
 from ..values import format_duration
 
 __all__ = ["StageExecutor"]
@@ -52,6 +53,8 @@ class StageExecutor:
     kill_grace: float = 5.0
     branch: str = ""
     progress: Callable[[], None] = field(default=lambda: None)
+    #: ``human_wait(+1/-1)`` around a human gate's attempt (the watchdog pauses).
+    human_wait: Callable[[int], None] = field(default=lambda _delta: None)
     stage_index: int = 0
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
@@ -132,7 +135,10 @@ class StageExecutor:
         self.progress()
         try:
             outcome = await self._run_handler(node, info)
-        except trio.Cancelled as cancelled:
+        except BaseException as exc:
+            cancelled = only_cancelled(exc)
+            if cancelled is None:
+                raise
             reason = cancelled.reason or "canceled"
             canceled = Outcome(
                 StageStatus.FAIL, failure_reason=f"canceled: {reason}", failure_class="canceled"
@@ -165,18 +171,25 @@ class StageExecutor:
     async def _run_handler(self, node: Node, info: AttemptInfo) -> Outcome:
         """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
         handler = self.registry.resolve(node)
+        human = self.registry.resolve_type(node) == "wait.human"
         result: list[Outcome] = []
         timeout = node.timeout
         token = set_attempt(info)
+        if human:
+            self.human_wait(1)
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
                 async with trio.open_nursery() as nursery:
                     if self.heartbeat_interval:
                         nursery.start_soon(self._heartbeat, info, self.heartbeat_interval)
-                    result.append(await _call_handler(handler, node, self.context, self.graph, info))
+                    result.append(
+                        await _call_handler(handler, node, self.context, self.graph, info)
+                    )
                     nursery.cancel_scope.cancel(reason="attempt finished")
         finally:
             reset_attempt(token)
+            if human:
+                self.human_wait(-1)
         if scope.cancelled_caught and not result:
             assert timeout is not None
             return Outcome(

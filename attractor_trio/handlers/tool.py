@@ -1,0 +1,265 @@
+"""The tool handler (spec §4.10, CONTRACT §3): ``bash -c <tool_command>`` as a process group.
+
+The process gets the ``ATTRACTOR_*`` environment, runs in the attempt's workdir with stdin
+closed, and writes ``stdout.log``/``stderr.log`` in the stage directory. The outcome is decided
+by :func:`tool_outcome`, a pure function of what was observed:
+
+* a valid status file at ``$ATTRACTOR_STATUS_PATH`` decides (an invalid one fails the stage as
+  ``deterministic``: rerunning the same command writes the same bad file);
+* else exit 0 is ``success`` and anything else ``fail``, with a reason that names the exit code
+  (or the signal) and the tail of stderr — or of stdout when stderr is empty, since many tools
+  (pytest, make) report their errors there (AMBIG-24).
+
+``tool.output`` (always set, also on failure) is this attempt's stdout with trailing newlines
+removed, as shell command substitution does, so ``condition="context.tool.output=ok"`` matches
+``echo ok``. Beyond 10 KiB it keeps the head and the tail around an explicit marker that names
+the full log. Only the canonical status path is read here; fallbacks and the ownership gate
+belong to status ingestion.
+
+The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
+:func:`~attractor_trio.scopes.process.run_in_process_group` kills the whole group before the
+cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, final
+
+from attrs import frozen
+
+from ..core.failures import DETERMINISTIC, STRUCTURAL
+from ..core.outcome import Outcome, StageStatus, StatusFileError
+from ..graph import Graph, Node
+from ..scopes.process import ProcessResult, run_in_process_group
+from .base import AttemptInfo, require_attempt
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+__all__ = [
+    "OUTPUT_LIMIT_BYTES",
+    "ToolHandler",
+    "clip_output",
+    "read_status_file",
+    "tail_text",
+    "tool_outcome",
+]
+
+#: ``tool.output`` keeps at most this many bytes of stdout (half head, half tail).
+OUTPUT_LIMIT_BYTES = 10 * 1024
+#: The failure reason quotes at most this much of the end of stderr.
+TAIL_LINES = 20
+TAIL_BYTES = 2 * 1024
+
+
+@final
+class ToolHandler:
+    """Runs a node's ``tool_command`` (S4.10-01..05)."""
+
+    async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
+        command = node.tool_command
+        if not command.strip():
+            return Outcome(
+                StageStatus.FAIL,
+                failure_reason="No tool_command specified",
+                failure_class=STRUCTURAL,
+            )
+        attempt = require_attempt(node, logs_root)
+        logs = _prepare_stage_dir(attempt)
+        try:
+            result = await run_in_process_group(
+                ["bash", "-c", command],
+                cwd=attempt.workdir,
+                env={**os.environ, **attempt.process_env()},
+                stdout_path=logs.stdout,
+                stderr_path=logs.stderr,
+                kill_grace=attempt.kill_grace,
+                on_output=attempt.progress,
+            )
+        except OSError as exc:
+            return Outcome(
+                StageStatus.FAIL,
+                failure_reason=f"tool could not start (bash -c in {attempt.workdir}): {exc}",
+            )
+        return tool_outcome(
+            command,
+            result,
+            output=logs.read_output(),
+            stderr_tail=tail_text(logs.read_tail(logs.stderr, logs.stderr_start)),
+            stdout_tail=tail_text(logs.read_tail(logs.stdout, logs.stdout_start)),
+            status=read_status_file(attempt.status_path),
+        )
+
+
+def tool_outcome(
+    command: str,
+    result: ProcessResult,
+    *,
+    output: str,
+    stderr_tail: str,
+    stdout_tail: str,
+    status: Outcome | StatusFileError | None,
+) -> Outcome:
+    """The stage's outcome from the process result, its output and the status file (if any)."""
+    updates: dict[str, Any] = {"tool.output": output, "tool.exit_code": result.exit_code}
+    exit_summary = _exit_summary(result, stderr_tail, stdout_tail)
+    if isinstance(status, StatusFileError):
+        return Outcome(
+            StageStatus.FAIL,
+            context_updates=updates,
+            failure_reason=str(status),
+            failure_class=DETERMINISTIC,
+        )
+    if status is not None:
+        return _from_status_file(command, status, updates, exit_summary)
+    if result.exit_code == 0:
+        return Outcome(
+            StageStatus.SUCCESS, context_updates=updates, notes=f"Tool completed: {command}"
+        )
+    return Outcome(StageStatus.FAIL, context_updates=updates, failure_reason=exit_summary)
+
+
+def _from_status_file(
+    command: str, status: Outcome, updates: dict[str, Any], exit_summary: str
+) -> Outcome:
+    """The status file decides; the tool keys are kept unless the file sets them itself.
+
+    A ``fail``/``retry`` without a reason would reach ``final.json`` as an empty reason, so it
+    gets one that says what happened.
+    """
+    reason = status.failure_reason
+    if not reason and status.status in (StageStatus.FAIL, StageStatus.RETRY):
+        reason = f"status file says {status.status.value} without failure_reason; {exit_summary}"
+    return status.evolve(
+        context_updates={**updates, **status.context_updates},
+        notes=status.notes or f"Tool completed: {command}",
+        failure_reason=reason,
+    )
+
+
+def _exit_summary(result: ProcessResult, stderr_tail: str, stdout_tail: str) -> str:
+    """``tool exited with code 2: <stderr tail>`` — the reason a failed tool stage carries."""
+    if result.signaled:
+        head = f"tool killed by signal {result.signal_name}"
+    else:
+        head = f"tool exited with code {result.exit_code}"
+    if stderr_tail:
+        return f"{head}: {stderr_tail}"
+    if stdout_tail:
+        return f"{head} (stderr empty; end of stdout: {stdout_tail})"
+    return f"{head} (no output)"
+
+
+def read_status_file(path: Path) -> Outcome | StatusFileError | None:
+    """The status the command wrote at ``path``; ``None`` when there is none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return StatusFileError(f"{path}: cannot read the status file: {exc.strerror or exc}")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return StatusFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except json.JSONDecodeError as exc:
+        return StatusFileError(
+            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}); "
+            'write one object like {"outcome": "success"}'
+        )
+    try:
+        return Outcome.from_json(obj, source=str(path))
+    except StatusFileError as exc:
+        return exc
+
+
+def clip_output(data: bytes, limit: int = OUTPUT_LIMIT_BYTES, *, full_log: str = "") -> str:
+    """``data`` as text, at most ``limit`` bytes of it: head and tail around a marker."""
+    half = limit // 2
+    if len(data) <= limit:
+        return _join_clipped(data, b"", 0, full_log)
+    return _join_clipped(data[:half], data[len(data) - half :], len(data) - 2 * half, full_log)
+
+
+def _join_clipped(head: bytes, tail: bytes, omitted: int, full_log: str) -> str:
+    if not omitted:
+        return _decode_head(head + tail).rstrip("\r\n")
+    where = f"; full output in {full_log}" if full_log else ""
+    marker = f"\n[... {omitted} bytes truncated{where} ...]\n"
+    return (_decode_head(head) + marker + _decode_tail(tail)).rstrip("\r\n")
+
+
+def tail_text(data: bytes, max_lines: int = TAIL_LINES) -> str:
+    """The last ``max_lines`` lines of ``data``, stripped, prefixed with ``...`` when cut."""
+    lines = _decode_tail(data).strip().splitlines()
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    return "...\n" + "\n".join(lines[-max_lines:])
+
+
+def _decode_head(data: bytes) -> str:
+    """Decode, dropping a multi-byte character cut in half at the end."""
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
+
+
+def _decode_tail(data: bytes) -> str:
+    """Decode, dropping continuation bytes of a character cut in half at the start."""
+    skip = 0
+    while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+        skip += 1
+    return data[skip:].decode("utf-8", "replace")
+
+
+@frozen
+class _StageLogs:
+    """The attempt's log files and where this attempt's output starts in them."""
+
+    stdout: Path
+    stderr: Path
+    stdout_start: int
+    stderr_start: int
+
+    def read_output(self) -> str:
+        """This attempt's stdout for ``tool.output``; reads at most the head and the tail."""
+        size = _size(self.stdout)
+        length = size - self.stdout_start
+        half = OUTPUT_LIMIT_BYTES // 2
+        if length <= OUTPUT_LIMIT_BYTES:
+            return _join_clipped(_read(self.stdout, self.stdout_start, length), b"", 0, "")
+        head = _read(self.stdout, self.stdout_start, half)
+        tail = _read(self.stdout, size - half, half)
+        return _join_clipped(head, tail, length - 2 * half, str(self.stdout))
+
+    def read_tail(self, path: Path, start: int) -> bytes:
+        """The last :data:`TAIL_BYTES` this attempt wrote to ``path``."""
+        offset = max(start, _size(path) - TAIL_BYTES)
+        return _read(path, offset, TAIL_BYTES)
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset``; empty if the command deleted or replaced its log."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+    except OSError:
+        return b""
+
+
+def _prepare_stage_dir(attempt: AttemptInfo) -> _StageLogs:
+    """Create the stage dir, drop a stale status file, note where this attempt's logs begin."""
+    attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+    attempt.status_path.unlink(missing_ok=True)
+    stdout, stderr = attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log"
+    return _StageLogs(stdout, stderr, _size(stdout), _size(stderr))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

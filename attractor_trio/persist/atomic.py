@@ -1,0 +1,300 @@
+"""The one way every JSON/text file in a run directory is written and read.
+
+CONTRACT §2: after a SIGKILL at any instant, every JSON file in ``LOGS_ROOT`` is either absent or
+a complete, valid document. That holds only if *every* writer goes through
+:func:`write_json_atomic` (the Go engine wrote ``live.json``, ``graph.dot`` and ``run.pid`` with
+plain truncate-and-write; see ``spec/peer-kilroy-notes.md`` Appendix A.1).
+
+The recipe: serialize first (a serialization error must never leave a partial file), write a temp
+file *in the same directory* (``rename`` is only atomic within one filesystem), flush and fsync
+it, rename it over the target, fsync the directory (so the rename itself survives a power loss),
+and remove the temp on any failure. A SIGKILL between "temp created" and "rename" can still leave
+a temp file behind; :func:`cleanup_temp_files` removes those at the next start.
+
+The module also owns the two format rules every persisted file shares: JSON layout
+(:func:`dumps_json`) and timestamps (:func:`utc_timestamp`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import AttractorError
+
+__all__ = [
+    "Check",
+    "CorruptFileError",
+    "Schema",
+    "StrPath",
+    "cleanup_temp_files",
+    "dumps_json",
+    "fsync_directory",
+    "is_int",
+    "is_map_of",
+    "is_number",
+    "is_object",
+    "is_str",
+    "is_str_list",
+    "is_temp_file_name",
+    "json_type_name",
+    "or_null",
+    "read_json",
+    "shape_problem",
+    "utc_timestamp",
+    "write_all",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+StrPath = str | os.PathLike[str]
+
+# `.<target name>.<16 hex chars>.tmp` — the leading dot keeps temps out of casual listings, the
+# random token keeps concurrent writers of the same target apart, and the exact shape lets
+# cleanup_temp_files recognise *our* temps without touching anything else.
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+
+
+class CorruptFileError(AttractorError):
+    """A persisted file exists but is not what attractor-trio wrote (bad JSON, wrong shape).
+
+    ``str()`` is the user-facing message ``FILE[:LINE:COL]: error: DETAIL`` (CONTRACT §9
+    position format), so the CLI can print it without a traceback.
+    """
+
+    def __init__(
+        self, path: StrPath, detail: str, *, line: int | None = None, col: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.detail = detail
+        self.line = line
+        self.col = col
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = str(self.path)
+        if self.line is not None:
+            where += f":{self.line}:{self.col if self.col is not None else 1}"
+        return f"{where}: error: {self.detail}"
+
+
+def utc_timestamp(now: datetime | None = None) -> str:
+    """RFC 3339 UTC with milliseconds and ``Z`` (``2025-01-31T12:00:00.123Z``), the only
+    timestamp form in run files and events. Naive datetimes are taken to be UTC."""
+    moment = datetime.now(UTC) if now is None else now
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def dumps_json(obj: Any) -> str:
+    """The JSON layout of every persisted document: UTF-8 text (no ``\\u`` escapes), two-space
+    indent, keys in insertion order, trailing newline. NaN/Infinity are refused because they are
+    not JSON and other readers (jq, browsers) reject them."""
+    return json.dumps(obj, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: StrPath, obj: Any) -> None:
+    """Atomically replace ``path`` with ``obj`` as JSON. Serialization happens before any file is
+    touched, so a ``TypeError``/``ValueError`` from an unserializable value leaves the old file
+    (or its absence) intact. The parent directory must exist."""
+    write_bytes_atomic(path, dumps_json(obj).encode("utf-8"))
+
+
+def write_text_atomic(path: StrPath, text: str) -> None:
+    """Atomically replace ``path`` with ``text`` (UTF-8), e.g. ``graph.dot``."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: StrPath, data: bytes, *, exclusive: bool = False) -> None:
+    """Write ``data`` to a same-directory temp file, fsync, move it to ``path``, fsync the dir.
+
+    With ``exclusive=True`` the temp is hard-linked into place instead of renamed, which fails
+    with :class:`FileExistsError` when ``path`` exists: an *exclusive* create that readers can
+    never observe half-written (used for ``run.lock.json`` and ``final.json``).
+    """
+    target = Path(path)
+    temp = _write_temp(target, data)
+    try:
+        if exclusive:
+            os.link(temp, target)
+            os.unlink(temp)
+        else:
+            os.replace(temp, target)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    fsync_directory(target.parent)
+
+
+def read_json(path: StrPath) -> Any:
+    """Parse a persisted JSON file. A missing file raises :class:`FileNotFoundError` (callers
+    decide whether absence is normal); anything unparsable raises :class:`CorruptFileError`
+    naming the file and the position of the problem."""
+    target = Path(path)
+    raw = target.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(target, f"not valid UTF-8 at byte {exc.start}") from None
+    if not text.strip():
+        raise CorruptFileError(target, "file is empty, expected a JSON document")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(
+            target, f"invalid JSON: {exc.msg}", line=exc.lineno, col=exc.colno
+        ) from None
+
+
+def fsync_directory(directory: StrPath) -> None:
+    """Make a rename/link/unlink in ``directory`` durable. Filesystems that cannot fsync a
+    directory (EINVAL) are tolerated: there is nothing more we can do there."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
+
+
+def is_temp_file_name(name: str) -> bool:
+    """True for names this module gives its temp files (``.<name>.<16 hex>.tmp``)."""
+    return _TEMP_NAME.match(name) is not None
+
+
+def cleanup_temp_files(directory: StrPath) -> list[Path]:
+    """Remove temp files that a killed writer left in ``directory`` (not recursive); return them.
+
+    Temps are *not* removed automatically: a concurrent writer's in-flight temp would vanish
+    before its rename. Call this once at start, right after acquiring the run lock and before
+    any writer runs (the engine does this for ``LOGS_ROOT``).
+    """
+    removed: list[Path] = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and is_temp_file_name(entry.name):
+                _remove_quietly(Path(entry.path))
+                removed.append(Path(entry.path))
+    return sorted(removed)
+
+
+def _write_temp(target: Path, data: bytes) -> Path:
+    """Create and fully write + fsync a fresh temp file next to ``target``."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _remove_quietly(temp)
+        raise
+    os.close(fd)
+    return temp
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` may write less than asked (signals, huge buffers); loop until done."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- Shape checks shared by the readers -------------------------------------------------------
+# A check returns None when a value is fine, else what was found instead ("a string",
+# "a string for 'plan'", ...), so an error message can point at the offending member.
+Check = Callable[[object], str | None]
+# key -> (expected type as told to the user, check, required).
+Schema = Mapping[str, tuple[str, Check, bool]]
+
+
+def shape_problem(doc: Mapping[str, Any], schema: Schema) -> str | None:
+    """The first schema violation in ``doc`` as a sentence naming the key and the expected
+    type, or ``None``. Pure, so each reader wraps it in its own error type."""
+    for key, (expected, check, required) in schema.items():
+        if key not in doc:
+            if required:
+                return f"missing key {key!r} (expected {expected})"
+            continue
+        found = check(doc[key])
+        if found is not None:
+            return f"key {key!r} must be {expected}, got {found}"
+    return None
+
+
+def is_str(value: object) -> str | None:
+    return None if isinstance(value, str) else json_type_name(value)
+
+
+def is_int(value: object) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return None if ok else json_type_name(value)
+
+
+def is_number(value: object) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return None if ok else json_type_name(value)
+
+
+def is_object(value: object) -> str | None:
+    return None if isinstance(value, dict) else json_type_name(value)
+
+
+def is_str_list(value: object) -> str | None:
+    if not isinstance(value, list):
+        return json_type_name(value)
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            return f"{json_type_name(item)} at index {index}"
+    return None
+
+
+def is_map_of(check: Check) -> Check:
+    def check_map(value: object) -> str | None:
+        if not isinstance(value, dict):
+            return json_type_name(value)
+        for key, item in value.items():
+            found = check(item)
+            if found is not None:
+                return f"{found} for {key!r}"
+        return None
+
+    return check_map
+
+
+def or_null(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+def json_type_name(value: object) -> str:
+    """How a JSON value's type is named in messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"

@@ -1,0 +1,184 @@
+"""``checkpoint.json``: the state a run resumes from (spec §5.3, CONTRACT §2).
+
+The spec fixes six keys — ``timestamp``, ``current_node``, ``completed_nodes``, ``node_retries``,
+``context``, ``logs`` (S5.3-02; the spec's struct field ``context_values`` is serialized as
+``context``, AMBIG-10). attractor-trio adds ``run_id``, ``node_outcomes`` (each completed node's
+outcome, so resume can re-run edge selection from ``current_node`` — S5.3-05), ``visits``,
+``failure_signatures`` (cycle-breaker counters survive resume, CONTRACT §5) and a free-form
+``extra`` object.
+
+Loading validates every key's type and names the key and the expected type on failure: a
+resume from a damaged checkpoint must stop with a clear message, not a ``KeyError`` deep in
+the engine. Unknown top-level keys are ignored (forward compatibility); ``extra`` may be absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, final
+
+import attrs
+
+from ..errors import AttractorError
+from .atomic import (
+    CorruptFileError,
+    Schema,
+    StrPath,
+    is_int,
+    is_map_of,
+    is_object,
+    is_str,
+    is_str_list,
+    json_type_name,
+    read_json,
+    shape_problem,
+    utc_timestamp,
+    write_json_atomic,
+)
+
+__all__ = [
+    "CHECKPOINT_FILE_NAME",
+    "Checkpoint",
+    "CheckpointError",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FILE_NAME: Final = "checkpoint.json"
+
+
+class CheckpointError(AttractorError):
+    """``checkpoint.json`` is missing or unusable; the message says which and how to proceed."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: error: {detail}")
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _int_map(values: Mapping[str, int]) -> dict[str, int]:
+    return dict(values)
+
+
+def _any_map(values: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(values)
+
+
+def _outcome_map(values: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {node_id: dict(outcome) for node_id, outcome in values.items()}
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """One saved checkpoint. Collections are copied on construction so the caller's later
+    mutations cannot change a checkpoint already taken."""
+
+    run_id: str
+    current_node: str
+    completed_nodes: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    node_retries: Mapping[str, int] = attrs.field(factory=dict, converter=_int_map)
+    context: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_map)
+    logs: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    node_outcomes: Mapping[str, Mapping[str, Any]] = attrs.field(
+        factory=dict, converter=_outcome_map
+    )
+    visits: Mapping[str, int] = attrs.field(factory=dict, converter=_int_map)
+    failure_signatures: Mapping[str, int] = attrs.field(factory=dict, converter=_int_map)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_map)
+    timestamp: str = attrs.field(factory=utc_timestamp)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document written to disk: spec keys first, then the extras."""
+        return {
+            "timestamp": self.timestamp,
+            "current_node": self.current_node,
+            "completed_nodes": list(self.completed_nodes),
+            "node_retries": dict(self.node_retries),
+            "context": dict(self.context),
+            "logs": list(self.logs),
+            "run_id": self.run_id,
+            "node_outcomes": {k: dict(v) for k, v in self.node_outcomes.items()},
+            "visits": dict(self.visits),
+            "failure_signatures": dict(self.failure_signatures),
+            "extra": dict(self.extra),
+        }
+
+
+def save_checkpoint(logs_root: StrPath, checkpoint: Checkpoint) -> Path:
+    """Atomically write ``<logs_root>/checkpoint.json``; return its path."""
+    path = Path(logs_root) / CHECKPOINT_FILE_NAME
+    write_json_atomic(path, checkpoint.to_json())
+    return path
+
+
+def load_checkpoint(logs_root: StrPath) -> Checkpoint:
+    """Read and validate ``<logs_root>/checkpoint.json`` (resume step 1, S5.3-03)."""
+    path = Path(logs_root) / CHECKPOINT_FILE_NAME
+    try:
+        doc = read_json(path)
+    except FileNotFoundError:
+        raise CheckpointError(
+            path,
+            "no checkpoint found, so there is nothing to resume; the run stopped before its "
+            "first stage completed (start it again with `attractor-trio run`) or LOGS_ROOT is "
+            "not a run directory",
+        ) from None
+    except CorruptFileError as exc:
+        raise CheckpointError(path, f"{_position(exc)}{exc.detail}; {_DAMAGED_HINT}") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(path, f"expected a JSON object, got {json_type_name(doc)}")
+    return _checkpoint_from_json(path, doc)
+
+
+_DAMAGED_HINT: Final = (
+    "the checkpoint is damaged and the run cannot be resumed from it; restore the file or "
+    "start a new run"
+)
+
+
+def _position(exc: CorruptFileError) -> str:
+    return "" if exc.line is None else f"line {exc.line} column {exc.col}: "
+
+
+_SCHEMA: Final[Schema] = {
+    "timestamp": ("a string (RFC 3339 time)", is_str, True),
+    "run_id": ("a string", is_str, True),
+    "current_node": ("a string (node id)", is_str, True),
+    "completed_nodes": ("a list of node id strings", is_str_list, True),
+    "node_retries": ("an object mapping node id to an integer", is_map_of(is_int), True),
+    "context": ("an object", is_object, True),
+    "logs": ("a list of strings", is_str_list, True),
+    "node_outcomes": ("an object mapping node id to an object", is_map_of(is_object), True),
+    "visits": ("an object mapping node id to an integer", is_map_of(is_int), True),
+    "failure_signatures": (
+        "an object mapping failure signature to an integer",
+        is_map_of(is_int),
+        True,
+    ),
+    "extra": ("an object", is_object, False),
+}
+
+
+def _checkpoint_from_json(path: Path, doc: dict[str, Any]) -> Checkpoint:
+    problem = shape_problem(doc, _SCHEMA)
+    if problem is not None:
+        raise CheckpointError(path, f"{problem}; {_DAMAGED_HINT}")
+    return Checkpoint(
+        timestamp=doc["timestamp"],
+        run_id=doc["run_id"],
+        current_node=doc["current_node"],
+        completed_nodes=doc["completed_nodes"],
+        node_retries=doc["node_retries"],
+        context=doc["context"],
+        logs=doc["logs"],
+        node_outcomes=doc["node_outcomes"],
+        visits=doc["visits"],
+        failure_signatures=doc["failure_signatures"],
+        extra=doc.get("extra", {}),
+    )

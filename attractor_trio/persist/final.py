@@ -1,0 +1,184 @@
+"""``final.json``: a run's terminal record, written exactly once (CONTRACT §2).
+
+The engine writes it from one shielded ``finally``, before the terminal event. Writing it twice
+would mean two code paths each believe they ended the run — a bug that the Go engine hid behind
+an idempotence flag. Here the file is created *exclusively* (temp file hard-linked into place):
+a second write raises :class:`FinalAlreadyWrittenError`, also across processes, and a reader
+never sees a half-written record.
+
+The record's enumerations are checked when it is built, so an invalid ``status`` or
+``exit_path`` is a loud error at the call site rather than a file that ``status`` cannot read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final, final
+
+import attrs
+
+from ..errors import AttractorError
+from .atomic import (
+    CorruptFileError,
+    Schema,
+    StrPath,
+    dumps_json,
+    is_number,
+    is_str,
+    is_str_list,
+    json_type_name,
+    or_null,
+    read_json,
+    shape_problem,
+    write_bytes_atomic,
+)
+
+__all__ = [
+    "EXIT_PATHS",
+    "FAILURE_CLASSES",
+    "FINAL_FILE_NAME",
+    "FINAL_STATUSES",
+    "FinalAlreadyWrittenError",
+    "FinalRecord",
+    "read_final",
+    "write_final",
+]
+
+FINAL_FILE_NAME: Final = "final.json"
+FINAL_STATUSES: Final = frozenset({"success", "fail", "canceled"})
+EXIT_PATHS: Final = frozenset(
+    {
+        "completed",
+        "stage_failed",
+        "goal_gate_unsatisfied",
+        "no_route",
+        "canceled",
+        "watchdog",
+        "cycle_breaker",
+        "visit_limit",
+        "internal_error",
+    }
+)
+FAILURE_CLASSES: Final = frozenset(
+    {"transient_infra", "budget_exhausted", "deterministic", "structural", "canceled"}
+)
+
+
+class FinalAlreadyWrittenError(AttractorError):
+    """``final.json`` exists already: some code path tried to end the run a second time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: error: final.json is already written; a run's terminal record is "
+            "written exactly once (this is an engine bug)"
+        )
+
+
+def _one_of(allowed: frozenset[str]) -> Callable[[object, attrs.Attribute[str], str], None]:
+    def check(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+        if value not in allowed:
+            raise ValueError(
+                f"{attribute.name} must be one of {', '.join(sorted(allowed))}; got {value!r}"
+            )
+
+    return check
+
+
+def _failure_class_check(
+    _instance: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
+    if value is not None and value not in FAILURE_CLASSES:
+        raise ValueError(
+            f"{attribute.name} must be null or one of {', '.join(sorted(FAILURE_CLASSES))}; "
+            f"got {value!r}"
+        )
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class FinalRecord:
+    """The content of ``final.json``. ``failure_*`` are ``None`` for a successful run;
+    ``failure_reason`` is the causal stage's raw reason and ``failure_signature`` its
+    normalized form (CONTRACT §5)."""
+
+    run_id: str
+    status: str = attrs.field(validator=_one_of(FINAL_STATUSES))
+    exit_path: str = attrs.field(validator=_one_of(EXIT_PATHS))
+    completed_nodes: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    start_time: str
+    end_time: str
+    duration_s: float = attrs.field(converter=float)
+    failure_reason: str | None = None
+    failure_class: str | None = attrs.field(default=None, validator=_failure_class_check)
+    failure_signature: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.status == "success" and self.exit_path != "completed":
+            raise ValueError(
+                f"a successful run must have exit_path 'completed', not {self.exit_path!r}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "failure_reason": self.failure_reason,
+            "failure_class": self.failure_class,
+            "failure_signature": self.failure_signature,
+            "exit_path": self.exit_path,
+            "completed_nodes": list(self.completed_nodes),
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "duration_s": self.duration_s,
+        }
+
+
+def write_final(logs_root: StrPath, record: FinalRecord) -> Path:
+    """Create ``<logs_root>/final.json``; raise :class:`FinalAlreadyWrittenError` if it exists."""
+    path = Path(logs_root) / FINAL_FILE_NAME
+    try:
+        write_bytes_atomic(path, dumps_json(record.to_json()).encode("utf-8"), exclusive=True)
+    except FileExistsError:
+        raise FinalAlreadyWrittenError(path) from None
+    return path
+
+
+_SCHEMA: Final[Schema] = {
+    "run_id": ("a string", is_str, True),
+    "status": ("a string", is_str, True),
+    "failure_reason": ("a string or null", or_null(is_str), True),
+    "failure_class": ("a string or null", or_null(is_str), True),
+    "failure_signature": ("a string or null", or_null(is_str), True),
+    "exit_path": ("a string", is_str, True),
+    "completed_nodes": ("a list of node id strings", is_str_list, True),
+    "start_time": ("a string (RFC 3339 time)", is_str, True),
+    "end_time": ("a string (RFC 3339 time)", is_str, True),
+    "duration_s": ("a number", is_number, True),
+}
+
+
+def read_final(logs_root: StrPath) -> FinalRecord | None:
+    """The terminal record, or ``None`` while the run has not ended (or died without one).
+    A damaged file raises :class:`CorruptFileError` naming the problem."""
+    path = Path(logs_root) / FINAL_FILE_NAME
+    try:
+        doc = read_json(path)
+    except FileNotFoundError:
+        return None
+    if not isinstance(doc, dict):
+        raise CorruptFileError(
+            path, f"final record must be a JSON object, got {json_type_name(doc)}"
+        )
+    problem = shape_problem(doc, _SCHEMA)
+    if problem is not None:
+        raise CorruptFileError(path, f"invalid final record: {problem}")
+    try:
+        return FinalRecord(**{key: doc[key] for key in _SCHEMA})
+    except ValueError as exc:
+        raise CorruptFileError(path, f"invalid final record: {exc}") from None

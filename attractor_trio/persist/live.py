@@ -1,0 +1,133 @@
+"""``live.json``: a cheap snapshot of what a run is doing right now (CONTRACT §2, §9).
+
+``status`` reads it instead of scanning ``progress.ndjson``. It is rewritten atomically (the Go
+engine truncated and rewrote it in place, so a reader could see an empty file), and throttled:
+with a busy run emitting many events per second, rewriting it per event would cost an fsync
+each. Throttling rules:
+
+- the first write and every change of ``state`` go out immediately (a reader must never miss
+  ``finalizing`` → ``success``);
+- other updates are written when at least ``min_interval`` seconds passed since the last write,
+  else they stay pending until the next update or :meth:`LiveWriter.flush` (the engine flushes
+  on heartbeats and before finalizing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, final
+
+from .atomic import (
+    CorruptFileError,
+    StrPath,
+    json_type_name,
+    read_json,
+    utc_timestamp,
+    write_json_atomic,
+)
+
+__all__ = ["LIVE_FILE_NAME", "LIVE_STATES", "LiveWriter", "read_live"]
+
+LIVE_FILE_NAME: Final = "live.json"
+LIVE_STATES: Final = ("starting", "running", "finalizing", "success", "fail", "canceled")
+
+
+@final
+class LiveWriter:
+    """Keeps the latest run snapshot and writes it to ``live.json`` under the throttle rules.
+    Thread-safe. ``clock`` (monotonic seconds) and ``now`` (the ``updated_at`` text) are
+    injectable so tests control time."""
+
+    def __init__(
+        self,
+        logs_root: StrPath,
+        run_id: str,
+        min_interval: float = 0.25,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], str] = utc_timestamp,
+    ) -> None:
+        self.path = Path(logs_root) / LIVE_FILE_NAME
+        self.min_interval = min_interval
+        self._clock = clock
+        self._now = now
+        self._lock = threading.Lock()
+        self._snapshot: dict[str, Any] = {
+            "run_id": run_id,
+            "state": "starting",
+            "current_node": "",
+            "active_attempts": [],
+            "last_event": None,
+        }
+        self._last_write: float | None = None
+        self._pending = True
+
+    @property
+    def pending(self) -> bool:
+        """Whether the snapshot has changes that are not on disk yet."""
+        return self._pending
+
+    def update(
+        self,
+        *,
+        state: str | None = None,
+        current_node: str | None = None,
+        active_attempts: Sequence[Any] | None = None,
+        last_event: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Merge the given values (``None`` = unchanged; ``current_node=""`` clears it) and
+        write if the throttle allows. Returns whether ``live.json`` was written."""
+        if state is not None and state not in LIVE_STATES:
+            raise ValueError(f"live state must be one of {', '.join(LIVE_STATES)}; got {state!r}")
+        with self._lock:
+            state_changed = state is not None and state != self._snapshot["state"]
+            changes = {
+                "state": state,
+                "current_node": current_node,
+                "active_attempts": None if active_attempts is None else list(active_attempts),
+                "last_event": None if last_event is None else dict(last_event),
+            }
+            self._snapshot.update({k: v for k, v in changes.items() if v is not None})
+            self._pending = True
+            if state_changed or self._throttle_allows():
+                self._write()
+                return True
+            return False
+
+    def flush(self) -> bool:
+        """Write pending changes now, regardless of the throttle; return whether it wrote."""
+        with self._lock:
+            if not self._pending:
+                return False
+            self._write()
+            return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the current (possibly unwritten) snapshot, without ``updated_at``."""
+        with self._lock:
+            return dict(self._snapshot)
+
+    def _throttle_allows(self) -> bool:
+        return self._last_write is None or self._clock() - self._last_write >= self.min_interval
+
+    def _write(self) -> None:
+        write_json_atomic(self.path, {**self._snapshot, "updated_at": self._now()})
+        self._last_write = self._clock()
+        self._pending = False
+
+
+def read_live(logs_root: StrPath) -> dict[str, Any] | None:
+    """The last written snapshot, or ``None`` when the run never wrote one."""
+    path = Path(logs_root) / LIVE_FILE_NAME
+    try:
+        doc = read_json(path)
+    except FileNotFoundError:
+        return None
+    if not isinstance(doc, dict):
+        raise CorruptFileError(
+            path, f"live snapshot must be a JSON object, got {json_type_name(doc)}"
+        )
+    return doc

@@ -1,0 +1,256 @@
+"""``progress.ndjson``: the run's event log, one JSON object per line (CONTRACT §4, §9).
+
+Every line carries the envelope ``{seq, ts, run_id, event, branch, ...fields}``. ``seq`` is per
+file, starts at 1 and increases by exactly one per line; ``seq`` and ``ts`` are assigned under
+the same lock that orders the writes, so ``ts`` never goes backwards along ``seq``.
+
+Each event is one ``write(2)`` of a complete line on an ``O_APPEND`` descriptor — no user-space
+buffer can hold half an event. There is no fsync per event (that would make heartbeats cost a
+disk flush each); :meth:`ProgressWriter.sync` forces durability where it matters (the engine
+calls it before writing ``final.json``). A SIGKILL or power loss can therefore leave one torn
+*last* line. Readers skip it and :func:`next_seq_for_resume` cuts it off before appending.
+
+Branch files (``parallel/<node>/<key>/progress.ndjson``) number their own events from 1; the
+run's file receives a copy of each via :meth:`ProgressWriter.forward`, renumbered with the run's
+``seq`` (CONTRACT §9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, final
+
+from .atomic import CorruptFileError, StrPath, utc_timestamp, write_all
+
+__all__ = [
+    "ENVELOPE_KEYS",
+    "PROGRESS_FILE_NAME",
+    "ProgressWriter",
+    "next_seq_for_resume",
+    "read_progress",
+]
+
+PROGRESS_FILE_NAME: Final = "progress.ndjson"
+ENVELOPE_KEYS: Final = ("seq", "ts", "run_id", "event", "branch")
+
+_TAIL_CHUNK: Final = 64 * 1024
+
+
+@final
+class ProgressWriter:
+    """Appends events to one ``progress.ndjson``; thread-safe (the engine may write from worker
+    threads via ``trio.to_thread.run_sync``)."""
+
+    def __init__(self, path: StrPath, run_id: str, *, start_seq: int = 1) -> None:
+        if start_seq < 1:
+            raise ValueError(f"start_seq must be >= 1, got {start_seq}")
+        self.path = Path(path)
+        self.run_id = run_id
+        self._next_seq = start_seq
+        self._lock = threading.Lock()
+        self._fd: int | None = os.open(
+            self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+        )
+        self._size = os.fstat(self._fd).st_size  # where a failed write must be cut back to
+
+    @classmethod
+    def resume(cls, path: StrPath, run_id: str) -> ProgressWriter:
+        """Open an existing log to continue it: drop a torn last line, continue ``seq``."""
+        return cls(path, run_id, start_seq=next_seq_for_resume(path))
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next event will get."""
+        return self._next_seq
+
+    def emit(self, event: str, branch: str = "", **fields: Any) -> dict[str, Any]:
+        """Append one event and return the envelope as written (for stdout/SSE/the event
+        stream). Fields may not shadow envelope keys. An unserializable field raises before
+        anything is written and without consuming a ``seq``."""
+        clash = sorted(set(fields) & set(ENVELOPE_KEYS))
+        if clash:
+            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
+        return self._append(event, branch, fields)
+
+    def forward(self, envelope: Mapping[str, Any]) -> dict[str, Any]:
+        """Copy an event written to a branch's file into this (the run's) file. The copy keeps
+        ``event``, ``branch`` and the fields and gets this file's ``seq``, ``ts`` and ``run_id``
+        (so ``seq`` and ``ts`` stay ordered here)."""
+        event = envelope.get("event")
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"cannot forward an envelope without an 'event' name: {envelope!r}")
+        branch = envelope.get("branch", "")
+        if not isinstance(branch, str):
+            raise ValueError(f"envelope 'branch' must be a string, got {branch!r}")
+        fields = {k: v for k, v in envelope.items() if k not in ENVELOPE_KEYS}
+        return self._append(event, branch, fields)
+
+    def sync(self) -> None:
+        """fsync the log (events are flushed to the OS per event, but not to disk)."""
+        with self._lock:
+            os.fsync(self._require_open())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> ProgressWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            fd = self._require_open()
+            envelope: dict[str, Any] = {
+                "seq": self._next_seq,
+                "ts": utc_timestamp(),
+                "run_id": self.run_id,
+                "event": event,
+                "branch": branch,
+                **fields,
+            }
+            line = (json.dumps(envelope, ensure_ascii=False, allow_nan=False) + "\n").encode()
+            self._write_line(fd, line)
+            self._next_seq += 1
+            return envelope
+
+    def _write_line(self, fd: int, line: bytes) -> None:
+        """Write one line; if the write fails part-way (disk full), cut the fragment off again
+        so the file never holds a torn line *before* later events."""
+        try:
+            write_all(fd, line)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
+            raise
+        self._size += len(line)
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"progress writer for {self.path} is closed")
+        return self._fd
+
+
+def read_progress(path: StrPath) -> list[dict[str, Any]]:
+    """All complete events in a progress file, in order.
+
+    A torn or invalid *last* line is skipped silently: that is the one damage the writer's
+    crash model allows. An invalid line anywhere else cannot come from a crash, so it raises
+    :class:`CorruptFileError` with its line number rather than quietly dropping history.
+    A missing file raises :class:`FileNotFoundError`.
+    """
+    target = Path(path)
+    lines = target.read_bytes().split(b"\n")
+    events: list[dict[str, Any]] = []
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        event = _parse_line(raw)
+        if event is not None:
+            events.append(event)
+        elif any(rest.strip() for rest in lines[index + 1 :]):
+            raise CorruptFileError(target, "not a JSON event object", line=index + 1, col=1)
+    return events
+
+
+def next_seq_for_resume(path: StrPath) -> int:
+    """The ``seq`` to continue a progress file with: last complete line's ``seq`` + 1 (1 for a
+    missing or empty file). Repairs the file's tail so appends start on a clean line: a torn
+    last line is truncated away; a complete last line missing only its newline gets one.
+    Raises :class:`CorruptFileError` when the line before a torn one is invalid too (that is
+    damage a crash cannot cause, so resuming would hide it)."""
+    target = Path(path)
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 1
+    try:
+        return _repair_tail_and_get_next_seq(fd, target)
+    finally:
+        os.close(fd)
+
+
+def _repair_tail_and_get_next_seq(fd: int, target: Path) -> int:
+    lines = _last_lines(fd, os.fstat(fd).st_size, wanted=2)
+    if not lines:
+        return 1
+    start, raw, terminated = lines[-1]
+    last = _parse_line(raw)
+    if last is not None:
+        if not terminated:
+            os.lseek(fd, 0, os.SEEK_END)
+            write_all(fd, b"\n")
+            os.fsync(fd)
+        return int(last["seq"]) + 1
+    os.ftruncate(fd, start)
+    os.fsync(fd)
+    if len(lines) < 2:
+        return 1
+    prev_start, prev_raw, _ = lines[-2]
+    previous = _parse_line(prev_raw)
+    if previous is None:
+        line_no = _line_number(fd, prev_start)
+        raise CorruptFileError(target, "not a JSON event object", line=line_no, col=1)
+    return int(previous["seq"]) + 1
+
+
+def _last_lines(fd: int, size: int, *, wanted: int) -> list[tuple[int, bytes, bool]]:
+    """The last ``wanted`` non-blank lines as ``(offset, bytes, newline-terminated)``, reading
+    backwards in chunks so resuming a huge log does not load it whole."""
+    pos, tail = size, b""
+    while True:
+        found = _split_lines(pos, tail, complete_start=pos == 0)
+        if len(found) >= wanted or pos == 0:
+            return found[-wanted:]
+        step = min(_TAIL_CHUNK, pos)
+        pos -= step
+        tail = os.pread(fd, step, pos) + tail
+
+
+def _split_lines(base: int, data: bytes, *, complete_start: bool) -> list[tuple[int, bytes, bool]]:
+    """Split ``data`` (found at file offset ``base``) into non-blank lines. When ``data`` does
+    not start at a line boundary its first fragment is dropped (it is only part of a line)."""
+    result: list[tuple[int, bytes, bool]] = []
+    offset = 0
+    pieces = data.split(b"\n")
+    for number, piece in enumerate(pieces):
+        terminated = number < len(pieces) - 1
+        partial_head = number == 0 and not complete_start
+        if piece.strip() and not partial_head:
+            result.append((base + offset, piece, terminated))
+        offset += len(piece) + 1
+    return result
+
+
+def _line_number(fd: int, offset: int) -> int:
+    """1-based line number of the line starting at ``offset`` (only for error messages)."""
+    return os.pread(fd, offset, 0).count(b"\n") + 1
+
+
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    """The event on one line, or ``None`` when the line is not a complete event object."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    seq = value.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None
+    return value

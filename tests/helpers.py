@@ -1,0 +1,59 @@
+"""Shared test helpers: run DOT text through the public API and read the run directory back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from attractor_trio import engine
+from attractor_trio.dot import parse_dot
+from attractor_trio.graph import Graph
+from attractor_trio.providers.simulate import SimulationBackend, parse_sim_script
+from attractor_trio.transforms import apply_transforms
+
+
+def graph_of(source: str) -> Graph:
+    return apply_transforms(parse_dot(source))
+
+
+def sim(steps: dict[str, Any] | None = None) -> SimulationBackend:
+    """A simulation backend scripted with ``{node_id: [step, ...]}``."""
+    return SimulationBackend(parse_sim_script({"nodes": steps or {}}) if steps else None)
+
+
+async def run_dot(
+    source: str, logs_root: Path, *, steps: dict[str, Any] | None = None, **kwargs: Any
+) -> engine.RunResult:
+    kwargs.setdefault("backend", sim(steps))
+    kwargs.setdefault("heartbeat_interval", None)
+    kwargs.setdefault("workdir", logs_root.parent)
+    return await engine.run(graph_of(source), logs_root=logs_root, **kwargs)
+
+
+def events(logs_root: Path) -> list[dict[str, Any]]:
+    lines = (logs_root / "progress.ndjson").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def named(logs_root: Path, name: str) -> list[dict[str, Any]]:
+    return [e for e in events(logs_root) if e["event"] == name]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def assert_envelope_invariants(logs_root: Path) -> None:
+    """CONTRACT §4 invariants that hold for every run."""
+    evs = events(logs_root)
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "seq must have no gaps"
+    terminal = [e for e in evs if e["event"] in ("pipeline_completed", "pipeline_failed")]
+    assert len(terminal) == 1 and evs[-1] is terminal[0], "exactly one terminal event, last"
+    assert (logs_root / "final.json").exists()
+    finished: set[str] = set()
+    for event in evs:
+        if event["event"] == "stage_attempt_finished":
+            finished.add(event["attempt_id"])
+        if event["event"] == "stage_heartbeat":
+            assert event["attempt_id"] not in finished, "heartbeat after its attempt finished"

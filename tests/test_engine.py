@@ -1,0 +1,477 @@
+"""The engine through the Python API: parity rows P-07…P-17, P-21, P-22 and the run directory.
+
+Simulated stages under ``autojump_clock``: retries, backoff and timeouts cost no real time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from attractor_trio import engine
+from attractor_trio.context import Context
+from attractor_trio.core.outcome import Outcome, StageStatus
+from attractor_trio.errors import ConfigError, ValidationFailed
+from attractor_trio.graph import Graph, Node
+from attractor_trio.interviewers import QueueInterviewer, Answer
+from attractor_trio.persist.checkpoint import load_checkpoint
+
+from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot
+
+LINEAR = """
+digraph linear {
+    graph [goal="ship it"]
+    start [shape=Mdiamond]
+    a [prompt="do a for $goal"]
+    b [prompt="do b"]
+    c [prompt="do c"]
+    done [shape=Msquare]
+    start -> a -> b -> c -> done
+}
+"""
+
+
+async def test_p07_linear_pipeline_end_to_end(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(LINEAR, root)
+    assert result.status == "success"
+    assert result.exit_path == "completed"
+    assert result.completed_nodes == ("start", "a", "b", "c", "done")
+    assert (root / "a" / "prompt.md").read_text() == "do a for ship it"  # nothing to carry yet
+    assert (root / "b" / "prompt.md").read_text().endswith("do b")
+    assert "- a: success" in (root / "b" / "prompt.md").read_text()  # compact preamble
+    assert "[Simulated] Response for stage: a" in (root / "a" / "response.md").read_text()
+    assert read_json(root / "a" / "status.json")["outcome"] == "success"
+    final = read_json(root / "final.json")
+    assert final["status"] == "success" and final["completed_nodes"][-1] == "done"
+    manifest = read_json(root / "manifest.json")
+    assert manifest["name"] == "linear" and manifest["goal"] == "ship it"
+    assert (root / "graph.dot").read_text() == LINEAR
+    assert not (root / "run.lock.json").exists()
+    assert_envelope_invariants(root)
+
+
+async def test_exit_node_runs_and_is_checkpointed(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    await run_dot(LINEAR, root)
+    checkpoint = load_checkpoint(root)
+    assert checkpoint.current_node == "done"
+    assert (root / "done" / "status.json").exists()
+
+
+BRANCH = """
+digraph branch {
+    start [shape=Mdiamond]
+    implement [prompt="implement"]
+    validate [prompt="validate"]
+    gate [shape=diamond]
+    exit [shape=Msquare]
+    start -> implement -> validate -> gate
+    gate -> exit [condition="outcome=success"]
+    gate -> implement [condition="outcome!=success"]
+}
+"""
+
+
+async def test_p08_conditional_branching_takes_both_paths(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    steps = {"validate": [{"outcome": "fail", "failure_reason": "2 tests failed"}, {"outcome": "success"}]}
+    result = await run_dot(BRANCH, root, steps=steps)
+    assert result.status == "success"
+    assert result.completed_nodes == (
+        "start", "implement", "validate", "gate", "implement", "validate", "gate", "exit",
+    )
+    hops = [(e["from_node"], e["to_node"], e["method"]) for e in named(root, "edge_selected")]
+    assert ("gate", "implement", "condition") in hops
+    assert ("gate", "exit", "condition") in hops
+
+
+RETRY = """
+digraph retry {
+    start [shape=Mdiamond]
+    flaky [prompt="x", max_retries=2]
+    exit [shape=Msquare]
+    start -> flaky -> exit
+}
+"""
+
+
+async def test_p09_retry_on_failure(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    steps = {"flaky": [{"outcome": "fail", "failure_reason": "boom 1"},
+                       {"outcome": "retry", "failure_reason": "boom 2"},
+                       {"outcome": "success"}]}
+    result = await run_dot(RETRY, root, steps=steps)
+    assert result.status == "success"
+    attempts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "flaky"]
+    assert [(e["attempt"], e["max_attempts"]) for e in attempts] == [(1, 3), (2, 3), (3, 3)]
+    assert [e["attempt"] for e in named(root, "stage_retrying")] == [2, 3]
+    assert read_json(root / "flaky" / "attempt-1" / "status.json")["failure_reason"] == "boom 1"
+    assert read_json(root / "flaky" / "attempt-2" / "status.json")["failure_reason"] == "boom 2"
+    assert read_json(root / "flaky" / "status.json")["outcome"] == "success"
+    assert load_checkpoint(root).node_retries["flaky"] == 0
+
+
+async def test_retries_exhausted_keep_the_raw_reason(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    steps = {"flaky": [{"outcome": "fail", "failure_reason": "compile error in main.c:12"}]}
+    result = await run_dot(RETRY, root, steps=steps)
+    assert result.status == "fail"
+    assert result.exit_path == "stage_failed"
+    assert result.failure_reason == "compile error in main.c:12"
+    final = read_json(root / "final.json")
+    assert final["failure_reason"] == "compile error in main.c:12"
+    assert final["failure_signature"].startswith("flaky|")
+    assert len(named(root, "stage_attempt_started")) == 1 + 3  # start, flaky x3
+
+
+async def test_deterministic_failure_is_not_retried(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    steps = {"flaky": [{"outcome": "fail", "failure_reason": "bad", "failure_class": "deterministic"}]}
+    result = await run_dot(RETRY, root, steps=steps)
+    assert result.status == "fail"
+    assert [e["node_id"] for e in named(root, "stage_retry_blocked")] == ["flaky"]
+    assert len([e for e in named(root, "stage_attempt_started") if e["node_id"] == "flaky"]) == 1
+
+
+GATE = """
+digraph gate {
+    start [shape=Mdiamond]
+    implement [prompt="x", goal_gate=true, retry_target="fix"]
+    fix [prompt="fix it"]
+    exit [shape=Msquare]
+    start -> implement
+    implement -> exit
+    fix -> implement
+}
+"""
+
+
+async def test_p10_goal_gate_blocks_exit_and_jumps_to_retry_target(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    steps = {"implement": [{"outcome": "partial_success"}, {"outcome": "success"}]}
+    # partial_success satisfies a gate; make the first visit fail instead but route onward.
+    source = GATE.replace("implement -> exit", 'implement -> exit [condition="outcome=fail"]\n'
+                                                '    implement -> exit [condition="outcome=success"]')
+    steps = {"implement": [{"outcome": "fail", "failure_reason": "tests red"}, {"outcome": "success"}]}
+    result = await run_dot(source, root, steps=steps)
+    assert result.status == "success"
+    assert result.completed_nodes == ("start", "implement", "fix", "implement", "exit")
+    methods = [e["method"] for e in named(root, "edge_selected")]
+    assert "goal_gate_retry" in methods
+
+
+async def test_p10_goal_gate_without_target_fails_with_cause(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    source = """
+    digraph g {
+        start [shape=Mdiamond]
+        implement [prompt="x", goal_gate=true]
+        exit [shape=Msquare]
+        start -> implement
+        implement -> exit [condition="outcome=fail"]
+        implement -> exit [condition="outcome=success"]
+    }"""
+    steps = {"implement": [{"outcome": "fail", "failure_reason": "tests red"}]}
+    result = await run_dot(source, root, steps=steps)
+    assert result.status == "fail"
+    assert result.exit_path == "goal_gate_unsatisfied"
+    assert result.failure_reason == "tests red"
+    assert_envelope_invariants(root)
+
+
+async def test_p11_goal_gate_allows_exit_when_satisfied(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(GATE, root)
+    assert result.status == "success"
+    assert result.completed_nodes == ("start", "implement", "exit")
+
+
+HUMAN = """
+digraph human {
+    start [shape=Mdiamond]
+    review [shape=hexagon, label="Ship it?"]
+    ship [prompt="ship"]
+    fix [prompt="fix"]
+    exit [shape=Msquare]
+    start -> review
+    review -> ship [label="[A] Approve"]
+    review -> fix [label="[F] Fix"]
+    ship -> exit
+    fix -> review
+}
+"""
+
+
+async def test_p12_human_gate_routes_on_selection(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    interviewer = QueueInterviewer([Answer(value="F"), Answer(value="A")])
+    result = await run_dot(HUMAN, root, interviewer=interviewer)
+    assert result.status == "success"
+    assert result.completed_nodes == ("start", "review", "fix", "review", "ship", "exit")
+    assert len(named(root, "interview_started")) == 2
+
+
+EDGES = """
+digraph edges {
+    start [shape=Mdiamond]
+    pick [prompt="x"]
+    heavy [prompt="x"]
+    cond [prompt="x"]
+    alpha [prompt="x"]
+    beta [prompt="x"]
+    exit [shape=Msquare]
+    start -> pick
+    %s
+    heavy -> exit
+    cond -> exit
+    alpha -> exit
+    beta -> exit
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected", "method"),
+    [
+        # P-13: a matching condition beats a heavier unconditional edge
+        ('pick -> heavy [weight=10]\n pick -> cond [condition="outcome=success"]', "cond", "condition"),
+        # P-14: weight breaks ties among unconditional edges
+        ("pick -> alpha [weight=1]\n pick -> heavy [weight=5]", "heavy", "weight"),
+        # P-15: lexical tiebreak as the final fallback
+        ("pick -> beta\n pick -> alpha", "alpha", "lexical"),
+    ],
+)
+async def test_p13_p14_p15_edge_selection(
+    tmp_path: Path, autojump_clock: Any, edges: str, expected: str, method: str
+) -> None:
+    root = tmp_path / "run"
+    source = EDGES % edges
+    for unused in ("heavy", "cond", "alpha", "beta"):
+        if f"-> {unused}" not in edges:
+            source = source.replace(f"    {unused} -> exit\n", "").replace(f'    {unused} [prompt="x"]\n', "")
+    result = await run_dot(source, root)
+    assert result.completed_nodes[2] == expected
+    hop = [e for e in named(root, "edge_selected") if e["from_node"] == "pick"][0]
+    assert hop["method"] == method
+
+
+CONTEXT = """
+digraph ctx {
+    start [shape=Mdiamond]
+    produce [prompt="x"]
+    consume [prompt="x"]
+    yes [prompt="x"]
+    exit [shape=Msquare]
+    start -> produce -> consume
+    consume -> yes [condition="context.tests_passed=true"]
+    yes -> exit
+}
+"""
+
+
+async def test_p16_context_updates_visible_to_the_next_stage(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    steps = {"produce": [{"outcome": "success", "context_updates": {"tests_passed": True}}]}
+    result = await run_dot(CONTEXT, root, steps=steps)
+    assert result.status == "success"
+    assert "yes" in result.completed_nodes
+    assert load_checkpoint(root).context["tests_passed"] is True
+
+
+async def test_no_route_fails_loudly(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(CONTEXT, root)  # tests_passed never set: no edge matches
+    assert result.status == "fail"
+    assert result.exit_path == "no_route"
+    assert "consume" in result.failure_reason
+
+
+async def test_p17_resume_after_interruption_gives_the_same_result(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    straight = await run_dot(LINEAR, tmp_path / "straight")
+    root = tmp_path / "run"
+    with trio.move_on_after(10):
+        await run_dot(LINEAR, root, steps={"c": [{"stall": "forever"}]})
+    assert read_json(root / "final.json")["status"] == "canceled"
+    (root / "final.json").unlink()  # as if the process had died before finalizing
+    result = await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim(),
+                                 heartbeat_interval=None)
+    assert result.status == straight.status == "success"
+    assert result.completed_nodes == straight.completed_nodes
+    starts = [e["node_id"] for e in named(root, "stage_attempt_started")]
+    assert starts.count("a") == 1 and starts.count("b") == 1  # not re-executed
+    assert named(root, "pipeline_started")[-1]["resumed"] is True
+
+
+def engine_sim() -> Any:
+    from .helpers import sim
+
+    return sim()
+
+
+async def test_resuming_a_finished_run_is_a_no_op(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    await run_dot(LINEAR, root)
+    before = (root / "progress.ndjson").read_text()
+    result = await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim())
+    assert result.status == "success"
+    assert (root / "progress.ndjson").read_text() == before
+
+
+class Doubler:
+    """A custom handler (P-21): reads a custom attribute, writes context."""
+
+    async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
+        value = int(node.attrs["custom_attr"]) * 2
+        return Outcome(StageStatus.SUCCESS, context_updates={"doubled": value})
+
+
+async def test_p21_custom_handler_registration(tmp_path: Path, autojump_clock: Any) -> None:
+    source = """
+    digraph custom {
+        start [shape=Mdiamond]
+        my_node [type="my_custom_type", shape=box, custom_attr="21"]
+        exit [shape=Msquare]
+        start -> my_node -> exit
+    }"""
+    engine.register_handler("my_custom_type", Doubler())
+    try:
+        root = tmp_path / "run"
+        result = await run_dot(source, root, require_backend=False)
+    finally:
+        engine.clear_handlers()
+    assert result.status == "success"
+    assert load_checkpoint(root).context["doubled"] == 42
+
+
+async def test_p22_pipeline_with_many_nodes(tmp_path: Path, autojump_clock: Any) -> None:
+    names = [f"s{i}" for i in range(15)]
+    body = "\n".join(f'{n} [prompt="{n}"]' for n in names)
+    chain = " -> ".join(["start", *names, "exit"])
+    source = f"digraph many {{ start [shape=Mdiamond]\n exit [shape=Msquare]\n{body}\n{chain} }}"
+    result = await run_dot(source, tmp_path / "run")
+    assert result.status == "success"
+    assert len(result.completed_nodes) == 17
+
+
+async def test_handler_exception_becomes_fail(tmp_path: Path, autojump_clock: Any) -> None:
+    class Broken:
+        async def execute(self, *args: Any) -> Outcome:
+            raise KeyError("missing")
+
+    root = tmp_path / "run"
+    source = LINEAR.replace('b [prompt="do b"]', 'b [type="broken"]')
+    result = await run_dot(source, root, handlers={"broken": Broken()})
+    assert result.status == "fail"
+    assert "KeyError" in result.failure_reason
+
+
+async def test_node_timeout_fails_the_attempt_as_transient(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    source = LINEAR.replace('b [prompt="do b"]', 'b [prompt="b", timeout="5s"]')
+    result = await run_dot(source, root, steps={"b": [{"stall": "forever"}]})
+    assert result.status == "fail"
+    assert "timed out after 5s" in result.failure_reason
+    finished = [e for e in named(root, "stage_attempt_finished") if e["node_id"] == "b"]
+    assert finished[0]["failure_class"] == "transient_infra"
+
+
+async def test_caller_cancellation_still_writes_final_json(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    with trio.move_on_after(30):
+        await run_dot(LINEAR, root, steps={"b": [{"stall": "forever"}]})
+    final = read_json(root / "final.json")
+    assert final["status"] == "canceled" and final["exit_path"] == "canceled"
+    exits = named(root, "cancellation_exit")
+    assert [e["node_id"] for e in exits] == ["b"]
+    assert_envelope_invariants(root)
+    assert not (root / "run.lock.json").exists()
+
+
+async def test_watchdog_fails_a_silent_run(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(LINEAR, root, steps={"b": [{"stall": "forever"}]}, stall_timeout=60)
+    assert result.status == "fail"
+    assert result.exit_path == "watchdog"
+    assert result.failure_class == "transient_infra"
+    [timeout] = named(root, "watchdog_timeout")
+    assert [a["node_id"] for a in timeout["active_attempts"]] == ["b"]
+    # no attempt starts after the watchdog fired
+    after = [e for e in events(root) if e["seq"] > timeout["seq"]]
+    assert not [e for e in after if e["event"] == "stage_attempt_started"]
+
+
+async def test_working_stage_keeps_the_watchdog_quiet(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(LINEAR, root, steps={"b": [{"delay": "10m"}]}, stall_timeout=60)
+    assert result.status == "success"
+
+
+async def test_heartbeats_stop_with_their_attempt(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    await run_dot(LINEAR, root, steps={"b": [{"delay": "95s"}]}, heartbeat_interval=10)
+    beats = named(root, "stage_heartbeat")
+    assert {b["node_id"] for b in beats} == {"b"}
+    assert 8 <= len(beats) <= 10
+    assert_envelope_invariants(root)
+
+
+async def test_codergen_without_backend_is_refused_before_creating_anything(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "run"
+    with pytest.raises(ConfigError, match="--simulate"):
+        await engine.run(graph_of(LINEAR), logs_root=root)
+    assert not root.exists()
+
+
+async def test_invalid_graph_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    with pytest.raises(ValidationFailed):
+        await engine.run(graph_of("digraph g { a -> b }"), logs_root=root, backend=engine_sim())
+    assert not root.exists()
+
+
+async def test_loop_restart_uses_fresh_stage_dirs_and_is_bounded(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    source = """
+    digraph restart {
+        graph [max_restarts=2]
+        start [shape=Mdiamond]
+        work [prompt="x"]
+        exit [shape=Msquare]
+        start -> work
+        work -> exit [condition="outcome=success"]
+        work -> work [condition="outcome=fail", loop_restart=true]
+    }"""
+    root = tmp_path / "run"
+    steps = {"work": [{"outcome": "fail", "failure_reason": "flaky infra"}, {"outcome": "success"}]}
+    result = await run_dot(source, root, steps=steps)
+    assert result.status == "success"
+    assert (root / "restart-1" / "work" / "status.json").exists()
+    [restart] = named(root, "loop_restart")
+    assert restart["restart"] == 1 and restart["new_logs_root"].endswith("restart-1")
+
+    root2 = tmp_path / "run2"
+    result = await run_dot(source, root2, steps={"work": [{"outcome": "fail", "failure_reason": "x"}]})
+    assert result.status == "fail"
+    assert "max_restarts" in result.failure_reason
+    assert len(named(root2, "loop_restart")) == 2

@@ -1,0 +1,223 @@
+"""The atomic writer every run file goes through (CONTRACT §2 "Atomic means")."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from attractor_trio.errors import AttractorError
+from attractor_trio.persist.atomic import (
+    CorruptFileError,
+    cleanup_temp_files,
+    is_temp_file_name,
+    read_json,
+    utc_timestamp,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+
+def _temp_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if is_temp_file_name(p.name))
+
+
+def test_json_layout_is_indented_utf8_in_insertion_order_with_trailing_newline(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "doc.json"
+    write_json_atomic(target, {"zeta": 1, "alpha": ["ünï", "日本"]})
+    text = target.read_text(encoding="utf-8")
+    assert text == '{\n  "zeta": 1,\n  "alpha": [\n    "ünï",\n    "日本"\n  ]\n}\n'
+    assert read_json(target) == {"zeta": 1, "alpha": ["ünï", "日本"]}
+
+
+def test_replaces_existing_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "doc.json"
+    write_json_atomic(target, {"v": 1})
+    write_json_atomic(target, {"v": 2})
+    assert read_json(target) == {"v": 2}
+    assert os.listdir(tmp_path) == ["doc.json"]
+
+
+def test_write_text_atomic_writes_exact_text(tmp_path: Path) -> None:
+    target = tmp_path / "graph.dot"
+    write_text_atomic(target, "digraph G { a -> b }  // ✓")
+    assert target.read_text(encoding="utf-8") == "digraph G { a -> b }  // ✓"
+
+
+@pytest.mark.parametrize("bad", [{"x": object()}, {"x": float("nan")}, {"x": float("inf")}])
+def test_serialization_error_leaves_old_file_and_no_temp(tmp_path: Path, bad: object) -> None:
+    target = tmp_path / "doc.json"
+    write_json_atomic(target, {"v": "old"})
+    with pytest.raises((TypeError, ValueError)):
+        write_json_atomic(target, bad)
+    assert read_json(target) == {"v": "old"}
+    assert os.listdir(tmp_path) == ["doc.json"]
+
+
+def test_failure_while_writing_temp_removes_it_and_keeps_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "doc.json"
+    write_json_atomic(target, {"v": "old"})
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "simulated I/O error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="simulated"):
+        write_json_atomic(target, {"v": "new"})
+    monkeypatch.undo()
+    assert read_json(target) == {"v": "old"}
+    assert os.listdir(tmp_path) == ["doc.json"]
+
+
+def test_failure_at_rename_removes_temp(tmp_path: Path) -> None:
+    target = tmp_path / "occupied"
+    target.mkdir()
+    (target / "child").write_text("x")
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"v": 1})
+    assert _temp_files(tmp_path) == []
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+
+    def write_three_bytes(fd: int, data: bytes) -> int:
+        return real_write(fd, bytes(data)[:3])
+
+    monkeypatch.setattr(os, "write", write_three_bytes)
+    write_json_atomic(tmp_path / "doc.json", {"message": "written three bytes at a time"})
+    monkeypatch.undo()
+    assert read_json(tmp_path / "doc.json") == {"message": "written three bytes at a time"}
+
+
+def test_fsyncs_the_file_and_then_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinds: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        kinds.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    write_json_atomic(tmp_path / "doc.json", {"v": 1})
+    assert kinds == ["file", "dir"]
+
+
+def test_exclusive_write_refuses_existing_target_and_cleans_up(tmp_path: Path) -> None:
+    target = tmp_path / "final.json"
+    write_bytes_atomic(target, b"first\n", exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_bytes_atomic(target, b"second\n", exclusive=True)
+    assert target.read_bytes() == b"first\n"
+    assert os.listdir(tmp_path) == ["final.json"]
+
+
+def test_read_json_missing_file_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "absent.json")
+
+
+def test_read_json_reports_file_line_and_column(tmp_path: Path) -> None:
+    target = tmp_path / "doc.json"
+    target.write_text('{\n  "a": 1,\n  "b": oops\n}\n')
+    with pytest.raises(CorruptFileError) as info:
+        read_json(target)
+    error = info.value
+    assert isinstance(error, AttractorError)
+    assert (error.line, error.col) == (3, 8)
+    assert str(error) == f"{target}:3:8: error: invalid JSON: Expecting value"
+
+
+def test_read_json_empty_file(tmp_path: Path) -> None:
+    target = tmp_path / "doc.json"
+    target.write_bytes(b"  \n")
+    with pytest.raises(CorruptFileError, match="file is empty"):
+        read_json(target)
+
+
+def test_read_json_invalid_utf8(tmp_path: Path) -> None:
+    target = tmp_path / "doc.json"
+    target.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(CorruptFileError, match="not valid UTF-8 at byte 7"):
+        read_json(target)
+
+
+def test_utc_timestamp_has_milliseconds_and_z() -> None:
+    moment = datetime(2025, 1, 31, 12, 0, 5, 123999, tzinfo=UTC)
+    assert utc_timestamp(moment) == "2025-01-31T12:00:05.123Z"
+    plus_two = timezone(timedelta(hours=2))
+    assert utc_timestamp(datetime(2025, 1, 31, 14, 0, 0, tzinfo=plus_two)) == (
+        "2025-01-31T12:00:00.000Z"
+    )
+    assert utc_timestamp(datetime(2025, 1, 31, 12, 0, 0)) == "2025-01-31T12:00:00.000Z"
+
+
+def test_cleanup_removes_only_our_temp_files(tmp_path: Path) -> None:
+    ours = [".doc.json.0123456789abcdef.tmp", ".graph.dot.fedcba9876543210.tmp"]
+    theirs = ["doc.json", ".hidden", "x.tmp", ".doc.json.xyz.tmp", ".doc.json.0123456789ABCDEF.tmp"]
+    for name in ours + theirs:
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".dir.0123456789abcdef.tmp").mkdir()
+    removed = cleanup_temp_files(tmp_path)
+    assert [p.name for p in removed] == sorted(ours)
+    assert sorted(os.listdir(tmp_path)) == sorted([*theirs, ".dir.0123456789abcdef.tmp"])
+
+
+_KILL_CHILD = """
+import sys
+from attractor_trio.persist.atomic import write_json_atomic
+target = sys.argv[1]
+payload = "x" * 2_000_000
+print("ready", flush=True)
+n = 0
+while True:
+    n += 1
+    write_json_atomic(target, {"n": n, "payload": payload, "check": n})
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_a_partial_target(tmp_path: Path) -> None:
+    """A child rewrites a 2 MB document in a loop; we SIGKILL it 20 times at random instants.
+    After every kill the target is absent or a complete document; only temps may be left."""
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    target = tmp_path / "big.json"
+    deadline = time.monotonic() + 9.0
+    for _ in range(20):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILL_CHILD, str(target)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.05))  # picks the kill instant; not a synchronization
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        leftovers = [name for name in os.listdir(tmp_path) if name != target.name]
+        assert all(is_temp_file_name(name) for name in leftovers), (seed, leftovers)
+        if target.exists():
+            doc = read_json(target)
+            assert doc["n"] == doc["check"] and len(doc["payload"]) == 2_000_000, seed
+        assert time.monotonic() < deadline, "kill loop is too slow for this machine"
+    cleanup_temp_files(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] in ([], [target.name])
+    if target.exists():
+        assert json.loads(target.read_text())["payload"] == "x" * 2_000_000

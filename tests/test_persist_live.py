@@ -1,0 +1,104 @@
+"""``live.json``: atomic, throttled snapshot (CONTRACT §2, §9 states)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attractor_trio.persist.atomic import CorruptFileError
+from attractor_trio.persist.live import LIVE_STATES, LiveWriter, read_live
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _writer(tmp_path: Path, clock: FakeClock) -> LiveWriter:
+    stamps = iter(f"t{i}" for i in range(1000))
+    return LiveWriter(tmp_path, "run-1", 0.25, clock=clock, now=lambda: next(stamps))
+
+
+def _on_disk(tmp_path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((tmp_path / "live.json").read_text())
+    return doc
+
+
+def test_first_update_is_written_with_all_keys(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, FakeClock())
+    assert writer.update(state="starting") is True
+    assert _on_disk(tmp_path) == {
+        "run_id": "run-1",
+        "state": "starting",
+        "current_node": "",
+        "active_attempts": [],
+        "last_event": None,
+        "updated_at": "t0",
+    }
+    assert not writer.pending
+
+
+def test_updates_inside_the_interval_stay_pending_until_time_passes(tmp_path: Path) -> None:
+    clock = FakeClock()
+    writer = _writer(tmp_path, clock)
+    writer.update(state="running", current_node="a")
+    clock.now += 0.1
+    assert writer.update(current_node="b") is False
+    assert writer.pending
+    assert _on_disk(tmp_path)["current_node"] == "a"
+    clock.now += 0.15
+    event = {"seq": 7, "event": "stage_started"}
+    attempts = [{"node_id": "c", "attempt_id": "c-1"}]
+    assert writer.update(current_node="c", active_attempts=attempts, last_event=event) is True
+    doc = _on_disk(tmp_path)
+    assert doc["current_node"] == "c"
+    assert doc["active_attempts"] == attempts and doc["last_event"] == event
+
+
+def test_flush_forces_pending_state_out(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, FakeClock())
+    writer.update(state="running")
+    writer.update(current_node="late")
+    assert writer.flush() is True
+    assert _on_disk(tmp_path)["current_node"] == "late"
+    assert writer.flush() is False  # nothing pending
+
+
+def test_state_changes_are_never_throttled(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, FakeClock())
+    writer.update(state="running")
+    assert writer.update(state="finalizing") is True
+    assert writer.update(state="success") is True
+    assert _on_disk(tmp_path)["state"] == "success"
+    assert writer.update(state="success") is False  # not a change
+
+
+def test_empty_string_clears_current_node_and_none_leaves_it(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, FakeClock())
+    writer.update(current_node="a")
+    writer.update(active_attempts=[])
+    assert writer.snapshot()["current_node"] == "a"
+    writer.update(current_node="")
+    assert writer.snapshot()["current_node"] == ""
+
+
+def test_unknown_state_is_refused(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, FakeClock())
+    with pytest.raises(ValueError, match="live state must be one of starting, running"):
+        writer.update(state="paused")
+    assert set(LIVE_STATES) == {"starting", "running", "finalizing", "success", "fail", "canceled"}
+
+
+def test_read_live(tmp_path: Path) -> None:
+    assert read_live(tmp_path) is None
+    _writer(tmp_path, FakeClock()).update(state="running")
+    assert read_live(tmp_path)["state"] == "running"  # type: ignore[index]
+    (tmp_path / "live.json").write_text('"x"')
+    with pytest.raises(CorruptFileError, match="live snapshot must be a JSON object"):
+        read_live(tmp_path)
