@@ -58,31 +58,48 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
     return func
 
 
-def _fail_usage(message: str) -> None:
-    click.echo(f"attractor-trio: error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
 def _guard(func: Callable[..., None]) -> Callable[..., None]:
-    """Bad input gets a clear message and exit 2 — never a traceback."""
+    """Bad input gets a clear message and exit 2 — never a traceback.
+
+    Errors raised inside ``trio.run`` arrive wrapped in exception groups; a group whose every
+    leaf is one of ours is reported leaf by leaf, anything else propagates (it is a bug).
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             func(*args, **kwargs)
-        except DotSyntaxError as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(EXIT_USAGE)
-        except ValidationFailed as exc:
-            for diagnostic in exc.diagnostics:
-                if diagnostic.severity is Severity.ERROR:
-                    click.echo(diagnostic.format(kwargs.get("pipeline_path", "")), err=True)
-            click.echo("attractor-trio: pipeline is invalid; nothing was executed", err=True)
+        except BaseExceptionGroup as group:
+            matched, rest = group.split((AttractorError, AttributeValueError))
+            if rest is not None or matched is None:
+                raise
+            for leaf in _leaves(matched):
+                _report(leaf, kwargs)
             sys.exit(EXIT_USAGE)
         except (AttractorError, AttributeValueError) as exc:
-            _fail_usage(str(exc))
+            _report(exc, kwargs)
+            sys.exit(EXIT_USAGE)
 
     return wrapper
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
+
+
+def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
+    if isinstance(exc, DotSyntaxError):
+        click.echo(str(exc), err=True)
+    elif isinstance(exc, ValidationFailed):
+        for diagnostic in exc.diagnostics:
+            if diagnostic.severity is Severity.ERROR:
+                click.echo(diagnostic.format(kwargs.get("pipeline_path", "")), err=True)
+        click.echo("attractor-trio: pipeline is invalid; nothing was executed", err=True)
+    else:
+        click.echo(f"attractor-trio: error: {exc}", err=True)
 
 
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,8 @@ class AnswerValue(enum.StrEnum):
 
 @frozen
 class Option:
+    """One choice of a question: accelerator ``key`` and the ``label`` shown (spec S6.2-03)."""
+
     key: str
     label: str
 
@@ -83,6 +85,8 @@ def _metadata(value: Mapping[str, Any]) -> dict[str, Any]:
 
 @frozen
 class Answer:
+    """An interviewer's reply (spec S6.3-01): a value or option, and free text."""
+
     value: str | AnswerValue = ""
     selected_option: Option | None = None
     text: str = ""
