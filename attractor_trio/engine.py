@@ -14,6 +14,7 @@ import random
 import secrets
 import sys
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -411,13 +412,25 @@ async def _drive(
         finish = _Finish(
             "fail", "internal_error", f"internal error: {type(exc).__name__}: {exc}", "structural"
         )
+        _report_internal_error(run.logs_root, exc)
         if not isinstance(exc, Exception):
             raise
-        print(f"attractor-trio: internal error: {exc!r}", file=sys.stderr)
     finally:
         with trio.move_on_after(_FINALIZE_BUDGET_S, shield=True):
             result = run.finalize(finish)
     return result
+
+
+def _report_internal_error(logs_root: Path, exc: BaseException) -> None:
+    """A bug: keep the traceback in the run directory and say where it is."""
+    text = "".join(traceback.format_exception(exc))
+    path = logs_root / "internal-error.txt"
+    try:
+        path.write_text(text)
+        where = f"; traceback in {path}"
+    except OSError:
+        where = ""
+    print(f"attractor-trio: internal error (a bug): {exc!r}{where}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------- public

@@ -16,6 +16,14 @@ removed, as shell command substitution does, so ``condition="context.tool.output
 the full log. Only the canonical status path is read here; fallbacks and the ownership gate
 belong to status ingestion.
 
+Crash journal: the command runs under a tiny ``bash`` wrapper that records its own pid in
+``.tool-started`` before the command starts and its exit code in ``.tool-exit`` (atomically,
+by rename) after the command ends. The wrapper is in the stage's process group, not in the
+engine, so it finishes even when the engine is SIGKILLed. A resumed run then *adopts* the
+orphaned attempt (:meth:`ToolHandler.adopt`): it waits for the orphan, and uses its recorded
+exit code instead of running the command a second time. A command is therefore never run twice
+because the engine died; it is re-run only if it never started or was itself killed.
+
 The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
 :func:`~attractor_trio.scopes.process.run_in_process_group` kills the whole group before the
 cancellation propagates.
@@ -26,15 +34,17 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
+import trio
 from attrs import frozen
 
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..graph import Graph, Node
-from ..scopes.process import ProcessResult, run_in_process_group
+from ..scopes.process import ProcessResult, live_group_members, run_in_process_group
 from .base import AttemptInfo, require_attempt
 
 if TYPE_CHECKING:
@@ -70,9 +80,11 @@ class ToolHandler:
             )
         attempt = require_attempt(node, logs_root)
         logs = _prepare_stage_dir(attempt)
+        journal = _Journal(attempt.stage_dir)
+        journal.clear()
         try:
             result = await run_in_process_group(
-                ["bash", "-c", command],
+                journal.argv(command),
                 cwd=attempt.workdir,
                 env={**os.environ, **attempt.process_env()},
                 stdout_path=logs.stdout,
@@ -85,14 +97,107 @@ class ToolHandler:
                 StageStatus.FAIL,
                 failure_reason=f"tool could not start (bash -c in {attempt.workdir}): {exc}",
             )
-        return tool_outcome(
-            command,
-            result,
-            output=logs.read_output(),
-            stderr_tail=tail_text(logs.read_tail(logs.stderr, logs.stderr_start)),
-            stdout_tail=tail_text(logs.read_tail(logs.stdout, logs.stdout_start)),
-            status=read_status_file(attempt.status_path),
+        result = journal.refine(result)
+        return _outcome_from_logs(command, result, logs, attempt)
+
+    async def adopt(
+        self, node: Node, context: Context, graph: Graph, attempt: AttemptInfo
+    ) -> Outcome | None:
+        """The outcome of an attempt a crashed engine left running, or ``None`` to re-run.
+
+        Waits (inside the attempt's scope: its deadline and the run's cancellation apply)
+        while the orphan is alive; kills its group if cancelled meanwhile.
+        """
+        journal = _Journal(attempt.stage_dir)
+        pid = journal.started_pid()
+        if pid is None:
+            return None
+        try:
+            while journal.exit_code() is None and live_group_members(pid):
+                await trio.sleep(_ADOPT_POLL_S)
+        except BaseException:
+            _kill_group(pid)
+            raise
+        code = journal.exit_code()
+        if code is None:
+            return None
+        logs = _StageLogs(
+            attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log", 0, 0
         )
+        result = journal.refine(ProcessResult(code, False, 0.0, 0, 0))
+        outcome = _outcome_from_logs(node.tool_command, result, logs, attempt)
+        note = "adopted the attempt left running by a crashed engine"
+        return outcome.evolve(notes=f"{outcome.notes}; {note}" if outcome.notes else note)
+
+
+def _outcome_from_logs(
+    command: str, result: ProcessResult, logs: _StageLogs, attempt: AttemptInfo
+) -> Outcome:
+    return tool_outcome(
+        command,
+        result,
+        output=logs.read_output(),
+        stderr_tail=tail_text(logs.read_tail(logs.stderr, logs.stderr_start)),
+        stdout_tail=tail_text(logs.read_tail(logs.stdout, logs.stdout_start)),
+        status=read_status_file(attempt.status_path),
+    )
+
+
+_ADOPT_POLL_S = 0.05
+# $1 command, $2 exit-code file, $3 started file. The command runs as a child so the wrapper
+# can outlive it; the wrapper ignores SIGTERM (set after the fork, so the command keeps the
+# default) and waits, which keeps the grace period for the command itself: SIGTERM reaches the
+# whole group, the wrapper stays the live leader until the command exits or SIGKILL comes.
+# A command that died by a signal has that signal re-raised on the wrapper, so the engine
+# still reports "killed by signal".
+_WRAPPER = (
+    'printf "%s" "$$" > "$3"; bash -c "$1" & child=$!; trap "" TERM; wait "$child" 2>/dev/null; code=$?; '
+    'printf "%s\\n" "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; '
+    'if [ "$code" -gt 128 ] && [ "$code" -lt 160 ]; then '
+    'trap - "$((code - 128))"; kill -s "$((code - 128))" "$$"; fi; '
+    'exit "$code"'
+)
+
+
+class _Journal:
+    """``.tool-started`` / ``.tool-exit``: what survives the engine's own death."""
+
+    def __init__(self, stage_dir: Path) -> None:
+        self.started = stage_dir / ".tool-started"
+        self.exit = stage_dir / ".tool-exit"
+
+    def argv(self, command: str) -> list[str]:
+        return ["bash", "-c", _WRAPPER, "attractor-tool", command, str(self.exit), str(self.started)]
+
+    def clear(self) -> None:
+        for path in (self.started, self.exit, self.exit.with_name(".tool-exit.tmp")):
+            path.unlink(missing_ok=True)
+
+    def started_pid(self) -> int | None:
+        try:
+            return int(self.started.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def exit_code(self) -> int | None:
+        try:
+            return int(self.exit.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def refine(self, result: ProcessResult) -> ProcessResult:
+        """Prefer the command's own exit code (recorded by the wrapper) when there is one."""
+        code = self.exit_code()
+        if code is None or result.signaled or code == result.exit_code:
+            return result
+        return ProcessResult(code, False, result.duration_s, result.stdout_bytes, result.stderr_bytes)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def tool_outcome(

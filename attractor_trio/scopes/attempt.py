@@ -9,6 +9,7 @@ retry can start once the run is cancelled.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import secrets
@@ -66,8 +67,13 @@ class StageExecutor:
         started = time.monotonic()
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
+        adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor)
         while True:
-            outcome = await self._attempt(node, attempt, policy.max_attempts, predecessor)
+            if adopted is not None:
+                outcome, attempt = adopted
+                adopted = None
+            else:
+                outcome = await self._attempt(node, attempt, policy.max_attempts, predecessor)
             decision = after_attempt(outcome, attempt, policy, node.allow_partial)
             if isinstance(decision, Retry):
                 delay = delay_for_attempt(policy.backoff, attempt, self.rng)
@@ -105,26 +111,14 @@ class StageExecutor:
         self, node: Node, attempt: int, max_attempts: int, predecessor: str
     ) -> Outcome:
         stage_dir = self.stage_root / node.id
-        number = self.node_attempts.get(node.id, 0) + 1
+        previous = _read_marker(stage_dir)
+        recorded = int(previous.get("number", 0)) if previous else 0
+        number = max(self.node_attempts.get(node.id, 0), recorded) + 1
         self.node_attempts[node.id] = number
-        _archive_previous_attempt(stage_dir, number - 1)
+        _archive_previous_attempt(stage_dir, recorded or number - 1)
         attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
-        info = AttemptInfo(
-            run_id=self.run_id,
-            node_id=node.id,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            attempt_id=attempt_id,
-            logs_root=self.stage_root,
-            stage_dir=stage_dir,
-            workdir=self.workdir,
-            predecessor_node=predecessor,
-            predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
-            branch=self.branch,
-            emit=self.emit,
-            progress=self.progress,
-            kill_grace=self.kill_grace,
-        )
+        _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=False)
+        info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
         self.emit(
             "stage_attempt_started",
             node_id=node.id,
@@ -133,8 +127,66 @@ class StageExecutor:
             attempt_id=attempt_id,
         )
         self.progress()
+        outcome = await self._guarded(node, info, self._execute_handler)
+        _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
+        return outcome
+
+    def _info(
+        self, node: Node, attempt: int, max_attempts: int, attempt_id: str, predecessor: str
+    ) -> AttemptInfo:
+        return AttemptInfo(
+            run_id=self.run_id,
+            node_id=node.id,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            attempt_id=attempt_id,
+            logs_root=self.stage_root,
+            stage_dir=self.stage_root / node.id,
+            workdir=self.workdir,
+            predecessor_node=predecessor,
+            predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
+            branch=self.branch,
+            emit=self.emit,
+            progress=self.progress,
+            kill_grace=self.kill_grace,
+        )
+
+    async def _adopt_orphan(
+        self, node: Node, max_attempts: int, predecessor: str
+    ) -> tuple[Outcome, int] | None:
+        """Finish an attempt a crashed engine left unfinished, if its handler can adopt it.
+
+        The orphan's ``stage_attempt_started`` is already in the log; this writes its
+        ``stage_attempt_finished`` (``adopted: true``) so every attempt is closed exactly once.
+        """
+        stage_dir = self.stage_root / node.id
+        marker = _read_marker(stage_dir)
+        handler = self.registry.resolve(node)
+        if marker is None or marker.get("finished") or not hasattr(handler, "adopt"):
+            return None
+        attempt, attempt_id = int(marker["attempt"]), str(marker["attempt_id"])
+        info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
+
+        async def adopt(node: Node, info: AttemptInfo) -> Outcome | None:
+            result: Outcome | None = await handler.adopt(node, self.context, self.graph, info)
+            return result
+
+        outcome = await self._guarded(node, info, adopt, adopted=True)
+        if outcome is None:
+            return None
+        number = int(marker["number"])
+        self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
+        _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
+        return outcome, attempt
+
+    async def _guarded(
+        self, node: Node, info: AttemptInfo, call: Callable[..., Any], adopted: bool = False
+    ) -> Any:
+        """Run ``call`` in the attempt scope; record the outcome, or the cancellation."""
+        stage_dir = info.stage_dir
+        attempt_id = info.attempt_id
         try:
-            outcome = await self._run_handler(node, info)
+            outcome = await self._run_handler(node, info, call)
         except BaseException as exc:
             cancelled = only_cancelled(exc)
             if cancelled is None:
@@ -153,12 +205,17 @@ class StageExecutor:
             )
             self._finished(node, attempt_id, canceled)
             raise
+        if outcome is None:
+            return None
         _write_status(stage_dir / "status.json", outcome)
-        self._finished(node, attempt_id, outcome)
+        self._finished(node, attempt_id, outcome, adopted)
         self.progress()
         return outcome
 
-    def _finished(self, node: Node, attempt_id: str, outcome: Outcome) -> None:
+    def _finished(
+        self, node: Node, attempt_id: str, outcome: Outcome, adopted: bool = False
+    ) -> None:
+        extra = {"adopted": True} if adopted else {}
         self.emit(
             "stage_attempt_finished",
             node_id=node.id,
@@ -166,13 +223,19 @@ class StageExecutor:
             status=outcome.status.value,
             failure_reason=outcome.failure_reason,
             failure_class=outcome.failure_class,
+            **extra,
         )
 
-    async def _run_handler(self, node: Node, info: AttemptInfo) -> Outcome:
-        """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
+    async def _execute_handler(self, node: Node, info: AttemptInfo) -> Outcome:
         handler = self.registry.resolve(node)
+        return await _call_handler(handler, node, self.context, self.graph, info)
+
+    async def _run_handler(
+        self, node: Node, info: AttemptInfo, call: Callable[..., Any]
+    ) -> Outcome | None:
+        """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
         human = self.registry.resolve_type(node) == "wait.human"
-        result: list[Outcome] = []
+        result: list[Outcome | None] = []
         timeout = node.timeout
         token = set_attempt(info)
         if human:
@@ -182,9 +245,7 @@ class StageExecutor:
                 async with trio.open_nursery() as nursery:
                     if self.heartbeat_interval:
                         nursery.start_soon(self._heartbeat, info, self.heartbeat_interval)
-                    result.append(
-                        await _call_handler(handler, node, self.context, self.graph, info)
-                    )
+                    result.append(await call(node, info))
                     nursery.cancel_scope.cancel(reason="attempt finished")
         finally:
             reset_attempt(token)
@@ -238,6 +299,38 @@ def _write_status(path: Path, outcome: Outcome) -> None:
     write_json_atomic(path, outcome.to_json())
 
 
+_MARKER = ".attempt.json"
+
+
+def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
+    """The last attempt's marker, or ``None`` (absent, or torn by a crash: treated as absent)."""
+    try:
+        marker = json.loads((stage_dir / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("number", "attempt", "attempt_id")
+    return marker if isinstance(marker, dict) and all(k in marker for k in keys) else None
+
+
+def _write_marker(
+    stage_dir: Path, node_id: str, number: int, attempt: int, attempt_id: str, *, finished: bool
+) -> None:
+    """Which attempt the stage dir's files belong to, and whether it finished.
+
+    Written without fsync on purpose: it only steers recovery after a crash (archive numbering,
+    adoption); a marker lost to a power cut degrades to re-running the attempt.
+    """
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "node_id": node_id,
+        "number": number,
+        "attempt": attempt,
+        "attempt_id": attempt_id,
+        "finished": finished,
+    }
+    (stage_dir / _MARKER).write_text(json.dumps(record))
+
+
 def _archive_previous_attempt(stage_dir: Path, previous: int) -> None:
     """Move the previous attempt's files into ``attempt-<n>/`` so nothing is overwritten."""
     if previous < 1 or not stage_dir.is_dir():
@@ -246,6 +339,8 @@ def _archive_previous_attempt(stage_dir: Path, previous: int) -> None:
     if not files:
         return
     archive = stage_dir / f"attempt-{previous}"
+    while archive.exists() and any(archive.iterdir()):
+        archive = archive.with_name(archive.name + "+")
     archive.mkdir(exist_ok=True)
     for path in files:
         shutil.move(str(path), archive / path.name)
