@@ -24,7 +24,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
     session.run(PY, "-m", "ruff", "check", "attractor_trio", "tests", "benchmarks", "noxfile.py")
-    session.run(PY, "-m", "ruff", "format", "--check", "attractor_trio", "tests", "benchmarks", "noxfile.py")
+    session.run(
+        PY, "-m", "ruff", "format", "--check", "attractor_trio", "tests", "benchmarks", "noxfile.py"
+    )
 
 
 @nox.session(python=False)

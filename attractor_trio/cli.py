@@ -1,4 +1,7 @@
-"""The ``attractor-trio`` command (CONTRACT §1). Thin: parse options, call the API, map exit codes."""
+"""The ``attractor-trio`` command (CONTRACT §1).
+
+Thin: parse options, call the API, map exit codes.
+"""
 
 from __future__ import annotations
 

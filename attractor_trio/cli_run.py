@@ -14,7 +14,7 @@ import click
 import trio
 
 from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed
-from .graph import Graph, Severity
+from .graph import Severity
 from .values import AttributeValueError, parse_duration
 
 __all__ = ["resume_command", "run_command", "status_command"]
@@ -304,9 +304,12 @@ def resume_command(logs_root: Path, **opts: Any) -> None:
             err=True,
         )
         sys.exit(0)
-    if not (logs_root / "graph.dot").exists():
-        raise ConfigError(f"{logs_root}: no graph.dot — is this a run directory?")
     manifest = read_manifest(logs_root)
+    if manifest is None or not (logs_root / "graph.dot").exists():
+        raise ConfigError(
+            f"{logs_root}: no manifest.json/graph.dot — not a run directory "
+            "(pass the LOGS_ROOT that `attractor-trio run` printed)"
+        )
     graph = load(logs_root / "graph.dot")
     settings = _settings(opts)
     engine.check_runnable(graph, backend=settings["backend"])

@@ -35,7 +35,7 @@ from .persist.atomic import cleanup_temp_files, utc_timestamp
 from .persist.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .persist.final import FinalRecord, read_final, write_final
 from .persist.live import LiveWriter
-from .persist.lock import acquire_run_lock
+from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import write_manifest
 from .persist.progress import ProgressWriter
 from .scopes.attempt import StageExecutor
@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 _CUSTOM_HANDLERS: dict[str, Handler] = {}
-_FINALIZE_BUDGET_S = 10.0
 
 
 def register_handler(type_name: str, handler: Handler) -> None:
@@ -416,8 +415,9 @@ async def _drive(
         if not isinstance(exc, Exception):
             raise
     finally:
-        with trio.move_on_after(_FINALIZE_BUDGET_S, shield=True):
-            result = run.finalize(finish)
+        # Synchronous on purpose: no checkpoint inside, so no cancellation (the caller's, a
+        # second signal) can interrupt writing final.json and the terminal event.
+        result = run.finalize(finish)
     return result
 
 
@@ -464,9 +464,7 @@ async def run(
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
     root = Path(logs_root)
     run_id = run_id or new_run_id()
-    root.mkdir(parents=True, exist_ok=True)
-    lock = acquire_run_lock(root, run_id)
-    cleanup_temp_files(root)
+    lock = _take_ownership(root, run_id)
     try:
         write_manifest(
             root,
@@ -542,8 +540,7 @@ async def resume(
     checkpoint = load_checkpoint(root)
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
-    lock = acquire_run_lock(root, checkpoint.run_id)
-    cleanup_temp_files(root)
+    lock = _take_ownership(root, checkpoint.run_id)
     try:
         state = _state_from_checkpoint(checkpoint, graph)
         hub = EventHub(
@@ -586,6 +583,14 @@ def _build_registry(
     for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
         registry.register(name, handler)
     return registry
+
+
+def _take_ownership(root: Path, run_id: str) -> RunLock:
+    """Create the logs root, lock it, and drop temp files a crashed writer left behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = acquire_run_lock(root, run_id)
+    cleanup_temp_files(root)
+    return lock
 
 
 def _start_node(graph: Graph) -> str:

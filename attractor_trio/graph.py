@@ -1,4 +1,4 @@
-"""The pipeline as frozen value objects: :class:`Graph`, :class:`Node`, :class:`Edge`, :class:`Diagnostic`.
+"""The pipeline as frozen value objects: ``Graph``, ``Node``, ``Edge``, ``Diagnostic``.
 
 Attributes are kept exactly as the author wrote them (decoded strings), in declaration order,
 so a graph can be serialized back and compared. Typed accessors (spec Appendix A) parse on

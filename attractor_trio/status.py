@@ -1,4 +1,4 @@
-"""What ``status`` reports: terminal state from ``final.json``, else live state from ``live.json``."""
+"""What ``status`` reports: the terminal state from ``final.json``, else ``live.json``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["read_status"]
 
 
 def read_status(logs_root: Path) -> dict[str, Any]:
-    """``{run_id, state, current_node, active_attempts, failure_reason, failure_class, logs_root}``."""
+    """``{run_id, state, current_node, active_attempts, failure_reason, failure_class, ...}``."""
     final = read_final(logs_root)
     live = read_live(logs_root) or {}
     if final is None and not live:

@@ -17,7 +17,17 @@ from attractor_trio.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-CONTRACT_COMMANDS = ("run", "validate", "resume", "status", "stop", "serve", "fuzz", "runs", "graph")
+CONTRACT_COMMANDS = (
+    "run",
+    "validate",
+    "resume",
+    "status",
+    "stop",
+    "serve",
+    "fuzz",
+    "runs",
+    "graph",
+)
 
 
 def cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -74,8 +84,10 @@ def test_validate_json_shape(tmp_path: Path) -> None:
 
 def test_validate_human_output_has_positions(tmp_path: Path) -> None:
     bad = tmp_path / "bad.dot"
-    bad.write_text('digraph g {\n start [shape=Mdiamond]\n exit [shape=Msquare]\n'
-                   ' start -> exit [condition="outcome=sucess"]\n}\n')
+    bad.write_text(
+        "digraph g {\n start [shape=Mdiamond]\n exit [shape=Msquare]\n"
+        ' start -> exit [condition="outcome=sucess"]\n}\n'
+    )
     code, _, err = cli("validate", str(bad))
     assert code == 1
     assert f"{bad}:4:" in err and "error:" in err and "did you mean success" in err
@@ -83,7 +95,9 @@ def test_validate_human_output_has_positions(tmp_path: Path) -> None:
 
 def test_validate_strict_fails_on_warnings(tmp_path: Path) -> None:
     warn = tmp_path / "warn.dot"
-    warn.write_text("digraph g { start [shape=Mdiamond]; exit [shape=Msquare]; a; start -> a -> exit }")
+    warn.write_text(
+        "digraph g { start [shape=Mdiamond]; exit [shape=Msquare]; a; start -> a -> exit }"
+    )
     assert cli("validate", str(warn))[0] == 0
     code, out, _ = cli("validate", str(warn), "--strict", "--json")
     assert code == 1 and json.loads(out)["valid"] is False
@@ -129,9 +143,16 @@ def test_examples_run_with_simulation(tmp_path: Path, name: str) -> None:
 
 def test_sim_script_example_takes_the_failure_path(tmp_path: Path) -> None:
     root = tmp_path / "run"
-    code, _, err = cli("run", str(EXAMPLES / "branch.dot"), "--simulate", "--sim-script",
-                       str(EXAMPLES / "sim" / "branch-validate-fails.yaml"),
-                       "--logs-root", str(root), "--quiet")
+    code, _, err = cli(
+        "run",
+        str(EXAMPLES / "branch.dot"),
+        "--simulate",
+        "--sim-script",
+        str(EXAMPLES / "sim" / "branch-validate-fails.yaml"),
+        "--logs-root",
+        str(root),
+        "--quiet",
+    )
     assert code == 0, err
     final = json.loads((root / "final.json").read_text())
     assert final["completed_nodes"].count("implement") == 2
@@ -140,7 +161,9 @@ def test_sim_script_example_takes_the_failure_path(tmp_path: Path) -> None:
 def test_smoke_test_through_the_cli(tmp_path: Path) -> None:
     """Spec §11.13 SM-04…SM-07 through the command line."""
     root = tmp_path / "run"
-    code, _, _ = cli("run", str(EXAMPLES / "smoke_test.dot"), "--simulate", "--logs-root", str(root))
+    code, _, _ = cli(
+        "run", str(EXAMPLES / "smoke_test.dot"), "--simulate", "--logs-root", str(root)
+    )
     assert code == 0
     for stage in ("plan", "implement", "review"):
         for artifact in ("prompt.md", "response.md", "status.json"):
@@ -154,9 +177,11 @@ def test_smoke_test_through_the_cli(tmp_path: Path) -> None:
 
 def test_failing_pipeline_exits_1_with_the_raw_reason(tmp_path: Path) -> None:
     dot = tmp_path / "p.dot"
-    dot.write_text('digraph p { start [shape=Mdiamond]; exit [shape=Msquare]\n'
-                   ' t [shape=parallelogram, tool_command="echo oops >&2; exit 3"]\n'
-                   ' start -> t -> exit }')
+    dot.write_text(
+        "digraph p { start [shape=Mdiamond]; exit [shape=Msquare]\n"
+        ' t [shape=parallelogram, tool_command="echo oops >&2; exit 3"]\n'
+        " start -> t -> exit }"
+    )
     root = tmp_path / "run"
     code, _, err = cli("run", str(dot), "--logs-root", str(root), "--quiet", cwd=tmp_path)
     assert code == 1
@@ -176,7 +201,7 @@ def test_run_refuses_codergen_without_backend(tmp_path: Path) -> None:
 
 def test_run_with_parse_error_exits_2_without_a_run_directory(tmp_path: Path) -> None:
     dot = tmp_path / "bad.dot"
-    dot.write_text("digraph g {\n a -> b [label=\"x\" weight=2]\n}\n")
+    dot.write_text('digraph g {\n a -> b [label="x" weight=2]\n}\n')
     root = tmp_path / "run"
     code, _, err = cli("run", str(dot), "--simulate", "--logs-root", str(root))
     assert code == 2
@@ -200,14 +225,17 @@ def test_bad_config_and_sim_script_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "stall_timeout" in err
     script = tmp_path / "s.yaml"
     script.write_text("nodes:\n  run_tests:\n    - outcom: fail\n")
-    code, _, err = cli("run", str(EXAMPLES / "simple.dot"), "--simulate", "--sim-script", str(script))
+    code, _, err = cli(
+        "run", str(EXAMPLES / "simple.dot"), "--simulate", "--sim-script", str(script)
+    )
     assert code == 2 and "outcom" in err
 
 
 def test_json_mode_prints_only_events_on_stdout(tmp_path: Path) -> None:
     root = tmp_path / "run"
-    code, out, err = cli("run", str(EXAMPLES / "simple.dot"), "--simulate", "--json",
-                         "--logs-root", str(root))
+    code, out, err = cli(
+        "run", str(EXAMPLES / "simple.dot"), "--simulate", "--json", "--logs-root", str(root)
+    )
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["event"] == "pipeline_started" and lines[-1]["event"] == "pipeline_completed"
@@ -230,8 +258,15 @@ def test_resume_and_status_of_a_finished_run(tmp_path: Path) -> None:
     code, out, _ = cli("status", str(root), "--json")
     status = json.loads(out)
     assert code == 0 and status["state"] == "success"
-    assert set(status) >= {"run_id", "state", "current_node", "active_attempts",
-                           "failure_reason", "failure_class", "logs_root"}
+    assert set(status) >= {
+        "run_id",
+        "state",
+        "current_node",
+        "active_attempts",
+        "failure_reason",
+        "failure_class",
+        "logs_root",
+    }
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
@@ -245,8 +280,15 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     root = tmp_path / "run"
     script = tmp_path / "s.yaml"
     script.write_text("nodes:\n  report: [{outcome: fail, failure_reason: x}]\n")
-    cli("run", str(EXAMPLES / "simple.dot"), "--simulate", "--sim-script", str(script),
-        "--logs-root", str(root))
+    cli(
+        "run",
+        str(EXAMPLES / "simple.dot"),
+        "--simulate",
+        "--sim-script",
+        str(script),
+        "--logs-root",
+        str(root),
+    )
     (root / "final.json").unlink()
     (root / "checkpoint.json").write_text('{"timestamp": ')
     code, _, err = cli("resume", str(root), "--simulate")
@@ -261,9 +303,22 @@ def _start_run(tmp_path: Path, dot_text: str) -> tuple[subprocess.Popen[str], Pa
     dot.write_text(dot_text)
     root = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "attractor_trio", "run", str(dot), "--logs-root", str(root),
-         "--quiet", "--kill-grace", "1s"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "attractor_trio",
+            "run",
+            str(dot),
+            "--logs-root",
+            str(root),
+            "--quiet",
+            "--kill-grace",
+            "1s",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 10
     while not (root / "t" / "stdout.log").exists():
@@ -272,9 +327,11 @@ def _start_run(tmp_path: Path, dot_text: str) -> tuple[subprocess.Popen[str], Pa
     return proc, root
 
 
-SLEEPER = ('digraph p { start [shape=Mdiamond]; exit [shape=Msquare]\n'
-           ' t [shape=parallelogram, tool_command="echo $$ > pid.txt; sleep 30"]\n'
-           ' start -> t -> exit }')
+SLEEPER = (
+    "digraph p { start [shape=Mdiamond]; exit [shape=Msquare]\n"
+    ' t [shape=parallelogram, tool_command="echo $$ > pid.txt; sleep 30"]\n'
+    " start -> t -> exit }"
+)
 
 
 @pytest.mark.slow

@@ -24,8 +24,20 @@ from attractor_trio.conditions import (
         ("outcome=success", "success", "", {}, True),
         ("outcome=success", "fail", "", {}, False),
         ("outcome=fail", "fail", "", {}, True),
-        ("outcome=success && context.tests_passed=true", "success", "", {"tests_passed": True}, True),
-        ("outcome=success && context.tests_passed=true", "success", "", {"tests_passed": False}, False),
+        (
+            "outcome=success && context.tests_passed=true",
+            "success",
+            "",
+            {"tests_passed": True},
+            True,
+        ),
+        (
+            "outcome=success && context.tests_passed=true",
+            "success",
+            "",
+            {"tests_passed": False},
+            False,
+        ),
         ("context.loop_state!=exhausted", "success", "", {"loop_state": "running"}, True),
         ("context.loop_state!=exhausted", "success", "", {"loop_state": "exhausted"}, False),
         ("preferred_label=Fix", "success", "Fix", {}, True),
@@ -149,7 +161,9 @@ def test_outcome_clause_matches_only_its_status(outcome: str, other: str) -> Non
 
 
 @given(
-    clauses=st.lists(st.sampled_from(["outcome=success", "context.a=1", "context.b!=2"]), max_size=4)
+    clauses=st.lists(
+        st.sampled_from(["outcome=success", "context.a=1", "context.b!=2"]), max_size=4
+    )
 )
 def test_conjunction_is_all_of_its_clauses(clauses: list[str]) -> None:
     context = {"a": "1", "b": "3"}

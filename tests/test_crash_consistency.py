@@ -48,7 +48,14 @@ def _command(tmp_path: Path, first: bool) -> list[str]:
     base = [sys.executable, "-m", "attractor_trio"]
     common = ["--quiet", "--stall-timeout", "0", "--workdir", str(tmp_path)]
     if first:
-        return [*base, "run", str(tmp_path / "p.dot"), "--logs-root", str(tmp_path / "run"), *common]
+        return [
+            *base,
+            "run",
+            str(tmp_path / "p.dot"),
+            "--logs-root",
+            str(tmp_path / "run"),
+            *common,
+        ]
     return [*base, "resume", str(tmp_path / "run"), *common]
 
 
@@ -74,7 +81,9 @@ def test_sigkill_at_random_moments_then_resume_runs_every_stage_once(tmp_path: P
     for _ in range(5):  # finish: resume until final.json exists
         if (root / "final.json").exists():
             break
-        done = subprocess.run(_command(tmp_path, first), capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            _command(tmp_path, first), capture_output=True, text=True, timeout=120
+        )
         assert done.returncode in (0,), done.stderr
         first = False
     final = json.loads((root / "final.json").read_text())
@@ -83,6 +92,9 @@ def test_sigkill_at_random_moments_then_resume_runs_every_stage_once(tmp_path: P
     assert ledger == [f"t{i:02d}" for i in range(STAGES)], f"after {kills} kills: {ledger}"
     assert kills == KILLS, f"the run finished after only {kills} kills"
     _all_json_parses(root)
-    events = [json.loads(line) for line in (root / "progress.ndjson").read_text().splitlines()
-              if line.strip().endswith("}")]
+    events = [
+        json.loads(line)
+        for line in (root / "progress.ndjson").read_text().splitlines()
+        if line.strip().endswith("}")
+    ]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))

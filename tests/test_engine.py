@@ -16,7 +16,7 @@ from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus
 from attractor_trio.errors import ConfigError, ValidationFailed
 from attractor_trio.graph import Graph, Node
-from attractor_trio.interviewers import QueueInterviewer, Answer
+from attractor_trio.interviewers import Answer, QueueInterviewer
 from attractor_trio.persist.checkpoint import load_checkpoint
 
 from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot
@@ -80,11 +80,23 @@ async def test_p08_conditional_branching_takes_both_paths(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
     root = tmp_path / "run"
-    steps = {"validate": [{"outcome": "fail", "failure_reason": "2 tests failed"}, {"outcome": "success"}]}
+    steps = {
+        "validate": [
+            {"outcome": "fail", "failure_reason": "2 tests failed"},
+            {"outcome": "success"},
+        ]
+    }
     result = await run_dot(BRANCH, root, steps=steps)
     assert result.status == "success"
     assert result.completed_nodes == (
-        "start", "implement", "validate", "gate", "implement", "validate", "gate", "exit",
+        "start",
+        "implement",
+        "validate",
+        "gate",
+        "implement",
+        "validate",
+        "gate",
+        "exit",
     )
     hops = [(e["from_node"], e["to_node"], e["method"]) for e in named(root, "edge_selected")]
     assert ("gate", "implement", "condition") in hops
@@ -103,9 +115,13 @@ digraph retry {
 
 async def test_p09_retry_on_failure(tmp_path: Path, autojump_clock: Any) -> None:
     root = tmp_path / "run"
-    steps = {"flaky": [{"outcome": "fail", "failure_reason": "boom 1"},
-                       {"outcome": "retry", "failure_reason": "boom 2"},
-                       {"outcome": "success"}]}
+    steps = {
+        "flaky": [
+            {"outcome": "fail", "failure_reason": "boom 1"},
+            {"outcome": "retry", "failure_reason": "boom 2"},
+            {"outcome": "success"},
+        ]
+    }
     result = await run_dot(RETRY, root, steps=steps)
     assert result.status == "success"
     attempts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "flaky"]
@@ -132,7 +148,9 @@ async def test_retries_exhausted_keep_the_raw_reason(tmp_path: Path, autojump_cl
 
 async def test_deterministic_failure_is_not_retried(tmp_path: Path, autojump_clock: Any) -> None:
     root = tmp_path / "run"
-    steps = {"flaky": [{"outcome": "fail", "failure_reason": "bad", "failure_class": "deterministic"}]}
+    steps = {
+        "flaky": [{"outcome": "fail", "failure_reason": "bad", "failure_class": "deterministic"}]
+    }
     result = await run_dot(RETRY, root, steps=steps)
     assert result.status == "fail"
     assert [e["node_id"] for e in named(root, "stage_retry_blocked")] == ["flaky"]
@@ -158,9 +176,14 @@ async def test_p10_goal_gate_blocks_exit_and_jumps_to_retry_target(
     root = tmp_path / "run"
     steps = {"implement": [{"outcome": "partial_success"}, {"outcome": "success"}]}
     # partial_success satisfies a gate; make the first visit fail instead but route onward.
-    source = GATE.replace("implement -> exit", 'implement -> exit [condition="outcome=fail"]\n'
-                                                '    implement -> exit [condition="outcome=success"]')
-    steps = {"implement": [{"outcome": "fail", "failure_reason": "tests red"}, {"outcome": "success"}]}
+    source = GATE.replace(
+        "implement -> exit",
+        'implement -> exit [condition="outcome=fail"]\n'
+        '    implement -> exit [condition="outcome=success"]',
+    )
+    steps = {
+        "implement": [{"outcome": "fail", "failure_reason": "tests red"}, {"outcome": "success"}]
+    }
     result = await run_dot(source, root, steps=steps)
     assert result.status == "success"
     assert result.completed_nodes == ("start", "implement", "fix", "implement", "exit")
@@ -189,7 +212,9 @@ async def test_p10_goal_gate_without_target_fails_with_cause(
     assert_envelope_invariants(root)
 
 
-async def test_p11_goal_gate_allows_exit_when_satisfied(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_p11_goal_gate_allows_exit_when_satisfied(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
     root = tmp_path / "run"
     result = await run_dot(GATE, root)
     assert result.status == "success"
@@ -244,7 +269,11 @@ digraph edges {
     ("edges", "expected", "method"),
     [
         # P-13: a matching condition beats a heavier unconditional edge
-        ('pick -> heavy [weight=10]\n pick -> cond [condition="outcome=success"]', "cond", "condition"),
+        (
+            'pick -> heavy [weight=10]\n pick -> cond [condition="outcome=success"]',
+            "cond",
+            "condition",
+        ),
         # P-14: weight breaks ties among unconditional edges
         ("pick -> alpha [weight=1]\n pick -> heavy [weight=5]", "heavy", "weight"),
         # P-15: lexical tiebreak as the final fallback
@@ -258,10 +287,12 @@ async def test_p13_p14_p15_edge_selection(
     source = EDGES % edges
     for unused in ("heavy", "cond", "alpha", "beta"):
         if f"-> {unused}" not in edges:
-            source = source.replace(f"    {unused} -> exit\n", "").replace(f'    {unused} [prompt="x"]\n', "")
+            source = source.replace(f"    {unused} -> exit\n", "").replace(
+                f'    {unused} [prompt="x"]\n', ""
+            )
     result = await run_dot(source, root)
     assert result.completed_nodes[2] == expected
-    hop = [e for e in named(root, "edge_selected") if e["from_node"] == "pick"][0]
+    hop = next(e for e in named(root, "edge_selected") if e["from_node"] == "pick")
     assert hop["method"] == method
 
 
@@ -307,8 +338,9 @@ async def test_p17_resume_after_interruption_gives_the_same_result(
         await run_dot(LINEAR, root, steps={"c": [{"stall": "forever"}]})
     assert read_json(root / "final.json")["status"] == "canceled"
     (root / "final.json").unlink()  # as if the process had died before finalizing
-    result = await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim(),
-                                 heartbeat_interval=None)
+    result = await engine.resume(
+        graph_of(LINEAR), logs_root=root, backend=engine_sim(), heartbeat_interval=None
+    )
     assert result.status == straight.status == "success"
     assert result.completed_nodes == straight.completed_nodes
     starts = [e["node_id"] for e in named(root, "stage_attempt_started")]
@@ -471,7 +503,9 @@ async def test_loop_restart_uses_fresh_stage_dirs_and_is_bounded(
     assert restart["restart"] == 1 and restart["new_logs_root"].endswith("restart-1")
 
     root2 = tmp_path / "run2"
-    result = await run_dot(source, root2, steps={"work": [{"outcome": "fail", "failure_reason": "x"}]})
+    result = await run_dot(
+        source, root2, steps={"work": [{"outcome": "fail", "failure_reason": "x"}]}
+    )
     assert result.status == "fail"
     assert "max_restarts" in result.failure_reason
     assert len(named(root2, "loop_restart")) == 2

@@ -12,10 +12,31 @@ import attractor_trio
 
 PUBLIC = sorted(name for name in dir(attractor_trio) if not name.startswith("_"))
 SUBMODULES = {
-    "cli", "cli_run", "conditions", "context", "core", "display", "dot", "engine", "errors",
-    "events", "graph", "handlers", "interviewers", "persist", "pipeline", "providers",
-    "runconfig", "scopes", "status", "stylesheet", "transforms", "traversal", "validate",
-    "values", "attributes",
+    "cli",
+    "cli_run",
+    "conditions",
+    "context",
+    "core",
+    "display",
+    "dot",
+    "engine",
+    "errors",
+    "events",
+    "graph",
+    "handlers",
+    "interviewers",
+    "persist",
+    "pipeline",
+    "providers",
+    "runconfig",
+    "scopes",
+    "status",
+    "stylesheet",
+    "transforms",
+    "traversal",
+    "validate",
+    "values",
+    "attributes",
 }
 
 
@@ -38,20 +59,38 @@ def test_public_objects_have_docstrings_or_are_data() -> None:
         name
         for name in PUBLIC
         if name not in SUBMODULES
-        and (inspect.isclass(getattr(attractor_trio, name)) or inspect.isfunction(getattr(attractor_trio, name)))
+        and (
+            inspect.isclass(getattr(attractor_trio, name))
+            or inspect.isfunction(getattr(attractor_trio, name))
+        )
         and not inspect.getdoc(getattr(attractor_trio, name))
     ]
     assert undocumented == []
 
 
 def test_contract_api_names_exist() -> None:
-    for name in ("load", "validate", "run", "resume", "register_handler", "register_transform",
-                 "RunResult", "Graph", "Node", "Edge", "Diagnostic", "Outcome", "Context"):
+    for name in (
+        "load",
+        "validate",
+        "run",
+        "resume",
+        "register_handler",
+        "register_transform",
+        "RunResult",
+        "Graph",
+        "Node",
+        "Edge",
+        "Diagnostic",
+        "Outcome",
+        "Context",
+    ):
         assert hasattr(attractor_trio, name), name
 
 
 def test_import_is_light() -> None:
     """Importing the package must not import the HTTP server stack."""
-    code = "import sys, attractor_trio; print('starlette' in sys.modules, 'hypercorn' in sys.modules)"
+    code = (
+        "import sys, attractor_trio; print('starlette' in sys.modules, 'hypercorn' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"

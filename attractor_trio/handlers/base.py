@@ -1,4 +1,4 @@
-"""Handler interface, per-attempt runtime information, and the handler registry (spec §4.1–4.2).
+"""Handler interface, per-attempt runtime information, and the handler registry (spec §4.1-4.2).
 
 Handlers keep the spec's signature ``execute(node, context, graph, logs_root) -> Outcome``.
 What the engine knows about the attempt in progress (attempt number and id, stage directory,

@@ -113,7 +113,8 @@ class ToolHandler:
         if pid is None:
             return None
         try:
-            while journal.exit_code() is None and live_group_members(pid):
+            # Polling is the only way to watch a process that is not our child.
+            while journal.exit_code() is None and live_group_members(pid):  # noqa: ASYNC110
                 await trio.sleep(_ADOPT_POLL_S)
         except BaseException:
             _kill_group(pid)
@@ -121,9 +122,7 @@ class ToolHandler:
         code = journal.exit_code()
         if code is None:
             return None
-        logs = _StageLogs(
-            attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log", 0, 0
-        )
+        logs = _StageLogs(attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log", 0, 0)
         result = journal.refine(ProcessResult(code, False, 0.0, 0, 0))
         outcome = _outcome_from_logs(node.tool_command, result, logs, attempt)
         note = "adopted the attempt left running by a crashed engine"
@@ -151,7 +150,8 @@ _ADOPT_POLL_S = 0.05
 # A command that died by a signal has that signal re-raised on the wrapper, so the engine
 # still reports "killed by signal".
 _WRAPPER = (
-    'printf "%s" "$$" > "$3"; bash -c "$1" & child=$!; trap "" TERM; wait "$child" 2>/dev/null; code=$?; '
+    'printf "%s" "$$" > "$3"; bash -c "$1" & child=$!; trap "" TERM; '
+    'wait "$child" 2>/dev/null; code=$?; '
     'printf "%s\\n" "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; '
     'if [ "$code" -gt 128 ] && [ "$code" -lt 160 ]; then '
     'trap - "$((code - 128))"; kill -s "$((code - 128))" "$$"; fi; '
@@ -167,7 +167,15 @@ class _Journal:
         self.exit = stage_dir / ".tool-exit"
 
     def argv(self, command: str) -> list[str]:
-        return ["bash", "-c", _WRAPPER, "attractor-tool", command, str(self.exit), str(self.started)]
+        return [
+            "bash",
+            "-c",
+            _WRAPPER,
+            "attractor-tool",
+            command,
+            str(self.exit),
+            str(self.started),
+        ]
 
     def clear(self) -> None:
         for path in (self.started, self.exit, self.exit.with_name(".tool-exit.tmp")):
@@ -190,7 +198,9 @@ class _Journal:
         code = self.exit_code()
         if code is None or result.signaled or code == result.exit_code:
             return result
-        return ProcessResult(code, False, result.duration_s, result.stdout_bytes, result.stderr_bytes)
+        return ProcessResult(
+            code, False, result.duration_s, result.stdout_bytes, result.stderr_bytes
+        )
 
 
 def _kill_group(pgid: int) -> None:

@@ -28,8 +28,8 @@ from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, polic
 from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import write_json_atomic
-from .cancel import only_cancelled
 from ..values import format_duration
+from .cancel import only_cancelled
 
 __all__ = ["StageExecutor"]
 
@@ -127,7 +127,7 @@ class StageExecutor:
             attempt_id=attempt_id,
         )
         self.progress()
-        outcome = await self._guarded(node, info, self._execute_handler)
+        outcome: Outcome = await self._guarded(node, info, self._execute_handler)
         _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
         return outcome
 
