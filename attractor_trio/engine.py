@@ -28,7 +28,7 @@ from .core.failures import failure_signature
 from .core.outcome import Outcome
 from .core.routing import Advance, Stop, route
 from .errors import AttractorError, ConfigError
-from .events import EventHub, EventSink
+from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
 from .handlers.base import Handler, HandlerRegistry
 from .persist.atomic import cleanup_temp_files, utc_timestamp
@@ -37,7 +37,7 @@ from .persist.final import FinalRecord, read_final, write_final
 from .persist.live import LiveWriter
 from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import write_manifest
-from .persist.progress import ProgressWriter
+from .persist.progress import ProgressWriter, read_progress
 from .scopes.attempt import StageExecutor
 from .scopes.cancel import only_cancelled
 from .scopes.process import use_grace_skip
@@ -528,6 +528,7 @@ async def resume(
     root = Path(logs_root)
     final = read_final(root)
     if final is not None:
+        _repair_terminal_event(root, final)
         return RunResult(
             status=final.status,
             completed_nodes=tuple(final.completed_nodes),
@@ -583,6 +584,31 @@ def _build_registry(
     for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
         registry.register(name, handler)
     return registry
+
+
+def _repair_terminal_event(root: Path, final: FinalRecord) -> None:
+    """A crash between ``final.json`` and the terminal event left the log without its last
+    line; write it now so "exactly one terminal event, last" holds for every finished run."""
+    path = root / "progress.ndjson"
+    events = read_progress(path) if path.exists() else []
+    if events and events[-1]["event"] in TERMINAL_EVENTS:
+        return
+    writer = ProgressWriter.resume(path, final.run_id)
+    try:
+        if final.status == "success":
+            writer.emit("pipeline_completed", status="success", duration_s=final.duration_s)
+        else:
+            writer.emit(
+                "pipeline_failed",
+                status=final.status,
+                failure_reason=final.failure_reason or "",
+                failure_class=final.failure_class or "",
+                exit_path=final.exit_path,
+                duration_s=final.duration_s,
+            )
+        writer.sync()
+    finally:
+        writer.close()
 
 
 def _take_ownership(root: Path, run_id: str) -> RunLock:

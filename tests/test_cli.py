@@ -349,3 +349,26 @@ def test_signal_cancels_the_run(tmp_path: Path, sig: signal.Signals, code: int) 
     events = [json.loads(line) for line in (root / "progress.ndjson").read_text().splitlines()]
     assert events[-1]["event"] == "pipeline_failed" and events[-1]["status"] == "canceled"
     assert [e["node_id"] for e in events if e["event"] == "cancellation_exit"] == ["t"]
+
+
+# --- the bad-input corpus through the command line ----------------------------------------------
+
+BAD = sorted((ROOT / "tests" / "data" / "bad").glob("*.dot"))
+
+
+def _expectation(path: Path) -> tuple[str, str]:
+    header = path.read_text(encoding="utf-8", errors="replace").splitlines()[0]
+    position, _, fragment = header.removeprefix("// expect:").strip().partition(": ")
+    return position, fragment
+
+
+@pytest.mark.parametrize("bad", BAD, ids=lambda p: p.name)
+def test_bad_input_gives_exit_2_with_position_and_no_traceback(tmp_path: Path, bad: Path) -> None:
+    position, fragment = _expectation(bad)
+    root = tmp_path / "run"
+    code, out, err = cli("run", str(bad), "--simulate", "--logs-root", str(root))
+    assert code == 2, err
+    assert f"{bad}:{position}: error:" in err and fragment in err
+    assert "Traceback" not in err and not root.exists()
+    code, _, err = cli("validate", str(bad))
+    assert code == 1 and f"{bad}:{position}: error:" in err

@@ -509,3 +509,15 @@ async def test_loop_restart_uses_fresh_stage_dirs_and_is_bounded(
     assert result.status == "fail"
     assert "max_restarts" in result.failure_reason
     assert len(named(root2, "loop_restart")) == 2
+
+
+async def test_resume_repairs_a_missing_terminal_event(tmp_path: Path, autojump_clock: Any) -> None:
+    """A crash between final.json and the terminal event: resume writes the event, once."""
+    root = tmp_path / "run"
+    await run_dot(LINEAR, root)
+    lines = (root / "progress.ndjson").read_text().splitlines()
+    (root / "progress.ndjson").write_text("\n".join(lines[:-1]) + "\n")
+    await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim())
+    await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim())
+    assert_envelope_invariants(root)
+    assert events(root)[-1]["event"] == "pipeline_completed"
