@@ -366,7 +366,7 @@ def _expectation(path: Path) -> tuple[str, str]:
 def test_bad_input_gives_exit_2_with_position_and_no_traceback(tmp_path: Path, bad: Path) -> None:
     position, fragment = _expectation(bad)
     root = tmp_path / "run"
-    code, out, err = cli("run", str(bad), "--simulate", "--logs-root", str(root))
+    code, _, err = cli("run", str(bad), "--simulate", "--logs-root", str(root))
     assert code == 2, err
     assert f"{bad}:{position}: error:" in err and fragment in err
     assert "Traceback" not in err and not root.exists()
