@@ -31,6 +31,7 @@ from .errors import AttractorError, ConfigError
 from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
 from .handlers.base import Handler, HandlerRegistry
+from .persist.artifacts import ArtifactStore
 from .persist.atomic import cleanup_temp_files, utc_timestamp
 from .persist.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .persist.final import FinalRecord, read_final, write_final
@@ -193,6 +194,11 @@ class _Run:
     last_progress: float = 0.0
     waiting_on_humans: int = 0
     grace_skip: trio.Event = field(factory=trio.Event)
+    artifacts: ArtifactStore | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.artifacts is None:
+            self.artifacts = ArtifactStore(self.logs_root)
 
     def bump(self) -> None:
         """Progress anywhere in the run (output, stream data, attempt start/finish)."""
@@ -246,6 +252,7 @@ class _Run:
             kill_grace=self.kill_grace,
             progress=self.bump,
             human_wait=self.human_wait,
+            artifacts=self.artifacts,
         )
 
     def save_checkpoint(self, node_id: str) -> None:
@@ -335,7 +342,12 @@ class _Run:
         write_final(self.logs_root, record)
         hub.writer.sync()
         if finish.status == "success":
-            hub.emit("pipeline_completed", status="success", duration_s=duration)
+            hub.emit(
+                "pipeline_completed",
+                status="success",
+                duration_s=duration,
+                artifact_count=len(self.artifacts or ()),
+            )
         else:
             hub.emit(
                 "pipeline_failed",

@@ -521,3 +521,45 @@ async def test_resume_repairs_a_missing_terminal_event(tmp_path: Path, autojump_
     await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim())
     assert_envelope_invariants(root)
     assert events(root)[-1]["event"] == "pipeline_completed"
+
+
+async def test_handlers_reach_the_artifact_store(tmp_path: Path, autojump_clock: Any) -> None:
+    """Spec S5.5: large outputs go to the store; file-backed past the threshold."""
+    from attractor_trio.handlers.base import current_attempt
+
+    class Producer:
+        async def execute(
+            self, node: Node, context: Context, graph: Graph, logs_root: Path
+        ) -> Outcome:
+            attempt = current_attempt()
+            assert attempt is not None
+            attempt.artifacts.store("big", "big blob", "x" * 200_000)
+            attempt.artifacts.store("small", "small", {"k": 1})
+            return Outcome(StageStatus.SUCCESS)
+
+    root = tmp_path / "run"
+    source = LINEAR.replace('b [prompt="do b"]', 'b [type="producer"]')
+    await run_dot(source, root, handlers={"producer": Producer()})
+    assert (root / "artifacts" / "big.json").exists()
+    assert not (root / "artifacts" / "small.json").exists()
+    assert named(root, "pipeline_completed")[0]["artifact_count"] == 2
+
+
+async def test_resume_degrades_full_fidelity_once(tmp_path: Path, autojump_clock: Any) -> None:
+    """Spec S5.3-06: sessions do not survive a crash, so the first resumed stage gets a summary."""
+    source = LINEAR.replace(
+        'graph [goal="ship it"]', 'graph [goal="ship it", default_fidelity="full"]'
+    )
+    root = tmp_path / "run"
+    with trio.move_on_after(10):
+        await run_dot(source, root, steps={"b": [{"stall": "forever"}]})
+    (root / "final.json").unlink()
+    seen: list[str] = []
+
+    class Spy:
+        async def run(self, node: Node, prompt: str, context: Context) -> str:
+            seen.append(f"{node.id}:{context.get('internal.fidelity')}")
+            return "ok"
+
+    await engine.resume(graph_of(source), logs_root=root, backend=Spy(), heartbeat_interval=None)
+    assert seen == ["b:summary:high", "c:full"]

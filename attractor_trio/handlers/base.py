@@ -66,6 +66,8 @@ class AttemptInfo:
     #: Called whenever the attempt makes observable progress (output, stream data).
     progress: Callable[[], None] = _noop
     kill_grace: float = 5.0
+    #: The run's :class:`~attractor_trio.persist.artifacts.ArtifactStore` (spec S5.5).
+    artifacts: Any = None
 
     @property
     def status_path(self) -> Path:

@@ -57,6 +57,7 @@ class StageExecutor:
     #: ``human_wait(+1/-1)`` around a human gate's attempt (the watchdog pauses).
     human_wait: Callable[[int], None] = field(default=lambda _delta: None)
     stage_index: int = 0
+    artifacts: Any = None
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
@@ -149,6 +150,7 @@ class StageExecutor:
             emit=self.emit,
             progress=self.progress,
             kill_grace=self.kill_grace,
+            artifacts=self.artifacts,
         )
 
     async def _adopt_orphan(
