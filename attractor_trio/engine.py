@@ -41,6 +41,8 @@ from .persist.manifest import write_manifest
 from .persist.progress import ProgressWriter, read_progress
 from .scopes.attempt import StageExecutor
 from .scopes.cancel import only_cancelled
+from .scopes.liveness import Liveness
+from .scopes.watchdog import watch
 from .scopes.process import use_grace_skip
 from .traversal import Traversal, TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
@@ -191,8 +193,7 @@ class _Run:
     scope: trio.CancelScope = field(factory=trio.CancelScope)
     cancel_reason: str = ""
     traversal: Traversal | None = None
-    last_progress: float = 0.0
-    waiting_on_humans: int = 0
+    liveness: Liveness = field(factory=Liveness)
     grace_skip: trio.Event = field(factory=trio.Event)
     artifacts: ArtifactStore | None = None
 
@@ -200,31 +201,19 @@ class _Run:
         if self.artifacts is None:
             self.artifacts = ArtifactStore(self.logs_root)
 
-    def bump(self) -> None:
-        """Progress anywhere in the run (output, stream data, attempt start/finish)."""
-        self.last_progress = trio.current_time()
-
-    def human_wait(self, delta: int) -> None:
-        """A run waiting for a person is not stalled: the watchdog pauses meanwhile."""
-        self.waiting_on_humans += delta
-        self.bump()
-
     async def watchdog(self, stall: float) -> None:
-        """Cancel the run when nothing has made progress for ``stall`` seconds."""
-        while True:
-            if self.waiting_on_humans:
-                self.bump()
-            idle = trio.current_time() - self.last_progress
-            if idle >= stall:
-                self.hub.emit(
-                    "watchdog_timeout",
-                    stall_timeout_s=stall,
-                    idle_s=round(idle, 3),
-                    active_attempts=self.hub.active_attempts(),
-                )
-                self.cancel(f"watchdog: no progress for {format_duration(stall)}")
-                return
-            await trio.sleep(stall - idle)
+        """Cancel the run when nothing anywhere has made progress for ``stall`` seconds."""
+
+        def stalled(idle: float) -> None:
+            self.hub.emit(
+                "watchdog_timeout",
+                stall_timeout_s=stall,
+                idle_s=round(idle, 3),
+                active_attempts=self.liveness.idle_attempts(),
+            )
+            self.cancel(f"watchdog: no progress for {format_duration(stall)}")
+
+        await watch(self.liveness, stall, stalled)
 
     def cancel(self, reason: str) -> None:
         """Cancel the run; the first reason wins (it becomes ``exit_path``)."""
@@ -250,8 +239,7 @@ class _Run:
             rng=self.rng,
             heartbeat_interval=self.heartbeat_interval,
             kill_grace=self.kill_grace,
-            progress=self.bump,
-            human_wait=self.human_wait,
+            liveness=self.liveness,
             artifacts=self.artifacts,
         )
 
@@ -403,7 +391,7 @@ async def _drive(
                 resumed=run.resumed,
             )
             run.hub.live.update(state="running")
-            run.bump()
+            run.liveness.bump()
             async with trio.open_nursery() as nursery:
                 if run.stall_timeout:
                     nursery.start_soon(run.watchdog, run.stall_timeout)

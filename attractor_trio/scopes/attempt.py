@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from attrs import define, field
+from attrs import define, evolve, field
 
 from ..context import Context
 from ..core.outcome import Outcome, StageStatus
@@ -30,6 +30,7 @@ from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_att
 from ..persist.atomic import write_json_atomic
 from ..values import format_duration
 from .cancel import only_cancelled
+from .liveness import Liveness
 
 __all__ = ["StageExecutor"]
 
@@ -53,9 +54,8 @@ class StageExecutor:
     heartbeat_interval: float | None = 30.0
     kill_grace: float = 5.0
     branch: str = ""
-    progress: Callable[[], None] = field(default=lambda: None)
-    #: ``human_wait(+1/-1)`` around a human gate's attempt (the watchdog pauses).
-    human_wait: Callable[[int], None] = field(default=lambda _delta: None)
+    #: This traversal's node in the liveness tree (the run's root, or a branch's node).
+    liveness: Liveness = field(factory=Liveness)
     stage_index: int = 0
     artifacts: Any = None
 
@@ -127,7 +127,6 @@ class StageExecutor:
             max_attempts=max_attempts,
             attempt_id=attempt_id,
         )
-        self.progress()
         outcome: Outcome = await self._guarded(node, info, self._execute_handler)
         _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
         return outcome
@@ -148,7 +147,6 @@ class StageExecutor:
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
             branch=self.branch,
             emit=self.emit,
-            progress=self.progress,
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
         )
@@ -187,8 +185,12 @@ class StageExecutor:
         """Run ``call`` in the attempt scope; record the outcome, or the cancellation."""
         stage_dir = info.stage_dir
         attempt_id = info.attempt_id
+        live = self.liveness.open_attempt(
+            attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
+        )
+        info = evolve(info, progress=live.bump)
         try:
-            outcome = await self._run_handler(node, info, call)
+            outcome = await self._run_handler(node, info, call, live)
         except BaseException as exc:
             cancelled = only_cancelled(exc)
             if cancelled is None:
@@ -207,11 +209,12 @@ class StageExecutor:
             )
             self._finished(node, attempt_id, canceled)
             raise
+        finally:
+            self.liveness.close_attempt(attempt_id)
         if outcome is None:
             return None
         _write_status(stage_dir / "status.json", outcome)
         self._finished(node, attempt_id, outcome, adopted)
-        self.progress()
         return outcome
 
     def _finished(
@@ -233,7 +236,7 @@ class StageExecutor:
         return await _call_handler(handler, node, self.context, self.graph, info)
 
     async def _run_handler(
-        self, node: Node, info: AttemptInfo, call: Callable[..., Any]
+        self, node: Node, info: AttemptInfo, call: Callable[..., Any], live: Liveness
     ) -> Outcome | None:
         """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
         human = self.registry.resolve_type(node) == "wait.human"
@@ -241,18 +244,18 @@ class StageExecutor:
         timeout = node.timeout
         token = set_attempt(info)
         if human:
-            self.human_wait(1)
+            live.hold(1)
         try:
             with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
                 async with trio.open_nursery() as nursery:
                     if self.heartbeat_interval:
-                        nursery.start_soon(self._heartbeat, info, self.heartbeat_interval)
+                        nursery.start_soon(self._heartbeat, info, live, self.heartbeat_interval)
                     result.append(await call(node, info))
                     nursery.cancel_scope.cancel(reason="attempt finished")
         finally:
             reset_attempt(token)
             if human:
-                self.human_wait(-1)
+                live.hold(-1)
         if scope.cancelled_caught and not result:
             assert timeout is not None
             return Outcome(
@@ -262,7 +265,8 @@ class StageExecutor:
             )
         return result[0]
 
-    async def _heartbeat(self, info: AttemptInfo, interval: float) -> None:
+    async def _heartbeat(self, info: AttemptInfo, live: Liveness, interval: float) -> None:
+        """Reports liveness; never counts as progress (it does not bump anything)."""
         started = trio.current_time()
         while True:
             await trio.sleep(interval)
@@ -272,7 +276,7 @@ class StageExecutor:
                 node_id=info.node_id,
                 attempt_id=info.attempt_id,
                 elapsed_s=round(elapsed, 3),
-                idle_s=0.0,
+                idle_s=round(live.idle(), 3),
             )
 
 
