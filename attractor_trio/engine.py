@@ -42,8 +42,8 @@ from .persist.progress import ProgressWriter, read_progress
 from .scopes.attempt import StageExecutor
 from .scopes.cancel import only_cancelled
 from .scopes.liveness import Liveness
-from .scopes.watchdog import watch
 from .scopes.process import use_grace_skip
+from .scopes.watchdog import watch
 from .traversal import Traversal, TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
 from .values import format_duration
