@@ -125,6 +125,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
         "heartbeat_interval": heartbeat,
         "stall_timeout": stall,
         "kill_grace": grace,
+        "max_parallel_default": config.max_parallel_default or 4,
     }
 
 

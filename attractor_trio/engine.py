@@ -25,12 +25,13 @@ from attrs import define, field, frozen
 
 from .context import Context
 from .core.failures import failure_signature
-from .core.outcome import Outcome
+from .core.outcome import Outcome, StageStatus
 from .core.routing import Advance, Stop, route
 from .errors import AttractorError, ConfigError
 from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
-from .handlers.base import Handler, HandlerRegistry
+from .handlers.base import AttemptInfo, Handler, HandlerRegistry
+from .handlers.parallel import BranchResult, ParallelHandler
 from .persist.artifacts import ArtifactStore
 from .persist.atomic import cleanup_temp_files, utc_timestamp
 from .persist.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -156,7 +157,9 @@ class _Finish:
 
 def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     from .handlers.codergen import CodergenHandler
+    from .handlers.fan_in import FanInHandler
     from .handlers.human import WaitHumanHandler
+    from .handlers.parallel import ParallelHandler
     from .handlers.simple import ConditionalHandler, ExitHandler, StartHandler
     from .handlers.tool import ToolHandler
 
@@ -167,7 +170,19 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     registry.register("codergen", CodergenHandler(backend))
     registry.register("tool", ToolHandler())
     registry.register("wait.human", WaitHumanHandler(interviewer))
+    # Bound to the run when it starts (it needs the run to execute branches).
+    registry.register("parallel", ParallelHandler(_UnboundRunner()))
+    registry.register("parallel.fan_in", FanInHandler(backend))
     return registry
+
+
+class _UnboundRunner:
+    """Placeholder until a run binds the parallel handler to itself."""
+
+    max_parallel_default = 4
+
+    async def run_branch(self, **_: Any) -> BranchResult:
+        raise RuntimeError("parallel handler used outside a run")
 
 
 def _needs_backend(graph: Graph, registry: HandlerRegistry) -> list[str]:
@@ -197,9 +212,56 @@ class _Run:
     grace_skip: trio.Event = field(factory=trio.Event)
     artifacts: ArtifactStore | None = None
 
+    max_parallel_default: int = 4
+
     def __attrs_post_init__(self) -> None:
         if self.artifacts is None:
             self.artifacts = ArtifactStore(self.logs_root)
+        handler = self.registry.resolve_type_handler("parallel")
+        if isinstance(handler, ParallelHandler) and isinstance(handler.runner, _UnboundRunner):
+            self.registry.register("parallel", ParallelHandler(self))
+
+    async def run_branch(
+        self,
+        *,
+        start: str,
+        stop_at: frozenset[str],
+        context: Context,
+        branch: str,
+        stage_root: Path,
+        attempt: AttemptInfo,
+    ) -> BranchResult:
+        """One parallel branch: its own traversal, events, stage dirs and liveness node."""
+        self.hub.open_branch(branch, stage_root / "progress.ndjson")
+        try:
+            state = TraversalState(context=context)
+            parent = attempt.liveness if attempt.liveness is not None else self.liveness
+            executor = self.executor(state, stage_root=stage_root, branch=branch)
+            executor.liveness = parent.child(branch)
+            traversal = Traversal(
+                graph=self.graph,
+                state=state,
+                executor=executor,
+                emit=self.hub.bind(branch),
+                checkpoint=lambda _node_id: None,
+                stop_at=stop_at,
+            )
+            stop = await traversal.run(start)
+        finally:
+            self.hub.close_branch(branch)
+        last = state.current_node
+        if stop.failed:
+            outcome = Outcome(
+                StageStatus.FAIL,
+                failure_reason=stop.failure_reason,
+                failure_class=stop.failure_class,
+                notes=f"branch stopped: {stop.exit_path}",
+            )
+        else:
+            outcome = state.node_outcomes.get(last) or Outcome(
+                StageStatus.SUCCESS, notes="empty branch"
+            )
+        return BranchResult(outcome, last, tuple(state.completed_nodes))
 
     async def watchdog(self, stall: float) -> None:
         """Cancel the run when nothing anywhere has made progress for ``stall`` seconds."""
@@ -225,17 +287,22 @@ class _Run:
         count = self.state.restart_count
         return self.logs_root / f"restart-{count}" if count else self.logs_root
 
-    def executor(self) -> StageExecutor:
+    def executor(
+        self, state: TraversalState | None = None, stage_root: Path | None = None, branch: str = ""
+    ) -> StageExecutor:
+        state = state or self.state
         return StageExecutor(
             graph=self.graph,
             registry=self.registry,
-            context=self.state.context,
-            emit=self.hub.bind(""),
+            context=state.context,
+            emit=self.hub.bind(branch),
             run_id=self.run_id,
-            stage_root=self.stage_root(),
+            stage_root=stage_root or self.stage_root(),
             workdir=self.workdir,
-            node_retries=self.state.node_retries,
-            node_attempts=self.state.node_attempts,
+            node_retries=state.node_retries,
+            node_attempts=state.node_attempts,
+            branch=branch,
+            run_cancelled=lambda: self.scope.cancel_called,
             rng=self.rng,
             heartbeat_interval=self.heartbeat_interval,
             kill_grace=self.kill_grace,
@@ -454,6 +521,7 @@ async def run(
     require_backend: bool = True,
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
+    max_parallel_default: int = 4,
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
@@ -496,6 +564,7 @@ async def run(
             rng=random.Random(seed),
             resumed=False,
             stall_timeout=stall_timeout,
+            max_parallel_default=max_parallel_default,
         )
         if handle is not None:
             handle._attach(the_run)
@@ -520,6 +589,7 @@ async def resume(
     require_backend: bool = True,
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
+    max_parallel_default: int = 4,
 ) -> RunResult:
     """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
 
@@ -562,6 +632,7 @@ async def resume(
             rng=random.Random(seed),
             resumed=True,
             stall_timeout=stall_timeout,
+            max_parallel_default=max_parallel_default,
         )
         if handle is not None:
             handle._attach(the_run)

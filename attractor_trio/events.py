@@ -10,6 +10,7 @@ order is emission order.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .persist.live import LiveWriter
@@ -33,6 +34,7 @@ class EventHub:
         self.sinks: list[EventSink] = list(sinks or [])
         self.closed = False
         self._active: dict[str, dict[str, Any]] = {}
+        self._branches: dict[str, ProgressWriter] = {}
 
     @property
     def run_id(self) -> str:
@@ -41,13 +43,28 @@ class EventHub:
     def emit(self, event: str, branch: str = "", **fields: Any) -> dict[str, Any]:
         if self.closed:
             raise RuntimeError(f"event {event!r} emitted after the terminal event")
-        envelope = self.writer.emit(event, branch, **fields)
+        branch_writer = self._branches.get(branch) if branch else None
+        if branch_writer is not None:
+            # The branch's own file numbers from 1; the run's copy gets the run's seq.
+            envelope = self.writer.forward(branch_writer.emit(event, branch, **fields))
+        else:
+            envelope = self.writer.emit(event, branch, **fields)
         self._track(envelope)
         for sink in self.sinks:
             sink(envelope)
         if event in TERMINAL_EVENTS:
             self.closed = True
         return envelope
+
+    def open_branch(self, branch: str, path: Path) -> None:
+        """Give ``branch`` its own ``progress.ndjson`` (CONTRACT §2) until :meth:`close_branch`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._branches[branch] = ProgressWriter(path, self.run_id)
+
+    def close_branch(self, branch: str) -> None:
+        writer = self._branches.pop(branch, None)
+        if writer is not None:
+            writer.close()
 
     def bind(self, branch: str) -> Callable[..., dict[str, Any]]:
         """An ``emit`` whose events carry ``branch``."""

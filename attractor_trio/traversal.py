@@ -15,7 +15,7 @@ from attrs import define, field
 from .context import Context
 from .core.fidelity import resolve_fidelity
 from .core.goals import check_goal_gates, goal_gate_retry_target
-from .core.outcome import Outcome, StageStatus, context_updates_after
+from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
 from .core.routing import Advance, Stop, route
 from .graph import Edge, Graph, Node
 from .scopes.attempt import StageExecutor
@@ -48,12 +48,16 @@ class Traversal:
     checkpoint: Callable[[str], None]
     #: ``(edge_target, advance) -> Stop | None``: handles ``loop_restart`` edges.
     on_loop_restart: Callable[[Advance], Any] | None = None
+    #: A parallel branch stops *before* these nodes (its fan-in) and before any terminal.
+    stop_at: frozenset[str] | None = None
 
     async def run(self, node_id: str, predecessor: str = "") -> Stop:
         """Walk from ``node_id`` until a terminal node or a stop; return why it ended."""
         graph = self.graph
         incoming: Edge | None = None
         while True:
+            if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
+                return Stop("completed")
             node = graph.nodes[node_id]
             limit = graph.max_node_visits
             visits = self.state.visits.get(node_id, 0) + 1
@@ -79,6 +83,13 @@ class Traversal:
                     return Stop("stage_failed", outcome.failure_reason, outcome.failure_class)
                 return Stop("completed")
             outcome = await self._execute(node, predecessor, incoming)
+            join = outcome.context_updates.get("parallel.join_node")
+            if node.handler_type == "parallel" and is_success_like(outcome):
+                # Fan-out → fan-in is a jump, not an edge: the branches were the edges.
+                if not join:
+                    return Stop("completed")
+                predecessor, node_id, incoming = node_id, str(join), None
+                continue
             decision = route(graph, node_id, outcome, self.state.context)
             if isinstance(decision, Stop):
                 return decision
@@ -98,6 +109,7 @@ class Traversal:
         state = self.state
         state.context.set("current_node", node.id)
         state.context.set("internal.fidelity", self._fidelity(node, incoming))
+        self.executor.current_visit = state.visits.get(node.id, 1)
         outcome = await self.executor.run_stage(node, predecessor)
         state.completed_nodes.append(node.id)
         state.node_outcomes[node.id] = outcome

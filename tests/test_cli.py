@@ -125,7 +125,7 @@ RUNNABLE = {
     "review.dot": ["--auto-approve"],
     "smoke_test.dot": [],
     "plan_implement_review.dot": [],
-    "parallel_review.dot": None,  # needs the parallel handler (issue 5)
+    "parallel_review.dot": [],
     "human_approval.dot": ["--auto-approve"],
     "ci_tools.dot": [],
 }

@@ -247,9 +247,22 @@ async def test_p17_checkpoint_resume_gives_the_same_result(
     assert resumed.completed_nodes == straight.completed_nodes
 
 
-@pytest.mark.skip(reason="P-20 parallel fan-out/fan-in arrives with issue #5")
-def test_p20_parallel_fan_out_and_fan_in() -> None:  # pragma: no cover
-    raise AssertionError
+P20 = """digraph p { start [shape=Mdiamond]; done [shape=Msquare]; par [shape=component]
+    join [shape=tripleoctagon]; start -> par; par -> a -> join; par -> b -> join; join -> done }"""
+
+
+async def test_p20_parallel_fan_out_and_fan_in(tmp_path: Path, autojump_clock: Any) -> None:
+    result = await run_dot(P20, tmp_path / "run")
+    assert list(result.completed_nodes) == ["start", "par", "join", "done"]
+    context = json.loads((tmp_path / "run" / "checkpoint.json").read_text())["context"]
+    assert [r["id"] for r in context["parallel.results"]] == ["a", "b"]
+
+
+def test_p20_through_the_cli(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.dot"
+    pipeline.write_text(P20)
+    args = ["run", str(pipeline), "--simulate", "--logs-root", str(tmp_path / "run"), "--quiet"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
 
 
 async def test_p21_custom_handler(tmp_path: Path, autojump_clock: Any) -> None:

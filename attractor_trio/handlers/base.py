@@ -68,6 +68,10 @@ class AttemptInfo:
     kill_grace: float = 5.0
     #: The run's :class:`~attractor_trio.persist.artifacts.ArtifactStore` (spec S5.5).
     artifacts: Any = None
+    #: How many times the traversal has entered this node, this one included.
+    visit: int = 1
+    #: This attempt's node in the liveness tree (parallel branches hang below it).
+    liveness: Any = None
 
     @property
     def status_path(self) -> Path:
@@ -156,6 +160,9 @@ class HandlerRegistry:
         if by_shape is not None and by_shape in self._handlers:
             return by_shape
         return self.default_type
+
+    def resolve_type_handler(self, type_name: str) -> Handler | None:
+        return self._handlers.get(type_name)
 
     def resolve(self, node: Node) -> Handler:
         type_name = self.resolve_type(node)

@@ -58,6 +58,10 @@ class StageExecutor:
     liveness: Liveness = field(factory=Liveness)
     stage_index: int = 0
     artifacts: Any = None
+    #: Set by the traversal before each stage: the visit number of the node being run.
+    current_visit: int = 1
+    #: Whether the whole run is being cancelled (vs. this branch being cancelled as a loser).
+    run_cancelled: Callable[[], bool] = field(default=lambda: True)
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
@@ -149,6 +153,7 @@ class StageExecutor:
             emit=self.emit,
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
+            visit=self.current_visit,
         )
 
     async def _adopt_orphan(
@@ -188,7 +193,7 @@ class StageExecutor:
         live = self.liveness.open_attempt(
             attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
         )
-        info = evolve(info, progress=live.bump)
+        info = evolve(info, progress=live.bump, liveness=live)
         try:
             outcome = await self._run_handler(node, info, call, live)
         except BaseException as exc:
@@ -205,7 +210,7 @@ class StageExecutor:
                 node_id=node.id,
                 attempt_id=attempt_id,
                 reason=reason,
-                scope="run",
+                scope="run" if self.run_cancelled() else "branch",
             )
             self._finished(node, attempt_id, canceled)
             raise

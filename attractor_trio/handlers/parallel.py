@@ -1,0 +1,294 @@
+"""Parallel fan-out (spec §4.8, CONTRACT §5): one nursery, one cancel scope per branch.
+
+Each branch is a :class:`BranchScope`-like task: a cancel scope (losers and fail-fast
+siblings are cancelled through it), an optional ``branch_timeout`` deadline, a slot from the
+fan-out's ``CapacityLimiter(max_parallel)``, and its own traversal over a cloned context until
+the fan-in. The join decision is the sans-IO :class:`~attractor_trio.core.join.Join`; this
+module only runs branches and feeds it. A finished branch's result is written atomically, so a
+resumed run re-runs only the branches that had not finished.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from attrs import frozen
+
+from ..context import Context
+from ..core.failures import DETERMINISTIC, STRUCTURAL, TRANSIENT_INFRA, normalize_failure_class
+from ..core.fanout import branch_keys, find_fan_in
+from ..core.join import Join, JoinConfig
+from ..core.outcome import Outcome, StageStatus
+from ..errors import AttractorError
+from ..graph import Graph, Node
+from ..persist.atomic import read_json, write_json_atomic
+from ..values import AttributeValueError, format_duration
+from .base import AttemptInfo, require_attempt
+
+__all__ = ["BranchResult", "BranchRunner", "ParallelHandler"]
+
+_LOSER = "branch canceled"
+
+
+@frozen
+class BranchResult:
+    """How one branch ended: the outcome of its last stage, or why it stopped."""
+
+    outcome: Outcome
+    last_node: str = ""
+    completed_nodes: tuple[str, ...] = ()
+
+
+class BranchRunner(Protocol):
+    """What the engine gives the parallel handler: a way to run a sub-traversal."""
+
+    max_parallel_default: int
+
+    async def run_branch(
+        self,
+        *,
+        start: str,
+        stop_at: frozenset[str],
+        context: Context,
+        branch: str,
+        stage_root: Path,
+        attempt: AttemptInfo,
+    ) -> BranchResult: ...
+
+
+@frozen
+class _Plan:
+    node: Node
+    keys: tuple[str, ...]
+    starts: tuple[str, ...]
+    join_node: str | None
+    config: JoinConfig
+    max_parallel: int
+    branch_timeout: float | None
+    root: Path
+    branch_prefix: str
+    token: str
+
+
+class ParallelHandler:
+    """The ``parallel`` (component) handler."""
+
+    def __init__(self, runner: BranchRunner) -> None:
+        self.runner = runner
+
+    async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
+        attempt = require_attempt(node, logs_root)
+        try:
+            plan = self._plan(node, graph, logs_root, attempt)
+        except (ValueError, AttributeValueError) as exc:
+            return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=STRUCTURAL)
+        return await _FanOut(self.runner, plan, context, attempt).run()
+
+    def _plan(self, node: Node, graph: Graph, logs_root: Path, attempt: AttemptInfo) -> _Plan:
+        edges = graph.outgoing(node.id)
+        if not edges:
+            raise ValueError(f"parallel node '{node.id}' has no outgoing edges (no branches)")
+        starts = tuple(e.to_node for e in edges)
+        config = JoinConfig(
+            policy=node.join_policy,
+            error_policy=node.error_policy,
+            total=len(edges),
+            k=node.k,
+            quorum_fraction=node.quorum_fraction,
+        )
+        prefix = f"{attempt.branch}/{node.id}" if attempt.branch else node.id
+        return _Plan(
+            node=node,
+            keys=tuple(branch_keys(starts)),
+            starts=starts,
+            join_node=find_fan_in(graph, starts),
+            config=config,
+            max_parallel=node.max_parallel or self.runner.max_parallel_default,
+            branch_timeout=node.branch_timeout,
+            root=logs_root / "parallel" / node.id,
+            branch_prefix=prefix,
+            token=f"{attempt.visit}.{attempt.attempt}",
+        )
+
+
+class _FanOut:
+    """One execution of a fan-out: the nursery, the limiter, the join."""
+
+    def __init__(
+        self, runner: BranchRunner, plan: _Plan, context: Context, attempt: AttemptInfo
+    ) -> None:
+        self.runner = runner
+        self.plan = plan
+        self.context = context
+        self.attempt = attempt
+        self.join = Join(plan.config)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+
+    async def run(self) -> Outcome:
+        plan = self.plan
+        started = time.monotonic()
+        self.attempt.emit(
+            "parallel_started",
+            node_id=plan.node.id,
+            branch_count=len(plan.keys),
+            join_policy=plan.config.policy,
+            error_policy=plan.config.error_policy,
+            max_parallel=plan.max_parallel,
+        )
+        limiter = trio.CapacityLimiter(plan.max_parallel)
+        async with trio.open_nursery() as nursery:
+            for index, (key, start) in enumerate(zip(plan.keys, plan.starts, strict=True)):
+                previous = _load_result(plan.root / key, plan.token)
+                if previous is not None:
+                    self._record(key, previous)
+                    continue
+                scope = trio.CancelScope()
+                self.scopes[key] = scope
+                nursery.start_soon(self._branch, key, start, index, limiter, scope)
+            self._cancel_losers_if_decided()
+        outcome = self._outcome()
+        self.attempt.emit(
+            "parallel_completed",
+            node_id=plan.node.id,
+            status=outcome.status.value,
+            success_count=outcome.context_updates["parallel.success_count"],
+            failure_count=outcome.context_updates["parallel.fail_count"],
+            canceled_count=outcome.context_updates["parallel.canceled_count"],
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        return outcome
+
+    async def _branch(
+        self,
+        key: str,
+        start: str,
+        index: int,
+        limiter: trio.CapacityLimiter,
+        scope: trio.CancelScope,
+    ) -> None:
+        plan = self.plan
+        branch = f"{plan.branch_prefix}/{key}"
+        result: dict[str, Any] | None = None
+        began: float | None = None
+        with scope:
+            async with limiter:
+                began = time.monotonic()
+                self.attempt.emit(
+                    "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
+                )
+                result = await self._run_one(key, start, branch)
+        if result is None:  # cancelled as a loser (before or while running)
+            result = {"status": "canceled", "failure_reason": _reason_of(scope)}
+        result.update(id=key, branch_key=key)
+        if began is not None:
+            self.attempt.emit(
+                "parallel_branch_completed",
+                node_id=plan.node.id,
+                branch_key=key,
+                index=index,
+                status=result["status"],
+                duration_s=round(time.monotonic() - began, 3),
+            )
+        if result["status"] != "canceled":
+            write_json_atomic(plan.root / key / "result.json", {**result, "token": plan.token})
+        self._record(key, result)
+        self._cancel_losers_if_decided()
+
+    async def _run_one(self, key: str, start: str, branch: str) -> dict[str, Any]:
+        plan = self.plan
+        deadline = math.inf if plan.branch_timeout is None else plan.branch_timeout
+        with trio.move_on_after(deadline) as timer:
+            ended = await self.runner.run_branch(
+                start=start,
+                stop_at=frozenset({plan.join_node}) if plan.join_node else frozenset(),
+                context=self.context.clone(),
+                branch=branch,
+                stage_root=plan.root / key,
+                attempt=self.attempt,
+            )
+        if timer.cancelled_caught:
+            assert plan.branch_timeout is not None
+            return {
+                "status": "fail",
+                "failure_reason": f"branch '{key}' timed out after "
+                f"{format_duration(plan.branch_timeout)}",
+                "failure_class": TRANSIENT_INFRA,
+            }
+        outcome = ended.outcome
+        status = outcome.status.value
+        return {
+            "status": "success" if status == "skipped" else status,
+            "failure_reason": outcome.failure_reason,
+            "failure_class": outcome.failure_class,
+            "notes": outcome.notes,
+            "preferred_label": outcome.preferred_label,
+            "last_node": ended.last_node,
+            "completed_nodes": list(ended.completed_nodes),
+            "context_updates": outcome.context_updates,
+        }
+
+    def _record(self, key: str, result: dict[str, Any]) -> None:
+        self.results[key] = result
+        self.join.record(key, result["status"])
+
+    def _cancel_losers_if_decided(self) -> None:
+        if not self.join.decided:
+            return
+        why = f"{_LOSER}: {self.plan.config.policy}/{self.plan.config.error_policy} decided"
+        for key, scope in self.scopes.items():
+            if key not in self.results:
+                scope.cancel(reason=why)
+
+    def _outcome(self) -> Outcome:
+        plan = self.plan
+        joined = self.join.result()
+        ordered = [self.results[k] for k in plan.keys if k in self.results]
+        updates: dict[str, Any] = {
+            "parallel.results": [r for r in ordered if r["id"] in joined.included],
+            "parallel.success_count": joined.success_count,
+            "parallel.fail_count": joined.failure_count,
+            "parallel.canceled_count": joined.canceled_count,
+            "parallel.join_node": plan.join_node or "",
+        }
+        for result in ordered:
+            updates[f"parallel.branch.{result['id']}.status"] = result["status"]
+        if joined.status is not StageStatus.FAIL:
+            return Outcome(joined.status, context_updates=updates, notes=joined.reason)
+        cause = next((r for r in ordered if r["status"] == "fail"), None)
+        return Outcome(
+            StageStatus.FAIL,
+            context_updates=updates,
+            notes=joined.reason,
+            failure_reason=(cause or {}).get("failure_reason") or joined.reason,
+            failure_class=_aggregate_class(ordered),
+        )
+
+
+def _reason_of(scope: trio.CancelScope) -> str:
+    return f"{_LOSER} before finishing" if scope.cancel_called else "canceled"
+
+
+def _aggregate_class(results: list[dict[str, Any]]) -> str:
+    """Any deterministic failure makes the fan-out deterministic; else transient if any."""
+    classes = {normalize_failure_class(r.get("failure_class") or "") for r in results}
+    for candidate in (STRUCTURAL, DETERMINISTIC, TRANSIENT_INFRA):
+        if candidate in classes:
+            return candidate
+    return ""
+
+
+def _load_result(branch_root: Path, token: str) -> dict[str, Any] | None:
+    """A branch result written by this same fan-out execution (resume), else ``None``."""
+    try:
+        result = read_json(branch_root / "result.json")
+    except (OSError, ValueError, AttractorError):
+        return None
+    if not isinstance(result, dict) or result.get("token") != token:
+        return None
+    result.pop("token", None)
+    return result

@@ -1,0 +1,48 @@
+"""``benchmarks/engine.py`` still runs: a tiny pipeline end to end, so the script cannot rot.
+
+A subprocess on purpose: the benchmark patches ``os.fsync`` process-wide and calls
+``trio.run`` itself, neither of which belongs inside the test process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "engine.py"
+
+
+def _run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_engine_benchmark_reports_and_cleans_up(tmp_path: Path) -> None:
+    scratch = tmp_path / "bench"
+    scratch.mkdir()  # it existed before, so the script must leave it (and only it) behind
+    done = _run_benchmark("--stages", "20", "--repeat", "1", "--tmp-dir", str(scratch))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "per stage: median" in out
+    assert "target ≤ 2.0 ms: PASS" in out or "target ≤ 2.0 ms: FAIL" in out
+    assert "fsyncs per stage" in out and "ms per fsync" in out
+    assert "no-fsync run:" in out
+    assert "bare-write floor:" in out
+    assert "py-attractor" in out  # its ratio, or that it was skipped
+    assert list(scratch.iterdir()) == []  # every run directory was removed
+
+
+@pytest.mark.slow
+def test_engine_benchmark_rejects_a_pipeline_without_stages() -> None:
+    done = _run_benchmark("--stages", "0")
+    assert done.returncode == 2
+    assert "--stages and --repeat must be at least 1" in done.stderr

@@ -1,0 +1,300 @@
+"""Parallel fan-out and fan-in end to end (issue 5), under virtual time unless real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from attractor_trio import engine
+from attractor_trio.interviewers import Answer, QueueInterviewer
+
+from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot, sim
+
+
+def fanout(branches: str, attrs: str = "", extra: str = "") -> str:
+    """A pipeline: start -> prep -> par[attrs] -> {branches} -> join -> after -> done."""
+    return f"""
+    digraph p {{
+        start [shape=Mdiamond]
+        done [shape=Msquare]
+        prep [prompt="prep"]
+        par [shape=component{", " + attrs if attrs else ""}]
+        join [shape=tripleoctagon]
+        after [prompt="after"]
+        start -> prep -> par
+        {branches}
+        join -> after -> done
+        {extra}
+    }}"""
+
+
+THREE = fanout("par -> a -> join\n par -> b -> join\n par -> c -> join")
+
+
+async def test_p20_fan_out_and_fan_in_complete(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(THREE, root)
+    assert result.status == "success"
+    assert result.completed_nodes == ("start", "prep", "par", "join", "after", "done")
+    checkpoint = read_json(root / "checkpoint.json")["context"]
+    assert [r["id"] for r in checkpoint["parallel.results"]] == ["a", "b", "c"]
+    assert checkpoint["parallel.success_count"] == 3 and checkpoint["parallel.fail_count"] == 0
+    assert checkpoint["parallel.branch.b.status"] == "success"
+    assert checkpoint["parallel.fan_in.best_id"] == "a"
+    assert checkpoint["parallel.fan_in.best_outcome"] == "success"
+    [started] = named(root, "parallel_started")
+    assert (started["branch_count"], started["join_policy"], started["max_parallel"]) == (
+        3,
+        "wait_all",
+        4,
+    )
+    assert sorted(e["branch_key"] for e in named(root, "parallel_branch_completed")) == [
+        "a",
+        "b",
+        "c",
+    ]
+    # branch stage dirs and branch progress files, numbered from 1; copies in the run's log
+    assert (root / "parallel" / "par" / "b" / "b" / "response.md").exists()
+    branch_events = [
+        json.loads(x) for x in (root / "parallel/par/b/progress.ndjson").read_text().splitlines()
+    ]
+    assert [e["seq"] for e in branch_events] == list(range(1, len(branch_events) + 1))
+    assert {e["branch"] for e in branch_events} == {"par/b"}
+    forwarded = [e for e in events(root) if e["branch"] == "par/b"]
+    assert [e["event"] for e in forwarded] == [e["event"] for e in branch_events]
+    assert_envelope_invariants(root)
+
+
+async def test_multi_node_branches_with_conditionals(tmp_path: Path, autojump_clock: Any) -> None:
+    source = fanout(
+        'par -> a1 -> a2 -> gate\n gate -> a3 [condition="outcome=success"]\n'
+        ' gate -> join [condition="outcome!=success"]\n a3 -> join\n par -> b1 -> join',
+        extra="gate [shape=diamond]",
+    )
+    root = tmp_path / "run"
+    result = await run_dot(source, root)
+    assert result.status == "success"
+    ran = [e["node_id"] for e in named(root, "stage_attempt_started") if e["branch"] == "par/a1"]
+    assert ran == ["a1", "a2", "gate", "a3"]
+    results = read_json(root / "checkpoint.json")["context"]["parallel.results"]
+    assert results[0]["last_node"] == "a3"
+
+
+async def test_wait_all_with_a_failure_is_partial(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    steps = {"b": [{"outcome": "fail", "failure_reason": "lint: 3 errors"}]}
+    result = await run_dot(THREE, root, steps=steps)
+    assert result.status == "success"
+    [done] = named(root, "parallel_completed")
+    assert (done["status"], done["success_count"], done["failure_count"]) == (
+        "partial_success",
+        2,
+        1,
+    )
+    context = read_json(root / "checkpoint.json")["context"]
+    assert context["parallel.fan_in.best_id"] in ("a", "c")
+
+
+async def test_all_branches_failing_fails_with_the_raw_cause(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    steps = {
+        n: [{"outcome": "fail", "failure_reason": f"{n}: compile error E{i}"}]
+        for i, n in enumerate("abc")
+    }
+    result = await run_dot(THREE, root, steps=steps)
+    assert result.status == "fail"
+    assert result.failure_reason == "a: compile error E0"
+    assert "after" not in result.completed_nodes
+
+
+async def test_first_success_cancels_the_losers(tmp_path: Path, autojump_clock: Any) -> None:
+    source = fanout(
+        "par -> a -> join\n par -> b -> join\n par -> c -> join",
+        attrs='join_policy="first_success"',
+    )
+    root = tmp_path / "run"
+    steps = {"a": [{"stall": "forever"}], "b": [{"delay": "5s"}], "c": [{"stall": "forever"}]}
+    result = await run_dot(source, root, steps=steps)
+    assert result.status == "success"
+    statuses = {e["branch_key"]: e["status"] for e in named(root, "parallel_branch_completed")}
+    assert statuses == {"a": "canceled", "b": "success", "c": "canceled"}
+    [done] = named(root, "parallel_completed")
+    assert done["canceled_count"] == 2 and done["success_count"] == 1
+    exits = named(root, "cancellation_exit")
+    assert sorted(e["node_id"] for e in exits) == ["a", "c"]
+    assert {e["scope"] for e in exits} == {"branch"}
+    assert not (root / "parallel/par/a/result.json").exists()
+
+
+async def test_fail_fast_cancels_siblings_and_fails(tmp_path: Path, autojump_clock: Any) -> None:
+    source = fanout("par -> a -> join\n par -> b -> join", attrs='error_policy="fail_fast"')
+    root = tmp_path / "run"
+    steps = {"a": [{"stall": "forever"}], "b": [{"outcome": "fail", "failure_reason": "boom"}]}
+    result = await run_dot(source, root, steps=steps)
+    assert result.status == "fail" and result.failure_reason == "boom"
+    statuses = {e["branch_key"]: e["status"] for e in named(root, "parallel_branch_completed")}
+    assert statuses == {"a": "canceled", "b": "fail"}
+
+
+async def test_k_of_n_and_quorum(tmp_path: Path, autojump_clock: Any) -> None:
+    branches = "\n".join(f"par -> b{i} -> join" for i in range(4))
+    steps = {
+        "b0": [{"delay": "1s"}],
+        "b1": [{"delay": "2s"}],
+        "b2": [{"stall": "forever"}],
+        "b3": [{"stall": "forever"}],
+    }
+    for attrs in ('join_policy="k_of_n", k=2', 'join_policy="quorum", quorum_fraction=0.5'):
+        root = tmp_path / attrs.split('"')[1]
+        result = await run_dot(fanout(branches, attrs=attrs), root, steps=steps)
+        assert result.status == "success"
+        [done] = named(root, "parallel_completed")
+        assert (done["success_count"], done["canceled_count"]) == (2, 2)
+
+
+async def test_ignore_drops_failed_branches_but_counts_them(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    source = fanout("par -> a -> join\n par -> b -> join", attrs='error_policy="ignore"')
+    root = tmp_path / "run"
+    result = await run_dot(source, root, steps={"a": [{"outcome": "fail", "failure_reason": "x"}]})
+    assert result.status == "success"
+    context = read_json(root / "checkpoint.json")["context"]
+    assert [r["id"] for r in context["parallel.results"]] == ["b"]
+    assert context["parallel.fail_count"] == 1
+
+
+async def test_max_parallel_bounds_concurrency(tmp_path: Path, autojump_clock: Any) -> None:
+    branches = "\n".join(f"par -> b{i} -> join" for i in range(7))
+    root = tmp_path / "run"
+    steps = {f"b{i}": [{"delay": "10s"}] for i in range(7)}
+    start = trio.current_time()
+    await run_dot(fanout(branches, attrs="max_parallel=2"), root, steps=steps)
+    running = peak = 0
+    for event in events(root):
+        if event["event"] == "parallel_branch_started":
+            running += 1
+            peak = max(peak, running)
+        elif event["event"] == "parallel_branch_completed":
+            running -= 1
+    assert peak == 2
+    assert trio.current_time() - start == pytest.approx(40, abs=1)  # ceil(7/2) * 10s
+
+
+async def test_branch_timeout(tmp_path: Path, autojump_clock: Any) -> None:
+    source = fanout("par -> a -> join\n par -> b -> join", attrs='branch_timeout="30s"')
+    root = tmp_path / "run"
+    await run_dot(source, root, steps={"a": [{"stall": "forever"}]})
+    results = read_json(root / "checkpoint.json")["context"]["parallel.results"]
+    assert results[0]["status"] == "fail" and "timed out after 30s" in results[0]["failure_reason"]
+    assert results[0]["failure_class"] == "transient_infra"
+
+
+async def test_nested_fan_out(tmp_path: Path, autojump_clock: Any) -> None:
+    source = fanout(
+        "par -> outer_a -> inner\n inner -> x -> inner_join\n inner -> y -> inner_join\n"
+        " inner_join -> join\n par -> outer_b -> join",
+        extra="inner [shape=component]\n inner_join [shape=tripleoctagon]",
+    )
+    root = tmp_path / "run"
+    result = await run_dot(source, root)
+    assert result.status == "success"
+    nested = {e["branch"] for e in named(root, "stage_attempt_started")}
+    assert {"par/outer_a", "par/outer_a/inner/x", "par/outer_a/inner/y", "par/outer_b"} <= nested
+    assert (root / "parallel/par/outer_a/parallel/inner/x/x/status.json").exists()
+
+
+async def test_human_gate_inside_a_branch(tmp_path: Path, autojump_clock: Any) -> None:
+    source = fanout(
+        'par -> ask -> join\n par -> b -> join\n ask -> join [label="[O] OK"]',
+        extra='ask [shape=hexagon, label="OK?"]',
+    )
+    source = source.replace("par -> ask -> join", "par -> ask")
+    root = tmp_path / "run"
+    result = await run_dot(source, root, interviewer=QueueInterviewer([Answer(value="O")]))
+    assert result.status == "success"
+
+
+async def test_parallel_without_fan_in_ends_the_run(tmp_path: Path, autojump_clock: Any) -> None:
+    source = """digraph p { start [shape=Mdiamond]; done [shape=Msquare]; par [shape=component]
+        start -> par; par -> a -> done; par -> b -> done }"""
+    root = tmp_path / "run"
+    result = await run_dot(source, root)
+    assert result.status == "success"
+    assert "done" not in [e["node_id"] for e in named(root, "stage_attempt_started")]
+
+
+async def test_resume_mid_fan_out_reruns_only_unfinished_branches(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    with trio.move_on_after(100):
+        await run_dot(THREE, root, steps={"c": [{"stall": "forever"}]})
+    (root / "final.json").unlink()
+    result = await engine.resume(
+        graph_of(THREE), logs_root=root, backend=sim(), heartbeat_interval=None
+    )
+    assert result.status == "success"
+    starts = [e["node_id"] for e in named(root, "stage_attempt_started")]
+    assert starts.count("a") == 1 and starts.count("b") == 1 and starts.count("c") == 2
+
+
+async def test_one_busy_branch_keeps_the_watchdog_quiet(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    steps = {"a": [{"stall": "300s"}], "b": [{"delay": "400s"}]}
+    result = await run_dot(THREE, root, steps=steps, stall_timeout=120)
+    assert result.status == "success"
+
+
+async def test_all_silent_branches_trip_the_watchdog(tmp_path: Path, autojump_clock: Any) -> None:
+    root = tmp_path / "run"
+    steps = {n: [{"stall": "forever"}] for n in "abc"}
+    result = await run_dot(THREE, root, steps=steps, stall_timeout=120)
+    assert result.exit_path == "watchdog"
+    [timeout] = named(root, "watchdog_timeout")
+    assert sorted(a["node_id"] for a in timeout["active_attempts"]) == ["a", "b", "c", "par"]
+    assert {e["scope"] for e in named(root, "cancellation_exit")} == {"run"}
+    assert_envelope_invariants(root)
+
+
+@pytest.mark.slow
+async def test_first_success_kills_loser_processes(tmp_path: Path) -> None:
+    source = fanout(
+        "par -> slow1 -> join\n par -> fast -> join\n par -> slow2 -> join",
+        attrs='join_policy="first_success"',
+        extra=(
+            'slow1 [shape=parallelogram, tool_command="echo $$ > slow1.pid; sleep 30"]\n'
+            'slow2 [shape=parallelogram, tool_command="sleep 30 & echo $! > slow2.pid; wait"]\n'
+            'fast [shape=parallelogram, tool_command="sleep 0.5"]'
+        ),
+    )
+    root = tmp_path / "run"
+    began = time.monotonic()
+    with trio.fail_after(20):
+        result = await run_dot(source, root, workdir=tmp_path, kill_grace=1.0)
+    assert result.status == "success"
+    assert time.monotonic() - began < 10
+    for pidfile in ("slow1.pid", "slow2.pid"):
+        pid = int((tmp_path / pidfile).read_text())
+        assert not _alive(pid), pidfile
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (nobody reaps orphans in some sandboxes) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
