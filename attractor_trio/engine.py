@@ -121,6 +121,15 @@ def check_runnable(
     """Everything that must hold before a run directory is created (exit 2 otherwise)."""
     registry = _build_registry(backend, interviewer, handlers)
     validate_or_raise(graph)
+    unknown = [n for n in graph if n.type and n.type not in registry]
+    if unknown:
+        node = unknown[0]
+        raise ConfigError(
+            f"{graph.path}:{node.line}:{node.col}: node '{node.id}' has type '{node.type}', "
+            "but no handler is registered for it; register one with "
+            "attractor_trio.register_handler(), or fix the type (built-in types: "
+            f"{', '.join(sorted(registry.types()))})"
+        )
     stages = _needs_backend(graph, registry)
     if backend is None and stages:
         shown = ", ".join(stages[:5]) + (" …" if len(stages) > 5 else "")
@@ -162,6 +171,7 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     from .handlers.parallel import ParallelHandler
     from .handlers.simple import ConditionalHandler, ExitHandler, StartHandler
     from .handlers.tool import ToolHandler
+    from .interviewers import NonInteractiveInterviewer
 
     registry = HandlerRegistry()
     registry.register("start", StartHandler())
@@ -169,7 +179,8 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     registry.register("conditional", ConditionalHandler())
     registry.register("codergen", CodergenHandler(backend))
     registry.register("tool", ToolHandler())
-    registry.register("wait.human", WaitHumanHandler(interviewer))
+    # No interviewer: a human gate fails with a clear reason instead of blocking forever.
+    registry.register("wait.human", WaitHumanHandler(interviewer or NonInteractiveInterviewer()))
     # Bound to the run when it starts (it needs the run to execute branches).
     registry.register("parallel", ParallelHandler(_UnboundRunner()))
     registry.register("parallel.fan_in", FanInHandler(backend))
@@ -213,6 +224,7 @@ class _Run:
     artifacts: ArtifactStore | None = None
 
     max_parallel_default: int = 4
+    _outcome_cache: dict[str, tuple[Outcome, dict[str, Any]]] = field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if self.artifacts is None:
@@ -249,6 +261,10 @@ class _Run:
             stop = await traversal.run(start)
         finally:
             self.hub.close_branch(branch)
+        # Goal gates visited inside a branch count like any other visited gate (S3.4-01).
+        for node_id, branch_outcome in state.node_outcomes.items():
+            if self.graph.nodes[node_id].goal_gate:
+                self.state.node_outcomes[node_id] = branch_outcome
         last = state.current_node
         if stop.failed:
             outcome = Outcome(
@@ -310,6 +326,19 @@ class _Run:
             artifacts=self.artifacts,
         )
 
+    def _outcomes_json(self) -> dict[str, dict[str, Any]]:
+        """Each node's routing-relevant outcome, converted once per new outcome (the checkpoint
+        is rewritten after every stage; re-converting every node each time is quadratic)."""
+        cache = self._outcome_cache
+        result = {}
+        for node_id, outcome in self.state.node_outcomes.items():
+            cached = cache.get(node_id)
+            if cached is None or cached[0] is not outcome:
+                cached = (outcome, _compact(outcome))
+                cache[node_id] = cached
+            result[node_id] = cached[1]
+        return result
+
     def save_checkpoint(self, node_id: str) -> None:
         state = self.state
         save_checkpoint(
@@ -321,7 +350,7 @@ class _Run:
                 node_retries=state.node_retries,
                 context=state.context.snapshot(),
                 logs=state.context.logs,
-                node_outcomes={k: v.to_json() for k, v in state.node_outcomes.items()},
+                node_outcomes=self._outcomes_json(),
                 visits=state.visits,
                 failure_signatures=state.failure_signatures,
                 extra={
@@ -424,6 +453,23 @@ class _Run:
             logs_root=self.logs_root,
             run_id=self.run_id,
         )
+
+
+_ROUTING_FIELDS = (
+    "status",
+    "preferred_label",
+    "suggested_next_ids",
+    "failure_reason",
+    "failure_class",
+    "failure_signature",
+)
+
+
+def _compact(outcome: Outcome) -> dict[str, Any]:
+    """What resume needs of an outcome: the routing fields, empty ones left out. Context
+    updates are already in the checkpoint's context; notes live in the stage's status.json."""
+    doc = outcome.to_json()
+    return {k: doc[k] for k in _ROUTING_FIELDS if doc[k] not in ("", [])}
 
 
 def _finish_from_stop(stop: Stop) -> _Finish:

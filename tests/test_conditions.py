@@ -169,3 +169,9 @@ def test_conjunction_is_all_of_its_clauses(clauses: list[str]) -> None:
     context = {"a": "1", "b": "3"}
     expected = all(evaluate_condition(c, "fail", "", context) for c in clauses)
     assert evaluate_condition(" && ".join(clauses), "fail", "", context) is expected
+
+
+@pytest.mark.parametrize("value", ["0", "no", "false", "FALSE", ""])
+def test_bare_key_falsy_spellings(value: str) -> None:
+    """Kilroy's truthiness (a documented divergence from spec S10.5-04)."""
+    assert evaluate_condition("context.flag", "success", "", {"flag": value}) is False

@@ -563,3 +563,87 @@ async def test_resume_degrades_full_fidelity_once(tmp_path: Path, autojump_clock
 
     await engine.resume(graph_of(source), logs_root=root, backend=Spy(), heartbeat_interval=None)
     assert seen == ["b:summary:high", "c:full"]
+
+
+async def test_human_gate_without_an_interviewer_fails_clearly(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(HUMAN, root)
+    assert result.status == "fail"
+    assert "not a TTY" in result.failure_reason and "--auto-approve" in result.failure_reason
+
+
+async def test_unregistered_explicit_type_is_refused(tmp_path: Path) -> None:
+    source = LINEAR.replace('b [prompt="do b"]', 'b [type="no_such_handler"]')
+    with pytest.raises(ConfigError, match="no_such_handler"):
+        await run_dot(source, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+async def test_max_node_visits_bounds_a_loop(tmp_path: Path, autojump_clock: Any) -> None:
+    source = """digraph loop { graph [max_node_visits=3]
+        start [shape=Mdiamond]; exit [shape=Msquare]; work [prompt="x"]
+        start -> work
+        work -> work [condition="outcome=fail"]
+        work -> exit [condition="outcome=success"] }"""
+    root = tmp_path / "run"
+    result = await run_dot(
+        source, root, steps={"work": [{"outcome": "fail", "failure_reason": "nope"}]}
+    )
+    assert result.status == "fail" and result.exit_path == "visit_limit"
+    assert [e["node_id"] for e in named(root, "stage_attempt_started")].count("work") == 3
+
+
+async def test_graph_attributes_are_mirrored_into_the_context(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    await run_dot(LINEAR, root, context={"ticket": "ABC-1"})
+    context = load_checkpoint(root).context
+    assert context["graph.goal"] == "ship it"
+    assert context["ticket"] == "ABC-1"
+    assert context["internal.run_id"] == read_json(root / "manifest.json")["run_id"]
+
+
+async def test_internal_error_still_finalizes(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: Any
+) -> None:
+    """A bug in the engine: final.json says internal_error and the traceback is kept."""
+    from attractor_trio import traversal
+
+    def broken_route(*args: Any) -> Any:
+        raise RuntimeError("routing bug")
+
+    monkeypatch.setattr(traversal, "route", broken_route)
+    root = tmp_path / "run"
+    result = await run_dot(LINEAR, root)
+    assert result.exit_path == "internal_error"
+    assert "routing bug" in (root / "internal-error.txt").read_text()
+    assert read_json(root / "final.json")["exit_path"] == "internal_error"
+    assert_envelope_invariants(root)
+
+
+async def test_heartbeats_do_not_keep_a_stalled_run_alive(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(
+        LINEAR, root, steps={"b": [{"stall": "forever"}]}, stall_timeout=60, heartbeat_interval=5
+    )
+    assert result.exit_path == "watchdog"
+    assert len(named(root, "stage_heartbeat")) >= 10
+    assert_envelope_invariants(root)
+
+
+async def test_goal_gate_inside_a_branch_blocks_exit(tmp_path: Path, autojump_clock: Any) -> None:
+    source = """digraph g { start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component]; join [shape=tripleoctagon]
+        gated [prompt="x", goal_gate=true]; other [prompt="y"]
+        start -> par; par -> gated -> join; par -> other -> join; join -> done }"""
+    root = tmp_path / "run"
+    result = await run_dot(
+        source, root, steps={"gated": [{"outcome": "fail", "failure_reason": "red"}]}
+    )
+    assert result.status == "fail" and result.exit_path == "goal_gate_unsatisfied"
+    assert result.failure_reason == "red"

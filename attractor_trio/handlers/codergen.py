@@ -11,7 +11,7 @@ error, CONTRACT §9); ``trio.Cancelled`` is never caught, so cancellation reache
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,7 +53,7 @@ class CodergenHandler:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
         attempt.stage_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(attempt.stage_dir / "prompt.md", prompt)
+        write_text_atomic(attempt.stage_dir / "prompt.md", prompt, durable=False)
         try:
             result = await self.backend.run(node, prompt, context)
         except ProviderError as exc:
@@ -71,7 +71,7 @@ def _failed(reason: str, failure_class: str) -> Outcome:
 
 def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
-    write_text_atomic(attempt.stage_dir / "response.md", response)
+    write_text_atomic(attempt.stage_dir / "response.md", response, durable=False)
     return Outcome(
         status=StageStatus.SUCCESS,
         notes=f"Stage completed: {node.id}",
@@ -113,11 +113,11 @@ def _completed_stages(value: object) -> list[tuple[str, str, str]]:
     The list comes back from a checkpoint on resume, so it may have been edited or written by
     an older version; a malformed entry must not fail the stage.
     """
-    if not isinstance(value, Sequence) or isinstance(value, str):
+    if not isinstance(value, list | tuple):
         return []
     stages = []
     for entry in value:
-        if isinstance(entry, Sequence) and not isinstance(entry, str) and len(entry) >= 2:
+        if isinstance(entry, list | tuple) and len(entry) >= 2:
             node_id, status = entry[0], entry[1]
             notes = entry[2] if len(entry) > 2 else ""
             if isinstance(node_id, str) and isinstance(status, str):

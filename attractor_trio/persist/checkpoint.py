@@ -113,7 +113,7 @@ class Checkpoint:
 def save_checkpoint(logs_root: StrPath, checkpoint: Checkpoint) -> Path:
     """Atomically write ``<logs_root>/checkpoint.json``; return its path."""
     path = Path(logs_root) / CHECKPOINT_FILE_NAME
-    write_json_atomic(path, checkpoint.to_json())
+    write_json_atomic(path, checkpoint.to_json(), compact=True)
     return path
 
 

@@ -122,7 +122,10 @@ class StageExecutor:
         self.node_attempts[node.id] = number
         _archive_previous_attempt(stage_dir, recorded or number - 1)
         attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
-        _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=False)
+        # Only attempts that can be adopted after a crash need the recovery marker.
+        marked = hasattr(self.registry.resolve(node), "adopt")
+        if marked:
+            _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=False)
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
         self.emit(
             "stage_attempt_started",
@@ -132,7 +135,8 @@ class StageExecutor:
             attempt_id=attempt_id,
         )
         outcome: Outcome = await self._guarded(node, info, self._execute_handler)
-        _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
+        if marked:
+            _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
         return outcome
 
     def _info(
