@@ -1,10 +1,8 @@
-"""The trio driver: INITIALIZE → EXECUTE → FINALIZE around a :class:`~.traversal.Traversal`.
+"""The public entry points: ``run``, ``resume``, ``check_runnable`` and handler registration.
 
-The run owns one cancel scope. Whatever ends the run — the last stage, a routing stop, a
-signal, the caller's own cancellation, a bug — finalization runs once, shielded and bounded,
-in a ``finally`` at the root: checkpoint, ``final.json``, then the terminal event, then the
-lock is released. ``final.json`` cannot be missing on any exit path because there is only one
-place that writes it and every path goes through it.
+INITIALIZE (lock, manifest, context, event hub) happens here; EXECUTE and FINALIZE happen in
+:class:`~.scopes.run.RunScope` (the root of the scope tree), driven by :func:`~.scopes.run.drive`.
+The lock is released only after finalization, in this module's ``finally``.
 """
 
 from __future__ import annotations
@@ -12,45 +10,33 @@ from __future__ import annotations
 import os
 import random
 import secrets
-import sys
-import time
-import traceback
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import trio
-from attrs import define, field, frozen
-
 from .context import Context
-from .core.failures import failure_signature
-from .core.outcome import Outcome, StageStatus
-from .core.routing import Advance, Stop, route
+from .core.outcome import Outcome
+from .core.routing import Stop, route
 from .errors import AttractorError, ConfigError
 from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
-from .handlers.base import AttemptInfo, Handler, HandlerRegistry
-from .handlers.parallel import BranchResult, ParallelHandler
-from .persist.artifacts import ArtifactStore
-from .persist.atomic import cleanup_temp_files, utc_timestamp
-from .persist.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .persist.final import FinalRecord, read_final, write_final
+from .handlers.base import Handler, HandlerRegistry
+from .persist.atomic import cleanup_temp_files
+from .persist.checkpoint import Checkpoint, load_checkpoint
+from .persist.final import FinalRecord, read_final
 from .persist.live import LiveWriter
 from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import write_manifest
 from .persist.progress import ProgressWriter, read_progress
-from .scopes.attempt import StageExecutor
-from .scopes.cancel import only_cancelled
-from .scopes.liveness import Liveness
-from .scopes.process import use_grace_skip
-from .scopes.watchdog import watch
-from .traversal import Traversal, TraversalState
+from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
+from .traversal import TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
-from .values import format_duration
 
 __all__ = [
+    "RunHandle",
     "RunResult",
+    "check_runnable",
     "clear_handlers",
     "new_run_id",
     "register_handler",
@@ -78,37 +64,6 @@ def clear_handlers() -> None:
 def new_run_id() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{secrets.token_hex(3)}"
-
-
-class RunHandle:
-    """Lets a caller (the CLI's signal task, an embedding app) cancel a run by reason.
-
-    A cancel that arrives before the run has started is remembered and applied at start.
-    """
-
-    def __init__(self) -> None:
-        self._run: _Run | None = None
-        self._pending: str = ""
-        self.grace_skipped = False
-
-    def cancel(self, reason: str) -> None:
-        if self._run is not None:
-            self._run.cancel(reason)
-        elif not self._pending:
-            self._pending = reason
-
-    def skip_grace(self) -> None:
-        """A second SIGINT: stage processes get SIGKILL without waiting for the grace."""
-        self.grace_skipped = True
-        if self._run is not None:
-            self._run.grace_skip.set()
-
-    def _attach(self, run: _Run) -> None:
-        self._run = run
-        if self.grace_skipped:
-            run.grace_skip.set()
-        if self._pending:
-            run.cancel(self._pending)
 
 
 def check_runnable(
@@ -139,31 +94,6 @@ def check_runnable(
         )
 
 
-@frozen
-class RunResult:
-    """What ``run`` returns; mirrors ``final.json``."""
-
-    status: str
-    completed_nodes: tuple[str, ...]
-    failure_reason: str
-    failure_class: str
-    exit_path: str
-    logs_root: Path
-    run_id: str
-
-    @property
-    def exit_code(self) -> int:
-        return {"success": 0, "fail": 1}.get(self.status, 1)
-
-
-@define
-class _Finish:
-    status: str
-    exit_path: str
-    failure_reason: str = ""
-    failure_class: str = ""
-
-
 def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     from .handlers.codergen import CodergenHandler
     from .handlers.fan_in import FanInHandler
@@ -182,368 +112,13 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     # No interviewer: a human gate fails with a clear reason instead of blocking forever.
     registry.register("wait.human", WaitHumanHandler(interviewer or NonInteractiveInterviewer()))
     # Bound to the run when it starts (it needs the run to execute branches).
-    registry.register("parallel", ParallelHandler(_UnboundRunner()))
+    registry.register("parallel", ParallelHandler(UnboundRunner()))
     registry.register("parallel.fan_in", FanInHandler(backend))
     return registry
 
 
-class _UnboundRunner:
-    """Placeholder until a run binds the parallel handler to itself."""
-
-    max_parallel_default = 4
-
-    async def run_branch(self, **_: Any) -> BranchResult:
-        raise RuntimeError("parallel handler used outside a run")
-
-
 def _needs_backend(graph: Graph, registry: HandlerRegistry) -> list[str]:
     return [n.id for n in graph if registry.resolve_type(n) == "codergen"]
-
-
-@define
-class _Run:
-    graph: Graph
-    logs_root: Path
-    run_id: str
-    registry: HandlerRegistry
-    state: TraversalState
-    hub: EventHub
-    heartbeat_interval: float | None
-    kill_grace: float
-    workdir: Path
-    rng: random.Random
-    resumed: bool
-    stall_timeout: float | None = None
-    start_time: str = field(factory=utc_timestamp)
-    started: float = field(factory=time.monotonic)
-    scope: trio.CancelScope = field(factory=trio.CancelScope)
-    cancel_reason: str = ""
-    traversal: Traversal | None = None
-    liveness: Liveness = field(factory=Liveness)
-    grace_skip: trio.Event = field(factory=trio.Event)
-    artifacts: ArtifactStore | None = None
-
-    max_parallel_default: int = 4
-    _outcome_cache: dict[str, tuple[Outcome, dict[str, Any]]] = field(factory=dict)
-
-    def __attrs_post_init__(self) -> None:
-        if self.artifacts is None:
-            self.artifacts = ArtifactStore(self.logs_root)
-        handler = self.registry.resolve_type_handler("parallel")
-        if isinstance(handler, ParallelHandler) and isinstance(handler.runner, _UnboundRunner):
-            self.registry.register("parallel", ParallelHandler(self))
-
-    async def run_branch(
-        self,
-        *,
-        start: str,
-        stop_at: frozenset[str],
-        context: Context,
-        branch: str,
-        stage_root: Path,
-        attempt: AttemptInfo,
-    ) -> BranchResult:
-        """One parallel branch: its own traversal, events, stage dirs and liveness node."""
-        self.hub.open_branch(branch, stage_root / "progress.ndjson")
-        try:
-            state = TraversalState(context=context)
-            parent = attempt.liveness if attempt.liveness is not None else self.liveness
-            executor = self.executor(state, stage_root=stage_root, branch=branch)
-            executor.liveness = parent.child(branch)
-            traversal = Traversal(
-                graph=self.graph,
-                state=state,
-                executor=executor,
-                emit=self.hub.bind(branch),
-                checkpoint=lambda _node_id: None,
-                stop_at=stop_at,
-            )
-            stop = await traversal.run(start)
-        finally:
-            self.hub.close_branch(branch)
-        # Goal gates visited inside a branch count like any other visited gate (S3.4-01).
-        for node_id, branch_outcome in state.node_outcomes.items():
-            if self.graph.nodes[node_id].goal_gate:
-                self.state.node_outcomes[node_id] = branch_outcome
-        last = state.current_node
-        if stop.failed:
-            outcome = Outcome(
-                StageStatus.FAIL,
-                failure_reason=stop.failure_reason,
-                failure_class=stop.failure_class,
-                notes=f"branch stopped: {stop.exit_path}",
-            )
-        else:
-            outcome = state.node_outcomes.get(last) or Outcome(
-                StageStatus.SUCCESS, notes="empty branch"
-            )
-        return BranchResult(outcome, last, tuple(state.completed_nodes))
-
-    async def watchdog(self, stall: float) -> None:
-        """Cancel the run when nothing anywhere has made progress for ``stall`` seconds."""
-
-        def stalled(idle: float) -> None:
-            self.hub.emit(
-                "watchdog_timeout",
-                stall_timeout_s=stall,
-                idle_s=round(idle, 3),
-                active_attempts=self.liveness.idle_attempts(),
-            )
-            self.cancel(f"watchdog: no progress for {format_duration(stall)}")
-
-        await watch(self.liveness, stall, stalled)
-
-    def cancel(self, reason: str) -> None:
-        """Cancel the run; the first reason wins (it becomes ``exit_path``)."""
-        if not self.cancel_reason:
-            self.cancel_reason = reason
-        self.scope.cancel(reason=reason)
-
-    def stage_root(self) -> Path:
-        count = self.state.restart_count
-        return self.logs_root / f"restart-{count}" if count else self.logs_root
-
-    def executor(
-        self, state: TraversalState | None = None, stage_root: Path | None = None, branch: str = ""
-    ) -> StageExecutor:
-        state = state or self.state
-        return StageExecutor(
-            graph=self.graph,
-            registry=self.registry,
-            context=state.context,
-            emit=self.hub.bind(branch),
-            run_id=self.run_id,
-            stage_root=stage_root or self.stage_root(),
-            workdir=self.workdir,
-            node_retries=state.node_retries,
-            node_attempts=state.node_attempts,
-            branch=branch,
-            run_cancelled=lambda: self.scope.cancel_called,
-            rng=self.rng,
-            heartbeat_interval=self.heartbeat_interval,
-            kill_grace=self.kill_grace,
-            liveness=self.liveness,
-            artifacts=self.artifacts,
-        )
-
-    def _outcomes_json(self) -> dict[str, dict[str, Any]]:
-        """Each node's routing-relevant outcome, converted once per new outcome (the checkpoint
-        is rewritten after every stage; re-converting every node each time is quadratic)."""
-        cache = self._outcome_cache
-        result = {}
-        for node_id, outcome in self.state.node_outcomes.items():
-            cached = cache.get(node_id)
-            if cached is None or cached[0] is not outcome:
-                cached = (outcome, _compact(outcome))
-                cache[node_id] = cached
-            result[node_id] = cached[1]
-        return result
-
-    def save_checkpoint(self, node_id: str) -> None:
-        state = self.state
-        save_checkpoint(
-            self.logs_root,
-            Checkpoint(
-                run_id=self.run_id,
-                current_node=node_id,
-                completed_nodes=state.completed_nodes,
-                node_retries=state.node_retries,
-                context=state.context.snapshot(),
-                logs=state.context.logs,
-                node_outcomes=self._outcomes_json(),
-                visits=state.visits,
-                failure_signatures=state.failure_signatures,
-                extra={
-                    "restart_count": state.restart_count,
-                    "node_attempts": state.node_attempts,
-                },
-            ),
-        )
-        self.hub.emit("checkpoint_saved", node_id=node_id)
-
-    async def loop_restart(self, advance: Advance) -> Stop | None:
-        state = self.state
-        if state.restart_count >= self.graph.max_restarts:
-            return Stop(
-                "stage_failed",
-                f"loop_restart limit reached: {state.restart_count} restarts "
-                f"(graph max_restarts={self.graph.max_restarts})",
-                "structural",
-            )
-        state.restart_count += 1
-        new_root = self.stage_root()
-        new_root.mkdir(parents=True, exist_ok=True)
-        self.hub.emit(
-            "loop_restart",
-            from_node=state.current_node,
-            to_node=advance.to_node,
-            restart=state.restart_count,
-            new_logs_root=str(new_root),
-        )
-        # A restart is a fresh attempt at the loop: retry budgets, outcomes and visit counts
-        # start over; the context is kept (it carries what the loop learned).
-        state.node_retries.clear()
-        state.node_outcomes.clear()
-        state.visits.clear()
-        if self.traversal is not None:
-            self.traversal.executor = self.executor()
-        return None
-
-    async def execute(self, start_node: str, predecessor: str = "") -> Stop:
-        self.traversal = Traversal(
-            graph=self.graph,
-            state=self.state,
-            executor=self.executor(),
-            emit=self.hub.bind(""),
-            checkpoint=self.save_checkpoint,
-            on_loop_restart=self.loop_restart,
-        )
-        return await self.traversal.run(start_node, predecessor)
-
-    def finalize(self, finish: _Finish) -> RunResult:
-        """Checkpoint is current; write ``final.json``, then the terminal event (CONTRACT §4)."""
-        state = self.state
-        duration = round(time.monotonic() - self.started, 3)
-        hub = self.hub
-        hub.live.update(state="finalizing")
-        signature = ""
-        if finish.status != "success" and finish.failure_reason:
-            signature = failure_signature(
-                state.current_node, finish.failure_class, finish.failure_reason
-            )
-        record = FinalRecord(
-            run_id=self.run_id,
-            status=finish.status,
-            exit_path=finish.exit_path,
-            completed_nodes=state.completed_nodes,
-            start_time=self.start_time,
-            end_time=utc_timestamp(),
-            duration_s=duration,
-            failure_reason=finish.failure_reason or None,
-            failure_class=finish.failure_class or None,
-            failure_signature=signature or None,
-        )
-        write_final(self.logs_root, record)
-        hub.writer.sync()
-        if finish.status == "success":
-            hub.emit(
-                "pipeline_completed",
-                status="success",
-                duration_s=duration,
-                artifact_count=len(self.artifacts or ()),
-            )
-        else:
-            hub.emit(
-                "pipeline_failed",
-                status=finish.status,
-                failure_reason=finish.failure_reason,
-                failure_class=finish.failure_class,
-                exit_path=finish.exit_path,
-                duration_s=duration,
-            )
-        hub.live.update(state=finish.status, current_node=state.current_node)
-        hub.live.flush()
-        hub.writer.sync()
-        return RunResult(
-            status=finish.status,
-            completed_nodes=tuple(state.completed_nodes),
-            failure_reason=finish.failure_reason,
-            failure_class=finish.failure_class,
-            exit_path=finish.exit_path,
-            logs_root=self.logs_root,
-            run_id=self.run_id,
-        )
-
-
-_ROUTING_FIELDS = (
-    "status",
-    "preferred_label",
-    "suggested_next_ids",
-    "failure_reason",
-    "failure_class",
-    "failure_signature",
-)
-
-
-def _compact(outcome: Outcome) -> dict[str, Any]:
-    """What resume needs of an outcome: the routing fields, empty ones left out. Context
-    updates are already in the checkpoint's context; notes live in the stage's status.json."""
-    doc = outcome.to_json()
-    return {k: doc[k] for k in _ROUTING_FIELDS if doc[k] not in ("", [])}
-
-
-def _finish_from_stop(stop: Stop) -> _Finish:
-    if not stop.failed:
-        return _Finish("success", "completed")
-    return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class)
-
-
-def _canceled(reason: str | None) -> _Finish:
-    text = reason or "canceled"
-    if text.startswith("watchdog"):
-        return _Finish("fail", "watchdog", f"{text} (stall timeout)", "transient_infra")
-    return _Finish("canceled", "canceled", f"run canceled: {text}", "canceled")
-
-
-async def _drive(
-    run: _Run, start: str | None, predecessor: str = "", preset: Stop | None = None
-) -> RunResult:
-    """EXECUTE inside the run scope, then FINALIZE exactly once whatever happened.
-
-    ``start=None`` means there is nothing left to execute (a resumed run whose checkpoint is
-    already at the exit, or whose last stage already decided a stop: ``preset``).
-    """
-    finish = _Finish("fail", "internal_error", "run ended without a result", "structural")
-    try:
-        with run.scope, use_grace_skip(run.grace_skip):
-            run.hub.emit(
-                "pipeline_started",
-                name=run.graph.name,
-                goal=run.graph.goal,
-                logs_root=str(run.logs_root),
-                resumed=run.resumed,
-            )
-            run.hub.live.update(state="running")
-            run.liveness.bump()
-            async with trio.open_nursery() as nursery:
-                if run.stall_timeout:
-                    nursery.start_soon(run.watchdog, run.stall_timeout)
-                if start is None:
-                    stop = preset or Stop("completed")
-                else:
-                    stop = await run.execute(start, predecessor)
-                nursery.cancel_scope.cancel()
-            finish = _finish_from_stop(stop)
-        if run.scope.cancelled_caught:
-            finish = _canceled(run.cancel_reason)
-    except BaseException as exc:
-        cancelled = only_cancelled(exc)
-        if cancelled is not None:
-            finish = _canceled(run.cancel_reason or cancelled.reason)
-            raise
-        finish = _Finish(
-            "fail", "internal_error", f"internal error: {type(exc).__name__}: {exc}", "structural"
-        )
-        _report_internal_error(run.logs_root, exc)
-        if not isinstance(exc, Exception):
-            raise
-    finally:
-        # Synchronous on purpose: no checkpoint inside, so no cancellation (the caller's, a
-        # second signal) can interrupt writing final.json and the terminal event.
-        result = run.finalize(finish)
-    return result
-
-
-def _report_internal_error(logs_root: Path, exc: BaseException) -> None:
-    """A bug: keep the traceback in the run directory and say where it is."""
-    text = "".join(traceback.format_exception(exc))
-    path = logs_root / "internal-error.txt"
-    try:
-        path.write_text(text)
-        where = f"; traceback in {path}"
-    except OSError:
-        where = ""
-    print(f"attractor-trio: internal error (a bug): {exc!r}{where}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------- public
@@ -597,7 +172,7 @@ async def run(
             list(sinks),
         )
         state = TraversalState(context=ctx)
-        the_run = _Run(
+        the_run = RunScope(
             graph=graph,
             logs_root=root,
             run_id=run_id,
@@ -615,7 +190,7 @@ async def run(
         if handle is not None:
             handle._attach(the_run)
         start = _start_node(graph)
-        return await _drive(the_run, start)
+        return await drive(the_run, start)
     finally:
         lock.release()
 
@@ -665,7 +240,7 @@ async def resume(
             LiveWriter(root, checkpoint.run_id),
             list(sinks),
         )
-        the_run = _Run(
+        the_run = RunScope(
             graph=graph,
             logs_root=root,
             run_id=checkpoint.run_id,
@@ -685,8 +260,8 @@ async def resume(
         try:
             start, predecessor = _resume_point(graph, state, checkpoint.current_node)
         except _ResumeStop as stopped:
-            return await _drive(the_run, None, preset=stopped.stop)
-        return await _drive(the_run, start, predecessor)
+            return await drive(the_run, None, preset=stopped.stop)
+        return await drive(the_run, start, predecessor)
     finally:
         lock.release()
 
