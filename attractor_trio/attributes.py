@@ -189,6 +189,9 @@ NODE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
         Kind.ENUM_LIST, "manager loop actions per cycle", choices=("observe", "steer", "wait")
     ),
     "stack.child_autostart": _bool("start the child pipeline automatically"),
+    "stack.child_dotfile": _s("child pipeline DOT file (overrides the graph attribute)"),
+    "stack.child_workdir": _s("child run working directory (overrides the graph attribute)"),
+    "stack.child_logs_root": _s("logs root of an existing child run to observe"),
     "tool_hooks.pre": _s("shell hook run before every agent tool call"),
     "tool_hooks.post": _s("shell hook run after every agent tool call"),
     **_DISPLAY,

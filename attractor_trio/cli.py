@@ -88,18 +88,13 @@ def validate_command(pipeline: Path, as_json: bool, strict: bool) -> None:
 
 def _register_run_commands() -> None:
     from .cli_run import register
+    from .cli_stop import register as register_stop
 
     register(main)
+    register_stop(main)
 
 
 _register_run_commands()
-
-
-@main.command("stop", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def stop_command(args: tuple[str, ...]) -> None:
-    """Ask a running run to cancel gracefully; exit once final.json exists."""
-    _not_yet("stop", 9)
 
 
 @main.command("serve", context_settings={"ignore_unknown_options": True})

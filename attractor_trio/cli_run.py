@@ -190,8 +190,9 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
     holder["handle"] = handle
     async with trio.open_nursery() as nursery:
 
-        async def watch_signals() -> None:
+        async def watch_signals(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
                 async for signum in signals:
                     name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
                     if holder.get("signal") == "SIGINT" and name == "SIGINT":
@@ -199,7 +200,8 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
                     holder.setdefault("signal", name)
                     handle.cancel(name)
 
-        nursery.start_soon(watch_signals)
+        # Signals are ours before the run takes its lock: a `stop` right after start finalizes.
+        await nursery.start(watch_signals)
         result = await start(handle)
         nursery.cancel_scope.cancel()
     return result

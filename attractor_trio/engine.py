@@ -98,6 +98,7 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     from .handlers.codergen import CodergenHandler
     from .handlers.fan_in import FanInHandler
     from .handlers.human import WaitHumanHandler
+    from .handlers.manager import ManagerLoopHandler
     from .handlers.parallel import ParallelHandler
     from .handlers.simple import ConditionalHandler, ExitHandler, StartHandler
     from .handlers.tool import ToolHandler
@@ -114,6 +115,7 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     # Bound to the run when it starts (it needs the run to execute branches).
     registry.register("parallel", ParallelHandler(UnboundRunner()))
     registry.register("parallel.fan_in", FanInHandler(backend))
+    registry.register("stack.manager_loop", ManagerLoopHandler(backend, interviewer))
     return registry
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import trio
 from attrs import define, field
 
 from .context import Context
@@ -56,6 +57,9 @@ class Traversal:
         graph = self.graph
         incoming: Edge | None = None
         while True:
+            # A checkpoint per step: once the run is cancelled, no goal-gate retry, loop
+            # restart or next stage can start, even if every handler so far was synchronous.
+            await trio.lowlevel.checkpoint()
             if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
                 return Stop("completed")
             node = graph.nodes[node_id]

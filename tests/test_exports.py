@@ -14,6 +14,7 @@ PUBLIC = sorted(name for name in dir(attractor_trio) if not name.startswith("_")
 SUBMODULES = {
     "cli",
     "cli_run",
+    "cli_stop",
     "conditions",
     "context",
     "core",

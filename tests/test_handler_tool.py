@@ -9,16 +9,23 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+from attrs import evolve
 from hypothesis import given
 from hypothesis import strategies as st
 
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
 from attractor_trio.graph import Graph, Node
-from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
+from attractor_trio.handlers.base import (
+    AttemptInfo,
+    current_attempt,
+    reset_attempt,
+    set_attempt,
+)
 from attractor_trio.handlers.tool import (
     OUTPUT_LIMIT_BYTES,
     ToolHandler,
@@ -167,6 +174,184 @@ async def test_invalid_status_file_fails_deterministically(attempt: AttemptInfo)
     assert outcome.failure_class == "deterministic"
     assert str(attempt.status_path) in outcome.failure_reason
     assert "great" in outcome.failure_reason
+
+
+# --- status ingestion (CONTRACT §3): the fallbacks, the ownership gate, the event -------------
+
+Events = list[tuple[str, dict[str, Any]]]
+
+
+@pytest.fixture
+def events(attempt: AttemptInfo) -> Iterator[Events]:
+    """The events the attempt emits (the ``attempt`` fixture, with a recording ``emit``)."""
+    recorded: Events = []
+    token = set_attempt(
+        evolve(attempt, emit=lambda name, **fields: recorded.append((name, fields)))
+    )
+    yield recorded
+    reset_attempt(token)
+
+
+def _decision(events: Events) -> dict[str, Any]:
+    """The one ``status_ingestion_decision`` of the attempt."""
+    (fields,) = [fields for name, fields in events if name == "status_ingestion_decision"]
+    return fields
+
+
+def _workdir_files(attempt: AttemptInfo) -> tuple[Path, Path]:
+    return attempt.workdir / "status.json", attempt.workdir / ".attractor" / "status.json"
+
+
+async def test_workdir_status_decides_and_is_moved_to_the_stage_dir(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    outcome = await _execute(
+        'echo \'{"outcome":"fail","failure_reason":"x"}\' > "$ATTRACTOR_WORKDIR/status.json"',
+        attempt,
+    )
+    assert (outcome.status, outcome.failure_reason) == (StageStatus.FAIL, "x")
+    assert outcome.context_updates == {"tool.output": "", "tool.exit_code": 0}
+    assert _decision(events) == {
+        "node_id": "build",
+        "attempt_id": "build-2-abc",
+        "source": "workdir",
+        "copied": True,
+        "rejected": [],
+    }
+    assert json.loads(attempt.status_path.read_text()) == {"outcome": "fail", "failure_reason": "x"}
+    assert not _workdir_files(attempt)[0].exists()
+
+
+async def test_dot_attractor_status_routes_by_its_label(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    outcome = await _execute(
+        'mkdir -p .attractor; printf \'{"outcome":"success","preferred_label":"deploy",'
+        '"attempt_id":"%s"}\' "$ATTRACTOR_ATTEMPT_ID" > .attractor/status.json',
+        attempt,
+    )
+    assert (outcome.status, outcome.preferred_label) == (StageStatus.SUCCESS, "deploy")
+    assert _decision(events)["source"] == "workdir_dot"
+    assert _decision(events)["copied"] is True
+    assert json.loads(attempt.status_path.read_text())["attempt_id"] == "build-2-abc"
+    assert not _workdir_files(attempt)[1].exists()
+    assert (attempt.workdir / ".attractor").is_dir()
+
+
+async def test_canonical_status_wins_and_fallbacks_stay(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    outcome = await _execute(
+        """echo '{"outcome":"retry","failure_reason":"later"}' > "$ATTRACTOR_STATUS_PATH";"""
+        """ echo '{"outcome":"success"}' > status.json""",
+        attempt,
+    )
+    assert (outcome.status, outcome.failure_reason) == (StageStatus.RETRY, "later")
+    assert _decision(events)["source"] == "canonical"
+    assert _decision(events)["copied"] is False
+    assert _workdir_files(attempt)[0].read_text() == '{"outcome":"success"}\n'
+
+
+async def test_foreign_fallback_is_skipped_and_the_exit_code_decides(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    outcome = await _execute(
+        """echo '{"outcome":"success","attempt_id":"build-1-old"}' > status.json;"""
+        " echo broken >&2; exit 3",
+        attempt,
+    )
+    assert (outcome.status, outcome.failure_reason) == (
+        StageStatus.FAIL,
+        "tool exited with code 3: broken",
+    )
+    decision = _decision(events)
+    assert (decision["source"], decision["copied"]) == ("none", False)
+    (rejected,) = decision["rejected"]
+    assert rejected["source"] == "workdir"
+    assert rejected["path"] == str(_workdir_files(attempt)[0])
+    assert "attempt_id is 'build-1-old' but this attempt's is 'build-2-abc'" in rejected["reason"]
+    assert not attempt.status_path.exists()
+    assert _workdir_files(attempt)[0].exists()
+
+
+async def test_foreign_canonical_fails_deterministically_despite_exit_zero(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    outcome = await _execute(
+        """echo '{"outcome":"success","run_id":"run-6"}' > "$ATTRACTOR_STATUS_PATH";"""
+        """ echo '{"outcome":"success"}' > status.json""",
+        attempt,
+    )
+    assert (outcome.status, outcome.failure_class) == (StageStatus.FAIL, "deterministic")
+    assert outcome.failure_reason.startswith(
+        f"{attempt.status_path}: belongs to another attempt: run_id is 'run-6' "
+        "but this attempt's is 'run-7'"
+    )
+    decision = _decision(events)
+    assert decision["source"] == "canonical"
+    assert [r["reason"] for r in decision["rejected"]] == [outcome.failure_reason]
+
+
+async def test_no_status_anywhere_still_emits_one_decision(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    outcome = await _execute("true", attempt)
+    assert outcome.status is StageStatus.SUCCESS
+    assert _decision(events) == {
+        "node_id": "build",
+        "attempt_id": "build-2-abc",
+        "source": "none",
+        "copied": False,
+        "rejected": [],
+    }
+
+
+async def test_stale_fallbacks_are_removed_before_the_run(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    workdir_status, dot_status = _workdir_files(attempt)
+    dot_status.parent.mkdir()
+    workdir_status.write_text('{"outcome": "success"}')
+    dot_status.write_text('{"outcome": "success"}')
+    outcome = await _execute("ls -A .attractor >&2; exit 2", attempt)
+    assert (outcome.status, outcome.failure_reason) == (
+        StageStatus.FAIL,
+        "tool exited with code 2 (no output)",
+    )
+    assert _decision(events)["source"] == "none"
+    assert not workdir_status.exists() and not dot_status.exists()
+
+
+async def test_a_directory_in_the_way_fails_before_the_command_runs(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    _workdir_files(attempt)[0].mkdir()
+    outcome = await _execute("touch ran", attempt)
+    assert (outcome.status, outcome.failure_class) == (StageStatus.FAIL, "deterministic")
+    assert outcome.failure_reason == (
+        f"{_workdir_files(attempt)[0]}: is a directory, where the stage's status file goes; "
+        "remove or rename it"
+    )
+    assert not (attempt.workdir / "ran").exists()
+    assert events == []
+
+
+async def test_adopting_an_orphan_ingests_what_it_wrote(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    """A crashed engine's tool finished meanwhile: its workdir status decides, not removed."""
+    attempt.stage_dir.mkdir(parents=True)
+    (attempt.stage_dir / ".tool-started").write_text("999999999")
+    (attempt.stage_dir / ".tool-exit").write_text("0\n")
+    _workdir_files(attempt)[0].write_text('{"outcome": "fail", "failure_reason": "orphan says no"}')
+    with trio.fail_after(BOUND):
+        recording = current_attempt()  # the handler is handed the attempt, with its emit
+        assert recording is not None
+        outcome = await ToolHandler().adopt(_node("unused"), Context(), GRAPH, recording)
+    assert outcome is not None
+    assert (outcome.status, outcome.failure_reason) == (StageStatus.FAIL, "orphan says no")
+    assert _decision(events)["source"] == "workdir"
+    assert json.loads(attempt.status_path.read_text())["failure_reason"] == "orphan says no"
 
 
 async def test_output_is_this_attempts_only(attempt: AttemptInfo) -> None:

@@ -6,7 +6,17 @@ import importlib
 
 import attractor_trio.persist as persist
 
-SUBMODULES = ["artifacts", "atomic", "checkpoint", "final", "live", "lock", "manifest", "progress"]
+SUBMODULES = [
+    "artifacts",
+    "atomic",
+    "checkpoint",
+    "final",
+    "live",
+    "lock",
+    "manifest",
+    "progress",
+    "status",
+]
 
 
 def test_every_exported_name_is_a_public_name_of_a_submodule() -> None:

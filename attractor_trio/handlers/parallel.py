@@ -32,6 +32,7 @@ from .base import AttemptInfo, require_attempt
 __all__ = ["BranchResult", "BranchRunner", "ParallelHandler"]
 
 _LOSER = "branch canceled"
+_SUCCESSES = frozenset({"success", "partial_success"})
 
 
 @frozen
@@ -128,6 +129,7 @@ class _FanOut:
         self.join = Join(plan.config)
         self.results: dict[str, dict[str, Any]] = {}
         self.scopes: dict[str, trio.CancelScope] = {}
+        self.losers_cancelled = False
 
     async def run(self) -> Outcome:
         plan = self.plan
@@ -140,17 +142,22 @@ class _FanOut:
             error_policy=plan.config.error_policy,
             max_parallel=plan.max_parallel,
         )
-        limiter = trio.CapacityLimiter(plan.max_parallel)
-        async with trio.open_nursery() as nursery:
-            for index, (key, start) in enumerate(zip(plan.keys, plan.starts, strict=True)):
-                previous = _load_result(plan.root / key, plan.token)
-                if previous is not None:
-                    self._record(key, previous)
-                    continue
-                scope = trio.CancelScope()
-                self.scopes[key] = scope
-                nursery.start_soon(self._branch, key, start, index, limiter, scope)
-            self._cancel_losers_if_decided()
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._dispatch(nursery)
+        except BaseException:
+            # The run is being cancelled: the event stream still closes this fan-out.
+            self.attempt.emit(
+                "parallel_completed",
+                node_id=plan.node.id,
+                status="canceled",
+                success_count=sum(r["status"] in _SUCCESSES for r in self.results.values()),
+                failure_count=sum(r["status"] == "fail" for r in self.results.values()),
+                canceled_count=len(plan.keys)
+                - sum(r["status"] != "canceled" for r in self.results.values()),
+                duration_s=round(time.monotonic() - started, 3),
+            )
+            raise
         outcome = self._outcome()
         self.attempt.emit(
             "parallel_completed",
@@ -163,41 +170,80 @@ class _FanOut:
         )
         return outcome
 
+    async def _dispatch(self, nursery: trio.Nursery) -> None:
+        """Start branches in declaration order as slots free up; none once the join is decided.
+
+        A slot is taken here, before the branch task exists, and released by the branch only
+        after it has recorded its result — so a decision made by a finishing branch is seen
+        before the next queued branch could start.
+        """
+        plan = self.plan
+        limiter = trio.CapacityLimiter(plan.max_parallel)
+        for index, (key, start) in enumerate(zip(plan.keys, plan.starts, strict=True)):
+            previous = _load_result(plan.root / key, plan.token)
+            if previous is not None:
+                self._record(key, previous)
+                self._cancel_losers_if_decided()
+                continue
+            if self.join.decided:
+                break
+            slot = object()
+            await limiter.acquire_on_behalf_of(slot)
+            if self.join.decided:
+                limiter.release_on_behalf_of(slot)
+                break
+            scope = trio.CancelScope()
+            self.scopes[key] = scope
+            nursery.start_soon(self._branch, key, start, index, limiter, slot, scope)
+        for key in plan.keys:  # never started: losers of an early decision
+            if key not in self.results and key not in self.scopes:
+                self._record(
+                    key,
+                    {
+                        "id": key,
+                        "branch_key": key,
+                        "status": "canceled",
+                        "failure_reason": f"{_LOSER} before starting",
+                    },
+                )
+
     async def _branch(
         self,
         key: str,
         start: str,
         index: int,
         limiter: trio.CapacityLimiter,
+        slot: object,
         scope: trio.CancelScope,
     ) -> None:
         plan = self.plan
         branch = f"{plan.branch_prefix}/{key}"
         result: dict[str, Any] | None = None
-        began: float | None = None
-        with scope:
-            async with limiter:
-                began = time.monotonic()
-                self.attempt.emit(
-                    "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
-                )
+        began = time.monotonic()
+        self.attempt.emit(
+            "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
+        )
+        try:
+            with scope:
                 result = await self._run_one(key, start, branch)
-        if result is None:  # cancelled as a loser (before or while running)
-            result = {"status": "canceled", "failure_reason": _reason_of(scope)}
-        result.update(id=key, branch_key=key)
-        if began is not None:
+            if result is None:  # cancelled as a loser
+                result = {"status": "canceled", "failure_reason": _reason_of(scope)}
+            result.update(id=key, branch_key=key)
+            if result["status"] != "canceled":
+                write_json_atomic(plan.root / key / "result.json", {**result, "token": plan.token})
+            self._record(key, result)
+            self._cancel_losers_if_decided()
+        finally:
+            # Also when the whole run is cancelled: every started branch is closed in the log.
             self.attempt.emit(
                 "parallel_branch_completed",
                 node_id=plan.node.id,
                 branch_key=key,
                 index=index,
-                status=result["status"],
+                status=result["status"] if result else "canceled",
                 duration_s=round(time.monotonic() - began, 3),
             )
-        if result["status"] != "canceled":
-            write_json_atomic(plan.root / key / "result.json", {**result, "token": plan.token})
-        self._record(key, result)
-        self._cancel_losers_if_decided()
+            limiter.release_on_behalf_of(slot)
 
     async def _run_one(self, key: str, start: str, branch: str) -> dict[str, Any]:
         plan = self.plan
@@ -237,8 +283,9 @@ class _FanOut:
         self.join.record(key, result["status"])
 
     def _cancel_losers_if_decided(self) -> None:
-        if not self.join.decided:
+        if not self.join.decided or self.losers_cancelled:
             return
+        self.losers_cancelled = True
         why = f"{_LOSER}: {self.plan.config.policy}/{self.plan.config.error_policy} decided"
         for key, scope in self.scopes.items():
             if key not in self.results:

@@ -4,8 +4,11 @@ The process gets the ``ATTRACTOR_*`` environment, runs in the attempt's workdir 
 closed, and writes ``stdout.log``/``stderr.log`` in the stage directory. The outcome is decided
 by :func:`tool_outcome`, a pure function of what was observed:
 
-* a valid status file at ``$ATTRACTOR_STATUS_PATH`` decides (an invalid one fails the stage as
-  ``deterministic``: rerunning the same command writes the same bad file);
+* a valid status file decides — found by status ingestion (:mod:`~attractor_trio.persist.status`,
+  CONTRACT §3): ``$ATTRACTOR_STATUS_PATH``, else ``$ATTRACTOR_WORKDIR/status.json``, else
+  ``$ATTRACTOR_WORKDIR/.attractor/status.json``, each gated by its ownership keys. An invalid
+  or foreign canonical file fails the stage as ``deterministic``: rerunning the same command
+  writes the same bad file;
 * else exit 0 is ``success`` and anything else ``fail``, with a reason that names the exit code
   (or the signal) and the tail of stderr — or of stdout when stderr is empty, since many tools
   (pytest, make) report their errors there (AMBIG-24).
@@ -13,8 +16,9 @@ by :func:`tool_outcome`, a pure function of what was observed:
 ``tool.output`` (always set, also on failure) is this attempt's stdout with trailing newlines
 removed, as shell command substitution does, so ``condition="context.tool.output=ok"`` matches
 ``echo ok``. Beyond 10 KiB it keeps the head and the tail around an explicit marker that names
-the full log. Only the canonical status path is read here; fallbacks and the ownership gate
-belong to status ingestion.
+the full log. Every attempt that ran a process (or adopted an orphan) emits one
+``status_ingestion_decision`` event. Stale status files are removed from all three places
+before the process starts — but not when adopting, since the orphan may have written them.
 
 Crash journal: the command runs under a tiny ``bash`` wrapper that records its own pid in
 ``.tool-started`` before the command starts and its exit code in ``.tool-exit`` (atomically,
@@ -32,7 +36,7 @@ cancellation propagates.
 from __future__ import annotations
 
 import codecs
-import json
+import functools
 import os
 import signal
 from pathlib import Path
@@ -44,6 +48,13 @@ from attrs import frozen
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..graph import Graph, Node
+from ..persist.status import (
+    IngestionDecision,
+    StatusSources,
+    ingest,
+    read_status_file,
+    remove_stale,
+)
 from ..scopes.process import ProcessResult, live_group_members, run_in_process_group
 from .base import AttemptInfo, require_attempt
 
@@ -79,7 +90,10 @@ class ToolHandler:
                 failure_class=STRUCTURAL,
             )
         attempt = require_attempt(node, logs_root)
-        logs = _prepare_stage_dir(attempt)
+        try:
+            logs = _prepare_stage_dir(attempt)
+        except StatusFileError as exc:
+            return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=DETERMINISTIC)
         journal = _Journal(attempt.stage_dir)
         journal.clear()
         try:
@@ -98,7 +112,7 @@ class ToolHandler:
                 failure_reason=f"tool could not start (bash -c in {attempt.workdir}): {exc}",
             )
         result = journal.refine(result)
-        return _outcome_from_logs(command, result, logs, attempt)
+        return await _outcome_from_logs(command, result, logs, attempt)
 
     async def adopt(
         self, node: Node, context: Context, graph: Graph, attempt: AttemptInfo
@@ -124,22 +138,45 @@ class ToolHandler:
             return None
         logs = _StageLogs(attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log", 0, 0)
         result = journal.refine(ProcessResult(code, False, 0.0, 0, 0))
-        outcome = _outcome_from_logs(node.tool_command, result, logs, attempt)
+        outcome = await _outcome_from_logs(node.tool_command, result, logs, attempt)
         note = "adopted the attempt left running by a crashed engine"
         return outcome.evolve(notes=f"{outcome.notes}; {note}" if outcome.notes else note)
 
 
-def _outcome_from_logs(
+async def _outcome_from_logs(
     command: str, result: ProcessResult, logs: _StageLogs, attempt: AttemptInfo
 ) -> Outcome:
+    decision = await _ingest_status(attempt)
     return tool_outcome(
         command,
         result,
         output=logs.read_output(),
         stderr_tail=tail_text(logs.read_tail(logs.stderr, logs.stderr_start)),
         stdout_tail=tail_text(logs.read_tail(logs.stdout, logs.stdout_start)),
-        status=read_status_file(attempt.status_path),
+        status=_status_of(decision),
     )
+
+
+async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
+    """CONTRACT §3 steps 2-5, in a thread (it may pause to re-read a half-written fallback)."""
+    decision = await trio.to_thread.run_sync(
+        functools.partial(
+            ingest,
+            StatusSources.for_attempt(attempt),
+            run_id=attempt.run_id,
+            node_id=attempt.node_id,
+            attempt_id=attempt.attempt_id,
+        )
+    )
+    attempt.emit("status_ingestion_decision", **decision.event_fields())
+    return decision
+
+
+def _status_of(decision: IngestionDecision) -> Outcome | StatusFileError | None:
+    """What :func:`tool_outcome` takes: a rejected canonical file is an error, not a status."""
+    if decision.failed and decision.outcome is not None:
+        return StatusFileError(decision.outcome.failure_reason)
+    return decision.outcome
 
 
 _ADOPT_POLL_S = 0.05
@@ -269,29 +306,6 @@ def _exit_summary(result: ProcessResult, stderr_tail: str, stdout_tail: str) -> 
     return f"{head} (no output)"
 
 
-def read_status_file(path: Path) -> Outcome | StatusFileError | None:
-    """The status the command wrote at ``path``; ``None`` when there is none."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return StatusFileError(f"{path}: cannot read the status file: {exc.strerror or exc}")
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return StatusFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
-    except json.JSONDecodeError as exc:
-        return StatusFileError(
-            f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}); "
-            'write one object like {"outcome": "success"}'
-        )
-    try:
-        return Outcome.from_json(obj, source=str(path))
-    except StatusFileError as exc:
-        return exc
-
-
 def clip_output(data: bytes, limit: int = OUTPUT_LIMIT_BYTES, *, full_log: str = "") -> str:
     """``data`` as text, at most ``limit`` bytes of it: head and tail around a marker."""
     half = limit // 2
@@ -366,9 +380,12 @@ def _read(path: Path, offset: int, length: int) -> bytes:
 
 
 def _prepare_stage_dir(attempt: AttemptInfo) -> _StageLogs:
-    """Create the stage dir, drop a stale status file, note where this attempt's logs begin."""
+    """Create the stage dir, drop stale status files, note where this attempt's logs begin.
+
+    Raises :class:`StatusFileError` when a stale status file cannot be removed.
+    """
     attempt.stage_dir.mkdir(parents=True, exist_ok=True)
-    attempt.status_path.unlink(missing_ok=True)
+    remove_stale(StatusSources.for_attempt(attempt))
     stdout, stderr = attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log"
     return _StageLogs(stdout, stderr, _size(stdout), _size(stderr))
 

@@ -115,6 +115,7 @@ class StageExecutor:
     async def _attempt(
         self, node: Node, attempt: int, max_attempts: int, predecessor: str
     ) -> Outcome:
+        await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
         previous = _read_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0

@@ -270,6 +270,7 @@ class RunScope:
         self.hub.emit("checkpoint_saved", node_id=node_id)
 
     async def loop_restart(self, advance: Advance) -> Stop | None:
+        await trio.lowlevel.checkpoint()  # a cancelled run never restarts
         state = self.state
         if state.restart_count >= self.graph.max_restarts:
             return Stop(

@@ -1,0 +1,344 @@
+"""Status-file ingestion (CONTRACT §3): which ``status.json`` decides an attempt, and why.
+
+A stage process may report its outcome in one of three places, in precedence order:
+
+* ``canonical`` — ``$ATTRACTOR_STATUS_PATH`` (the stage directory's ``status.json``);
+* ``workdir`` — ``$ATTRACTOR_WORKDIR/status.json`` (agents and legacy tools write there);
+* ``workdir_dot`` — ``$ATTRACTOR_WORKDIR/.attractor/status.json``.
+
+The rules, each of which closes a way a run went wrong in practice:
+
+1. :func:`remove_stale` clears all three before the attempt starts, so a file left by an earlier
+   attempt (or run) can never decide this one.
+2. A fallback is consulted only when the canonical file is absent: the canonical path is the
+   one the engine hands the process, so when it exists it is the process's answer.
+3. A file that carries ``run_id``/``node_id``/``attempt_id`` of someone else is rejected (the
+   workdir is shared by parallel branches and successive runs). A rejected or invalid canonical
+   file fails the stage as ``deterministic`` — guessing an outcome would hide the bug; a rejected
+   fallback is skipped and the next one tried.
+4. The first valid fallback is copied atomically to the canonical path and then removed, so the
+   stage directory always holds the status that decided the attempt and the workdir holds no
+   stale file for the next one. Copy comes before removal: a failed copy loses nothing.
+5. Every decision is returned as data (:class:`IngestionDecision`), for one
+   ``status_ingestion_decision`` event per attempt.
+
+A fallback that does not parse is re-read a few times after a short pause before it is rejected:
+unlike the canonical file (written by the stage process, which has exited), a workdir file may
+be written by something that is still finishing its write.
+
+Filesystem only, no trio: the tool handler calls :func:`ingest` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from attrs import frozen
+
+from ..core.failures import DETERMINISTIC
+from ..core.outcome import Outcome, StageStatus, StatusFileError
+from .atomic import write_bytes_atomic
+
+__all__ = [
+    "OWNERSHIP_KEYS",
+    "READ_RETRIES",
+    "READ_RETRY_PAUSE_S",
+    "IngestionDecision",
+    "Rejection",
+    "SourceName",
+    "StatusOwner",
+    "StatusSources",
+    "ingest",
+    "read_status_file",
+    "remove_stale",
+]
+
+SourceName = Literal["canonical", "workdir", "workdir_dot"]
+#: The keys that tie a status file to one attempt; ``null`` counts as absent.
+OWNERSHIP_KEYS = ("run_id", "node_id", "attempt_id")
+#: How many times an unparsable fallback is re-read, and the pause before each re-read.
+READ_RETRIES = 3
+READ_RETRY_PAUSE_S = 0.05
+_EXAMPLE = 'write one object like {"outcome": "success"}'
+# A missing directory on the way (``.attractor`` absent, or a file) means "no status file".
+_ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+
+
+class _AttemptPaths(Protocol):
+    """What :meth:`StatusSources.for_attempt` needs (an :class:`~..handlers.base.AttemptInfo`)."""
+
+    @property
+    def status_path(self) -> Path: ...
+    @property
+    def workdir(self) -> Path: ...
+
+
+@frozen
+class StatusSources:
+    """The three places an attempt's status may be written, in precedence order."""
+
+    canonical: Path
+    workdir: Path
+    workdir_dot: Path
+
+    @classmethod
+    def for_attempt(cls, attempt: _AttemptPaths) -> StatusSources:
+        return cls(
+            canonical=attempt.status_path,
+            workdir=attempt.workdir / "status.json",
+            workdir_dot=attempt.workdir / ".attractor" / "status.json",
+        )
+
+    def fallbacks(self) -> tuple[tuple[SourceName, Path], ...]:
+        return (("workdir", self.workdir), ("workdir_dot", self.workdir_dot))
+
+    def all(self) -> tuple[tuple[SourceName, Path], ...]:
+        return (("canonical", self.canonical), *self.fallbacks())
+
+
+@frozen
+class StatusOwner:
+    """The attempt a status file must belong to (compared with the file's ownership keys)."""
+
+    run_id: str
+    node_id: str
+    attempt_id: str
+
+    def mismatches(self, doc: Mapping[str, Any]) -> list[str]:
+        """``run_id is 'old' but this attempt's is 'new'`` for each key that differs."""
+        found = []
+        for key in OWNERSHIP_KEYS:
+            value, expected = doc.get(key), getattr(self, key)
+            if value is not None and value != expected:
+                found.append(f"{key} is {value!r} but this attempt's is {expected!r}")
+        return found
+
+
+@frozen
+class Rejection:
+    """A status file that was present but not used; ``reason`` starts with its path."""
+
+    path: Path
+    source: SourceName
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"source": self.source, "path": str(self.path), "reason": self.reason}
+
+
+@frozen
+class IngestionDecision:
+    """What ingestion found: the deciding source (or ``none``) and every rejected file.
+
+    ``outcome`` is the status that decides the attempt, ``None`` when no valid file was found
+    (the exit code decides). ``failed`` marks a rejected canonical file: ``outcome`` is then a
+    ``deterministic`` failure carrying the rejection reason.
+    """
+
+    node_id: str
+    attempt_id: str
+    source: SourceName | Literal["none"]
+    copied: bool = False
+    rejected: tuple[Rejection, ...] = ()
+    outcome: Outcome | None = None
+    failed: bool = False
+
+    def event_fields(self) -> dict[str, Any]:
+        """The ``status_ingestion_decision`` event's fields (CONTRACT §4), JSON-ready."""
+        return {
+            "node_id": self.node_id,
+            "attempt_id": self.attempt_id,
+            "source": self.source,
+            "copied": self.copied,
+            "rejected": [rejection.to_json() for rejection in self.rejected],
+        }
+
+
+def remove_stale(sources: StatusSources) -> None:
+    """Step 1: remove every status file before the attempt starts; missing ones are fine.
+
+    Raises :class:`StatusFileError` when one cannot be removed (a directory in the way, no
+    permission): the stage must fail rather than let an old file decide it.
+    """
+    for _name, path in sources.all():
+        try:
+            path.unlink()
+        except OSError as exc:
+            if exc.errno in _ABSENT_ERRNOS:
+                continue
+            if path.is_dir():
+                raise StatusFileError(
+                    f"{path}: is a directory, where the stage's status file goes; "
+                    "remove or rename it"
+                ) from None
+            raise StatusFileError(
+                f"{path}: cannot remove the stale status file: {exc.strerror or exc}"
+            ) from None
+
+
+def ingest(
+    sources: StatusSources,
+    *,
+    run_id: str,
+    node_id: str,
+    attempt_id: str,
+    sleep: Callable[[float], object] = time.sleep,
+    retries: int = READ_RETRIES,
+    pause: float = READ_RETRY_PAUSE_S,
+) -> IngestionDecision:
+    """Steps 2-5: pick the status that decides the attempt, copying a fallback into place.
+
+    ``sleep`` is called before each re-read of an unparsable fallback (tests inject one).
+    Raises :class:`OSError` only when copying a valid fallback to the canonical path fails;
+    the fallback is then left in place.
+    """
+    owner = StatusOwner(run_id, node_id, attempt_id)
+    decide = _Decider(node_id, attempt_id)
+    canonical = _look(sources.canonical, owner)
+    if canonical.present:
+        return decide.from_canonical(sources.canonical, canonical)
+    rejected: list[Rejection] = []
+    for name, path in sources.fallbacks():
+        seen = _look_settled(path, owner, sleep, retries, pause)
+        if not seen.present:
+            continue
+        if seen.outcome is None:
+            rejected.append(Rejection(path, name, seen.problem))
+            continue
+        _copy_into_place(seen.raw, path, sources.canonical)
+        return decide.adopted(name, seen.outcome, rejected)
+    return decide.adopted("none", None, rejected)
+
+
+def read_status_file(
+    path: Path, owner: StatusOwner | None = None
+) -> Outcome | StatusFileError | None:
+    """The status at ``path``: an outcome, the reason it is unusable, or ``None`` if absent."""
+    seen = _look(path, owner)
+    if not seen.present:
+        return None
+    return seen.outcome if seen.outcome is not None else StatusFileError(seen.problem)
+
+
+@frozen
+class _Seen:
+    """One look at a status file: absent, or its bytes with an outcome or a problem."""
+
+    raw: bytes = b""
+    present: bool = True
+    outcome: Outcome | None = None
+    problem: str = ""
+    #: Not (yet) parsable text: a writer may still be in the middle of writing it.
+    torn: bool = False
+
+
+_ABSENT = _Seen(present=False)
+
+
+def _look(path: Path, owner: StatusOwner | None) -> _Seen:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        if exc.errno in _ABSENT_ERRNOS:
+            return _ABSENT
+        return _Seen(problem=f"{path}: cannot read the status file: {exc.strerror or exc}")
+    return _judge(str(path), raw, owner)
+
+
+def _look_settled(
+    path: Path,
+    owner: StatusOwner,
+    sleep: Callable[[float], object],
+    retries: int,
+    pause: float,
+) -> _Seen:
+    """Like :func:`_look`, re-reading a torn file up to ``retries`` times."""
+    seen = _look(path, owner)
+    for _ in range(retries):
+        if not seen.torn:
+            break
+        sleep(pause)
+        seen = _look(path, owner)
+    return seen
+
+
+def _judge(source: str, raw: bytes, owner: StatusOwner | None) -> _Seen:
+    """Pure: what ``raw`` (the content of ``source``) says, or why it cannot be used.
+
+    The ownership gate runs before the outcome is validated: a foreign file is reported as
+    foreign, which is the useful thing to know about it, whatever else is wrong with it.
+    """
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); {_EXAMPLE}"
+        return _Seen(raw, problem=problem, torn=True)
+    except json.JSONDecodeError as exc:
+        if not raw.strip():
+            return _Seen(raw, problem=f"{source}: the status file is empty; {_EXAMPLE}", torn=True)
+        problem = f"{source}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}); {_EXAMPLE}"
+        return _Seen(raw, problem=problem, torn=True)
+    if isinstance(doc, Mapping) and owner is not None:
+        mismatches = owner.mismatches(doc)
+        if mismatches:
+            problem = (
+                f"{source}: belongs to another attempt: {'; '.join(mismatches)} "
+                "(a stale file from an earlier run or attempt, or a sibling branch's?)"
+            )
+            return _Seen(raw, problem=problem)
+    try:
+        return _Seen(raw, outcome=Outcome.from_json(doc, source=source))
+    except StatusFileError as exc:
+        return _Seen(raw, problem=str(exc))
+
+
+def _copy_into_place(raw: bytes, fallback: Path, canonical: Path) -> None:
+    """Step 4: the exact bytes the tool wrote become the canonical file; then the fallback goes."""
+    canonical.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(canonical, raw)
+    fallback.unlink(missing_ok=True)
+
+
+@frozen
+class _Decider:
+    """Builds the decisions for one attempt (keeps :func:`ingest` about the order of looks)."""
+
+    node_id: str
+    attempt_id: str
+
+    def from_canonical(self, path: Path, seen: _Seen) -> IngestionDecision:
+        if seen.outcome is not None:
+            return IngestionDecision(
+                self.node_id, self.attempt_id, "canonical", outcome=seen.outcome
+            )
+        failure = Outcome(
+            StageStatus.FAIL, failure_reason=seen.problem, failure_class=DETERMINISTIC
+        )
+        return IngestionDecision(
+            self.node_id,
+            self.attempt_id,
+            "canonical",
+            rejected=(Rejection(path, "canonical", seen.problem),),
+            outcome=failure,
+            failed=True,
+        )
+
+    def adopted(
+        self,
+        source: SourceName | Literal["none"],
+        outcome: Outcome | None,
+        rejected: list[Rejection],
+    ) -> IngestionDecision:
+        return IngestionDecision(
+            self.node_id,
+            self.attempt_id,
+            source,
+            copied=outcome is not None,
+            rejected=tuple(rejected),
+            outcome=outcome,
+        )

@@ -1,0 +1,457 @@
+"""Fan-out benchmark: ``python benchmarks/fanout.py [--scenario a|b|all] [--profile]``.
+
+Two scenarios, each in a fresh subprocess so their peak RSS (``ru_maxrss``) does not mix:
+
+* **a** — 1,000 branches of a simulated codergen stage that works for 1 s (sim step
+  ``delay: 1s``), ``max_parallel=1000``. Targets: wall ≤ 2 s, peak RSS ≤ 300 MB.
+* **b** — 10,000 branches that answer at once (no delay), ``max_parallel=10000``. No
+  targets: it reports wall, RSS, per-branch overhead and the event count. If it has not
+  finished after ``--budget-b`` seconds (30) it is cancelled — the engine still finalizes —
+  and the report says how many branches had completed by then.
+
+Both run ``start -> par -> {branches} -> join -> done`` through :func:`attractor_trio.run` on
+the real clock with durability on (fsync as in production) and the default heartbeat
+interval, under ``<repo>/.bench-tmp/`` (``--tmp-dir``): on tmpfs fsync is free and would
+flatter the numbers. Everything created is removed afterwards. Per-branch overhead is
+``wall / branches``; for scenario a also ``(wall - delay) / branches``, the part that is not
+the simulated work. The table prints PASS/FAIL against the targets; the exit status is 0
+either way (a report, not a test). ``--profile`` runs the scenarios under cProfile (which
+slows them down, so their times are not comparable) and prints the top 15 functions by own
+time — where the time goes — and the top 15 ``attractor_trio`` functions by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from unittest import mock
+
+import trio
+from attrs import asdict, frozen
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from attractor_trio import Graph, load, run  # noqa: E402
+from attractor_trio.providers.simulate import (  # noqa: E402
+    SimulationBackend,
+    parse_sim_script,
+)
+
+PROFILE_TOP = 15
+_REAL_FSYNC = os.fsync
+
+
+@frozen
+class Scenario:
+    name: str
+    branches: int
+    delay_s: float
+    max_parallel: int
+    budget_s: float
+    wall_target_s: float | None = None
+    rss_target_mb: float | None = None
+
+    @property
+    def title(self) -> str:
+        delay = f"delay {self.delay_s:g}s" if self.delay_s else "no delay"
+        return f"{self.name}: {self.branches:,} branches, {delay}"
+
+
+@frozen
+class Measurement:
+    """What a scenario's subprocess reports (as JSON)."""
+
+    status: str
+    wall_s: float
+    load_s: float
+    rss_before_mb: float  # peak after imports and loading the graph, before the run
+    rss_peak_mb: float
+    fsyncs: int
+    fsync_s: float
+    log: LogSummary
+
+
+# ------------------------------------------------------------------------------- pipeline
+
+
+def branch_ids(count: int) -> list[str]:
+    return [f"b{index:05d}" for index in range(count)]
+
+
+def build_fanout(count: int, max_parallel: int) -> str:
+    """DOT text: start -> par -> each of ``count`` codergen branches -> join -> done."""
+    lines = [
+        f"digraph FanOut{count} {{",
+        f'    graph [goal="Benchmark a {count}-branch fan-out"]',
+        "    start [shape=Mdiamond]",
+        "    done  [shape=Msquare]",
+        f"    par   [shape=component, max_parallel={max_parallel}]",
+        "    join  [shape=tripleoctagon]",
+        "    start -> par",
+        "    join -> done",
+    ]
+    ids = branch_ids(count)
+    lines += [f'    {node} [shape=box, prompt="Do part {node} of: $goal"]' for node in ids]
+    lines += [f"    par -> {node} -> join" for node in ids]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def backend_for(scenario: Scenario) -> SimulationBackend:
+    if not scenario.delay_s:
+        return SimulationBackend()
+    step = {"delay": f"{scenario.delay_s:g}s"}
+    return SimulationBackend(
+        parse_sim_script({"nodes": {node: [step] for node in branch_ids(scenario.branches)}})
+    )
+
+
+# --------------------------------------------------------------------------- the subprocess
+
+
+class FsyncMeter:
+    """Stands in for ``os.fsync``: counts the calls and the seconds they take."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+
+    def __call__(self, fd: int) -> None:
+        begin = time.perf_counter()
+        try:
+            _REAL_FSYNC(fd)
+        finally:
+            self.seconds += time.perf_counter() - begin
+            self.calls += 1
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+async def run_within_budget(graph: Graph, scenario: Scenario, logs_root: Path) -> str:
+    """The run's status, or ``canceled`` when the budget ran out (the run still finalizes)."""
+    with trio.move_on_after(scenario.budget_s):
+        result = await run(graph, logs_root=logs_root, backend=backend_for(scenario))
+        return result.status
+    return "canceled"
+
+
+def measure(scenario: Scenario, logs_root: Path, profiler: cProfile.Profile | None) -> Measurement:
+    begin = time.perf_counter()
+    graph = load(build_fanout(scenario.branches, scenario.max_parallel))
+    load_s = time.perf_counter() - begin
+    rss_before = peak_rss_mb()
+    meter = FsyncMeter()
+    with mock.patch.object(os, "fsync", meter), _profiling(profiler):
+        begin = time.perf_counter()
+        status = trio.run(run_within_budget, graph, scenario, logs_root)
+        wall = time.perf_counter() - begin
+    log = read_log(logs_root / "progress.ndjson")
+    return Measurement(
+        status=status,
+        wall_s=wall,
+        load_s=load_s,
+        rss_before_mb=rss_before,
+        rss_peak_mb=peak_rss_mb(),
+        log=log,
+        fsyncs=meter.calls,
+        fsync_s=meter.seconds,
+    )
+
+
+@contextlib.contextmanager
+def _profiling(profiler: cProfile.Profile | None) -> Iterator[None]:
+    if profiler is None:
+        yield
+        return
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+
+
+@frozen
+class Phases:
+    """Seconds between milestones of the run, from the events' timestamps (ms resolution)."""
+
+    until_first_branch: float  # pipeline_started -> first parallel_branch_started
+    branches: float  # -> last parallel_branch_completed
+    join: float  # -> parallel_completed (or the terminal event, if there is none)
+    after: float  # -> the terminal event
+
+
+@frozen
+class LogSummary:
+    events: int
+    branches_started: int
+    branches_completed: int  # parallel_branch_completed, not canceled
+    branch_stages_finished: int  # branch stage attempts that ended successfully
+    canceled_attempts: int  # cancellation_exit
+    phases: Phases
+
+
+def read_log(path: Path) -> LogSummary:
+    """Count what the run's event log shows, and time its phases."""
+    counts: Counter[str] = Counter()
+    marks: dict[str, float] = {}
+    with path.open(encoding="utf-8") as log:
+        for line in log:
+            event = json.loads(line)
+            name = event["event"]
+            counts["events"] += 1
+            if name == "stage_attempt_finished" and event["branch"]:
+                counts["stages"] += event["status"] == "success"
+            elif name == "cancellation_exit":
+                counts["canceled"] += 1
+            elif name.startswith("parallel") or name.startswith("pipeline_"):
+                at = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+                if name == "parallel_branch_started":
+                    counts["started"] += 1
+                    marks.setdefault("first_branch", at)
+                elif name == "parallel_branch_completed":
+                    counts["completed"] += event["status"] != "canceled"
+                    marks["last_branch"] = at
+                elif not event["branch"]:
+                    marks[name] = at
+    return LogSummary(
+        events=counts["events"],
+        branches_started=counts["started"],
+        branches_completed=counts["completed"],
+        branch_stages_finished=counts["stages"],
+        canceled_attempts=counts["canceled"],
+        phases=_phases(marks),
+    )
+
+
+def _phases(marks: dict[str, float]) -> Phases:
+    """A phase that never ended (a cancelled run) lasts until the terminal event."""
+    begin = marks.get("pipeline_started", 0.0)
+    end = marks.get("pipeline_completed", marks.get("pipeline_failed", begin))
+    first = marks.get("first_branch", end)
+    last = marks.get("last_branch", end)
+    joined = marks.get("parallel_completed", end)
+    return Phases(first - begin, last - first, joined - last, end - joined)
+
+
+def profile_report(profiler: cProfile.Profile) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(f"top {PROFILE_TOP} by own time (where the time goes):\n")
+    stats.sort_stats(pstats.SortKey.TIME).print_stats(PROFILE_TOP)
+    out.write(f"top {PROFILE_TOP} attractor_trio functions by cumulative time:\n")
+    stats.sort_stats(pstats.SortKey.CUMULATIVE).print_stats("attractor_trio", PROFILE_TOP)
+    return out.getvalue().replace(f"{REPO}{os.sep}", "")
+
+
+def child_main(scenario: Scenario, root: Path, result_path: Path, profile: bool) -> None:
+    profiler = cProfile.Profile() if profile else None
+    measurement = measure(scenario, root / "run", profiler)
+    result_path.write_text(json.dumps(asdict(measurement)))
+    if profiler is not None:
+        print(f"--- cProfile, scenario {scenario.title}")
+        print(profile_report(profiler), flush=True)
+
+
+# ------------------------------------------------------------------------------ the parent
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    chosen = [
+        Scenario("a", 1000, 1.0, 1000, budget_s=60.0, wall_target_s=2.0, rss_target_mb=300.0),
+        Scenario("b", args.branches_b, 0.0, args.branches_b, budget_s=args.budget_b),
+    ]
+    return [s for s in chosen if args.scenario in ("all", s.name)]
+
+
+def run_child(scenario: Scenario, root: Path, profile: bool) -> Measurement | str:
+    """The scenario in a fresh interpreter; its measurement, or why there is none."""
+    result_path = root / "measurement.json"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        json.dumps(asdict(scenario)),
+        "--tmp-dir",
+        str(root),
+        *(["--profile"] if profile else []),
+    ]
+    hard_limit = scenario.budget_s * (3 if profile else 1) + 120
+    try:
+        done = subprocess.run(command, timeout=hard_limit, check=False)
+    except subprocess.TimeoutExpired:
+        return f"no result: killed after {hard_limit:g} s"
+    if done.returncode != 0 or not result_path.exists():
+        return f"no result: the subprocess exited {done.returncode}"
+    fields = json.loads(result_path.read_text())
+    log = fields.pop("log")
+    phases = Phases(**log.pop("phases"))
+    return Measurement(**fields, log=LogSummary(**log, phases=phases))
+
+
+def verdict(value: float, target: float | None) -> str:
+    if target is None:
+        return "-"
+    return "PASS" if value <= target else "FAIL"
+
+
+def report(rows: list[tuple[Scenario, Measurement | str]], profiled: bool) -> None:
+    header = (
+        f"{'scenario':<34} {'status':<9} {'wall s':>8} {'target':>7} {'':<4} "
+        f"{'ms/branch':>9} {'RSS MB':>7} {'target':>7} {'':<4} {'events':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for scenario, measured in rows:
+        if isinstance(measured, str):
+            print(f"{scenario.title:<34} {measured}")
+            continue
+        wall, rss = measured.wall_s, measured.rss_peak_mb
+        wall_target = f"≤{scenario.wall_target_s:g}" if scenario.wall_target_s else "-"
+        rss_target = f"≤{scenario.rss_target_mb:g}" if scenario.rss_target_mb else "-"
+        print(
+            f"{scenario.title:<34} {measured.status:<9} {wall:>8.2f} {wall_target:>7} "
+            f"{verdict(wall, scenario.wall_target_s):<4} "
+            f"{wall / scenario.branches * 1000:>9.3f} {rss:>7.1f} {rss_target:>7} "
+            f"{verdict(rss, scenario.rss_target_mb):<4} {measured.log.events:>8,}"
+        )
+    print()
+    for scenario, measured in rows:
+        if not isinstance(measured, str):
+            print(details(scenario, measured))
+    if profiled:
+        print("(profiled: cProfile slows the runs down; the times above are not comparable)")
+
+
+def details(scenario: Scenario, m: Measurement) -> str:
+    n, log, p = scenario.branches, m.log, m.log.phases
+    lines = [
+        f"{scenario.name}: {log.branches_completed:,} of {n:,} branches completed; "
+        f"{log.events / n:.1f} events per branch; graph load {m.load_s:.2f} s (not in wall)",
+        f"   RSS before the run {m.rss_before_mb:.1f} MB, peak {m.rss_peak_mb:.1f} MB "
+        f"(+{(m.rss_peak_mb - m.rss_before_mb) * 1024 / n:.1f} KB per branch)",
+        f"   fsync: {m.fsyncs / n:.1f} per branch, {m.fsync_s:.2f} s = "
+        f"{m.fsync_s / m.wall_s:.0%} of wall",
+        f"   phases: to the 1st branch {p.until_first_branch:.2f} s, branches {p.branches:.2f} s, "
+        f"join {p.join:.2f} s, after the join {p.after:.2f} s",
+    ]
+    if scenario.delay_s:
+        beyond = (m.wall_s - scenario.delay_s) / n * 1000
+        lines.append(
+            f"   beyond the {scenario.delay_s:g} s of simulated work: {beyond:.3f} ms per branch"
+        )
+    if m.status == "canceled":
+        lines.append(
+            f"   cancelled at the {scenario.budget_s:g} s budget (--budget-b): by then "
+            f"{log.branches_started:,} branches had started and {log.branch_stages_finished:,} "
+            f"had finished their stage; {log.canceled_attempts:,} attempt(s) were cancelled, "
+            f"which took {m.wall_s - scenario.budget_s:.1f} s after the deadline"
+        )
+    return "\n".join(lines)
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` per ``/proc/mounts`` (Linux), else ``?``."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return "?"
+    resolved, best, kind = str(path.resolve()), "", "?"
+    for fields in (line.split() for line in mounts):
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
+@contextlib.contextmanager
+def scratch_root(parent: Path | None) -> Iterator[Path]:
+    """A fresh directory under ``parent`` (default ``<repo>/.bench-tmp``), removed afterwards,
+    and ``.bench-tmp`` itself too when it was ours and is now empty."""
+    base = parent or REPO / ".bench-tmp"
+    created = not base.exists()
+    base.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="fanout-", dir=base))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                base.rmdir()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scenario", choices=("a", "b", "all"), default="all")
+    parser.add_argument("--branches-b", type=int, default=10_000, help="scenario b (10000)")
+    parser.add_argument(
+        "--budget-b", type=float, default=30.0, help="seconds before b is cancelled (30)"
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile top 15 per scenario")
+    parser.add_argument("--tmp-dir", type=Path, help="where run dirs go (<repo>/.bench-tmp)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a Scenario as JSON
+    args = parser.parse_args(argv)
+    if args.branches_b < 1 or args.budget_b <= 0:
+        parser.error("--branches-b must be at least 1 and --budget-b positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        root: Path = args.tmp_dir
+        child_main(
+            Scenario(**json.loads(args.child)), root, root / "measurement.json", args.profile
+        )
+        return 0
+    began = time.perf_counter()
+    rows: list[tuple[Scenario, Measurement | str]] = []
+    with scratch_root(args.tmp_dir) as root:
+        print(
+            f"fan-out benchmark: run dirs under {root.parent} ({filesystem_type(root)}), "
+            f"durability on, real clock, {os.cpu_count()} CPUs"
+        )
+        for scenario in scenarios(args):
+            scenario_root = root / scenario.name
+            scenario_root.mkdir()
+            print(f"running {scenario.title}, max_parallel={scenario.max_parallel} …", flush=True)
+            rows.append((scenario, run_child(scenario, scenario_root, args.profile)))
+            remove_timed(scenario_root)
+        print()
+        report(rows, args.profile)
+    print(f"total {time.perf_counter() - began:.1f} s")
+    return 0
+
+
+def remove_timed(directory: Path) -> None:
+    """Remove a scenario's run directory now (not at the end), saying how long it took."""
+    begin = time.perf_counter()
+    shutil.rmtree(directory, ignore_errors=True)
+    print(f"  (cleanup {time.perf_counter() - begin:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
