@@ -141,7 +141,9 @@ GRAPH_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
     "stack.child_workdir": _s("working directory of the child pipeline"),
     "tool_hooks.pre": _s("shell hook run before every agent tool call"),
     "tool_hooks.post": _s("shell hook run after every agent tool call"),
-    "loop_restart_signature_limit": _int("repeats of one failure signature allowed", 1),
+    "loop_restart_signature_limit": _int(
+        "repeats of one failure signature before the cycle breaker trips (0 disables)", 0
+    ),
     "max_node_visits": _int("visits allowed per node (unset: unbounded)", minimum=1),
     "max_restarts": _int("loop restarts allowed", minimum=0),
     **_DISPLAY,

@@ -346,6 +346,9 @@ def _state_from_checkpoint(checkpoint: Checkpoint, graph: Graph) -> TraversalSta
         failure_signatures=dict(checkpoint.failure_signatures),
         current_node=checkpoint.current_node,
         restart_count=int(extra.get("restart_count", 0)),
+        restart_signatures={
+            str(k): int(v) for k, v in dict(extra.get("restart_failure_signatures", {})).items()
+        },
     )
 
 

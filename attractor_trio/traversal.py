@@ -14,6 +14,7 @@ import trio
 from attrs import define, field
 
 from .context import Context
+from .core.cycles import CycleBreaker, LoopRestartGate, RestartBlocked, RestartTripped
 from .core.fidelity import resolve_fidelity
 from .core.goals import check_goal_gates, goal_gate_retry_target
 from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
@@ -37,6 +38,7 @@ class TraversalState:
     failure_signatures: dict[str, int] = field(factory=dict)
     current_node: str = ""
     restart_count: int = 0
+    restart_signatures: dict[str, int] = field(factory=dict)
 
 
 @define
@@ -51,6 +53,12 @@ class Traversal:
     on_loop_restart: Callable[[Advance], Any] | None = None
     #: A parallel branch stops *before* these nodes (its fan-in) and before any terminal.
     stop_at: frozenset[str] | None = None
+    #: Shared by the main traversal and its branches, so counts land in one checkpoint.
+    breaker: CycleBreaker | None = None
+    restart_gate: LoopRestartGate | None = None
+    #: ``main``, or the branch path (the ``scope`` of ``failure_cycle_break``).
+    scope_name: str = "main"
+    tripped: Stop | None = None
 
     async def run(self, node_id: str, predecessor: str = "") -> Stop:
         """Walk from ``node_id`` until a terminal node or a stop; return why it ended."""
@@ -87,6 +95,8 @@ class Traversal:
                     return Stop("stage_failed", outcome.failure_reason, outcome.failure_class)
                 return Stop("completed")
             outcome = await self._execute(node, predecessor, incoming)
+            if self.tripped is not None:
+                return self.tripped
             join = outcome.context_updates.get("parallel.join_node")
             if node.handler_type == "parallel" and is_success_like(outcome):
                 # Fan-out → fan-in is a jump, not an edge: the branches were the edges.
@@ -104,6 +114,9 @@ class Traversal:
                 method=decision.method,
             )
             if decision.loop_restart and self.on_loop_restart is not None:
+                gated = self._gate_restart(node_id, outcome)
+                if gated is not None:
+                    return gated
                 result = await self.on_loop_restart(decision)
                 if isinstance(result, Stop):
                     return result
@@ -121,8 +134,49 @@ class Traversal:
         if node.handler_type != "start":
             _remember_summary(state.context, node.id, outcome)
         state.current_node = node.id
+        self.tripped = self._observe_cycle(node.id, outcome)
         self.checkpoint(node.id)
         return outcome
+
+    def _observe_cycle(self, node_id: str, outcome: Outcome) -> Stop | None:
+        """Feed the visit's final outcome to the cycle breaker (before the checkpoint, so the
+        counts it saves include this visit)."""
+        if self.breaker is None:
+            return None
+        trip = self.breaker.observe(node_id, outcome)
+        self.state.failure_signatures = self.breaker.counts
+        if trip is None:
+            return None
+        self.emit("failure_cycle_break", **trip.event_fields(self.scope_name))
+        return Stop("cycle_breaker", trip.failure_reason, trip.failure_class)
+
+    def _gate_restart(self, node_id: str, outcome: Outcome) -> Stop | None:
+        """``loop_restart`` only after success or a transient failure, with its own breaker."""
+        if self.restart_gate is None:
+            return None
+        decision = self.restart_gate.check(node_id, outcome)
+        self.state.restart_signatures = self.restart_gate.counts
+        if isinstance(decision, RestartBlocked):
+            self.emit(
+                "loop_restart_blocked",
+                node_id=node_id,
+                failure_class=decision.failure_class,
+                failure_reason=decision.failure_reason,
+            )
+            return Stop(
+                "stage_failed", outcome.failure_reason or decision.reason, decision.failure_class
+            )
+        if isinstance(decision, RestartTripped):
+            self.emit(
+                "failure_cycle_break",
+                node_id=node_id,
+                signature=decision.signature,
+                count=decision.count,
+                limit=decision.limit,
+                scope=self.scope_name,
+            )
+            return Stop("cycle_breaker", decision.failure_reason, decision.failure_class)
+        return None
 
     def _fidelity(self, node: Node, incoming: Edge | None) -> str:
         """S5.4-06, and S5.3-06: the first stage after a resume degrades ``full`` once."""

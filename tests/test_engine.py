@@ -486,7 +486,7 @@ async def test_loop_restart_uses_fresh_stage_dirs_and_is_bounded(
 ) -> None:
     source = """
     digraph restart {
-        graph [max_restarts=2]
+        graph [max_restarts=2, loop_restart_signature_limit=10]
         start [shape=Mdiamond]
         work [prompt="x"]
         exit [shape=Msquare]
@@ -495,7 +495,12 @@ async def test_loop_restart_uses_fresh_stage_dirs_and_is_bounded(
         work -> work [condition="outcome=fail", loop_restart=true]
     }"""
     root = tmp_path / "run"
-    steps = {"work": [{"outcome": "fail", "failure_reason": "flaky infra"}, {"outcome": "success"}]}
+    steps = {
+        "work": [
+            {"outcome": "fail", "failure_reason": "connection reset by peer"},
+            {"outcome": "success"},
+        ]
+    }
     result = await run_dot(source, root, steps=steps)
     assert result.status == "success"
     assert (root / "restart-1" / "work" / "status.json").exists()
@@ -504,7 +509,11 @@ async def test_loop_restart_uses_fresh_stage_dirs_and_is_bounded(
 
     root2 = tmp_path / "run2"
     result = await run_dot(
-        source, root2, steps={"work": [{"outcome": "fail", "failure_reason": "x"}]}
+        source,
+        root2,
+        steps={
+            "work": [{"outcome": "fail", "failure_reason": "x", "failure_class": "transient_infra"}]
+        },
     )
     assert result.status == "fail"
     assert "max_restarts" in result.failure_reason
@@ -582,7 +591,7 @@ async def test_unregistered_explicit_type_is_refused(tmp_path: Path) -> None:
 
 
 async def test_max_node_visits_bounds_a_loop(tmp_path: Path, autojump_clock: Any) -> None:
-    source = """digraph loop { graph [max_node_visits=3]
+    source = """digraph loop { graph [max_node_visits=3, loop_restart_signature_limit=0]
         start [shape=Mdiamond]; exit [shape=Msquare]; work [prompt="x"]
         start -> work
         work -> work [condition="outcome=fail"]

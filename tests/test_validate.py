@@ -587,7 +587,7 @@ def test_valid_node_attribute_values_pass(key: str, value: str) -> None:
         ('default_max_retry="x"', "invalid integer"),
         ('default_retry_policy="slow"', "not one of"),
         ('max_node_visits="0"', "at least 1"),
-        ('loop_restart_signature_limit="0"', "at least 1"),
+        ('loop_restart_signature_limit="-1"', "at least 0"),
         ('max_restarts="-1"', "at least 0"),
     ],
 )

@@ -21,7 +21,8 @@ import trio
 from attrs import define, field, frozen
 
 from ..context import Context
-from ..core.failures import failure_signature
+from ..core.cycles import CycleBreaker, LoopRestartGate
+from ..core.failures import classify_failure, failure_signature
 from ..core.outcome import Outcome, StageStatus
 from ..core.routing import Advance, Stop
 from ..events import EventHub
@@ -133,6 +134,16 @@ class RunScope:
 
     max_parallel_default: int = 4
     _outcome_cache: dict[str, tuple[Outcome, dict[str, Any]]] = field(factory=dict)
+    _breaker: CycleBreaker | None = None
+
+    @property
+    def breaker(self) -> CycleBreaker:
+        """One cycle breaker for the run and its branches (counts survive resume)."""
+        if self._breaker is None:
+            self._breaker = CycleBreaker(
+                self.graph.loop_restart_signature_limit, self.state.failure_signatures
+            )
+        return self._breaker
 
     def __attrs_post_init__(self) -> None:
         if self.artifacts is None:
@@ -165,6 +176,8 @@ class RunScope:
                 emit=self.hub.bind(branch),
                 checkpoint=lambda _node_id: None,
                 stop_at=stop_at,
+                breaker=self.breaker,
+                scope_name=branch,
             )
             stop = await traversal.run(start)
         finally:
@@ -260,9 +273,10 @@ class RunScope:
                 logs=state.context.logs,
                 node_outcomes=self._outcomes_json(),
                 visits=state.visits,
-                failure_signatures=state.failure_signatures,
+                failure_signatures=self.breaker.counts,
                 extra={
                     "restart_count": state.restart_count,
+                    "restart_failure_signatures": state.restart_signatures,
                     "node_attempts": state.node_attempts,
                 },
             ),
@@ -306,6 +320,10 @@ class RunScope:
             emit=self.hub.bind(""),
             checkpoint=self.save_checkpoint,
             on_loop_restart=self.loop_restart,
+            breaker=self.breaker,
+            restart_gate=LoopRestartGate(
+                self.graph.loop_restart_signature_limit, self.state.restart_signatures
+            ),
         )
         return await self.traversal.run(start_node, predecessor)
 
@@ -317,9 +335,8 @@ class RunScope:
         hub.live.update(state="finalizing")
         signature = ""
         if finish.status != "success" and finish.failure_reason:
-            signature = failure_signature(
-                state.current_node, finish.failure_class, finish.failure_reason
-            )
+            klass = classify_failure(finish.failure_class, finish.failure_reason)
+            signature = failure_signature(state.current_node, klass, finish.failure_reason)
         record = FinalRecord(
             run_id=self.run_id,
             status=finish.status,
