@@ -195,9 +195,49 @@ async def _wait_members_gone(pgid: int) -> None:
     Polling ``/proc`` is the only way to watch a group; it costs about a millisecond.
     """
     while True:
-        if not live_group_members(pgid):
+        if not _live_groups().get(pgid):
             return
         await trio.sleep(_MEMBER_POLL_INTERVAL)
+
+
+_scan: tuple[float, dict[int, int]] = (-1.0, {})
+
+
+def _live_groups() -> dict[int, int]:
+    """``{pgid: live members}`` from one ``/proc`` scan, shared for half a poll interval.
+
+    Cancelling a 100-branch fan-out ends 100 groups at once; one scan per poll answers them
+    all, where a scan per group (≈4 ms each on a busy machine) would serialize to ~0.4 s.
+    """
+    global _scan
+    now = time.monotonic()
+    if now - _scan[0] < _MEMBER_POLL_INTERVAL / 2:
+        return _scan[1]
+    groups: dict[int, int] = {}
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return {}
+    with entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                pgid = _live_pgid(entry.name)
+                if pgid is not None:
+                    groups[pgid] = groups.get(pgid, 0) + 1
+    _scan = (now, groups)
+    return groups
+
+
+def _live_pgid(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) <= 2 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[2])
 
 
 def live_group_members(pgid: int) -> list[int]:
