@@ -131,3 +131,63 @@ async def test_reason_survives_two_diamonds_and_a_fan_in(
     assert result.status == "fail"
     assert "TOKEN-a" in result.failure_reason
     assert "TOKEN-a" in read_json(root / "final.json")["failure_reason"]
+
+
+async def test_retry_target_loop_breaks_at_the_limit(tmp_path: Path, autojump_clock: Any) -> None:
+    """fail → retry_target with the same deterministic reason (no fail edge at all)."""
+    source = """digraph rt { graph [loop_restart_signature_limit=2]
+        start [shape=Mdiamond]; done [shape=Msquare]
+        prep [prompt="p"]; build [prompt="b", retry_target=prep]
+        start -> prep -> build -> done }"""
+    root = tmp_path / "run"
+    result = await run_dot(
+        source, root, steps={"build": _failing([f"ld: undefined symbol at offset {n}" for n in range(5)])}
+    )
+    assert result.exit_path == "cycle_breaker"
+    assert [
+        e["to_node"] for e in named(root, "edge_selected") if e["method"] == "retry_target"
+    ] == ["prep"]
+
+
+async def test_transient_hint_retries_deterministic_does_not(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    source = """digraph r { start [shape=Mdiamond]; done [shape=Msquare]; s [prompt="x", max_retries=2]
+        start -> s -> done }"""
+    root = tmp_path / "t"
+    await run_dot(
+        source,
+        root,
+        steps={
+            "s": [
+                {"outcome": "fail", "failure_reason": "x", "failure_class": "transient_infra"},
+                {"outcome": "success"},
+            ]
+        },
+    )
+    assert len([e for e in named(root, "stage_attempt_started") if e["node_id"] == "s"]) == 2
+    root = tmp_path / "d"
+    await run_dot(
+        source,
+        root,
+        steps={"s": [{"outcome": "fail", "failure_reason": "x", "failure_class": "deterministic"}]},
+    )
+    assert len([e for e in named(root, "stage_attempt_started") if e["node_id"] == "s"]) == 1
+    assert named(root, "stage_retry_blocked")[0]["failure_class"] == "deterministic"
+
+
+async def test_tool_reason_survives_diamonds_and_fan_in(tmp_path: Path) -> None:
+    """A real failing tool's stderr token reaches final.json through two diamonds and a fan-in."""
+    source = """digraph c { start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component]; join [shape=tripleoctagon]
+        d1 [shape=diamond]; d2 [shape=diamond]
+        a [shape=parallelogram, tool_command="echo 'TOKEN-7f3: assertion failed' >&2; exit 1"]
+        b [shape=parallelogram, tool_command="echo nope >&2; exit 2"]
+        start -> par; par -> a -> join; par -> b -> join
+        join -> d1 -> d2
+        d2 -> done [condition="outcome=success"] }"""
+    root = tmp_path / "run"
+    with trio.fail_after(30):
+        result = await run_dot(source, root, workdir=tmp_path)
+    assert result.status == "fail"
+    assert "TOKEN-7f3: assertion failed" in read_json(root / "final.json")["failure_reason"]

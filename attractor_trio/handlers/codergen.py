@@ -11,14 +11,18 @@ error, CONTRACT §9); ``trio.Cancelled`` is never caught, so cancellation reache
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import trio
+
 from ..core.fidelity import DEFAULT_FIDELITY, FIDELITY_MODES, build_preamble
-from ..core.outcome import Outcome, StageStatus
+from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..graph import Graph, Node
 from ..persist.atomic import write_text_atomic
+from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from ..providers.simulate import SimulationBackend
 from ..transforms import expand_variables
@@ -53,6 +57,11 @@ class CodergenHandler:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
         attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+        sources = StatusSources.for_attempt(attempt)
+        try:
+            remove_stale(sources)
+        except StatusFileError as exc:
+            return _failed(str(exc), "deterministic")
         write_text_atomic(attempt.stage_dir / "prompt.md", prompt, durable=False)
         try:
             result = await self.backend.run(node, prompt, context)
@@ -61,8 +70,31 @@ class CodergenHandler:
         except Exception as exc:
             return _failed(f"{type(exc).__name__}: {exc}", failure_class_of(exc))
         if isinstance(result, Outcome):
-            return result
-        return _succeeded(node, str(result), attempt)
+            return result  # S4.5-04: the backend's own outcome is final
+        decision = await _ingest(attempt, sources)
+        attempt.emit("status_ingestion_decision", **decision.event_fields())
+        outcome = _succeeded(node, str(result), attempt)
+        if decision.outcome is None:
+            return outcome
+        # A status file (written by an agent's tool, or a CLI agent) decides the outcome.
+        return decision.outcome.evolve(
+            context_updates={**outcome.context_updates, **decision.outcome.context_updates}
+        )
+
+
+async def _ingest(attempt: AttemptInfo, sources: StatusSources) -> IngestionDecision:
+    """CONTRACT §3 ingestion; the common case (no file anywhere) costs three ``stat`` calls."""
+    if not any(path.exists() for _name, path in sources.all()):
+        return IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
+    return await trio.to_thread.run_sync(
+        functools.partial(
+            ingest,
+            sources,
+            run_id=attempt.run_id,
+            node_id=attempt.node_id,
+            attempt_id=attempt.attempt_id,
+        )
+    )
 
 
 def _failed(reason: str, failure_class: str) -> Outcome:
