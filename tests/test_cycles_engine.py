@@ -141,7 +141,9 @@ async def test_retry_target_loop_breaks_at_the_limit(tmp_path: Path, autojump_cl
         start -> prep -> build -> done }"""
     root = tmp_path / "run"
     result = await run_dot(
-        source, root, steps={"build": _failing([f"ld: undefined symbol at offset {n}" for n in range(5)])}
+        source,
+        root,
+        steps={"build": _failing([f"ld: undefined symbol at offset {n}" for n in range(5)])},
     )
     assert result.exit_path == "cycle_breaker"
     assert [
