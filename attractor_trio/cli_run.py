@@ -139,12 +139,27 @@ def _backend(name: str, sim_script: Path | None, config: Any) -> Any:
     if not name:
         return None
     if name in config.providers:
-        raise ConfigError(
-            f"provider backend '{name}' is configured, but provider backends are not "
-            "available in this version yet; use --simulate"
-        )
+        return _provider_backend(name, config)
     known = ", ".join(["simulate", *config.providers]) or "simulate"
     raise ConfigError(f"unknown backend '{name}'; known backends: {known}")
+
+
+def _provider_backend(name: str, config: Any) -> Any:
+    """A configured provider: a CLI agent, or the API backend (one-shot completions)."""
+    provider = config.providers[name]
+    if provider.kind == "cli":
+        from .providers.cli_agents import CliAgentBackend
+
+        return CliAgentBackend(provider)
+    if provider.mode != "one_shot":
+        raise ConfigError(
+            f"{config.path}: providers.{name}: mode '{provider.mode}' (the default, agent_loop) "
+            "needs the coding agent loop, which is not available in this version; "
+            "set `mode: one_shot` for single completions"
+        )
+    from .providers.api import ApiBackend
+
+    return ApiBackend(config, name)
 
 
 def _interviewer(auto_approve: bool, spec: str | None) -> Any:
@@ -207,6 +222,14 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
     return result
 
 
+async def _close(backend: Any) -> None:
+    """Backends holding connections (the API backend's HTTP client) are closed after the run."""
+    aclose = getattr(backend, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            await aclose()
+
+
 def _exit_for(result: Any, holder: dict[str, Any]) -> int:
     if result.exit_path == "internal_error":
         return EXIT_INTERNAL
@@ -260,18 +283,21 @@ def run_command(
     holder: dict[str, Any] = {}
 
     async def start(handle: Any) -> Any:
-        return await engine.run(
-            graph,
-            logs_root=root,
-            run_id=run_id,
-            context=initial,
-            handle=handle,
-            workdir=opts["workdir"],
-            sinks=_sinks(opts["as_json"], opts["quiet"]),
-            seed=opts["seed"],
-            argv=sys.argv,
-            **settings,
-        )
+        try:
+            return await engine.run(
+                graph,
+                logs_root=root,
+                run_id=run_id,
+                context=initial,
+                handle=handle,
+                workdir=opts["workdir"],
+                sinks=_sinks(opts["as_json"], opts["quiet"]),
+                seed=opts["seed"],
+                argv=sys.argv,
+                **settings,
+            )
+        finally:
+            await _close(settings["backend"])
 
     result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
@@ -320,15 +346,18 @@ def resume_command(logs_root: Path, **opts: Any) -> None:
     holder: dict[str, Any] = {}
 
     async def start(handle: Any) -> Any:
-        return await engine.resume(
-            graph,
-            logs_root=logs_root,
-            handle=handle,
-            workdir=opts["workdir"],
-            sinks=_sinks(opts["as_json"], opts["quiet"]),
-            seed=opts["seed"],
-            **settings,
-        )
+        try:
+            return await engine.resume(
+                graph,
+                logs_root=logs_root,
+                handle=handle,
+                workdir=opts["workdir"],
+                sinks=_sinks(opts["as_json"], opts["quiet"]),
+                seed=opts["seed"],
+                **settings,
+            )
+        finally:
+            await _close(settings["backend"])
 
     result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])

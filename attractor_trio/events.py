@@ -92,10 +92,9 @@ class EventHub:
             else:
                 self._active.pop(key, None)
         current = envelope.get("node_id") if event == "stage_started" else None
-        changes: dict[str, Any] = {
-            "last_event": envelope,
-            "active_attempts": self.active_attempts(),
-        }
+        changes: dict[str, Any] = {"last_event": envelope}
+        if event in _ATTEMPT_EVENTS:  # the list only changes here; don't copy it per event
+            changes["active_attempts"] = self.active_attempts()
         if current and not envelope["branch"]:
             changes["current_node"] = current
         self.live.update(**changes)

@@ -263,6 +263,10 @@ class Graph(_Attributed):
     #: Where the graph came from, for diagnostics; not part of equality.
     path: str = field(default="<string>", eq=False)
     source: str = field(default="", eq=False, repr=False)
+    #: node id → outgoing edges, built on first use (the graph is immutable, so it stays valid).
+    _outgoing_index: dict[str, list[Edge]] = field(
+        factory=dict, init=False, eq=False, repr=False, alias="_outgoing_index"
+    )
 
     # --- Appendix A graph attributes --------------------------------------------------------
     @property
@@ -318,8 +322,12 @@ class Graph(_Attributed):
         return self.nodes[node_id]
 
     def outgoing(self, node_id: str) -> list[Edge]:
-        """Outgoing edges in declaration order."""
-        return [e for e in self.edges if e.from_node == node_id]
+        """Outgoing edges in declaration order (a copy; indexed once per graph)."""
+        index = self._outgoing_index
+        if not index and self.edges:
+            for edge in self.edges:
+                index.setdefault(edge.from_node, []).append(edge)
+        return list(index.get(node_id, ()))
 
     def incoming(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.to_node == node_id]

@@ -295,8 +295,9 @@ class _FanOut:
         plan = self.plan
         joined = self.join.result()
         ordered = [self.results[k] for k in plan.keys if k in self.results]
+        included = set(joined.included)
         updates: dict[str, Any] = {
-            "parallel.results": [r for r in ordered if r["id"] in joined.included],
+            "parallel.results": [r for r in ordered if r["id"] in included],
             "parallel.success_count": joined.success_count,
             "parallel.fail_count": joined.failure_count,
             "parallel.canceled_count": joined.canceled_count,

@@ -215,7 +215,7 @@ class StageExecutor:
                 node_id=node.id,
                 attempt_id=attempt_id,
                 reason=reason,
-                scope="run" if self.run_cancelled() else "branch",
+                scope=_cancel_scope_name(reason, self.branch, self.run_cancelled()),
             )
             self._finished(node, attempt_id, canceled)
             raise
@@ -313,6 +313,13 @@ async def _call_handler(
 def _write_status(path: Path, outcome: Outcome) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, outcome.to_json())
+
+
+def _cancel_scope_name(reason: str, branch: str, run_cancelled: bool) -> str:
+    """``branch`` for a loser or fail-fast sibling, ``run`` for everything else (CONTRACT §9)."""
+    if reason.startswith("branch canceled") or (branch and not run_cancelled):
+        return "branch"
+    return "run"
 
 
 _MARKER = ".attempt.json"

@@ -1,0 +1,259 @@
+"""The API codergen backend: node → request, provider-level retry, and failover with pinning.
+
+Retry and failover run inside the stage's attempt scope, so the node ``timeout`` and the run's
+cancellation bound every sleep and every HTTP call. Failover follows CONTRACT §7 exactly: only
+to providers the config lists in ``failover``; an empty or missing list pins the provider, and
+a failover-eligible error then fails loudly (``llm_failover_blocked``); authentication,
+invalid-request, context-length and cancellation errors never fail over.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from ..context import Context
+from ..errors import ConfigError
+from ..graph import Node
+from ..handlers.base import AttemptInfo, require_attempt
+from ..persist.atomic import write_json_atomic
+from ..runconfig import ProviderConfig, RunConfig
+from .base import ConfigurationError, ProviderError
+from .model import Adapter, Message, Request, Response
+
+__all__ = ["NEVER_FAIL_OVER", "ApiBackend", "detect_kind", "make_adapter"]
+
+#: Errors another provider cannot fix (CONTRACT §7).
+NEVER_FAIL_OVER = frozenset(
+    {"auth", "access_denied", "invalid_request", "context_length", "aborted"}
+)
+_API_KINDS = ("anthropic", "openai", "gemini", "openai_compatible")
+_MAX_RETRIES = 2
+_BASE_DELAY_S = 1.0
+_MAX_DELAY_S = 60.0
+_DEFAULT_TIMEOUT_S = 600.0
+
+
+def detect_kind(model: str) -> str | None:
+    """The vendor a model name belongs to, for ``llm_provider`` auto-detection (S2.6-14)."""
+    name = model.lower()
+    if name.startswith("claude"):
+        return "anthropic"
+    if name.startswith(("gpt-", "o1", "o3", "o4", "chatgpt")):
+        return "openai"
+    if name.startswith("gemini"):
+        return "gemini"
+    return None
+
+
+def make_adapter(
+    config: ProviderConfig, client: httpx.AsyncClient, env: Mapping[str, str]
+) -> Adapter:
+    """The adapter for one configured provider; the API key comes only from ``api_key_env``."""
+    key = ""
+    if config.api_key_env:
+        key = env.get(config.api_key_env, "")
+        if not key:
+            raise ConfigurationError(
+                f"provider '{config.name}': environment variable {config.api_key_env} is not set",
+                provider=config.name,
+            )
+    base_url = config.base_url or None
+    if config.kind == "anthropic":
+        from .anthropic import AnthropicAdapter
+
+        return AnthropicAdapter(client, base_url=base_url, api_key=key, name=config.name)
+    if config.kind == "openai":
+        from .openai import OpenAIAdapter
+
+        return OpenAIAdapter(client, base_url=base_url, api_key=key, name=config.name)
+    if config.kind == "gemini":
+        from .gemini import GeminiAdapter
+
+        return GeminiAdapter(client, base_url=base_url, api_key=key, name=config.name)
+    if config.kind == "openai_compatible":
+        from .openai_compat import OpenAICompatibleAdapter
+
+        return OpenAICompatibleAdapter(client, base_url=base_url, api_key=key, name=config.name)
+    raise ConfigurationError(f"provider '{config.name}' has kind '{config.kind}', not an API kind")
+
+
+class ApiBackend:
+    """A :class:`~attractor_trio.providers.base.CodergenBackend` over configured API providers.
+
+    ``adapters`` (name → adapter) replaces adapter construction in tests; otherwise adapters
+    share one ``httpx.AsyncClient`` created on first use and closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        default: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        adapters: Mapping[str, Adapter] | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = trio.sleep,
+    ) -> None:
+        if default not in config.providers:
+            known = ", ".join(config.providers) or "none"
+            raise ConfigError(f"backend '{default}' is not a configured provider (have: {known})")
+        self.config = config
+        self.default = default
+        self.env = os.environ if env is None else env
+        self._adapters: dict[str, Adapter] = dict(adapters or {})
+        self._client: httpx.AsyncClient | None = None
+        self.rng = rng or random.Random()
+        self.sleep = sleep
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def run(self, node: Node, prompt: str, context: Context) -> str:
+        attempt = require_attempt(node, Path.cwd())
+        first = self._provider_for(node)
+        request = self._request(node, prompt, self.config.providers[first])
+        chain = [first, *self.config.providers[first].failover]
+        previous = ""
+        for index, name in enumerate(chain):
+            provider = self.config.providers[name]
+            if index:
+                request = self._request(node, prompt, provider)
+            try:
+                response = await self._with_retries(name, request, attempt)
+            except ProviderError as exc:
+                next_name = chain[index + 1] if index + 1 < len(chain) else None
+                self._fail_over_or_raise(node, name, exc, next_name)
+                previous = name
+                continue
+            _record_provider(attempt, provider, request.model, previous)
+            return response.text
+        raise AssertionError("unreachable: the last provider raises")  # pragma: no cover
+
+    # --- selection ----------------------------------------------------------------------------
+    def _provider_for(self, node: Node) -> str:
+        """``llm_provider`` names a configured provider; else detect it from ``llm_model``."""
+        if node.llm_provider:
+            if node.llm_provider in self.config.providers:
+                return node.llm_provider
+            kind_matches = [
+                n for n, p in self.config.providers.items() if p.kind == node.llm_provider
+            ]
+            if kind_matches:
+                return kind_matches[0]
+            raise ConfigurationError(
+                f"node '{node.id}': llm_provider '{node.llm_provider}' is not a configured "
+                f"provider (have: {', '.join(self.config.providers)})"
+            )
+        kind = detect_kind(node.llm_model) if node.llm_model else None
+        if kind and self.config.providers[self.default].kind != kind:
+            for name, provider in self.config.providers.items():
+                if provider.kind == kind:
+                    return name
+        return self.default
+
+    def _request(self, node: Node, prompt: str, provider: ProviderConfig) -> Request:
+        model = node.llm_model or provider.model
+        if not model:
+            raise ConfigurationError(
+                f"node '{node.id}': no model: set llm_model on the node (or a stylesheet) or "
+                f"model in provider '{provider.name}'",
+                provider=provider.name,
+            )
+        effort = node.attrs.get("reasoning_effort") or None  # only when set explicitly
+        return Request(
+            model=model,
+            messages=(Message("user", prompt),),
+            reasoning_effort=effort,
+            timeout=provider.timeout or _DEFAULT_TIMEOUT_S,
+        )
+
+    def _adapter(self, name: str) -> Adapter:
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            if self._client is None:
+                self._client = httpx.AsyncClient()
+            adapter = make_adapter(self.config.providers[name], self._client, self.env)
+            self._adapters[name] = adapter
+        return adapter
+
+    # --- retry and failover -------------------------------------------------------------------
+    async def _with_retries(self, name: str, request: Request, attempt: AttemptInfo) -> Response:
+        """Provider-level retry (spec Part 2A): retryable errors only, ``Retry-After`` honored."""
+        adapter = self._adapter(name)
+        for retry in range(_MAX_RETRIES + 1):
+            try:
+                return await adapter.complete(request, on_progress=attempt.progress)
+            except ProviderError as exc:
+                if not exc.retryable or retry == _MAX_RETRIES:
+                    raise
+                delay = self._delay(retry, exc)
+                if delay is None:
+                    raise
+                attempt.emit(
+                    "llm_retry",
+                    node_id=attempt.node_id,
+                    provider=name,
+                    attempt=retry + 1,
+                    delay_s=round(delay, 3),
+                    error=exc.kind,
+                )
+                await self.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _delay(self, retry: int, exc: ProviderError) -> float | None:
+        """Backoff with jitter; ``Retry-After`` wins, unless it exceeds the cap (then give up)."""
+        if exc.retry_after is not None:
+            return None if exc.retry_after > _MAX_DELAY_S else float(exc.retry_after)
+        base = min(_BASE_DELAY_S * 2**retry, _MAX_DELAY_S)
+        return base * self.rng.uniform(0.5, 1.5)
+
+    def _fail_over_or_raise(
+        self, node: Node, name: str, exc: ProviderError, next_name: str | None
+    ) -> None:
+        attempt = require_attempt(node, Path.cwd())
+        if exc.kind in NEVER_FAIL_OVER:
+            raise exc
+        if next_name is not None:
+            attempt.emit(
+                "llm_failover",
+                node_id=node.id,
+                from_provider=name,
+                to_provider=next_name,
+                reason=str(exc),
+            )
+            return
+        if not self.config.providers[name].failover:
+            attempt.emit("llm_failover_blocked", node_id=node.id, provider=name, reason=str(exc))
+            raise type(exc)(
+                f"no failover allowed by config for provider {name}: {exc}",
+                provider=exc.provider,
+                status_code=exc.status_code,
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+            ) from exc
+        raise exc
+
+
+def _record_provider(
+    attempt: AttemptInfo, provider: ProviderConfig, model: str, failover_from: str
+) -> None:
+    attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        attempt.stage_dir / "provider_used.json",
+        {
+            "provider": provider.name,
+            "kind": provider.kind,
+            "model": model,
+            "mode": "one_shot",
+            "failover_from": failover_from or None,
+        },
+    )
