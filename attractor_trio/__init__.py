@@ -5,6 +5,8 @@ is private and may change. ``tests/test_exports.py`` keeps this list honest.
 """
 
 from ._version import __version__ as __version__
+from .api import RunController as RunController
+from .api import open_run as open_run
 from .context import Context as Context
 from .core.outcome import Outcome as Outcome
 from .core.outcome import StageStatus as StageStatus
@@ -45,6 +47,7 @@ from .providers.simulate import SimulationBackend as SimulationBackend
 from .providers.simulate import load_sim_script as load_sim_script
 from .transforms import Transform as Transform
 from .transforms import register_transform as register_transform
+from .typed_events import Event as Event
 from .validate import LintRule as LintRule
 from .validate import register_rule as register_rule
 from .validate import validate as validate

@@ -38,6 +38,8 @@ SUBMODULES = {
     "validate",
     "values",
     "attributes",
+    "api",
+    "typed_events",
 }
 
 
