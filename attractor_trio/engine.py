@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from attrs import frozen
+
 from .context import Context
 from .core.outcome import Outcome
 from .core.routing import Stop, route
@@ -167,30 +169,24 @@ async def run(
             dot_source=graph.source,
             argv=list(argv),
         )
-        ctx = _initial_context(graph, run_id, context)
-        hub = EventHub(
+        the_run = _scope(
+            graph,
+            registry,
+            TraversalState(context=_initial_context(graph, run_id, context)),
             ProgressWriter(root / "progress.ndjson", run_id),
-            LiveWriter(root, run_id),
-            list(sinks),
-        )
-        state = TraversalState(context=ctx)
-        the_run = RunScope(
-            graph=graph,
-            logs_root=root,
-            run_id=run_id,
-            registry=registry,
-            state=state,
-            hub=hub,
-            heartbeat_interval=heartbeat_interval,
-            kill_grace=kill_grace,
-            workdir=Path(workdir) if workdir else Path.cwd(),
-            rng=random.Random(seed),
             resumed=False,
-            stall_timeout=stall_timeout,
-            max_parallel_default=max_parallel_default,
+            options=_ScopeOptions(
+                root,
+                sinks,
+                heartbeat_interval,
+                kill_grace,
+                workdir,
+                seed,
+                stall_timeout,
+                max_parallel_default,
+                handle,
+            ),
         )
-        if handle is not None:
-            handle._attach(the_run)
         start = _start_node(graph)
         return await drive(the_run, start)
     finally:
@@ -237,28 +233,24 @@ async def resume(
     lock = _take_ownership(root, checkpoint.run_id)
     try:
         state = _state_from_checkpoint(checkpoint, graph)
-        hub = EventHub(
+        the_run = _scope(
+            graph,
+            registry,
+            state,
             ProgressWriter.resume(root / "progress.ndjson", checkpoint.run_id),
-            LiveWriter(root, checkpoint.run_id),
-            list(sinks),
-        )
-        the_run = RunScope(
-            graph=graph,
-            logs_root=root,
-            run_id=checkpoint.run_id,
-            registry=registry,
-            state=state,
-            hub=hub,
-            heartbeat_interval=heartbeat_interval,
-            kill_grace=kill_grace,
-            workdir=Path(workdir) if workdir else Path.cwd(),
-            rng=random.Random(seed),
             resumed=True,
-            stall_timeout=stall_timeout,
-            max_parallel_default=max_parallel_default,
+            options=_ScopeOptions(
+                root,
+                sinks,
+                heartbeat_interval,
+                kill_grace,
+                workdir,
+                seed,
+                stall_timeout,
+                max_parallel_default,
+                handle,
+            ),
         )
-        if handle is not None:
-            handle._attach(the_run)
         try:
             start, predecessor = _resume_point(graph, state, checkpoint.current_node)
         except _ResumeStop as stopped:
@@ -278,6 +270,50 @@ def _build_registry(
     for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
         registry.register(name, handler)
     return registry
+
+
+@frozen
+class _ScopeOptions:
+    root: Path
+    sinks: Sequence[EventSink]
+    heartbeat_interval: float | None
+    kill_grace: float
+    workdir: str | os.PathLike[str] | None
+    seed: int | None
+    stall_timeout: float | None
+    max_parallel_default: int
+    handle: RunHandle | None
+
+
+def _scope(
+    graph: Graph,
+    registry: HandlerRegistry,
+    state: TraversalState,
+    writer: ProgressWriter,
+    *,
+    resumed: bool,
+    options: _ScopeOptions,
+) -> RunScope:
+    """The run scope for ``run``/``resume`` (the options both take)."""
+    o = options
+    scope = RunScope(
+        graph=graph,
+        logs_root=o.root,
+        run_id=writer.run_id,
+        registry=registry,
+        state=state,
+        hub=EventHub(writer, LiveWriter(o.root, writer.run_id), list(o.sinks)),
+        heartbeat_interval=o.heartbeat_interval,
+        kill_grace=o.kill_grace,
+        workdir=Path(o.workdir) if o.workdir else Path.cwd(),
+        rng=random.Random(o.seed),
+        resumed=resumed,
+        stall_timeout=o.stall_timeout,
+        max_parallel_default=o.max_parallel_default,
+    )
+    if o.handle is not None:
+        o.handle._attach(scope)
+    return scope
 
 
 def _repair_terminal_event(root: Path, final: FinalRecord) -> None:
