@@ -35,7 +35,6 @@ cancellation propagates.
 
 from __future__ import annotations
 
-import codecs
 import functools
 import os
 import signal
@@ -48,6 +47,7 @@ from attrs import frozen
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..graph import Graph, Node
+from ..logtext import decode_head, decode_tail, file_size
 from ..persist.status import (
     IngestionDecision,
     StatusSources,
@@ -316,31 +316,18 @@ def clip_output(data: bytes, limit: int = OUTPUT_LIMIT_BYTES, *, full_log: str =
 
 def _join_clipped(head: bytes, tail: bytes, omitted: int, full_log: str) -> str:
     if not omitted:
-        return _decode_head(head + tail).rstrip("\r\n")
+        return decode_head(head + tail).rstrip("\r\n")
     where = f"; full output in {full_log}" if full_log else ""
     marker = f"\n[... {omitted} bytes truncated{where} ...]\n"
-    return (_decode_head(head) + marker + _decode_tail(tail)).rstrip("\r\n")
+    return (decode_head(head) + marker + decode_tail(tail)).rstrip("\r\n")
 
 
 def tail_text(data: bytes, max_lines: int = TAIL_LINES) -> str:
     """The last ``max_lines`` lines of ``data``, stripped, prefixed with ``...`` when cut."""
-    lines = _decode_tail(data).strip().splitlines()
+    lines = decode_tail(data).strip().splitlines()
     if len(lines) <= max_lines:
         return "\n".join(lines)
     return "...\n" + "\n".join(lines[-max_lines:])
-
-
-def _decode_head(data: bytes) -> str:
-    """Decode, dropping a multi-byte character cut in half at the end."""
-    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
-
-
-def _decode_tail(data: bytes) -> str:
-    """Decode, dropping continuation bytes of a character cut in half at the start."""
-    skip = 0
-    while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
-        skip += 1
-    return data[skip:].decode("utf-8", "replace")
 
 
 @frozen
@@ -354,7 +341,7 @@ class _StageLogs:
 
     def read_output(self) -> str:
         """This attempt's stdout for ``tool.output``; reads at most the head and the tail."""
-        size = _size(self.stdout)
+        size = file_size(self.stdout)
         length = size - self.stdout_start
         half = OUTPUT_LIMIT_BYTES // 2
         if length <= OUTPUT_LIMIT_BYTES:
@@ -365,7 +352,7 @@ class _StageLogs:
 
     def read_tail(self, path: Path, start: int) -> bytes:
         """The last :data:`TAIL_BYTES` this attempt wrote to ``path``."""
-        offset = max(start, _size(path) - TAIL_BYTES)
+        offset = max(start, file_size(path) - TAIL_BYTES)
         return _read(path, offset, TAIL_BYTES)
 
 
@@ -387,11 +374,4 @@ def _prepare_stage_dir(attempt: AttemptInfo) -> _StageLogs:
     attempt.stage_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(StatusSources.for_attempt(attempt))
     stdout, stderr = attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log"
-    return _StageLogs(stdout, stderr, _size(stdout), _size(stderr))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+    return _StageLogs(stdout, stderr, file_size(stdout), file_size(stderr))

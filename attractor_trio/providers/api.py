@@ -212,7 +212,8 @@ class ApiBackend:
     def _delay(self, retry: int, exc: ProviderError) -> float | None:
         """Backoff with jitter; ``Retry-After`` wins, unless it exceeds the cap (then give up)."""
         if exc.retry_after is not None:
-            return None if exc.retry_after > _MAX_DELAY_S else float(exc.retry_after)
+            wait = float(exc.retry_after)
+            return None if wait > _MAX_DELAY_S else wait
         base = min(_BASE_DELAY_S * 2**retry, _MAX_DELAY_S)
         return base * self.rng.uniform(0.5, 1.5)
 

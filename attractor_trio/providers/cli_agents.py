@@ -65,6 +65,7 @@ from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..errors import ConfigError
 from ..handlers.base import AttemptInfo, current_attempt
 from ..handlers.tool import tail_text
+from ..logtext import decode_tail, file_size
 from ..persist.atomic import write_text_atomic
 from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
 from ..runconfig import ProviderConfig
@@ -303,7 +304,7 @@ def final_text(stdout_tail: bytes, *, truncated: bool, full_log: str = "") -> st
     JSON output formats) yields that text; anything else is the text itself, with a marker
     in front when earlier output was cut.
     """
-    text = _decode_tail(stdout_tail).rstrip()
+    text = decode_tail(stdout_tail).rstrip()
     lines = text.splitlines()
     if lines:
         result = _result_event_text(lines[-1])
@@ -343,14 +344,6 @@ def _start_failure(program: str, exc: OSError, workdir: Path) -> tuple[str, str]
     return reason, STRUCTURAL
 
 
-def _decode_tail(data: bytes) -> str:
-    """Decode, dropping continuation bytes of a character cut in half at the start."""
-    skip = 0
-    while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
-        skip += 1
-    return data[skip:].decode("utf-8", "replace")
-
-
 # --- the stage directory ----------------------------------------------------------------------
 
 
@@ -363,7 +356,7 @@ class _AttemptLog:
 
     def tail(self, limit: int) -> tuple[bytes, bool]:
         """This attempt's last ``limit`` bytes, and whether anything before them was cut."""
-        size = _size(self.path)
+        size = file_size(self.path)
         offset = max(self.start, size - limit)
         try:
             with open(self.path, "rb") as f:
@@ -422,8 +415,8 @@ def _prepare(attempt: AttemptInfo, prompt: str) -> _AttemptLogs:
     return _AttemptLogs(
         prompt_file,
         response_file,
-        _AttemptLog(stdout, _size(stdout)),
-        _AttemptLog(stderr, _size(stderr)),
+        _AttemptLog(stdout, file_size(stdout)),
+        _AttemptLog(stderr, file_size(stderr)),
     )
 
 
@@ -455,10 +448,3 @@ def _status_of(decision: IngestionDecision) -> Outcome | StatusFileError | None:
     if decision.failed and decision.outcome is not None:
         return StatusFileError(decision.outcome.failure_reason)
     return decision.outcome
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

@@ -41,6 +41,8 @@ from typing import BinaryIO, final
 import trio
 from attrs import frozen
 
+from ..logtext import file_size
+
 __all__ = [
     "OUTPUT_POLL_INTERVAL",
     "ProcessResult",
@@ -316,24 +318,17 @@ def _open_log(path: Path) -> BinaryIO:
     return open(path, "ab")
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 @final
 class _OutputWatcher:
     """Remembers the log sizes; :meth:`grew` says whether either grew since the last call."""
 
     def __init__(self, *paths: Path) -> None:
         self._paths = paths
-        self._start = [_size(p) for p in paths]
+        self._start = [file_size(p) for p in paths]
         self._last = list(self._start)
 
     def grew(self) -> bool:
-        now = [_size(p) for p in self._paths]
+        now = [file_size(p) for p in self._paths]
         grew = now != self._last
         self._last = now
         return grew
