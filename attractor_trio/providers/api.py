@@ -214,7 +214,7 @@ class ApiBackend:
         if exc.retry_after is not None:
             wait = float(exc.retry_after)
             return None if wait > _MAX_DELAY_S else wait
-        base = min(_BASE_DELAY_S * 2**retry, _MAX_DELAY_S)
+        base = min(_BASE_DELAY_S * 2.0**retry, _MAX_DELAY_S)
         return base * self.rng.uniform(0.5, 1.5)
 
     def _fail_over_or_raise(
