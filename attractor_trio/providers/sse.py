@@ -38,40 +38,52 @@ async def iter_sse(response: httpx.Response) -> AsyncGenerator[SSEEvent, None]:
     A trailing event without its blank line is dropped, as the SSE spec says: the stream was cut
     and its data may be partial. Events with no ``data:`` line are not dispatched.
     """
-    splitter = _LineSplitter()
-    event = ""
-    data: list[str] = []
+    parser = _EventParser()
     async for chunk in response.aiter_bytes():
-        for line in splitter.feed(chunk):
-            if not line:
-                if data:
-                    yield SSEEvent(event or "message", "\n".join(data))
-                event, data = "", []
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event = value
-            elif name == "data":
-                data.append(value)
-            # ``:comment``, ``id:``, ``retry:`` and unknown fields carry nothing adapters need.
+        for event in parser.feed(chunk):
+            yield event
+    for event in parser.close():
+        yield event
 
 
-class _LineSplitter:
-    """Bytes in, complete lines (without terminators) out; an unterminated tail never leaves."""
+class _EventParser:
+    """Bytes in, events out (no IO): the line splitting and field rules of the SSE spec."""
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
         self._pending: list[str] = []  # the current line, while no terminator has arrived
+        self._event = ""
+        self._data: list[str] = []
 
-    def feed(self, chunk: bytes) -> list[str]:
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
         text = self._decoder.decode(chunk)
         waiting_cr = bool(self._pending) and self._pending[-1].endswith("\r")
         if "\n" not in text and "\r" not in text and not waiting_cr:
             self._pending.append(text)  # no re-scan of a long line on every chunk
             return []
-        *lines, rest = _LINE_END.split("".join(self._pending) + text)
-        if rest == "" and lines and text.endswith("\r"):
-            rest = lines.pop() + "\r"  # a final CR waits: an LF may follow in the next chunk
-        self._pending = [rest]
-        return lines
+        combined = "".join(self._pending) + text
+        held = "\r" if combined.endswith("\r") else ""  # an LF may follow in the next chunk
+        *lines, rest = _LINE_END.split(combined[: len(combined) - len(held)])
+        self._pending = [rest + held]
+        return [event for line in lines if (event := self._line(line)) is not None]
+
+    def close(self) -> list[SSEEvent]:
+        """At the end of the body: a held CR still ends its line; an unterminated one is cut."""
+        tail = "".join(self._pending) + self._decoder.decode(b"", final=True)
+        event = self._line(tail[:-1]) if tail.endswith("\r") else None
+        return [event] if event is not None else []
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            event = SSEEvent(self._event or "message", "\n".join(self._data))
+            dispatch = bool(self._data)
+            self._event, self._data = "", []
+            return event if dispatch else None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        # ``:comment``, ``id:``, ``retry:`` and unknown fields carry nothing an adapter needs.
+        return None
