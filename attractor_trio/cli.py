@@ -83,25 +83,22 @@ def validate_command(pipeline: Path, as_json: bool, strict: bool) -> None:
     sys.exit(EXIT_OK if valid else EXIT_FAIL)
 
 
-# --- commands that later issues fill in ----------------------------------------------------
+# --- the other commands live in their own modules ---------------------------------------------
 
 
 def _register_run_commands() -> None:
+    from .cli_observe import register as register_observe
     from .cli_run import register
+    from .cli_serve import register as register_serve
     from .cli_stop import register as register_stop
 
     register(main)
     register_stop(main)
+    register_observe(main)
+    register_serve(main)
 
 
 _register_run_commands()
-
-
-@main.command("serve", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def serve_command(args: tuple[str, ...]) -> None:
-    """HTTP server mode with SSE events (spec §9.5)."""
-    _not_yet("serve", 9)
 
 
 @main.command("fuzz", context_settings={"ignore_unknown_options": True})
@@ -109,17 +106,3 @@ def serve_command(args: tuple[str, ...]) -> None:
 def fuzz_command(args: tuple[str, ...]) -> None:
     """Run a pipeline under generated fault and cancel schedules with fake backends."""
     _not_yet("fuzz", 10)
-
-
-@main.command("runs", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def runs_command(args: tuple[str, ...]) -> None:
-    """List runs under DIR."""
-    _not_yet("runs", 9)
-
-
-@main.command("graph", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def graph_command(args: tuple[str, ...]) -> None:
-    """Render a pipeline, optionally colored by a run."""
-    _not_yet("graph", 9)

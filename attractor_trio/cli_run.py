@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFaile
 from .graph import Severity
 from .values import AttributeValueError, parse_duration
 
-__all__ = ["resume_command", "run_command", "status_command"]
+__all__ = ["resume_command", "run_command"]
 
 EXIT_CODES = {"success": 0, "fail": 1}
 EXIT_USAGE, EXIT_INTERNAL = 2, 70
@@ -151,12 +150,6 @@ def _provider_backend(name: str, config: Any) -> Any:
         from .providers.cli_agents import CliAgentBackend
 
         return CliAgentBackend(provider)
-    if provider.mode != "one_shot":
-        raise ConfigError(
-            f"{config.path}: providers.{name}: mode '{provider.mode}' (the default, agent_loop) "
-            "needs the coding agent loop, which is not available in this version; "
-            "set `mode: one_shot` for single completions"
-        )
     from .providers.api import ApiBackend
 
     return ApiBackend(config, name)
@@ -364,28 +357,6 @@ def resume_command(logs_root: Path, **opts: Any) -> None:
     sys.exit(_exit_for(result, holder))
 
 
-@click.command("status")
-@click.argument(
-    "logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path)
-)
-@click.option("--json", "as_json", is_flag=True)
-@_guard
-def status_command(logs_root: Path, as_json: bool) -> None:
-    """Show a run's current or terminal state (final.json, live.json)."""
-    from .status import read_status
-
-    status = read_status(logs_root)
-    if as_json:
-        click.echo(json.dumps(status, indent=2, ensure_ascii=False))
-    else:
-        reason = f"\n  reason: {status['failure_reason']}" if status["failure_reason"] else ""
-        current = f" at {status['current_node']}" if status["current_node"] else ""
-        active = ", ".join(a["node_id"] for a in status["active_attempts"])
-        running = f"\n  active: {active}" if active else ""
-        click.echo(f"{status['run_id']}: {status['state']}{current}{running}{reason}")
-    sys.exit(0)
-
-
 def register(group: click.Group) -> None:
-    for command in (run_command, resume_command, status_command):
+    for command in (run_command, resume_command):
         group.add_command(command)

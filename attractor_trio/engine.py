@@ -94,6 +94,9 @@ def check_runnable(
             f"pipeline has codergen stages ({shown}) but no backend: pass --simulate "
             "(or --backend simulate) to simulate them, or --config FILE naming a provider"
         )
+    check = getattr(backend, "check", None)
+    if stages and callable(check):
+        check(graph)  # the backend refuses stages it cannot serve, before anything runs
 
 
 def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:

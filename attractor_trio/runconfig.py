@@ -1,43 +1,36 @@
-"""The run config file (``--config``, CONTRACT §7): YAML, strictly checked.
+"""The run config file (``--config``, CONTRACT §7): YAML, structured strictly with cattrs.
 
-Unknown keys are errors (a typo in ``stall_timeout`` must not silently mean "default").
-Provider entries are read and checked here; which kinds can actually run is the providers
-package's business.
+Unknown keys are errors naming their key path (a typo in ``stall_timeout`` must not silently
+mean "default"); durations take the DOT forms (``90s``, ``15m``); string values may use
+``${VAR}`` or ``${VAR:-default}`` environment interpolation (for ``base_url``, ``command``…).
+API keys are never values here: ``api_key_env`` names the variable that holds the key.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import cattrs
 import yaml
 from attrs import field, frozen
 
 from .errors import ConfigError
-from .values import AttributeValueError, parse_duration, parse_int
+from .values import AttributeValueError, parse_duration
 
-__all__ = ["ProviderConfig", "RunConfig", "load_run_config"]
+__all__ = ["PROVIDER_KINDS", "ProviderConfig", "RunConfig", "load_run_config", "parse_run_config"]
 
-_TOP_KEYS = (
-    "backend",
-    "stall_timeout",
-    "heartbeat_interval",
-    "kill_grace",
-    "max_parallel_default",
-    "providers",
-)
-_PROVIDER_KEYS = (
-    "kind",
-    "model",
-    "base_url",
-    "api_key_env",
-    "command",
-    "timeout",
-    "failover",
-    "mode",
-)
-_PROVIDER_KINDS = ("anthropic", "openai", "gemini", "openai_compatible", "cli")
+PROVIDER_KINDS = ("anthropic", "openai", "gemini", "openai_compatible", "cli")
+MODES = ("agent_loop", "one_shot")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    return tuple(value)
 
 
 @frozen
@@ -49,7 +42,7 @@ class ProviderConfig:
     api_key_env: str = ""
     command: str = ""
     timeout: float | None = None
-    failover: tuple[str, ...] = ()
+    failover: tuple[str, ...] = field(default=(), converter=_tuple_of_str)
     mode: str = "agent_loop"
 
 
@@ -64,19 +57,172 @@ class RunConfig:
     path: str = ""
 
 
-def _unknown(path: Path, where: str, key: str, allowed: tuple[str, ...]) -> ConfigError:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(
-        f"{path}: unknown key '{key}' in {where}{hint}; allowed: {', '.join(allowed)}"
+@frozen
+class _ProviderDoc:
+    kind: str
+    model: str = ""
+    base_url: str = ""
+    api_key_env: str = ""
+    command: str = ""
+    timeout: float | None = None
+    failover: list[str] = field(factory=list)
+    mode: str = "agent_loop"
+
+
+@frozen
+class _ConfigDoc:
+    backend: str = ""
+    stall_timeout: float | None = None
+    heartbeat_interval: float | None = None
+    kill_grace: float | None = None
+    max_parallel_default: int | None = None
+    providers: dict[str, _ProviderDoc] = field(factory=dict)
+
+
+def _converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+
+    def duration(value: Any, _type: Any) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise AttributeValueError(f"invalid duration {value!r}")
+        return parse_duration(str(value))
+
+    def strict_str(value: Any, _type: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+
+    def strict_int(value: Any, _type: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected a whole number, got {value!r}")
+        return value
+
+    converter.register_structure_hook(float | None, duration)
+    converter.register_structure_hook(str, strict_str)
+    converter.register_structure_hook(int | None, strict_int)
+    return converter
+
+
+_CONVERTER = _converter()
+
+
+def interpolate(value: Any, env: Mapping[str, str], where: str = "$") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recursively."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set (no default)")
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def parse_run_config(
+    doc: Any, *, path: str = "<config>", env: Mapping[str, str] | None = None
+) -> RunConfig:
+    """Structure a loaded YAML document; every problem names its key path."""
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        doc = interpolate(doc, os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        parsed = _CONVERTER.structure(doc, _ConfigDoc)
+    except Exception as exc:  # cattrs raises exception groups of per-key errors
+        if not _is_cattrs(exc):
+            raise ConfigError(f"{path}: {exc}") from None
+        problems = "; ".join(_with_hint(m) for m in cattrs.transform_error(exc))
+        raise ConfigError(f"{path}: {problems}") from None
+    providers = {
+        name: ProviderConfig(name=name, **{k: getattr(p, k) for k in _PROVIDER_FIELDS})
+        for name, p in parsed.providers.items()
+    }
+    _check(path, providers)
+    return RunConfig(
+        backend=parsed.backend,
+        stall_timeout=parsed.stall_timeout,
+        heartbeat_interval=parsed.heartbeat_interval,
+        kill_grace=parsed.kill_grace,
+        max_parallel_default=parsed.max_parallel_default,
+        providers=providers,
+        path=path,
     )
 
 
-def _duration(path: Path, key: str, value: Any) -> float:
-    try:
-        return parse_duration(str(value))
-    except AttributeValueError as exc:
-        raise ConfigError(f"{path}: {key}: {exc}") from None
+_PROVIDER_FIELDS = (
+    "kind",
+    "model",
+    "base_url",
+    "api_key_env",
+    "command",
+    "timeout",
+    "failover",
+    "mode",
+)
+
+
+_EXTRA = re.compile(r"extra fields found \((.+?)\) @ (\S+)")
+
+
+def _with_hint(message: str) -> str:
+    """Add a did-you-mean to cattrs' "extra fields found (x) @ $.path" messages."""
+    match = _EXTRA.search(message)
+    if match is None:
+        return message
+    allowed = _PROVIDER_FIELDS if ".providers[" in match.group(2) else _TOP_FIELDS
+    hints = []
+    for key in match.group(1).split(", "):
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if close:
+            hints.append(f"'{key}' → did you mean '{close[0]}'?")
+    return f"{message} ({'; '.join(hints)})" if hints else message
+
+
+_TOP_FIELDS = (
+    "backend",
+    "stall_timeout",
+    "heartbeat_interval",
+    "kill_grace",
+    "max_parallel_default",
+    "providers",
+)
+
+
+def _is_cattrs(exc: BaseException) -> bool:
+    return isinstance(exc, cattrs.BaseValidationError | cattrs.ForbiddenExtraKeysError)
+
+
+def _check(path: str, providers: dict[str, ProviderConfig]) -> None:
+    for name, provider in providers.items():
+        where = f"{path}: $.providers['{name}']"
+        if provider.kind not in PROVIDER_KINDS:
+            raise ConfigError(f"{where}.kind: must be one of {', '.join(PROVIDER_KINDS)}")
+        if provider.mode not in MODES:
+            raise ConfigError(f"{where}.mode: must be one of {', '.join(MODES)}")
+        if provider.kind == "cli" and not provider.command:
+            raise ConfigError(f"{where}.command: a cli provider needs the command to run")
+        for target in provider.failover:
+            if target not in providers:
+                raise ConfigError(
+                    f"{where}.failover: '{target}' is not a configured provider "
+                    f"(have: {', '.join(providers)})"
+                )
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -87,70 +233,4 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    for key in doc:
-        if key not in _TOP_KEYS:
-            raise _unknown(path, "the config", str(key), _TOP_KEYS)
-    max_parallel = doc.get("max_parallel_default")
-    if max_parallel is not None:
-        try:
-            max_parallel = parse_int(str(max_parallel))
-        except AttributeValueError as exc:
-            raise ConfigError(f"{path}: max_parallel_default: {exc}") from None
-    durations = {
-        key: _duration(path, key, doc[key])
-        for key in ("stall_timeout", "heartbeat_interval", "kill_grace")
-        if doc.get(key) is not None
-    }
-    return RunConfig(
-        backend=str(doc.get("backend") or ""),
-        max_parallel_default=max_parallel,
-        providers=_providers(path, doc.get("providers") or {}),
-        path=str(path),
-        **durations,
-    )
-
-
-def _providers(path: Path, raw: Any) -> dict[str, ProviderConfig]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: providers must be a mapping of name → settings")
-    result = {}
-    for name, settings in raw.items():
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{path}: providers.{name} must be a mapping")
-        for key in settings:
-            if key not in _PROVIDER_KEYS:
-                raise _unknown(path, f"providers.{name}", str(key), _PROVIDER_KEYS)
-        kind = settings.get("kind")
-        if kind not in _PROVIDER_KINDS:
-            raise ConfigError(
-                f"{path}: providers.{name}.kind must be one of {', '.join(_PROVIDER_KINDS)}"
-            )
-        failover = settings.get("failover") or []
-        if not isinstance(failover, list) or not all(isinstance(f, str) for f in failover):
-            raise ConfigError(f"{path}: providers.{name}.failover must be a list of names")
-        timeout = settings.get("timeout")
-        result[str(name)] = ProviderConfig(
-            name=str(name),
-            kind=kind,
-            model=str(settings.get("model") or ""),
-            base_url=str(settings.get("base_url") or ""),
-            api_key_env=str(settings.get("api_key_env") or ""),
-            command=str(settings.get("command") or ""),
-            timeout=None
-            if timeout is None
-            else _duration(path, f"providers.{name}.timeout", timeout),
-            failover=tuple(failover),
-            mode=str(settings.get("mode") or "agent_loop"),
-        )
-    for name, provider in result.items():
-        for target in provider.failover:
-            if target not in result:
-                raise ConfigError(
-                    f"{path}: providers.{name}.failover names '{target}', which is not a "
-                    "configured provider"
-                )
-    return result
+    return parse_run_config(doc, path=str(path))

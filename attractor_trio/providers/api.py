@@ -20,7 +20,7 @@ import trio
 
 from ..context import Context
 from ..errors import ConfigError
-from ..graph import Node
+from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, require_attempt
 from ..persist.atomic import write_json_atomic
 from ..runconfig import ProviderConfig, RunConfig
@@ -111,6 +111,21 @@ class ApiBackend:
         self._client: httpx.AsyncClient | None = None
         self.rng = rng or random.Random()
         self.sleep = sleep
+
+    def check(self, graph: Graph) -> None:
+        """Refuse, before anything runs, stages this backend cannot serve (exit 2 in the CLI)."""
+        for node in graph:
+            if node.handler_type != "codergen":
+                continue
+            provider = self.config.providers[self._provider_for(node)]
+            mode = node.codergen_mode or provider.mode
+            if mode != "one_shot":
+                raise ConfigError(
+                    f"{graph.path}:{node.line}:{node.col}: node '{node.id}' runs in codergen mode "
+                    f"'{mode}' (provider '{provider.name}'), which needs the coding agent loop; "
+                    "this version supports one_shot: set `mode: one_shot` in the provider config "
+                    "or codergen_mode=one_shot on the node"
+                )
 
     async def aclose(self) -> None:
         if self._client is not None:
