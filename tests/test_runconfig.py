@@ -76,3 +76,12 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("providers: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_run_config(bad)
+
+
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).parent.parent / "examples" / "providers").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_example_provider_configs_load(config: Path) -> None:
+    parsed = load_run_config(config)
+    assert parsed.backend in parsed.providers
