@@ -128,7 +128,16 @@ RUNNABLE = {
     "parallel_review.dot": [],
     "human_approval.dot": ["--auto-approve"],
     "ci_tools.dot": [],
+    "supervisor.dot": [],
+    "provider_review.dot": [],
 }
+
+
+def test_every_example_is_covered() -> None:
+    """A new example must be added to RUNNABLE (or to the provider-only list) on purpose."""
+    provider_only = {"supervisor_child.dot", "agent_feature.dot"}
+    names = {p.name for p in EXAMPLES.glob("*.dot")} - provider_only
+    assert names <= set(RUNNABLE), names - set(RUNNABLE)
 
 
 @pytest.mark.parametrize("name", [n for n, a in RUNNABLE.items() if a is not None])
