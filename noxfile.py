@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import nox
@@ -41,3 +42,42 @@ def bench(session: nox.Session) -> None:
     session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
     for script in ("benchmarks/parse.py", "benchmarks/engine.py"):
         session.run(PY, script, *session.posargs)
+
+
+@nox.session(python=False)
+def fuzz(session: nox.Session) -> None:
+    """Nightly-style fuzzing: thousands of generated pipelines and fault/cancel schedules.
+
+    CI runs the same tests with a small bounded profile; set ATTRACTOR_FUZZ_EXAMPLES to change.
+    """
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    examples = os.environ.get("ATTRACTOR_FUZZ_EXAMPLES", "3000")
+    session.run(
+        PY,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "fuzz",
+        env={"ATTRACTOR_FUZZ_EXAMPLES": examples},
+    )
+
+
+@nox.session(python=False)
+def crash(session: nox.Session) -> None:
+    """Process-level crash consistency: SIGKILL real runs at many random instants, then resume."""
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    kills = os.environ.get("ATTRACTOR_CRASH_KILLS", "40")
+    for seed in ("1", "2", "3"):
+        session.run(
+            PY,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_crash_consistency.py",
+            env={"ATTRACTOR_CRASH_KILLS": kills, "ATTRACTOR_CRASH_SEED": seed},
+        )

@@ -98,3 +98,65 @@ def test_sigkill_at_random_moments_then_resume_runs_every_stage_once(tmp_path: P
         if line.strip().endswith("}")
     ]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def _mixed_pipeline() -> str:
+    """Simulated stages, tool stages and a fan-out of tool branches, all writing the ledger."""
+    branches = "\n".join(
+        f'    b{i} [shape=parallelogram, tool_command="echo b{i} >> ledger.txt; sleep 0.8"]\n'
+        f"    fan -> b{i} -> join"
+        for i in range(4)
+    )
+    return f"""digraph mixed {{
+    start [shape=Mdiamond]
+    done [shape=Msquare]
+    plan [prompt="plan"]
+    prep [shape=parallelogram, tool_command="echo prep >> ledger.txt; sleep 0.8"]
+    fan [shape=component, max_parallel=2]
+    join [shape=tripleoctagon]
+    review [prompt="review"]
+    ship [shape=parallelogram, tool_command="echo ship >> ledger.txt; sleep 0.4"]
+{branches}
+    start -> plan -> prep -> fan
+    join -> review -> ship -> done
+}}
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_a_fan_out_pipeline_then_resume(tmp_path: Path) -> None:
+    """Issue 10's process-level crash check: fan-outs and simulated stages too."""
+    import os
+
+    kills_wanted = int(os.environ.get("ATTRACTOR_CRASH_KILLS", "6"))
+    (tmp_path / "p.dot").write_text(_mixed_pipeline())
+    script = tmp_path / "sim.yaml"
+    script.write_text("nodes:\n  plan: [{delay: 0.3}]\n  review: [{delay: 0.3}]\n")
+    root = tmp_path / "run"
+    rng = random.Random(int(os.environ.get("ATTRACTOR_CRASH_SEED", "7")))
+    kills, first = 0, True
+    for _ in range(kills_wanted * 3):
+        if kills >= kills_wanted or (root / "final.json").exists():
+            break
+        args = [*_command(tmp_path, first), "--simulate", "--sim-script", str(script)]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.45, 1.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+        if root.exists():
+            first = first and not (root / "manifest.json").exists()
+            _all_json_parses(root)
+    for _ in range(5):
+        if (root / "final.json").exists():
+            break
+        args = [*_command(tmp_path, first), "--simulate", "--sim-script", str(script)]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        first = False
+    assert json.loads((root / "final.json").read_text())["status"] == "success"
+    ledger = (tmp_path / "ledger.txt").read_text().split()
+    assert sorted(ledger) == sorted(["prep", "b0", "b1", "b2", "b3", "ship"]), ledger
+    assert kills >= min(kills_wanted, 3), f"only {kills} kills landed before the run finished"
+    _all_json_parses(root)
