@@ -15,11 +15,9 @@ break the agent loop on its second call.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
@@ -38,6 +36,7 @@ from .base import (
     kind_for_http_status,
 )
 from .model import Message, ProgressFn, Request, Response, ToolCall, ToolSpec, Usage
+from .retryafter import retry_after_seconds
 from .sse import iter_sse
 
 __all__ = [
@@ -377,18 +376,7 @@ def _stream_error(payload: Mapping[str, Any], provider: str) -> ProviderError:
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP-date; junk → ``None``."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        return max(0.0, (when - now).total_seconds())
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return retry_after_seconds(value, now.timestamp())
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

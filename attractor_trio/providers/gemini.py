@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextlib import aclosing
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +36,7 @@ from .base import (
     kind_for_http_status,
 )
 from .model import Message, ProgressFn, Request, Response, ToolCall, ToolSpec, Usage
+from .retryafter import retry_after_seconds
 from .sse import iter_sse
 
 __all__ = [
@@ -386,14 +386,7 @@ def _kind(status: int, message: str, details: list[Mapping[str, Any]]) -> str:
 
 def _retry_after_header(value: str) -> float | None:
     """``Retry-After``: delta-seconds or an HTTP-date."""
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError):
-        return None
+    return retry_after_seconds(value, time.time())
 
 
 def _retry_after(headers: Mapping[str, str], details: list[Mapping[str, Any]]) -> float | None:

@@ -9,12 +9,9 @@ state object fed one SSE event at a time, with no IO, so the wire logic is teste
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Mapping
 from contextlib import aclosing
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, final
 
 import httpx
@@ -32,6 +29,7 @@ from .base import (
     kind_for_http_status,
 )
 from .model import Message, ProgressFn, Request, Response, ToolCall, ToolSpec, Usage
+from .retryafter import retry_after_from_headers
 from .sse import SSEEvent, iter_sse
 
 __all__ = [
@@ -113,30 +111,7 @@ def error_fields(payload: Any) -> tuple[str, str]:
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
     """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an
     HTTP-date, relative to the wall clock ``now``); ``None`` when absent or unreadable."""
-    millis = _non_negative(headers.get("retry-after-ms", ""))
-    if millis is not None:
-        return millis / 1000
-    value = headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    seconds = _non_negative(value)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _non_negative(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return retry_after_from_headers(headers, now)
 
 
 def http_error(
