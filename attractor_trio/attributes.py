@@ -191,6 +191,8 @@ NODE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
         Kind.ENUM_LIST, "manager loop actions per cycle", choices=("observe", "steer", "wait")
     ),
     "stack.child_autostart": _bool("start the child pipeline automatically"),
+    "agent.max_turns": _int("model turns an agent_loop stage may take (0 = unlimited)", 0),
+    "agent.max_tool_rounds": _int("tool rounds per agent_loop input", 0),
     "stack.child_dotfile": _s("child pipeline DOT file (overrides the graph attribute)"),
     "stack.child_workdir": _s("child run working directory (overrides the graph attribute)"),
     "stack.child_logs_root": _s("logs root of an existing child run to observe"),

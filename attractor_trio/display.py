@@ -44,6 +44,11 @@ def describe(event: dict[str, Any]) -> str | None:
     if name in ("pipeline_completed", "pipeline_failed"):
         reason = f": {event['failure_reason']}" if event.get("failure_reason") else ""
         return f"pipeline {event['status']} after {event['duration_s']}s{reason}"
+    if name == "agent_tool_call":
+        failed = " (error)" if event.get("is_error") else ""
+        return f"{where}  {node}: tool {event['tool']}{failed}"
+    if name == "agent_loop_detected":
+        return f"{where}  {node}: agent repeating {event.get('tools')}; warned it"
     if name in _QUIET_EVENTS:
         return None
     fields = {k: v for k, v in event.items() if k not in ("seq", "ts", "run_id", "event", "branch")}

@@ -15,7 +15,7 @@ from attrs import define, field
 
 from .context import Context
 from .core.cycles import CycleBreaker, LoopRestartGate, RestartBlocked, RestartTripped
-from .core.fidelity import resolve_fidelity
+from .core.fidelity import resolve_fidelity, resolve_thread_key
 from .core.goals import check_goal_gates, goal_gate_retry_target
 from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
 from .core.routing import Advance, Stop, route
@@ -126,6 +126,9 @@ class Traversal:
         state = self.state
         state.context.set("current_node", node.id)
         state.context.set("internal.fidelity", self._fidelity(node, incoming))
+        state.context.set(
+            "internal.thread_key", resolve_thread_key(node, incoming, self.graph, predecessor)
+        )
         self.executor.current_visit = state.visits.get(node.id, 1)
         outcome = await self.executor.run_stage(node, predecessor)
         state.completed_nodes.append(node.id)

@@ -87,6 +87,9 @@ _NAMES = {
     "llm_failover": ("LlmFailover", "A provider failed and another took over."),
     "llm_failover_blocked": ("LlmFailoverBlocked", "A pinned provider failed; no failover."),
     "loop_restart": ("LoopRestart", "A loop_restart edge started a fresh iteration."),
+    "agent_tool_call": ("AgentToolCall", "A coding agent called one of its tools."),
+    "agent_loop_detected": ("AgentLoopDetected", "A coding agent repeated the same calls."),
+    "llm_retry": ("LlmRetry", "A provider call is retried after a delay."),
 }
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -171,14 +171,11 @@ async def test_missing_api_key_fails_the_stage_clearly(tmp_path: Path, autojump_
     await backend.aclose()
 
 
-async def test_agent_loop_mode_is_refused_before_running(tmp_path: Path) -> None:
-    providers = {"a": ProviderConfig(name="a", kind="openai", model="m")}  # mode: agent_loop
-    backend = ApiBackend(
-        RunConfig(backend="a", providers=providers), "a", adapters={"a": Scripted("x")}
-    )
-    with pytest.raises(ConfigError, match="codergen_mode=one_shot"):
-        await run_dot(DOT, tmp_path / "run", backend=backend)
-    assert not (tmp_path / "run").exists()
+async def test_one_shot_mode_makes_a_single_call(tmp_path: Path, autojump_clock: Any) -> None:
+    providers = {"a": ProviderConfig(name="a", kind="openai", model="m")}  # default: agent_loop
+    adapter = Scripted("x")
+    backend = ApiBackend(RunConfig(backend="a", providers=providers), "a", adapters={"a": adapter})
     dot = DOT.replace('work [prompt="do it"]', 'work [prompt="do it", codergen_mode="one_shot"]')
-    result = await run_dot(dot, tmp_path / "run2", backend=backend)
-    assert result.status == "success"
+    result = await run_dot(dot, tmp_path / "run", backend=backend)
+    assert result.status == "success" and len(adapter.requests) == 1
+    assert adapter.requests[0].tools == ()  # one_shot offers no tools

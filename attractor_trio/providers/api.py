@@ -1,5 +1,10 @@
 """The API codergen backend: node → request, provider-level retry, and failover with pinning.
 
+Two modes (CONTRACT §7; node ``codergen_mode`` beats the provider's ``mode``): ``one_shot`` is
+a single completion; ``agent_loop`` (the default) hands the stage to
+:class:`~attractor_trio.agent.backend.AgentLoopBackend`, which makes every model call of its
+tool loop through :meth:`ApiBackend.complete` — the same retry and failover rules apply.
+
 Retry and failover run inside the stage's attempt scope, so the node ``timeout`` and the run's
 cancellation bound every sleep and every HTTP call. Failover follows CONTRACT §7 exactly: only
 to providers the config lists in ``failover``; an empty or missing list pins the provider, and
@@ -15,15 +20,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import trio
 
+from ..agent.backend import AgentLoopBackend, Served, record_provider
 from ..context import Context
+from ..core.outcome import Outcome
 from ..errors import ConfigError
 from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, require_attempt
-from ..persist.atomic import write_json_atomic
-from ..runconfig import ProviderConfig, RunConfig
+from ..runconfig import MODES, ProviderConfig, RunConfig
 from .base import ConfigurationError, ProviderError
 from .model import Adapter, Message, Request, Response
 
@@ -111,6 +118,7 @@ class ApiBackend:
         self._client: httpx.AsyncClient | None = None
         self.rng = rng or random.Random()
         self.sleep = sleep
+        self._agent = AgentLoopBackend(self)
 
     def check(self, graph: Graph) -> None:
         """Refuse, before anything runs, stages this backend cannot serve (exit 2 in the CLI)."""
@@ -118,30 +126,50 @@ class ApiBackend:
             if node.handler_type != "codergen":
                 continue
             provider = self.config.providers[self._provider_for(node)]
-            mode = node.codergen_mode or provider.mode
-            if mode != "one_shot":
+            mode = self.mode_for(node)
+            if mode not in MODES:
                 raise ConfigError(
                     f"{graph.path}:{node.line}:{node.col}: node '{node.id}' runs in codergen mode "
-                    f"'{mode}' (provider '{provider.name}'), which needs the coding agent loop; "
-                    "this version supports one_shot: set `mode: one_shot` in the provider config "
-                    "or codergen_mode=one_shot on the node"
+                    f"'{mode}' (provider '{provider.name}'); expected one of {', '.join(MODES)}"
                 )
+
+    def mode_for(self, node: Node) -> str:
+        """Node ``codergen_mode`` beats the provider's ``mode`` (CONTRACT §7)."""
+        return node.codergen_mode or self.config.providers[self._provider_for(node)].mode
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
-    async def run(self, node: Node, prompt: str, context: Context) -> str:
+    async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
+        if self.mode_for(node) == "agent_loop":
+            return await self._agent.run(node, prompt, context)
         attempt = require_attempt(node, Path.cwd())
+        served = await self.complete(
+            node, Request(model="", messages=(Message("user", prompt),)), attempt
+        )
+        record_provider(attempt, served, mode="one_shot")
+        return served.response.text
+
+    async def complete(
+        self, node: Node, draft: Request, attempt: AttemptInfo, *, start: int = 0
+    ) -> Served:
+        """One model call with provider retry and failover (CONTRACT §7).
+
+        ``draft`` carries the conversation; model, timeout and reasoning effort are filled in
+        for each provider tried. The chain is the node's provider and its ``failover`` list;
+        ``start`` skips the providers an earlier call of the same stage already failed over
+        from, so an agent loop keeps talking to the provider that answered last.
+        """
         first = self._provider_for(node)
-        request = self._request(node, prompt, self.config.providers[first])
         chain = [first, *self.config.providers[first].failover]
-        previous = ""
-        for index, name in enumerate(chain):
+        start = min(max(start, 0), len(chain) - 1)
+        previous = chain[start - 1] if start else ""
+        for index in range(start, len(chain)):
+            name = chain[index]
             provider = self.config.providers[name]
-            if index:
-                request = self._request(node, prompt, provider)
+            request = self._request(node, provider, draft)
             try:
                 response = await self._with_retries(name, request, attempt)
             except ProviderError as exc:
@@ -149,8 +177,7 @@ class ApiBackend:
                 self._fail_over_or_raise(node, name, exc, next_name)
                 previous = name
                 continue
-            _record_provider(attempt, provider, request.model, previous)
-            return response.text
+            return Served(response, provider, request.model, index, previous)
         raise AssertionError("unreachable: the last provider raises")  # pragma: no cover
 
     # --- selection ----------------------------------------------------------------------------
@@ -175,7 +202,7 @@ class ApiBackend:
                     return name
         return self.default
 
-    def _request(self, node: Node, prompt: str, provider: ProviderConfig) -> Request:
+    def _request(self, node: Node, provider: ProviderConfig, draft: Request) -> Request:
         model = node.llm_model or provider.model
         if not model:
             raise ConfigurationError(
@@ -184,9 +211,9 @@ class ApiBackend:
                 provider=provider.name,
             )
         effort = node.attrs.get("reasoning_effort") or None  # only when set explicitly
-        return Request(
+        return attrs.evolve(
+            draft,
             model=model,
-            messages=(Message("user", prompt),),
             reasoning_effort=effort,
             timeout=provider.timeout or _DEFAULT_TIMEOUT_S,
         )
@@ -257,19 +284,3 @@ class ApiBackend:
                 retry_after=exc.retry_after,
             ) from exc
         raise exc
-
-
-def _record_provider(
-    attempt: AttemptInfo, provider: ProviderConfig, model: str, failover_from: str
-) -> None:
-    attempt.stage_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        attempt.stage_dir / "provider_used.json",
-        {
-            "provider": provider.name,
-            "kind": provider.kind,
-            "model": model,
-            "mode": "one_shot",
-            "failover_from": failover_from or None,
-        },
-    )
