@@ -155,7 +155,7 @@ def test_unknown_default_provider_is_a_config_error() -> None:
         ApiBackend(config(), "zzz")
 
 
-async def test_missing_api_key_fails_the_stage_clearly(tmp_path: Path, autojump_clock: Any) -> None:
+async def test_missing_api_key_is_refused_before_running(tmp_path: Path) -> None:
     providers = {
         "a": ProviderConfig(
             name="a",
@@ -166,8 +166,9 @@ async def test_missing_api_key_fails_the_stage_clearly(tmp_path: Path, autojump_
         )
     }
     backend = ApiBackend(RunConfig(backend="a", providers=providers), "a", env={})
-    result = await _run(tmp_path, backend)
-    assert result.status == "fail" and "NO_SUCH_KEY_VAR is not set" in result.failure_reason
+    with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR is not set"):
+        await _run(tmp_path, backend)
+    assert not (tmp_path / "run").exists()
     await backend.aclose()
 
 

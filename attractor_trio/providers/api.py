@@ -132,6 +132,18 @@ class ApiBackend:
                     f"{graph.path}:{node.line}:{node.col}: node '{node.id}' runs in codergen mode "
                     f"'{mode}' (provider '{provider.name}'); expected one of {', '.join(MODES)}"
                 )
+            for name in (provider.name, *provider.failover):
+                self._check_key(self.config.providers[name], node)
+
+    def _check_key(self, provider: ProviderConfig, node: Node) -> None:
+        """A missing API key is a config error before the run, not a failed stage an hour in."""
+        if provider.name in self._adapters or not provider.api_key_env:
+            return
+        if not self.env.get(provider.api_key_env):
+            raise ConfigError(
+                f"provider '{provider.name}' (used by node '{node.id}'): environment variable "
+                f"{provider.api_key_env} is not set; export it, or choose another --backend"
+            )
 
     def mode_for(self, node: Node) -> str:
         """Node ``codergen_mode`` beats the provider's ``mode`` (CONTRACT §7)."""
