@@ -361,12 +361,11 @@ def _check_type_known(index: _Index) -> Iterator[_Finding]:
     known = sorted(known_types())
     for node in index.graph.nodes.values():
         if node.type and node.type not in known:
-            fallback = SHAPE_TO_TYPE.get(node.shape, "codergen")
             hint = _did_you_mean(node.type, known)
             yield (
                 node,
-                f"node '{node.id}' has unknown type {node.type!r}; "
-                f"no handler is registered for it, so it runs as {fallback}",
+                f"node '{node.id}' has unknown type {node.type!r}; no handler is registered "
+                "for it (a run refuses it unless one is registered before the run)",
                 hint or f"register a handler for it or use one of {', '.join(known)}",
             )
 

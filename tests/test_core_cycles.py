@@ -46,11 +46,13 @@ def test_trips_exactly_at_the_limit_although_numbers_and_hex_differ(limit: int) 
     assert breaker.counts == {signature: limit}
 
 
-def test_the_trip_is_reported_once_per_signature() -> None:
+def test_a_tripped_signature_trips_again() -> None:
+    """A branch stopped by the breaker can be re-entered by the main traversal: stop it again."""
     breaker = CycleBreaker(2)
     assert breaker.observe("a", failing("boom")) is None
     assert breaker.observe("a", failing("boom")) is not None
-    assert breaker.observe("a", failing("boom")) is None
+    trip = breaker.observe("a", failing("boom"))
+    assert trip is not None and trip.count == 3
     assert breaker.counts == {"a|deterministic|boom": 3}
 
 

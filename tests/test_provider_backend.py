@@ -180,3 +180,30 @@ async def test_one_shot_mode_makes_a_single_call(tmp_path: Path, autojump_clock:
     result = await run_dot(dot, tmp_path / "run", backend=backend)
     assert result.status == "success" and len(adapter.requests) == 1
     assert adapter.requests[0].tools == ()  # one_shot offers no tools
+
+
+async def test_exhausted_failover_chain_is_not_reported_as_pinned(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    a = Scripted(ServerError("boom a", provider="a", status_code=500))
+    b = Scripted(ServerError("boom b", provider="b", status_code=502))
+    result = await _run(tmp_path, ApiBackend(config(a=["b"]), "a", adapters={"a": a, "b": b}))
+    assert result.status == "fail"
+    assert "every provider of the failover chain failed (a → b)" in result.failure_reason
+    assert "no failover allowed" not in result.failure_reason
+    assert named(tmp_path / "run", "llm_failover_blocked") == []
+
+
+async def test_unhinted_failures_are_reported_with_their_class(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    from .helpers import run_dot as run
+
+    dot = 'digraph p { start [shape=Mdiamond]; done [shape=Msquare]; t [prompt="x"]; start -> t -> done }'
+    result = await run(
+        dot,
+        tmp_path / "run",
+        steps={"t": [{"outcome": "fail", "failure_reason": "connection reset by peer"}]},
+    )
+    assert result.failure_class == "transient_infra"
+    assert read_json(tmp_path / "run" / "final.json")["failure_class"] == "transient_infra"

@@ -96,7 +96,6 @@ class CycleBreaker:
     def __init__(self, limit: int, counts: Mapping[str, int] | None = None) -> None:
         self._limit = limit
         self._counts = _copy_counts(counts)
-        self._tripped: set[str] = set()
 
     @property
     def limit(self) -> int:
@@ -112,7 +111,8 @@ class CycleBreaker:
 
         A count restored at or above the limit (the limit was lowered before a resume) trips
         on the next matching failure. Later failures with a tripped signature still count but
-        return ``None``: the engine ends the run at the first trip and must emit one event.
+        trip again: a branch stopped by the breaker may run again when the main traversal re-enters
+        its fan-out, and must be stopped again (the main traversal ends at its first trip).
         """
         failure_class = effective_class(outcome)
         if self._limit <= 0 or failure_class not in CYCLE_COUNTED_CLASSES:
@@ -120,9 +120,8 @@ class CycleBreaker:
         signature = failure_signature(node_id, failure_class, outcome.failure_reason)
         count = self._counts.get(signature, 0) + 1
         self._counts[signature] = count
-        if count < self._limit or signature in self._tripped:
+        if count < self._limit:
             return None
-        self._tripped.add(signature)
         return CycleTrip(
             node_id, signature, count, self._limit, outcome.failure_reason, failure_class
         )

@@ -185,8 +185,7 @@ class ApiBackend:
             try:
                 response = await self._with_retries(name, request, attempt)
             except ProviderError as exc:
-                next_name = chain[index + 1] if index + 1 < len(chain) else None
-                self._fail_over_or_raise(node, name, exc, next_name)
+                self._fail_over_or_raise(node, chain, index, exc)
                 previous = name
                 continue
             return Served(response, provider, request.model, index, previous)
@@ -272,27 +271,32 @@ class ApiBackend:
         return base * self.rng.uniform(0.5, 1.5)
 
     def _fail_over_or_raise(
-        self, node: Node, name: str, exc: ProviderError, next_name: str | None
+        self, node: Node, chain: list[str], index: int, exc: ProviderError
     ) -> None:
+        """Fail over to the next listed provider, or raise saying exactly why not."""
         attempt = require_attempt(node, Path.cwd())
+        name = chain[index]
         if exc.kind in NEVER_FAIL_OVER:
             raise exc
-        if next_name is not None:
+        if index + 1 < len(chain):
             attempt.emit(
                 "llm_failover",
                 node_id=node.id,
                 from_provider=name,
-                to_provider=next_name,
+                to_provider=chain[index + 1],
                 reason=str(exc),
             )
             return
-        if not self.config.providers[name].failover:
+        if len(chain) == 1:  # the provider is pinned: no failover list at all
             attempt.emit("llm_failover_blocked", node_id=node.id, provider=name, reason=str(exc))
-            raise type(exc)(
-                f"no failover allowed by config for provider {name}: {exc}",
-                provider=exc.provider,
-                status_code=exc.status_code,
-                retryable=exc.retryable,
-                retry_after=exc.retry_after,
-            ) from exc
-        raise exc
+            why = f"no failover allowed by config for provider {name}: {exc.message}"
+        else:
+            tried = " → ".join(chain)
+            why = f"every provider of the failover chain failed ({tried}): {exc.message}"
+        raise type(exc)(
+            why,
+            provider=exc.provider,
+            status_code=exc.status_code,
+            retryable=exc.retryable,
+            retry_after=exc.retry_after,
+        ) from exc

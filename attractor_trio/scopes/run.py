@@ -334,9 +334,13 @@ class RunScope:
         hub = self.hub
         hub.live.update(state="finalizing")
         signature = ""
-        if finish.status != "success" and finish.failure_reason:
-            klass = classify_failure(finish.failure_class, finish.failure_reason)
-            signature = failure_signature(state.current_node, klass, finish.failure_reason)
+        if finish.status == "fail" and finish.failure_reason:
+            # One classifier for retry, the cycle breaker and the final report (CONTRACT §5):
+            # an unhinted failure is reported with the class its reason text implies.
+            finish.failure_class = classify_failure(finish.failure_class, finish.failure_reason)
+            signature = failure_signature(
+                state.current_node, finish.failure_class, finish.failure_reason
+            )
         record = FinalRecord(
             run_id=self.run_id,
             status=finish.status,
