@@ -656,3 +656,55 @@ async def test_goal_gate_inside_a_branch_blocks_exit(tmp_path: Path, autojump_cl
     )
     assert result.status == "fail" and result.exit_path == "goal_gate_unsatisfied"
     assert result.failure_reason == "red"
+
+
+async def test_watchdog_pauses_while_a_human_gate_waits(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    from attractor_trio.interviewers import CallbackInterviewer
+
+    async def slow_person(question: Any) -> Answer:
+        await trio.sleep(20 * 60)  # a person taking 20 minutes; the stall timeout is 1 minute
+        return Answer(value="A")
+
+    root = tmp_path / "run"
+    result = await run_dot(
+        HUMAN, root, interviewer=CallbackInterviewer(slow_person), stall_timeout=60
+    )
+    assert result.status == "success"
+    assert named(root, "watchdog_timeout") == []
+
+
+async def test_status_saying_canceled_fails_without_retry(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """CONTRACT §9: only real cancellation makes a run canceled."""
+    root = tmp_path / "run"
+    steps = {
+        "flaky": [
+            {"outcome": "fail", "failure_reason": "user aborted", "failure_class": "canceled"}
+        ]
+    }
+    result = await run_dot(RETRY, root, steps=steps)
+    assert result.status == "fail" and result.exit_path == "stage_failed"
+    assert len([e for e in named(root, "stage_attempt_started") if e["node_id"] == "flaky"]) == 1
+
+
+async def test_fan_in_asks_the_backend_to_rank(tmp_path: Path, autojump_clock: Any) -> None:
+    source = """digraph f { start [shape=Mdiamond]; done [shape=Msquare]; par [shape=component]
+        join [shape=tripleoctagon, prompt="Pick the most thorough review"]
+        start -> par; par -> a -> join; par -> b -> join; par -> c -> join; join -> done }"""
+    asked: list[str] = []
+
+    class Ranker:
+        async def run(self, node: Node, prompt: str, context: Context) -> str:
+            if node.id == "join":
+                asked.append(prompt)
+                return "c\nbecause it covers the edge cases"
+            return f"review by {node.id}"
+
+    root = tmp_path / "run"
+    await run_dot(source, root, backend=Ranker())
+    assert "Pick the most thorough review" in asked[0] and "- a: success" in asked[0]
+    context = load_checkpoint(root).context
+    assert context["parallel.fan_in.best_id"] == "c"
