@@ -1,4 +1,7 @@
-import httpx, trio
+"""The scripted fake HTTP server speaks real HTTP/1.1 that httpx understands."""
+
+import httpx
+
 from tests.fakes.server import Reply
 
 

@@ -79,7 +79,8 @@ def test_file_errors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "config", sorted((Path(__file__).parent.parent / "examples" / "providers").glob("*.yaml")),
+    "config",
+    sorted((Path(__file__).parent.parent / "examples" / "providers").glob("*.yaml")),
     ids=lambda p: p.name,
 )
 def test_example_provider_configs_load(config: Path) -> None:
