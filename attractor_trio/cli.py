@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
@@ -23,11 +22,6 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 def _echo_err(message: str) -> None:
     click.echo(message, err=True)
-
-
-def _not_yet(command: str, issue: int) -> NoReturn:
-    _echo_err(f"attractor-trio {command}: not implemented yet (arrives with issue #{issue}).")
-    sys.exit(EXIT_USAGE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,6 +81,7 @@ def validate_command(pipeline: Path, as_json: bool, strict: bool) -> None:
 
 
 def _register_run_commands() -> None:
+    from .cli_fuzz import register as register_fuzz
     from .cli_observe import register as register_observe
     from .cli_run import register
     from .cli_serve import register as register_serve
@@ -96,13 +91,7 @@ def _register_run_commands() -> None:
     register_stop(main)
     register_observe(main)
     register_serve(main)
+    register_fuzz(main)
 
 
 _register_run_commands()
-
-
-@main.command("fuzz", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def fuzz_command(args: tuple[str, ...]) -> None:
-    """Run a pipeline under generated fault and cancel schedules with fake backends."""
-    _not_yet("fuzz", 10)

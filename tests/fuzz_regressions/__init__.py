@@ -1,0 +1,1 @@
+"""Kept fuzz counterexamples, replayed by ``test_fuzz_regressions.py``."""
