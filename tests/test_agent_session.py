@@ -512,6 +512,6 @@ async def test_invalid_agent_limit_is_a_validation_error(tmp_path: Path) -> None
 
     model = ScriptedModel(text("never asked"))
     dot = AGENT_DOT % ', agent.max_turns="lots"'
-    with pytest.raises(ValidationFailed, match="agent.max_turns"):
+    with pytest.raises(ValidationFailed, match=r"agent\.max_turns"):
         await run_dot(dot, tmp_path / "run", backend=_api(model), workdir=tmp_path)
     assert not model.requests
