@@ -14,7 +14,13 @@ import trio
 from attrs import define, field
 
 from .context import Context
-from .core.cycles import CycleBreaker, LoopRestartGate, RestartBlocked, RestartTripped
+from .core.cycles import (
+    CycleBreaker,
+    LoopRestartGate,
+    RestartBlocked,
+    RestartTripped,
+    VisitLimit,
+)
 from .core.fidelity import resolve_fidelity, resolve_thread_key
 from .core.goals import check_goal_gates, goal_gate_retry_target
 from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
@@ -71,14 +77,10 @@ class Traversal:
             if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
                 return Stop("completed")
             node = graph.nodes[node_id]
-            limit = graph.max_node_visits
+            limit = VisitLimit(graph.max_node_visits)
             visits = self.state.visits.get(node_id, 0) + 1
-            if limit is not None and visits > limit:
-                return Stop(
-                    "visit_limit",
-                    f"node '{node_id}' would be visited {visits} times; max_node_visits={limit}",
-                    "structural",
-                )
+            if not limit.check(node_id, visits):
+                return Stop("visit_limit", limit.message(node_id, visits), "structural")
             self.state.visits[node_id] = visits
             if graph.is_terminal(node_id):
                 jump = self._unsatisfied_gate()
