@@ -32,7 +32,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def typecheck(session: nox.Session) -> None:
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev,test]")
+    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev,test,server]")
     session.run(PY, "-m", "mypy")
 
 
