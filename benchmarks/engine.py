@@ -38,7 +38,6 @@ import itertools
 import os
 import pstats
 import re
-import shutil
 import stat
 import statistics
 import sys
@@ -51,13 +50,13 @@ from typing import Any
 from unittest import mock
 
 import trio
+from _common import REPO, filesystem_type, scratch_root
 from attrs import frozen
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from attractor_trio import Graph, SimulationBackend, load, run  # noqa: E402
-from attractor_trio.persist.atomic import write_json_atomic  # noqa: E402
+from attractor_trio import Graph, SimulationBackend, load, run
+from attractor_trio.persist.atomic import write_json_atomic
 
 TARGET_MS_PER_STAGE = 2.0
 PROFILE_TOP = 15
@@ -195,25 +194,6 @@ class Sample:
         return seconds / self.stages * 1000
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding ``path`` from ``/proc/mounts`` (Linux), else ``?``."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return "?"
-    resolved = str(path.resolve())
-    best, kind = "", "?"
-    for line in mounts:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fields[2]
-    return kind
-
-
 def report_runs(sample: Sample) -> float:
     """Print the timed runs; return the median ms per stage."""
     low, high, mid = min(sample.seconds), max(sample.seconds), sample.median
@@ -309,23 +289,6 @@ def report_py_attractor(dot: str, root: Path, ours_s: float, ours_no_fsync_s: fl
 # ----------------------------------------------------------------------------------- main
 
 
-@contextlib.contextmanager
-def scratch_root(parent: Path | None) -> Iterator[Path]:
-    """A fresh directory under ``parent`` (default ``<repo>/.bench-tmp``), removed afterwards,
-    and ``.bench-tmp`` itself too when it was ours and is now empty."""
-    base = parent or REPO / ".bench-tmp"
-    created = not base.exists()
-    base.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="engine-", dir=base))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                base.rmdir()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--stages", type=int, default=1000, help="codergen stages (1000)")
@@ -403,7 +366,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    with scratch_root(args.tmp_dir) as root:
+    with scratch_root(args.tmp_dir, "engine-") as root:
         (root / "floor").mkdir()
         benchmark(args, root)
     print(f"benchmark took {time.perf_counter() - started:.1f} s")

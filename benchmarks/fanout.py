@@ -37,7 +37,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -46,14 +45,14 @@ from pathlib import Path
 from unittest import mock
 
 import trio
+from _common import REPO, filesystem_type, scratch_root
 from attrs import asdict, frozen
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from attractor_trio import Graph, load, run  # noqa: E402
-from attractor_trio.persist.atomic import write_json_atomic  # noqa: E402
-from attractor_trio.providers.simulate import (  # noqa: E402
+from attractor_trio import Graph, load, run
+from attractor_trio.persist.atomic import write_json_atomic
+from attractor_trio.providers.simulate import (
     SimulationBackend,
     parse_sim_script,
 )
@@ -374,40 +373,6 @@ def details(scenario: Scenario, m: Measurement) -> str:
     return "\n".join(lines)
 
 
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding ``path`` per ``/proc/mounts`` (Linux), else ``?``."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return "?"
-    resolved, best, kind = str(path.resolve()), "", "?"
-    for fields in (line.split() for line in mounts):
-        if len(fields) < 3:
-            continue
-        mount = fields[1].replace("\\040", " ")
-        inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fields[2]
-    return kind
-
-
-@contextlib.contextmanager
-def scratch_root(parent: Path | None) -> Iterator[Path]:
-    """A fresh directory under ``parent`` (default ``<repo>/.bench-tmp``), removed afterwards,
-    and ``.bench-tmp`` itself too when it was ours and is now empty."""
-    base = parent or REPO / ".bench-tmp"
-    created = not base.exists()
-    base.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="fanout-", dir=base))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                base.rmdir()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scenario", choices=("a", "b", "all"), default="all")
@@ -434,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     began = time.perf_counter()
     rows: list[tuple[Scenario, Measurement | str]] = []
-    with scratch_root(args.tmp_dir) as root:
+    with scratch_root(args.tmp_dir, "fanout-") as root:
         print(
             f"fan-out benchmark: run dirs under {root.parent} ({filesystem_type(root)}), "
             f"durability on, real clock, {os.cpu_count()} CPUs"
