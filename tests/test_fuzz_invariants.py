@@ -15,12 +15,14 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+import trio
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -211,6 +213,23 @@ def test_a_zero_time_loop_is_stopped_by_the_event_budget(run: Any) -> None:
     assert obs.hung and obs.elapsed == 0
     assert obs.result is not None and obs.result.status == "canceled"
     assert 300 <= len(obs.events) < 320
+
+
+class BusyHandler:
+    """Never waits: a checkpoint lets other tasks run, but virtual time cannot move on."""
+
+    async def execute(self, node: Any, context: Any, graph: Any, logs_root: Path) -> Any:
+        while True:  # the busy loop is the point
+            await trio.lowlevel.checkpoint()
+
+
+def test_a_busy_loop_freezing_virtual_time_is_reported_not_hung_for_real(run: Any) -> None:
+    started = time.perf_counter()
+    obs = run(LINEAR, handlers={"codergen": BusyHandler()})
+    assert time.perf_counter() - started < 5
+    assert obs.hung and obs.frozen_at == 0
+    assert obs.result is not None and obs.result.status == "canceled"
+    assert names(check_invariants(obs)) == {"virtual_time_frozen"}
 
 
 def test_backend_mode_runs_the_real_codergen_handler(run: Any) -> None:

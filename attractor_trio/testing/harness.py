@@ -12,11 +12,13 @@ that produced it.
 take milliseconds, and under Hypothesis trio's scheduler is seeded by the example, so a
 counterexample replays exactly. A run that does not end is cancelled (when the virtual
 ``time_limit`` passes, or after ``max_events`` events, which catches zero-time loops) and
-reported as ``hung`` — it still finalizes, so its run directory can be checked too.
+reported as ``hung`` — it still finalizes, so its run directory can be checked too. So is a
+run whose virtual time stops advancing because some task busy-loops (``frozen_at``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -60,6 +62,8 @@ DEFAULT_MAX_EVENTS: Final = 4000
 #: After a harness cancel, how long (virtual) the run gets before its caller's scope is
 #: cancelled too.
 _ESCALATE_AFTER: Final = 3600.0
+#: Task steps at one virtual instant, with no event in between, that count as a livelock.
+FROZEN_STEP_LIMIT: Final = 10_000
 
 
 class ScheduledError(RuntimeError):
@@ -161,9 +165,11 @@ async def _conclude(step: Step, node: Node, index: int, progress: Callable[[], N
 
 @frozen
 class Observation:
-    """Everything a fuzz example produced. ``events`` is ``progress.ndjson`` as written;
-    ``cancel_seq`` the last ``seq`` emitted when the harness asked the run to cancel (0:
-    before any event; ``None``: never); ``performed`` the steps scheduled handlers executed."""
+    """Everything a fuzz example produced. ``events`` is ``progress.ndjson`` as written and
+    ``stream`` what the event sink received; ``cancel_seq`` the last ``seq`` emitted when the
+    harness asked the run to cancel (0: before any event; ``None``: never); ``performed`` the
+    steps scheduled handlers executed; ``frozen_at`` the virtual time at which some task
+    busy-looped without ever waiting (``hung`` is then set too)."""
 
     result: RunResult | None
     events: list[dict[str, Any]]
@@ -176,6 +182,7 @@ class Observation:
     cancel_reason: str = ""
     performed: tuple[Performed, ...] = ()
     stream: list[dict[str, Any]] = field(factory=list)
+    frozen_at: float | None = None
 
 
 @define
@@ -219,6 +226,36 @@ class _Monitor:
         self.handle.cancel(reason)
 
 
+class _FrozenTimeGuard(trio.abc.Instrument):
+    """Virtual time only moves when every task waits. A task that never does (a busy loop, or
+    a sleep so short that its deadline rounds to "now") freezes it, so the time limit never
+    comes and the harness would hang for real. Count task steps at one virtual instant with
+    no event emitted; past the limit, report the run hung and cancel it (then its caller)."""
+
+    def __init__(self, monitor: _Monitor, outer: trio.CancelScope, limit: int) -> None:
+        self.monitor, self.outer, self.limit = monitor, outer, limit
+        self.instant = -math.inf
+        self.events = 0
+        self.steps = 0
+        self.frozen_at: float | None = None
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        now, events = trio.current_time(), len(self.monitor.stream)
+        if now != self.instant or events != self.events:
+            self.instant, self.events, self.steps = now, events, 0
+            return
+        self.steps += 1
+        if self.steps < self.limit:
+            return
+        self.steps = 0
+        if self.frozen_at is None:
+            self.frozen_at = now
+            self.monitor.hung = True
+            self.monitor.cancel(f"fuzz harness: virtual time stopped advancing at t={now:g}s")
+        else:
+            self.outer.cancel()
+
+
 @define
 class _Box:
     result: RunResult | None = None
@@ -255,10 +292,11 @@ def run_schedule(
     logs_root = Path(logs_root)
     monitor = _Monitor(engine.RunHandle(), schedule.cancel_after_event, max_events)
     box = _Box()
+    outer = trio.CancelScope()
+    guard = _FrozenTimeGuard(monitor, outer, FROZEN_STEP_LIMIT)
 
     async def main() -> None:
         start = trio.current_time()
-        outer = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             if schedule.cancel_at is not None:
                 nursery.start_soon(_cancel_at, schedule.cancel_at, monitor)
@@ -284,7 +322,7 @@ def run_schedule(
             nursery.cancel_scope.cancel()
 
     try:
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[guard])
     except trio.TrioInternalError as exc:  # e.g. a leaked system task raised
         box.error = exc.__cause__ or exc
     performers = [scheduled, backend, *(handlers or {}).values()]
@@ -300,6 +338,7 @@ def run_schedule(
         cancel_reason=monitor.cancel_reason,
         performed=_performed(performers),
         stream=monitor.stream,
+        frozen_at=guard.frozen_at,
     )
 
 

@@ -64,6 +64,7 @@ INVARIANTS: Final[Mapping[str, str]] = {
     "failure_reason_not_causal": "final failure_reason is not a failed attempt's raw reason (§5)",
     "attempt_outcome_mismatch": "an attempt's logged status contradicts the step it performed",
     "cancellation_swallowed": "a stalled attempt ended without cancellation or a timeout",
+    "virtual_time_frozen": "a task busy-looped without waiting: the run hangs under MockClock",
 }
 
 #: CONTRACT §4 fields per event (§9 adds ``scope`` to ``cancellation_exit``).
@@ -100,9 +101,12 @@ CAUSAL_EXIT_PATHS: Final = frozenset({"stage_failed", "goal_gate_unsatisfied", "
 _NON_LEAF_HANDLERS: Final = frozenset(
     {"start", "exit", "conditional", "parallel", "parallel.fan_in"}
 )
-#: Events that mean the engine went on working after a cancel request.
+#: Events that mean the engine went on working after a cancel request. ``edge_selected`` is
+#: not one: routing right after the last stage may still end the run without another
+#: checkpoint (e.g. a blocked ``loop_restart`` edge ends it as ``stage_failed``), which is the
+#: same race as a cancel arriving while the last stage finishes.
 _WORK_EVENTS: Final = frozenset(
-    {"stage_started", "stage_attempt_started", "edge_selected", "stage_retrying", "loop_restart"}
+    {"stage_started", "stage_attempt_started", "stage_retrying", "loop_restart"}
 )
 _EXPECTED_STATUS: Final[Mapping[str, str]] = {
     "success": "success",
@@ -205,8 +209,10 @@ def check_invariants(obs: Observation) -> list[Violation]:
     unasked; a ``stage_failed``/``goal_gate_unsatisfied``/``cycle_breaker`` failure carries
     the raw reason of a failed attempt; each attempt's logged status agrees with the step the
     scheduled handler performed (a stall only ends by cancellation or a timeout).
-    ``run_raised`` reports an exception out of ``engine.run``. A hung run (``obs.hung``) is
-    not a violation here: whether a schedule should terminate is the caller's judgement.
+    ``run_raised`` reports an exception out of ``engine.run``; ``virtual_time_frozen`` a task
+    that busy-looped (it would hang any MockClock test, and the watchdog with it). A run that
+    merely hung (``obs.hung``, e.g. a stall with the watchdog off) is not a violation here:
+    whether a schedule should terminate is the caller's judgement.
     """
     files = RunFiles.read(obs.logs_root)
     events = obs.events
@@ -229,6 +235,13 @@ def check_invariants(obs: Observation) -> list[Violation]:
 
 def _error(obs: Observation) -> Iterator[Violation]:
     error = obs.error
+    if obs.frozen_at is not None:
+        yield Violation(
+            "virtual_time_frozen",
+            f"at t={obs.frozen_at:g}s some task kept running without ever waiting and without "
+            "emitting events (a busy loop, or a sleep whose deadline rounds to 'now'); the run "
+            "was cancelled by the harness",
+        )
     if error is None:
         return
     text = f"{type(error).__name__}: {error}"
