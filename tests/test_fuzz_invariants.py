@@ -176,6 +176,14 @@ def test_delay_works_in_virtual_time_and_reports_progress(run: Any) -> None:
     assert not [e for e in obs.events if e["event"] == "watchdog_timeout"]
 
 
+@pytest.mark.parametrize(("first", "second"), [(0.1, 1000.0), (0.3, 0.9), (1000.1, 0.7)])
+def test_awkward_float_delays_still_end(run: Any, first: float, second: float) -> None:
+    """Deadlines like 0.3 + 0.9 are not exactly representable; work must not spin on them."""
+    obs = run(LINEAR, Schedule({"a": (Step(delay=first),), "b": (Step(delay=second),)}))
+    assert obs.frozen_at is None and not obs.hung
+    assert obs.elapsed == pytest.approx(first + second)
+
+
 def test_a_stall_is_ended_by_the_watchdog(run: Any) -> None:
     obs = run(LINEAR, Schedule({"b": (Step("stall"),)}), stall_timeout=30)
     assert obs.result is not None and obs.result.exit_path == "watchdog"

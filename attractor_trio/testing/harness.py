@@ -18,8 +18,9 @@ run whose virtual time stops advancing because some task busy-loops (``frozen_at
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,6 +33,7 @@ from ..core.outcome import Outcome, StageStatus
 from ..events import TERMINAL_EVENTS
 from ..handlers.base import Handler, current_attempt
 from ..persist.atomic import CorruptFileError
+from ..persist.final import FinalRecord, read_final
 from ..persist.progress import read_progress
 from .schedules import Schedule, Step
 
@@ -46,6 +48,7 @@ __all__ = [
     "WORK_SLICE",
     "Observation",
     "Performed",
+    "RunFiles",
     "RunawayRun",
     "ScheduledBackend",
     "ScheduledError",
@@ -62,6 +65,7 @@ DEFAULT_MAX_EVENTS: Final = 4000
 #: After a harness cancel, how long (virtual) the run gets before its caller's scope is
 #: cancelled too.
 _ESCALATE_AFTER: Final = 3600.0
+_RESOLUTION: Final = 1e-9
 #: Task steps at one virtual instant, with no event in between, that count as a livelock.
 FROZEN_STEP_LIMIT: Final = 10_000
 
@@ -128,12 +132,15 @@ class ScheduledBackend(_StepPerformer):
 
 async def _work(seconds: float, progress: Callable[[], None]) -> None:
     """Work ``seconds`` of virtual time, reporting progress every slice; always checkpoints,
-    so a zero-delay step is still a place where cancellation is delivered."""
+    so a zero-delay step is still a place where cancellation is delivered.
+
+    Sleeps to absolute instants and stops within a nanosecond of the deadline: sleeping a
+    float-rounding remainder would round to "now" and spin without time advancing."""
     deadline = trio.current_time() + seconds
     progress()
     await trio.lowlevel.checkpoint()
-    while (remaining := deadline - trio.current_time()) > 0:
-        await trio.sleep(min(WORK_SLICE, remaining))
+    while deadline - trio.current_time() > _RESOLUTION:
+        await trio.sleep_until(min(trio.current_time() + WORK_SLICE, deadline))
         progress()
 
 
@@ -376,3 +383,70 @@ def _performed(candidates: list[Any]) -> tuple[Performed, ...]:
             seen.add(id(candidate))
             records.extend(candidate.performed)
     return tuple(records)
+
+
+@frozen
+class RunFiles:
+    """What the invariant checker needs from a run directory, read once: the IO half of
+    :func:`~.invariants.check_invariants`, whose checks are pure functions of this."""
+
+    unparsable_json: tuple[tuple[str, str], ...]
+    bad_progress_lines: tuple[int, ...]
+    final: FinalRecord | None
+    final_problem: str
+    checkpoint: Mapping[str, Any] | None
+    live: Mapping[str, Any] | None
+    lock_exists: bool
+    status_dirs: frozenset[str]
+
+    @classmethod
+    def read(cls, root: Path) -> RunFiles:
+        unparsable, docs = _parse_json_files(root)
+        final, problem = _read_final(root)
+        status_dirs = frozenset(p.parent.name for p in root.rglob("status.json"))
+        return cls(
+            unparsable_json=tuple(unparsable),
+            bad_progress_lines=tuple(_bad_progress_lines(root / "progress.ndjson")),
+            final=final,
+            final_problem=problem,
+            checkpoint=docs.get("checkpoint.json"),
+            live=docs.get("live.json"),
+            lock_exists=(root / "run.lock.json").exists(),
+            status_dirs=status_dirs,
+        )
+
+
+def _parse_json_files(root: Path) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    unparsable: list[tuple[str, str]] = []
+    docs: dict[str, Any] = {}
+    for path in sorted(root.rglob("*.json")):
+        rel = str(path.relative_to(root))
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            unparsable.append((rel, str(exc)))
+            continue
+        if rel in ("checkpoint.json", "live.json") and isinstance(doc, dict):
+            docs[rel] = doc
+    return unparsable, docs
+
+
+def _read_final(root: Path) -> tuple[FinalRecord | None, str]:
+    try:
+        final = read_final(root)
+    except CorruptFileError as exc:
+        return None, str(exc)
+    return final, "" if final is not None else "missing"
+
+
+def _bad_progress_lines(path: Path) -> Iterator[int]:
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError:
+        return
+    for number, raw in enumerate(lines, start=1):
+        if raw.strip():
+            try:
+                json.loads(raw)
+            except ValueError:
+                yield number

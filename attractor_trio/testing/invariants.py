@@ -1,23 +1,20 @@
 """The invariant checker: what must hold for *every* run, whatever its schedule.
 
-:func:`check_invariants` reads the run directory once (:class:`RunFiles`) and hands plain data
-to pure checks, one per invariant, each returning :class:`Violation` records whose
+:func:`check_invariants` reads the run directory once (:class:`~.harness.RunFiles`) and hands
+plain data to pure checks, one per invariant, each returning :class:`Violation` records whose
 ``invariant`` names are stable (the fuzzer groups and the tests assert on them).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from attrs import frozen
 
 from ..events import TERMINAL_EVENTS
-from ..persist.atomic import CorruptFileError
-from ..persist.final import FinalRecord, read_final
-from .harness import Observation, Performed, default_reason
+from ..persist.final import FinalRecord
+from .harness import Observation, Performed, RunFiles, default_reason
 from .schedules import Step
 
 __all__ = [
@@ -33,6 +30,8 @@ __all__ = [
 
 @frozen
 class Violation:
+    """One broken invariant: its stable name (a key of :data:`INVARIANTS`) and what was seen."""
+
     invariant: str
     detail: str
 
@@ -108,6 +107,7 @@ _NON_LEAF_HANDLERS: Final = frozenset(
 _WORK_EVENTS: Final = frozenset(
     {"stage_started", "stage_attempt_started", "stage_retrying", "loop_restart"}
 )
+#: The status an attempt must log for the step it performed (stall/timeout: none).
 _EXPECTED_STATUS: Final[Mapping[str, str]] = {
     "success": "success",
     "partial": "partial_success",
@@ -117,75 +117,6 @@ _EXPECTED_STATUS: Final[Mapping[str, str]] = {
 }
 
 Event = dict[str, Any]
-
-
-# ------------------------------------------------------------------------------------ IO
-
-
-@frozen
-class RunFiles:
-    """What the checker needs from the run directory, read once."""
-
-    unparsable_json: tuple[tuple[str, str], ...]
-    bad_progress_lines: tuple[int, ...]
-    final: FinalRecord | None
-    final_problem: str
-    checkpoint: Mapping[str, Any] | None
-    live: Mapping[str, Any] | None
-    lock_exists: bool
-    status_dirs: frozenset[str]
-
-    @classmethod
-    def read(cls, root: Path) -> RunFiles:
-        unparsable, docs = _parse_json_files(root)
-        final, problem = _read_final(root)
-        status_dirs = frozenset(p.parent.name for p in root.rglob("status.json"))
-        return cls(
-            unparsable_json=tuple(unparsable),
-            bad_progress_lines=tuple(_bad_progress_lines(root / "progress.ndjson")),
-            final=final,
-            final_problem=problem,
-            checkpoint=docs.get("checkpoint.json"),
-            live=docs.get("live.json"),
-            lock_exists=(root / "run.lock.json").exists(),
-            status_dirs=status_dirs,
-        )
-
-
-def _parse_json_files(root: Path) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    unparsable: list[tuple[str, str]] = []
-    docs: dict[str, Any] = {}
-    for path in sorted(root.rglob("*.json")):
-        rel = str(path.relative_to(root))
-        try:
-            doc = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            unparsable.append((rel, str(exc)))
-            continue
-        if rel in ("checkpoint.json", "live.json") and isinstance(doc, dict):
-            docs[rel] = doc
-    return unparsable, docs
-
-
-def _read_final(root: Path) -> tuple[FinalRecord | None, str]:
-    try:
-        final = read_final(root)
-    except CorruptFileError as exc:
-        return None, str(exc)
-    return final, "" if final is not None else "missing"
-
-
-def _bad_progress_lines(path: Path) -> Iterator[int]:
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError:
-        return
-    for number, raw in enumerate(lines, start=1):
-        if raw.strip():
-            try:
-                json.loads(raw)
-            except ValueError:
-                yield number
 
 
 # ------------------------------------------------------------------------------ checking
@@ -216,7 +147,7 @@ def check_invariants(obs: Observation) -> list[Violation]:
     """
     files = RunFiles.read(obs.logs_root)
     events = obs.events
-    found = [
+    return [
         *_error(obs),
         *check_envelopes(events),
         *check_terminal(events),
@@ -230,7 +161,6 @@ def check_invariants(obs: Observation) -> list[Violation]:
         *check_causality(events, files.final),
         *check_performed(events, obs.performed, obs.cancel_seq),
     ]
-    return found
 
 
 def _error(obs: Observation) -> Iterator[Violation]:
