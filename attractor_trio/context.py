@@ -85,6 +85,18 @@ class Context(Mapping[str, Any]):
         """
         return dict(json.loads(json.dumps(self._values, default=_jsonable)))
 
+    def snapshot_json(self) -> str:
+        """:meth:`snapshot` as compact JSON text, without the round trip through objects: the
+        checkpoint writes it after every stage. Coercions are those of :meth:`snapshot`; NaN and
+        infinities are refused (``ValueError``), as every persisted document refuses them."""
+        return json.dumps(
+            self._values,
+            default=_jsonable,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+
     def clone(self) -> Context:
         """An independent copy (deep-copied values, copied log) for a parallel branch."""
         return Context(copy.deepcopy(self._values), self._logs)

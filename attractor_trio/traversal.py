@@ -7,7 +7,7 @@ parallel branches will run their own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import trio
@@ -26,9 +26,18 @@ from .core.goals import check_goal_gates, goal_gate_retry_target
 from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
 from .core.routing import Advance, Stop, route
 from .graph import Edge, Graph, Node
+from .persist.journaled import JournaledDict, JournaledList
 from .scopes.attempt import StageExecutor
 
 __all__ = ["Traversal", "TraversalState"]
+
+
+def _journaled_list(items: Iterable[str]) -> list[str]:
+    return items if isinstance(items, JournaledList) else JournaledList(items)
+
+
+def _journaled_dict(items: Mapping[str, Any]) -> dict[str, Any]:
+    return items if isinstance(items, JournaledDict) else JournaledDict(items)
 
 
 @define
@@ -36,11 +45,13 @@ class TraversalState:
     """Everything a checkpoint holds about where a traversal is."""
 
     context: Context
-    completed_nodes: list[str] = field(factory=list)
-    node_outcomes: dict[str, Outcome] = field(factory=dict)
-    node_retries: dict[str, int] = field(factory=dict)
-    node_attempts: dict[str, int] = field(factory=dict)
-    visits: dict[str, int] = field(factory=dict)
+    # Journaled, so the checkpoint after every stage re-encodes only what the stage changed
+    # (persist/journaled.py); plain lists and dicts given here are converted.
+    completed_nodes: list[str] = field(factory=JournaledList, converter=_journaled_list)
+    node_outcomes: dict[str, Outcome] = field(factory=JournaledDict, converter=_journaled_dict)
+    node_retries: dict[str, int] = field(factory=JournaledDict, converter=_journaled_dict)
+    node_attempts: dict[str, int] = field(factory=JournaledDict, converter=_journaled_dict)
+    visits: dict[str, int] = field(factory=JournaledDict, converter=_journaled_dict)
     failure_signatures: dict[str, int] = field(factory=dict)
     current_node: str = ""
     restart_count: int = 0

@@ -148,14 +148,14 @@ async def test_cancel_at_every_phase(
 
         monkeypatch.setattr(attempt_module, "_write_status", write_then_cancel)
     else:
-        real_save = run_module.save_checkpoint
+        real_save = run_module.write_checkpoint_bytes
 
-        def save_then_cancel(root_: Any, checkpoint: Any) -> Any:
-            if checkpoint.current_node == "b":
+        def save_then_cancel(root_: Any, data: bytes) -> Any:
+            if json.loads(data)["current_node"] == "b":
                 scope_box[0].cancel()
-            return real_save(root_, checkpoint)
+            return real_save(root_, data)
 
-        monkeypatch.setattr(run_module, "save_checkpoint", save_then_cancel)
+        monkeypatch.setattr(run_module, "write_checkpoint_bytes", save_then_cancel)
 
     async with trio.open_nursery() as nursery:
         with trio.CancelScope() as scope:

@@ -11,6 +11,7 @@ SUBMODULES = [
     "atomic",
     "checkpoint",
     "final",
+    "journaled",
     "live",
     "lock",
     "manifest",

@@ -14,7 +14,7 @@ the engine. Unknown top-level keys are ignored (forward compatibility); ``extra`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -34,15 +34,19 @@ from .atomic import (
     read_json,
     shape_problem,
     utc_timestamp,
+    write_bytes_atomic,
     write_json_atomic,
 )
+from .journaled import ArrayEncoder, ObjectEncoder, dumps_compact
 
 __all__ = [
     "CHECKPOINT_FILE_NAME",
     "Checkpoint",
+    "CheckpointEncoder",
     "CheckpointError",
     "load_checkpoint",
     "save_checkpoint",
+    "write_checkpoint_bytes",
 ]
 
 CHECKPOINT_FILE_NAME: Final = "checkpoint.json"
@@ -114,6 +118,71 @@ def save_checkpoint(logs_root: StrPath, checkpoint: Checkpoint) -> Path:
     """Atomically write ``<logs_root>/checkpoint.json``; return its path."""
     path = Path(logs_root) / CHECKPOINT_FILE_NAME
     write_json_atomic(path, checkpoint.to_json(), compact=True)
+    return path
+
+
+class CheckpointEncoder:
+    """Encodes one run's successive checkpoints, re-encoding only what changed since the last.
+
+    The engine checkpoints after every stage; :meth:`encode` gives the same bytes as
+    ``write_json_atomic(path, Checkpoint(...).to_json(), compact=True)`` would write, but the
+    per-node collections cost O(entries changed) instead of O(nodes so far) when the engine
+    keeps them in :class:`~.journaled.JournaledDict` / :class:`~.journaled.JournaledList`
+    (see ``journaled.py`` for why; ``tests/test_checkpoint.py`` checks the equivalence). The
+    context arrives already encoded (:meth:`Context.snapshot_json`): its values may be mutable
+    and are small, so it is encoded whole.
+    """
+
+    def __init__(self, convert_outcome: Callable[[Any], Any]) -> None:
+        self._completed = ArrayEncoder()
+        self._retries = ObjectEncoder()
+        self._outcomes = ObjectEncoder(convert_outcome)
+        self._visits = ObjectEncoder()
+        self._attempts = ObjectEncoder()
+
+    def encode(
+        self,
+        *,
+        run_id: str,
+        current_node: str,
+        completed_nodes: Sequence[str],
+        node_retries: Mapping[str, int],
+        context_json: str,
+        logs: Sequence[str],
+        node_outcomes: Mapping[str, Any],
+        visits: Mapping[str, int],
+        failure_signatures: Mapping[str, int],
+        restart_count: int,
+        restart_failure_signatures: Mapping[str, int],
+        node_attempts: Mapping[str, int],
+        timestamp: str | None = None,
+    ) -> bytes:
+        extra = (
+            f'{{"restart_count":{dumps_compact(restart_count)},'
+            f'"restart_failure_signatures":{dumps_compact(dict(restart_failure_signatures))},'
+            f'"node_attempts":{self._attempts.encode(node_attempts)}}}'
+        )
+        members = (
+            ("timestamp", dumps_compact(timestamp or utc_timestamp())),
+            ("current_node", dumps_compact(current_node)),
+            ("completed_nodes", self._completed.encode(completed_nodes)),
+            ("node_retries", self._retries.encode(node_retries)),
+            ("context", context_json),
+            ("logs", dumps_compact(list(logs))),
+            ("run_id", dumps_compact(run_id)),
+            ("node_outcomes", self._outcomes.encode(node_outcomes)),
+            ("visits", self._visits.encode(visits)),
+            ("failure_signatures", dumps_compact(dict(failure_signatures))),
+            ("extra", extra),
+        )
+        text = "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}\n"
+        return text.encode("utf-8")
+
+
+def write_checkpoint_bytes(logs_root: StrPath, data: bytes) -> Path:
+    """Atomically write already-encoded checkpoint bytes (from :class:`CheckpointEncoder`)."""
+    path = Path(logs_root) / CHECKPOINT_FILE_NAME
+    write_bytes_atomic(path, data)
     return path
 
 

@@ -31,7 +31,7 @@ from ..handlers.base import AttemptInfo, HandlerRegistry
 from ..handlers.parallel import BranchResult, ParallelHandler
 from ..persist.artifacts import ArtifactStore
 from ..persist.atomic import utc_timestamp
-from ..persist.checkpoint import Checkpoint, save_checkpoint
+from ..persist.checkpoint import CheckpointEncoder, write_checkpoint_bytes
 from ..persist.final import FinalRecord, write_final
 from ..traversal import Traversal, TraversalState
 from ..values import format_duration
@@ -133,7 +133,7 @@ class RunScope:
     artifacts: ArtifactStore | None = None
 
     max_parallel_default: int = 4
-    _outcome_cache: dict[str, tuple[Outcome, dict[str, Any]]] = field(factory=dict)
+    _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
 
     @property
@@ -247,40 +247,23 @@ class RunScope:
             artifacts=self.artifacts,
         )
 
-    def _outcomes_json(self) -> dict[str, dict[str, Any]]:
-        """Each node's routing-relevant outcome, converted once per new outcome (the checkpoint
-        is rewritten after every stage; re-converting every node each time is quadratic)."""
-        cache = self._outcome_cache
-        result = {}
-        for node_id, outcome in self.state.node_outcomes.items():
-            cached = cache.get(node_id)
-            if cached is None or cached[0] is not outcome:
-                cached = (outcome, _compact(outcome))
-                cache[node_id] = cached
-            result[node_id] = cached[1]
-        return result
-
     def save_checkpoint(self, node_id: str) -> None:
         state = self.state
-        save_checkpoint(
-            self.logs_root,
-            Checkpoint(
-                run_id=self.run_id,
-                current_node=node_id,
-                completed_nodes=state.completed_nodes,
-                node_retries=state.node_retries,
-                context=state.context.snapshot(),
-                logs=state.context.logs,
-                node_outcomes=self._outcomes_json(),
-                visits=state.visits,
-                failure_signatures=self.breaker.counts,
-                extra={
-                    "restart_count": state.restart_count,
-                    "restart_failure_signatures": state.restart_signatures,
-                    "node_attempts": state.node_attempts,
-                },
-            ),
+        data = self._checkpoints.encode(
+            run_id=self.run_id,
+            current_node=node_id,
+            completed_nodes=state.completed_nodes,
+            node_retries=state.node_retries,
+            context_json=state.context.snapshot_json(),
+            logs=state.context.logs,
+            node_outcomes=state.node_outcomes,
+            visits=state.visits,
+            failure_signatures=self.breaker.counts,
+            restart_count=state.restart_count,
+            restart_failure_signatures=state.restart_signatures,
+            node_attempts=state.node_attempts,
         )
+        write_checkpoint_bytes(self.logs_root, data)
         self.hub.emit("checkpoint_saved", node_id=node_id)
 
     async def loop_restart(self, advance: Advance) -> Stop | None:

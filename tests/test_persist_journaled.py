@@ -1,0 +1,351 @@
+"""Journaled containers and incremental encoders (``persist/journaled.py``), and the checkpoint
+encoder built on them: whatever the mutations, the text equals a from-scratch ``json.dumps``,
+and a one-entry change costs one entry's encoding."""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+import pickle
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attractor_trio.context import Context
+from attractor_trio.persist.atomic import dumps_json
+from attractor_trio.persist.checkpoint import Checkpoint, CheckpointEncoder
+from attractor_trio.persist.journaled import (
+    ArrayEncoder,
+    JournaledDict,
+    JournaledList,
+    ObjectEncoder,
+    dumps_compact,
+)
+
+keys = st.sampled_from(["a", "b", "c", "d", "é", "k\n", "plan", "review"])
+values = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none(), st.booleans())
+
+dict_ops = st.one_of(
+    st.tuples(st.just("set"), keys, values),
+    st.tuples(st.just("update"), st.dictionaries(keys, values, max_size=3)),
+    st.tuples(st.just("setdefault"), keys, values),
+    st.tuples(st.just("ior"), st.dictionaries(keys, values, max_size=3)),
+    st.tuples(st.just("del"), keys),
+    st.tuples(st.just("pop"), keys),
+    st.tuples(st.just("popitem")),
+    st.tuples(st.just("clear")),
+)
+
+
+def _apply_dict_op(target: dict[str, Any], op: tuple[Any, ...]) -> None:
+    name = op[0]
+    if name == "set":
+        target[op[1]] = op[2]
+    elif name == "update":
+        target.update(op[1])
+    elif name == "setdefault":
+        target.setdefault(op[1], op[2])
+    elif name == "ior":
+        target |= op[1]
+    elif name == "del" and op[1] in target:
+        del target[op[1]]
+    elif name == "pop":
+        target.pop(op[1], None)
+    elif name == "popitem" and target:
+        target.popitem()
+    elif name == "clear":
+        target.clear()
+
+
+# Each op comes with "encode afterwards?", so both single changes and batches are checked.
+@given(
+    st.dictionaries(keys, values, max_size=4),
+    st.lists(st.tuples(dict_ops, st.booleans()), max_size=40),
+)
+def test_object_encoder_always_matches_a_full_encode(
+    initial: dict[str, Any], ops: list[tuple[tuple[Any, ...], bool]]
+) -> None:
+    journaled: JournaledDict[str, Any] = JournaledDict(initial)
+    reference = dict(initial)
+    encoder = ObjectEncoder()
+    assert encoder.encode(journaled) == dumps_compact(reference)
+    for op, encode in ops:
+        _apply_dict_op(journaled, op)
+        _apply_dict_op(reference, op)
+        assert journaled == reference
+        assert list(journaled) == list(reference)  # same order, so the same text
+        if encode:
+            assert encoder.encode(journaled) == dumps_compact(reference)
+    assert encoder.encode(journaled) == dumps_compact(reference)
+
+
+list_ops = st.one_of(
+    st.tuples(st.just("append"), values),
+    st.tuples(st.just("extend"), st.lists(values, max_size=3)),
+    st.tuples(st.just("iadd"), st.lists(values, max_size=3)),
+    st.tuples(st.just("set"), st.integers(-3, 3), values),
+    st.tuples(st.just("del"), st.integers(-3, 3)),
+    st.tuples(st.just("delslice"), st.integers(0, 3)),
+    st.tuples(st.just("insert"), st.integers(-3, 3), values),
+    st.tuples(st.just("pop")),
+    st.tuples(st.just("remove"), st.integers(-3, 3)),  # removes the value at that index
+    st.tuples(st.just("clear")),
+    st.tuples(st.just("reverse")),
+    st.tuples(st.just("sort")),
+    st.tuples(st.just("imul"), st.integers(0, 2)),
+)
+
+
+def _apply_list_op(target: list[Any], op: tuple[Any, ...]) -> None:
+    name = op[0]
+    if name == "append":
+        target.append(op[1])
+    elif name == "extend":
+        target.extend(op[1])
+    elif name == "iadd":
+        target += op[1]
+    elif name == "set" and -len(target) <= op[1] < len(target):
+        target[op[1]] = op[2]
+    elif name == "del" and -len(target) <= op[1] < len(target):
+        del target[op[1]]
+    elif name == "delslice":
+        del target[op[1] :]
+    elif name == "insert":
+        target.insert(op[1], op[2])
+    elif name == "pop" and target:
+        target.pop()
+    elif name == "remove" and -len(target) <= op[1] < len(target):
+        target.remove(target[op[1]])
+    elif name == "clear":
+        target.clear()
+    elif name == "reverse":
+        target.reverse()
+    elif name == "sort":
+        target.sort(key=repr)
+    elif name == "imul":
+        target *= op[1]
+
+
+@given(st.lists(values, max_size=4), st.lists(st.tuples(list_ops, st.booleans()), max_size=40))
+def test_array_encoder_always_matches_a_full_encode(
+    initial: list[Any], ops: list[tuple[tuple[Any, ...], bool]]
+) -> None:
+    journaled: JournaledList[Any] = JournaledList(initial)
+    reference = list(initial)
+    encoder = ArrayEncoder()
+    assert encoder.encode(journaled) == dumps_compact(reference)
+    for op, encode in ops:
+        _apply_list_op(journaled, op)
+        _apply_list_op(reference, op)
+        assert journaled == reference
+        if encode:
+            assert encoder.encode(journaled) == dumps_compact(reference)
+    assert encoder.encode(journaled) == dumps_compact(reference)
+
+
+LIST_OPS = [
+    ("set", 0, "z"),
+    ("del", 0),
+    ("delslice", 1),
+    ("insert", 0, "z"),
+    ("pop",),
+    ("remove", 1),
+    ("clear",),
+    ("reverse",),
+    ("sort",),
+    ("imul", 0),
+]
+DICT_OPS = [("del", "a"), ("pop", "b"), ("popitem",), ("clear",), ("set", "a", 9)]
+
+
+@pytest.mark.parametrize("op", LIST_OPS, ids=lambda op: op[0])
+def test_each_list_mutation_is_seen_by_the_encoder(op: tuple[Any, ...]) -> None:
+    journaled, reference = JournaledList(["c", "a", "b"]), ["c", "a", "b"]
+    encoder = ArrayEncoder()
+    encoder.encode(journaled)
+    _apply_list_op(journaled, op)
+    _apply_list_op(reference, op)
+    journaled.append("y")
+    reference.append("y")
+    assert encoder.encode(journaled) == dumps_compact(reference)
+
+
+@pytest.mark.parametrize("op", DICT_OPS, ids=lambda op: op[0])
+def test_each_dict_mutation_is_seen_by_the_encoder(op: tuple[Any, ...]) -> None:
+    journaled, reference = JournaledDict({"a": 1, "b": 2}), {"a": 1, "b": 2}
+    encoder = ObjectEncoder()
+    encoder.encode(journaled)
+    _apply_dict_op(journaled, op)
+    _apply_dict_op(reference, op)
+    journaled["a"] = 5  # re-added after a deletion: it moves to the end
+    reference["a"] = 5
+    assert encoder.encode(journaled) == dumps_compact(reference)
+
+
+def test_one_changed_entry_costs_one_entry_encoding() -> None:
+    calls: list[Any] = []
+
+    def convert(value: Any) -> Any:
+        calls.append(value)
+        return value
+
+    mapping: JournaledDict[str, int] = JournaledDict({f"n{i}": i for i in range(1000)})
+    encoder = ObjectEncoder(convert)
+    encoder.encode(mapping)
+    assert len(calls) == 1000
+    calls.clear()
+    mapping["n5"] = -1
+    mapping["new"] = 7
+    text = encoder.encode(mapping)
+    assert calls == [-1, 7]
+    assert json.loads(text) == mapping
+
+    items: JournaledList[str] = JournaledList(f"s{i}" for i in range(1000))
+    array = ArrayEncoder()
+    array.encode(items)
+    items.append("last")
+    assert array.encode(items).endswith(',"s999","last"]')
+    assert items.take_stable() == 1001  # the encoder consumed the journal up to here
+
+
+def test_plain_containers_and_a_new_source_are_encoded_from_scratch() -> None:
+    encoder = ObjectEncoder()
+    plain = {"a": 1}
+    assert encoder.encode(plain) == '{"a":1}'
+    plain["b"] = 2  # a plain dict keeps no journal: the next encode must not trust one
+    assert encoder.encode(plain) == '{"a":1,"b":2}'
+    other: JournaledDict[str, int] = JournaledDict({"z": 0})
+    assert encoder.encode(other) == '{"z":0}'
+    array = ArrayEncoder()
+    items = ["x"]
+    assert array.encode(items) == '["x"]'
+    items[0] = "y"
+    assert array.encode(items) == '["y"]'
+
+
+def test_non_string_keys_are_converted_as_json_converts_them() -> None:
+    mapping: JournaledDict[Any, int] = JournaledDict()
+    encoder = ObjectEncoder()
+    encoder.encode(mapping)
+    mapping[1] = 1
+    mapping[True] = 2  # equal to 1: json and dict both keep one entry
+    mapping[None] = 3
+    assert encoder.encode(mapping) == json.dumps(mapping, separators=(",", ":"))
+
+
+def test_nan_is_refused_like_every_persisted_document() -> None:
+    mapping: JournaledDict[str, float] = JournaledDict()
+    encoder = ObjectEncoder()
+    encoder.encode(mapping)
+    mapping["x"] = float("nan")
+    with pytest.raises(ValueError):
+        encoder.encode(mapping)
+
+
+@pytest.mark.parametrize(
+    "copier", [copy.copy, copy.deepcopy, lambda v: pickle.loads(pickle.dumps(v))]
+)
+def test_copies_stay_journaled(copier: Any) -> None:
+    mapping: JournaledDict[str, int] = JournaledDict({"a": 1})
+    items: JournaledList[int] = JournaledList([1, 2])
+    mapping_copy, items_copy = copier(mapping), copier(items)
+    assert type(mapping_copy) is JournaledDict and mapping_copy == {"a": 1}
+    assert type(items_copy) is JournaledList and items_copy == [1, 2]
+    mapping_copy["b"] = 2
+    assert mapping_copy.take_changes() == (True, ["b"])
+
+
+# --- the checkpoint encoder -------------------------------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@attrs.frozen
+class Point:
+    x: int
+    y: tuple[int, ...]
+
+
+def test_context_snapshot_json_matches_snapshot() -> None:
+    context = Context(
+        {
+            "text": "héllo\n",
+            "tuple": (1, 2),
+            "set": {3, 1},
+            "enum": Color.RED,
+            "attrs": Point(1, (2, 3)),
+            "nested": {"deep": [None, True, 2.5]},
+            "other": object,
+        }
+    )
+    assert context.snapshot_json() == dumps_compact(context.snapshot())
+    context.set("bad", float("inf"))
+    with pytest.raises(ValueError):
+        context.snapshot_json()
+
+
+node_ids = st.sampled_from(["start", "plan", "review", "ship", "exit"])
+outcome_docs = st.fixed_dictionaries(
+    {"status": st.sampled_from(["success", "fail", "retry"])},
+    optional={"preferred_label": st.text(max_size=4), "failure_reason": st.text(max_size=4)},
+)
+checkpoint_steps = st.lists(
+    st.tuples(node_ids, outcome_docs, st.integers(0, 3), st.booleans()), max_size=12
+)
+
+
+@given(checkpoint_steps)
+def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
+    steps: list[tuple[str, dict[str, Any], int, bool]],
+) -> None:
+    encoder = CheckpointEncoder(dict)
+    completed: JournaledList[str] = JournaledList()
+    outcomes: JournaledDict[str, dict[str, Any]] = JournaledDict()
+    retries: JournaledDict[str, int] = JournaledDict()
+    visits: JournaledDict[str, int] = JournaledDict()
+    attempts: JournaledDict[str, int] = JournaledDict()
+    context = Context({"graph.goal": "ship it"})
+    for index, (node_id, outcome, retry, restart) in enumerate(steps):
+        if restart:  # what a loop restart does to the collections
+            retries.clear()
+            outcomes.clear()
+            visits.clear()
+        completed.append(node_id)
+        outcomes[node_id] = outcome
+        retries[node_id] = retry
+        visits[node_id] = visits.get(node_id, 0) + 1
+        attempts[node_id] = retry + 1
+        context.set("last_stage", node_id)
+        fields: dict[str, Any] = {
+            "run_id": "run-1",
+            "current_node": node_id,
+            "completed_nodes": completed,
+            "node_retries": retries,
+            "logs": [f"step {index}"],
+            "node_outcomes": outcomes,
+            "visits": visits,
+            "failure_signatures": {"sig": index},
+            "timestamp": "2025-01-31T12:00:00.123Z",
+        }
+        extra = {
+            "restart_count": index,
+            "restart_failure_signatures": {"r": 1},
+            "node_attempts": attempts,
+        }
+        fast = encoder.encode(
+            **fields,
+            context_json=context.snapshot_json(),
+            restart_count=index,
+            restart_failure_signatures={"r": 1},
+            node_attempts=attempts,
+        )
+        slow = dumps_json(
+            Checkpoint(**fields, context=context.snapshot(), extra=extra).to_json(), compact=True
+        )
+        assert fast.decode("utf-8") == slow
