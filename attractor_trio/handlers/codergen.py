@@ -143,10 +143,22 @@ def _completed_stages(value: object) -> list[tuple[str, str, str]]:
     """Read ``[[node_id, status, notes], ...]`` defensively: skip what does not fit.
 
     The list comes back from a checkpoint on resume, so it may have been edited or written by
-    an older version; a malformed entry must not fail the stage.
+    an older version; a malformed entry must not fail the stage. Every codergen stage reads it
+    (up to 200 entries), so entries the engine wrote itself take one comprehension.
     """
     if not isinstance(value, list | tuple):
         return []
+    well_formed = [
+        (entry[0], entry[1], entry[2])
+        for entry in value
+        if type(entry) is list
+        and len(entry) == 3
+        and type(entry[0]) is str
+        and type(entry[1]) is str
+        and type(entry[2]) is str
+    ]
+    if len(well_formed) == len(value):
+        return well_formed
     stages = []
     for entry in value:
         if isinstance(entry, list | tuple) and len(entry) >= 2:

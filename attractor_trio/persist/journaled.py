@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from json.encoder import encode_basestring
 from typing import Any, SupportsIndex, TypeVar
 
 __all__ = ["ArrayEncoder", "JournaledDict", "JournaledList", "ObjectEncoder", "dumps_compact"]
@@ -163,6 +164,11 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _item(item: Any) -> str:
+    """One array item's JSON; node ids (strings) without a trip through ``json.dumps``."""
+    return encode_basestring(item) if type(item) is str else dumps_compact([item])[1:-1]
+
+
 class ObjectEncoder:
     """Encodes one mapping as a JSON object, call after call, re-encoding only changed entries.
 
@@ -196,7 +202,10 @@ class ObjectEncoder:
         self._fragments = {key: self._fragment(key, value) for key, value in mapping.items()}
 
     def _fragment(self, key: Any, value: Any) -> str:
-        return dumps_compact({key: self._convert(value)})[1:-1]
+        value = self._convert(value)
+        if type(key) is str and type(value) is int:  # most entries: a node id and a count
+            return f"{encode_basestring(key)}:{value}"
+        return dumps_compact({key: value})[1:-1]
 
 
 class ArrayEncoder:
@@ -217,5 +226,5 @@ class ArrayEncoder:
                 self._source = None
             self._fragments = []
         fragments = self._fragments
-        fragments.extend(dumps_compact([item])[1:-1] for item in items[len(fragments) :])
+        fragments.extend(_item(item) for item in items[len(fragments) :])
         return "[" + ",".join(fragments) + "]"

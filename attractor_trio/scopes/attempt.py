@@ -169,10 +169,12 @@ class StageExecutor:
         The orphan's ``stage_attempt_started`` is already in the log; this writes its
         ``stage_attempt_finished`` (``adopted: true``) so every attempt is closed exactly once.
         """
+        handler = self.registry.resolve(node)
+        if not hasattr(handler, "adopt"):
+            return None
         stage_dir = self.stage_root / node.id
         marker = _read_marker(stage_dir)
-        handler = self.registry.resolve(node)
-        if marker is None or marker.get("finished") or not hasattr(handler, "adopt"):
+        if marker is None or marker.get("finished"):
             return None
         attempt, attempt_id = int(marker["attempt"]), str(marker["attempt_id"])
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
