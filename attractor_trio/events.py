@@ -34,6 +34,7 @@ class EventHub:
         self.sinks: list[EventSink] = list(sinks or [])
         self.closed = False
         self._active: dict[str, dict[str, Any]] = {}
+        live.follow_active_attempts(self._active)  # read at write time, never copied per event
         self._branches: dict[str, ProgressWriter] = {}
 
     @property
@@ -46,7 +47,8 @@ class EventHub:
         branch_writer = self._branches.get(branch) if branch else None
         if branch_writer is not None:
             # The branch's own file numbers from 1; the run's copy gets the run's seq.
-            envelope = self.writer.forward(branch_writer.emit(event, branch, **fields))
+            written = branch_writer.emit(event, branch, **fields)
+            envelope = self.writer.forward(written, branch_writer.last_line)
         else:
             envelope = self.writer.emit(event, branch, **fields)
         self._track(envelope)
@@ -93,8 +95,6 @@ class EventHub:
                 self._active.pop(key, None)
         current = envelope.get("node_id") if event == "stage_started" else None
         changes: dict[str, Any] = {"last_event": envelope}
-        if event in _ATTEMPT_EVENTS:  # the list only changes here; don't copy it per event
-            changes["active_attempts"] = self.active_attempts()
         if current and not envelope["branch"]:
             changes["current_node"] = current
         self.live.update(**changes)

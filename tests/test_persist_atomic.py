@@ -198,7 +198,9 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_target(tmp_path: Path)
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     target = tmp_path / "big.json"
-    deadline = time.monotonic() + 9.0
+    # A hang guard, not a speed target: each child pays ~0.4 s of interpreter and package
+    # start-up, more on a loaded machine.
+    deadline = time.monotonic() + 40.0
     for _ in range(20):
         child = subprocess.Popen(
             [sys.executable, "-c", _KILL_CHILD, str(target)],
@@ -221,3 +223,22 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_target(tmp_path: Path)
     assert [p.name for p in tmp_path.iterdir()] in ([], [target.name])
     if target.exists():
         assert json.loads(target.read_text())["payload"] == "x" * 2_000_000
+
+
+def test_utc_timestamp_for_now_matches_the_datetime_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = utc_timestamp(datetime.now(UTC))
+    now = utc_timestamp()
+    after = utc_timestamp(datetime.now(UTC))
+    assert before <= now <= after
+    # The per-second prefix is refreshed when the second changes.
+    import attractor_trio.persist.atomic as atomic
+
+    moments = iter(
+        [1_738_324_805_123_456_789, 1_738_324_805_999_000_000, 1_738_324_806_000_100_000]
+    )
+    monkeypatch.setattr(atomic.time, "time_ns", lambda: next(moments))
+    assert [utc_timestamp() for _ in range(3)] == [
+        "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.999Z",
+        "2025-01-31T12:00:06.000Z",
+    ]

@@ -102,3 +102,27 @@ def test_read_live(tmp_path: Path) -> None:
     (tmp_path / "live.json").write_text('"x"')
     with pytest.raises(CorruptFileError, match="live snapshot must be a JSON object"):
         read_live(tmp_path)
+
+
+def test_followed_active_attempts_are_read_when_written_not_copied_per_update(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    writer = _writer(tmp_path, clock)
+    active: dict[str, dict[str, Any]] = {}
+    writer.follow_active_attempts(active)
+    writer.update(state="running")
+    assert _on_disk(tmp_path)["active_attempts"] == []
+    active["a-1"] = {"node_id": "a", "attempt_id": "a-1"}
+    active["b-1"] = {"node_id": "b", "attempt_id": "b-1"}
+    assert writer.snapshot()["active_attempts"] == [
+        {"node_id": "a", "attempt_id": "a-1"},
+        {"node_id": "b", "attempt_id": "b-1"},
+    ]
+    del active["a-1"]
+    clock.now += 1
+    writer.update(current_node="b")
+    assert _on_disk(tmp_path)["active_attempts"] == [{"node_id": "b", "attempt_id": "b-1"}]
+    snapshot = writer.snapshot()
+    snapshot["active_attempts"][0]["node_id"] = "changed"  # a snapshot is a copy
+    assert active["b-1"]["node_id"] == "b"

@@ -285,3 +285,32 @@ def test_failed_write_leaves_no_fragment_behind(
         monkeypatch.undo()
         assert writer.emit("c")["seq"] == 2
     assert [(e["seq"], e["event"]) for e in read_progress(path)] == [(1, "a"), (2, "c")]
+
+
+@pytest.mark.parametrize("with_line", [False, True], ids=["re-encoded", "renumbered"])
+def test_forwarding_the_written_line_gives_the_same_copy_as_re_encoding(
+    tmp_path: Path, with_line: bool
+) -> None:
+    run_path, branch_path = tmp_path / "progress.ndjson", tmp_path / "branch.ndjson"
+    with ProgressWriter(run_path, "run-1") as run, ProgressWriter(branch_path, "run-1") as branch:
+        run.emit("pipeline_started")
+        local = branch.emit("stage_started", "fan/a", node_id="ä,b", notes='x, "y"', index=7)
+        copy = run.forward(local, branch.last_line if with_line else None)
+    assert copy == {**local, "seq": 2, "ts": copy["ts"]}
+    assert list(copy) == list(local)  # seq stays first: the envelope order of CONTRACT §4
+    on_disk = read_progress(run_path)[1]
+    assert on_disk == copy
+    if with_line:  # same text and time as the branch's line, only the number differs
+        assert copy["ts"] == local["ts"]
+        assert run_path.read_bytes().splitlines()[1] == branch.last_line.rstrip(b"\n").replace(
+            b'{"seq": 1,', b'{"seq": 2,', 1
+        )
+
+
+def test_a_line_of_another_run_is_re_encoded(tmp_path: Path) -> None:
+    a_path, b_path = tmp_path / "a.ndjson", tmp_path / "b.ndjson"
+    with ProgressWriter(a_path, "run-a") as run, ProgressWriter(b_path, "run-b") as other:
+        local = other.emit("stage_started", "x/y", node_id="n")
+        copy = run.forward(local, other.last_line)
+    assert copy["run_id"] == "run-a"
+    assert read_progress(tmp_path / "a.ndjson")[0]["run_id"] == "run-a"

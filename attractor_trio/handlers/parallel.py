@@ -25,7 +25,8 @@ from ..core.join import Join, JoinConfig
 from ..core.outcome import Outcome, StageStatus
 from ..errors import AttractorError
 from ..graph import Graph, Node
-from ..persist.atomic import read_json, write_json_atomic
+from ..persist.atomic import dumps_json, read_json
+from ..scopes.offload import write_bytes_durably
 from ..values import AttributeValueError, format_duration
 from .base import AttemptInfo, require_attempt
 
@@ -179,8 +180,9 @@ class _FanOut:
         """
         plan = self.plan
         limiter = trio.CapacityLimiter(plan.max_parallel)
+        resumed = plan.root.is_dir()  # else no branch can have a result to reuse
         for index, (key, start) in enumerate(zip(plan.keys, plan.starts, strict=True)):
-            previous = _load_result(plan.root / key, plan.token)
+            previous = _load_result(plan.root / key, plan.token) if resumed else None
             if previous is not None:
                 self._record(key, previous)
                 self._cancel_losers_if_decided()
@@ -230,7 +232,8 @@ class _FanOut:
                 result = {"status": "canceled", "failure_reason": _reason_of(scope)}
             result.update(id=key, branch_key=key)
             if result["status"] != "canceled":
-                write_json_atomic(plan.root / key / "result.json", {**result, "token": plan.token})
+                doc = dumps_json({**result, "token": plan.token}).encode("utf-8")
+                await write_bytes_durably(plan.root / key / "result.json", doc)
             self._record(key, result)
             self._cancel_losers_if_decided()
         finally:

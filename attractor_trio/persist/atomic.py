@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "cleanup_temp_files",
     "dumps_json",
     "fsync_directory",
+    "fsync_directory_fd",
     "is_int",
     "is_map_of",
     "is_number",
@@ -45,8 +47,10 @@ __all__ = [
     "is_str_list",
     "is_temp_file_name",
     "json_type_name",
+    "open_temp",
     "or_null",
     "read_json",
+    "remove_quietly",
     "shape_problem",
     "utc_timestamp",
     "write_all",
@@ -88,12 +92,26 @@ class CorruptFileError(AttractorError):
 
 def utc_timestamp(now: datetime | None = None) -> str:
     """RFC 3339 UTC with milliseconds and ``Z`` (``2025-01-31T12:00:00.123Z``), the only
-    timestamp form in run files and events. Naive datetimes are taken to be UTC."""
-    moment = datetime.now(UTC) if now is None else now
+    timestamp form in run files and events. Naive datetimes are taken to be UTC.
+
+    Every event gets one, so the current time takes a fast path: the text up to the second is
+    formatted once per second and reused."""
+    if now is None:
+        global _second_prefix
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        cached_second, prefix = _second_prefix
+        if seconds != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+            _second_prefix = (seconds, prefix)
+        return f"{prefix}{nanos // 1_000_000:03d}Z"
+    moment = now
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+_second_prefix: tuple[int, str] = (-1, "")
 
 
 def dumps_json(obj: Any, *, compact: bool = False) -> str:
@@ -145,7 +163,7 @@ def write_bytes_atomic(
         else:
             os.replace(temp, target)
     except BaseException:
-        _remove_quietly(temp)
+        remove_quietly(temp)
         raise
     if durable:
         fsync_directory(target.parent)
@@ -176,12 +194,18 @@ def fsync_directory(directory: StrPath) -> None:
     directory (EINVAL) are tolerated: there is nothing more we can do there."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        fsync_directory_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory_fd(fd: int) -> None:
+    """:func:`fsync_directory` on an open directory descriptor."""
+    try:
         os.fsync(fd)
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
-    finally:
-        os.close(fd)
 
 
 def is_temp_file_name(name: str) -> bool:
@@ -200,22 +224,28 @@ def cleanup_temp_files(directory: StrPath) -> list[Path]:
     with os.scandir(directory) as entries:
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and is_temp_file_name(entry.name):
-                _remove_quietly(Path(entry.path))
+                remove_quietly(Path(entry.path))
                 removed.append(Path(entry.path))
     return sorted(removed)
 
 
+def open_temp(target: Path) -> tuple[Path, int]:
+    """Create a fresh, empty temp file next to ``target`` (named as ``cleanup_temp_files``
+    expects); return its path and a write-only descriptor the caller must close."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
 def _write_temp(target: Path, data: bytes, durable: bool = True) -> Path:
     """Create and fully write (+ fsync when ``durable``) a fresh temp file next to ``target``."""
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    temp, fd = open_temp(target)
     try:
         write_all(fd, data)
         if durable:
             os.fsync(fd)
     except BaseException:
         os.close(fd)
-        _remove_quietly(temp)
+        remove_quietly(temp)
         raise
     os.close(fd)
     return temp
@@ -228,7 +258,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _remove_quietly(path: Path) -> None:
+def remove_quietly(path: Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -64,6 +64,18 @@ class LiveWriter:
         }
         self._last_write: float | None = None
         self._pending = True
+        self._active_source: Mapping[str, Mapping[str, Any]] | None = None
+
+    def follow_active_attempts(self, source: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take ``active_attempts`` from ``source``'s values whenever a snapshot is taken or
+        written, instead of from :meth:`update`.
+
+        A fan-out has as many attempts open as branches; copying that list into the snapshot
+        on every attempt event made each event O(branches) and a fan-out quadratic. The
+        owner of ``source`` mutates it under its own discipline (the trio thread) and calls
+        :meth:`update` to mark the snapshot changed."""
+        with self._lock:
+            self._active_source = source
 
     @property
     def pending(self) -> bool:
@@ -108,13 +120,20 @@ class LiveWriter:
     def snapshot(self) -> dict[str, Any]:
         """A copy of the current (possibly unwritten) snapshot, without ``updated_at``."""
         with self._lock:
-            return dict(self._snapshot)
+            return self._current()
+
+    def _current(self) -> dict[str, Any]:
+        current = dict(self._snapshot)
+        if self._active_source is not None:
+            # list() first: one C-level copy, so a mutation elsewhere cannot interleave.
+            current["active_attempts"] = [dict(a) for a in list(self._active_source.values())]
+        return current
 
     def _throttle_allows(self) -> bool:
         return self._last_write is None or self._clock() - self._last_write >= self.min_interval
 
     def _write(self) -> None:
-        write_json_atomic(self.path, {**self._snapshot, "updated_at": self._now()})
+        write_json_atomic(self.path, {**self._current(), "updated_at": self._now()})
         self._last_write = self._clock()
         self._pending = False
 

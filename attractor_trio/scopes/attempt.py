@@ -27,10 +27,11 @@ from ..core.outcome import Outcome, StageStatus
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
 from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
-from ..persist.atomic import write_json_atomic
+from ..persist.atomic import dumps_json, write_json_atomic
 from ..values import format_duration
 from .cancel import only_cancelled
 from .liveness import Liveness
+from .offload import write_bytes_durably
 
 __all__ = ["StageExecutor"]
 
@@ -225,7 +226,12 @@ class StageExecutor:
             self.liveness.close_attempt(attempt_id)
         if outcome is None:
             return None
-        _write_status(stage_dir / "status.json", outcome)
+        if self.branch:  # many branches finish together: let their fsyncs overlap
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            data = dumps_json(outcome.to_json()).encode("utf-8")
+            await write_bytes_durably(stage_dir / "status.json", data)
+        else:
+            _write_status(stage_dir / "status.json", outcome)
         self._finished(node, attempt_id, outcome, adopted)
         return outcome
 

@@ -1,0 +1,153 @@
+"""The write pool (``scopes/offload.py``): fsyncs on threads for fan-out branches, with the
+semantics of a synchronous call — results and exceptions come back, a cancellation never
+abandons a write, and under a virtual clock everything runs inline."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from attractor_trio.persist.atomic import is_temp_file_name, read_json
+from attractor_trio.scopes.offload import WritePool, write_bytes_durably
+
+
+def _temps(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if is_temp_file_name(p.name)]
+
+
+def test_results_come_back_from_a_pool_thread() -> None:
+    pool = WritePool(2)
+
+    async def main() -> list[str]:
+        return [await pool.run(lambda: threading.current_thread().name) for _ in range(3)]
+
+    names = trio.run(main)
+    assert all(name.startswith("attractor-trio-write-") for name in names)
+
+
+def test_exceptions_propagate_to_the_caller() -> None:
+    pool = WritePool(1)
+
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    async def main() -> None:
+        await pool.run(fail)
+
+    with pytest.raises(OSError, match="No space left"):
+        trio.run(main)
+
+
+def test_a_cancellation_waits_for_the_write_and_is_delivered_afterwards() -> None:
+    pool = WritePool(1)
+    started, release = threading.Event(), threading.Event()
+    done: list[str] = []
+
+    def slow_write() -> str:
+        started.set()
+        release.wait(5)
+        done.append("written")
+        return "ok"
+
+    async def main() -> tuple[Any, bool]:
+        result: Any = None
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_when_started() -> None:
+                    await trio.to_thread.run_sync(started.wait, 5)
+                    scope.cancel()
+                    release.set()
+
+                nursery.start_soon(cancel_when_started)
+                result = await pool.run(slow_write)  # not a cancel point: returns normally
+                await trio.lowlevel.checkpoint()  # the pending cancellation lands here
+                result = "unreachable"
+        return result, scope.cancelled_caught
+
+    result, caught = trio.run(main)
+    assert done == ["written"]
+    assert result == "ok"
+    assert caught
+
+
+def test_many_writes_in_flight_at_once(tmp_path: Path) -> None:
+    pool = WritePool(4)
+    inside, peak, lock = [0], [0], threading.Lock()
+    gate = threading.Barrier(4, timeout=5)
+
+    def write(index: int) -> int:
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        if index < 4:
+            gate.wait()  # the first four must all be inside together
+        with lock:
+            inside[0] -= 1
+        return index
+
+    async def main() -> list[int]:
+        results: list[int] = []
+
+        async def one(index: int) -> None:
+            results.append(await pool.run(lambda: write(index)))
+
+        async with trio.open_nursery() as nursery:
+            for index in range(20):
+                nursery.start_soon(one, index)
+        return results
+
+    assert sorted(trio.run(main)) == list(range(20))
+    assert peak[0] == 4
+
+
+def test_under_a_mock_clock_the_work_runs_inline() -> None:
+    pool = WritePool(1)
+
+    async def main() -> str:
+        return await pool.run(lambda: threading.current_thread().name)
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    assert trio.run(main, clock=clock) == threading.current_thread().name
+
+
+def test_write_bytes_durably_writes_atomically_with_both_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    target = tmp_path / "status.json"
+    target.write_text('{"old": true}\n')
+
+    trio.run(write_bytes_durably, target, b'{"new": true}\n')
+
+    assert read_json(target) == {"new": True}
+    assert synced == ["file", "dir"]  # the temp before the rename, the directory after
+    assert _temps(tmp_path) == []
+
+
+def test_write_bytes_durably_leaves_the_old_file_when_fsync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    target = tmp_path / "result.json"
+    target.write_text('{"old": true}\n')
+    with pytest.raises(OSError, match="Input/output"):
+        trio.run(write_bytes_durably, target, b'{"new": true}\n')
+    assert read_json(target) == {"old": True}
+    assert _temps(tmp_path) == []
