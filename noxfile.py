@@ -40,8 +40,12 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Speed targets live here, not in unit tests; each script prints ratios vs a baseline."""
     session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    # The Python peer the engine benchmark compares against (issue: "if installed"); bench
+    # only, never a dependency of the package.
+    session.run(PY, "-m", "pip", "install", "--quiet", "py-attractor==0.3.0")
     for script in ("benchmarks/parse.py", "benchmarks/engine.py"):
         session.run(PY, script, *session.posargs)
+    session.run(PY, "benchmarks/fanout.py")
 
 
 @nox.session(python=False)

@@ -8,6 +8,7 @@ import copy
 import enum
 import json
 import pickle
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,6 +26,8 @@ from attractor_trio.persist.journaled import (
     ObjectEncoder,
     dumps_compact,
 )
+
+from .helpers import run_dot
 
 keys = st.sampled_from(["a", "b", "c", "d", "é", "k\n", "plan", "review"])
 values = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none(), st.booleans())
@@ -349,3 +352,28 @@ def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
             Checkpoint(**fields, context=context.snapshot(), extra=extra).to_json(), compact=True
         )
         assert fast.decode("utf-8") == slow
+
+
+async def test_an_engine_run_encodes_each_checkpoint_entry_about_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine keeps its per-node collections journaled, so checkpointing after each of N
+    stages encodes O(N) entries in all — not the O(N²) of re-encoding every node each time."""
+    stages = 120
+    chain = " -> ".join(f"s{i}" for i in range(stages))
+    source = f"digraph G {{ start [shape=Mdiamond] exit [shape=Msquare] start -> {chain} -> exit }}"
+    encoded: list[int] = []
+    real_fragment = ObjectEncoder._fragment
+
+    def counting(self: ObjectEncoder, key: Any, value: Any) -> str:
+        encoded.append(1)
+        return real_fragment(self, key, value)
+
+    monkeypatch.setattr(ObjectEncoder, "_fragment", counting)
+    result = await run_dot(source, tmp_path / "run")
+    assert result.status == "success"
+    checkpoint = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert len(checkpoint["node_outcomes"]) == stages + 2
+    # 4 journaled objects (retries, outcomes, visits, attempts), a few entries per stage each;
+    # re-encoding everything would be ~4 * N² / 2 = 28,800 here.
+    assert len(encoded) < 12 * (stages + 2)
