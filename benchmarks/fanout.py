@@ -34,7 +34,6 @@ import json
 import os
 import pstats
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -409,10 +408,13 @@ def main(argv: list[str] | None = None) -> int:
             scenario_root.mkdir()
             print(f"running {scenario.title}, max_parallel={scenario.max_parallel} …", flush=True)
             rows.append((scenario, run_child(scenario, scenario_root, args.profile)))
-            remove_timed(scenario_root)
+        floor = disk_floor(root / "floor")
         print()
         report(rows, args.profile)
-        print(disk_floor(root / "floor"))
+        print(floor)
+        # Removed at the end, not between scenarios: freed inodes would slow the next one
+        # (see _common.scratch_root).
+        print(f"removing {root} …", flush=True)
     print(f"total {time.perf_counter() - began:.1f} s")
     return 0
 
@@ -428,15 +430,7 @@ def disk_floor(root: Path, count: int = 200) -> str:
         directory.mkdir()
         write_json_atomic(directory / "status.json", {"outcome": "success", "index": index})
     per_op = (time.perf_counter() - begin) / count * 1000
-    shutil.rmtree(root, ignore_errors=True)
     return f"disk floor now: mkdir + durable write_json_atomic = {per_op:.2f} ms each"
-
-
-def remove_timed(directory: Path) -> None:
-    """Remove a scenario's run directory now (not at the end), saying how long it took."""
-    begin = time.perf_counter()
-    shutil.rmtree(directory, ignore_errors=True)
-    print(f"  (cleanup {time.perf_counter() - begin:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":
