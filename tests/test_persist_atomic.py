@@ -242,3 +242,18 @@ def test_utc_timestamp_for_now_matches_the_datetime_path(monkeypatch: pytest.Mon
         "2025-01-31T12:00:05.999Z",
         "2025-01-31T12:00:06.000Z",
     ]
+
+
+def test_temp_names_are_unique_and_recognised(tmp_path: Path) -> None:
+    import attractor_trio.persist.atomic as atomic
+
+    names = set()
+    for _ in range(2000):
+        temp, fd = atomic.open_temp(tmp_path / "doc.json")
+        os.close(fd)
+        names.add(temp.name)
+        assert is_temp_file_name(temp.name), temp.name
+    assert len(names) == 2000
+    before = atomic._temp_prefix
+    atomic._new_temp_prefix()  # what a forked child does first (os.register_at_fork)
+    assert atomic._temp_prefix != before

@@ -18,6 +18,7 @@ The module also owns the two format rules every persisted file shares: JSON layo
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import re
@@ -229,10 +230,26 @@ def cleanup_temp_files(directory: StrPath) -> list[Path]:
     return sorted(removed)
 
 
+def _new_temp_prefix() -> None:
+    global _temp_prefix
+    _temp_prefix = secrets.token_hex(4)
+
+
+_temp_prefix = ""
+_new_temp_prefix()
+os.register_at_fork(after_in_child=_new_temp_prefix)  # a forked writer must not collide
+_temp_counter = itertools.count()
+
+
 def open_temp(target: Path) -> tuple[Path, int]:
     """Create a fresh, empty temp file next to ``target`` (named as ``cleanup_temp_files``
-    expects); return its path and a write-only descriptor the caller must close."""
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
+    expects); return its path and a write-only descriptor the caller must close.
+
+    The name's 16 hex digits are a random per-process prefix and a counter: unique among
+    this process's writers and (with ``O_EXCL`` as the backstop) other processes', without
+    asking the kernel for randomness on every write."""
+    token = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}"
+    temp = target.with_name(f".{target.name}.{token}.tmp")
     return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
 
 

@@ -118,14 +118,15 @@ class StageExecutor:
     ) -> Outcome:
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
-        previous = _read_marker(stage_dir)
+        # Only attempts that can be adopted after a crash need the recovery marker, so only
+        # their stage dirs can hold one.
+        marked = hasattr(self.registry.resolve(node), "adopt")
+        previous = _read_marker(stage_dir) if marked else None
         recorded = int(previous.get("number", 0)) if previous else 0
         number = max(self.node_attempts.get(node.id, 0), recorded) + 1
         self.node_attempts[node.id] = number
         _archive_previous_attempt(stage_dir, recorded or number - 1)
         attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
-        # Only attempts that can be adopted after a crash need the recovery marker.
-        marked = hasattr(self.registry.resolve(node), "adopt")
         if marked:
             _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=False)
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
