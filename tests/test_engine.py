@@ -708,3 +708,36 @@ async def test_fan_in_asks_the_backend_to_rank(tmp_path: Path, autojump_clock: A
     assert "Pick the most thorough review" in asked[0] and "- a: success" in asked[0]
     context = load_checkpoint(root).context
     assert context["parallel.fan_in.best_id"] == "c"
+
+
+def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``.attempt.json`` is a JSON file in LOGS_ROOT like any other (CONTRACT §2): a SIGKILL
+    between truncating it and writing it again used to leave it empty. Replaced by rename, the
+    file's inode changes with every write, and a failed write leaves the old marker whole."""
+    from attractor_trio.persist import atomic
+    from attractor_trio.scopes import attempt as attempt_module
+
+    stage_dir = tmp_path / "t1"
+    attempt_module._write_marker(stage_dir, "t1", 1, 1, "t1-1-aaa", finished=False)
+    marker = stage_dir / ".attempt.json"
+    first = marker.stat().st_ino
+    attempt_module._write_marker(stage_dir, "t1", 1, 1, "t1-1-aaa", finished=True)
+    assert marker.stat().st_ino != first
+    assert read_json(marker)["finished"] is True
+
+    def disk_full(fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic, "write_all", disk_full)
+    with pytest.raises(OSError):
+        attempt_module._write_marker(stage_dir, "t1", 2, 2, "t1-2-bbb", finished=False)
+    assert read_json(marker) == {
+        "node_id": "t1",
+        "number": 1,
+        "attempt": 1,
+        "attempt_id": "t1-1-aaa",
+        "finished": True,
+    }
+    assert sorted(p.name for p in stage_dir.iterdir()) == [".attempt.json"]

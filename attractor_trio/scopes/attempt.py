@@ -27,7 +27,7 @@ from ..core.outcome import Outcome, StageStatus
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
 from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
-from ..persist.atomic import dumps_json, write_json_atomic
+from ..persist.atomic import dumps_json, write_bytes_atomic, write_json_atomic
 from ..values import format_duration
 from .cancel import only_cancelled
 from .liveness import Liveness
@@ -350,7 +350,9 @@ def _write_marker(
     """Which attempt the stage dir's files belong to, and whether it finished.
 
     Written without fsync on purpose: it only steers recovery after a crash (archive numbering,
-    adoption); a marker lost to a power cut degrades to re-running the attempt.
+    adoption); a marker lost to a power cut degrades to re-running the attempt. But atomically
+    (temp file and rename), like every JSON file in the run directory: a SIGKILL between a
+    truncate and a write used to leave an empty ``.attempt.json`` (CONTRACT §2).
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     record = {
@@ -360,7 +362,7 @@ def _write_marker(
         "attempt_id": attempt_id,
         "finished": finished,
     }
-    (stage_dir / _MARKER).write_text(json.dumps(record))
+    write_bytes_atomic(stage_dir / _MARKER, json.dumps(record).encode("utf-8"), durable=False)
 
 
 def _archive_previous_attempt(stage_dir: Path, previous: int) -> None:
