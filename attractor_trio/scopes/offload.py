@@ -117,9 +117,8 @@ async def write_bytes_durably(path: Path, data: bytes, pool: WritePool = write_p
     ``pool``: the same temp file, fsync, rename and directory fsync, in the same order.
 
     Only the fsyncs leave the trio thread — the calls that wait for the disk. Everything else
-    is a quick system call, and a pool thread doing it would have to win the GIL back from a
-    busy trio thread after each one (measured: a whole write on the pool costs a 1,000-branch
-    fan-out ~0.5 ms of CPU per branch; two fsyncs cost ~0.05 ms).
+    is a quick system call, and a pool thread returning from any system call must win the GIL
+    back from the busy trio thread, so the pool is given as few calls as possible.
     """
     temp, fd = open_temp(path)
     try:
