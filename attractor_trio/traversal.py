@@ -21,7 +21,12 @@ from .core.cycles import (
     RestartTripped,
     VisitLimit,
 )
-from .core.fidelity import resolve_fidelity, resolve_thread_key
+from .core.fidelity import (
+    COMPLETED_COUNT_KEY,
+    COMPLETED_SUMMARY_KEY,
+    resolve_fidelity,
+    resolve_thread_key,
+)
 from .core.goals import check_goal_gates, goal_gate_retry_target
 from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
 from .core.routing import Advance, Stop, route
@@ -30,6 +35,9 @@ from .persist.journaled import JournaledDict, JournaledList
 from .scopes.attempt import StageExecutor
 
 __all__ = ["Traversal", "TraversalState"]
+
+#: How many completed stages the context's summary keeps (older ones are only counted).
+_SUMMARY_LIMIT = 200
 
 
 def _journaled_list(items: Iterable[str]) -> list[str]:
@@ -223,7 +231,11 @@ class Traversal:
 
 
 def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
-    """Completed-stage summary for fidelity preambles (compact/summary modes)."""
-    summary = list(context.get("internal.completed_summary") or [])
+    """Completed-stage summary for fidelity preambles (compact/summary modes): the last 200
+    stages, and how many completed in all (the preamble states the true count)."""
+    summary = list(context.get(COMPLETED_SUMMARY_KEY) or [])
+    count = context.get(COMPLETED_COUNT_KEY)
+    count = count if type(count) is int else len(summary)  # a checkpoint from before the key
     summary.append([node_id, outcome.status.value, outcome.notes or outcome.failure_reason])
-    context.set("internal.completed_summary", summary[-200:])
+    context.set(COMPLETED_SUMMARY_KEY, summary[-_SUMMARY_LIMIT:])
+    context.set(COMPLETED_COUNT_KEY, count + 1)

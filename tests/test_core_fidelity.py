@@ -207,3 +207,15 @@ def test_preamble_is_deterministic_and_order_insensitive_to_context(
     reordered = dict(reversed(list(context.items())))
     again = build_preamble(mode, goal="g", run_id="r", completed=completed, context=reordered)
     assert first == again
+
+
+def test_the_stated_count_is_the_true_total_when_older_stages_were_dropped() -> None:
+    # The engine keeps the last 200 stages and counts the rest (internal.completed_count).
+    text = preamble("compact", total=250)
+    assert "Completed stages (250):\n- (247 earlier stages omitted)\n- start: success" in text
+    high = preamble("summary:high", total=250)
+    assert "Completed stages (250):\nOutcomes (last 3): fail=1, success=2" in high
+    assert "- (247 earlier stages omitted)" in high
+    # Without a total (or a stale, smaller one) the list's own length is the count.
+    assert "Completed stages (3):" in preamble("compact", total=None)
+    assert "Completed stages (3):" in preamble("compact", total=1)

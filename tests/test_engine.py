@@ -741,3 +741,18 @@ def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
         "finished": True,
     }
     assert sorted(p.name for p in stage_dir.iterdir()) == [".attempt.json"]
+
+
+async def test_long_runs_keep_200_summary_entries_and_count_them_all(tmp_path: Path) -> None:
+    stages = 205
+    chain = " -> ".join(f"s{i}" for i in range(stages))
+    source = f"digraph G {{ start [shape=Mdiamond] exit [shape=Msquare] start -> {chain} -> exit }}"
+    result = await run_dot(source, tmp_path / "run")
+    assert result.status == "success"
+    context = load_checkpoint(tmp_path / "run").context
+    assert len(context["internal.completed_summary"]) == 200
+    assert context["internal.completed_summary"][-1][0] == "exit"
+    assert context["internal.completed_count"] == stages + 1  # exit too; start is not listed
+    prompt = (tmp_path / "run" / f"s{stages - 1}" / "prompt.md").read_text()
+    assert f"Completed stages ({stages - 1}):" in prompt  # s0..s203 before s204
+    assert f"- ({stages - 1 - 20} earlier stages omitted)" in prompt  # compact shows 20

@@ -19,12 +19,19 @@ from ..conditions import stringify
 from ..graph import Edge, Graph, Node
 
 __all__ = [
+    "COMPLETED_COUNT_KEY",
+    "COMPLETED_SUMMARY_KEY",
     "DEFAULT_FIDELITY",
     "FIDELITY_MODES",
     "build_preamble",
     "resolve_fidelity",
     "resolve_thread_key",
 ]
+
+#: Context key holding the last completed stages as ``[node_id, status, notes]`` lists, in order.
+COMPLETED_SUMMARY_KEY = "internal.completed_summary"
+#: Context key holding how many stages completed in all (the summary keeps only the last ones).
+COMPLETED_COUNT_KEY = "internal.completed_count"
 
 FIDELITY_MODES = ("full", "truncate", "compact", "summary:low", "summary:medium", "summary:high")
 DEFAULT_FIDELITY = "compact"
@@ -94,10 +101,13 @@ def build_preamble(
     run_id: str,
     completed: Sequence[tuple[str, str, str]],
     context: Mapping[str, Any],
+    total: int | None = None,
 ) -> str:
     """The carry-over text for a fresh session (S5.4-03..05, S9.2-03); ``""`` for ``full``.
 
-    ``completed`` holds ``(node_id, status, notes)`` in run order. ``truncate`` carries only the
+    ``completed`` holds ``(node_id, status, notes)`` in run order — the most recent ones, when
+    the engine has dropped older entries; ``total`` is how many stages completed in all (the
+    count the preamble states), ``len(completed)`` when not given. ``truncate`` carries only the
     goal and run id; ``compact`` adds recent stages and scalar context values; the ``summary``
     levels add status counts, notes and more context, cut to their budget with a marker.
     """
@@ -109,20 +119,26 @@ def build_preamble(
     lines = [f"Goal: {goal}" if goal else "Goal: (none)", f"Run: {run_id}"]
     detail = _DETAILS.get(normalized)
     if detail is not None:
-        lines += _stage_lines(completed, detail) + _context_lines(context, detail)
+        count = max(total or 0, len(completed))
+        lines += _stage_lines(completed, count, detail) + _context_lines(context, detail)
     return _fit("\n".join(lines) + "\n", detail.budget if detail else None)
 
 
-def _stage_lines(completed: Sequence[tuple[str, str, str]], detail: _Detail) -> list[str]:
+def _stage_lines(
+    completed: Sequence[tuple[str, str, str]], total: int, detail: _Detail
+) -> list[str]:
     if not completed:
         return ["", "Completed stages: none yet"]
-    lines = ["", f"Completed stages ({len(completed)}):"]
+    lines = ["", f"Completed stages ({total}):"]
     if detail.counts:
         counts = Counter(status for _, status, _ in completed)
-        lines.append("Outcomes: " + ", ".join(f"{s}={n}" for s, n in sorted(counts.items())))
+        scope = f" (last {len(completed)})" if total > len(completed) else ""
+        lines.append(
+            f"Outcomes{scope}: " + ", ".join(f"{s}={n}" for s, n in sorted(counts.items()))
+        )
     shown = completed if detail.stages is None else completed[-detail.stages :]
-    if len(shown) < len(completed):
-        lines.append(f"- ({len(completed) - len(shown)} earlier stages omitted)")
+    if len(shown) < total:
+        lines.append(f"- ({total - len(shown)} earlier stages omitted)")
     for node_id, status, notes in shown:
         text = f"- {node_id}: {status}"
         if detail.notes_chars and notes.strip():

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ..core.fidelity import DEFAULT_FIDELITY, FIDELITY_MODES, build_preamble
+from ..core.fidelity import (
+    COMPLETED_COUNT_KEY,
+    COMPLETED_SUMMARY_KEY,
+    DEFAULT_FIDELITY,
+    FIDELITY_MODES,
+    build_preamble,
+)
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..graph import Graph, Node
 from ..persist.atomic import write_text_atomic
@@ -41,8 +47,6 @@ __all__ = [
 
 #: Context key holding the fidelity mode the engine resolved for this stage (S5.4-06).
 FIDELITY_KEY: Final = "internal.fidelity"
-#: Context key holding the completed stages as ``[node_id, status, notes]`` lists, in order.
-COMPLETED_SUMMARY_KEY: Final = "internal.completed_summary"
 RESPONSE_PREVIEW_CHARS: Final = 200
 _PREAMBLE_SEPARATOR: Final = "\n---\n\n"
 
@@ -127,8 +131,14 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
     completed = _completed_stages(context.get(COMPLETED_SUMMARY_KEY))
     if mode == "full" or not completed:
         return prompt
+    total = context.get(COMPLETED_COUNT_KEY)
     preamble = build_preamble(
-        mode, goal=graph.goal, run_id=run_id, completed=completed, context=context
+        mode,
+        goal=graph.goal,
+        run_id=run_id,
+        completed=completed,
+        context=context,
+        total=total if type(total) is int else None,
     )
     return f"{preamble.rstrip()}\n{_PREAMBLE_SEPARATOR}{prompt}" if preamble.strip() else prompt
 
