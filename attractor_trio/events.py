@@ -76,9 +76,6 @@ class EventHub:
 
         return emit
 
-    def active_attempts(self) -> list[dict[str, Any]]:
-        return list(self._active.values())
-
     def _track(self, envelope: dict[str, Any]) -> None:
         event = envelope["event"]
         if event in _ATTEMPT_EVENTS:

@@ -153,27 +153,16 @@ def _completed_stages(value: object) -> list[tuple[str, str, str]]:
     """Read ``[[node_id, status, notes], ...]`` defensively: skip what does not fit.
 
     The list comes back from a checkpoint on resume, so it may have been edited or written by
-    an older version; a malformed entry must not fail the stage. Every codergen stage reads it
-    (up to 200 entries), so entries the engine wrote itself take one comprehension.
+    an older version; a malformed entry must not fail the stage. One comprehension, because
+    every codergen stage reads it (up to 200 entries).
     """
     if not isinstance(value, list | tuple):
         return []
-    well_formed = [
-        (entry[0], entry[1], entry[2])
+    return [
+        (entry[0], entry[1], entry[2] if len(entry) > 2 and isinstance(entry[2], str) else "")
         for entry in value
-        if type(entry) is list
-        and len(entry) == 3
-        and type(entry[0]) is str
-        and type(entry[1]) is str
-        and type(entry[2]) is str
+        if isinstance(entry, list | tuple)
+        and len(entry) >= 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], str)
     ]
-    if len(well_formed) == len(value):
-        return well_formed
-    stages = []
-    for entry in value:
-        if isinstance(entry, list | tuple) and len(entry) >= 2:
-            node_id, status = entry[0], entry[1]
-            notes = entry[2] if len(entry) > 2 else ""
-            if isinstance(node_id, str) and isinstance(status, str):
-                stages.append((node_id, status, notes if isinstance(notes, str) else ""))
-    return stages

@@ -17,6 +17,7 @@ The module also owns the two format rules every persisted file shares: JSON layo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -24,7 +25,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = [
     "or_null",
     "read_json",
     "remove_quietly",
+    "replacing",
     "shape_problem",
     "utc_timestamp",
     "write_all",
@@ -156,8 +158,27 @@ def write_bytes_atomic(
     never observe half-written (used for ``run.lock.json`` and ``final.json``).
     """
     target = Path(path)
-    temp = _write_temp(target, data, durable)
+    with replacing(target, exclusive=exclusive) as fd:
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    if durable:
+        fsync_directory(target.parent)
+
+
+@contextlib.contextmanager
+def replacing(target: Path, *, exclusive: bool = False) -> Iterator[int]:
+    """The recipe's middle, shared by every writer (also the async one in
+    ``scopes/offload.py``): yields a descriptor of a fresh temp file next to ``target``; when
+    the block ends normally the temp is closed and moved into place (renamed, or linked when
+    ``exclusive``), and on any failure it is removed. Writing and fsyncing the descriptor, and
+    fsyncing the directory afterwards, are the caller's."""
+    temp, fd = open_temp(target)
     try:
+        try:
+            yield fd
+        finally:
+            os.close(fd)
         if exclusive:
             os.link(temp, target)
             os.unlink(temp)
@@ -166,8 +187,6 @@ def write_bytes_atomic(
     except BaseException:
         remove_quietly(temp)
         raise
-    if durable:
-        fsync_directory(target.parent)
 
 
 def read_json(path: StrPath) -> Any:
@@ -251,21 +270,6 @@ def open_temp(target: Path) -> tuple[Path, int]:
     token = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}"
     temp = target.with_name(f".{target.name}.{token}.tmp")
     return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-
-
-def _write_temp(target: Path, data: bytes, durable: bool = True) -> Path:
-    """Create and fully write (+ fsync when ``durable``) a fresh temp file next to ``target``."""
-    temp, fd = open_temp(target)
-    try:
-        write_all(fd, data)
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        remove_quietly(temp)
-        raise
-    os.close(fd)
-    return temp
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -228,9 +228,7 @@ class StageExecutor:
         if outcome is None:
             return None
         if self.branch:  # many branches finish together: let their fsyncs overlap
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            data = dumps_json(outcome.to_json()).encode("utf-8")
-            await write_bytes_durably(stage_dir / "status.json", data)
+            await _write_status_durably(stage_dir / "status.json", outcome)
         else:
             _write_status(stage_dir / "status.json", outcome)
         self._finished(node, attempt_id, outcome, adopted)
@@ -322,6 +320,12 @@ async def _call_handler(
 def _write_status(path: Path, outcome: Outcome) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, outcome.to_json())
+
+
+async def _write_status_durably(path: Path, outcome: Outcome) -> None:
+    """:func:`_write_status` with its fsyncs on the write pool (fan-out branches)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
 
 
 def _cancel_scope_name(reason: str, branch: str, run_cancelled: bool) -> str:

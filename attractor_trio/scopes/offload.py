@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 import trio
 import trio.testing
 
-from ..persist.atomic import fsync_directory_fd, open_temp, remove_quietly, write_all
+from ..persist.atomic import fsync_directory_fd, replacing, write_all
 
 __all__ = ["WritePool", "write_bytes_durably", "write_pool"]
 
@@ -120,17 +120,9 @@ async def write_bytes_durably(path: Path, data: bytes, pool: WritePool = write_p
     is a quick system call, and a pool thread returning from any system call must win the GIL
     back from the busy trio thread, so the pool is given as few calls as possible.
     """
-    temp, fd = open_temp(path)
-    try:
-        try:
-            write_all(fd, data)
-            await pool.run(partial(os.fsync, fd))
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        remove_quietly(temp)
-        raise
+    with replacing(path) as fd:
+        write_all(fd, data)
+        await pool.run(partial(os.fsync, fd))
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         await pool.run(partial(fsync_directory_fd, directory))
