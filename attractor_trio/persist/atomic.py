@@ -52,6 +52,7 @@ __all__ = [
     "open_temp",
     "or_null",
     "read_json",
+    "read_json_object",
     "remove_quietly",
     "replacing",
     "shape_problem",
@@ -207,6 +208,20 @@ def read_json(path: StrPath) -> Any:
         raise CorruptFileError(
             target, f"invalid JSON: {exc.msg}", line=exc.lineno, col=exc.colno
         ) from None
+
+
+def read_json_object(path: Path, what: str, schema: Schema | None = None) -> dict[str, Any]:
+    """A persisted JSON object, checked against ``schema``: the reading every run file shares.
+    Not an object, or a schema violation, raises :class:`CorruptFileError` naming ``what``
+    (``"final record must be a JSON object, got a list"``, ``"invalid manifest: missing key
+    'run_id' ..."``); a missing file raises :class:`FileNotFoundError` for the caller to judge."""
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise CorruptFileError(path, f"{what} must be a JSON object, got {json_type_name(doc)}")
+    problem = None if schema is None else shape_problem(doc, schema)
+    if problem is not None:
+        raise CorruptFileError(path, f"invalid {what}: {problem}")
+    return doc
 
 
 def fsync_directory(directory: StrPath) -> None:

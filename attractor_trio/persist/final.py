@@ -27,10 +27,8 @@ from .atomic import (
     is_number,
     is_str,
     is_str_list,
-    json_type_name,
     or_null,
-    read_json,
-    shape_problem,
+    read_json_object,
     write_bytes_atomic,
 )
 
@@ -168,16 +166,9 @@ def read_final(logs_root: StrPath) -> FinalRecord | None:
     A damaged file raises :class:`CorruptFileError` naming the problem."""
     path = Path(logs_root) / FINAL_FILE_NAME
     try:
-        doc = read_json(path)
+        doc = read_json_object(path, "final record", _SCHEMA)
     except FileNotFoundError:
         return None
-    if not isinstance(doc, dict):
-        raise CorruptFileError(
-            path, f"final record must be a JSON object, got {json_type_name(doc)}"
-        )
-    problem = shape_problem(doc, _SCHEMA)
-    if problem is not None:
-        raise CorruptFileError(path, f"invalid final record: {problem}")
     try:
         return FinalRecord(**{key: doc[key] for key in _SCHEMA})
     except ValueError as exc:

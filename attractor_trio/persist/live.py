@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from .atomic import (
-    CorruptFileError,
     StrPath,
-    json_type_name,
-    read_json,
+    read_json_object,
     utc_timestamp,
     write_json_atomic,
 )
@@ -140,13 +138,7 @@ class LiveWriter:
 
 def read_live(logs_root: StrPath) -> dict[str, Any] | None:
     """The last written snapshot, or ``None`` when the run never wrote one."""
-    path = Path(logs_root) / LIVE_FILE_NAME
     try:
-        doc = read_json(path)
+        return read_json_object(Path(logs_root) / LIVE_FILE_NAME, "live snapshot")
     except FileNotFoundError:
         return None
-    if not isinstance(doc, dict):
-        raise CorruptFileError(
-            path, f"live snapshot must be a JSON object, got {json_type_name(doc)}"
-        )
-    return doc

@@ -33,9 +33,7 @@ from .atomic import (
     fsync_directory,
     is_int,
     is_str,
-    json_type_name,
-    read_json,
-    shape_problem,
+    read_json_object,
     utc_timestamp,
     write_bytes_atomic,
 )
@@ -171,12 +169,7 @@ _SCHEMA: Final[Schema] = {
 
 
 def _read_lock_file(path: Path) -> RunLockInfo:
-    doc = read_json(path)
-    if not isinstance(doc, dict):
-        raise CorruptFileError(path, f"run lock must be a JSON object, got {json_type_name(doc)}")
-    problem = shape_problem(doc, _SCHEMA)
-    if problem is not None:
-        raise CorruptFileError(path, f"invalid run lock: {problem}")
+    doc = read_json_object(path, "run lock", _SCHEMA)
     return RunLockInfo(pid=doc["pid"], run_id=doc["run_id"], acquired_at=doc["acquired_at"])
 
 

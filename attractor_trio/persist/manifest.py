@@ -18,15 +18,12 @@ import attrs
 
 from .._version import __version__
 from .atomic import (
-    CorruptFileError,
     Schema,
     StrPath,
     is_str,
     is_str_list,
-    json_type_name,
     or_null,
-    read_json,
-    shape_problem,
+    read_json_object,
     utc_timestamp,
     write_json_atomic,
     write_text_atomic,
@@ -133,12 +130,7 @@ def read_manifest(logs_root: StrPath) -> Manifest | None:
     :class:`CorruptFileError` naming the key and the expected type."""
     path = Path(logs_root) / MANIFEST_FILE_NAME
     try:
-        doc = read_json(path)
+        doc = read_json_object(path, "manifest", _SCHEMA)
     except FileNotFoundError:
         return None
-    if not isinstance(doc, dict):
-        raise CorruptFileError(path, f"manifest must be a JSON object, got {json_type_name(doc)}")
-    problem = shape_problem(doc, _SCHEMA)
-    if problem is not None:
-        raise CorruptFileError(path, f"invalid manifest: {problem}")
     return Manifest(**{key: doc[key] for key in _SCHEMA})
