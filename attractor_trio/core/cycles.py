@@ -86,12 +86,9 @@ def _copy_counts(counts: Mapping[str, int] | None) -> dict[str, int]:
     return {str(key): int(value) for key, value in (counts or {}).items()}
 
 
-class CycleBreaker:
-    """Counts deterministic/structural failure signatures; trips once per signature at ``limit``.
-
-    ``limit <= 0`` disables it (nothing is counted). Synchronous and IO-free, so one instance may
-    be shared by the main traversal and its parallel branches under trio without locking.
-    """
+class _SignatureCounts:
+    """What the breaker and the restart gate share: a limit and ``{signature: count}``,
+    restored from a checkpoint and copied out for the next one."""
 
     def __init__(self, limit: int, counts: Mapping[str, int] | None = None) -> None:
         self._limit = limit
@@ -103,8 +100,16 @@ class CycleBreaker:
 
     @property
     def counts(self) -> dict[str, int]:
-        """A copy of ``{signature: count}`` for ``checkpoint.failure_signatures``."""
+        """A copy of ``{signature: count}`` for the checkpoint."""
         return dict(self._counts)
+
+
+class CycleBreaker(_SignatureCounts):
+    """Counts deterministic/structural failure signatures; trips once per signature at ``limit``.
+
+    ``limit <= 0`` disables it (nothing is counted). Synchronous and IO-free, so one instance may
+    be shared by the main traversal and its parallel branches under trio without locking.
+    """
 
     def observe(self, node_id: str, outcome: Outcome) -> CycleTrip | None:
         """Record one visit's final outcome; a :class:`CycleTrip` when this visit trips.
@@ -192,7 +197,7 @@ class RestartTripped:
 RestartDecision = RestartAllowed | RestartBlocked | RestartTripped
 
 
-class LoopRestartGate:
+class LoopRestartGate(_SignatureCounts):
     """Decides whether a ``loop_restart`` edge may be taken after ``outcome``.
 
     Success-like outcomes always may, uncounted (restarting on success is how a pipeline
@@ -200,19 +205,6 @@ class LoopRestartGate:
     its signature; reaching ``limit`` trips instead. Any other failure class is blocked.
     ``limit <= 0`` disables the breaker but not the class rule.
     """
-
-    def __init__(self, limit: int, counts: Mapping[str, int] | None = None) -> None:
-        self._limit = limit
-        self._counts = _copy_counts(counts)
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """A copy of ``{signature: restarts}`` for the checkpoint."""
-        return dict(self._counts)
 
     def check(self, node_id: str, outcome: Outcome) -> RestartDecision:
         """Call once per ``loop_restart`` edge about to be taken from ``node_id``."""
