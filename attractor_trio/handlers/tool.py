@@ -153,7 +153,7 @@ async def _outcome_from_logs(
         output=logs.read_output(),
         stderr_tail=tail_text(logs.read_tail(logs.stderr, logs.stderr_start)),
         stdout_tail=tail_text(logs.read_tail(logs.stdout, logs.stdout_start)),
-        status=_status_of(decision),
+        status=decision.status_or_error(),
     )
 
 
@@ -170,13 +170,6 @@ async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
     )
     attempt.emit("status_ingestion_decision", **decision.event_fields())
     return decision
-
-
-def _status_of(decision: IngestionDecision) -> Outcome | StatusFileError | None:
-    """What :func:`tool_outcome` takes: a rejected canonical file is an error, not a status."""
-    if decision.failed and decision.outcome is not None:
-        return StatusFileError(decision.outcome.failure_reason)
-    return decision.outcome
 
 
 _ADOPT_POLL_S = 0.05

@@ -148,6 +148,13 @@ class IngestionDecision:
     outcome: Outcome | None = None
     failed: bool = False
 
+    def status_or_error(self) -> Outcome | StatusFileError | None:
+        """What the exit-code rule takes (``tool_outcome``, ``agent_failure_outcome``): a
+        rejected canonical file is an error, not a status."""
+        if self.failed and self.outcome is not None:
+            return StatusFileError(self.outcome.failure_reason)
+        return self.outcome
+
     def event_fields(self) -> dict[str, Any]:
         """The ``status_ingestion_decision`` event's fields (CONTRACT §4), JSON-ready."""
         return {

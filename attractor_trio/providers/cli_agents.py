@@ -179,7 +179,7 @@ class CliAgentBackend:
             return await trio.to_thread.run_sync(logs.final_text)
         observed = logs.observe(argv[0], result, self.config.timeout)
         decision = await _ingest_status(attempt)
-        return agent_failure_outcome(observed, _status_of(decision))
+        return agent_failure_outcome(observed, decision.status_or_error())
 
     async def _run_process(
         self, argv: list[str], attempt: AttemptInfo, logs: _AttemptLogs
@@ -442,9 +442,3 @@ async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
         )
     attempt.emit("status_ingestion_decision", **decision.event_fields())
     return decision
-
-
-def _status_of(decision: IngestionDecision) -> Outcome | StatusFileError | None:
-    if decision.failed and decision.outcome is not None:
-        return StatusFileError(decision.outcome.failure_reason)
-    return decision.outcome
