@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "filesystem_type", "scratch_root"]
+__all__ = ["REPO", "FsyncMeter", "filesystem_type", "scratch_root"]
 
 
 def filesystem_type(path: Path) -> str:
@@ -82,3 +84,31 @@ def settle() -> None:
             flush=True,
         )
         time.sleep(wait)
+
+
+_REAL_FSYNC = os.fsync
+
+
+class FsyncMeter:
+    """A drop-in for ``os.fsync`` that counts the calls and the seconds they take (from any
+    thread: the engine's write pool fsyncs off the trio thread). :meth:`note` runs after the
+    clock stops, so a subclass's bookkeeping is not billed to fsync."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, fd: int) -> None:
+        begin = time.perf_counter()
+        try:
+            _REAL_FSYNC(fd)
+        finally:
+            elapsed = time.perf_counter() - begin
+            with self._lock:
+                self.seconds += elapsed
+                self.calls += 1
+                self.note(fd)
+
+    def note(self, fd: int) -> None:
+        """Called once per fsync, under the meter's lock."""

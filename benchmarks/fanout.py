@@ -44,7 +44,7 @@ from pathlib import Path
 from unittest import mock
 
 import trio
-from _common import REPO, filesystem_type, scratch_root
+from _common import REPO, FsyncMeter, filesystem_type, scratch_root
 from attrs import asdict, frozen
 
 sys.path.insert(0, str(REPO))
@@ -57,7 +57,6 @@ from attractor_trio.providers.simulate import (
 )
 
 PROFILE_TOP = 15
-_REAL_FSYNC = os.fsync
 
 
 @frozen
@@ -126,22 +125,6 @@ def backend_for(scenario: Scenario) -> SimulationBackend:
 
 
 # --------------------------------------------------------------------------- the subprocess
-
-
-class FsyncMeter:
-    """Stands in for ``os.fsync``: counts the calls and the seconds they take."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.seconds = 0.0
-
-    def __call__(self, fd: int) -> None:
-        begin = time.perf_counter()
-        try:
-            _REAL_FSYNC(fd)
-        finally:
-            self.seconds += time.perf_counter() - begin
-            self.calls += 1
 
 
 def peak_rss_mb() -> float:
