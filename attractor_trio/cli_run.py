@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import trio
@@ -273,20 +273,35 @@ def run_command(
     _refuse_existing(root)
     engine.check_runnable(graph, backend=settings["backend"])
     click.echo(f"logs root: {root}", err=True)
+    _drive(
+        engine.run,
+        graph,
+        settings,
+        opts,
+        logs_root=root,
+        run_id=run_id,
+        context=initial,
+        argv=sys.argv,
+    )
+
+
+def _drive(
+    entry: Callable[..., Any], graph: Any, settings: dict[str, Any], opts: dict[str, Any], **kw: Any
+) -> NoReturn:
+    """Run ``entry`` (``engine.run`` or ``engine.resume``) under the signal handlers with the
+    options both commands share, close the backend, print the summary and exit with the
+    run's code."""
     holder: dict[str, Any] = {}
 
     async def start(handle: Any) -> Any:
         try:
-            return await engine.run(
+            return await entry(
                 graph,
-                logs_root=root,
-                run_id=run_id,
-                context=initial,
                 handle=handle,
                 workdir=opts["workdir"],
                 sinks=_sinks(opts["as_json"], opts["quiet"]),
                 seed=opts["seed"],
-                argv=sys.argv,
+                **kw,
                 **settings,
             )
         finally:
@@ -336,25 +351,7 @@ def resume_command(logs_root: Path, **opts: Any) -> None:
     settings = _settings(opts)
     engine.check_runnable(graph, backend=settings["backend"])
     click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
-    holder: dict[str, Any] = {}
-
-    async def start(handle: Any) -> Any:
-        try:
-            return await engine.resume(
-                graph,
-                logs_root=logs_root,
-                handle=handle,
-                workdir=opts["workdir"],
-                sinks=_sinks(opts["as_json"], opts["quiet"]),
-                seed=opts["seed"],
-                **settings,
-            )
-        finally:
-            await _close(settings["backend"])
-
-    result = trio.run(_with_signals, start, holder)
-    _summary(result, opts["quiet"], opts["as_json"])
-    sys.exit(_exit_for(result, holder))
+    _drive(engine.resume, graph, settings, opts, logs_root=logs_root)
 
 
 def register(group: click.Group) -> None:
