@@ -36,6 +36,7 @@ from attrs import frozen
 from .errors import AttractorError
 from .persist.final import FinalRecord, read_final
 from .persist.lock import LOCK_FILE_NAME, RunLockInfo, is_pid_alive, read_run_lock
+from .scopes.process import proc_stat_fields
 from .values import AttributeValueError, format_duration, parse_duration
 
 __all__ = [
@@ -141,16 +142,10 @@ def owner_state(lock: RunLockInfo) -> OwnerState:
 
 def _read_proc_stat(pid: int) -> tuple[str, float | None] | None:
     """``(state, start time as a Unix time)`` from ``/proc/<pid>/stat``; ``None`` if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ..."; comm may contain spaces and parentheses. Field 22
-    # (starttime, clock ticks since boot) is index 19 of what follows the comm.
-    fields = raw[raw.rfind(b")") + 2 :].split()
+    fields = proc_stat_fields(pid)
     if not fields:
         return None
+    # Field 22 (starttime, clock ticks since boot) is index 19 of what follows the comm.
     state = fields[0].decode("ascii", "replace")
     boot = _boot_time()
     if len(fields) < 20 or boot is None:

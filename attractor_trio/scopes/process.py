@@ -47,6 +47,7 @@ __all__ = [
     "OUTPUT_POLL_INTERVAL",
     "ProcessResult",
     "live_group_members",
+    "proc_stat_fields",
     "run_in_process_group",
     "use_grace_skip",
 ]
@@ -231,15 +232,22 @@ def _live_groups() -> dict[int, int]:
 
 
 def _live_pgid(pid: str) -> int | None:
+    fields = proc_stat_fields(pid)
+    if fields is None or len(fields) <= 2 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[2])
+
+
+def proc_stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name — state first, so field
+    ``n`` of proc(5) is index ``n - 3`` — or ``None`` when unreadable (gone, or not Linux).
+    The command name may hold spaces and parentheses, hence the split at the last ``)``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if len(fields) <= 2 or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[2])
+    return stat[stat.rfind(b")") + 2 :].split()
 
 
 def live_group_members(pgid: int) -> list[int]:
