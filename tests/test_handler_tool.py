@@ -536,3 +536,59 @@ def test_clip_output_bounds_and_marks(text: str, limit: int) -> None:
         assert text.startswith(head)
         assert text.rstrip("\r\n").endswith(tail)
         assert "\ufffd" not in clipped or "\ufffd" in text
+
+
+def _orphan_wrapper(attempt: AttemptInfo, command: str) -> subprocess.CompletedProcess[str]:
+    """The wrapper a dead engine spawned, starting only now (its ``bash`` was slow to start)."""
+    from attractor_trio.handlers import tool as tool_module
+
+    argv = tool_module._Journal(attempt).argv(command)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=BOUND, check=False)
+
+
+async def test_a_resumed_engine_that_gets_there_first_revokes_the_orphans_attempt(
+    attempt: AttemptInfo,
+) -> None:
+    """The engine died between spawning the wrapper and the wrapper's first line; the resumed
+    engine finds nothing recorded. It claims the attempt as revoked and re-runs the command;
+    the late orphan must then run nothing (before, both ran it: the crash test saw a stage
+    twice in its ledger when the orphan's ``bash`` started slower than the resumed engine)."""
+    attempt.stage_dir.mkdir(parents=True)
+    with trio.fail_after(BOUND):
+        adopted = await ToolHandler().adopt(_node("unused"), Context(), GRAPH, attempt)
+    assert adopted is None  # re-run the command in a new attempt
+    late = _orphan_wrapper(attempt, f"echo ran >> {attempt.workdir / 'ledger.txt'}")
+    assert late.returncode == 0, late.stderr
+    assert not (attempt.workdir / "ledger.txt").exists()
+    # A second resume finds the attempt revoked, not an orphan to wait for.
+    with trio.fail_after(BOUND):
+        assert await ToolHandler().adopt(_node("unused"), Context(), GRAPH, attempt) is None
+
+
+async def test_an_orphan_that_claimed_first_is_adopted_not_re_run(
+    attempt: AttemptInfo,
+) -> None:
+    """The orphan won the claim: the resumed engine waits for it and takes its exit code."""
+    attempt.stage_dir.mkdir(parents=True)
+    orphan = await trio.to_thread.run_sync(
+        _orphan_wrapper, attempt, f"echo ran >> {attempt.workdir / 'ledger.txt'}; exit 3"
+    )
+    assert orphan.returncode == 3, orphan.stderr
+    with trio.fail_after(BOUND):
+        adopted = await ToolHandler().adopt(_node("unused"), Context(), GRAPH, attempt)
+    assert adopted is not None and adopted.status is StageStatus.FAIL
+    assert adopted.failure_reason.startswith("tool exited with code 3")
+    assert (attempt.workdir / "ledger.txt").read_text() == "ran\n"
+
+
+async def test_a_wrapper_that_cannot_claim_fails_loudly(attempt: AttemptInfo) -> None:
+    """Someone else's claim (not a revocation) is an error, never a silent success."""
+    from attractor_trio.handlers import tool as tool_module
+
+    claim = tool_module._Journal(attempt).claim
+    claim.parent.mkdir(parents=True)
+    claim.write_text("12345")
+    late = _orphan_wrapper(attempt, f"echo ran >> {attempt.workdir / 'ledger.txt'}")
+    assert late.returncode == 125
+    assert "cannot claim the attempt" in late.stderr
+    assert not (attempt.workdir / "ledger.txt").exists()

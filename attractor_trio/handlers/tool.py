@@ -20,13 +20,17 @@ the full log. Every attempt that ran a process (or adopted an orphan) emits one
 ``status_ingestion_decision`` event. Stale status files are removed from all three places
 before the process starts — but not when adopting, since the orphan may have written them.
 
-Crash journal: the command runs under a tiny ``bash`` wrapper that records its own pid in
-``.tool-started`` before the command starts and its exit code in ``.tool-exit`` (atomically,
-by rename) after the command ends. The wrapper is in the stage's process group, not in the
-engine, so it finishes even when the engine is SIGKILLed. A resumed run then *adopts* the
-orphaned attempt (:meth:`ToolHandler.adopt`): it waits for the orphan, and uses its recorded
-exit code instead of running the command a second time. A command is therefore never run twice
-because the engine died; it is re-run only if it never started or was itself killed.
+Crash journal: the command runs under a tiny ``bash`` wrapper that first *claims* its attempt
+(creates ``<stage root>/.tool-claims/<attempt_id>`` holding its pid, by ``ln``, which fails if
+the file exists), records its pid in ``.tool-started``, runs the command, and records the exit
+code in ``.tool-exit`` (atomically, by rename). The wrapper is in the stage's process group,
+not in the engine, so it finishes even when the engine is SIGKILLed. A resumed run then
+*adopts* the orphaned attempt (:meth:`ToolHandler.adopt`): it waits for the orphan and uses
+its recorded exit code instead of running the command a second time. When the orphan has not
+claimed yet (the engine died between spawning ``bash`` and ``bash`` starting, and the resumed
+engine got there first) the resumed run claims the attempt itself, as ``revoked``: the late
+orphan then exits without running anything, and the command runs once, in the new attempt.
+Either way a command is never run twice because the engine died.
 
 The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
 :func:`~attractor_trio.scopes.process.run_in_process_group` kills the whole group before the
@@ -48,6 +52,7 @@ from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..graph import Graph, Node
 from ..logtext import decode_head, decode_tail, file_size
+from ..persist.atomic import write_bytes_atomic
 from ..persist.status import (
     IngestionDecision,
     StatusSources,
@@ -94,7 +99,7 @@ class ToolHandler:
             logs = _prepare_stage_dir(attempt)
         except StatusFileError as exc:
             return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=DETERMINISTIC)
-        journal = _Journal(attempt.stage_dir)
+        journal = _Journal(attempt)
         journal.clear()
         try:
             result = await run_in_process_group(
@@ -122,10 +127,14 @@ class ToolHandler:
         Waits (inside the attempt's scope: its deadline and the run's cancellation apply)
         while the orphan is alive; kills its group if cancelled meanwhile.
         """
-        journal = _Journal(attempt.stage_dir)
-        pid = journal.started_pid()
+        journal = _Journal(attempt)
+        pid = journal.started_pid() or journal.claimed_pid()
         if pid is None:
-            return None
+            if journal.revoke():
+                return None  # it never started, and now never will: run the command anew
+            pid = journal.claimed_pid()  # it claimed just now
+            if pid is None:
+                return None  # revoked by an earlier resume
         try:
             # Polling is the only way to watch a process that is not our child.
             while journal.exit_code() is None and live_group_members(pid):  # noqa: ASYNC110
@@ -173,13 +182,21 @@ async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
 
 
 _ADOPT_POLL_S = 0.05
-# $1 command, $2 exit-code file, $3 started file. The command runs as a child so the wrapper
+# $1 command, $2 exit-code file, $3 started file, $4 claim file. The claim comes first: a
+# wrapper that loses it to a resumed engine's "revoked" exits without running the command (and
+# nobody waits for it); losing it to anything else is an error. The command runs as a child so
+# the wrapper
 # can outlive it; the wrapper ignores SIGTERM (set after the fork, so the command keeps the
 # default) and waits, which keeps the grace period for the command itself: SIGTERM reaches the
 # whole group, the wrapper stays the live leader until the command exits or SIGKILL comes.
 # A command that died by a signal has that signal re-raised on the wrapper, so the engine
 # still reports "killed by signal".
+_CLAIMS_DIR = ".tool-claims"
+_REVOKED = b"revoked"
 _WRAPPER = (
+    'if ! { printf "%s" "$$" > "$4.$$" && ln "$4.$$" "$4"; } 2>/dev/null; then '
+    'rm -f "$4.$$"; [ "$(cat "$4" 2>/dev/null)" = revoked ] && exit 0; '
+    'echo "attractor-tool: cannot claim the attempt ($4)" >&2; exit 125; fi; rm -f "$4.$$"; '
     'printf "%s" "$$" > "$3"; bash -c "$1" & child=$!; trap "" TERM; '
     'wait "$child" 2>/dev/null; code=$?; '
     'printf "%s\\n" "$code" > "$2.tmp" && mv -f "$2.tmp" "$2"; '
@@ -190,13 +207,20 @@ _WRAPPER = (
 
 
 class _Journal:
-    """``.tool-started`` / ``.tool-exit``: what survives the engine's own death."""
+    """The claim, ``.tool-started`` and ``.tool-exit``: what survives the engine's own death.
 
-    def __init__(self, stage_dir: Path) -> None:
+    Claims live beside the stage dirs, one per attempt id, and are never removed: archiving a
+    stage dir for the next attempt must not hand a late orphan an unclaimed attempt.
+    """
+
+    def __init__(self, attempt: AttemptInfo) -> None:
+        stage_dir = attempt.stage_dir
         self.started = stage_dir / ".tool-started"
         self.exit = stage_dir / ".tool-exit"
+        self.claim = stage_dir.parent / _CLAIMS_DIR / attempt.attempt_id
 
     def argv(self, command: str) -> list[str]:
+        self.claim.parent.mkdir(parents=True, exist_ok=True)
         return [
             "bash",
             "-c",
@@ -205,7 +229,24 @@ class _Journal:
             command,
             str(self.exit),
             str(self.started),
+            str(self.claim),
         ]
+
+    def revoke(self) -> bool:
+        """Claim the attempt for nobody; ``False`` when its wrapper claimed it first."""
+        self.claim.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_bytes_atomic(self.claim, _REVOKED, exclusive=True, durable=False)
+        except FileExistsError:
+            return False
+        return True
+
+    def claimed_pid(self) -> int | None:
+        """The wrapper's pid from its claim; ``None`` when unclaimed or revoked."""
+        try:
+            return int(self.claim.read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     def clear(self) -> None:
         for path in (self.started, self.exit, self.exit.with_name(".tool-exit.tmp")):
