@@ -243,26 +243,17 @@ class _Journal:
 
     def claimed_pid(self) -> int | None:
         """The wrapper's pid from its claim; ``None`` when unclaimed or revoked."""
-        try:
-            return int(self.claim.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return _recorded_int(self.claim)
 
     def clear(self) -> None:
         for path in (self.started, self.exit, self.exit.with_name(".tool-exit.tmp")):
             path.unlink(missing_ok=True)
 
     def started_pid(self) -> int | None:
-        try:
-            return int(self.started.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return _recorded_int(self.started)
 
     def exit_code(self) -> int | None:
-        try:
-            return int(self.exit.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return _recorded_int(self.exit)
 
     def refine(self, result: ProcessResult) -> ProcessResult:
         """Prefer the command's own exit code (recorded by the wrapper) when there is one."""
@@ -272,6 +263,14 @@ class _Journal:
         return ProcessResult(
             code, False, result.duration_s, result.stdout_bytes, result.stderr_bytes
         )
+
+
+def _recorded_int(path: Path) -> int | None:
+    """The number a wrapper wrote to ``path``; ``None`` when absent or not (yet) a number."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _kill_group(pgid: int) -> None:
