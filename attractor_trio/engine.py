@@ -25,11 +25,11 @@ from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
 from .handlers.base import Handler, HandlerRegistry
 from .persist.atomic import cleanup_temp_files
-from .persist.checkpoint import Checkpoint, load_checkpoint
+from .persist.checkpoint import CHECKPOINT_FILE_NAME, Checkpoint, load_checkpoint
 from .persist.final import FinalRecord, read_final
 from .persist.live import LiveWriter
 from .persist.lock import RunLock, acquire_run_lock
-from .persist.manifest import write_manifest
+from .persist.manifest import Manifest, read_manifest, write_manifest
 from .persist.progress import ProgressWriter, read_progress
 from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .traversal import TraversalState
@@ -171,6 +171,7 @@ async def run(
             dot_path=None if graph.path == "<string>" else graph.path,
             dot_source=graph.source,
             argv=list(argv),
+            context=_starting_context(context),
         )
         the_run = _scope(
             graph,
@@ -230,17 +231,22 @@ async def resume(
             logs_root=root,
             run_id=final.run_id,
         )
-    checkpoint = load_checkpoint(root)
+    checkpoint = _checkpoint_or_none(root)
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
-    lock = _take_ownership(root, checkpoint.run_id)
+    manifest = read_manifest(root) if checkpoint is None else None
+    run_id = checkpoint.run_id if checkpoint is not None else _manifest_run_id(manifest)
+    lock = _take_ownership(root, run_id)
     try:
-        state = _state_from_checkpoint(checkpoint, graph)
+        if checkpoint is not None:
+            state, current = _state_from_checkpoint(checkpoint, graph), checkpoint.current_node
+        else:
+            state, current = _state_before_first_checkpoint(graph, manifest), None
         the_run = _scope(
             graph,
             registry,
             state,
-            ProgressWriter.resume(root / "progress.ndjson", checkpoint.run_id),
+            ProgressWriter.resume(root / "progress.ndjson", run_id),
             resumed=True,
             options=_ScopeOptions(
                 root,
@@ -254,8 +260,10 @@ async def resume(
                 handle,
             ),
         )
+        if current is None:
+            return await drive(the_run, _start_node(graph))
         try:
-            start, predecessor = _resume_point(graph, state, checkpoint.current_node)
+            start, predecessor = _resume_point(graph, state, current)
         except _ResumeStop as stopped:
             return await drive(the_run, None, preset=stopped.stop)
         return await drive(the_run, start, predecessor)
@@ -366,6 +374,36 @@ def _initial_context(graph: Graph, run_id: str, initial: Mapping[str, Any] | Non
     ctx.set("internal.run_id", run_id)
     ctx.apply_updates(initial or {})
     return ctx
+
+
+def _starting_context(initial: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The caller's starting context as the manifest records it (coerced as checkpoints are)."""
+    ctx = Context()
+    ctx.apply_updates(initial or {})
+    return ctx.snapshot()
+
+
+def _checkpoint_or_none(root: Path) -> Checkpoint | None:
+    """The run's checkpoint; ``None`` when it has none but its manifest says how it started
+    (otherwise :func:`load_checkpoint` raises its "nothing to resume" error)."""
+    if not (root / CHECKPOINT_FILE_NAME).exists():
+        manifest = read_manifest(root)
+        if manifest is not None and manifest.context is not None:
+            return None
+    return load_checkpoint(root)
+
+
+def _manifest_run_id(manifest: Manifest | None) -> str:
+    assert manifest is not None  # _checkpoint_or_none returns None only with a manifest
+    return manifest.run_id
+
+
+def _state_before_first_checkpoint(graph: Graph, manifest: Manifest | None) -> TraversalState:
+    """A run that died between its manifest and its first checkpoint completed no stage, so it
+    starts over from the start node with the context its manifest recorded — otherwise it
+    would be stuck: ``run`` refuses a directory with a manifest, and there is no checkpoint."""
+    assert manifest is not None and manifest.context is not None  # see _checkpoint_or_none
+    return TraversalState(context=_initial_context(graph, manifest.run_id, manifest.context))
 
 
 def _state_from_checkpoint(checkpoint: Checkpoint, graph: Graph) -> TraversalState:

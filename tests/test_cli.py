@@ -286,6 +286,37 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 2 and "Traceback" not in err
 
 
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(
+    tmp_path: Path,
+) -> None:
+    """The state a SIGKILL between ``manifest.json`` and the first checkpoint leaves: ``run``
+    refuses the directory, so ``resume`` must run it (from the start, with its ``--set``)."""
+    from attractor_trio.persist.manifest import write_manifest
+
+    root = tmp_path / "run"
+    root.mkdir()
+    source = (EXAMPLES / "simple.dot").read_text()
+    write_manifest(
+        root,
+        run_id="killed-early",
+        name="simple",
+        label="",
+        goal="",
+        dot_path=EXAMPLES / "simple.dot",
+        dot_source=source,
+        argv=["attractor-trio", "run", "simple.dot", "--set", "ticket=T-9"],
+        context={"ticket": "T-9"},
+    )
+    assert cli("run", str(EXAMPLES / "simple.dot"), "--simulate", "--logs-root", str(root))[0] == 2
+    code, _, err = cli("resume", str(root), "--simulate")
+    assert code == 0, err
+    assert "resuming run killed-early" in err and "Traceback" not in err
+    final = json.loads((root / "final.json").read_text())
+    assert final["status"] == "success" and final["completed_nodes"][0] == "start"
+    checkpoint = json.loads((root / "checkpoint.json").read_text())
+    assert checkpoint["run_id"] == "killed-early" and checkpoint["context"]["ticket"] == "T-9"
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     root = tmp_path / "run"
     script = tmp_path / "s.yaml"

@@ -5,6 +5,7 @@ Simulated stages under ``autojump_clock``: retries, backoff and timeouts cost no
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from attractor_trio.core.outcome import Outcome, StageStatus
 from attractor_trio.errors import ConfigError, ValidationFailed
 from attractor_trio.graph import Graph, Node
 from attractor_trio.interviewers import Answer, QueueInterviewer
-from attractor_trio.persist.checkpoint import load_checkpoint
+from attractor_trio.persist.checkpoint import CheckpointError, load_checkpoint
 
 from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot
 
@@ -346,6 +347,52 @@ async def test_p17_resume_after_interruption_gives_the_same_result(
     starts = [e["node_id"] for e in named(root, "stage_attempt_started")]
     assert starts.count("a") == 1 and starts.count("b") == 1  # not re-executed
     assert named(root, "pipeline_started")[-1]["resumed"] is True
+
+
+class _StallingStart:
+    """A start stage that never finishes: the run dies before its first checkpoint."""
+
+    async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def test_a_run_that_died_before_its_first_checkpoint_resumes_from_the_start(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """Killed between ``manifest.json`` and the first checkpoint, a run is neither new (``run``
+    refuses the directory) nor resumable from a checkpoint; resume starts it from the start
+    node with the context it was started with, instead of leaving it stuck."""
+    root = tmp_path / "run"
+    with trio.move_on_after(10):
+        await run_dot(LINEAR, root, handlers={"start": _StallingStart()}, context={"ticket": "T-9"})
+    (root / "final.json").unlink()  # as if the process had died before finalizing
+    assert not (root / "checkpoint.json").exists()
+    result = await engine.resume(
+        graph_of(LINEAR), logs_root=root, backend=engine_sim(), heartbeat_interval=None
+    )
+    assert result.status == "success"
+    assert result.completed_nodes == ("start", "a", "b", "c", "done")
+    assert result.run_id == read_json(root / "manifest.json")["run_id"]
+    context = load_checkpoint(root).context
+    assert context["ticket"] == "T-9" and context["graph.goal"] == "ship it"
+    assert named(root, "pipeline_started")[-1]["resumed"] is True
+
+
+async def test_a_manifest_without_its_start_context_is_not_resumed_from_the_start(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """An older manifest does not record the starting context; guessing it would silently drop
+    ``--set`` values, so resume refuses as before."""
+    root = tmp_path / "run"
+    with trio.move_on_after(10):
+        await run_dot(LINEAR, root, handlers={"start": _StallingStart()})
+    (root / "final.json").unlink()
+    doc = read_json(root / "manifest.json")
+    del doc["context"]
+    (root / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        await engine.resume(graph_of(LINEAR), logs_root=root, backend=engine_sim())
 
 
 def engine_sim() -> Any:

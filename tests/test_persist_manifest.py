@@ -45,9 +45,22 @@ def test_writes_graph_and_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "start_time": "2025-01-31T12:00:00.000Z",
         "engine_version": __version__,
         "argv": ["attractor-trio", "run", "pipeline.dot", "--simulate"],
+        "context": {},
     }
     assert manifest.to_json() == doc
     assert dot_sha256(SOURCE) == doc["dot_sha256"]
+
+
+def test_records_the_starting_context(tmp_path: Path) -> None:
+    _write(tmp_path, context={"ticket": "T-9", "n": 3})
+    assert read_manifest(tmp_path).context == {"ticket": "T-9", "n": 3}  # type: ignore[union-attr]
+
+
+def test_a_manifest_from_before_the_context_key_still_reads(tmp_path: Path) -> None:
+    doc = _write(tmp_path).to_json()
+    del doc["context"]
+    write_json_atomic(tmp_path / "manifest.json", doc)
+    assert read_manifest(tmp_path).context is None  # type: ignore[union-attr]
 
 
 def test_start_time_defaults_to_now(tmp_path: Path) -> None:

@@ -194,9 +194,10 @@ def load_checkpoint(logs_root: StrPath) -> Checkpoint:
     except FileNotFoundError:
         raise CheckpointError(
             path,
-            "no checkpoint found, so there is nothing to resume; the run stopped before its "
-            "first stage completed (start it again with `attractor-trio run`) or LOGS_ROOT is "
-            "not a run directory",
+            "no checkpoint found, so there is nothing to resume: LOGS_ROOT is not a run "
+            "directory, or its run stopped before its first stage completed and its manifest "
+            "does not record the context it started with (start it again with "
+            "`attractor-trio run --logs-root NEW_DIR`)",
         ) from None
     except CorruptFileError as exc:
         raise CheckpointError(path, f"{_position(exc)}{exc.detail}; {_DAMAGED_HINT}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -20,6 +20,7 @@ from .._version import __version__
 from .atomic import (
     Schema,
     StrPath,
+    is_object,
     is_str,
     is_str_list,
     or_null,
@@ -61,6 +62,10 @@ class Manifest:
     start_time: str
     engine_version: str
     argv: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    # The context the run was started with (``--set``, the API's ``context=``): what resume
+    # starts from when the run died before its first checkpoint. ``None`` in a manifest
+    # written before this key existed.
+    context: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,7 @@ class Manifest:
             "start_time": self.start_time,
             "engine_version": self.engine_version,
             "argv": list(self.argv),
+            "context": None if self.context is None else dict(self.context),
         }
 
 
@@ -91,9 +97,11 @@ def write_manifest(
     dot_path: StrPath | None,
     dot_source: str,
     argv: Sequence[str],
+    context: Mapping[str, Any] | None = None,
     start_time: str | None = None,
 ) -> Manifest:
-    """Write ``graph.dot`` then ``manifest.json`` into ``logs_root`` (which must exist)."""
+    """Write ``graph.dot`` then ``manifest.json`` into ``logs_root`` (which must exist).
+    ``context`` is the run's starting context (JSON values), ``{}`` when none was given."""
     root = Path(logs_root)
     manifest = Manifest(
         run_id=run_id,
@@ -105,6 +113,7 @@ def write_manifest(
         start_time=utc_timestamp() if start_time is None else start_time,
         engine_version=__version__,
         argv=argv,
+        context=dict(context or {}),
     )
     write_text_atomic(root / GRAPH_FILE_NAME, dot_source)
     write_json_atomic(root / MANIFEST_FILE_NAME, manifest.to_json())
@@ -121,6 +130,7 @@ _SCHEMA: Final[Schema] = {
     "start_time": ("a string (RFC 3339 time)", is_str, True),
     "engine_version": ("a string", is_str, True),
     "argv": ("a list of strings", is_str_list, True),
+    "context": ("an object or null", or_null(is_object), False),
 }
 
 
@@ -133,4 +143,4 @@ def read_manifest(logs_root: StrPath) -> Manifest | None:
         doc = read_json_object(path, "manifest", _SCHEMA)
     except FileNotFoundError:
         return None
-    return Manifest(**{key: doc[key] for key in _SCHEMA})
+    return Manifest(**{key: doc[key] for key in _SCHEMA if key in doc})
