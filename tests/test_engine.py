@@ -134,6 +134,29 @@ async def test_p09_retry_on_failure(tmp_path: Path, autojump_clock: Any) -> None
     assert load_checkpoint(root).node_retries["flaky"] == 0
 
 
+async def test_checkpoint_stores_only_the_routing_fields_of_each_outcome(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The checkpoint is rewritten after every stage, so each outcome keeps only what resume
+    routes on (empty fields left out) and the file is one unindented line; notes stay in the
+    stage's status.json and context updates in the checkpoint's context."""
+    root = tmp_path / "run"
+    failing = {"outcome": "fail", "failure_reason": "tests failed: 3 of 9"}
+    steps = {"c": [{**failing, "failure_class": "deterministic"}]}
+    result = await run_dot(LINEAR, root, steps=steps)
+    assert result.status == "fail"
+    text = (root / "checkpoint.json").read_text()
+    assert text.count("\n") == 1 and text.endswith("}\n")
+    outcomes = json.loads(text)["node_outcomes"]
+    assert outcomes["a"] == {"status": "success"}
+    assert outcomes["c"] == {
+        "status": "fail",
+        "failure_reason": "tests failed: 3 of 9",
+        "failure_class": "deterministic",
+    }
+    assert read_json(root / "a" / "status.json")["notes"]  # the notes are kept there
+
+
 async def test_retries_exhausted_keep_the_raw_reason(tmp_path: Path, autojump_clock: Any) -> None:
     root = tmp_path / "run"
     steps = {"flaky": [{"outcome": "fail", "failure_reason": "compile error in main.c:12"}]}

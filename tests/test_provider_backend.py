@@ -143,6 +143,55 @@ async def test_node_provider_and_model_selection(tmp_path: Path, autojump_clock:
     assert a.requests == [] and b.requests[0].model == "m-9"
 
 
+def _mixed_config() -> RunConfig:
+    """The default provider speaks OpenAI; ``claude-main`` and ``gem`` are other vendors."""
+    kinds = {"main": "openai", "claude-main": "anthropic", "gem": "gemini"}
+    providers = {
+        name: ProviderConfig(name=name, kind=kind, model=f"{name}-model", mode="one_shot")
+        for name, kind in kinds.items()
+    }
+    return RunConfig(backend="main", providers=providers)
+
+
+@pytest.mark.parametrize(
+    ("node_attrs", "chosen", "model"),
+    [
+        ('llm_provider="anthropic"', "claude-main", "claude-main-model"),  # a kind, not a name
+        ('llm_model="claude-opus-4-6"', "claude-main", "claude-opus-4-6"),  # detected from model
+        ('llm_model="gemini-3-flash-preview"', "gem", "gemini-3-flash-preview"),
+        ('llm_model="gpt-5.2"', "main", "gpt-5.2"),  # the default already speaks OpenAI
+        ('llm_model="llama-3"', "main", "llama-3"),  # unknown vendor: the default provider
+    ],
+)
+async def test_routing_by_provider_kind_or_model_name(
+    tmp_path: Path, autojump_clock: Any, node_attrs: str, chosen: str, model: str
+) -> None:
+    adapters = {name: Scripted(name) for name in ("main", "claude-main", "gem")}
+    dot = DOT.replace('work [prompt="do it"]', f'work [prompt="x", {node_attrs}]')
+    backend = ApiBackend(_mixed_config(), "main", adapters=adapters)
+    result = await run_dot(dot, tmp_path / "run", backend=backend)
+    assert result.status == "success"
+    used = {name for name, adapter in adapters.items() if adapter.requests}
+    assert used == {chosen}
+    assert adapters[chosen].requests[0].model == model
+
+
+async def test_an_unknown_provider_name_or_kind_is_refused_before_running(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    adapters = {name: Scripted(name) for name in ("main", "claude-main", "gem")}
+    dot = DOT.replace('work [prompt="do it"]', 'work [prompt="x", llm_provider="mistral"]')
+    backend = ApiBackend(_mixed_config(), "main", adapters=adapters)
+    expected = (
+        r"llm_provider 'mistral' is not a configured provider \(have: main, claude-main, gem\)"
+    )
+    with pytest.raises(ConfigError, match=expected) as refused:
+        await run_dot(dot, tmp_path / "run", backend=backend)
+    assert str(refused.value).startswith("<string>:1:")  # where the node is (file:line:col)
+    assert not (tmp_path / "run").exists()
+    assert not any(adapter.requests for adapter in adapters.values())
+
+
 def test_detect_kind() -> None:
     assert detect_kind("claude-opus-4-6") == "anthropic"
     assert detect_kind("gpt-5.2") == "openai"

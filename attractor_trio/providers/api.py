@@ -125,7 +125,10 @@ class ApiBackend:
         for node in graph:
             if node.handler_type != "codergen":
                 continue
-            provider = self.config.providers[self._provider_for(node)]
+            try:
+                provider = self.config.providers[self._provider_for(node)]
+            except ConfigurationError as exc:  # the API promises ConfigError before a run
+                raise ConfigError(f"{graph.path}:{node.line}:{node.col}: {exc}") from None
             mode = self.mode_for(node)
             if mode not in MODES:
                 raise ConfigError(
