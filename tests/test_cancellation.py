@@ -14,6 +14,7 @@ import trio
 
 from attractor_trio import engine
 from attractor_trio.core.outcome import Outcome
+from attractor_trio.persist.checkpoint import write_checkpoint_bytes
 from attractor_trio.scopes import attempt as attempt_module
 from attractor_trio.scopes import run as run_module
 
@@ -148,7 +149,7 @@ async def test_cancel_at_every_phase(
 
         monkeypatch.setattr(attempt_module, "_write_status", write_then_cancel)
     else:
-        real_save = run_module.write_checkpoint_bytes
+        real_save = write_checkpoint_bytes
 
         def save_then_cancel(root_: Any, data: bytes) -> Any:
             if json.loads(data)["current_node"] == "b":

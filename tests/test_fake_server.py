@@ -2,10 +2,10 @@
 
 import httpx
 
-from tests.fakes.server import Reply
+from tests.fakes.server import FakeServer, Reply
 
 
-async def test_fake(fake_server):
+async def test_fake(fake_server: FakeServer) -> None:
     fake_server.script(
         r"^/v1/x$",
         Reply.json({"a": 1}, status=429, **{"retry-after": "2"}),

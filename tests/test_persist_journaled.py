@@ -179,7 +179,8 @@ def test_each_list_mutation_is_seen_by_the_encoder(op: tuple[Any, ...]) -> None:
 
 @pytest.mark.parametrize("op", DICT_OPS, ids=lambda op: op[0])
 def test_each_dict_mutation_is_seen_by_the_encoder(op: tuple[Any, ...]) -> None:
-    journaled, reference = JournaledDict({"a": 1, "b": 2}), {"a": 1, "b": 2}
+    journaled: JournaledDict[str, Any] = JournaledDict({"a": 1, "b": 2})
+    reference = {"a": 1, "b": 2}
     encoder = ObjectEncoder()
     encoder.encode(journaled)
     _apply_dict_op(journaled, op)

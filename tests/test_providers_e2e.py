@@ -53,7 +53,7 @@ def _config(server: FakeServer, failover: tuple[str, ...] = ()) -> RunConfig:
 
 
 def _ok(text: str) -> Reply:
-    return fa.stream_reply(fa.stream_events([fa.TextBlock([text[:3], text[3:]])]))
+    return fa.stream_reply(fa.stream_events([fa.TextBlock((text[:3], text[3:]))]))
 
 
 async def _run(tmp_path: Path, server: FakeServer, dot: str = DOT, **kw: Any) -> Any:
@@ -130,7 +130,7 @@ async def test_pinned_provider_fails_loudly(tmp_path: Path, fake_server: FakeSer
 async def test_cancel_mid_stream_leaves_a_consistent_run(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
-    slow = fa.stream_events([fa.TextBlock(["a"] * 50)])
+    slow = fa.stream_events([fa.TextBlock(("a",) * 50)])
     fake_server.script(r"^/v1/messages$", fa.stream_reply(slow, delay=0.1))
     backend = ApiBackend(_config(fake_server), "a", env={"A_KEY": KEY})
     with trio.move_on_after(1.0):
