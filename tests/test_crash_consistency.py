@@ -160,3 +160,50 @@ def test_sigkill_a_fan_out_pipeline_then_resume(tmp_path: Path) -> None:
     assert sorted(ledger) == sorted(["prep", "b0", "b1", "b2", "b3", "ship"]), ledger
     assert kills >= min(kills_wanted, 3), f"only {kills} kills landed before the run finished"
     _all_json_parses(root)
+
+
+# The engine's own write of its first checkpoint, replaced by a SIGKILL of the process: a real
+# process death at the one moment a random kill rarely hits (manifest written, no checkpoint).
+_DIE_AT_FIRST_CHECKPOINT = """
+import os, signal, sys
+import attractor_trio.scopes.run as run_scope
+run_scope.write_checkpoint_bytes = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+from attractor_trio.cli import main
+main(sys.argv[1:], prog_name="attractor-trio")
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_before_the_first_checkpoint_then_resume(tmp_path: Path) -> None:
+    """``run`` refuses a directory that holds a manifest, so ``resume`` must start such a run
+    from its start node, with the ``--set`` values it was started with (CI found the dead end
+    this used to be)."""
+    stages = ("t00", "t01", "t02")
+    nodes = "\n".join(
+        f'    {n} [tool_command="echo $ATTRACTOR_NODE_ID >> ledger.txt"]' for n in stages
+    )
+    (tmp_path / "p.dot").write_text(
+        "digraph early {\n    node [shape=parallelogram]\n"
+        "    start [shape=Mdiamond]\n    done [shape=Msquare]\n"
+        f"{nodes}\n    start -> {' -> '.join(stages)} -> done\n}}\n"
+    )
+    root = tmp_path / "run"
+    first = _command(tmp_path, first=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", _DIE_AT_FIRST_CHECKPOINT, *first[3:], "--set", "ticket=T-9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (root / "manifest.json").exists() and not (root / "checkpoint.json").exists()
+    _all_json_parses(root)
+    again = subprocess.run(_command(tmp_path, first=True), capture_output=True, text=True)
+    assert again.returncode == 2 and "resume" in again.stderr  # run refuses, and says why
+    resumed = subprocess.run(
+        _command(tmp_path, first=False), capture_output=True, text=True, timeout=60
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((root / "final.json").read_text())["status"] == "success"
+    assert (tmp_path / "ledger.txt").read_text().split() == list(stages)
+    assert json.loads((root / "checkpoint.json").read_text())["context"]["ticket"] == "T-9"
