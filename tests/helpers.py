@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from attractor_trio import engine
 from attractor_trio.dot import parse_dot
@@ -57,3 +61,16 @@ def assert_envelope_invariants(logs_root: Path) -> None:
             finished.add(event["attempt_id"])
         if event["event"] == "stage_heartbeat":
             assert event["attempt_id"] not in finished, "heartbeat after its attempt finished"
+
+
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch ``os.fsync`` to note ``"file"`` or ``"dir"`` for each call (and still sync)."""
+    kinds: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        kinds.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return kinds

@@ -16,6 +16,8 @@ import trio.testing
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
 from attractor_trio.scopes.offload import WritePool, write_bytes_durably
 
+from .helpers import record_fsyncs
+
 
 def _temps(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if is_temp_file_name(p.name)]
@@ -120,14 +122,7 @@ def test_under_a_mock_clock_the_work_runs_inline() -> None:
 def test_write_bytes_durably_writes_atomically_with_both_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        synced.append("dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    synced = record_fsyncs(monkeypatch)
     target = tmp_path / "status.json"
     target.write_text('{"old": true}\n')
 

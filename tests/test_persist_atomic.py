@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import stat
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from attractor_trio.persist.atomic import (
     write_json_atomic,
     write_text_atomic,
 )
+
+from .helpers import record_fsyncs
 
 
 def _temp_files(directory: Path) -> list[str]:
@@ -106,14 +107,7 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_fsyncs_the_file_and_then_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kinds: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        kinds.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    kinds = record_fsyncs(monkeypatch)
     write_json_atomic(tmp_path / "doc.json", {"v": 1})
     assert kinds == ["file", "dir"]
 
