@@ -231,17 +231,16 @@ async def resume(
             logs_root=root,
             run_id=final.run_id,
         )
-    checkpoint = _checkpoint_or_none(root)
+    source = _resume_source(root)
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
-    manifest = read_manifest(root) if checkpoint is None else None
-    run_id = checkpoint.run_id if checkpoint is not None else _manifest_run_id(manifest)
+    run_id = source.run_id
     lock = _take_ownership(root, run_id)
     try:
-        if checkpoint is not None:
-            state, current = _state_from_checkpoint(checkpoint, graph), checkpoint.current_node
+        if isinstance(source, Checkpoint):
+            state, current = _state_from_checkpoint(source, graph), source.current_node
         else:
-            state, current = _state_before_first_checkpoint(graph, manifest), None
+            state, current = _state_before_first_checkpoint(graph, source), None
         the_run = _scope(
             graph,
             registry,
@@ -383,27 +382,23 @@ def _starting_context(initial: Mapping[str, Any] | None) -> dict[str, Any]:
     return ctx.snapshot()
 
 
-def _checkpoint_or_none(root: Path) -> Checkpoint | None:
-    """The run's checkpoint; ``None`` when it has none but its manifest says how it started
-    (otherwise :func:`load_checkpoint` raises its "nothing to resume" error)."""
+def _resume_source(root: Path) -> Checkpoint | Manifest:
+    """What a resume starts from: the checkpoint; or, when the run has none yet, its manifest
+    if that records the starting context (else :func:`load_checkpoint` raises its "nothing
+    to resume" error)."""
     if not (root / CHECKPOINT_FILE_NAME).exists():
         manifest = read_manifest(root)
         if manifest is not None and manifest.context is not None:
-            return None
+            return manifest
     return load_checkpoint(root)
 
 
-def _manifest_run_id(manifest: Manifest | None) -> str:
-    assert manifest is not None  # _checkpoint_or_none returns None only with a manifest
-    return manifest.run_id
-
-
-def _state_before_first_checkpoint(graph: Graph, manifest: Manifest | None) -> TraversalState:
+def _state_before_first_checkpoint(graph: Graph, manifest: Manifest) -> TraversalState:
     """A run that died between its manifest and its first checkpoint completed no stage, so it
     starts over from the start node with the context its manifest recorded — otherwise it
     would be stuck: ``run`` refuses a directory with a manifest, and there is no checkpoint."""
-    assert manifest is not None and manifest.context is not None  # see _checkpoint_or_none
-    return TraversalState(context=_initial_context(graph, manifest.run_id, manifest.context))
+    context = _initial_context(graph, manifest.run_id, manifest.context)
+    return TraversalState(context=context)
 
 
 def _state_from_checkpoint(checkpoint: Checkpoint, graph: Graph) -> TraversalState:
