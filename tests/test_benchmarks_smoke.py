@@ -32,6 +32,7 @@ def test_engine_benchmark_reports_and_cleans_up(tmp_path: Path) -> None:
     done = _run_benchmark("--stages", "20", "--repeat", "1", "--tmp-dir", str(scratch))
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    assert "file creation where the runs go:" in out and "µs per mkdir or create" in out
     assert "per stage: median" in out
     assert "target ≤ 2.0 ms: PASS" in out or "target ≤ 2.0 ms: FAIL" in out
     assert "fsyncs per stage" in out and "ms per fsync" in out
