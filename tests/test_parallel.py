@@ -13,6 +13,7 @@ import trio
 
 from attractor_trio import engine
 from attractor_trio.interviewers import Answer, QueueInterviewer
+from attractor_trio.scopes.group_commit import read_records
 
 from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot, sim
 
@@ -131,7 +132,7 @@ async def test_first_success_cancels_the_losers(tmp_path: Path, autojump_clock: 
     exits = named(root, "cancellation_exit")
     assert sorted(e["node_id"] for e in exits) == ["a", "c"]
     assert {e["scope"] for e in exits} == {"branch"}
-    assert not (root / "parallel/par/a/result.json").exists()
+    assert [r["id"] for r in read_records(root / "parallel/par/results.ndjson")] == ["b"]
 
 
 async def test_fail_fast_cancels_siblings_and_fails(tmp_path: Path, autojump_clock: Any) -> None:
@@ -232,19 +233,52 @@ async def test_parallel_without_fan_in_ends_the_run(tmp_path: Path, autojump_clo
     assert "done" not in [e["node_id"] for e in named(root, "stage_attempt_started")]
 
 
-async def test_resume_mid_fan_out_reruns_only_unfinished_branches(
-    tmp_path: Path, autojump_clock: Any
-) -> None:
-    root = tmp_path / "run"
+async def _interrupted_in_fan_out(root: Path) -> list[dict[str, Any]]:
+    """THREE run until a and b have finished and c never will; then the run is killed (its
+    final.json removed, as if it had never been written). The records of a and b."""
     with trio.move_on_after(100):
         await run_dot(THREE, root, steps={"c": [{"stall": "forever"}]})
     (root / "final.json").unlink()
+    records = read_records(root / "parallel/par/results.ndjson")
+    assert sorted(r["id"] for r in records) == ["a", "b"]
+    return records
+
+
+async def _resume_and_count_starts(root: Path) -> dict[str, int]:
     result = await engine.resume(
         graph_of(THREE), logs_root=root, backend=sim(), heartbeat_interval=None
     )
     assert result.status == "success"
     starts = [e["node_id"] for e in named(root, "stage_attempt_started")]
-    assert starts.count("a") == 1 and starts.count("b") == 1 and starts.count("c") == 2
+    return {node: starts.count(node) for node in "abc"}
+
+
+async def test_resume_mid_fan_out_reruns_only_unfinished_branches(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    await _interrupted_in_fan_out(root)
+    assert await _resume_and_count_starts(root) == {"a": 1, "b": 1, "c": 2}
+
+
+async def test_resume_ignores_results_recorded_by_another_visit_of_the_fan_out(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    records = await _interrupted_in_fan_out(root)
+    log = root / "parallel/par/results.ndjson"
+    log.write_text("".join(json.dumps({**r, "token": "7.1"}) + "\n" for r in records))
+    assert await _resume_and_count_starts(root) == {"a": 2, "b": 2, "c": 2}
+
+
+async def test_resume_reads_the_result_json_files_of_older_engines(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    for record in await _interrupted_in_fan_out(root):
+        (root / "parallel/par" / record["id"] / "result.json").write_text(json.dumps(record))
+    (root / "parallel/par/results.ndjson").unlink()
+    assert await _resume_and_count_starts(root) == {"a": 1, "b": 1, "c": 2}
 
 
 async def test_one_busy_branch_keeps_the_watchdog_quiet(

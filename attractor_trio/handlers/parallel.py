@@ -4,8 +4,9 @@ Each branch is a :class:`BranchScope`-like task: a cancel scope (losers and fail
 siblings are cancelled through it), an optional ``branch_timeout`` deadline, a slot from the
 fan-out's ``CapacityLimiter(max_parallel)``, and its own traversal over a cloned context until
 the fan-in. The join decision is the sans-IO :class:`~attractor_trio.core.join.Join`; this
-module only runs branches and feeds it. A finished branch's result is written atomically, so a
-resumed run re-runs only the branches that had not finished.
+module only runs branches and feeds it. A finished branch's result is appended durably to the
+fan-out's ``results.ndjson`` before it counts (branches finishing together share an fsync:
+``scopes/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from ..core.join import Join, JoinConfig
 from ..core.outcome import Outcome, StageStatus
 from ..errors import AttractorError
 from ..graph import Graph, Node
-from ..persist.atomic import dumps_json, read_json
-from ..scopes.offload import write_bytes_durably
+from ..persist.atomic import read_json
+from ..scopes.group_commit import DurableLog, read_records
 from ..values import AttributeValueError, format_duration
 from .base import AttemptInfo, require_attempt
 
-__all__ = ["BranchResult", "BranchRunner", "ParallelHandler"]
+__all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler"]
+
+#: Where a fan-out records finished branches: ``parallel/<node>/results.ndjson``.
+RESULTS_FILE_NAME = "results.ndjson"
 
 _LOSER = "branch canceled"
 _SUCCESSES = frozenset({"success", "partial_success"})
@@ -131,6 +135,7 @@ class _FanOut:
         self.results: dict[str, dict[str, Any]] = {}
         self.scopes: dict[str, trio.CancelScope] = {}
         self.losers_cancelled = False
+        self.log = DurableLog(plan.root / RESULTS_FILE_NAME)
 
     async def run(self) -> Outcome:
         plan = self.plan
@@ -144,8 +149,9 @@ class _FanOut:
             max_parallel=plan.max_parallel,
         )
         try:
-            async with trio.open_nursery() as nursery:
-                await self._dispatch(nursery)
+            with self.log:
+                async with trio.open_nursery() as nursery:
+                    await self._dispatch(nursery)
         except BaseException:
             # The run is being cancelled: the event stream still closes this fan-out.
             self.attempt.emit(
@@ -181,8 +187,9 @@ class _FanOut:
         plan = self.plan
         limiter = trio.CapacityLimiter(plan.max_parallel)
         resumed = plan.root.is_dir()  # else no branch can have a result to reuse
+        earlier = _earlier_results(plan) if resumed else {}
         for index, (key, start) in enumerate(zip(plan.keys, plan.starts, strict=True)):
-            previous = _load_result(plan.root / key, plan.token) if resumed else None
+            previous = earlier.get(key)
             if previous is not None:
                 self._record(key, previous)
                 self._cancel_losers_if_decided()
@@ -232,8 +239,7 @@ class _FanOut:
                 result = {"status": "canceled", "failure_reason": _reason_of(scope)}
             result.update(id=key, branch_key=key)
             if result["status"] != "canceled":
-                doc = dumps_json({**result, "token": plan.token}).encode("utf-8")
-                await write_bytes_durably(plan.root / key / "result.json", doc)
+                await self.log.append({**result, "token": plan.token})
             self._record(key, result)
             self._cancel_losers_if_decided()
         finally:
@@ -333,8 +339,24 @@ def _aggregate_class(results: list[dict[str, Any]]) -> str:
     return ""
 
 
+def _earlier_results(plan: _Plan) -> dict[str, dict[str, Any]]:
+    """Results that this same fan-out execution (``token``: visit and attempt) recorded before
+    the run was interrupted, by branch key. Also reads the per-branch ``result.json`` that
+    engines before ``results.ndjson`` wrote, so such a run resumes without redoing branches."""
+    keys = set(plan.keys)
+    found: dict[str, dict[str, Any]] = {}
+    for record in read_records(plan.root / RESULTS_FILE_NAME):
+        if record.get("token") == plan.token and record.get("id") in keys:
+            found[record["id"]] = {k: v for k, v in record.items() if k != "token"}
+    for key in keys - found.keys():
+        legacy = _load_result(plan.root / key, plan.token)
+        if legacy is not None:
+            found[key] = legacy
+    return found
+
+
 def _load_result(branch_root: Path, token: str) -> dict[str, Any] | None:
-    """A branch result written by this same fan-out execution (resume), else ``None``."""
+    """A ``result.json`` written by this same fan-out execution, else ``None``."""
     try:
         result = read_json(branch_root / "result.json")
     except (OSError, ValueError, AttractorError):
