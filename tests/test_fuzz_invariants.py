@@ -376,6 +376,24 @@ def test_unparsable_json_anywhere_under_the_logs_root(clean: Observation) -> Non
     assert "b/status.json" in found[0].detail
 
 
+def test_fan_out_results_must_be_whole_and_recorded_once(run: Any) -> None:
+    source = """digraph f { start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component]; join [shape=tripleoctagon]
+        start -> par; par -> a -> join; par -> b -> join; join -> done }"""
+    obs: Observation = run(source)
+    assert check_invariants(obs) == []
+    log = obs.logs_root / "parallel" / "par" / "results.ndjson"
+    first = log.read_text().splitlines()[0]
+    log.write_text(f"{log.read_text()}{first}\n[]\n" + '{"id": "a", "sta\n')
+    found = [v for v in check_invariants(obs) if v.invariant == "branch_result_invalid"]
+    assert [v.detail.split(": ", 1)[1] for v in found] == [
+        f"branch {json.loads(first)['id']!r} recorded twice",
+        "not a branch result (id, status, token)",
+        "not JSON",
+    ]
+    assert all(v.detail.startswith("parallel/par/results.ndjson line ") for v in found)
+
+
 def test_final_missing_invalid_or_disagreeing(clean: Observation) -> None:
     final = clean.logs_root / "final.json"
     edit_json(final, failure_reason="something else")

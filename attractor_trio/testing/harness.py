@@ -32,6 +32,7 @@ from .. import engine
 from ..core.outcome import Outcome, StageStatus
 from ..events import TERMINAL_EVENTS
 from ..handlers.base import Handler, current_attempt
+from ..handlers.parallel import RESULTS_FILE_NAME
 from ..persist.atomic import CorruptFileError
 from ..persist.final import FinalRecord, read_final
 from ..persist.progress import read_progress
@@ -392,6 +393,7 @@ class RunFiles:
 
     unparsable_json: tuple[tuple[str, str], ...]
     bad_progress_lines: tuple[int, ...]
+    bad_branch_results: tuple[str, ...]
     final: FinalRecord | None
     final_problem: str
     checkpoint: Mapping[str, Any] | None
@@ -407,6 +409,7 @@ class RunFiles:
         return cls(
             unparsable_json=tuple(unparsable),
             bad_progress_lines=tuple(_bad_progress_lines(root / "progress.ndjson")),
+            bad_branch_results=tuple(_bad_branch_results(root)),
             final=final,
             final_problem=problem,
             checkpoint=docs.get("checkpoint.json"),
@@ -437,6 +440,30 @@ def _read_final(root: Path) -> tuple[FinalRecord | None, str]:
     except CorruptFileError as exc:
         return None, str(exc)
     return final, "" if final is not None else "missing"
+
+
+def _bad_branch_results(root: Path) -> Iterator[str]:
+    """Problems in the fan-outs' ``results.ndjson``: a line that is not a branch result (in a
+    run that was not killed, none may be torn), or a branch recorded twice by one fan-out
+    execution (a resumed fan-out must not redo a recorded branch)."""
+    for path in sorted(root.rglob(RESULTS_FILE_NAME)):
+        rel, seen = path.relative_to(root), set()
+        for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                yield f"{rel} line {number}: not JSON"
+                continue
+            if not isinstance(record, dict) or not all(
+                isinstance(record.get(key), str) for key in ("id", "status", "token")
+            ):
+                yield f"{rel} line {number}: not a branch result (id, status, token)"
+                continue
+            if (record["id"], record["token"]) in seen:
+                yield f"{rel} line {number}: branch {record['id']!r} recorded twice"
+            seen.add((record["id"], record["token"]))
 
 
 def _bad_progress_lines(path: Path) -> Iterator[int]:

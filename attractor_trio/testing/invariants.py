@@ -58,6 +58,7 @@ INVARIANTS: Final[Mapping[str, str]] = {
     "stage_status_missing": "a completed stage has no status.json (§2)",
     "json_unparsable": "a JSON file under LOGS_ROOT does not parse (§2 atomic writes)",
     "progress_line_unparsable": "a progress.ndjson line does not parse (§2)",
+    "branch_result_invalid": "a results.ndjson line is not a branch result, or repeats one",
     "live_state_mismatch": "live.json state differs from final.json status (§2)",
     "lock_left_behind": "run.lock.json still exists after the run ended (§2)",
     "failure_reason_not_causal": "final failure_reason is not a failed attempt's raw reason (§5)",
@@ -132,7 +133,8 @@ def check_invariants(obs: Observation) -> list[Violation]:
     ``seq``), a run-scope ``cancellation_exit`` or a ``watchdog_timeout`` appeared; every
     started attempt finishes exactly once, after it started.
     Files (§2): every ``*.json`` under LOGS_ROOT parses, as does every ``progress.ndjson``
-    line; ``final.json`` exists, is a valid record, and matches the terminal event and the
+    line; every fan-out's ``results.ndjson`` line is a branch result, none repeated;
+    ``final.json`` exists, is a valid record, and matches the terminal event and the
     ``RunResult``; its ``completed_nodes`` equal the checkpoint's; each completed stage has a
     ``status.json``; ``live.json`` ends in the final state; ``run.lock.json`` is gone.
     Semantics (§5): a run cancelled and then still working ends ``canceled`` (exit path
@@ -316,6 +318,8 @@ def check_files(files: RunFiles) -> Iterator[Violation]:
         yield Violation("json_unparsable", f"{rel}: {problem}")
     for line in files.bad_progress_lines:
         yield Violation("progress_line_unparsable", f"progress.ndjson line {line}")
+    for problem in files.bad_branch_results:
+        yield Violation("branch_result_invalid", problem)
     if files.lock_exists:
         yield Violation("lock_left_behind", "run.lock.json exists after the run ended")
     if files.final is None:
