@@ -63,9 +63,11 @@ def test_contract_api_names_exist() -> None:
 
 
 def test_import_is_light() -> None:
-    """Importing the package must not import the HTTP server stack."""
+    """Importing the package or its CLI must not import the HTTP server stack, nor pytest
+    (which ``trio.testing`` imports: a third of the CLI's start-up time)."""
     code = (
-        "import sys, attractor_trio; print('starlette' in sys.modules, 'hypercorn' in sys.modules)"
+        "import sys, attractor_trio, attractor_trio.cli; "
+        "print(*(name in sys.modules for name in ('starlette', 'hypercorn', '_pytest')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False False"
+    assert out.stdout.strip() == "False False False"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import trio
-import trio.testing
 
 from ..persist.atomic import fsync_directory_fd, replacing, write_all
 
@@ -70,7 +70,7 @@ class WritePool:
         Not a cancellation point, like the synchronous call it replaces: a caller that has just
         finished a stage still records it even if a cancellation is already pending.
         """
-        if isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock):
+        if _virtual_clock():
             await trio.lowlevel.cancel_shielded_checkpoint()
             return fn()
         self._ensure_threads()
@@ -102,6 +102,14 @@ class WritePool:
                 job.token.run_sync_soon(trio.lowlevel.reschedule, job.task)
             except trio.RunFinishedError:  # pragma: no cover - the waiter always outlives us
                 pass
+
+
+def _virtual_clock() -> bool:
+    """Whether the run uses :class:`trio.testing.MockClock`. Without importing
+    ``trio.testing``: it imports pytest, a third of the CLI's start-up time, and a run can only
+    have a ``MockClock`` if someone imported it already."""
+    testing = sys.modules.get("trio.testing")
+    return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)
 
 
 def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
