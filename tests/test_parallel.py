@@ -271,6 +271,17 @@ async def test_resume_ignores_results_recorded_by_another_visit_of_the_fan_out(
     assert await _resume_and_count_starts(root) == {"a": 2, "b": 2, "c": 2}
 
 
+async def test_resume_reruns_a_branch_whose_record_is_not_a_result(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    root = tmp_path / "run"
+    records = await _interrupted_in_fan_out(root)
+    damaged = [{**r, "status": "exploded"} if r["id"] == "a" else r for r in records]
+    log = root / "parallel/par/results.ndjson"
+    log.write_text("".join(json.dumps(r) + "\n" for r in damaged))
+    assert await _resume_and_count_starts(root) == {"a": 2, "b": 1, "c": 2}
+
+
 async def test_resume_reads_the_result_json_files_of_older_engines(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

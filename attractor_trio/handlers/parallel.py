@@ -38,6 +38,8 @@ RESULTS_FILE_NAME = "results.ndjson"
 
 _LOSER = "branch canceled"
 _SUCCESSES = frozenset({"success", "partial_success"})
+#: The statuses a finished branch is recorded with (``_run_one``; ``skipped`` counts as success).
+_RECORDED = _SUCCESSES | {"fail", "retry"}
 
 
 @frozen
@@ -342,11 +344,12 @@ def _aggregate_class(results: list[dict[str, Any]]) -> str:
 def _earlier_results(plan: _Plan) -> dict[str, dict[str, Any]]:
     """Results that this same fan-out execution (``token``: visit and attempt) recorded before
     the run was interrupted, by branch key. Also reads the per-branch ``result.json`` that
-    engines before ``results.ndjson`` wrote, so such a run resumes without redoing branches."""
+    engines before ``results.ndjson`` wrote, so such a run resumes without redoing branches.
+    A record that is not a finished branch's result is ignored: that branch runs again."""
     keys = set(plan.keys)
     found: dict[str, dict[str, Any]] = {}
     for record in read_records(plan.root / RESULTS_FILE_NAME):
-        if record.get("token") == plan.token and record.get("id") in keys:
+        if _reusable(record, plan.token) and record["id"] in keys:
             found[record["id"]] = {k: v for k, v in record.items() if k != "token"}
     for key in keys - found.keys():
         legacy = _load_result(plan.root / key, plan.token)
@@ -355,13 +358,22 @@ def _earlier_results(plan: _Plan) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _reusable(record: Any, token: str) -> bool:
+    return (
+        isinstance(record, dict)
+        and record.get("token") == token
+        and isinstance(record.get("id"), str)
+        and record.get("status") in _RECORDED
+    )
+
+
 def _load_result(branch_root: Path, token: str) -> dict[str, Any] | None:
     """A ``result.json`` written by this same fan-out execution, else ``None``."""
     try:
         result = read_json(branch_root / "result.json")
     except (OSError, ValueError, AttractorError):
         return None
-    if not isinstance(result, dict) or result.get("token") != token:
+    if not _reusable(result, token):
         return None
     result.pop("token", None)
-    return result
+    return dict(result)
