@@ -261,25 +261,24 @@ async def test_resume_mid_fan_out_reruns_only_unfinished_branches(
     assert await _resume_and_count_starts(root) == {"a": 1, "b": 1, "c": 2}
 
 
-async def test_resume_ignores_results_recorded_by_another_visit_of_the_fan_out(
-    tmp_path: Path, autojump_clock: Any
+@pytest.mark.parametrize(
+    ("edit", "starts"),
+    [
+        # recorded by another visit (or attempt) of the fan-out: not this execution's results
+        (lambda r: {**r, "token": "7.1"}, {"a": 2, "b": 2, "c": 2}),
+        # not a finished branch's result (damaged): that branch runs again, the join is not hurt
+        (lambda r: {**r, "status": "exploded"} if r["id"] == "a" else r, {"a": 2, "b": 1, "c": 2}),
+    ],
+    ids=["another-visit", "not-a-result"],
+)
+async def test_resume_reuses_only_this_executions_valid_results(
+    tmp_path: Path, autojump_clock: Any, edit: Any, starts: dict[str, int]
 ) -> None:
     root = tmp_path / "run"
     records = await _interrupted_in_fan_out(root)
     log = root / "parallel/par/results.ndjson"
-    log.write_text("".join(json.dumps({**r, "token": "7.1"}) + "\n" for r in records))
-    assert await _resume_and_count_starts(root) == {"a": 2, "b": 2, "c": 2}
-
-
-async def test_resume_reruns_a_branch_whose_record_is_not_a_result(
-    tmp_path: Path, autojump_clock: Any
-) -> None:
-    root = tmp_path / "run"
-    records = await _interrupted_in_fan_out(root)
-    damaged = [{**r, "status": "exploded"} if r["id"] == "a" else r for r in records]
-    log = root / "parallel/par/results.ndjson"
-    log.write_text("".join(json.dumps(r) + "\n" for r in damaged))
-    assert await _resume_and_count_starts(root) == {"a": 2, "b": 1, "c": 2}
+    log.write_text("".join(json.dumps(edit(r)) + "\n" for r in records))
+    assert await _resume_and_count_starts(root) == starts
 
 
 async def test_resume_reads_the_result_json_files_of_older_engines(
