@@ -74,3 +74,12 @@ def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
     return kinds
+
+
+def fail_fsyncs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patch ``os.fsync`` to fail as a dying disk does (``EIO``)."""
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error (simulated)")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)

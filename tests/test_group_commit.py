@@ -17,7 +17,7 @@ import trio.testing
 from attractor_trio.scopes.group_commit import DurableLog, read_records
 from attractor_trio.scopes.offload import WritePool
 
-from .helpers import record_fsyncs
+from .helpers import fail_fsyncs, record_fsyncs
 
 
 class SyncedSizes:
@@ -141,10 +141,7 @@ def test_read_records_skips_what_is_not_an_object_and_a_missing_file_is_empty(
 def test_a_failed_fsync_fails_every_record_it_covered_and_every_later_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    fail_fsyncs(monkeypatch)
     path = tmp_path / "results.ndjson"
     errors: list[str] = []
 

@@ -4,7 +4,6 @@ abandons a write, and under a virtual clock everything runs inline."""
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import trio.testing
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
 from attractor_trio.scopes.offload import WritePool, write_bytes_durably
 
-from .helpers import record_fsyncs
+from .helpers import fail_fsyncs, record_fsyncs
 
 
 def _temps(directory: Path) -> list[str]:
@@ -136,10 +135,7 @@ def test_write_bytes_durably_writes_atomically_with_both_fsyncs(
 def test_write_bytes_durably_leaves_the_old_file_when_fsync_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    fail_fsyncs(monkeypatch)
     target = tmp_path / "result.json"
     target.write_text('{"old": true}\n')
     with pytest.raises(OSError, match="Input/output"):

@@ -25,7 +25,7 @@ from attractor_trio.persist.atomic import (
     write_text_atomic,
 )
 
-from .helpers import record_fsyncs
+from .helpers import fail_fsyncs, record_fsyncs
 
 
 def _temp_files(directory: Path) -> list[str]:
@@ -72,10 +72,7 @@ def test_failure_while_writing_temp_removes_it_and_keeps_target(
     target = tmp_path / "doc.json"
     write_json_atomic(target, {"v": "old"})
 
-    def failing_fsync(fd: int) -> None:
-        raise OSError(5, "simulated I/O error")
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
+    fail_fsyncs(monkeypatch)
     with pytest.raises(OSError, match="simulated"):
         write_json_atomic(target, {"v": "new"})
     monkeypatch.undo()
