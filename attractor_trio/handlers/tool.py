@@ -185,10 +185,10 @@ _ADOPT_POLL_S = 0.05
 # $1 command, $2 exit-code file, $3 started file, $4 claim file. The claim comes first: a
 # wrapper that loses it to a resumed engine's "revoked" exits without running the command (and
 # nobody waits for it); losing it to anything else is an error. The command runs as a child so
-# the wrapper
-# can outlive it; the wrapper ignores SIGTERM (set after the fork, so the command keeps the
-# default) and waits, which keeps the grace period for the command itself: SIGTERM reaches the
-# whole group, the wrapper stays the live leader until the command exits or SIGKILL comes.
+# the wrapper can outlive it; the wrapper ignores SIGTERM (set after the fork, so the command
+# keeps the default) and waits, which keeps the grace period for the command itself: SIGTERM
+# reaches the whole group, the wrapper stays the live leader until the command exits or
+# SIGKILL comes.
 # A command that died by a signal has that signal re-raised on the wrapper, so the engine
 # still reports "killed by signal".
 _CLAIMS_DIR = ".tool-claims"

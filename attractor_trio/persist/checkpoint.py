@@ -128,9 +128,9 @@ class CheckpointEncoder:
     ``write_json_atomic(path, Checkpoint(...).to_json(), compact=True)`` would write, but the
     per-node collections cost O(entries changed) instead of O(nodes so far) when the engine
     keeps them in :class:`~.journaled.JournaledDict` / :class:`~.journaled.JournaledList`
-    (see ``journaled.py`` for why; ``tests/test_persist_journaled.py`` checks the equivalence). The
-    context arrives already encoded (:meth:`Context.snapshot_json`): its values may be mutable
-    and are small, so it is encoded whole.
+    (see ``journaled.py`` for why; ``tests/test_persist_journaled.py`` checks the
+    equivalence). The context arrives already encoded (:meth:`Context.snapshot_json`): its
+    values may be mutable and are small, so it is encoded whole.
     """
 
     def __init__(self, convert_outcome: Callable[[Any], Any]) -> None:
