@@ -169,6 +169,7 @@ class RunScope:
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
             executor = self.executor(state, stage_root=stage_root, branch=branch)
             executor.liveness = parent.child(branch)
+            executor.epoch = f"{attempt.branch}/{attempt.node_id}@{attempt.visit}.{attempt.attempt}"
             traversal = Traversal(
                 graph=self.graph,
                 state=state,
