@@ -20,7 +20,7 @@ __all__ = ["resume_command", "run_command"]
 
 EXIT_CODES = {"success": 0, "fail": 1}
 EXIT_USAGE, EXIT_INTERNAL = 2, 70
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "stop": 143}
+SIGNAL_EXIT = {"SIGHUP": 129, "SIGINT": 130, "SIGTERM": 143, "stop": 143}
 
 
 def _duration_option(value: str | None, name: str) -> float | None:
@@ -190,8 +190,11 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
 async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> Any:
-    """Run ``start(task_status)`` with SIGINT/SIGTERM turned into run cancellation."""
+    """Run ``start(task_status)`` with SIGINT/SIGTERM/SIGHUP turned into run cancellation."""
     from .engine import RunHandle
 
     handle = RunHandle()
@@ -199,20 +202,41 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
     async with trio.open_nursery() as nursery:
 
         async def watch_signals(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*_SIGNAL_NAMES) as signals:
                 task_status.started()
                 async for signum in signals:
-                    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-                    if holder.get("signal") == "SIGINT" and name == "SIGINT":
-                        handle.skip_grace()
-                    holder.setdefault("signal", name)
-                    handle.cancel(name)
+                    _on_signal(_SIGNAL_NAMES[signum], handle, holder)
 
         # Signals are ours before the run takes its lock: a `stop` right after start finalizes.
         await nursery.start(watch_signals)
         result = await start(handle)
         nursery.cancel_scope.cancel()
     return result
+
+
+def _on_signal(name: str, handle: Any, holder: dict[str, Any]) -> None:
+    """The first signal cancels the run (and decides the exit code); any further SIGINT or
+    SIGTERM — after a SIGINT, SIGTERM, SIGHUP or ``stop`` — skips the rest of the kill grace
+    (CONTRACT §10). SIGHUP means the terminal is gone: console output goes nowhere from then
+    on, so that writing it cannot fail the run's finalization."""
+    if name == "SIGHUP":
+        _detach_from_dead_terminal()
+    elif "signal" in holder:
+        handle.skip_grace()
+    holder.setdefault("signal", name)
+    handle.cancel(name)
+
+
+def _detach_from_dead_terminal() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 async def _close(backend: Any) -> None:
