@@ -199,15 +199,26 @@ def follow_run(
     started = clock()
     while True:
         owner = _owner(root)
-        for event in tail.poll():
+        events = tail.poll()
+        for index, event in enumerate(events):
             on_event(event)
-            if event["event"] in TERMINAL_EVENTS:
+            if event["event"] in TERMINAL_EVENTS and _run_ended(root, events[index + 1 :]):
                 return FollowEnd(terminal_exit_code(event))
         waited = clock() - started
         end = quiet_verdict(root, owner, read_final(root), tail.seen, waited, startup_grace_s)
         if end is not None:
             return end
         sleep(poll_interval)
+
+
+def _run_ended(root: Path, rest: list[dict[str, Any]]) -> bool:
+    """Whether a terminal event ends the run, not just a segment of it (CONTRACT §10): a
+    resumed run's log goes on after it (``pipeline_resumed``), and a resume moves
+    ``final.json`` aside before it writes anything, while a run that ends writes
+    ``final.json`` before its terminal event."""
+    if rest:
+        return False
+    return (root / "final.json").exists()
 
 
 # ------------------------------------------------------------------------------ formatting

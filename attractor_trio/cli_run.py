@@ -12,6 +12,12 @@ from typing import Any, NoReturn
 import click
 import trio
 
+from .cli_detach import (
+    check_logs_root_writable,
+    detach,
+    recorded_options,
+    reuse_recorded_options,
+)
 from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed
 from .graph import Severity
 from .values import AttributeValueError, parse_duration
@@ -51,6 +57,11 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option("--quiet", is_flag=True, help="Print only the final line."),
         click.option("--json", "as_json", is_flag=True, help="Events as NDJSON on stdout."),
         click.option("--seed", type=int, help="Seed for retry jitter (reproducible runs)."),
+        click.option(
+            "--detach",
+            is_flag=True,
+            help="Run in its own session, immune to the terminal; output in LOGS_ROOT/run.log.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -205,7 +216,7 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
             with trio.open_signal_receiver(*_SIGNAL_NAMES) as signals:
                 task_status.started()
                 async for signum in signals:
-                    _on_signal(_SIGNAL_NAMES[signum], handle, holder)
+                    _on_signal(_SIGNAL_NAMES[signal.Signals(signum)], handle, holder)
 
         # Signals are ours before the run takes its lock: a `stop` right after start finalizes.
         await nursery.start(watch_signals)
@@ -294,8 +305,11 @@ def run_command(
     initial = _parse_sets(sets)
     run_id = run_id or engine.new_run_id()
     root = logs_root or Path("runs") / run_id
-    _refuse_existing(root)
+    engine.refuse_used_logs_root(root)
     engine.check_runnable(graph, backend=settings["backend"])
+    check_logs_root_writable(root)
+    if opts["detach"]:
+        detach(["--logs-root", str(root), "--run-id", run_id], root)
     click.echo(f"logs root: {root}", err=True)
     _drive(
         engine.run,
@@ -306,6 +320,7 @@ def run_command(
         run_id=run_id,
         context=initial,
         argv=sys.argv,
+        options=recorded_options(opts),
     )
 
 
@@ -336,46 +351,60 @@ def _drive(
     sys.exit(_exit_for(result, holder))
 
 
-def _refuse_existing(root: Path) -> None:
-    if (root / "checkpoint.json").exists() or (root / "manifest.json").exists():
-        raise ConfigError(
-            f"{root} already holds a run; continue it with `attractor-trio resume {root}` "
-            "or choose another --logs-root"
-        )
-
-
 @click.command("resume")
 @click.argument(
     "logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
+@click.option("--from", "from_node", metavar="NODE", help="Continue at NODE (any run).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a context key.")
 @_run_options
 @_guard
-def resume_command(logs_root: Path, **opts: Any) -> None:
-    """Continue a run from LOGS_ROOT/checkpoint.json without re-running completed stages."""
+def resume_command(
+    logs_root: Path, from_node: str | None, sets: tuple[str, ...], **opts: Any
+) -> None:
+    """Continue a run from LOGS_ROOT/checkpoint.json without re-running completed stages.
+
+    Continues a canceled, stalled, crashed or internally failed run with the options it was
+    started with (unless given again); --from NODE continues any run at NODE.
+    """
     from . import engine
     from .persist.final import read_final
     from .persist.manifest import read_manifest
     from .pipeline import load
+    from .recovery import check_resumable
 
     final = read_final(logs_root)
-    if final is not None:
-        click.echo(
-            f"attractor-trio: run {final.run_id} already finished ({final.status}, "
-            f"{final.exit_path}); nothing to resume",
-            err=True,
-        )
-        sys.exit(0)
+    if final is not None and from_node is None:
+        if final.status == "success":
+            click.echo(
+                f"attractor-trio: run {final.run_id} succeeded; nothing to resume "
+                f"(--from NODE runs it again from NODE)",
+                err=True,
+            )
+            sys.exit(0)
+        check_resumable(logs_root, final)
     manifest = read_manifest(logs_root)
     if manifest is None or not (logs_root / "graph.dot").exists():
         raise ConfigError(
             f"{logs_root}: no manifest.json/graph.dot — not a run directory "
             "(pass the LOGS_ROOT that `attractor-trio run` printed)"
         )
+    opts = reuse_recorded_options(opts, manifest.options or {})
     graph = load(logs_root / "graph.dot")
     settings = _settings(opts)
     engine.check_runnable(graph, backend=settings["backend"])
+    if opts["detach"]:
+        detach([], logs_root)
     click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
-    _drive(engine.resume, graph, settings, opts, logs_root=logs_root)
+    _drive(
+        engine.resume,
+        graph,
+        settings,
+        opts,
+        logs_root=logs_root,
+        from_node=from_node,
+        context=_parse_sets(sets),
+    )
 
 
 def register(group: click.Group) -> None:

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .graph import Diagnostic
 
-__all__ = ["AttractorError", "ConfigError", "DotSyntaxError", "ValidationFailed"]
+__all__ = [
+    "AttractorError",
+    "ConfigError",
+    "DotSyntaxError",
+    "LogsRootInUseError",
+    "ValidationFailed",
+]
 
 
 class AttractorError(Exception):
@@ -45,3 +51,11 @@ ValidationError = ValidationFailed
 
 class ConfigError(AttractorError):
     """A run config, option or environment value is invalid."""
+
+
+class LogsRootInUseError(ConfigError):
+    """The logs root already holds a run (its ``manifest.json``): never reused (CONTRACT §10).
+
+    Raised by ``run``/``open_run`` before any file is touched; continue that run with
+    ``resume`` or choose another logs root. A ``ConfigError``, so the CLI exits 2.
+    """

@@ -131,6 +131,8 @@ class RunScope:
     liveness: Liveness = field(factory=Liveness)
     grace_skip: trio.Event = field(factory=trio.Event)
     artifacts: ArtifactStore | None = None
+    #: ``pipeline_resumed`` fields when this run continues an earlier segment (CONTRACT §10).
+    resumed_from: dict[str, Any] | None = None
 
     max_parallel_default: int = 4
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
@@ -410,6 +412,8 @@ async def drive(
     finish = _Finish("fail", "internal_error", "run ended without a result", "structural")
     try:
         with run.scope, use_grace_skip(run.grace_skip):
+            if run.resumed_from is not None:  # opens the new segment of the run's log
+                run.hub.emit("pipeline_resumed", at_node=start or "", **run.resumed_from)
             run.hub.emit(
                 "pipeline_started",
                 name=run.graph.name,
