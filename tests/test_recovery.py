@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import trio
 
 import attractor_trio
 from attractor_trio.recovery import DIED_REASON, segments
