@@ -197,12 +197,16 @@ def follow_run(
     they are appended — until the terminal event, and say how the run ended."""
     tail = ProgressTail(root / PROGRESS_FILE_NAME, on_bad_line)
     started = clock()
+    segments_ended = 0
     while True:
         owner = _owner(root)
         events = tail.poll()
         for index, event in enumerate(events):
             on_event(event)
-            if event["event"] in TERMINAL_EVENTS and _run_ended(root, events[index + 1 :]):
+            if event["event"] not in TERMINAL_EVENTS:
+                continue
+            segments_ended += 1
+            if _run_ended(root, segments_ended, events[index + 1 :]):
                 return FollowEnd(terminal_exit_code(event))
         waited = clock() - started
         end = quiet_verdict(root, owner, read_final(root), tail.seen, waited, startup_grace_s)
@@ -211,14 +215,11 @@ def follow_run(
         sleep(poll_interval)
 
 
-def _run_ended(root: Path, rest: list[dict[str, Any]]) -> bool:
-    """Whether a terminal event ends the run, not just a segment of it (CONTRACT §10): a
-    resumed run's log goes on after it (``pipeline_resumed``), and a resume moves
-    ``final.json`` aside before it writes anything, while a run that ends writes
-    ``final.json`` before its terminal event."""
-    if rest:
-        return False
-    return (root / "final.json").exists()
+def _run_ended(root: Path, segment: int, rest: list[dict[str, Any]]) -> bool:
+    """Whether the terminal event that ended the ``segment``-th segment ends the run: not when
+    the log goes on (``pipeline_resumed``), nor when a resume has already moved that
+    segment's record aside as ``final-<segment>.json`` (CONTRACT §10)."""
+    return not rest and not (root / f"final-{segment}.json").exists()
 
 
 # ------------------------------------------------------------------------------ formatting

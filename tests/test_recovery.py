@@ -220,3 +220,31 @@ def test_run_detach_outlives_the_terminal_and_status_follow_reattaches(tmp_path:
     assert followed.returncode == 0, followed.stderr
     assert read_json(tmp_path / "run" / "final.json")["status"] == "success"
     assert "success" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_resume_detach_and_status_follow_through_the_segments(tmp_path: Path) -> None:
+    proc = start(tmp_path)
+    wait_for_b(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    detached = cli(tmp_path, "resume", "run", "--detach")
+    assert detached.returncode == 0, detached.stderr
+    deadline = time.monotonic() + 30
+    while _ledger(tmp_path) != ["a", "b", "b"]:  # the resumed run waits in b again
+        assert time.monotonic() < deadline, _ledger(tmp_path)
+        time.sleep(0.02)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "attractor_trio", "status", "--follow", "run", "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    (tmp_path / "go").touch()
+    (tmp_path / "pass").touch()
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err  # not 130: the first segment's end is not the run's
+    followed = [json.loads(line)["event"] for line in out.splitlines()]
+    assert followed.count("pipeline_failed") == 1 and followed[-1] == "pipeline_completed"
+    assert "pipeline_resumed" in followed
+    assert_segments(tmp_path / "run", ["canceled"])
