@@ -26,7 +26,7 @@ import click
 
 from .errors import ConfigError
 
-__all__ = ["check_logs_root_writable", "detach", "recorded_options", "reuse_recorded_options"]
+__all__ = ["detach", "prepare_logs_root", "recorded_options", "reuse_recorded_options"]
 
 #: Options whose values are paths (recorded absolute, so a resume from elsewhere finds them).
 _PATHS = ("config_path", "sim_script", "workdir")
@@ -69,9 +69,10 @@ def reuse_recorded_options(opts: dict[str, Any], recorded: Mapping[str, Any]) ->
     return merged
 
 
-def check_logs_root_writable(root: Path) -> None:
-    """Refuse a logs root that cannot be created (below a regular file, or in a place this user
-    cannot write) with one line, before anything is created (CONTRACT §10)."""
+def prepare_logs_root(root: Path) -> None:
+    """Create the logs root once everything else is validated; a logs root that cannot be
+    created (below a regular file, in a place this user cannot write) is one line and no
+    directory (CONTRACT §10)."""
     probe = root.absolute()
     while not probe.exists():
         if probe.parent == probe:
@@ -81,6 +82,10 @@ def check_logs_root_writable(root: Path) -> None:
         raise ConfigError(f"--logs-root {root}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"--logs-root {root}: {probe} is not writable (permission denied)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--logs-root {root}: cannot create it: {exc.strerror or exc}") from None
 
 
 def detach(extra: list[str], root: Path) -> NoReturn:

@@ -27,7 +27,7 @@ from attrs import frozen
 
 from .cli_stop import OwnerState, owner_state
 from .display import describe
-from .errors import AttractorError
+from .errors import AttractorError, error_line
 from .graph import Graph
 from .persist.final import FinalRecord, read_final
 from .persist.lock import read_run_lock
@@ -414,7 +414,7 @@ def status_command(logs_root: Path, follow: bool, as_json: bool) -> None:
                 click.echo(format_report(report))
             code = EXIT_OK
     except AttractorError as exc:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         code = EXIT_USAGE
     sys.exit(code)
 
@@ -429,7 +429,7 @@ def runs_command(directory: Path, as_json: bool) -> None:
     try:
         entries = list_runs(directory)
     except AttractorError as exc:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         sys.exit(EXIT_USAGE)
     if as_json:
         click.echo(json.dumps([entry.to_json() for entry in entries], indent=2))
@@ -465,11 +465,15 @@ def graph_command(pipeline: Path, run_root: Path | None, output: Path) -> None:
 
     try:
         fmt = output_format(output)
+        _check_output_dir(output)
         text = render_dot(*_graph_and_statuses(pipeline, run_root))
         write_rendering(text, output, fmt)
     except GraphvizError as exc:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         sys.exit(EXIT_FAIL)
+    except OSError as exc:
+        click.echo(f"attractor-trio: error: -o {output}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except AttractorError as exc:
         message = str(exc)
         prefix = "" if message.startswith(str(pipeline)) else "attractor-trio: error: "
@@ -477,6 +481,15 @@ def graph_command(pipeline: Path, run_root: Path | None, output: Path) -> None:
         sys.exit(EXIT_USAGE)
     click.echo(f"wrote {output}", err=True)
     sys.exit(EXIT_OK)
+
+
+def _check_output_dir(output: Path) -> None:
+    """``-o`` into a missing directory (or below a file) is a usage error, checked before
+    anything is rendered (CONTRACT §10)."""
+    parent = output.absolute().parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise AttractorError(f"-o {output}: the directory {parent} {what}")
 
 
 def _graph_and_statuses(

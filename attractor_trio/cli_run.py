@@ -13,12 +13,12 @@ import click
 import trio
 
 from .cli_detach import (
-    check_logs_root_writable,
     detach,
+    prepare_logs_root,
     recorded_options,
     reuse_recorded_options,
 )
-from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed
+from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed, error_line
 from .graph import Severity
 from .values import AttributeValueError, parse_duration
 
@@ -109,7 +109,7 @@ def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
                 click.echo(diagnostic.format(kwargs.get("pipeline_path", "")), err=True)
         click.echo("attractor-trio: pipeline is invalid; nothing was executed", err=True)
     else:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
 
 
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def run_command(
     root = logs_root or Path("runs") / run_id
     engine.refuse_used_logs_root(root)
     engine.check_runnable(graph, backend=settings["backend"])
-    check_logs_root_writable(root)
+    prepare_logs_root(root)
     if opts["detach"]:
         detach(["--logs-root", str(root), "--run-id", run_id], root)
     click.echo(f"logs root: {root}", err=True)

@@ -144,6 +144,10 @@ def serve_command(
             "can reach it can run tool commands here (set --token or ATTRACTOR_TOKEN)",
             err=True,
         )
+    try:  # an unusable runs dir is refused now, not at the first POST (CONTRACT §10)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--runs-dir {runs_dir}: cannot create it: {exc.strerror or exc}")
     try:
         trio.run(_main, host, port, runs_dir, token or None, grace)
     except* OSError as group:

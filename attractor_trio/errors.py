@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ __all__ = [
     "DotSyntaxError",
     "LogsRootInUseError",
     "ValidationFailed",
+    "error_line",
 ]
 
 
@@ -59,3 +61,13 @@ class LogsRootInUseError(ConfigError):
     Raised by ``run``/``open_run`` before any file is touched; continue that run with
     ``resume`` or choose another logs root. A ``ConfigError``, so the CLI exits 2.
     """
+
+
+_POSITIONED = re.compile(r"^\S.*:\d+:\d+: error: ")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line the CLI prints for ``exc``: positioned messages (``FILE:LINE:COL: error:
+    ...``) as they are, everything else after ``attractor-trio: error:``."""
+    text = str(exc)
+    return text if _POSITIONED.match(text) else f"attractor-trio: error: {text}"

@@ -226,11 +226,31 @@ def _check(path: str, providers: dict[str, ProviderConfig]) -> None:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
+    """Read ``--config``; every problem is one :class:`ConfigError` line, positioned
+    (``FILE:LINE:COL: error: ...``) when it is in the text (CONTRACT §10)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}:{col}: error: the config file is not UTF-8 text "
+            f"(byte 0x{data[exc.start]:02x})"
+        ) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ConfigError(f"{where}: error: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: error: invalid YAML: {exc}") from None
     return parse_run_config(doc, path=str(path))
