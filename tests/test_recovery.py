@@ -248,3 +248,31 @@ def test_resume_detach_and_status_follow_through_the_segments(tmp_path: Path) ->
     assert followed.count("pipeline_failed") == 1 and followed[-1] == "pipeline_completed"
     assert "pipeline_resumed" in followed
     assert_segments(tmp_path / "run", ["canceled"])
+
+
+def test_status_and_resume_race_after_sigkill_of_an_unreaped_owner(tmp_path: Path) -> None:
+    """The killed owner stays a zombie (not reaped) while ``status`` and ``resume`` run at the
+    same time: status reports the run interrupted, resume takes the lock over and finishes,
+    and no lock is left behind."""
+    proc = start(tmp_path)
+    wait_for_b(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{proc.pid}/stat").read_bytes().split(b") ")[1][:1] != b"Z":
+        assert time.monotonic() < deadline, "the killed owner never became a zombie"
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    (tmp_path / "pass").touch()
+    command = [sys.executable, "-m", "attractor_trio"]
+    resume = subprocess.Popen(
+        [*command, "resume", "run", "--quiet"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    statuses = [cli(tmp_path, "status", "run", "--json") for _ in range(3)]
+    _, err = resume.communicate(timeout=60)
+    assert resume.returncode == 0, err
+    for status in statuses:
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["state"] in ("interrupted", "running", "success")
+    assert not (tmp_path / "run" / "run.lock.json").exists()
+    assert _ledger(tmp_path) == ["a", "b", "c"]
+    assert proc.wait(timeout=10) == -signal.SIGKILL
