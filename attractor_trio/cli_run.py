@@ -244,10 +244,27 @@ def _detach_from_dead_terminal() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         for fd in (1, 2):
-            if os.isatty(fd):
+            if _is_terminal(fd):
                 os.dup2(devnull, fd)
     finally:
         os.close(devnull)
+
+
+def _is_terminal(fd: int) -> bool:
+    """``isatty`` — which a hung-up terminal may answer with an error — or, on Linux, what
+    the descriptor points at."""
+    import os
+
+    try:
+        if os.isatty(fd):
+            return True
+    except OSError:
+        pass
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    return target.startswith(("/dev/pts/", "/dev/tty"))
 
 
 async def _close(backend: Any) -> None:

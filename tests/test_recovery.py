@@ -276,3 +276,52 @@ def test_status_and_resume_race_after_sigkill_of_an_unreaped_owner(tmp_path: Pat
     assert not (tmp_path / "run" / "run.lock.json").exists()
     assert _ledger(tmp_path) == ["a", "b", "c"]
     assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_the_invariant_checker_reads_a_resumed_log_segment_by_segment(tmp_path: Path) -> None:
+    from attractor_trio.testing.invariants import (
+        check_envelopes,
+        check_no_attempt_after_cancel,
+        check_terminal,
+    )
+
+    proc = start(tmp_path)
+    wait_for_b(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    finish(tmp_path)
+    log = events(tmp_path / "run")
+    assert [e["event"] for e in log].count("pipeline_failed") == 1
+    assert list(check_envelopes(log)) == []
+    assert list(check_terminal(log)) == []
+    assert list(check_no_attempt_after_cancel(log, None)) == []
+    assert list(check_terminal(log[:-1])) != []  # the last segment lost its terminal event
+
+
+def test_sighup_after_the_terminal_closed_still_finalizes(tmp_path: Path) -> None:
+    """The console is a terminal that is gone (its master closed: writes fail with EIO) when
+    SIGHUP arrives: the run still cancels cleanly — final.json, lock released, exit 129."""
+    import os
+    import pty
+
+    (tmp_path / "p.dot").write_text(PIPELINE)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attractor_trio", "run", "p.dot", "--logs-root", "run"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    try:
+        wait_for_b(tmp_path)
+    finally:
+        os.close(master)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=30) == 129
+    root = tmp_path / "run"
+    final = read_json(root / "final.json")
+    assert final["status"] == "canceled" and "SIGHUP" in final["failure_reason"]
+    assert not (root / "run.lock.json").exists()
+    assert_envelope_invariants(root)

@@ -267,13 +267,17 @@ def cancel_point(events: Sequence[Event], cancel_seq: int | None) -> tuple[int, 
 def check_no_attempt_after_cancel(
     events: Sequence[Event], cancel_seq: int | None
 ) -> Iterator[Violation]:
-    point = cancel_point(events, cancel_seq)
-    if point is None:
-        return
-    seq, why = point
-    for event in events:
-        if event.get("event") == "stage_attempt_started" and event["seq"] > seq:
-            yield Violation("attempt_after_cancel", f"{_where(event)} after {why} (seq {seq})")
+    """Per segment: a resume of a cancelled run starts attempts again, legitimately."""
+    from ..recovery import segments
+
+    for segment in segments(events):
+        point = cancel_point(segment, cancel_seq)
+        if point is None:
+            continue
+        seq, why = point
+        for event in segment:
+            if event.get("event") == "stage_attempt_started" and event["seq"] > seq:
+                yield Violation("attempt_after_cancel", f"{_where(event)} after {why} (seq {seq})")
 
 
 def check_attempts_closed(events: Sequence[Event]) -> Iterator[Violation]:
