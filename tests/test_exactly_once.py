@@ -96,6 +96,7 @@ def test_a_kill_after_every_commit_point_then_resume_runs_every_stage_once(
     assert killed_at == list(range(1, len(killed_at) + 1))
 
 
+@pytest.mark.slow
 def test_random_kills_of_the_run_and_its_resumes_run_every_stage_once(tmp_path: Path) -> None:
     """Randomized: each process (the run, then every resume) dies after a random commit."""
     rng = random.Random(20261206)

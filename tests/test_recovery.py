@@ -92,6 +92,7 @@ def assert_segments(root: Path, kinds: list[str]) -> None:
     assert read_json(root / "final.json")["status"] == "success"
 
 
+@pytest.mark.slow
 def test_resume_a_canceled_run(tmp_path: Path) -> None:
     proc = start(tmp_path)
     wait_for_b(tmp_path)
@@ -103,6 +104,7 @@ def test_resume_a_canceled_run(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "run.lock.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_a_stalled_run_reuses_its_stall_timeout(tmp_path: Path) -> None:
     proc = start(tmp_path, "--stall-timeout", "1s", "--kill-grace", "1s")
     assert proc.wait(timeout=30) == 1
@@ -115,6 +117,7 @@ def test_resume_a_stalled_run_reuses_its_stall_timeout(tmp_path: Path) -> None:
     assert_segments(tmp_path / "run", ["watchdog", "watchdog"])
 
 
+@pytest.mark.slow
 def test_resume_a_killed_run_closes_the_dead_segment(tmp_path: Path) -> None:
     proc = start(tmp_path)
     wait_for_b(tmp_path)
@@ -133,6 +136,7 @@ def test_resume_a_killed_run_closes_the_dead_segment(tmp_path: Path) -> None:
     assert not (root / "run.lock.json").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_run_needs_from_and_a_successful_one_has_nothing_to_resume(
     tmp_path: Path,
 ) -> None:
@@ -154,6 +158,7 @@ def test_a_failed_run_needs_from_and_a_successful_one_has_nothing_to_resume(
     assert unknown.returncode == 2 and "no node 'nope'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_resume_from_a_node_of_a_successful_run_runs_it_again(tmp_path: Path) -> None:
     (tmp_path / "go").touch()
     (tmp_path / "pass").touch()
@@ -202,6 +207,7 @@ async def test_the_api_never_reuses_a_logs_root_that_holds_a_run(tmp_path: Path)
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
 
 
+@pytest.mark.slow
 def test_run_detach_outlives_the_terminal_and_status_follow_reattaches(tmp_path: Path) -> None:
     (tmp_path / "p.dot").write_text(PIPELINE)
     (tmp_path / "pass").touch()
@@ -222,6 +228,7 @@ def test_run_detach_outlives_the_terminal_and_status_follow_reattaches(tmp_path:
     assert "success" in (tmp_path / "run" / "run.log").read_text()
 
 
+@pytest.mark.slow
 def test_resume_detach_and_status_follow_through_the_segments(tmp_path: Path) -> None:
     proc = start(tmp_path)
     wait_for_b(tmp_path)
@@ -250,6 +257,7 @@ def test_resume_detach_and_status_follow_through_the_segments(tmp_path: Path) ->
     assert_segments(tmp_path / "run", ["canceled"])
 
 
+@pytest.mark.slow
 def test_status_and_resume_race_after_sigkill_of_an_unreaped_owner(tmp_path: Path) -> None:
     """The killed owner stays a zombie (not reaped) while ``status`` and ``resume`` run at the
     same time: status reports the run interrupted, resume takes the lock over and finishes,
@@ -278,6 +286,7 @@ def test_status_and_resume_race_after_sigkill_of_an_unreaped_owner(tmp_path: Pat
     assert proc.wait(timeout=10) == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_the_invariant_checker_reads_a_resumed_log_segment_by_segment(tmp_path: Path) -> None:
     from attractor_trio.testing.invariants import (
         check_envelopes,
