@@ -63,11 +63,11 @@ class LogsRootInUseError(ConfigError):
     """
 
 
-_POSITIONED = re.compile(r"^\S.*:\d+:\d+: error: ")
+_POSITIONED = re.compile(r"^\S[^\n]*?(:\d+:\d+)?: error: ")
 
 
 def error_line(exc: BaseException) -> str:
-    """The one line the CLI prints for ``exc``: positioned messages (``FILE:LINE:COL: error:
+    """The one line the CLI prints for ``exc``: messages about a file (``FILE[:LINE:COL]: error:
     ...``) as they are, everything else after ``attractor-trio: error:``."""
     text = str(exc)
     return text if _POSITIONED.match(text) else f"attractor-trio: error: {text}"
