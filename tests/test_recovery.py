@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -334,3 +335,49 @@ def test_sighup_after_the_terminal_closed_still_finalizes(tmp_path: Path) -> Non
     assert final["status"] == "canceled" and "SIGHUP" in final["failure_reason"]
     assert not (root / "run.lock.json").exists()
     assert_envelope_invariants(root)
+
+
+class _Counting:
+    """A stage handler without crash adoption of its own: counts its executions."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def execute(self, node: Any, context: Any, graph: Any, logs_root: Path) -> Any:
+        self.calls.append(node.id)
+        return attractor_trio.Outcome(
+            attractor_trio.StageStatus.SUCCESS, context_updates={f"seen.{node.id}": True}
+        )
+
+
+async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine dies between a stage's finished marker and its checkpoint (here: the
+    checkpoint write fails, an internal error): the resume adopts the stage's outcome — its
+    context updates included — instead of executing it again."""
+    from attractor_trio.scopes.run import RunScope
+
+    graph = graph_of(
+        """digraph any { start [shape=Mdiamond]; done [shape=Msquare]
+        x [type="count"]; y [type="count"]; start -> x -> y -> done }"""
+    )
+    counting = _Counting()
+    real = RunScope.save_checkpoint
+
+    def broken(self: RunScope, node_id: str) -> None:
+        if node_id == "x":
+            raise RuntimeError("disk on fire")
+        real(self, node_id)
+
+    monkeypatch.setattr(RunScope, "save_checkpoint", broken)
+    root = tmp_path / "run"
+    handlers = {"count": counting}
+    first = await attractor_trio.run(graph, logs_root=root, handlers=handlers)
+    assert first.exit_path == "internal_error" and counting.calls == ["x"]
+    monkeypatch.setattr(RunScope, "save_checkpoint", real)
+    result = await attractor_trio.resume(graph, logs_root=root, handlers=handlers)
+    assert result.status == "success"
+    assert counting.calls == ["x", "y"]
+    assert read_json(root / "checkpoint.json")["context"]["seen.x"] is True
+    assert_segments(root, ["internal_error"])

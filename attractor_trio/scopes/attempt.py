@@ -121,10 +121,10 @@ class StageExecutor:
     ) -> Outcome:
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
-        # Only attempts that can be adopted after a crash need the recovery marker, so only
-        # their stage dirs can hold one.
+        # Every attempt's end is marked (the commit point a resume adopts); only attempts
+        # whose handler can adopt a running orphan need their start marked too.
         marked = hasattr(self.registry.resolve(node), "adopt")
-        previous = _read_marker(stage_dir) if marked else None
+        previous = _read_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
         number = max(self.node_attempts.get(node.id, 0), recorded) + 1
         self.node_attempts[node.id] = number
@@ -144,11 +144,10 @@ class StageExecutor:
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
         except BaseException:
-            if marked:  # cancelled: its processes are gone; a resume runs a new attempt
-                marker.write(stage_dir, finished=False, interrupted=True)
+            # Cancelled: its processes are gone; a resume runs a new attempt.
+            marker.write(stage_dir, finished=False, interrupted=True)
             raise
-        if marked:  # the commit point: a resume adopts this attempt's outcome
-            marker.write(stage_dir, finished=True)
+        marker.write(stage_dir, finished=True)  # the commit point: a resume adopts this outcome
         return outcome
 
     def _info(
@@ -181,8 +180,6 @@ class StageExecutor:
         ``stage_attempt_finished`` (``adopted: true``) so every attempt is closed exactly once.
         """
         handler = self.registry.resolve(node)
-        if not hasattr(handler, "adopt"):
-            return None
         stage_dir = self.stage_root / node.id
         marker = _read_marker(stage_dir)
         if (
@@ -196,6 +193,8 @@ class StageExecutor:
             if marker.get("epoch", "") != self.epoch:
                 return None  # an earlier execution of the enclosing fan-out
             return self._adopt_finished(node, stage_dir, marker)
+        if not hasattr(handler, "adopt"):
+            return None  # died mid-attempt: the attempt runs anew
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
 
         async def adopt(node: Node, info: AttemptInfo) -> Outcome | None:
