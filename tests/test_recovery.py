@@ -99,8 +99,9 @@ def test_resume_a_canceled_run(tmp_path: Path) -> None:
     wait_for_b(tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
-    finish(tmp_path)
+    finish(tmp_path, "--set", "note=resumed")
     assert _ledger(tmp_path) == ["a", "b", "b", "c"]  # b was interrupted: a new attempt
+    assert read_json(tmp_path / "run" / "checkpoint.json")["context"]["note"] == "resumed"
     assert_segments(tmp_path / "run", ["canceled"])
     assert not (tmp_path / "run" / "run.lock.json").exists()
 
