@@ -121,9 +121,11 @@ class StageExecutor:
     ) -> Outcome:
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
-        # Every attempt's end is marked (the commit point a resume adopts); only attempts
-        # whose handler can adopt a running orphan need their start marked too.
+        # Every attempt's end is marked (the commit point a resume adopts) unless running it
+        # again is harmless; only attempts whose handler can adopt a running orphan need
+        # their start marked too.
         marked = hasattr(self.registry.resolve(node), "adopt")
+        committed = self.registry.resolve_type(node) not in _PURE_TYPES
         previous = _read_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
         number = max(self.node_attempts.get(node.id, 0), recorded) + 1
@@ -144,10 +146,11 @@ class StageExecutor:
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
         except BaseException:
-            # Cancelled: its processes are gone; a resume runs a new attempt.
-            marker.write(stage_dir, finished=False, interrupted=True)
+            if committed:  # cancelled: its processes are gone; a resume runs a new attempt
+                marker.write(stage_dir, finished=False, interrupted=True)
             raise
-        marker.write(stage_dir, finished=True)  # the commit point: a resume adopts this outcome
+        if committed:  # the commit point: a resume adopts this outcome
+            marker.write(stage_dir, finished=True)
         return outcome
 
     def _info(
@@ -374,6 +377,9 @@ def _cancel_scope_name(reason: str, branch: str, run_cancelled: bool) -> str:
 
 
 _MARKER = ".attempt.json"
+#: Handlers without side effects that only pass routing on: re-running one after a crash is
+#: harmless, so they skip the finished marker (a file operation per stage).
+_PURE_TYPES = frozenset({"start", "exit", "conditional"})
 
 
 def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
