@@ -11,6 +11,7 @@ stage a second time). The randomized variant kills the resumes too.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -21,14 +22,17 @@ import pytest
 
 STAGES = ("t1", "t2", "t3")
 
-_KILL_AFTER_NTH_COMMIT = """
+# argv[1]: N (die right after the Nth commit) or -N (right before it); 0 never dies.
+_KILL_AT_NTH_COMMIT = """
 import os, signal, sys
-target = int(sys.argv[1])
+target, before = abs(int(sys.argv[1])), sys.argv[1].startswith("-")
 count = [0]
 def wrap(real):
     def commit(*args, **kwargs):
-        result = real(*args, **kwargs)
         count[0] += 1
+        if count[0] == target and before:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = real(*args, **kwargs)
         if count[0] == target:
             os.kill(os.getpid(), signal.SIGKILL)
         return result
@@ -59,7 +63,7 @@ def _cli(tmp_path: Path, kill_at: int) -> list[str]:
         args = ["resume", str(root), *common]
     else:
         args = ["run", str(tmp_path / "p.dot"), "--logs-root", str(root), *common]
-    return [sys.executable, "-c", _KILL_AFTER_NTH_COMMIT, str(kill_at), *args]
+    return [sys.executable, "-c", _KILL_AT_NTH_COMMIT, str(kill_at), *args]
 
 
 def _attempt(tmp_path: Path, kill_at: int) -> int:
@@ -98,12 +102,13 @@ def test_a_kill_after_every_commit_point_then_resume_runs_every_stage_once(
 
 @pytest.mark.slow
 def test_random_kills_of_the_run_and_its_resumes_run_every_stage_once(tmp_path: Path) -> None:
-    """Randomized: each process (the run, then every resume) dies after a random commit."""
-    rng = random.Random(20261206)
+    """Randomized: each process (the run, then every resume) dies right before or right after
+    a random commit."""
+    rng = random.Random(int(os.environ.get("ATTRACTOR_CRASH_SEED", "20261206")))
     _pipeline(tmp_path)
     kills = 0
     for _ in range(4):
-        if _attempt(tmp_path, rng.randint(1, 12)) == 0:
+        if _attempt(tmp_path, rng.choice((1, -1)) * rng.randint(1, 12)) == 0:
             break
         kills += 1
     assert kills >= 2, "the run finished before the kills landed"
