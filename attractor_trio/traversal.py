@@ -118,13 +118,16 @@ class Traversal:
             outcome = await self._execute(node, predecessor, incoming)
             if self.tripped is not None:
                 return self.tripped
-            join = outcome.context_updates.get("parallel.join_node")
-            if node.handler_type == "parallel" and is_success_like(outcome):
-                # Fan-out → fan-in is a jump, not an edge: the branches were the edges.
-                if not join:
+            if node.handler_type == "parallel":
+                # Fan-out → fan-in is a jump, not an edge: the branches were the edges. It is
+                # taken whatever the branches did (CONTRACT §9): the fan-in's outcome routes,
+                # so a fan-in's fail edges and retry_target handle failed branches.
+                join = outcome.context_updates.get("parallel.join_node")
+                if join:
+                    predecessor, node_id, incoming = node_id, str(join), None
+                    continue
+                if is_success_like(outcome):
                     return Stop("completed")
-                predecessor, node_id, incoming = node_id, str(join), None
-                continue
             decision = route(graph, node_id, outcome, self.state.context)
             if isinstance(decision, Stop):
                 return decision

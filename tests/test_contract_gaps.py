@@ -1,0 +1,82 @@
+"""Contract gaps found by black-box testing (issue 16), each through the command line.
+
+Every test here runs ``attractor-trio`` as a user would and checks only what the user sees:
+the exit code, stderr, ``validate --json``, ``final.json`` and ``progress.ndjson``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from attractor_trio.cli import main
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def simulate(tmp_path: Path, dot: str, script: dict[str, Any]) -> tuple[int, Path, str]:
+    """``run --simulate --sim-script`` on ``dot``; the exit code, logs root and stderr."""
+    pipeline = write(tmp_path / "pipeline.dot", dot)
+    sim_script = write(tmp_path / "script.json", json.dumps({"nodes": script}))
+    root = tmp_path / "run"
+    code, _, err = cli(
+        "run", str(pipeline), "--simulate", "--sim-script", str(sim_script),
+        "--logs-root", str(root), "--quiet", "--workdir", str(tmp_path),
+    )  # fmt: skip
+    return code, root, err
+
+
+def final_of(root: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((root / "final.json").read_text())
+    return doc
+
+
+def events_of(root: Path, name: str) -> list[dict[str, Any]]:
+    lines = (root / "progress.ndjson").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == name]
+
+
+# ------------------------------------------------------------- fan-in after failed branches
+
+FAN_OUT = """digraph fan {
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  par [shape=component]
+  join [shape=tripleoctagon]
+  a [prompt="a"]
+  b [prompt="b"]
+  after [prompt="after"]
+  repair [prompt="repair"]
+  start -> par
+  par -> a -> join
+  par -> b -> join
+  join -> after [condition="outcome=success"]
+  join -> repair [condition="outcome=fail"]
+  after -> exit
+  repair -> exit
+}
+"""
+
+
+def test_when_every_branch_fails_the_fan_in_routes_its_failure(tmp_path: Path) -> None:
+    failing = [
+        {"outcome": "fail", "failure_reason": "branch broke", "failure_class": "deterministic"}
+    ]
+    code, root, err = simulate(tmp_path, FAN_OUT, {"a": failing, "b": failing})
+    assert code == 0, err
+    completed = final_of(root)["completed_nodes"]
+    assert completed[-3:] == ["join", "repair", "exit"]
+    assert "after" not in completed
+    [selected] = [e for e in events_of(root, "edge_selected") if e["from_node"] == "join"]
+    assert (selected["to_node"], selected["method"]) == ("repair", "condition")
