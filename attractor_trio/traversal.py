@@ -99,7 +99,9 @@ class Traversal:
             limit = VisitLimit(graph.max_node_visits)
             visits = self.state.visits.get(node_id, 0) + 1
             if not limit.check(node_id, visits):
-                return Stop("visit_limit", limit.message(node_id, visits), "structural")
+                return Stop(
+                    "visit_limit", limit.message(node_id, visits), "structural", node_id=node_id
+                )
             self.state.visits[node_id] = visits
             if graph.is_terminal(node_id):
                 jump = self._unsatisfied_gate()
@@ -230,7 +232,9 @@ class Traversal:
             f"goal gate '{failing}' unsatisfied (last outcome {last.status.value}) "
             "and no retry target"
         )
-        return Stop("goal_gate_unsatisfied", reason, last.failure_class or "deterministic")
+        return Stop(
+            "goal_gate_unsatisfied", reason, last.failure_class or "deterministic", node_id=failing
+        )
 
 
 def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:

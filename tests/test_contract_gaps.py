@@ -80,3 +80,28 @@ def test_when_every_branch_fails_the_fan_in_routes_its_failure(tmp_path: Path) -
     assert "after" not in completed
     [selected] = [e for e in events_of(root, "edge_selected") if e["from_node"] == "join"]
     assert (selected["to_node"], selected["method"]) == ("repair", "condition")
+
+
+# ------------------------------------------------- causal failure signature through diamonds
+
+THROUGH_DIAMONDS = """digraph diamonds {
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  build [prompt="build"]
+  first [shape=diamond]
+  second [shape=diamond]
+  start -> build -> first -> second
+  first -> exit [condition="outcome=success"]
+  second -> exit [condition="outcome=success"]
+}
+"""
+
+
+def test_a_failure_through_diamonds_is_signed_by_the_stage_that_failed(tmp_path: Path) -> None:
+    step = {"outcome": "fail", "failure_reason": "Tests failed: 3 of 12 in a1b2c3d4e5"}
+    code, root, err = simulate(tmp_path, THROUGH_DIAMONDS, {"build": [step]})
+    assert code == 1, err
+    final = final_of(root)
+    assert final["completed_nodes"][-3:] == ["build", "first", "second"]
+    assert final["failure_reason"] == step["failure_reason"]
+    assert final["failure_signature"] == "build|deterministic|tests failed: <n> of <n> in <hex>"

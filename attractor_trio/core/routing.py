@@ -52,6 +52,9 @@ class Stop:
     exit_path: str
     failure_reason: str = ""
     failure_class: str = ""
+    #: The node that caused the stop, when it is not the last stage run (a goal gate, a node
+    #: refused by the visit limit); ``""`` lets the run find the causal stage itself.
+    node_id: str = ""
 
     @property
     def failed(self) -> bool:

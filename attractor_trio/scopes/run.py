@@ -98,6 +98,8 @@ class _Finish:
     exit_path: str
     failure_reason: str = ""
     failure_class: str = ""
+    #: The causal node when it is not the last stage run (see :attr:`Stop.node_id`).
+    node_id: str = ""
 
 
 class UnboundRunner:
@@ -321,9 +323,12 @@ class RunScope:
             # One classifier for retry, the cycle breaker and the final report (CONTRACT §5):
             # an unhinted failure is reported with the class its reason text implies.
             finish.failure_class = classify_failure(finish.failure_class, finish.failure_reason)
-            signature = failure_signature(
-                state.current_node, finish.failure_class, finish.failure_reason
+            causal = (
+                finish.node_id
+                or _causal_node(self.graph, state.completed_nodes)
+                or state.current_node
             )
+            signature = failure_signature(causal, finish.failure_class, finish.failure_reason)
         record = FinalRecord(
             run_id=self.run_id,
             status=finish.status,
@@ -388,7 +393,17 @@ def _compact(outcome: Outcome) -> dict[str, Any]:
 def _finish_from_stop(stop: Stop) -> _Finish:
     if not stop.failed:
         return _Finish("success", "completed")
-    return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class)
+    return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class, stop.node_id)
+
+
+def _causal_node(graph: Graph, completed: list[str]) -> str:
+    """The stage whose failure ended the run: the last one run, skipping the conditional nodes
+    that only passed its outcome on (CONTRACT §5) — a diamond never fails by itself."""
+    for node_id in reversed(completed):
+        node = graph.nodes.get(node_id)
+        if node is None or node.handler_type != "conditional":
+            return node_id
+    return completed[-1] if completed else ""
 
 
 def _canceled(reason: str | None) -> _Finish:
