@@ -105,3 +105,38 @@ def test_a_failure_through_diamonds_is_signed_by_the_stage_that_failed(tmp_path:
     assert final["completed_nodes"][-3:] == ["build", "first", "second"]
     assert final["failure_reason"] == step["failure_reason"]
     assert final["failure_signature"] == "build|deterministic|tests failed: <n> of <n> in <hex>"
+
+
+# ------------------------------------- failure_class on stage_attempt_finished, one classifier
+
+ONE_STAGE = """digraph one {
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  build [prompt="build", max_retries=1]
+  start -> build -> exit
+}
+"""
+
+
+def test_attempt_events_carry_the_class_the_run_reports(tmp_path: Path) -> None:
+    unhinted = {"outcome": "fail", "failure_reason": "3 tests failed"}
+    code, root, err = simulate(tmp_path, ONE_STAGE, {"build": [unhinted]})
+    assert code == 1, err
+    assert final_of(root)["failure_class"] == "deterministic"
+    finished = events_of(root, "stage_attempt_finished")
+    assert [e["failure_class"] for e in finished if e["node_id"] == "build"] == [
+        "deterministic",
+        "deterministic",
+    ]
+    [failed] = events_of(root, "pipeline_failed")
+    assert failed["failure_class"] == "deterministic"
+
+
+def test_a_class_alias_is_reported_by_its_canonical_name_everywhere(tmp_path: Path) -> None:
+    aliased = {"outcome": "fail", "failure_reason": "bad input", "failure_class": "permanent"}
+    code, root, err = simulate(tmp_path, ONE_STAGE, {"build": [aliased]})
+    assert code == 1, err
+    [blocked] = events_of(root, "stage_retry_blocked")
+    [finished] = [e for e in events_of(root, "stage_attempt_finished") if e["node_id"] == "build"]
+    assert blocked["failure_class"] == finished["failure_class"] == "deterministic"
+    assert final_of(root)["failure_class"] == "deterministic"

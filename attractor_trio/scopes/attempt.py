@@ -23,6 +23,7 @@ import trio
 from attrs import define, evolve, field
 
 from ..context import Context
+from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
 from ..graph import Graph, Node
@@ -95,7 +96,7 @@ class StageExecutor:
                 self.emit(
                     "stage_retry_blocked",
                     node_id=node.id,
-                    failure_class=decision.outcome.failure_class,
+                    failure_class=effective_class(decision.outcome),
                     failure_reason=decision.outcome.failure_reason,
                 )
             final = decision.outcome
@@ -244,7 +245,9 @@ class StageExecutor:
             attempt_id=attempt_id,
             status=outcome.status.value,
             failure_reason=outcome.failure_reason,
-            failure_class=outcome.failure_class,
+            # The one classifier (CONTRACT §5): the class final.json reports for this failure,
+            # not the raw hint ('' for an unhinted failure, an alias such as 'permanent').
+            failure_class=effective_class(outcome),
             **extra,
         )
 
