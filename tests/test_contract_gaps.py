@@ -140,3 +140,29 @@ def test_a_class_alias_is_reported_by_its_canonical_name_everywhere(tmp_path: Pa
     [finished] = [e for e in events_of(root, "stage_attempt_finished") if e["node_id"] == "build"]
     assert blocked["failure_class"] == finished["failure_class"] == "deterministic"
     assert final_of(root)["failure_class"] == "deterministic"
+
+
+# ------------------------------------------------- sim-script steps combine outcome + response
+
+REVIEW = """digraph review {
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  review [prompt="review"]
+  fix [prompt="fix"]
+  start -> review
+  review -> fix [condition="outcome=fail"]
+  review -> exit [condition="outcome=success"]
+  fix -> exit
+}
+"""
+
+
+def test_a_step_may_set_outcome_and_response_together(tmp_path: Path) -> None:
+    step = {"outcome": "fail", "failure_reason": "two bugs", "response": "Found two bugs."}
+    code, root, err = simulate(tmp_path, REVIEW, {"review": [step]})
+    assert code == 0, err
+    assert (root / "review" / "response.md").read_text() == "Found two bugs."
+    assert json.loads((root / "review" / "status.json").read_text())["outcome"] == "fail"
+    assert final_of(root)["completed_nodes"][-2:] == ["fix", "exit"]
+    [selected] = [e for e in events_of(root, "edge_selected") if e["from_node"] == "review"]
+    assert (selected["to_node"], selected["method"]) == ("fix", "condition")

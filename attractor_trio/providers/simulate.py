@@ -16,6 +16,9 @@ Script shape (YAML or JSON)::
 Loading validates everything up front: a typo in a script must stop the run before it
 starts, with the file, node, step number and the allowed keys in the message, instead of
 silently simulating something else.
+
+Any combination of the step keys is valid (CONTRACT §6); :class:`SimStep` says what each
+combination does.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ..core.failures import FAILURE_CLASSES, normalize_failure_class
 from ..core.outcome import Outcome, StageStatus
 from ..errors import ConfigError
 from ..handlers.base import current_attempt
+from ..persist.atomic import write_text_atomic
 from ..values import AttributeValueError, parse_duration
 from .base import ERROR_KINDS, error_from_kind
 
@@ -96,8 +100,12 @@ def simulated_response(node_id: str) -> str:
 class SimStep:
     """What one attempt of a node does: work (``delay``), hang (``stall``), then answer.
 
-    The answer is, in order of precedence: raise ``error``; return an :class:`Outcome` when
-    ``outcome`` is set; else return ``response`` (default: the unscripted text).
+    The answer is, in order of precedence: raise ``error`` (the call failed, so the step's
+    outcome keys describe an answer that never came); return an :class:`Outcome` when
+    ``outcome`` or any outcome key is set — with ``response`` recorded as the stage's
+    ``response.md`` too, as a real model answers and reports a status; else return
+    ``response`` (default: the unscripted text). Outcome keys without ``outcome`` mean
+    ``fail`` when they include ``failure_reason`` or ``failure_class``, else ``success``.
     ``stall`` is ``math.inf`` for ``forever``.
     """
 
@@ -114,10 +122,11 @@ class SimStep:
     error: str | None = None
 
     def to_outcome(self) -> Outcome | None:
-        if self.outcome is None:
+        status = self.outcome or self._implied_status()
+        if status is None:
             return None
         return Outcome(
-            status=self.outcome,
+            status=status,
             preferred_label=self.preferred_label,
             suggested_next_ids=self.suggested_next_ids,
             context_updates=self.context_updates,
@@ -125,6 +134,12 @@ class SimStep:
             failure_reason=self.failure_reason,
             failure_class=self.failure_class,
         )
+
+    def _implied_status(self) -> StageStatus | None:
+        if self.failure_reason or self.failure_class:
+            return StageStatus.FAIL
+        answered = (self.preferred_label, self.suggested_next_ids, self.context_updates, self.notes)
+        return StageStatus.SUCCESS if any(answered) else None
 
 
 @frozen
@@ -176,9 +191,25 @@ async def _perform(step: SimStep, node_id: str) -> str | Outcome:
     if step.error is not None:
         raise _simulated_error(step.error)
     outcome = step.to_outcome()
-    if outcome is not None:
-        return outcome
-    return simulated_response(node_id) if step.response is None else step.response
+    if outcome is None:
+        return simulated_response(node_id) if step.response is None else step.response
+    if step.response is not None:
+        return _with_response(outcome, step.response, node_id)
+    return outcome
+
+
+def _with_response(outcome: Outcome, response: str, node_id: str) -> Outcome:
+    """A scripted outcome that also answered ``response``: recorded as the handler records a
+    response (``response.md``, ``last_stage``/``last_response``); the step's own
+    ``context_updates`` win."""
+    from ..handlers.codergen import RESPONSE_PREVIEW_CHARS  # codergen imports this module
+
+    info = current_attempt()
+    if info is not None:
+        info.stage_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(info.stage_dir / "response.md", response, durable=False)
+    updates = {"last_stage": node_id, "last_response": response[:RESPONSE_PREVIEW_CHARS]}
+    return outcome.evolve(context_updates={**updates, **outcome.context_updates})
 
 
 def _progress_callback() -> Callable[[], None]:
@@ -303,7 +334,6 @@ def _parse_step(raw: object, where: str) -> SimStep:
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"allowed keys: {', '.join(STEP_KEYS)}"
         )
-    _check_combination(raw, where)
     return SimStep(
         outcome=_outcome(raw, where),
         failure_reason=_str(raw, "failure_reason", where),
@@ -317,28 +347,6 @@ def _parse_step(raw: object, where: str) -> SimStep:
         stall=_seconds(raw, "stall", where, allow_forever=True),
         error=_error_kind(raw, where),
     )
-
-
-def _check_combination(raw: Mapping[Any, Any], where: str) -> None:
-    """Reject steps whose keys contradict each other instead of silently ignoring some."""
-    outcome_fields = [key for key in OUTCOME_KEYS if key in raw]
-    if "error" in raw:
-        clashing = [key for key in ("outcome", "response", *OUTCOME_KEYS) if key in raw]
-        if clashing:
-            raise ConfigError(
-                f"{where}: 'error' raises, so {', '.join(map(repr, clashing))} would never be "
-                "used; put the error and the outcome in separate steps"
-            )
-    elif "outcome" not in raw and outcome_fields:
-        raise ConfigError(
-            f"{where}: {', '.join(map(repr, outcome_fields))} need an 'outcome'; "
-            f"add one of {', '.join(STATUSES)}"
-        )
-    elif "outcome" in raw and "response" in raw:
-        raise ConfigError(
-            f"{where}: 'response' is only used when there is no 'outcome'; "
-            "drop one of them (put text for an outcome into 'notes')"
-        )
 
 
 def _outcome(raw: Mapping[Any, Any], where: str) -> StageStatus | None:
