@@ -263,6 +263,12 @@ class Graph(_Attributed):
     #: Where the graph came from, for diagnostics; not part of equality.
     path: str = field(default="<string>", eq=False)
     source: str = field(default="", eq=False, repr=False)
+    #: Position of the ``digraph`` keyword: where whole-graph diagnostics point (0: unknown).
+    line: int = field(default=0, eq=False)
+    col: int = field(default=0, eq=False)
+    #: Graph attribute key → offsets in ``source`` of its last ``key`` and ``value`` tokens
+    #: (the value still quoted), so diagnostics about a graph attribute point at it.
+    attr_offsets: dict[str, tuple[int, int]] = field(factory=dict, eq=False, repr=False)
     #: node id → outgoing edges, built on first use (the graph is immutable, so it stays valid).
     _outgoing_index: dict[str, list[Edge]] = field(
         factory=dict, init=False, eq=False, repr=False, alias="_outgoing_index"

@@ -1,10 +1,11 @@
 """Validation and linting (spec §7): every problem found before anything runs.
 
 :func:`validate` returns :class:`~attractor_trio.graph.Diagnostic` objects sorted by
-``(line, col, rule)`` so output is deterministic; every one points at the node or edge it
-concerns (graph-level findings have line 0). :func:`validate_or_raise` raises
-:class:`~attractor_trio.errors.ValidationFailed` when any is an ERROR: the engine must not
-run such a graph (S7.1-02).
+``(line, col, rule)`` so output is deterministic; every one points at what it concerns: the
+node or edge, the graph attribute, a position inside ``model_stylesheet``, else the
+``digraph`` keyword (only API-built graphs, which have no source, leave line 0).
+:func:`validate_or_raise` raises :class:`~attractor_trio.errors.ValidationFailed` when any is
+an ERROR: the engine must not run such a graph (S7.1-02).
 
 Spec rules (S7.2-01…13; ERROR unless noted):
 ``start_node``, ``terminal_node`` (exactly one each), ``reachability`` (an unreachable node is an
@@ -56,6 +57,7 @@ from .attributes import (
     expected_form,
 )
 from .conditions import ConditionSyntaxError, parse_condition
+from .dot.lexer import Positions, raw_offset
 from .errors import ValidationFailed
 from .graph import SHAPE_TO_TYPE, Diagnostic, Edge, Graph, Node, Severity
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet
@@ -89,7 +91,16 @@ class LintRule(Protocol):
 
 # --- the shared index and the shape of a finding ----------------------------------------------
 
-_Where = Node | Edge | None
+
+@frozen
+class _At:
+    """A position in the source, for findings about the graph itself (1-based)."""
+
+    line: int
+    col: int
+
+
+_Where = Node | Edge | _At | None
 #: What a check yields: where the problem is, the message, and a fix hint (or None).
 _Finding = tuple[_Where, str, str | None]
 _SCOPES: Final[tuple[Scope, ...]] = ("graph", "node", "edge")
@@ -159,9 +170,9 @@ class BuiltinRule:
         return self.run(_Index.build(graph))
 
     def run(self, index: _Index) -> list[Diagnostic]:
-        return [self._diagnostic(*finding) for finding in self.check(index)]
+        return [self._diagnostic(index.graph, *finding) for finding in self.check(index)]
 
-    def _diagnostic(self, where: _Where, message: str, fix: str | None) -> Diagnostic:
+    def _diagnostic(self, graph: Graph, where: _Where, message: str, fix: str | None) -> Diagnostic:
         if isinstance(where, Node):
             return Diagnostic(
                 self.name, self.severity, message, node_id=where.id, fix=fix,
@@ -172,7 +183,8 @@ class BuiltinRule:
                 self.name, self.severity, message, edge=(where.from_node, where.to_node),
                 fix=fix, line=where.line, col=where.col,
             )  # fmt: skip
-        return Diagnostic(self.name, self.severity, message, fix=fix)
+        at = where if isinstance(where, _At) else _At(graph.line, graph.col)
+        return Diagnostic(self.name, self.severity, message, fix=fix, line=at.line, col=at.col)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -210,11 +222,42 @@ def _owner(where: _Where) -> str:
 
 
 def _scoped_attrs(graph: Graph) -> Iterator[tuple[Scope, _Where, Mapping[str, str]]]:
-    yield "graph", None, graph.attrs
+    for key, value in graph.attrs.items():
+        yield "graph", _graph_attr_at(graph, key), {key: value}
     for node in graph.nodes.values():
         yield "node", node, node.attrs
     for edge in graph.edges:
         yield "edge", edge, edge.attrs
+
+
+def _graph_attr_at(graph: Graph, key: str, inner: tuple[int, int] | None = None) -> _At | None:
+    """Where graph attribute ``key`` is written (``None``: not in the source, so the finding
+    points at the ``digraph`` keyword). ``inner`` is a 1-based ``(line, col)`` inside the
+    attribute's decoded value; it is mapped through the quotes and escapes of the source."""
+    offsets = graph.attr_offsets.get(key)
+    if offsets is None:
+        return None
+    key_offset, value_offset = offsets
+    if inner is None:
+        return _At(*_positions(graph).line_col(key_offset))
+    line, col = inner
+    lines = graph.attrs.get(key, "").split("\n")
+    decoded = sum(len(text) + 1 for text in lines[: line - 1]) + col - 1
+    raw = graph.source[value_offset:]
+    return _At(*_positions(graph).line_col(value_offset + raw_offset(raw, decoded)))
+
+
+_POSITIONS: dict[int, tuple[str, Positions]] = {}
+
+
+def _positions(graph: Graph) -> Positions:
+    """Line starts of ``graph.source``, built once per source, only when a graph-level
+    finding needs them."""
+    cached = _POSITIONS.get(id(graph.source))
+    if cached is None or cached[0] is not graph.source:
+        _POSITIONS.clear()
+        cached = _POSITIONS[id(graph.source)] = (graph.source, Positions(graph.source))
+    return cached[1]
 
 
 # --- spec rules S7.2-01…13 ---------------------------------------------------------------------
@@ -333,7 +376,7 @@ def _check_stylesheet_syntax(index: _Index) -> Iterator[_Finding]:
         parse_stylesheet(text)
     except StylesheetSyntaxError as exc:
         yield (
-            None,
+            _graph_attr_at(index.graph, "model_stylesheet", (exc.line, exc.col)),
             f"model_stylesheet line {exc.line}, column {exc.col}: {exc.message}",
             'rules look like: box { llm_model: "claude-opus-4-6"; reasoning_effort: high; } '
             "with selectors *, a shape, #node_id or .class",
@@ -654,7 +697,8 @@ def _run_custom(rule: LintRule, index: _Index) -> list[Diagnostic]:
 
 
 def _locate(diagnostic: Diagnostic, index: _Index) -> Diagnostic:
-    """Give a positionless custom diagnostic the position of the node or edge it names."""
+    """Give a positionless custom diagnostic the position of the node or edge it names, else
+    the ``digraph`` keyword's."""
     if diagnostic.line:
         return diagnostic
     if diagnostic.node_id is not None and diagnostic.node_id in index.graph.nodes:
@@ -665,4 +709,4 @@ def _locate(diagnostic: Diagnostic, index: _Index) -> Diagnostic:
         for edge in index.outgoing.get(source, ()):
             if edge.to_node == target:
                 return attrs.evolve(diagnostic, line=edge.line, col=edge.col)
-    return diagnostic
+    return attrs.evolve(diagnostic, line=index.graph.line, col=index.graph.col)

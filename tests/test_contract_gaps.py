@@ -166,3 +166,47 @@ def test_a_step_may_set_outcome_and_response_together(tmp_path: Path) -> None:
     assert final_of(root)["completed_nodes"][-2:] == ["fix", "exit"]
     [selected] = [e for e in events_of(root, "edge_selected") if e["from_node"] == "review"]
     assert (selected["to_node"], selected["method"]) == ("fix", "condition")
+
+
+# ------------------------------------------------------ whole-graph diagnostics carry positions
+
+NO_START_NO_EXIT = """
+  digraph G {
+  a [prompt="a"]
+}
+"""
+
+# The stylesheet string opens at line 3, column 20; each escaped quote before the error puts
+# it one column further right in the file than inside the decoded stylesheet.
+BAD_STYLESHEET = """digraph G {
+  start [shape=Mdiamond]
+  model_stylesheet="* { llm_model: \\"m\\"; } #a { llm_model b }"
+  exit [shape=Msquare]
+  a [prompt="a"]
+  start -> a -> exit
+}
+"""
+
+
+def test_whole_graph_diagnostics_point_at_the_digraph_keyword(tmp_path: Path) -> None:
+    pipeline = write(tmp_path / "p.dot", NO_START_NO_EXIT)
+    code, out, _ = cli("validate", "--json", str(pipeline))
+    assert code == 1
+    found = {d["rule"]: (d["line"], d["col"]) for d in json.loads(out)["diagnostics"]}
+    assert found["start_node"] == found["terminal_node"] == (2, 3)
+    code, _, err = cli("validate", str(pipeline))
+    assert f"{pipeline}:2:3: error: pipeline has no start node [start_node]" in err.splitlines()
+    code, _, run_err = cli("run", str(pipeline), "--simulate", "--logs-root", str(tmp_path / "r"))
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert f"{pipeline}:2:3: error: pipeline has no exit node [terminal_node]" in run_err
+
+
+def test_a_stylesheet_error_points_into_the_stylesheet_string(tmp_path: Path) -> None:
+    pipeline = write(tmp_path / "p.dot", BAD_STYLESHEET)
+    code, out, _ = cli("validate", "--json", str(pipeline))
+    assert code == 1
+    [diag] = [d for d in json.loads(out)["diagnostics"] if d["rule"] == "stylesheet_syntax"]
+    assert (diag["line"], diag["col"]) == (3, 60)  # the "b" after "llm_model"
+    code, _, err = cli("run", str(pipeline), "--simulate", "--logs-root", str(tmp_path / "r"))
+    assert code == 2
+    assert any(line.startswith(f"{pipeline}:3:60: error: ") for line in err.splitlines())
