@@ -104,13 +104,14 @@ def fuzz_command(pipeline_path: str, examples: int, seed: int | None, as_json: b
 
 
 def _load_fuzz() -> Any:
-    """Hypothesis drives the search; it ships with the ``test`` extra, not the core install."""
+    """Hypothesis drives the search; it ships with the ``fuzz`` extra (which the README's
+    install command includes), not with the core install."""
     try:
         from .fuzz import fuzz
     except ImportError as exc:
         raise ConfigError(
             f"attractor-trio fuzz needs Hypothesis ({exc}); install it with "
-            "`pip install 'attractor-trio[test]'`"
+            "`pip install 'attractor-trio[fuzz]'`"
         ) from None
     return fuzz
 

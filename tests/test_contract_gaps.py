@@ -7,6 +7,9 @@ the exit code, stderr, ``validate --json``, ``final.json`` and ``progress.ndjson
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +213,31 @@ def test_a_stylesheet_error_points_into_the_stylesheet_string(tmp_path: Path) ->
     code, _, err = cli("run", str(pipeline), "--simulate", "--logs-root", str(tmp_path / "r"))
     assert code == 2
     assert any(line.startswith(f"{pipeline}:3:60: error: ") for line in err.splitlines())
+
+
+# ------------------------------------------------------ fuzz works after the README's install
+
+ROOT = Path(__file__).resolve().parent.parent
+WITHOUT_HYPOTHESIS = (
+    "import sys; sys.modules['hypothesis'] = None; from attractor_trio.cli import main; main()"
+)
+
+
+def test_the_readme_install_includes_the_extra_that_fuzz_needs() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    fuzz_extra = extras["optional-dependencies"]["fuzz"]
+    assert any(req.startswith("hypothesis") for req in fuzz_extra)
+    install = (ROOT / "README.md").read_text().split("```sh\n", 1)[1].splitlines()[0]
+    assert "pip install -e '.[fuzz]'" in install
+
+
+def test_fuzz_without_hypothesis_says_how_to_install_it(tmp_path: Path) -> None:
+    pipeline = write(tmp_path / "p.dot", ONE_STAGE)
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_HYPOTHESIS, "fuzz", str(pipeline)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("attractor-trio: error: ") and "Traceback" not in done.stderr
+    assert "pip install 'attractor-trio[fuzz]'" in line

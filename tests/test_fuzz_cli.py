@@ -492,7 +492,7 @@ def test_without_hypothesis_the_command_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "attractor_trio.fuzz", None)
-    with pytest.raises(ConfigError, match=r"attractor-trio\[test\]"):
+    with pytest.raises(ConfigError, match=r"attractor-trio\[fuzz\]"):
         _load_fuzz()
 
 
