@@ -48,9 +48,11 @@ ADVICE: Final = {
         "please report it with the schedule below."
     ),
     "failure_routed_to_success": (
-        "The run ended in success although a stage failed and nothing handled the failure. "
-        'Route failures explicitly: an edge with condition="outcome=fail" to a recovery '
-        "stage, a retry_target, or goal_gate=true on the stage that must succeed."
+        "The run ended in success although a stage failed: the detail says how the failure "
+        "reached the exit. If the stage is optional and that route is deliberate (say, a "
+        'condition="outcome=fail" edge straight to the exit), this is expected. Otherwise '
+        "route the failure to a recovery stage (a condition edge or a retry_target), or set "
+        "goal_gate=true on the stage that must succeed."
     ),
     "unreachable_goal_gate": (
         "A goal gate guards the exit only when the run passes through it: this run reached "

@@ -241,3 +241,29 @@ def test_fuzz_without_hypothesis_says_how_to_install_it(tmp_path: Path) -> None:
     [line] = done.stderr.splitlines()
     assert line.startswith("attractor-trio: error: ") and "Traceback" not in done.stderr
     assert "pip install 'attractor-trio[fuzz]'" in line
+
+
+# ----------------------------------- fuzz reports failures routed to success by explicit edges
+
+OPTIONAL_BUILD = """digraph optional {
+  start [shape=Mdiamond]
+  exit [shape=Msquare]
+  build [prompt="build"]
+  ship [prompt="ship"]
+  start -> build
+  build -> ship [condition="outcome=success"]
+  build -> exit [condition="outcome=fail"]
+  ship -> exit
+}
+"""
+
+
+def test_fuzz_reports_a_failure_a_condition_routes_to_success(tmp_path: Path) -> None:
+    pipeline = write(tmp_path / "p.dot", OPTIONAL_BUILD)
+    code, out, err = cli("fuzz", str(pipeline), "--examples", "20", "--seed", "1", "--json")
+    assert code == 1, err
+    findings = json.loads(out)["findings"]
+    [routed] = [f for f in findings if f["kind"] == "failure_routed_to_success"]
+    assert routed["node_id"] == "build"
+    assert routed["detail"].endswith("by condition on build -> exit")
+    assert routed["schedule"]["steps"]["build"][0]["kind"] == "fail"
