@@ -19,7 +19,7 @@ from attrs import frozen
 
 from .context import Context
 from .core.outcome import Outcome
-from .core.routing import Stop, route
+from .core.routing import Stop, after_fan_out, route
 from .errors import AttractorError, ConfigError
 from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
@@ -436,7 +436,13 @@ def _resume_point(graph: Graph, state: TraversalState, current: str) -> tuple[st
     outcome = state.node_outcomes.get(current)
     if outcome is None:
         raise AttractorError(f"checkpoint has no recorded outcome for node '{current}'")
-    decision = route(graph, current, outcome, state.context)
+    # The same decision the traversal makes (a parallel node jumps to its fan-in).
+    jump = (
+        after_fan_out(graph, current, outcome)
+        if graph.node(current).handler_type == "parallel"
+        else None
+    )
+    decision = jump if jump is not None else route(graph, current, outcome, state.context)
     if isinstance(decision, Stop):
         raise _ResumeStop(decision)
     return decision.to_node, current

@@ -28,8 +28,8 @@ from .core.fidelity import (
     resolve_thread_key,
 )
 from .core.goals import check_goal_gates, goal_gate_retry_target
-from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
-from .core.routing import Advance, Stop, route
+from .core.outcome import Outcome, StageStatus, context_updates_after
+from .core.routing import Advance, Stop, after_fan_out, route
 from .graph import Edge, Graph, Node
 from .persist.journaled import JournaledDict, JournaledList
 from .scopes.attempt import StageExecutor
@@ -120,16 +120,14 @@ class Traversal:
             outcome = await self._execute(node, predecessor, incoming)
             if self.tripped is not None:
                 return self.tripped
-            if node.handler_type == "parallel":
-                # Fan-out → fan-in is a jump, not an edge: the branches were the edges. It is
-                # taken whatever the branches did (CONTRACT §9): the fan-in's outcome routes,
-                # so a fan-in's fail edges and retry_target handle failed branches.
-                join = outcome.context_updates.get("parallel.join_node")
-                if join:
-                    predecessor, node_id, incoming = node_id, str(join), None
-                    continue
-                if is_success_like(outcome):
-                    return Stop("completed")
+            fan_in = (
+                after_fan_out(graph, node_id, outcome) if node.handler_type == "parallel" else None
+            )
+            if isinstance(fan_in, Stop):
+                return fan_in
+            if fan_in is not None:  # fan-out → fan-in: no edge_selected, the branches were edges
+                predecessor, node_id, incoming = node_id, fan_in.to_node, None
+                continue
             decision = route(graph, node_id, outcome, self.state.context)
             if isinstance(decision, Stop):
                 return decision

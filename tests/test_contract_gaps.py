@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from attractor_trio.cli import main
@@ -83,6 +84,35 @@ def test_when_every_branch_fails_the_fan_in_routes_its_failure(tmp_path: Path) -
     assert "after" not in completed
     [selected] = [e for e in events_of(root, "edge_selected") if e["from_node"] == "join"]
     assert (selected["to_node"], selected["method"]) == ("repair", "condition")
+
+
+RANKING_FAN_IN = FAN_OUT.replace(
+    "join [shape=tripleoctagon]", 'join [shape=tripleoctagon, prompt="pick the best"]'
+)
+
+
+@pytest.mark.slow
+def test_a_run_resumed_after_its_fan_out_continues_at_the_fan_in(tmp_path: Path) -> None:
+    """The fan-in's ranking call stalls and the run dies with its checkpoint at the fan-out
+    (the watchdog stops it; ``final.json`` is removed as if it had never been written). Resume
+    must go to the fan-in, not walk into a branch as a main-line stage."""
+    script = {"join": [{"stall": "forever"}]}
+    pipeline = write(tmp_path / "pipeline.dot", RANKING_FAN_IN)
+    sim_script = write(tmp_path / "script.json", json.dumps({"nodes": script}))
+    root = tmp_path / "run"
+    code, _, err = cli(
+        "run", str(pipeline), "--simulate", "--sim-script", str(sim_script), "--quiet",
+        "--logs-root", str(root), "--workdir", str(tmp_path), "--stall-timeout", "1s",
+    )  # fmt: skip
+    assert code == 1 and final_of(root)["exit_path"] == "watchdog", err
+    assert json.loads((root / "checkpoint.json").read_text())["current_node"] == "par"
+    (root / "final.json").unlink()
+    before = len((root / "progress.ndjson").read_text().splitlines())
+    code, _, err = cli("resume", str(root), "--simulate", "--quiet")
+    assert code == 0, err
+    lines = (root / "progress.ndjson").read_text().splitlines()[before:]
+    started = [e["node_id"] for e in map(json.loads, lines) if e["event"] == "stage_started"]
+    assert started == ["join", "after", "exit"]
 
 
 # ------------------------------------------------- causal failure signature through diamonds

@@ -21,9 +21,10 @@ from attrs import frozen
 from ..graph import Edge, Graph
 from .edges import best_by_weight_then_lexical, condition_matches, is_unconditional, select_edge
 from .failures import STRUCTURAL
-from .outcome import Outcome, StageStatus
+from .fanout import find_fan_in
+from .outcome import Outcome, StageStatus, is_success_like
 
-__all__ = ["Advance", "Stop", "route"]
+__all__ = ["Advance", "Stop", "after_fan_out", "route"]
 
 
 @frozen
@@ -80,6 +81,21 @@ def route(
     if choice is None:
         return Stop("no_route", _no_route_reason(graph, node_id, outcome), STRUCTURAL)
     return _advance(choice.edge, choice.method)
+
+
+def after_fan_out(graph: Graph, node_id: str, outcome: Outcome) -> Advance | Stop | None:
+    """Where traversal goes after the ``parallel`` node ``node_id`` (CONTRACT §9).
+
+    To its fan-in whatever the outcome — a jump, not an edge (``edge`` is ``None``): the
+    branches were the edges, and the fan-in's outcome routes, so its fail edges handle failed
+    branches. With no fan-in, a success-like outcome ends the run; ``None`` (a ``fail``) means
+    :func:`route` applies fail routing from the parallel node itself. The run and a resumed
+    run both decide here, so a resume after the fan-out never walks into a branch.
+    """
+    join = find_fan_in(graph, [edge.to_node for edge in graph.outgoing(node_id)])
+    if join is not None:
+        return Advance(join, None, "fan_in")
+    return Stop("completed") if is_success_like(outcome) else None
 
 
 def _advance(edge: Edge, method: str) -> Advance:
