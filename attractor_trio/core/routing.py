@@ -33,7 +33,8 @@ class Advance:
 
     ``method`` is one of ``condition|preferred_label|suggested_ids|weight|lexical|retry_target``;
     a ``fallback_retry_target`` jump also reports ``retry_target``, the only jump method the
-    ``edge_selected`` event defines (CONTRACT §4).
+    ``edge_selected`` event defines (CONTRACT §4). ``fan_in`` marks the fan-out → fan-in jump
+    (:func:`after_fan_out`), which emits no ``edge_selected``.
     """
 
     to_node: str
