@@ -30,9 +30,9 @@ import trio
 import yaml
 from attrs import field, frozen
 
-from ..conditions import STATUSES, canonical_status
+from ..conditions import STATUSES, normalize_outcome
 from ..core.failures import FAILURE_CLASSES, normalize_failure_class
-from ..core.outcome import Outcome, StageStatus
+from ..core.outcome import Outcome, outcome_from_value
 from ..errors import ConfigError
 from ..handlers.base import current_attempt
 from ..values import AttributeValueError, parse_duration
@@ -101,7 +101,8 @@ class SimStep:
     ``stall`` is ``math.inf`` for ``forever``.
     """
 
-    outcome: StageStatus | None = None
+    #: A normalized outcome value: a status or a custom value (CONTRACT §10).
+    outcome: str | None = None
     failure_reason: str = ""
     failure_class: str = ""
     preferred_label: str = ""
@@ -116,8 +117,8 @@ class SimStep:
     def to_outcome(self) -> Outcome | None:
         if self.outcome is None:
             return None
-        return Outcome(
-            status=self.outcome,
+        return outcome_from_value(
+            self.outcome,
             preferred_label=self.preferred_label,
             suggested_next_ids=self.suggested_next_ids,
             context_updates=self.context_updates,
@@ -341,16 +342,18 @@ def _check_combination(raw: Mapping[Any, Any], where: str) -> None:
         )
 
 
-def _outcome(raw: Mapping[Any, Any], where: str) -> StageStatus | None:
+def _outcome(raw: Mapping[Any, Any], where: str) -> str | None:
+    """A status, an alias or a custom outcome value (CONTRACT §10), normalized."""
     if "outcome" not in raw:
         return None
     value = raw["outcome"]
-    status = canonical_status(value) if isinstance(value, str) else None
-    if status is None:
+    normalized = normalize_outcome(value) if isinstance(value, str) else None
+    if normalized is None:
         raise ConfigError(
-            f"{where}: 'outcome' {value!r} is not a stage status; use one of {', '.join(STATUSES)}"
+            f"{where}: 'outcome' {value!r} is not a stage status; use one of {', '.join(STATUSES)} "
+            "or a custom value (a lowercase identifier such as needs_review)"
         )
-    return StageStatus(status)
+    return normalized
 
 
 def _str(raw: Mapping[Any, Any], key: str, where: str) -> str:

@@ -108,7 +108,7 @@ class StageExecutor:
                 node_id=node.id,
                 handler=handler_type,
                 index=index,
-                status=final.status.value,
+                status=final.value,
                 duration_s=round(time.monotonic() - started, 3),
             )
             return final
@@ -242,7 +242,7 @@ class StageExecutor:
             "stage_attempt_finished",
             node_id=node.id,
             attempt_id=attempt_id,
-            status=outcome.status.value,
+            status=outcome.value,
             failure_reason=outcome.failure_reason,
             failure_class=outcome.failure_class,
             **extra,
