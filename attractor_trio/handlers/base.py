@@ -154,11 +154,9 @@ class HandlerRegistry:
     def resolve_type(self, node: Node) -> str:
         if node.type and node.type in self._handlers:
             return node.type
-        from ..graph import SHAPE_TO_TYPE
-
-        by_shape = SHAPE_TO_TYPE.get(node.shape)
-        if by_shape is not None and by_shape in self._handlers:
-            return by_shape
+        implied = node.implied_type
+        if implied is not None and implied in self._handlers:
+            return implied
         return self.default_type
 
     def resolve_type_handler(self, type_name: str) -> Handler | None:
