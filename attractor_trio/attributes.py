@@ -260,7 +260,9 @@ def misspelling_of(word: str, candidates: Iterable[str]) -> str | None:
     almost anything "close"."""
     if len(word) < 4:
         return None
-    scored = sorted((_edit_distance(word, c), c) for c in candidates if abs(len(c) - len(word)) <= 2)
+    scored = sorted(
+        (_edit_distance(word, c), c) for c in candidates if abs(len(c) - len(word)) <= 2
+    )
     return scored[0][1] if scored and 0 < scored[0][0] <= 2 else None
 
 

@@ -36,8 +36,7 @@ def check_unknown_shape(index: _Index) -> Iterator[_Finding]:
                 node,
                 f"node '{node.id}' has shape {node.shape!r}, which has no handler: "
                 "it will run as an LLM stage (codergen)",
-                f"use shape=box for an LLM stage, another mapped shape ({shapes}), "
-                "or set type=",
+                f"use shape=box for an LLM stage, another mapped shape ({shapes}), or set type=",
             )
 
 

@@ -224,8 +224,7 @@ class Traversal:
         last = self.state.node_outcomes[failing]
         # The causal raw reason wins over a wrapper (CONTRACT §5); exit_path says "goal gate".
         reason = last.failure_reason or (
-            f"goal gate '{failing}' unsatisfied (last outcome {last.value}) "
-            "and no retry target"
+            f"goal gate '{failing}' unsatisfied (last outcome {last.value}) and no retry target"
         )
         return Stop("goal_gate_unsatisfied", reason, last.failure_class or "deterministic")
 

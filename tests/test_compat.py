@@ -141,7 +141,7 @@ def test_status_aliases_read_as_their_status(tmp_path: Path, reported: str, stat
       t -> exit [condition="outcome={status}"]
       t -> exit
     }}"""
-    code, root, err = _run(tmp_path, dot)
+    _code, root, err = _run(tmp_path, dot)
     assert _completed(root, "t") == [status], err
     assert read_json(root / "t" / "status.json")["outcome"] == status
     edge = next(e for e in named(root, "edge_selected") if e["from_node"] == "t")
@@ -258,7 +258,9 @@ def test_kilroy_attribute_aliases_are_read_with_an_info_each(tmp_path: Path) -> 
 
 
 def test_llm_prompt_is_the_prompt_the_stage_sends(tmp_path: Path) -> None:
-    code, root, err = _run(tmp_path, ALIASED, {"work": [{"outcome": "retry", "failure_reason": "x"}]})
+    _code, root, err = _run(
+        tmp_path, ALIASED, {"work": [{"outcome": "retry", "failure_reason": "x"}]}
+    )
     assert "Do ship it now" in (root / "work" / "prompt.md").read_text()
     attempts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "work"]
     assert len(attempts) == 3, err  # default_max_retry=2: three attempts
@@ -312,7 +314,10 @@ def test_stages_get_the_kilroy_variables(tmp_path: Path) -> None:
     }"""
     code, root, err = _run(tmp_path, dot, {"steer": [{"outcome": "process"}]})
     assert code == 0, err
-    for node, predecessor, outcome in [("first", "start", "success"), ("second", "steer", "process")]:
+    for node, predecessor, outcome in [
+        ("first", "start", "success"),
+        ("second", "steer", "process"),
+    ]:
         lines = (root / node / "env.txt").read_text().splitlines()
         env = dict(line.split("=", 1) for line in lines if line.startswith(("KILROY_", "ATTR")))
         for kilroy, attractor in KILROY_NAMES:

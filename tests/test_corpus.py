@@ -116,7 +116,10 @@ def test_corpus_file_validates_and_runs_to_a_terminal_state(scratch: Path, path:
 def test_the_spec_pipelines_that_route_on_custom_outcomes_reach_their_exit(
     scratch: Path,
 ) -> None:
-    for stem, steering in [("spec-semport", "FetchUpstreamSonnet"), ("spec-consensus_task", "CheckDoD")]:
+    for stem, steering in [
+        ("spec-semport", "FetchUpstreamSonnet"),
+        ("spec-consensus_task", "CheckDoD"),
+    ]:
         graph, _ = prepare_pipeline(CORPUS / "kilroy" / f"{stem}.dot")
         obs, _ = simulate(graph, scratch / stem, CORPUS / "sims" / f"{stem}.yaml")
         assert obs.events[-1]["event"] == "pipeline_completed", obs.events[-1]
