@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 
+from attractor_trio.fuzz import targeted_schedules
 from attractor_trio.handlers.base import AttemptInfo
 from attractor_trio.pipeline import load
+from attractor_trio.providers.api import ApiBackend
+from attractor_trio.runconfig import ProviderConfig, RunConfig
+from attractor_trio.testing import Schedule, Step, check_invariants, run_schedule
+from attractor_trio.testing.strategies import custom_outcomes
 
-from .helpers import events, named, read_json
+from .helpers import events, graph_of, named, read_json, run_dot
 from .test_cli import EXAMPLES, cli
+from .test_provider_backend import Scripted
 
 COMPAT = EXAMPLES / "compat"
 
@@ -380,3 +386,65 @@ def test_the_steering_example_takes_all_three_custom_outcomes(tmp_path: Path) ->
     assert code == 0, err
     assert _completed(root, "triage") == ["process", "needs_review", "done"]
     assert _path(root) == ["start", "triage", "port", "triage", "review", "triage", "exit"]
+
+
+@pytest.mark.parametrize("mode", ["one_shot", "agent_loop"])
+async def test_kilroy_max_tokens_caps_every_model_call(
+    tmp_path: Path, autojump_clock: Any, mode: str
+) -> None:
+    adapter = Scripted("done")
+    providers = {"a": ProviderConfig(name="a", kind="openai", model="m", mode=mode)}
+    backend = ApiBackend(RunConfig(backend="a", providers=providers), "a", adapters={"a": adapter})
+    result = await run_dot(ALIASED, tmp_path / "run", backend=backend)
+    assert result.status == "success"
+    assert adapter.requests and {r.max_tokens for r in adapter.requests} == {9000}
+
+
+# --- fuzz explores custom outcomes ---------------------------------------------------------
+
+
+UNBOUNDED_STEER = """digraph g {
+  start [shape=Mdiamond]; exit [shape=Msquare]
+  triage [prompt="t"]; port [prompt="p"]
+  check [shape=diamond]
+  start -> triage -> check
+  check -> port [condition="outcome=process"]
+  check -> exit [condition="outcome=done"]
+  port -> triage
+}"""
+
+
+def test_custom_outcomes_a_steering_stage_is_routed_on_are_found_through_diamonds() -> None:
+    graph = graph_of(UNBOUNDED_STEER)
+    assert custom_outcomes(graph, "triage") == ("process", "done")
+    assert custom_outcomes(graph, "port") == ()
+    steering = {
+        s.steps["triage"][0].outcome for s in targeted_schedules(graph) if "triage" in s.steps
+    }
+    assert {"process", "done"} <= steering
+
+
+def test_fuzz_explores_a_steering_stages_custom_outcomes(tmp_path: Path) -> None:
+    """Plain success routes nowhere after ``check``; only the custom outcomes reach the loop,
+    and reporting ``process`` forever is a loop nothing stops."""
+    path = _write(tmp_path, "steer.dot", UNBOUNDED_STEER)
+    code, out, _ = cli("fuzz", str(path), "--examples", "3", "--seed", "1", "--json")
+    assert code == 1
+    findings = json.loads(out)["findings"]
+    loop = next(f for f in findings if f["kind"] == "non_termination")
+    assert loop["schedule"]["steps"]["triage"] == [{"kind": "success", "outcome": "process"}]
+
+
+def test_a_custom_outcome_step_round_trips_and_keeps_the_invariants(tmp_path: Path) -> None:
+    step = Step(outcome="process", delay=1.0)
+    assert Step.from_json(json.loads(json.dumps(step.to_json()))) == step
+    assert step.describe() == "outcome process after 1s" and not step.is_default
+    with pytest.raises(ValueError, match="needs kind 'success'"):
+        Step("fail", outcome="process")
+    with pytest.raises(ValueError, match="not a custom outcome"):
+        Step(outcome="success")
+    schedule = Schedule({"triage": (Step(outcome="process"), Step(outcome="done"))})
+    obs = run_schedule(graph_of(UNBOUNDED_STEER), schedule, tmp_path / "run")
+    assert obs.result is not None and obs.result.status == "success"
+    assert _completed(obs.logs_root, "triage") == ["process", "done"]
+    assert check_invariants(obs) == []
