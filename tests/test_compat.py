@@ -5,6 +5,8 @@ attribute aliases and misspellings, the ``KILROY_*`` variables, and ``examples/c
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from .test_cli import EXAMPLES, cli
 from .test_provider_backend import Scripted
 
 COMPAT = EXAMPLES / "compat"
+STATIC = Path(__file__).resolve().parent.parent / "attractor_trio" / "server" / "static"
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -96,6 +99,15 @@ def test_outcome_success_does_not_match_a_custom_outcome(tmp_path: Path) -> None
     code, root, err = _run(tmp_path, STEER, {"steer": [{"outcome": "process"}]})
     assert code == 0, err
     assert _path(root) == ["start", "steer", "exit"]
+
+
+def test_an_unrouted_custom_outcome_fails_the_run_naming_it(tmp_path: Path) -> None:
+    dot = STEER.replace("  steer -> exit\n", "")
+    code, root, _ = _run(tmp_path, dot, {"steer": [{"outcome": "maybe"}]})
+    assert code == 1
+    final = read_json(root / "final.json")
+    assert final["exit_path"] == "no_route"
+    assert "matches outcome 'maybe'" in final["failure_reason"]
 
 
 def test_custom_outcome_in_a_status_file_routes_and_fills_the_context(tmp_path: Path) -> None:
@@ -448,3 +460,30 @@ def test_a_custom_outcome_step_round_trips_and_keeps_the_invariants(tmp_path: Pa
     assert obs.result is not None and obs.result.status == "success"
     assert _completed(obs.logs_root, "triage") == ["process", "done"]
     assert check_invariants(obs) == []
+
+
+# --- the live page -------------------------------------------------------------------------
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="needs Node.js to load the viewer's pure half")
+def test_the_live_page_shows_a_custom_outcome_as_success() -> None:
+    """viewer-core.js has no DOM access, so Node.js can load it (the Chromium test covers the
+    page itself): a stage completed with a custom outcome is a success, garbage is a failure."""
+    script = (
+        "global.window = {};"
+        f"require({json.dumps(str(STATIC / 'viewer-core.js'))});"
+        "const v = window.attractorViewer;"
+        "const done = (status) => v.nodeStatusFromEvent("
+        "{event: 'stage_completed', node_id: 'n', status: status});"
+        "console.log(JSON.stringify(['needs_review', 'process', 'fail', 'no good'].map(done)));"
+    )
+    assert NODE is not None
+    out = subprocess.run([NODE, "-e", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [
+        ["n", "success"],
+        ["n", "success"],
+        ["n", "fail"],
+        ["n", "fail"],
+    ]
