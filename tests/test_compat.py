@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from attractor_trio.dot import load_dot
 from attractor_trio.fuzz import targeted_schedules
 from attractor_trio.handlers.base import AttemptInfo
 from attractor_trio.pipeline import load
@@ -462,7 +463,17 @@ def test_a_custom_outcome_step_round_trips_and_keeps_the_invariants(tmp_path: Pa
     assert check_invariants(obs) == []
 
 
-# --- the live page -------------------------------------------------------------------------
+# --- the live page and `graph --run` ------------------------------------------------------
+
+
+def test_graph_colors_a_stage_with_a_custom_outcome_as_success(tmp_path: Path) -> None:
+    code, root, err = _run(tmp_path, STEER, {"steer": [{"outcome": "needs_review"}]})
+    assert code == 0, err
+    out = tmp_path / "colored.dot"
+    assert cli("graph", str(tmp_path / "p.dot"), "--run", str(root), "-o", str(out))[0] == 0
+    fills = {node.id: node.attrs["fillcolor"] for node in load_dot(out)}
+    assert fills["steer"] == fills["a"] == "green" and fills["b"] == "white"
+
 
 NODE = shutil.which("node")
 
