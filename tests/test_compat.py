@@ -370,6 +370,7 @@ def test_kilroy_predecessor_variables_are_present_and_empty_without_predecessor(
 
 
 COMPAT_RUNS: dict[str, list[str]] = {
+    "consensus.dot": ["--sim-script", str(COMPAT / "consensus.yaml")],
     "steering.dot": ["--sim-script", str(COMPAT / "steering.yaml")],
     "tool_status.dot": [],
 }
@@ -399,6 +400,16 @@ def test_the_steering_example_takes_all_three_custom_outcomes(tmp_path: Path) ->
     assert code == 0, err
     assert _completed(root, "triage") == ["process", "needs_review", "done"]
     assert _path(root) == ["start", "triage", "port", "triage", "review", "triage", "exit"]
+
+
+def test_the_consensus_example_gates_on_a_custom_yes(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    args = ["run", str(COMPAT / "consensus.dot"), "--simulate", "--logs-root", str(root)]
+    code, _, err = cli(*args, *COMPAT_RUNS["consensus.dot"], "--quiet", cwd=tmp_path)
+    assert code == 0, err
+    assert _completed(root, "CheckDoD") == ["needs_dod"]
+    assert _completed(root, "Consensus") == ["no", "yes"]
+    assert _path(root)[-2:] == ["Consensus", "Exit"]
 
 
 @pytest.mark.parametrize("mode", ["one_shot", "agent_loop"])
