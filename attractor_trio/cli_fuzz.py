@@ -36,7 +36,8 @@ ADVICE: Final = {
         "Under this schedule the run never ends: a loop keeps going because nothing stops "
         "it (failures of a class the cycle breaker ignores — transient_infra, "
         "budget_exhausted, canceled —, outcomes that are not failures at all, such as "
-        "partial_success, or a breaker switched off with loop_restart_signature_limit=0), or "
+        "partial_success or a steering stage's custom outcome, or a breaker switched off "
+        "with loop_restart_signature_limit=0), or "
         "a stage never finishes. Bound the loop: set the graph attribute max_node_visits, "
         "keep the cycle breaker on (loop_restart_signature_limit >= 1), or give the loop a "
         "way out (a condition edge to a give-up stage); give slow stages a timeout."
@@ -197,7 +198,7 @@ def _sim_step(step: Step, node_id: str, index: int, timeout: float | None) -> di
         doc["delay"] = f"{step.delay:g}s"
     kind = step.kind
     if kind in ("success", "partial"):
-        doc["outcome"] = "success" if kind == "success" else "partial_success"
+        doc["outcome"] = step.outcome or ("success" if kind == "success" else "partial_success")
     elif kind in ("fail", "retry", "raise"):
         doc["outcome"] = "retry" if kind == "retry" else "fail"
         doc["failure_reason"] = default_reason(step, node_id, index)

@@ -362,7 +362,7 @@ def _take_ownership(root: Path, run_id: str) -> RunLock:
 def _start_node(graph: Graph) -> str:
     starts = graph.start_nodes()
     if not starts:
-        raise AttractorError("no start node (shape=Mdiamond, or id start/Start)")
+        raise AttractorError("no start node (shape=Mdiamond, or id start in any case)")
     return starts[0].id
 
 

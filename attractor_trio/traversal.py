@@ -227,8 +227,7 @@ class Traversal:
         last = self.state.node_outcomes[failing]
         # The causal raw reason wins over a wrapper (CONTRACT §5); exit_path says "goal gate".
         reason = last.failure_reason or (
-            f"goal gate '{failing}' unsatisfied (last outcome {last.status.value}) "
-            "and no retry target"
+            f"goal gate '{failing}' unsatisfied (last outcome {last.value}) and no retry target"
         )
         return Stop(
             "goal_gate_unsatisfied", reason, last.failure_class or "deterministic", node_id=failing
@@ -241,6 +240,6 @@ def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
     summary = list(context.get(COMPLETED_SUMMARY_KEY) or [])
     count = context.get(COMPLETED_COUNT_KEY)
     count = count if type(count) is int else len(summary)  # a checkpoint from before the key
-    summary.append([node_id, outcome.status.value, outcome.notes or outcome.failure_reason])
+    summary.append([node_id, outcome.value, outcome.notes or outcome.failure_reason])
     context.set(COMPLETED_SUMMARY_KEY, summary[-_SUMMARY_LIMIT:])
     context.set(COMPLETED_COUNT_KEY, count + 1)

@@ -30,6 +30,8 @@ Extra rules:
 * ``conditional_routes`` (WARNING) — a conditional (diamond) node none of whose edges has a
   condition: it can never branch.
 * ``duplicate_node`` (ERROR) — an API-built graph whose ``nodes`` key differs from ``node.id``.
+* ``unknown_shape`` (WARNING), ``custom_outcome`` and ``attribute_alias`` (INFO) — pipelines
+  written for kilroy (CONTRACT §10), in :mod:`attractor_trio.compat_rules`.
 
 Rules are objects with a ``name`` and ``apply(graph)`` (:class:`LintRule`). Built-ins share one
 precomputed adjacency index per :func:`validate` call, so validation is linear in graph size.
@@ -55,7 +57,9 @@ from .attributes import (
     check_value,
     close_matches,
     expected_form,
+    misspelling_of,
 )
+from .compat_rules import check_attribute_alias, check_custom_outcome, check_unknown_shape
 from .conditions import ConditionSyntaxError, parse_condition
 from .dot.lexer import Positions, raw_offset
 from .errors import ValidationFailed
@@ -266,7 +270,8 @@ def _positions(graph: Graph) -> Positions:
 def _exactly_one(found: list[Node], graph: Graph, what: str, shape: str) -> Iterator[_Finding]:
     if not found:
         example = f"{what} [shape={shape}]"
-        yield None, f"pipeline has no {what} node", f"add one: {example}" + _near_miss(graph, shape)
+        hint = f"add one: {example} (or a node with id {what}, any shape)"
+        yield None, f"pipeline has no {what} node", hint + _near_miss(graph, shape)
     names = ", ".join(node.id for node in found)
     for extra in found[1:]:
         message = f"pipeline has {len(found)} {what} nodes ({names}); exactly one is allowed"
@@ -478,7 +483,10 @@ def _check_unknown_attribute(index: _Index) -> Iterator[_Finding]:
             if key not in specs:
                 if (scope, key) not in fixes:
                     fixes[scope, key] = _unknown_attribute_fix(index, scope, key)
-                yield where, f"{_owner(where)}: unknown attribute '{key}'", fixes[scope, key]
+                typo = misspelling_of(key, index.specs[scope])
+                hint = f" (did you mean '{typo}'?)" if typo else ""
+                message = f"{_owner(where)}: unknown attribute '{key}'{hint}"
+                yield where, message, fixes[scope, key]
 
 
 def _unknown_attribute_fix(index: _Index, scope: Scope, key: str) -> str:
@@ -588,7 +596,7 @@ def _check_duplicate_node(index: _Index) -> Iterator[_Finding]:
             )
 
 
-_E, _W = Severity.ERROR, Severity.WARNING
+_E, _W, _I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: Built-in rules in run order: the 13 spec rules (S7.2), then the extras.
 BUILTIN_RULES: Final[tuple[BuiltinRule, ...]] = (
@@ -612,6 +620,9 @@ BUILTIN_RULES: Final[tuple[BuiltinRule, ...]] = (
     BuiltinRule("parallel_no_fan_in", _W, _check_parallel_no_fan_in),
     BuiltinRule("conditional_routes", _W, _check_conditional_routes),
     BuiltinRule("duplicate_node", _E, _check_duplicate_node),
+    BuiltinRule("unknown_shape", _W, check_unknown_shape),
+    BuiltinRule("custom_outcome", _I, check_custom_outcome),
+    BuiltinRule("attribute_alias", _I, check_attribute_alias),
 )
 
 

@@ -514,7 +514,10 @@ def test_unknown_step_key_names_node_step_and_allowed_keys() -> None:
 @pytest.mark.parametrize(
     ("step", "fragments"),
     [
-        ({"outcome": "great"}, ("'outcome' 'great' is not a stage status", "partial_success")),
+        (
+            {"outcome": "great job"},
+            ("'outcome' 'great job' is not a stage status", "partial_success"),
+        ),
         ({"outcome": 1}, ("'outcome' 1 is not a stage status",)),
         ({"outcome": "fail", "failure_reason": 3}, ("'failure_reason' must be a string",)),
         ({"outcome": "fail", "failure_class": "flaky"}, ("unknown 'failure_class' 'flaky'",)),

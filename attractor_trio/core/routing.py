@@ -133,7 +133,7 @@ def _is_conditional_node(graph: Graph, node_id: str) -> bool:
 
 
 def _no_route_reason(graph: Graph, node_id: str, outcome: Outcome) -> str:
-    status = outcome.status.value
+    status = outcome.value
     edges = graph.outgoing(node_id)
     if not edges:
         return (

@@ -33,9 +33,9 @@ import trio
 import yaml
 from attrs import field, frozen
 
-from ..conditions import STATUSES, canonical_status
+from ..conditions import STATUSES, normalize_outcome
 from ..core.failures import FAILURE_CLASSES, normalize_failure_class
-from ..core.outcome import Outcome, StageStatus
+from ..core.outcome import Outcome, StageStatus, outcome_from_value
 from ..errors import ConfigError
 from ..handlers.base import current_attempt
 from ..persist.atomic import write_text_atomic
@@ -109,7 +109,8 @@ class SimStep:
     ``stall`` is ``math.inf`` for ``forever``.
     """
 
-    outcome: StageStatus | None = None
+    #: A normalized outcome value: a status or a custom value (CONTRACT §10).
+    outcome: str | None = None
     failure_reason: str = ""
     failure_class: str = ""
     preferred_label: str = ""
@@ -125,8 +126,8 @@ class SimStep:
         status = self.outcome or self._implied_status()
         if status is None:
             return None
-        return Outcome(
-            status=status,
+        return outcome_from_value(
+            status,
             preferred_label=self.preferred_label,
             suggested_next_ids=self.suggested_next_ids,
             context_updates=self.context_updates,
@@ -135,11 +136,11 @@ class SimStep:
             failure_class=self.failure_class,
         )
 
-    def _implied_status(self) -> StageStatus | None:
+    def _implied_status(self) -> str | None:
         if self.failure_reason or self.failure_class:
-            return StageStatus.FAIL
+            return StageStatus.FAIL.value
         answered = (self.preferred_label, self.suggested_next_ids, self.context_updates, self.notes)
-        return StageStatus.SUCCESS if any(answered) else None
+        return StageStatus.SUCCESS.value if any(answered) else None
 
 
 @frozen
@@ -349,16 +350,18 @@ def _parse_step(raw: object, where: str) -> SimStep:
     )
 
 
-def _outcome(raw: Mapping[Any, Any], where: str) -> StageStatus | None:
+def _outcome(raw: Mapping[Any, Any], where: str) -> str | None:
+    """A status, an alias or a custom outcome value (CONTRACT §10), normalized."""
     if "outcome" not in raw:
         return None
     value = raw["outcome"]
-    status = canonical_status(value) if isinstance(value, str) else None
-    if status is None:
+    normalized = normalize_outcome(value) if isinstance(value, str) else None
+    if normalized is None:
         raise ConfigError(
-            f"{where}: 'outcome' {value!r} is not a stage status; use one of {', '.join(STATUSES)}"
+            f"{where}: 'outcome' {value!r} is not a stage status; use one of {', '.join(STATUSES)} "
+            "or a custom value (a lowercase identifier such as needs_review)"
         )
-    return StageStatus(status)
+    return normalized
 
 
 def _str(raw: Mapping[Any, Any], key: str, where: str) -> str:

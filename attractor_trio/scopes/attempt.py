@@ -109,7 +109,7 @@ class StageExecutor:
                 node_id=node.id,
                 handler=handler_type,
                 index=index,
-                status=final.status.value,
+                status=final.value,
                 duration_s=round(time.monotonic() - started, 3),
             )
             return final
@@ -243,7 +243,7 @@ class StageExecutor:
             "stage_attempt_finished",
             node_id=node.id,
             attempt_id=attempt_id,
-            status=outcome.status.value,
+            status=outcome.value,
             failure_reason=outcome.failure_reason,
             # The one classifier (CONTRACT §5): the class final.json reports for this failure,
             # not the raw hint ('' for an unhinted failure, an alias such as 'permanent').
