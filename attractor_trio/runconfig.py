@@ -20,6 +20,7 @@ import yaml
 from attrs import field, frozen
 
 from .errors import ConfigError
+from .inputs import read_config_text
 from .values import AttributeValueError, parse_duration
 
 __all__ = ["PROVIDER_KINDS", "ProviderConfig", "RunConfig", "load_run_config", "parse_run_config"]
@@ -228,9 +229,11 @@ def _check(path: str, providers: dict[str, ProviderConfig]) -> None:
 def load_run_config(path: str | Path) -> RunConfig:
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(read_config_text(path, "the run config"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     return parse_run_config(doc, path=str(path))

@@ -443,7 +443,10 @@ async def drive(
     finally:
         # Synchronous on purpose: no checkpoint inside, so no cancellation (the caller's, a
         # second signal) can interrupt writing final.json and the terminal event.
-        result = run.finalize(finish)
+        try:
+            result = run.finalize(finish)
+        finally:
+            run.hub.close()
     return result
 
 
