@@ -54,7 +54,7 @@ def max_input_size_option(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def _run_options(func: Callable[..., None]) -> Callable[..., None]:
-    options = [
+    options: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
         max_input_size_option,
         click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--backend", help="Codergen backend: simulate, or a configured provider."),

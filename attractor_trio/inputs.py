@@ -51,9 +51,11 @@ class InputTooLarge(ConfigError):
 class BinaryInput(ValueError):
     """Bytes that are not text: ``line``/``col`` (1-based) locate the first offending byte."""
 
-    def __init__(self, message: str, line: int, col: int) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, what: str, line: int, col: int, *, source: str = "file") -> None:
+        self.message = f"binary input: {what}; the {source} must be UTF-8 text"
+        super().__init__(self.message)
+        #: The offending byte or character alone ("a NUL byte", "invalid UTF-8 (byte 0xff)").
+        self.what = what
         self.line = line
         self.col = col
 
@@ -128,7 +130,7 @@ def _binary_at(data: bytes, offset: int, is_nul: bool) -> BinaryInput:
     line = data.count(b"\n", 0, offset) + 1
     col = len(data[line_start:offset].decode("utf-8")) + 1
     what = "a NUL byte" if is_nul else f"invalid UTF-8 (byte 0x{data[offset]:02x})"
-    return BinaryInput(f"binary input: {what}; the file must be UTF-8 text", line, col)
+    return BinaryInput(what, line, col)
 
 
 def first_bad_char(text: str) -> BinaryInput | None:
@@ -142,7 +144,7 @@ def first_bad_char(text: str) -> BinaryInput | None:
     col = offset - (text.rfind("\n", 0, offset) + 1) + 1
     char = match.group()
     what = "a NUL character" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
-    return BinaryInput(f"invalid text: {what}; the source must be valid Unicode", line, col)
+    return BinaryInput(what, line, col, source="source")
 
 
 def read_config_text(path: str | os.PathLike[str], what: str) -> str:
