@@ -126,6 +126,7 @@ def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve backend, interviewer and timing from options and ``--config``."""
     from .runconfig import RunConfig, load_run_config
+    from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 
     config = load_run_config(opts["config_path"]) if opts["config_path"] else RunConfig()
     backend_name = "simulate" if opts["simulate"] else (opts["backend"] or config.backend)
@@ -147,6 +148,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
         "stall_timeout": stall,
         "kill_grace": grace,
         "max_parallel_default": config.max_parallel_default or 4,
+        "attempt_retention": config.retention_attempts or DEFAULT_ATTEMPT_RETENTION,
     }
 
 

@@ -56,6 +56,8 @@ class RunConfig:
     max_parallel_default: int | None = None
     providers: dict[str, ProviderConfig] = field(factory=dict)
     path: str = ""
+    #: ``retention: {attempts: N}``: archived ``attempt-<n>/`` dirs kept per stage dir.
+    retention_attempts: int | None = None
 
 
 @frozen
@@ -71,6 +73,11 @@ class _ProviderDoc:
 
 
 @frozen
+class _RetentionDoc:
+    attempts: int | None = None
+
+
+@frozen
 class _ConfigDoc:
     backend: str = ""
     stall_timeout: float | None = None
@@ -78,6 +85,7 @@ class _ConfigDoc:
     kill_grace: float | None = None
     max_parallel_default: int | None = None
     providers: dict[str, _ProviderDoc] = field(factory=dict)
+    retention: _RetentionDoc = field(factory=_RetentionDoc)
 
 
 def _converter() -> cattrs.Converter:
@@ -155,6 +163,12 @@ def parse_run_config(
         for name, p in parsed.providers.items()
     }
     _check(path, providers)
+    attempts = parsed.retention.attempts
+    if attempts is not None and attempts < 1:
+        raise ConfigError(
+            f"{path}: $.retention.attempts: must be at least 1 (the newest attempt-<n>/ "
+            f"directories kept per stage), got {attempts}"
+        )
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -163,6 +177,7 @@ def parse_run_config(
         max_parallel_default=parsed.max_parallel_default,
         providers=providers,
         path=path,
+        retention_attempts=attempts,
     )
 
 
@@ -202,6 +217,7 @@ _TOP_FIELDS = (
     "kill_grace",
     "max_parallel_default",
     "providers",
+    "retention",
 )
 
 

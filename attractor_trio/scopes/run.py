@@ -39,6 +39,7 @@ from .attempt import StageExecutor
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .process import use_grace_skip
+from .retention import DEFAULT_ATTEMPT_RETENTION
 from .watchdog import watch
 
 __all__ = ["RunHandle", "RunResult", "RunScope", "UnboundRunner", "drive"]
@@ -133,6 +134,8 @@ class RunScope:
     artifacts: ArtifactStore | None = None
 
     max_parallel_default: int = 4
+    #: Archived ``attempt-<n>/`` dirs kept per stage dir (run config ``retention.attempts``).
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
 
@@ -245,6 +248,7 @@ class RunScope:
             kill_grace=self.kill_grace,
             liveness=self.liveness,
             artifacts=self.artifacts,
+            attempt_retention=self.attempt_retention,
         )
 
     def save_checkpoint(self, node_id: str) -> None:
