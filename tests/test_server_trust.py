@@ -98,6 +98,7 @@ async def test_the_servers_own_names_and_origin_are_accepted(tmp_path: Path) -> 
 def test_host_names_and_allow_host_entries() -> None:
     assert host_name("[::1]:8400") == "[::1]"
     assert host_name("LocalHost:1") == "localhost"
+    assert host_name("localhost:1@evil.example") == "localhost:1@evil.example"
     guard = RequestGuard(app=None, allowed_hosts=["box.lan:8400"], bind_host="10.1.2.3")  # type: ignore[arg-type]
     scope = {"type": "http", "method": "GET"}
     for host, allowed in [

@@ -37,8 +37,12 @@ def host_name(host: str) -> str:
     """``Host`` without its port, lowercased: ``[::1]:8400`` → ``[::1]``, ``a:1`` → ``a``."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rpartition(":")[0] if ":" in host else host
+        name, _, port = host.partition("]")
+        name, port = name + "]", port.removeprefix(":")
+    else:
+        name, _, port = host.partition(":")
+    # Anything but digits after the colon is no port: the whole value must then match.
+    return name if port.isdigit() or not port else host
 
 
 def media_type(content_type: str) -> str:
