@@ -49,7 +49,7 @@ def max_input_size_option(func: Callable[..., None]) -> Callable[..., None]:
         show_default=True,
         callback=_size,
         metavar="SIZE",
-        help="Refuse pipeline files larger than this (e.g. 64MiB).",
+        help="Refuse pipeline files (for serve: request bodies) larger than this, e.g. 64MiB.",
     )(func)
 
 

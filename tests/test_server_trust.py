@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from attractor_trio.cli_serve import serve_command
 from attractor_trio.server.auth import token_matches
 from attractor_trio.server.guard import RequestGuard, host_name
+from attractor_trio.server.submission import decode_json
 
 from .test_server import LINEAR, STALL_A, final_of, served, sse, submit
 
@@ -157,6 +158,8 @@ async def test_bodies_a_browser_can_send_cross_site_are_415(
         ('{"dot": "digraph p {}", "options": {"context": {"k": "\\udc00"}}}', "surrogate"),
         ('{"dot": "digraph p {}", "options": {"context": {"\\ud83d": 1}}}', "surrogate"),
         ('{"dot": "digraph p {}", "options": {"context": {"k": NaN}}}', "NaN"),
+        ('{"dot": "digraph p {}", "options": {"context": {"k": 1e400}}}', "1e400 is out of range"),
+        ('{"dot": "digraph p {}", "options": {"context": {"k": 1%s}}}' % ("0" * 5000), "digits"),
         ('{"dot": "digraph p {}", "options": {}, "extra": 1}', "unknown key(s) extra"),
         ('{"dot": "digraph p {}",', "invalid JSON body at line 1"),
         (
@@ -171,6 +174,8 @@ async def test_bodies_a_browser_can_send_cross_site_are_415(
         "surrogate-in-context",
         "surrogate-in-key",
         "nan",
+        "infinite-float",
+        "5000-digit-int",
         "unknown-field",
         "truncated",
         "invalid-utf8",
@@ -186,6 +191,10 @@ async def test_malformed_json_bodies_are_400_and_create_nothing(
         assert response.status_code == 400
         assert needle in response.json()["error"]
     assert nothing_created(s.runs_dir)
+
+
+def test_a_surrogate_pair_is_one_valid_character() -> None:
+    assert decode_json(b'{"k": "\\ud83d\\ude00"}') == {"k": "\U0001f600"}
 
 
 async def test_nesting_up_to_64_is_accepted(tmp_path: Path) -> None:

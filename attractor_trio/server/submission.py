@@ -17,6 +17,7 @@ short string as a file name, and a server must not read files a client names.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Final, NoReturn, final
 
@@ -94,19 +95,31 @@ def decode_json(body: bytes) -> object:
     """Strictly decoded JSON (see the module docstring); :class:`BadSubmission` otherwise."""
     text = _text(body)
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
+        doc = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise BadSubmission(
             f"invalid JSON body at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
     except RecursionError:
         _too_deep()
+    except BadSubmission:
+        raise
+    except ValueError:  # int() refuses integers of more than sys.get_int_max_str_digits()
+        raise BadSubmission("invalid JSON body: a number has too many digits") from None
     _check_tree(doc)
     return doc
 
 
 def _no_constant(name: str) -> NoReturn:
     raise BadSubmission(f"invalid JSON body: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    """A JSON number; ``1e400`` would become ``inf``, which no JSON file can hold."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadSubmission(f"invalid JSON body: {text[:40]} is out of range for a number")
+    return value
 
 
 def _too_deep() -> NoReturn:
