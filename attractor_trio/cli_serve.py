@@ -29,6 +29,8 @@ __all__ = ["register", "serve_command"]
 
 EXIT_USAGE = 2
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+#: Wildcard binds and the loopback address their printed URL uses.
+WILDCARD_SHOWN_AS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
 def _is_loopback(host: str) -> bool:
@@ -41,6 +43,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _url(host: str, port: int) -> str:
+    """The URL to print. A wildcard bind (``0.0.0.0``, ``::``) is shown as its loopback
+    address: the Host check answers that name, not ``0.0.0.0`` (other names need
+    ``--allow-host``)."""
+    host = WILDCARD_SHOWN_AS.get(host, host)
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return f"http://{shown}:{port}/"
 
@@ -81,8 +87,9 @@ async def _main(settings: dict[str, Any], received: list[int]) -> None:
             bound: int = await inner.start(start)
             url = _url(host, bound)
             auth = "token required" if token else "no token"
+            where = f"{url} (every interface)" if host in WILDCARD_SHOWN_AS else url
             click.echo(
-                f"attractor-trio serve: listening on {url} (runs under {runs_dir}/; {auth})",
+                f"attractor-trio serve: listening on {where} (runs under {runs_dir}/; {auth})",
                 err=True,
             )
             click.echo(url)

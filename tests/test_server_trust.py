@@ -16,7 +16,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from attractor_trio.cli_serve import serve_command
+from attractor_trio.cli_serve import _url, serve_command
 from attractor_trio.server.auth import token_matches
 from attractor_trio.server.guard import RequestGuard, host_name
 from attractor_trio.server.submission import decode_json
@@ -300,6 +300,13 @@ def test_a_non_loopback_host_without_a_token_is_refused(tmp_path: Path, host: st
     assert len(lines) == 1
     assert f"refusing to listen on {host} without a token" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_printed_url_names_a_host_the_server_answers() -> None:
+    assert _url("0.0.0.0", 8400) == "http://127.0.0.1:8400/"
+    assert _url("::", 1) == "http://[::1]:1/"
+    assert _url("10.1.2.3", 2) == "http://10.1.2.3:2/"
+    assert _url("fe80::1", 3) == "http://[fe80::1]:3/"
 
 
 async def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
