@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 import yaml
 
-from .cli_run import _guard
+from .cli_run import _guard, max_input_size_option
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -81,8 +81,11 @@ ADVICE: Final = {
 )
 @click.option("--seed", type=int, help="Seed for the search; the same seed gives the same report.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@max_input_size_option
 @_guard
-def fuzz_command(pipeline_path: str, examples: int, seed: int | None, as_json: bool) -> None:
+def fuzz_command(
+    pipeline_path: str, examples: int, seed: int | None, as_json: bool, max_input_size: int
+) -> None:
     """Run PIPELINE.dot under generated fault and cancel schedules with fake backends.
 
     Reports non_termination, lost_failure_reason, failure_routed_to_success,
@@ -92,7 +95,7 @@ def fuzz_command(pipeline_path: str, examples: int, seed: int | None, as_json: b
     from .pipeline import prepare_pipeline
 
     fuzz = _load_fuzz()
-    graph, diagnostics = prepare_pipeline(pipeline_path)
+    graph, diagnostics = prepare_pipeline(pipeline_path, max_size=max_input_size)
     for diagnostic in diagnostics:
         click.echo(diagnostic.format(pipeline_path), err=True)
     if seed is None:

@@ -72,7 +72,7 @@ def check_attribute_alias(index: _Index) -> Iterator[_Finding]:
             yield where, f"{_owner(where)}: {note}", f"write {name}= instead of {alias}="
 
 
-def _owner(where: Node | Edge | None) -> str:
+def _owner(where: object) -> str:
     if isinstance(where, Node):
         return f"node '{where.id}'"
     if isinstance(where, Edge):

@@ -31,6 +31,7 @@ from .persist.live import LiveWriter
 from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import Manifest, read_manifest, write_manifest
 from .persist.progress import ProgressWriter, read_progress
+from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .traversal import TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
@@ -150,6 +151,7 @@ async def run(
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
@@ -189,6 +191,7 @@ async def run(
                 stall_timeout,
                 max_parallel_default,
                 handle,
+                attempt_retention,
             ),
         )
         start = _start_node(graph)
@@ -213,6 +216,7 @@ async def resume(
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
 ) -> RunResult:
     """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
 
@@ -257,6 +261,7 @@ async def resume(
                 stall_timeout,
                 max_parallel_default,
                 handle,
+                attempt_retention,
             ),
         )
         if current is None:
@@ -293,6 +298,7 @@ class _ScopeOptions:
     stall_timeout: float | None
     max_parallel_default: int
     handle: RunHandle | None
+    attempt_retention: int
 
 
 def _scope(
@@ -320,6 +326,7 @@ def _scope(
         resumed=resumed,
         stall_timeout=o.stall_timeout,
         max_parallel_default=o.max_parallel_default,
+        attempt_retention=o.attempt_retention,
     )
     if o.handle is not None:
         o.handle._attach(scope)

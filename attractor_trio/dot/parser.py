@@ -28,6 +28,7 @@ from typing import NoReturn
 
 from ..errors import AttractorError, DotSyntaxError
 from ..graph import Edge, Graph, Node
+from ..inputs import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_HINT, BinaryInput, decode_text, read_bounded
 from .lexer import (
     BAD,
     EOF,
@@ -61,18 +62,22 @@ def parse_dot(source: str, path: str = "<string>") -> Graph:
     return _Parser(source, path).parse()
 
 
-def load_dot(path: str | Path) -> Graph:
-    """Read ``path`` as UTF-8 (a BOM is tolerated) and parse it."""
+def load_dot(path: str | Path, *, max_size: int = DEFAULT_MAX_INPUT_SIZE) -> Graph:
+    """Read ``path`` as UTF-8 (a BOM is tolerated) and parse it.
+
+    A file over ``max_size`` bytes is refused (:class:`InputTooLarge`) before it is read
+    whole; a NUL byte or invalid UTF-8 is a syntax error at that byte (CONTRACT §10).
+    """
     try:
-        source = Path(path).read_text(encoding="utf-8-sig")
+        data = read_bounded(path, max_size, "the pipeline", MAX_INPUT_HINT)
     except FileNotFoundError:
         raise AttractorError(f"{path}: no such file: check the pipeline path") from None
-    except UnicodeDecodeError as exc:
-        raise AttractorError(
-            f"{path}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
-        ) from None
     except OSError as exc:
         raise AttractorError(f"{path}: cannot read the file: {exc.strerror}") from None
+    try:
+        source = decode_text(data)
+    except BinaryInput as exc:
+        raise DotSyntaxError(exc.message, line=exc.line, col=exc.col, file=str(path)) from None
     return parse_dot(source, str(path))
 
 

@@ -38,6 +38,7 @@ from ..core.failures import FAILURE_CLASSES, normalize_failure_class
 from ..core.outcome import Outcome, StageStatus, outcome_from_value
 from ..errors import ConfigError
 from ..handlers.base import current_attempt
+from ..inputs import read_config_text
 from ..persist.atomic import write_text_atomic
 from ..values import AttributeValueError, parse_duration
 from .base import ERROR_KINDS, error_from_kind
@@ -245,11 +246,9 @@ def load_sim_script(path: str | Path) -> SimScript:
     """Read and validate a sim script; ``.json`` files as JSON, everything else as YAML."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_config_text(path, "the sim script")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read sim script: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: sim script is not UTF-8 text: {exc.reason}") from None
     data = _decode_json(text, source) if source.endswith(".json") else _decode_yaml(text, source)
     return parse_sim_script(data, source=source)
 

@@ -33,6 +33,12 @@ from ..values import format_duration
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .offload import write_bytes_durably
+from .retention import (
+    ARCHIVE_PREFIX,
+    DEFAULT_ATTEMPT_RETENTION,
+    last_attempt_on_disk,
+    prune_archives,
+)
 
 __all__ = ["StageExecutor"]
 
@@ -58,6 +64,8 @@ class StageExecutor:
     branch: str = ""
     #: This traversal's node in the liveness tree (the run's root, or a branch's node).
     liveness: Liveness = field(factory=Liveness)
+    #: Archived ``attempt-<n>/`` dirs kept per stage dir; older ones are pruned.
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
     stage_index: int = 0
     artifacts: Any = None
     #: Set by the traversal before each stage: the visit number of the node being run.
@@ -124,9 +132,13 @@ class StageExecutor:
         marked = hasattr(self.registry.resolve(node), "adopt")
         previous = _read_marker(stage_dir) if marked else None
         recorded = int(previous.get("number", 0)) if previous else 0
-        number = max(self.node_attempts.get(node.id, 0), recorded) + 1
+        # The archives count too: after a crash the checkpoint's count may lag behind them,
+        # and with old archives pruned a restarted count would collide (CONTRACT §10).
+        last = max(self.node_attempts.get(node.id, 0), recorded, last_attempt_on_disk(stage_dir))
+        number = last + 1
         self.node_attempts[node.id] = number
-        _archive_previous_attempt(stage_dir, recorded or number - 1)
+        if _archive_previous_attempt(stage_dir, recorded or last):
+            prune_archives(stage_dir, self.attempt_retention)
         attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
         if marked:
             _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=False)
@@ -372,16 +384,18 @@ def _write_marker(
     write_bytes_atomic(stage_dir / _MARKER, json.dumps(record).encode("utf-8"), durable=False)
 
 
-def _archive_previous_attempt(stage_dir: Path, previous: int) -> None:
-    """Move the previous attempt's files into ``attempt-<n>/`` so nothing is overwritten."""
+def _archive_previous_attempt(stage_dir: Path, previous: int) -> bool:
+    """Move the previous attempt's files into ``attempt-<n>/`` so nothing is overwritten;
+    whether there was anything to move."""
     if previous < 1 or not stage_dir.is_dir():
-        return
-    files = [p for p in stage_dir.iterdir() if not p.name.startswith("attempt-")]
+        return False
+    files = [p for p in stage_dir.iterdir() if not p.name.startswith(ARCHIVE_PREFIX)]
     if not files:
-        return
+        return False
     archive = stage_dir / f"attempt-{previous}"
     while archive.exists() and any(archive.iterdir()):
         archive = archive.with_name(archive.name + "+")
     archive.mkdir(exist_ok=True)
     for path in files:
         shutil.move(str(path), archive / path.name)
+    return True

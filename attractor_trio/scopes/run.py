@@ -39,6 +39,7 @@ from .attempt import StageExecutor
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .process import use_grace_skip
+from .retention import DEFAULT_ATTEMPT_RETENTION
 from .watchdog import watch
 
 __all__ = ["RunHandle", "RunResult", "RunScope", "UnboundRunner", "drive"]
@@ -135,6 +136,8 @@ class RunScope:
     artifacts: ArtifactStore | None = None
 
     max_parallel_default: int = 4
+    #: Archived ``attempt-<n>/`` dirs kept per stage dir (run config ``retention.attempts``).
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
 
@@ -247,6 +250,7 @@ class RunScope:
             kill_grace=self.kill_grace,
             liveness=self.liveness,
             artifacts=self.artifacts,
+            attempt_retention=self.attempt_retention,
         )
 
     def save_checkpoint(self, node_id: str) -> None:
@@ -458,7 +462,10 @@ async def drive(
     finally:
         # Synchronous on purpose: no checkpoint inside, so no cancellation (the caller's, a
         # second signal) can interrupt writing final.json and the terminal event.
-        result = run.finalize(finish)
+        try:
+            result = run.finalize(finish)
+        finally:
+            run.hub.close()
     return result
 
 
