@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final, Literal
 
 from attrs import frozen
@@ -24,6 +24,7 @@ from attrs import frozen
 from .values import AttributeValueError, parse_bool, parse_duration, parse_float, parse_int
 
 __all__ = [
+    "ATTRIBUTE_ALIASES",
     "EDGE_ATTRIBUTES",
     "FIDELITY_MODES",
     "GRAPH_ATTRIBUTES",
@@ -132,7 +133,7 @@ GRAPH_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
     "label": _s("display name of the pipeline"),
     "model_stylesheet": _s("CSS-like rules choosing llm_model/llm_provider/reasoning_effort"),
     "default_max_retries": _int("retries for nodes without max_retries", minimum=0),
-    "default_max_retry": _int("legacy alias of default_max_retries", minimum=0),
+    "default_max_retry": _int("kilroy alias of default_max_retries", minimum=0),
     "default_fidelity": AttributeSpec(Kind.FIDELITY, "fidelity for nodes without one"),
     "default_retry_policy": _enum("backoff preset for nodes without one", *_RETRY_POLICIES),
     "retry_target": _ref("node to jump to when the exit is reached with unsatisfied goal gates"),
@@ -193,6 +194,10 @@ NODE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
     "stack.child_autostart": _bool("start the child pipeline automatically"),
     "agent.max_turns": _int("model turns an agent_loop stage may take (0 = unlimited)", 0),
     "agent.max_tool_rounds": _int("tool rounds per agent_loop input", 0),
+    "llm.max_tokens": _int("output token cap of each model call", minimum=1),
+    "llm_prompt": _s("kilroy alias of prompt"),
+    "max_agent_turns": _int("kilroy alias of agent.max_turns", 0),
+    "max_tokens": _int("kilroy alias of llm.max_tokens", minimum=1),
     "stack.child_dotfile": _s("child pipeline DOT file (overrides the graph attribute)"),
     "stack.child_workdir": _s("child run working directory (overrides the graph attribute)"),
     "stack.child_logs_root": _s("logs root of an existing child run to observe"),
@@ -209,6 +214,15 @@ EDGE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
     "thread_id": _s("thread override for the target node"),
     "loop_restart": _bool("restart the run with a fresh log directory"),
     **_DISPLAY,
+}
+
+#: Kilroy's spellings, read as the spec's names by the ``attribute_aliases`` transform; the
+#: ``attribute_alias`` validation rule notes each use (an ``info``). CONTRACT §10.
+ATTRIBUTE_ALIASES: Final[Mapping[tuple[Scope, str], str]] = {
+    ("node", "llm_prompt"): "prompt",
+    ("node", "max_agent_turns"): "agent.max_turns",
+    ("node", "max_tokens"): "llm.max_tokens",
+    ("graph", "default_max_retry"): "default_max_retries",
 }
 
 _BUILTIN: Final[dict[str, Mapping[str, AttributeSpec]]] = {
@@ -238,6 +252,33 @@ def builtin_catalogue(scope: Scope) -> Mapping[str, AttributeSpec]:
 def catalogue(scope: Scope) -> Mapping[str, AttributeSpec]:
     """Built-in plus registered attributes of ``scope`` (a fresh dict: safe to keep)."""
     return {**_BUILTIN[scope], **_REGISTERED[scope]}
+
+
+def misspelling_of(word: str, candidates: Iterable[str]) -> str | None:
+    """The known name ``word`` is a typo of: within edit distance 2 (a swap of two neighbouring
+    letters counts 1), the closest first; ``None`` for short words, where two edits would make
+    almost anything "close"."""
+    if len(word) < 4:
+        return None
+    scored = sorted(
+        (_edit_distance(word, c), c) for c in candidates if abs(len(c) - len(word)) <= 2
+    )
+    return scored[0][1] if scored and 0 < scored[0][0] <= 2 else None
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions, swaps."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
 
 
 def close_matches(word: str, candidates: list[str] | tuple[str, ...]) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ._version import __version__
+from .cli_run import max_input_size_option
 from .errors import AttractorError, DotSyntaxError
 from .graph import Diagnostic, Severity
 
@@ -59,12 +60,17 @@ def main() -> None:
 # --- validate ------------------------------------------------------------------------------
 
 
-def _diagnose(path: Path) -> list[Diagnostic]:
+def _diagnose(path: Path, max_size: int) -> list[Diagnostic]:
+    """Every diagnostic; a file over ``max_size`` is not a diagnostic but a usage error (exit
+    2, raised), while a binary one is a syntax error at its first bad byte (exit 1)."""
+    from .inputs import InputTooLarge
     from .pipeline import load
     from .validate import validate
 
     try:
-        graph = load(path)
+        graph = load(path, max_size=max_size)
+    except InputTooLarge:
+        raise
     except DotSyntaxError as exc:
         return [Diagnostic("syntax", Severity.ERROR, exc.message, line=exc.line, col=exc.col)]
     except AttractorError as exc:
@@ -76,9 +82,16 @@ def _diagnose(path: Path) -> list[Diagnostic]:
 @click.argument("pipeline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
-def validate_command(pipeline: Path, as_json: bool, strict: bool) -> None:
+@max_input_size_option
+def validate_command(pipeline: Path, as_json: bool, strict: bool, max_input_size: int) -> None:
     """Check PIPELINE.dot: syntax, structure, conditions, stylesheet, attribute values."""
-    diagnostics = _diagnose(pipeline)
+    from .inputs import InputTooLarge
+
+    try:
+        diagnostics = _diagnose(pipeline, max_input_size)
+    except InputTooLarge as exc:
+        _echo_err(f"attractor-trio: error: {exc}")
+        sys.exit(EXIT_USAGE)
     errors = sum(d.severity is Severity.ERROR for d in diagnostics)
     warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
     valid = errors == 0 and not (strict and warnings)

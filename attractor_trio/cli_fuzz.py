@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 import yaml
 
-from .cli_run import _guard
+from .cli_run import _guard, max_input_size_option
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ ADVICE: Final = {
         "Under this schedule the run never ends: a loop keeps going because nothing stops "
         "it (failures of a class the cycle breaker ignores — transient_infra, "
         "budget_exhausted, canceled —, outcomes that are not failures at all, such as "
-        "partial_success, or a breaker switched off with loop_restart_signature_limit=0), or "
+        "partial_success or a steering stage's custom outcome, or a breaker switched off "
+        "with loop_restart_signature_limit=0), or "
         "a stage never finishes. Bound the loop: set the graph attribute max_node_visits, "
         "keep the cycle breaker on (loop_restart_signature_limit >= 1), or give the loop a "
         "way out (a condition edge to a give-up stage); give slow stages a timeout."
@@ -48,9 +49,11 @@ ADVICE: Final = {
         "please report it with the schedule below."
     ),
     "failure_routed_to_success": (
-        "The run ended in success although a stage failed and nothing handled the failure. "
-        'Route failures explicitly: an edge with condition="outcome=fail" to a recovery '
-        "stage, a retry_target, or goal_gate=true on the stage that must succeed."
+        "The run ended in success although a stage failed: the detail says how the failure "
+        "reached the exit. If the stage is optional and that route is deliberate (say, a "
+        'condition="outcome=fail" edge straight to the exit), this is expected. Otherwise '
+        "route the failure to a recovery stage (a condition edge or a retry_target), or set "
+        "goal_gate=true on the stage that must succeed."
     ),
     "unreachable_goal_gate": (
         "A goal gate guards the exit only when the run passes through it: this run reached "
@@ -78,8 +81,11 @@ ADVICE: Final = {
 )
 @click.option("--seed", type=int, help="Seed for the search; the same seed gives the same report.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@max_input_size_option
 @_guard
-def fuzz_command(pipeline_path: str, examples: int, seed: int | None, as_json: bool) -> None:
+def fuzz_command(
+    pipeline_path: str, examples: int, seed: int | None, as_json: bool, max_input_size: int
+) -> None:
     """Run PIPELINE.dot under generated fault and cancel schedules with fake backends.
 
     Reports non_termination, lost_failure_reason, failure_routed_to_success,
@@ -89,7 +95,7 @@ def fuzz_command(pipeline_path: str, examples: int, seed: int | None, as_json: b
     from .pipeline import prepare_pipeline
 
     fuzz = _load_fuzz()
-    graph, diagnostics = prepare_pipeline(pipeline_path)
+    graph, diagnostics = prepare_pipeline(pipeline_path, max_size=max_input_size)
     for diagnostic in diagnostics:
         click.echo(diagnostic.format(pipeline_path), err=True)
     if seed is None:
@@ -104,13 +110,14 @@ def fuzz_command(pipeline_path: str, examples: int, seed: int | None, as_json: b
 
 
 def _load_fuzz() -> Any:
-    """Hypothesis drives the search; it ships with the ``test`` extra, not the core install."""
+    """Hypothesis drives the search; it ships with the ``fuzz`` extra (which the README's
+    install command includes), not with the core install."""
     try:
         from .fuzz import fuzz
     except ImportError as exc:
         raise ConfigError(
             f"attractor-trio fuzz needs Hypothesis ({exc}); install it with "
-            "`pip install 'attractor-trio[test]'`"
+            "`pip install 'attractor-trio[fuzz]'`"
         ) from None
     return fuzz
 
@@ -194,7 +201,7 @@ def _sim_step(step: Step, node_id: str, index: int, timeout: float | None) -> di
         doc["delay"] = f"{step.delay:g}s"
     kind = step.kind
     if kind in ("success", "partial"):
-        doc["outcome"] = "success" if kind == "success" else "partial_success"
+        doc["outcome"] = step.outcome or ("success" if kind == "success" else "partial_success")
     elif kind in ("fail", "retry", "raise"):
         doc["outcome"] = "retry" if kind == "retry" else "fail"
         doc["failure_reason"] = default_reason(step, node_id, index)

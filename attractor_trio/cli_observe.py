@@ -25,6 +25,7 @@ from typing import Any, Final
 import click
 from attrs import frozen
 
+from .cli_run import max_input_size_option
 from .cli_stop import OwnerState, owner_state
 from .display import describe
 from .errors import AttractorError, error_line
@@ -458,7 +459,8 @@ def runs_command(directory: Path, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Output file: .dot (always), .svg/.png/.pdf (needs Graphviz).",
 )
-def graph_command(pipeline: Path, run_root: Path | None, output: Path) -> None:
+@max_input_size_option
+def graph_command(pipeline: Path, run_root: Path | None, output: Path, max_input_size: int) -> None:
     """Render PIPELINE.dot, optionally colored by a run: green success, red fail, yellow
     running, grey canceled, orange partial success, white not reached."""
     from .render import GraphvizError, output_format, render_dot, write_rendering
@@ -466,7 +468,7 @@ def graph_command(pipeline: Path, run_root: Path | None, output: Path) -> None:
     try:
         fmt = output_format(output)
         _check_output_dir(output)
-        text = render_dot(*_graph_and_statuses(pipeline, run_root))
+        text = render_dot(*_graph_and_statuses(pipeline, run_root, max_input_size))
         write_rendering(text, output, fmt)
     except GraphvizError as exc:
         click.echo(error_line(exc), err=True)
@@ -493,13 +495,13 @@ def _check_output_dir(output: Path) -> None:
 
 
 def _graph_and_statuses(
-    pipeline: Path, run_root: Path | None
+    pipeline: Path, run_root: Path | None, max_input_size: int
 ) -> tuple[Graph, dict[str, str] | None]:
     from .dot import load_dot
     from .persist.manifest import dot_sha256, read_manifest
     from .status import fold_events, read_events
 
-    graph = load_dot(pipeline)
+    graph = load_dot(pipeline, max_size=max_input_size)
     if run_root is None:
         return graph, None
     manifest = read_manifest(run_root)

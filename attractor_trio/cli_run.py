@@ -22,7 +22,7 @@ from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFaile
 from .graph import Severity
 from .values import AttributeValueError, parse_duration
 
-__all__ = ["resume_command", "run_command"]
+__all__ = ["max_input_size_option", "resume_command", "run_command"]
 
 EXIT_CODES = {"success": 0, "fail": 1}
 EXIT_USAGE, EXIT_INTERNAL = 2, 70
@@ -38,8 +38,30 @@ def _duration_option(value: str | None, name: str) -> float | None:
         raise click.BadParameter(str(exc), param_hint=name) from None
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from .inputs import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def max_input_size_option(func: Callable[..., None]) -> Callable[..., None]:
+    """``--max-input-size``: pipeline files over it are refused before being read whole."""
+    return click.option(
+        "--max-input-size",
+        default="16MiB",
+        show_default=True,
+        callback=_size,
+        metavar="SIZE",
+        help="Refuse pipeline files (for serve: request bodies) larger than this, e.g. 64MiB.",
+    )(func)
+
+
 def _run_options(func: Callable[..., None]) -> Callable[..., None]:
-    options = [
+    options: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
+        max_input_size_option,
         click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--backend", help="Codergen backend: simulate, or a configured provider."),
         click.option("--simulate", is_flag=True, help="Same as --backend simulate."),
@@ -115,6 +137,7 @@ def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve backend, interviewer and timing from options and ``--config``."""
     from .runconfig import RunConfig, load_run_config
+    from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 
     config = load_run_config(opts["config_path"]) if opts["config_path"] else RunConfig()
     backend_name = "simulate" if opts["simulate"] else (opts["backend"] or config.backend)
@@ -136,6 +159,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
         "stall_timeout": stall,
         "kill_grace": grace,
         "max_parallel_default": config.max_parallel_default or 4,
+        "attempt_retention": config.retention_attempts or DEFAULT_ATTEMPT_RETENTION,
     }
 
 
@@ -314,7 +338,7 @@ def run_command(
     from . import engine
     from .pipeline import prepare_pipeline
 
-    graph, diagnostics = prepare_pipeline(pipeline_path)
+    graph, diagnostics = prepare_pipeline(pipeline_path, max_size=opts["max_input_size"])
     if not opts["quiet"]:
         for diagnostic in diagnostics:
             click.echo(diagnostic.format(pipeline_path), err=True)
@@ -407,7 +431,7 @@ def resume_command(
             "(pass the LOGS_ROOT that `attractor-trio run` printed)"
         )
     opts = reuse_recorded_options(opts, manifest.options or {})
-    graph = load(logs_root / "graph.dot")
+    graph = load(logs_root / "graph.dot", max_size=opts["max_input_size"])
     settings = _settings(opts)
     engine.check_runnable(graph, backend=settings["backend"])
     if opts["detach"]:

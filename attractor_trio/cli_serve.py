@@ -2,8 +2,12 @@
 
 The first signal shuts down gracefully — every run is cancelled and gets its ``final.json``,
 then the server stops listening; a second signal stops at once (the engine still finalizes
-each run, shielded and bounded). The URL goes to stdout as one line so scripts can read it
+each run, shielded and bounded). Either way the command exits 130 (SIGINT) or 143 (SIGTERM),
+like ``run`` (CONTRACT §10). The URL goes to stdout as one line so scripts can read it
 (with ``--port 0`` the port is only known then); everything else goes to stderr.
+
+Tool stages run commands from submitted pipelines on this machine, so the server refuses to
+listen on a non-loopback address without a token (exit 2).
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from typing import Any
 import click
 import trio
 
+from .cli_run import max_input_size_option
 from .values import AttributeValueError, parse_duration
 
 __all__ = ["register", "serve_command"]
 
 EXIT_USAGE = 2
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+#: Wildcard binds and the loopback address their printed URL uses.
+WILDCARD_SHOWN_AS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
 
 def _is_loopback(host: str) -> bool:
@@ -35,6 +43,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _url(host: str, port: int) -> str:
+    """The URL to print. A wildcard bind (``0.0.0.0``, ``::``) is shown as its loopback
+    address: the Host check answers that name, not ``0.0.0.0`` (other names need
+    ``--allow-host``)."""
+    host = WILDCARD_SHOWN_AS.get(host, host)
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return f"http://{shown}:{port}/"
 
@@ -42,11 +54,14 @@ def _url(host: str, port: int) -> str:
 async def _watch_signals(
     shutdown: trio.Event,
     everything: trio.CancelScope,
+    received: list[int],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """The first signal (noted in ``received``) sets ``shutdown``; a second cancels all."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
+            received.append(signum)
             name = signal.Signals(signum).name
             if shutdown.is_set():
                 click.echo(f"attractor-trio serve: {name} again: stopping now", err=True)
@@ -60,27 +75,21 @@ async def _watch_signals(
             shutdown.set()
 
 
-async def _main(host: str, port: int, runs_dir: Path, token: str | None, grace: float) -> None:
+async def _main(settings: dict[str, Any], received: list[int]) -> None:
     from .server import serve
 
+    host, runs_dir, token = settings["host"], settings["runs_dir"], settings["token"]
     shutdown = trio.Event()
     async with trio.open_nursery() as outer:
-        await outer.start(_watch_signals, shutdown, outer.cancel_scope)
+        await outer.start(_watch_signals, shutdown, outer.cancel_scope, received)
         async with trio.open_nursery() as inner:
-            start = functools.partial(
-                serve,
-                host=host,
-                port=port,
-                runs_dir=runs_dir,
-                token=token,
-                shutdown_trigger=shutdown,
-                shutdown_grace=grace,
-            )
+            start = functools.partial(serve, **settings, shutdown_trigger=shutdown)
             bound: int = await inner.start(start)
             url = _url(host, bound)
             auth = "token required" if token else "no token"
+            where = f"{url} (every interface)" if host in WILDCARD_SHOWN_AS else url
             click.echo(
-                f"attractor-trio serve: listening on {url} (runs under {runs_dir}/; {auth})",
+                f"attractor-trio serve: listening on {where} (runs under {runs_dir}/; {auth})",
                 err=True,
             )
             click.echo(url)
@@ -111,19 +120,36 @@ async def _main(host: str, port: int, runs_dir: Path, token: str | None, grace: 
     "[env: ATTRACTOR_TOKEN].",
 )
 @click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME[:PORT]",
+    help="Also answer requests whose Host header is NAME (any port) or NAME:PORT "
+    "(repeatable; loopback names and the --host address are always allowed).",
+)
+@click.option(
     "--shutdown-grace",
     default="30s",
     show_default=True,
     help="On shutdown, how long to wait for canceled runs to write final.json.",
 )
+@max_input_size_option
 def serve_command(
-    host: str, port: int, runs_dir: Path, token: str | None, shutdown_grace: str
+    host: str,
+    port: int,
+    runs_dir: Path,
+    token: str | None,
+    allow_hosts: tuple[str, ...],
+    shutdown_grace: str,
+    max_input_size: int,
 ) -> None:
     """HTTP server mode with SSE events and human gates over HTTP (spec §9.5).
 
     Pipelines are submitted with POST /pipelines and run with the simulation backend (server
     mode has no provider configuration yet). Tool stages run commands from the submitted
-    DOT on this machine: keep the default loopback bind or set a token.
+    DOT on this machine: a non-loopback --host needs a token. Requests from web pages
+    (a foreign Origin) and for other host names (Host not loopback, --host or --allow-host)
+    are refused. Exits 130 on SIGINT, 143 on SIGTERM, after canceling the runs.
     """
     try:
         grace = parse_duration(shutdown_grace)
@@ -139,20 +165,29 @@ def serve_command(
             "pip install 'attractor-trio[server]'"
         )
     if not token and not _is_loopback(host):
-        click.echo(
-            f"attractor-trio serve: warning: listening on {host} without a token; anyone who "
-            "can reach it can run tool commands here (set --token or ATTRACTOR_TOKEN)",
-            err=True,
+        _fail(
+            f"refusing to listen on {host} without a token: anyone who can reach it could "
+            "run commands here; set --token or ATTRACTOR_TOKEN, or keep the loopback default"
         )
     try:  # an unusable runs dir is refused now, not at the first POST (CONTRACT §10)
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"--runs-dir {runs_dir}: cannot create it: {exc.strerror or exc}")
+    settings = {
+        "host": host,
+        "port": port,
+        "runs_dir": runs_dir,
+        "token": token or None,
+        "shutdown_grace": grace,
+        "allowed_hosts": allow_hosts,
+        "max_body": max_input_size,
+    }
+    received: list[int] = []
     try:
-        trio.run(_main, host, port, runs_dir, token or None, grace)
+        trio.run(_main, settings, received)
     except* OSError as group:
         _fail(f"cannot listen on {host}:{port}: {_first(group)}")
-    sys.exit(0)
+    sys.exit(SIGNAL_EXIT[signal.Signals(received[0])] if received else 0)
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

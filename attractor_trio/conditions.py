@@ -25,6 +25,9 @@ __all__ = [
     "ConditionSyntaxError",
     "canonical_status",
     "evaluate_condition",
+    "is_custom_outcome",
+    "normalize_outcome",
+    "outcome_hint",
     "parse_condition",
     "resolve_key",
     "stringify",
@@ -33,7 +36,8 @@ __all__ = [
 #: The lowercase status strings used in files and conditions (spec S5.2-02).
 STATUSES = ("success", "partial_success", "retry", "fail", "skipped")
 
-# Outcome aliases accepted in conditions and status files (Kilroy's ParseStageStatus).
+# Outcome aliases accepted in conditions, status files and sim scripts (Kilroy's
+# ParseStageStatus; CONTRACT §10). Keys are already normalized (lowercase, ``-`` read as ``_``).
 _ALIASES = {
     "ok": "success",
     "succeeded": "success",
@@ -43,10 +47,12 @@ _ALIASES = {
     "failed": "fail",
     "error": "fail",
     "skip": "skipped",
+    "degraded_success": "partial_success",
     "partialsuccess": "partial_success",
-    "partial-success": "partial_success",
     "partial": "partial_success",
 }
+#: A custom outcome value (CONTRACT §10): a lowercase identifier once normalized.
+_CUSTOM_OUTCOME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
 _FALSY = frozenset({"", "false", "0", "no"})
 # Operators and words the spec reserves for the future (S10.7-01): rejected, not misparsed.
@@ -74,12 +80,37 @@ class ConditionSyntaxError(AttractorError):
         return f"{self.message} (in condition {self.text!r} at column {self.col})"
 
 
+def _normalized(text: str) -> str:
+    """Every outcome value is compared lowercase with ``-`` read as ``_`` (CONTRACT §10)."""
+    return text.strip().lower().replace("-", "_")
+
+
 def canonical_status(text: str) -> str | None:
     """Map a status or alias (``ok``, ``failure``, ``error``, ``skip``…) to its canonical form."""
-    lowered = text.strip().lower()
+    lowered = _normalized(text)
     if lowered in STATUSES:
         return lowered
     return _ALIASES.get(lowered)
+
+
+def normalize_outcome(text: str) -> str | None:
+    """The outcome value ``text`` stands for: one of :data:`STATUSES` (aliases resolved), a
+    custom value (any lowercase identifier, e.g. ``process``, ``needs_dod``), or ``None`` when
+    it is neither (empty, spaces, punctuation).
+
+    This is the one place that decides the outcome vocabulary: status files, sim scripts,
+    conditions and the context's ``outcome`` all go through it.
+    """
+    canonical = canonical_status(text)
+    if canonical is not None:
+        return canonical
+    lowered = _normalized(text)
+    return lowered if _CUSTOM_OUTCOME_RE.match(lowered) else None
+
+
+def is_custom_outcome(value: str) -> bool:
+    """A normalized outcome value that is not one of the five statuses (it routes as success)."""
+    return value not in STATUSES
 
 
 def stringify(value: Any) -> str:
@@ -98,7 +129,7 @@ def stringify(value: Any) -> str:
 def resolve_key(key: str, outcome: str, preferred_label: str, context: Mapping[str, Any]) -> str:
     """Spec S10.4-01: ``outcome``, ``preferred_label``, ``context.X`` (then ``X``), else ``key``."""
     if key == "outcome":
-        return canonical_status(outcome) or outcome.strip().lower()
+        return normalize_outcome(outcome) or outcome.strip().lower()
     if key == "preferred_label":
         return preferred_label
     if key.startswith("context."):
@@ -243,13 +274,20 @@ def _parse_literal(raw: str, col: int, text: str) -> str:
 
 
 def _check_outcome(value: str, col: int, text: str) -> str:
-    canonical = canonical_status(value)
-    if canonical is not None:
-        return canonical
-    close = difflib.get_close_matches(value.lower(), STATUSES, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    """A status, an alias (read as its status) or a custom value (CONTRACT §10); validation
+    mentions custom values in an ``info`` diagnostic (:func:`outcome_hint`)."""
+    normalized = normalize_outcome(value)
+    if normalized is not None:
+        return normalized
     raise ConditionSyntaxError(
-        f"unknown outcome {value!r}{hint}: expected one of {', '.join(STATUSES)}",
+        f"invalid outcome {value!r}: expected one of {', '.join(STATUSES)} "
+        "or a custom value (a lowercase identifier such as needs_review)",
         col=col,
         text=text,
     )
+
+
+def outcome_hint(value: str) -> str:
+    """For a custom outcome in a condition: a did-you-mean when it is close to a status."""
+    close = difflib.get_close_matches(value, STATUSES, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -19,7 +19,7 @@ from attrs import frozen
 
 from .context import Context
 from .core.outcome import Outcome
-from .core.routing import Stop, route
+from .core.routing import Stop, after_fan_out, route
 from .errors import AttractorError, ConfigError, LogsRootInUseError
 from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
@@ -32,6 +32,7 @@ from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import MANIFEST_FILE_NAME, Manifest, read_manifest, write_manifest
 from .persist.progress import ProgressWriter, read_progress
 from .recovery import archive_final, check_resumable, close_dead_segment, emit_terminal
+from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .traversal import TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
@@ -151,6 +152,7 @@ async def run(
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
@@ -195,6 +197,7 @@ async def run(
                 stall_timeout,
                 max_parallel_default,
                 handle,
+                attempt_retention,
             ),
         )
         start = _start_node(graph)
@@ -219,6 +222,7 @@ async def resume(
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     from_node: str | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> RunResult:
@@ -270,6 +274,7 @@ async def resume(
                 stall_timeout,
                 max_parallel_default,
                 handle,
+                attempt_retention,
             ),
         )
         the_run.resumed_from = {
@@ -313,6 +318,7 @@ class _ScopeOptions:
     stall_timeout: float | None
     max_parallel_default: int
     handle: RunHandle | None
+    attempt_retention: int
 
 
 def _scope(
@@ -340,6 +346,7 @@ def _scope(
         resumed=resumed,
         stall_timeout=o.stall_timeout,
         max_parallel_default=o.max_parallel_default,
+        attempt_retention=o.attempt_retention,
     )
     if o.handle is not None:
         o.handle._attach(scope)
@@ -401,7 +408,7 @@ def _take_ownership(root: Path, run_id: str) -> RunLock:
 def _start_node(graph: Graph) -> str:
     starts = graph.start_nodes()
     if not starts:
-        raise AttractorError("no start node (shape=Mdiamond, or id start/Start)")
+        raise AttractorError("no start node (shape=Mdiamond, or id start in any case)")
     return starts[0].id
 
 
@@ -475,7 +482,13 @@ def _resume_point(graph: Graph, state: TraversalState, current: str) -> tuple[st
     outcome = state.node_outcomes.get(current)
     if outcome is None:
         raise AttractorError(f"checkpoint has no recorded outcome for node '{current}'")
-    decision = route(graph, current, outcome, state.context)
+    # The same decision the traversal makes (a parallel node jumps to its fan-in).
+    jump = (
+        after_fan_out(graph, current, outcome)
+        if graph.node(current).handler_type == "parallel"
+        else None
+    )
+    decision = jump if jump is not None else route(graph, current, outcome, state.context)
     if isinstance(decision, Stop):
         raise _ResumeStop(decision)
     return decision.to_node, current

@@ -83,6 +83,13 @@ class EventHub:
         if writer is not None:
             writer.close()
 
+    def close(self) -> None:
+        """Release the log files once the run has finalized (a server hosting many runs in
+        one process must not keep a descriptor per finished run)."""
+        for branch in list(self._branches):
+            self.close_branch(branch)
+        self.writer.close()
+
     def bind(self, branch: str) -> Callable[..., dict[str, Any]]:
         """An ``emit`` whose events carry ``branch``."""
 

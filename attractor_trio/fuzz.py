@@ -30,6 +30,7 @@ from hypothesis.strategies import SearchStrategy
 from .fuzz_detectors import KINDS, Bounds, Detection, detect
 from .graph import Graph
 from .testing import Observation, Schedule, ScheduledBackend, Step, run_schedule, schedules
+from .testing.strategies import custom_outcomes
 
 __all__ = [
     "DEFAULT_EXAMPLES",
@@ -197,10 +198,21 @@ def targeted_schedules(graph: Graph) -> list[Schedule]:
     """Schedules tried before any random one, simplest first: nothing goes wrong; then, for
     each codergen and tool stage, it fails on every attempt (deterministic, then transient —
     which the cycle breaker ignores), or keeps returning ``partial_success``. Each has one
-    step, so whatever it shows needs no shrinking, and the obvious flaws are always found."""
+    step, so whatever it shows needs no shrinking, and the obvious flaws are always found.
+    A steering stage also keeps reporting each custom outcome its routing tests (CONTRACT
+    §10), so the branches behind it are explored even when plain success routes nowhere."""
     faults = (Step("fail"), Step("fail", failure_class="transient_infra"), Step("partial"))
     nodes = [node.id for node in graph if node.handler_type in ("codergen", "tool")]
-    return [Schedule(), *(Schedule({node: (fault,)}) for node in nodes for fault in faults)]
+    steering = [
+        Schedule({node: (Step(outcome=value),)})
+        for node in nodes
+        for value in custom_outcomes(graph, node)
+    ]
+    return [
+        Schedule(),
+        *(Schedule({node: (fault,)}) for node in nodes for fault in faults),
+        *steering,
+    ]
 
 
 def simplest(schedule: Schedule) -> Schedule:

@@ -17,7 +17,9 @@ hand-written event lists. The kinds:
     engine raised instead of finishing.
 ``failure_routed_to_success``
     The run succeeded although a goal gate's last outcome was ``fail``, or although the last
-    stage before the exit failed and was not routed by an edge condition or a retry target.
+    stage before the exit failed — however the failure got there: an unconditional route, or
+    an explicit one (``condition on build -> exit``, a ``retry_target``), which may be what the
+    author wants; the detail says how it was routed so the author can decide.
 ``unreachable_goal_gate``
     The run succeeded without ever visiting a ``goal_gate`` node: some path to the exit
     bypasses the gate, so it guarded nothing. Reported once per gate.
@@ -194,14 +196,13 @@ def failure_routed_to_success(graph: Graph, events: Sequence[Event]) -> Iterator
     if last is None or last.get("status") != "fail":
         return
     node_id = str(last["node_id"])
-    method = _route_method(events, node_id)
-    if method not in ("condition", "retry_target"):
-        yield Detection(
-            "failure_routed_to_success",
-            node_id,
-            f"stage '{node_id}' failed and the run still succeeded: the failure reached the "
-            f"exit by {method or 'no recorded'} routing, not by a condition or retry_target",
-        )
+    failed = _failed_stage(graph, events, node_id)
+    yield Detection(
+        "failure_routed_to_success",
+        failed,
+        f"stage '{failed}' failed and the run still succeeded: the failure reached the exit "
+        f"by {_route_of(events, node_id)}",
+    )
 
 
 def unreachable_goal_gate(graph: Graph, events: Sequence[Event]) -> Iterator[Detection]:
@@ -274,9 +275,28 @@ def _last_stage_before_exit(graph: Graph, events: Sequence[Event]) -> Event | No
     return completed[-1] if completed else None
 
 
-def _route_method(events: Sequence[Event], node_id: str) -> str:
+def _route_of(events: Sequence[Event], node_id: str) -> str:
+    """How the run left ``node_id`` for the last time, e.g. ``condition on build -> exit``."""
     chosen = [e for e in _top(events, "edge_selected") if e.get("from_node") == node_id]
-    return str(chosen[-1].get("method", "")) if chosen else ""
+    if not chosen:
+        return "no recorded routing"
+    edge = chosen[-1]
+    return f"{edge.get('method') or 'unknown'} on {node_id} -> {edge.get('to_node')}"
+
+
+def _failed_stage(graph: Graph, events: Sequence[Event], node_id: str) -> str:
+    """The stage whose failure reached the exit through ``node_id``, the last stage before
+    it: skip the diamonds, which only pass an outcome on."""
+    completed = [str(e["node_id"]) for e in _top(events, "stage_completed")]
+    for candidate in reversed(completed):
+        node = graph.nodes.get(candidate)
+        if (
+            node is not None
+            and node.handler_type != "conditional"
+            and not graph.is_terminal(candidate)
+        ):
+            return candidate
+    return node_id
 
 
 def _max_visits(events: Sequence[Event]) -> dict[str, int]:

@@ -38,7 +38,9 @@ SHAPE_TO_TYPE: Mapping[str, str] = {
     "parallelogram": "tool",
     "house": "stack.manager_loop",
 }
-START_IDS = ("start", "Start")
+#: Ids (compared lowercase) of the start and exit nodes of a graph without an ``Mdiamond``
+#: (resp. ``Msquare``) node, whatever their shape (CONTRACT §10).
+START_IDS = ("start",)
 EXIT_IDS = ("exit", "end")
 
 
@@ -47,7 +49,22 @@ def _frozen_dict(value: Mapping[str, str]) -> dict[str, str]:
 
 
 def _node_dict(value: Mapping[str, Node]) -> dict[str, Node]:
-    return dict(value)
+    """The graph's nodes, each with the ``role`` its position in the graph gives it.
+
+    This is the one place deciding that a node is the start or exit by its id (CONTRACT §10):
+    only when no node has the spec's shape (``Mdiamond``/``Msquare``), for every node whose id
+    is ``start`` (resp. ``exit``/``end``) in any case. Two candidates both get the role, and
+    validation reports both. Recomputed whenever a graph is built, so transforms keep it right.
+    """
+    nodes = dict(value)
+    shapes = {node.shape for node in nodes.values()}
+    starts = set() if "Mdiamond" in shapes else {k for k in nodes if k.lower() in START_IDS}
+    exits = set() if "Msquare" in shapes else {k for k in nodes if k.lower() in EXIT_IDS}
+    for key, node in nodes.items():
+        role = "start" if key in starts else "exit" if key in exits else ""
+        if node.role != role:
+            nodes[key] = evolve(node, role=role)
+    return nodes
 
 
 def _edge_tuple(value: Iterable[Edge]) -> tuple[Edge, ...]:
@@ -89,6 +106,8 @@ class Node(_Attributed):
     subgraph_classes: tuple[str, ...] = ()
     line: int = field(default=0, eq=False)
     col: int = field(default=0, eq=False)
+    #: ``start``/``exit`` for a node that is one by its id (set by :class:`Graph`), else ``""``.
+    role: str = field(default="", eq=False, repr=False)
 
     # --- Appendix A node attributes -------------------------------------------------------
     @property
@@ -104,9 +123,16 @@ class Node(_Attributed):
         return self.attrs.get("type", "")
 
     @property
+    def implied_type(self) -> str | None:
+        """The type the node's role or shape implies; ``None`` for a shape without a handler."""
+        return self.role or SHAPE_TO_TYPE.get(self.shape)
+
+    @property
     def handler_type(self) -> str:
-        """Explicit ``type`` wins over the shape mapping; unknown shapes mean codergen."""
-        return self.type or SHAPE_TO_TYPE.get(self.shape, "codergen")
+        """The one decision of a node's handler type: explicit ``type``, else its role (start or
+        exit by id), else the shape mapping; a shape without a handler means codergen (and
+        validation warns, rule ``unknown_shape``)."""
+        return self.type or self.implied_type or "codergen"
 
     @property
     def prompt(self) -> str:
@@ -160,6 +186,11 @@ class Node(_Attributed):
     @property
     def reasoning_effort(self) -> str:
         return self.attrs.get("reasoning_effort", "high")
+
+    @property
+    def llm_max_tokens(self) -> int | None:
+        """Output token cap of each model call (``llm.max_tokens``); ``None``: the default."""
+        return self._int("llm.max_tokens")
 
     @property
     def auto_status(self) -> bool:
@@ -263,6 +294,12 @@ class Graph(_Attributed):
     #: Where the graph came from, for diagnostics; not part of equality.
     path: str = field(default="<string>", eq=False)
     source: str = field(default="", eq=False, repr=False)
+    #: Position of the ``digraph`` keyword: where whole-graph diagnostics point (0: unknown).
+    line: int = field(default=0, eq=False)
+    col: int = field(default=0, eq=False)
+    #: Graph attribute key → offsets in ``source`` of its last ``key`` and ``value`` tokens
+    #: (the value still quoted), so diagnostics about a graph attribute point at it.
+    attr_offsets: dict[str, tuple[int, int]] = field(factory=dict, eq=False, repr=False)
     #: node id → outgoing edges, built on first use (the graph is immutable, so it stays valid).
     _outgoing_index: dict[str, list[Edge]] = field(
         factory=dict, init=False, eq=False, repr=False, alias="_outgoing_index"
@@ -333,18 +370,20 @@ class Graph(_Attributed):
         return [e for e in self.edges if e.to_node == node_id]
 
     def start_nodes(self) -> list[Node]:
-        """Nodes that count as a start: ``shape=Mdiamond``, else id ``start``/``Start``."""
-        by_shape = [n for n in self.nodes.values() if n.shape == "Mdiamond"]
-        return by_shape or [n for n in self.nodes.values() if n.id in START_IDS]
+        """Nodes that count as a start: ``shape=Mdiamond``, else id ``start`` in any case."""
+        return [n for n in self.nodes.values() if n.shape == "Mdiamond" or n.role == "start"]
 
     def exit_nodes(self) -> list[Node]:
-        """Nodes that count as terminal: ``shape=Msquare``, else id ``exit``/``end``."""
-        by_shape = [n for n in self.nodes.values() if n.shape == "Msquare"]
-        return by_shape or [n for n in self.nodes.values() if n.id in EXIT_IDS]
+        """Nodes that count as terminal: ``shape=Msquare``, else id ``exit``/``end`` in any case."""
+        return [n for n in self.nodes.values() if self._is_exit(n)]
 
     def is_terminal(self, node_id: str) -> bool:
         node = self.nodes.get(node_id)
-        return node is not None and (node.shape == "Msquare" or node.id in EXIT_IDS)
+        return node is not None and self._is_exit(node)
+
+    @staticmethod
+    def _is_exit(node: Node) -> bool:
+        return node.shape == "Msquare" or node.role == "exit"
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())

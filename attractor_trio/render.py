@@ -15,6 +15,7 @@ from typing import Final
 
 from attrs import evolve
 
+from .conditions import is_custom_outcome, normalize_outcome
 from .dot import to_dot
 from .errors import AttractorError
 from .graph import Graph, Node
@@ -73,8 +74,18 @@ def output_format(path: Path) -> str:
     )
 
 
+def _status_color(status: str | None) -> str:
+    """A custom outcome (CONTRACT §10, e.g. ``needs_dod``) counts as success."""
+    if not status:
+        return UNVISITED_COLOR
+    if status in STATUS_COLORS:
+        return STATUS_COLORS[status]
+    custom = normalize_outcome(status) == status and is_custom_outcome(status)
+    return STATUS_COLORS["success"] if custom else UNVISITED_COLOR
+
+
 def _colored(node: Node, status: str | None) -> Node:
-    color = STATUS_COLORS.get(status, UNVISITED_COLOR) if status else UNVISITED_COLOR
+    color = _status_color(status)
     styles = [part.strip() for part in node.attrs.get("style", "").split(",") if part.strip()]
     if "filled" not in styles:
         styles.insert(0, "filled")

@@ -20,6 +20,7 @@ import yaml
 from attrs import field, frozen
 
 from .errors import ConfigError
+from .inputs import read_config_text
 from .values import AttributeValueError, parse_duration
 
 __all__ = ["PROVIDER_KINDS", "ProviderConfig", "RunConfig", "load_run_config", "parse_run_config"]
@@ -55,6 +56,8 @@ class RunConfig:
     max_parallel_default: int | None = None
     providers: dict[str, ProviderConfig] = field(factory=dict)
     path: str = ""
+    #: ``retention: {attempts: N}``: archived ``attempt-<n>/`` dirs kept per stage dir.
+    retention_attempts: int | None = None
 
 
 @frozen
@@ -70,6 +73,11 @@ class _ProviderDoc:
 
 
 @frozen
+class _RetentionDoc:
+    attempts: int | None = None
+
+
+@frozen
 class _ConfigDoc:
     backend: str = ""
     stall_timeout: float | None = None
@@ -77,6 +85,7 @@ class _ConfigDoc:
     kill_grace: float | None = None
     max_parallel_default: int | None = None
     providers: dict[str, _ProviderDoc] = field(factory=dict)
+    retention: _RetentionDoc = field(factory=_RetentionDoc)
 
 
 def _converter() -> cattrs.Converter:
@@ -154,6 +163,12 @@ def parse_run_config(
         for name, p in parsed.providers.items()
     }
     _check(path, providers)
+    attempts = parsed.retention.attempts
+    if attempts is not None and attempts < 1:
+        raise ConfigError(
+            f"{path}: $.retention.attempts: must be at least 1 (the newest attempt-<n>/ "
+            f"directories kept per stage), got {attempts}"
+        )
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -162,6 +177,7 @@ def parse_run_config(
         max_parallel_default=parsed.max_parallel_default,
         providers=providers,
         path=path,
+        retention_attempts=attempts,
     )
 
 
@@ -201,6 +217,7 @@ _TOP_FIELDS = (
     "kill_grace",
     "max_parallel_default",
     "providers",
+    "retention",
 )
 
 
@@ -230,20 +247,11 @@ def load_run_config(path: str | Path) -> RunConfig:
     (``FILE:LINE:COL: error: ...``) when it is in the text (CONTRACT §10)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        text = read_config_text(path, "the run config")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(
-            f"{path}:{line}:{col}: error: the config file is not UTF-8 text "
-            f"(byte 0x{data[exc.start]:02x})"
-        ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:

@@ -5,8 +5,9 @@ AMBIG-22 in favour of the spec): a caller can keep the parsed graph for diagnost
 serialisation while running the transformed one. Unchanged nodes are shared between input
 and output, changed ones are rebuilt with :func:`attrs.evolve`.
 
-Order (see :func:`apply_transforms`): ``$goal`` expansion, then the model stylesheet, then
-custom transforms in registration order (S9.3-01).
+Order (see :func:`apply_transforms`): attribute aliases (kilroy's spellings, CONTRACT §10), then
+``$goal`` expansion, then the model stylesheet, then custom transforms in registration order
+(S9.3-01).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from .attributes import ATTRIBUTE_ALIASES
 from .errors import AttractorError
 from .graph import Graph, Node
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet
 
 __all__ = [
     "GOAL_VARIABLE",
+    "AttributeAliasTransform",
     "StylesheetTransform",
     "Transform",
     "VariableExpansionTransform",
@@ -61,6 +64,39 @@ def _map_nodes(graph: Graph, rewrite: Callable[[Node], Node]) -> Graph:
     if all(nodes[key] is graph.nodes[key] for key in nodes):
         return graph
     return graph.evolve(nodes=nodes)
+
+
+def _resolve_aliases(values: dict[str, str], scope: str) -> dict[str, str] | None:
+    """``values`` plus each alias's spec name (when not set itself); ``None`` if none added."""
+    added = {
+        name: values[alias]
+        for (alias_scope, alias), name in ATTRIBUTE_ALIASES.items()
+        if alias_scope == scope and alias in values and name not in values
+    }
+    return {**values, **added} if added else None
+
+
+@attrs.frozen
+class AttributeAliasTransform:
+    """Reads kilroy's attribute spellings as the spec's names (CONTRACT §10): ``llm_prompt``
+    becomes ``prompt``, ``max_agent_turns`` ``agent.max_turns``, ``max_tokens``
+    ``llm.max_tokens``, graph ``default_max_retry`` ``default_max_retries``.
+
+    The alias stays (validation notes it with an ``info``); an explicit spec name wins.
+    Runs first, so ``$goal`` in an ``llm_prompt`` is expanded like any prompt.
+    """
+
+    name: str = attrs.field(default="attribute_aliases", init=False)
+
+    def apply(self, graph: Graph) -> Graph:
+        def resolve(node: Node) -> Node:
+            resolved = _resolve_aliases(node.attrs, "node")
+            return node if resolved is None else attrs.evolve(node, attrs=resolved)
+
+        graph_attrs = _resolve_aliases(graph.attrs, "graph")
+        if graph_attrs is not None:
+            graph = graph.evolve(attrs=graph_attrs)
+        return _map_nodes(graph, resolve)
 
 
 @attrs.frozen
@@ -125,13 +161,14 @@ def clear_transforms() -> None:
 
 
 def builtin_transforms() -> tuple[Transform, ...]:
-    """``$goal`` expansion, then the stylesheet.
+    """Attribute aliases, then ``$goal`` expansion, then the stylesheet.
 
-    The two touch disjoint attributes (``prompt`` vs the ``llm_*`` settings), so the order
+    Aliases come first so the spec names they fill in are expanded and styled like any other.
+    The last two touch disjoint attributes (``prompt`` vs the ``llm_*`` settings), so the order
     cannot change their result; it is fixed anyway so runs are reproducible, follows the
     order spec §9.2 lists them in, and guarantees custom transforms see both applied.
     """
-    return (VariableExpansionTransform(), StylesheetTransform())
+    return (AttributeAliasTransform(), VariableExpansionTransform(), StylesheetTransform())
 
 
 def apply_transforms(graph: Graph, transforms: Sequence[Transform] | None = None) -> Graph:

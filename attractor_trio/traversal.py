@@ -28,8 +28,8 @@ from .core.fidelity import (
     resolve_thread_key,
 )
 from .core.goals import check_goal_gates, goal_gate_retry_target
-from .core.outcome import Outcome, StageStatus, context_updates_after, is_success_like
-from .core.routing import Advance, Stop, route
+from .core.outcome import Outcome, StageStatus, context_updates_after
+from .core.routing import Advance, Stop, after_fan_out, route
 from .graph import Edge, Graph, Node
 from .persist.journaled import JournaledDict, JournaledList
 from .scopes.attempt import StageExecutor
@@ -99,7 +99,9 @@ class Traversal:
             limit = VisitLimit(graph.max_node_visits)
             visits = self.state.visits.get(node_id, 0) + 1
             if not limit.check(node_id, visits):
-                return Stop("visit_limit", limit.message(node_id, visits), "structural")
+                return Stop(
+                    "visit_limit", limit.message(node_id, visits), "structural", node_id=node_id
+                )
             self.state.visits[node_id] = visits
             if graph.is_terminal(node_id):
                 jump = self._unsatisfied_gate()
@@ -118,12 +120,13 @@ class Traversal:
             outcome = await self._execute(node, predecessor, incoming)
             if self.tripped is not None:
                 return self.tripped
-            join = outcome.context_updates.get("parallel.join_node")
-            if node.handler_type == "parallel" and is_success_like(outcome):
-                # Fan-out → fan-in is a jump, not an edge: the branches were the edges.
-                if not join:
-                    return Stop("completed")
-                predecessor, node_id, incoming = node_id, str(join), None
+            fan_in = (
+                after_fan_out(graph, node_id, outcome) if node.handler_type == "parallel" else None
+            )
+            if isinstance(fan_in, Stop):
+                return fan_in
+            if fan_in is not None:  # fan-out → fan-in: no edge_selected, the branches were edges
+                predecessor, node_id, incoming = node_id, fan_in.to_node, None
                 continue
             decision = route(graph, node_id, outcome, self.state.context)
             if isinstance(decision, Stop):
@@ -224,10 +227,11 @@ class Traversal:
         last = self.state.node_outcomes[failing]
         # The causal raw reason wins over a wrapper (CONTRACT §5); exit_path says "goal gate".
         reason = last.failure_reason or (
-            f"goal gate '{failing}' unsatisfied (last outcome {last.status.value}) "
-            "and no retry target"
+            f"goal gate '{failing}' unsatisfied (last outcome {last.value}) and no retry target"
         )
-        return Stop("goal_gate_unsatisfied", reason, last.failure_class or "deterministic")
+        return Stop(
+            "goal_gate_unsatisfied", reason, last.failure_class or "deterministic", node_id=failing
+        )
 
 
 def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
@@ -236,6 +240,6 @@ def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
     summary = list(context.get(COMPLETED_SUMMARY_KEY) or [])
     count = context.get(COMPLETED_COUNT_KEY)
     count = count if type(count) is int else len(summary)  # a checkpoint from before the key
-    summary.append([node_id, outcome.status.value, outcome.notes or outcome.failure_reason])
+    summary.append([node_id, outcome.value, outcome.notes or outcome.failure_reason])
     context.set(COMPLETED_SUMMARY_KEY, summary[-_SUMMARY_LIMIT:])
     context.set(COMPLETED_COUNT_KEY, count + 1)

@@ -1,10 +1,11 @@
 """Validation and linting (spec §7): every problem found before anything runs.
 
 :func:`validate` returns :class:`~attractor_trio.graph.Diagnostic` objects sorted by
-``(line, col, rule)`` so output is deterministic; every one points at the node or edge it
-concerns (graph-level findings have line 0). :func:`validate_or_raise` raises
-:class:`~attractor_trio.errors.ValidationFailed` when any is an ERROR: the engine must not
-run such a graph (S7.1-02).
+``(line, col, rule)`` so output is deterministic; every one points at what it concerns: the
+node or edge, the graph attribute, a position inside ``model_stylesheet``, else the
+``digraph`` keyword (only API-built graphs, which have no source, leave line 0).
+:func:`validate_or_raise` raises :class:`~attractor_trio.errors.ValidationFailed` when any is
+an ERROR: the engine must not run such a graph (S7.1-02).
 
 Spec rules (S7.2-01…13; ERROR unless noted):
 ``start_node``, ``terminal_node`` (exactly one each), ``reachability`` (an unreachable node is an
@@ -29,6 +30,8 @@ Extra rules:
 * ``conditional_routes`` (WARNING) — a conditional (diamond) node none of whose edges has a
   condition: it can never branch.
 * ``duplicate_node`` (ERROR) — an API-built graph whose ``nodes`` key differs from ``node.id``.
+* ``unknown_shape`` (WARNING), ``custom_outcome`` and ``attribute_alias`` (INFO) — pipelines
+  written for kilroy (CONTRACT §10), in :mod:`attractor_trio.compat_rules`.
 
 Rules are objects with a ``name`` and ``apply(graph)`` (:class:`LintRule`). Built-ins share one
 precomputed adjacency index per :func:`validate` call, so validation is linear in graph size.
@@ -54,8 +57,11 @@ from .attributes import (
     check_value,
     close_matches,
     expected_form,
+    misspelling_of,
 )
+from .compat_rules import check_attribute_alias, check_custom_outcome, check_unknown_shape
 from .conditions import ConditionSyntaxError, parse_condition
+from .dot.lexer import Positions, raw_offset
 from .errors import ValidationFailed
 from .graph import SHAPE_TO_TYPE, Diagnostic, Edge, Graph, Node, Severity
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet
@@ -89,7 +95,16 @@ class LintRule(Protocol):
 
 # --- the shared index and the shape of a finding ----------------------------------------------
 
-_Where = Node | Edge | None
+
+@frozen
+class _At:
+    """A position in the source, for findings about the graph itself (1-based)."""
+
+    line: int
+    col: int
+
+
+_Where = Node | Edge | _At | None
 #: What a check yields: where the problem is, the message, and a fix hint (or None).
 _Finding = tuple[_Where, str, str | None]
 _SCOPES: Final[tuple[Scope, ...]] = ("graph", "node", "edge")
@@ -159,9 +174,9 @@ class BuiltinRule:
         return self.run(_Index.build(graph))
 
     def run(self, index: _Index) -> list[Diagnostic]:
-        return [self._diagnostic(*finding) for finding in self.check(index)]
+        return [self._diagnostic(index.graph, *finding) for finding in self.check(index)]
 
-    def _diagnostic(self, where: _Where, message: str, fix: str | None) -> Diagnostic:
+    def _diagnostic(self, graph: Graph, where: _Where, message: str, fix: str | None) -> Diagnostic:
         if isinstance(where, Node):
             return Diagnostic(
                 self.name, self.severity, message, node_id=where.id, fix=fix,
@@ -172,7 +187,8 @@ class BuiltinRule:
                 self.name, self.severity, message, edge=(where.from_node, where.to_node),
                 fix=fix, line=where.line, col=where.col,
             )  # fmt: skip
-        return Diagnostic(self.name, self.severity, message, fix=fix)
+        at = where if isinstance(where, _At) else _At(graph.line, graph.col)
+        return Diagnostic(self.name, self.severity, message, fix=fix, line=at.line, col=at.col)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -210,11 +226,42 @@ def _owner(where: _Where) -> str:
 
 
 def _scoped_attrs(graph: Graph) -> Iterator[tuple[Scope, _Where, Mapping[str, str]]]:
-    yield "graph", None, graph.attrs
+    for key, value in graph.attrs.items():
+        yield "graph", _graph_attr_at(graph, key), {key: value}
     for node in graph.nodes.values():
         yield "node", node, node.attrs
     for edge in graph.edges:
         yield "edge", edge, edge.attrs
+
+
+def _graph_attr_at(graph: Graph, key: str, inner: tuple[int, int] | None = None) -> _At | None:
+    """Where graph attribute ``key`` is written (``None``: not in the source, so the finding
+    points at the ``digraph`` keyword). ``inner`` is a 1-based ``(line, col)`` inside the
+    attribute's decoded value; it is mapped through the quotes and escapes of the source."""
+    offsets = graph.attr_offsets.get(key)
+    if offsets is None:
+        return None
+    key_offset, value_offset = offsets
+    if inner is None:
+        return _At(*_positions(graph).line_col(key_offset))
+    line, col = inner
+    lines = graph.attrs.get(key, "").split("\n")
+    decoded = sum(len(text) + 1 for text in lines[: line - 1]) + col - 1
+    raw = graph.source[value_offset:]
+    return _At(*_positions(graph).line_col(value_offset + raw_offset(raw, decoded)))
+
+
+_POSITIONS: dict[int, tuple[str, Positions]] = {}
+
+
+def _positions(graph: Graph) -> Positions:
+    """Line starts of ``graph.source``, built once per source, only when a graph-level
+    finding needs them."""
+    cached = _POSITIONS.get(id(graph.source))
+    if cached is None or cached[0] is not graph.source:
+        _POSITIONS.clear()
+        cached = _POSITIONS[id(graph.source)] = (graph.source, Positions(graph.source))
+    return cached[1]
 
 
 # --- spec rules S7.2-01…13 ---------------------------------------------------------------------
@@ -223,7 +270,8 @@ def _scoped_attrs(graph: Graph) -> Iterator[tuple[Scope, _Where, Mapping[str, st
 def _exactly_one(found: list[Node], graph: Graph, what: str, shape: str) -> Iterator[_Finding]:
     if not found:
         example = f"{what} [shape={shape}]"
-        yield None, f"pipeline has no {what} node", f"add one: {example}" + _near_miss(graph, shape)
+        hint = f"add one: {example} (or a node with id {what}, any shape)"
+        yield None, f"pipeline has no {what} node", hint + _near_miss(graph, shape)
     names = ", ".join(node.id for node in found)
     for extra in found[1:]:
         message = f"pipeline has {len(found)} {what} nodes ({names}); exactly one is allowed"
@@ -333,7 +381,7 @@ def _check_stylesheet_syntax(index: _Index) -> Iterator[_Finding]:
         parse_stylesheet(text)
     except StylesheetSyntaxError as exc:
         yield (
-            None,
+            _graph_attr_at(index.graph, "model_stylesheet", (exc.line, exc.col)),
             f"model_stylesheet line {exc.line}, column {exc.col}: {exc.message}",
             'rules look like: box { llm_model: "claude-opus-4-6"; reasoning_effort: high; } '
             "with selectors *, a shape, #node_id or .class",
@@ -435,7 +483,10 @@ def _check_unknown_attribute(index: _Index) -> Iterator[_Finding]:
             if key not in specs:
                 if (scope, key) not in fixes:
                     fixes[scope, key] = _unknown_attribute_fix(index, scope, key)
-                yield where, f"{_owner(where)}: unknown attribute '{key}'", fixes[scope, key]
+                typo = misspelling_of(key, index.specs[scope])
+                hint = f" (did you mean '{typo}'?)" if typo else ""
+                message = f"{_owner(where)}: unknown attribute '{key}'{hint}"
+                yield where, message, fixes[scope, key]
 
 
 def _unknown_attribute_fix(index: _Index, scope: Scope, key: str) -> str:
@@ -545,7 +596,7 @@ def _check_duplicate_node(index: _Index) -> Iterator[_Finding]:
             )
 
 
-_E, _W = Severity.ERROR, Severity.WARNING
+_E, _W, _I = Severity.ERROR, Severity.WARNING, Severity.INFO
 
 #: Built-in rules in run order: the 13 spec rules (S7.2), then the extras.
 BUILTIN_RULES: Final[tuple[BuiltinRule, ...]] = (
@@ -569,6 +620,9 @@ BUILTIN_RULES: Final[tuple[BuiltinRule, ...]] = (
     BuiltinRule("parallel_no_fan_in", _W, _check_parallel_no_fan_in),
     BuiltinRule("conditional_routes", _W, _check_conditional_routes),
     BuiltinRule("duplicate_node", _E, _check_duplicate_node),
+    BuiltinRule("unknown_shape", _W, check_unknown_shape),
+    BuiltinRule("custom_outcome", _I, check_custom_outcome),
+    BuiltinRule("attribute_alias", _I, check_attribute_alias),
 )
 
 
@@ -654,7 +708,8 @@ def _run_custom(rule: LintRule, index: _Index) -> list[Diagnostic]:
 
 
 def _locate(diagnostic: Diagnostic, index: _Index) -> Diagnostic:
-    """Give a positionless custom diagnostic the position of the node or edge it names."""
+    """Give a positionless custom diagnostic the position of the node or edge it names, else
+    the ``digraph`` keyword's."""
     if diagnostic.line:
         return diagnostic
     if diagnostic.node_id is not None and diagnostic.node_id in index.graph.nodes:
@@ -665,4 +720,4 @@ def _locate(diagnostic: Diagnostic, index: _Index) -> Diagnostic:
         for edge in index.outgoing.get(source, ()):
             if edge.to_node == target:
                 return attrs.evolve(diagnostic, line=edge.line, col=edge.col)
-    return diagnostic
+    return attrs.evolve(diagnostic, line=index.graph.line, col=index.graph.col)

@@ -788,7 +788,7 @@ async def test_report_status_fail_carries_reason_and_class(box: ToolBox, stage_d
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        ({"outcome": "great"}, "unknown outcome 'great'"),
+        ({"outcome": "great job"}, "unknown outcome 'great job'"),
         ({"outcome": "fail"}, "needs a failure_reason"),
         ({"outcome": "retry", "failure_reason": ""}, "needs a failure_reason"),
     ],

@@ -39,7 +39,7 @@ CASES = [
     (["run", "p.dot", "--logs-root", "afile"], "'afile' is a file"),
     (["run", "p.dot", "--logs-root", "/proc/attractor/run"], "--logs-root /proc/attractor/run"),
     (["run", "p.dot", "--config", "unclosed.yaml"], "unclosed.yaml:4:1: error: invalid YAML"),
-    (["run", "p.dot", "--config", "binary.yaml"], "binary.yaml:2:1: error: the config file is"),
+    (["run", "p.dot", "--config", "binary.yaml"], "binary.yaml:2:1: error: binary input"),
     (["run", "p.dot", "--config", "adir"], "'adir' is a directory"),
     (["run", "p.dot", "--config", "missing.yaml"], "missing.yaml: config file not found"),
     (["run", "missing.dot"], "'missing.dot' does not exist"),

@@ -86,11 +86,11 @@ def test_validate_human_output_has_positions(tmp_path: Path) -> None:
     bad = tmp_path / "bad.dot"
     bad.write_text(
         "digraph g {\n start [shape=Mdiamond]\n exit [shape=Msquare]\n"
-        ' start -> exit [condition="outcome=sucess"]\n}\n'
+        ' start -> exit [condition="outcome=sucess!"]\n}\n'
     )
     code, _, err = cli("validate", str(bad))
     assert code == 1
-    assert f"{bad}:4:" in err and "error:" in err and "did you mean success" in err
+    assert f"{bad}:4:" in err and "error:" in err and "invalid outcome 'sucess!'" in err
 
 
 def test_validate_strict_fails_on_warnings(tmp_path: Path) -> None:

@@ -146,8 +146,8 @@ def test_from_json_reads_the_legacy_preferred_next_label() -> None:
         ("success", "got a string"),
         ({}, "missing 'outcome': add \"outcome\": one of success, partial_success"),
         ({"notes": "x"}, "missing 'outcome'"),
-        ({"outcome": "done"}, "unknown outcome 'done': expected one of success"),
-        ({"status": "yes"}, "unknown status 'yes'"),
+        ({"outcome": "all done"}, "unknown outcome 'all done': expected one of success"),
+        ({"status": "yes!"}, "unknown status 'yes!'"),
         ({"outcome": 1}, "'outcome' must be a string, got a number (1)"),
         ({"outcome": True}, "'outcome' must be a string, got a boolean"),
         (

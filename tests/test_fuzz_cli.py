@@ -227,7 +227,8 @@ def test_a_failed_last_stage_reaching_the_exit_unrouted_is_flagged() -> None:
     assert "lexical" in found[0].detail
 
 
-def test_a_failure_routed_to_the_exit_by_a_condition_is_handled() -> None:
+def test_a_failure_routed_to_the_exit_by_a_condition_is_reported_with_its_route() -> None:
+    """Issue 16: an explicit route may be deliberate, so the author is told how it went."""
     graph = graph_of(GATED)
     events = [
         *stage("check"),
@@ -236,7 +237,9 @@ def test_a_failure_routed_to_the_exit_by_a_condition_is_handled() -> None:
         *stage("exit"),
         SUCCEEDED,
     ]
-    assert not list(failure_routed_to_success(graph, events))
+    [found] = failure_routed_to_success(graph, events)
+    assert (found.kind, found.node_id) == ("failure_routed_to_success", "work")
+    assert found.detail.endswith("by condition on work -> exit")
 
 
 # ------------------------------------------------------------------ unreachable_goal_gate
@@ -388,8 +391,12 @@ def test_each_loop_is_reported_once_at_its_own_node(tmp_path: Path) -> None:
 def test_random_search_finds_and_shrinks_a_two_fault_reproducer() -> None:
     graph = graph_of(BYPASS)
     first = fuzz(graph, examples=100, seed=7)
-    assert [(f.kind, f.node_id) for f in first.findings] == [("unreachable_goal_gate", "gate")]
-    assert first.findings[0].schedule == Schedule({"a": (Step("fail"),), "b": (Step("fail"),)})
+    assert [(f.kind, f.node_id) for f in first.findings] == [
+        ("failure_routed_to_success", "b"),  # b -> done [condition="outcome=fail"]
+        ("unreachable_goal_gate", "gate"),
+    ]
+    both_fail = Schedule({"a": (Step("fail"),), "b": (Step("fail"),)})
+    assert [f.schedule for f in first.findings] == [both_fail, both_fail]
     again = fuzz(graph, examples=100, seed=7)
     assert again.to_json() == first.to_json(), "the same seed gives the same report"
 
@@ -492,7 +499,7 @@ def test_without_hypothesis_the_command_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "attractor_trio.fuzz", None)
-    with pytest.raises(ConfigError, match=r"attractor-trio\[test\]"):
+    with pytest.raises(ConfigError, match=r"attractor-trio\[fuzz\]"):
         _load_fuzz()
 
 

@@ -169,7 +169,9 @@ async def test_stale_status_file_is_removed_before_the_run(attempt: AttemptInfo)
 
 
 async def test_invalid_status_file_fails_deterministically(attempt: AttemptInfo) -> None:
-    outcome = await _execute('echo \'{"outcome": "great"}\' > "$ATTRACTOR_STATUS_PATH"', attempt)
+    outcome = await _execute(
+        'echo \'{"outcome": "great job"}\' > "$ATTRACTOR_STATUS_PATH"', attempt
+    )
     assert outcome.status is StageStatus.FAIL
     assert outcome.failure_class == "deterministic"
     assert str(attempt.status_path) in outcome.failure_reason

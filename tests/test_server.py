@@ -61,11 +61,14 @@ class Served:
 
 
 @asynccontextmanager
-async def served(tmp_path: Path, token: str | None = None) -> AsyncIterator[Served]:
-    """A running server; leaving the block shuts it down and waits until it has stopped."""
+async def served(
+    tmp_path: Path, token: str | None = None, bound: float = BOUND, **settings: Any
+) -> AsyncIterator[Served]:
+    """A running server (``settings``: more ``serve`` arguments) for at most ``bound``
+    seconds; leaving the block shuts it down and waits until it has stopped."""
     shutdown = trio.Event()
     runs_dir = tmp_path / "runs"
-    with trio.fail_after(BOUND):
+    with trio.fail_after(bound):
         async with trio.open_nursery() as nursery:
             start = functools.partial(
                 serve,
@@ -75,6 +78,7 @@ async def served(tmp_path: Path, token: str | None = None) -> AsyncIterator[Serv
                 token=token,
                 shutdown_trigger=shutdown,
                 shutdown_grace=5,
+                **settings,
             )
             port: int = await nursery.start(start)
             base = f"http://127.0.0.1:{port}"
@@ -457,7 +461,7 @@ async def test_checkpoint_before_the_first_stage_is_404(tmp_path: Path) -> None:
         fresh = ServedRun("r1", tmp_path / "runs" / "r1", graph_of(LINEAR))
         manager._runs[fresh.id] = fresh
         transport = httpx.ASGITransport(app=create_app(manager))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             response = await client.get("/pipelines/r1/checkpoint")
             assert response.status_code == 404
             assert "no checkpoint yet" in response.json()["error"]
@@ -549,8 +553,11 @@ def test_options_and_bodies_decode_strictly() -> None:
     assert parse_options(None).simulate is True
     with pytest.raises(OptionsError, match="context"):
         parse_options({"context": []})
-    assert decode_submission("", b"digraph p {}").dot == "digraph p {}"
-    assert decode_submission("application/x-www-form-urlencoded", b'{"dot": "x"}').dot == "x"
+    assert decode_submission("text/vnd.graphviz", b"digraph p {}").dot == "digraph p {}"
+    for sniffable in ("", "text/plain", "application/x-www-form-urlencoded"):
+        with pytest.raises(BadSubmission, match="unsupported Content-Type") as caught:
+            decode_submission(sniffable, b'{"dot": "x"}')
+        assert caught.value.status == 415
     with pytest.raises(BadSubmission, match="line 1"):
         decode_submission("application/json", b"{nope")
 
@@ -571,7 +578,12 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_the_command_shuts_down_gracefully_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_the_command_shuts_down_gracefully_on_a_signal(
+    tmp_path: Path, signum: signal.Signals, exit_code: int
+) -> None:
+    """CONTRACT §10: the in-flight run is canceled and gets its final.json, then the command
+    exits 128 + the signal number, like `run`."""
     runs_dir = tmp_path / "runs"
     code = "import sys; from attractor_trio.cli_serve import serve_command; serve_command()"
     argv = [sys.executable, "-c", code, "--port", "0", "--runs-dir", str(runs_dir)]
@@ -591,7 +603,7 @@ async def test_the_command_shuts_down_gracefully_on_sigterm(tmp_path: Path) -> N
             run_id = await submit(client, LINEAR, sim_script=STALL_A)
             async with sse(client, run_id) as stream:
                 await stream.until("stage_attempt_started", node_id="a")
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
                 assert (await stream.rest())[-1]["event"] == "pipeline_failed"
-        assert await process.wait() == 0
+        assert await process.wait() == exit_code
     assert final_of(runs_dir, run_id)["status"] == "canceled"

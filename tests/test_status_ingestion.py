@@ -73,7 +73,7 @@ def _content(source: str, state: str) -> bytes | None:
     if state == "invalid_json":
         return BROKEN_JSON
     if state == "bad_outcome":
-        return b'{"outcome": "great"}'
+        return b'{"outcome": "great job"}'
     if state.startswith("foreign_"):
         key = state.removeprefix("foreign_")
         return json.dumps({**VALID[source], key: "someone-else"}).encode()
@@ -107,7 +107,7 @@ def _reason_fragment(state: str) -> str:
     if state == "invalid_json":
         return ":2:3: invalid JSON (Expecting property name enclosed in double quotes)"
     if state == "bad_outcome":
-        return "unknown outcome 'great'"
+        return "unknown outcome 'great job'"
     key = state.removeprefix("foreign_")
     return f"belongs to another attempt: {key} is 'someone-else' but this attempt's is "
 
@@ -364,7 +364,7 @@ def test_fallback_never_completed_is_rejected_after_the_retries(tmp_path: Path) 
     [
         ("canonical", b'{"outcome": "fa'),  # the stage process has exited: no one is writing
         ("workdir", b'{"outcome": "success", "run_id": "old"}'),  # complete, just foreign
-        ("workdir", b'{"outcome": "great"}'),  # complete, just wrong
+        ("workdir", b'{"outcome": "great job"}'),  # complete, just wrong
     ],
 )
 def test_complete_or_canonical_files_are_not_re_read(

@@ -220,7 +220,11 @@ def test_apply_transforms_runs_both_builtins() -> None:
 
 
 def test_builtin_order_is_expansion_then_stylesheet() -> None:
-    assert [t.name for t in builtin_transforms()] == ["variable_expansion", "stylesheet"]
+    assert [t.name for t in builtin_transforms()] == [
+        "attribute_aliases",
+        "variable_expansion",
+        "stylesheet",
+    ]
 
 
 def test_registered_transforms_run_after_builtins_in_registration_order() -> None:

@@ -466,6 +466,7 @@ async def test_viewer_logic_parses_dot_and_lays_out_layers(tmp_path: Path) -> No
             ["w", "partial_success"],
             ["w", "canceled"],
             None,
+            ["s", "success"],
         ]
         run_states = await page.evaluate(
             "["
@@ -511,6 +512,7 @@ EVENTS: Final = [
     {"event": "stage_completed", "node_id": "w", "status": "partial_success"},
     {"event": "cancellation_exit", "node_id": "w", "reason": "stop"},
     {"event": "checkpoint_saved", "node_id": "w"},
+    {"event": "stage_completed", "node_id": "s", "status": "needs_review"},  # custom outcome
 ]
 
 STALLING_PIPELINE: Final = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ..conditions import STATUSES
 from ..providers.model import ToolSpec
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "MAX_TIMEOUT_MS", "TOOL_NAMES", "tool_specs"]
@@ -192,8 +191,9 @@ def _report_status_tool() -> ToolSpec:
             {
                 "outcome": _string(
                     "success: the task is done; partial_success: done with gaps; retry: try "
-                    "this stage again; fail: it cannot be done; skipped: nothing to do.",
-                    enum=list(STATUSES),
+                    "this stage again; fail: it cannot be done; skipped: nothing to do. Or "
+                    "a custom lowercase value (e.g. needs_review) when the stage's "
+                    "instructions name one; it counts as success.",
                 ),
                 "preferred_label": _string(
                     "Label of the outgoing edge to take, when the stage offers choices."

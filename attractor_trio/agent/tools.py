@@ -322,7 +322,7 @@ class ToolBox:
         await trio.to_thread.run_sync(_write_status, env, document)
         self._reported = outcome
         return ToolResult(
-            f"Status recorded: outcome={outcome.status.value}. "
+            f"Status recorded: outcome={outcome.value}. "
             "Finish with a short summary of what you did."
         )
 

@@ -64,7 +64,7 @@ def condition_matches(
     edges: Iterable[Edge], outcome: Outcome, context: Mapping[str, Any]
 ) -> list[Edge]:
     """Step 1's candidates: conditional edges whose condition holds, in declaration order."""
-    status = outcome.status.value
+    status = outcome.value
     return [
         edge
         for edge in edges

@@ -3,9 +3,14 @@
 An :class:`Outcome` is a frozen value so a decision made from it (routing, retry, goal gates)
 cannot be invalidated by a handler mutating it later. It round-trips through ``status.json``:
 :meth:`Outcome.to_json` writes both ``outcome`` and ``status`` (AMBIG-9, readers of either
-spelling work), :meth:`Outcome.from_json` accepts either and the status aliases of
-:func:`~attractor_trio.conditions.canonical_status`, and rejects anything ill-typed with a
+spelling work), :meth:`Outcome.from_json` accepts either, the status aliases and custom values
+of :func:`~attractor_trio.conditions.normalize_outcome`, and rejects anything ill-typed with a
 message that says which key is wrong and what it should be.
+
+A custom outcome value (CONTRACT §10: ``process``, ``needs_dod``…) is an :class:`Outcome` whose
+``status`` is ``SUCCESS`` — it counts as success for retries, failure classes and goal gates —
+and whose ``custom`` holds the value; :attr:`Outcome.value` is what conditions, events, files and
+the context see, so ``outcome=process`` matches it and ``outcome=success`` does not.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 
-from ..conditions import STATUSES, canonical_status
+from ..conditions import STATUSES, canonical_status, is_custom_outcome, normalize_outcome
 from ..errors import AttractorError
 
 __all__ = [
@@ -26,6 +31,7 @@ __all__ = [
     "StatusFileError",
     "context_updates_after",
     "is_success_like",
+    "outcome_from_value",
     "passthrough_outcome",
     "satisfies_goal_gate",
 ]
@@ -54,6 +60,15 @@ def _to_status(value: StageStatus | str) -> StageStatus:
     return StageStatus(canonical)
 
 
+def _to_custom(value: str) -> str:
+    if not value:
+        return ""
+    normalized = normalize_outcome(value)
+    if normalized is None or not is_custom_outcome(normalized):
+        raise ValueError(f"custom outcome {value!r} must be a lowercase identifier, not a status")
+    return normalized
+
+
 def _to_ids(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
@@ -78,6 +93,17 @@ class Outcome:
     failure_reason: str = ""
     failure_class: str = ""
     failure_signature: str = ""
+    #: A custom outcome value (status is then ``SUCCESS``); ``""`` for the five statuses.
+    custom: str = field(default="", converter=_to_custom)
+
+    def __attrs_post_init__(self) -> None:
+        if self.custom and self.status is not StageStatus.SUCCESS:
+            raise ValueError(f"custom outcome {self.custom!r} needs status success")
+
+    @property
+    def value(self) -> str:
+        """The outcome as reported: the custom value, else the status string."""
+        return self.custom or self.status.value
 
     def evolve(self, **changes: Any) -> Outcome:
         """A copy with ``changes`` (fields keep their converters)."""
@@ -86,8 +112,8 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         """The ``status.json`` document: key ``outcome`` (the spec's) and ``status`` (Kilroy's)."""
         return {
-            "outcome": self.status.value,
-            "status": self.status.value,
+            "outcome": self.value,
+            "status": self.value,
             "preferred_label": self.preferred_label,
             "suggested_next_ids": list(self.suggested_next_ids),
             "context_updates": dict(self.context_updates),
@@ -109,7 +135,7 @@ class Outcome:
                 f'{source}: expected a JSON object like {{"outcome": "success"}}, '
                 f"got {_json_type(obj)}"
             )
-        status = _read_status(obj, source)
+        status, custom = _read_status(obj, source)
         label = _read_str(obj, "preferred_label", source)
         if "preferred_label" not in obj or obj["preferred_label"] is None:
             label = _read_str(obj, "preferred_next_label", source)  # pre-fb57a55 spelling
@@ -122,7 +148,22 @@ class Outcome:
             failure_reason=_read_str(obj, "failure_reason", source),
             failure_class=_read_str(obj, "failure_class", source),
             failure_signature=_read_str(obj, "failure_signature", source),
+            custom=custom,
         )
+
+
+def outcome_from_value(text: str, **fields: Any) -> Outcome:
+    """The outcome a reported value stands for (status, alias or custom); ``ValueError`` when
+    ``text`` is none of these. Status files and sim scripts share it."""
+    normalized = normalize_outcome(text)
+    if normalized is None:
+        raise ValueError(
+            f"unknown outcome {text!r}: expected one of {', '.join(STATUSES)} "
+            "or a custom value (a lowercase identifier such as needs_review)"
+        )
+    if is_custom_outcome(normalized):
+        return Outcome(StageStatus.SUCCESS, custom=normalized, **fields)
+    return Outcome(StageStatus(normalized), **fields)
 
 
 def _json_type(value: object) -> str:
@@ -134,28 +175,33 @@ def _json_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _read_status(obj: Mapping[str, Any], source: str) -> StageStatus:
+def _read_status(obj: Mapping[str, Any], source: str) -> tuple[StageStatus, str]:
+    """The status and the custom value (``""`` for the five statuses) of a status document."""
     found = {key: obj[key] for key in ("outcome", "status") if obj.get(key) is not None}
     if not found:
         raise StatusFileError(
             f"{source}: missing 'outcome': add \"outcome\": one of {', '.join(STATUSES)}"
         )
-    statuses = set()
+    values = set()
     for key, raw in found.items():
         if not isinstance(raw, str):
             raise StatusFileError(f"{source}: '{key}' must be a string, got {_json_type(raw)}")
-        canonical = canonical_status(raw)
-        if canonical is None:
+        normalized = normalize_outcome(raw)
+        if normalized is None:
             raise StatusFileError(
-                f"{source}: unknown {key} {raw!r}: expected one of {', '.join(STATUSES)}"
+                f"{source}: unknown {key} {raw!r}: expected one of {', '.join(STATUSES)} "
+                "or a custom value (a lowercase identifier such as needs_review)"
             )
-        statuses.add(canonical)
-    if len(statuses) > 1:
+        values.add(normalized)
+    if len(values) > 1:
         raise StatusFileError(
             f"{source}: 'outcome' ({found['outcome']!r}) and 'status' ({found['status']!r}) "
             "disagree: write one of them, or the same value in both"
         )
-    return StageStatus(statuses.pop())
+    value = values.pop()
+    if is_custom_outcome(value):
+        return StageStatus.SUCCESS, value
+    return StageStatus(value), ""
 
 
 def _read_str(obj: Mapping[str, Any], key: str, source: str) -> str:
@@ -223,7 +269,7 @@ def context_updates_after(outcome: Outcome) -> dict[str, Any]:
     updates = dict(outcome.context_updates)
     updates.update(
         {
-            "outcome": outcome.status.value,
+            "outcome": outcome.value,
             "preferred_label": outcome.preferred_label,
             "failure_reason": outcome.failure_reason,
             "failure_class": outcome.failure_class,
@@ -239,14 +285,16 @@ def passthrough_outcome(node_id: str, context: Mapping[str, Any]) -> Outcome:
     out of a diamond unreachable and would lose the failure reason on the way to the exit.
     """
     previous = context.get("outcome")
-    status = canonical_status(previous) if isinstance(previous, str) else None
-    return Outcome(
-        status=status or StageStatus.SUCCESS,
-        preferred_label=_context_str(context, "preferred_label"),
-        notes=f"Conditional node evaluated: {node_id}",
-        failure_reason=_context_str(context, "failure_reason"),
-        failure_class=_context_str(context, "failure_class"),
-    )
+    fields: dict[str, Any] = {
+        "preferred_label": _context_str(context, "preferred_label"),
+        "notes": f"Conditional node evaluated: {node_id}",
+        "failure_reason": _context_str(context, "failure_reason"),
+        "failure_class": _context_str(context, "failure_class"),
+    }
+    try:
+        return outcome_from_value(previous if isinstance(previous, str) else "", **fields)
+    except ValueError:
+        return Outcome(StageStatus.SUCCESS, **fields)
 
 
 def _context_str(context: Mapping[str, Any], key: str) -> str:

@@ -21,9 +21,10 @@ from attrs import frozen
 from ..graph import Edge, Graph
 from .edges import best_by_weight_then_lexical, condition_matches, is_unconditional, select_edge
 from .failures import STRUCTURAL
-from .outcome import Outcome, StageStatus
+from .fanout import find_fan_in
+from .outcome import Outcome, StageStatus, is_success_like
 
-__all__ = ["Advance", "Stop", "route"]
+__all__ = ["Advance", "Stop", "after_fan_out", "route"]
 
 
 @frozen
@@ -32,7 +33,8 @@ class Advance:
 
     ``method`` is one of ``condition|preferred_label|suggested_ids|weight|lexical|retry_target``;
     a ``fallback_retry_target`` jump also reports ``retry_target``, the only jump method the
-    ``edge_selected`` event defines (CONTRACT §4).
+    ``edge_selected`` event defines (CONTRACT §4). ``fan_in`` marks the fan-out → fan-in jump
+    (:func:`after_fan_out`), which emits no ``edge_selected``.
     """
 
     to_node: str
@@ -52,6 +54,9 @@ class Stop:
     exit_path: str
     failure_reason: str = ""
     failure_class: str = ""
+    #: The node that caused the stop, when it is not the last stage run (a goal gate, a node
+    #: refused by the visit limit); ``""`` lets the run find the causal stage itself.
+    node_id: str = ""
 
     @property
     def failed(self) -> bool:
@@ -77,6 +82,21 @@ def route(
     if choice is None:
         return Stop("no_route", _no_route_reason(graph, node_id, outcome), STRUCTURAL)
     return _advance(choice.edge, choice.method)
+
+
+def after_fan_out(graph: Graph, node_id: str, outcome: Outcome) -> Advance | Stop | None:
+    """Where traversal goes after the ``parallel`` node ``node_id`` (CONTRACT §9).
+
+    To its fan-in whatever the outcome — a jump, not an edge (``edge`` is ``None``): the
+    branches were the edges, and the fan-in's outcome routes, so its fail edges handle failed
+    branches. With no fan-in, a success-like outcome ends the run; ``None`` (a ``fail``) means
+    :func:`route` applies fail routing from the parallel node itself. The run and a resumed
+    run both decide here, so a resume after the fan-out never walks into a branch.
+    """
+    join = find_fan_in(graph, [edge.to_node for edge in graph.outgoing(node_id)])
+    if join is not None:
+        return Advance(join, None, "fan_in")
+    return Stop("completed") if is_success_like(outcome) else None
 
 
 def _advance(edge: Edge, method: str) -> Advance:
@@ -113,7 +133,7 @@ def _is_conditional_node(graph: Graph, node_id: str) -> bool:
 
 
 def _no_route_reason(graph: Graph, node_id: str, outcome: Outcome) -> str:
-    status = outcome.status.value
+    status = outcome.value
     edges = graph.outgoing(node_id)
     if not edges:
         return (

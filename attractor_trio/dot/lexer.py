@@ -31,6 +31,7 @@ __all__ = [
     "derive_class",
     "is_attr_key",
     "is_node_id",
+    "raw_offset",
     "tokenize",
 ]
 
@@ -151,6 +152,21 @@ def bad_lexeme_message(text: str) -> str:
         f"unexpected character {text!r}: identifiers use [A-Za-z_][A-Za-z0-9_]*; "
         "put other text inside a quoted string"
     )
+
+
+def raw_offset(raw: str, decoded: int) -> int:
+    """The offset in ``raw`` (a value token as written, quoted or not, and anything after it)
+    of character ``decoded`` of its decoded value: the inverse of :func:`decode_string`'s
+    escapes, so a position inside an attribute value maps back to the file."""
+    if not raw.startswith('"'):
+        return decoded
+    index = 1
+    for _ in range(decoded):
+        if raw[index : index + 1] == "\\" and raw[index + 1 : index + 2] in ('"', "n", "t", "\\"):
+            index += 2
+        else:
+            index += 1
+    return index
 
 
 def decode_string(quoted: str) -> str:

@@ -28,6 +28,7 @@ from typing import NoReturn
 
 from ..errors import AttractorError, DotSyntaxError
 from ..graph import Edge, Graph, Node
+from ..inputs import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_HINT, BinaryInput, decode_text, read_bounded
 from .lexer import (
     BAD,
     EOF,
@@ -61,18 +62,22 @@ def parse_dot(source: str, path: str = "<string>") -> Graph:
     return _Parser(source, path).parse()
 
 
-def load_dot(path: str | Path) -> Graph:
-    """Read ``path`` as UTF-8 (a BOM is tolerated) and parse it."""
+def load_dot(path: str | Path, *, max_size: int = DEFAULT_MAX_INPUT_SIZE) -> Graph:
+    """Read ``path`` as UTF-8 (a BOM is tolerated) and parse it.
+
+    A file over ``max_size`` bytes is refused (:class:`InputTooLarge`) before it is read
+    whole; a NUL byte or invalid UTF-8 is a syntax error at that byte (CONTRACT §10).
+    """
     try:
-        source = Path(path).read_text(encoding="utf-8-sig")
+        data = read_bounded(path, max_size, "the pipeline", MAX_INPUT_HINT)
     except FileNotFoundError:
         raise AttractorError(f"{path}: no such file: check the pipeline path") from None
-    except UnicodeDecodeError as exc:
-        raise AttractorError(
-            f"{path}: not valid UTF-8 (byte {exc.start}): save the file as UTF-8"
-        ) from None
     except OSError as exc:
         raise AttractorError(f"{path}: cannot read the file: {exc.strerror}") from None
+    try:
+        source = decode_text(data)
+    except BinaryInput as exc:
+        raise DotSyntaxError(exc.message, line=exc.line, col=exc.col, file=str(path)) from None
     return parse_dot(source, str(path))
 
 
@@ -111,6 +116,8 @@ class _Parser:
         self.starts = tokens.starts
         self.i = 0
         self.graph_attrs: dict[str, str] = {}
+        self.graph_attr_offsets: dict[str, tuple[int, int]] = {}
+        self.header_index = 0
         # Nodes while the file is read: attrs, first-declaration offset and subgraph
         # memberships in separate dicts (fewer objects per node keeps the GC quiet).
         self.node_attrs: dict[str, dict[str, str]] = {}
@@ -175,6 +182,7 @@ class _Parser:
                 f"expected 'digraph Name {{', found {self.describe(index)}: "
                 "a pipeline file holds one 'digraph Name { ... }'",
             )
+        self.header_index = index
         self.i += 1
         return self.graph_name()
 
@@ -223,7 +231,11 @@ class _Parser:
         for source, target, attrs, start in self.edges:
             line, col = line_col(start)
             edges.append(Edge(source, target, attrs, line, col))
-        return Graph(self.name, self.graph_attrs, nodes, edges, path=self.path, source=self.source)
+        line, col = line_col(self.starts[self.header_index])
+        return Graph(
+            self.name, self.graph_attrs, nodes, edges, path=self.path, source=self.source,
+            line=line, col=col, attr_offsets=self.graph_attr_offsets,
+        )  # fmt: skip
 
     def classes(self, memberships: tuple[int, ...]) -> tuple[str, ...]:
         """Derived classes of a set of subgraphs; most nodes share a few sets, so cache them."""
@@ -300,24 +312,31 @@ class _Parser:
                 f"write {word} [key=value, ...]",
             )
         self.i += 1
+        first = self.i
         attrs = self.attr_blocks()
         if word == "node":
             scope.node_defaults.update(attrs)
         elif word == "edge":
             scope.edge_defaults.update(attrs)
         else:
-            self.set_graph_attrs(scope, attrs)
+            self.set_graph_attrs(scope, attrs, range(first, self.i))
 
-    def set_graph_attrs(self, scope: _Scope, attrs: dict[str, str]) -> None:
+    def set_graph_attrs(self, scope: _Scope, attrs: dict[str, str], tokens: range) -> None:
+        """``tokens``: the statement's token indices, to record where each attribute is."""
         if scope.subgraph is None:
             self.graph_attrs.update(attrs)
+            texts, starts = self.texts, self.starts
+            for index in tokens:  # graph statements are few: no cost on the node hot path
+                if texts[index + 1] == "=" and texts[index] in attrs and texts[index - 1] != "=":
+                    self.graph_attr_offsets[texts[index]] = (starts[index], starts[index + 2])
         elif "label" in attrs:
             self.subgraph_labels[scope.subgraph] = attrs["label"]
 
     def attr_decl(self, scope: _Scope) -> None:
-        key = self.key(self.i)
+        first = self.i
+        key = self.key(first)
         self.i += 2  # key and '='
-        self.set_graph_attrs(scope, {key: self.value()})
+        self.set_graph_attrs(scope, {key: self.value()}, range(first, first + 1))
 
     def subgraph(self, scope: _Scope) -> None:
         if len(scope.chain) >= MAX_SUBGRAPH_DEPTH:

@@ -78,8 +78,10 @@ class AttemptInfo:
         return self.stage_dir / "status.json"
 
     def process_env(self) -> dict[str, str]:
-        """The ``ATTRACTOR_*`` variables every stage process gets (CONTRACT §3)."""
+        """The ``ATTRACTOR_*`` variables every stage process gets (CONTRACT §3), and their
+        ``KILROY_*`` aliases (CONTRACT §10) so stages written for kilroy find them too."""
         return {
+            **self._kilroy_env(),
             "ATTRACTOR_RUN_ID": self.run_id,
             "ATTRACTOR_NODE_ID": self.node_id,
             "ATTRACTOR_ATTEMPT": str(self.attempt),
@@ -90,6 +92,22 @@ class AttemptInfo:
             "ATTRACTOR_WORKDIR": str(self.workdir),
             "ATTRACTOR_PREDECESSOR_NODE": self.predecessor_node,
             "ATTRACTOR_PREDECESSOR_OUTCOME": self.predecessor_outcome,
+        }
+
+    def _kilroy_env(self) -> dict[str, str]:
+        """Kilroy's names, same values: the canonical status path is the stage's, the fallback
+        the work directory's ``status.json`` (where kilroy's agents write when they cannot
+        reach the stage dir)."""
+        return {
+            "KILROY_RUN_ID": self.run_id,
+            "KILROY_NODE_ID": self.node_id,
+            "KILROY_LOGS_ROOT": str(self.logs_root),
+            "KILROY_STAGE_LOGS_DIR": str(self.stage_dir),
+            "KILROY_STAGE_STATUS_PATH": str(self.status_path),
+            "KILROY_STAGE_STATUS_FALLBACK_PATH": str(self.workdir / "status.json"),
+            "KILROY_WORKTREE_DIR": str(self.workdir),
+            "KILROY_PREDECESSOR_NODE": self.predecessor_node,
+            "KILROY_PREDECESSOR_OUTCOME": self.predecessor_outcome,
         }
 
 
@@ -154,11 +172,9 @@ class HandlerRegistry:
     def resolve_type(self, node: Node) -> str:
         if node.type and node.type in self._handlers:
             return node.type
-        from ..graph import SHAPE_TO_TYPE
-
-        by_shape = SHAPE_TO_TYPE.get(node.shape)
-        if by_shape is not None and by_shape in self._handlers:
-            return by_shape
+        implied = node.implied_type
+        if implied is not None and implied in self._handlers:
+            return implied
         return self.default_type
 
     def resolve_type_handler(self, type_name: str) -> Handler | None:

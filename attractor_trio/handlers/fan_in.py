@@ -16,6 +16,7 @@ from ..core.failures import DETERMINISTIC, STRUCTURAL, TRANSIENT_INFRA, normaliz
 from ..core.outcome import Outcome, StageStatus
 from ..graph import Graph, Node
 from ..transforms import expand_variables
+from .base import current_attempt
 
 __all__ = ["FanInHandler", "heuristic_rank"]
 
@@ -40,6 +41,9 @@ class FanInHandler:
 
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         results = context.get("parallel.results") or []
+        failed_join = _failed_join(graph, context)
+        if failed_join is not None:
+            return failed_join
         if not isinstance(results, list) or not results:
             return Outcome(
                 StageStatus.FAIL,
@@ -92,9 +96,29 @@ def _named_branch(text: str, results: list[dict[str, Any]]) -> dict[str, Any] | 
     return None
 
 
+def _failed_join(graph: Graph, context: Context) -> Outcome | None:
+    """The fan-out this fan-in joins failed its join policy (every branch failed, ``fail_fast``,
+    ``k_of_n`` or ``quorum`` not met, nothing left after ``ignore``): the fan-in fails with the
+    fan-out's causal reason and class, so its own fail routing (condition edges,
+    ``retry_target``) handles the failure (CONTRACT §9) instead of a surviving branch hiding
+    it. ``None`` when the fan-in was not entered straight from a failed fan-out."""
+    attempt = current_attempt()
+    fan_out = graph.nodes.get(attempt.predecessor_node) if attempt is not None else None
+    if fan_out is None or fan_out.handler_type != "parallel" or context.get("outcome") != "fail":
+        return None
+    reason, klass = context.get("failure_reason"), context.get("failure_class")
+    return Outcome(
+        StageStatus.FAIL,
+        failure_reason=reason if isinstance(reason, str) and reason else "the fan-out failed",
+        failure_class=klass if isinstance(klass, str) else "",
+        notes=f"fan-out '{fan_out.id}' failed its join policy",
+    )
+
+
 def _all_failed(results: list[dict[str, Any]]) -> Outcome:
-    """Every branch failed: the first branch's raw reason is the cause; class aggregated."""
-    first = results[0]
+    """Every branch failed: the first failed branch's raw reason is the cause (a sibling
+    canceled by ``fail_fast`` is not), class aggregated."""
+    first = next((r for r in results if r.get("status") == "fail"), results[0])
     reasons = "; ".join(f"{r['id']}: {r.get('failure_reason') or r.get('status')}" for r in results)
     classes = {normalize_failure_class(str(r.get("failure_class") or "")) for r in results}
     klass = next((c for c in (STRUCTURAL, DETERMINISTIC, TRANSIENT_INFRA) if c in classes), "")

@@ -229,6 +229,7 @@ class ApiBackend:
             draft,
             model=model,
             reasoning_effort=effort,
+            max_tokens=node.llm_max_tokens or draft.max_tokens,
             timeout=provider.timeout or _DEFAULT_TIMEOUT_S,
         )
 

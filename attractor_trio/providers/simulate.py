@@ -16,6 +16,9 @@ Script shape (YAML or JSON)::
 Loading validates everything up front: a typo in a script must stop the run before it
 starts, with the file, node, step number and the allowed keys in the message, instead of
 silently simulating something else.
+
+Any combination of the step keys is valid (CONTRACT §6); :class:`SimStep` says what each
+combination does.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ import trio
 import yaml
 from attrs import field, frozen
 
-from ..conditions import STATUSES, canonical_status
+from ..conditions import STATUSES, normalize_outcome
 from ..core.failures import FAILURE_CLASSES, normalize_failure_class
-from ..core.outcome import Outcome, StageStatus
+from ..core.outcome import Outcome, StageStatus, outcome_from_value
 from ..errors import ConfigError
 from ..handlers.base import current_attempt
+from ..inputs import read_config_text
+from ..persist.atomic import write_text_atomic
 from ..values import AttributeValueError, parse_duration
 from .base import ERROR_KINDS, error_from_kind
 
@@ -96,12 +101,17 @@ def simulated_response(node_id: str) -> str:
 class SimStep:
     """What one attempt of a node does: work (``delay``), hang (``stall``), then answer.
 
-    The answer is, in order of precedence: raise ``error``; return an :class:`Outcome` when
-    ``outcome`` is set; else return ``response`` (default: the unscripted text).
+    The answer is, in order of precedence: raise ``error`` (the call failed, so the step's
+    outcome keys describe an answer that never came); return an :class:`Outcome` when
+    ``outcome`` or any outcome key is set — with ``response`` recorded as the stage's
+    ``response.md`` too, as a real model answers and reports a status; else return
+    ``response`` (default: the unscripted text). Outcome keys without ``outcome`` mean
+    ``fail`` when they include ``failure_reason`` or ``failure_class``, else ``success``.
     ``stall`` is ``math.inf`` for ``forever``.
     """
 
-    outcome: StageStatus | None = None
+    #: A normalized outcome value: a status or a custom value (CONTRACT §10).
+    outcome: str | None = None
     failure_reason: str = ""
     failure_class: str = ""
     preferred_label: str = ""
@@ -114,10 +124,11 @@ class SimStep:
     error: str | None = None
 
     def to_outcome(self) -> Outcome | None:
-        if self.outcome is None:
+        status = self.outcome or self._implied_status()
+        if status is None:
             return None
-        return Outcome(
-            status=self.outcome,
+        return outcome_from_value(
+            status,
             preferred_label=self.preferred_label,
             suggested_next_ids=self.suggested_next_ids,
             context_updates=self.context_updates,
@@ -125,6 +136,12 @@ class SimStep:
             failure_reason=self.failure_reason,
             failure_class=self.failure_class,
         )
+
+    def _implied_status(self) -> str | None:
+        if self.failure_reason or self.failure_class:
+            return StageStatus.FAIL.value
+        answered = (self.preferred_label, self.suggested_next_ids, self.context_updates, self.notes)
+        return StageStatus.SUCCESS.value if any(answered) else None
 
 
 @frozen
@@ -176,9 +193,25 @@ async def _perform(step: SimStep, node_id: str) -> str | Outcome:
     if step.error is not None:
         raise _simulated_error(step.error)
     outcome = step.to_outcome()
-    if outcome is not None:
-        return outcome
-    return simulated_response(node_id) if step.response is None else step.response
+    if outcome is None:
+        return simulated_response(node_id) if step.response is None else step.response
+    if step.response is not None:
+        return _with_response(outcome, step.response, node_id)
+    return outcome
+
+
+def _with_response(outcome: Outcome, response: str, node_id: str) -> Outcome:
+    """A scripted outcome that also answered ``response``: recorded as the handler records a
+    response (``response.md``, ``last_stage``/``last_response``); the step's own
+    ``context_updates`` win."""
+    from ..handlers.codergen import RESPONSE_PREVIEW_CHARS  # codergen imports this module
+
+    info = current_attempt()
+    if info is not None:
+        info.stage_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(info.stage_dir / "response.md", response, durable=False)
+    updates = {"last_stage": node_id, "last_response": response[:RESPONSE_PREVIEW_CHARS]}
+    return outcome.evolve(context_updates={**updates, **outcome.context_updates})
 
 
 def _progress_callback() -> Callable[[], None]:
@@ -213,11 +246,9 @@ def load_sim_script(path: str | Path) -> SimScript:
     """Read and validate a sim script; ``.json`` files as JSON, everything else as YAML."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_config_text(path, "the sim script")
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read sim script: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: sim script is not UTF-8 text: {exc.reason}") from None
     data = _decode_json(text, source) if source.endswith(".json") else _decode_yaml(text, source)
     return parse_sim_script(data, source=source)
 
@@ -303,7 +334,6 @@ def _parse_step(raw: object, where: str) -> SimStep:
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"allowed keys: {', '.join(STEP_KEYS)}"
         )
-    _check_combination(raw, where)
     return SimStep(
         outcome=_outcome(raw, where),
         failure_reason=_str(raw, "failure_reason", where),
@@ -319,38 +349,18 @@ def _parse_step(raw: object, where: str) -> SimStep:
     )
 
 
-def _check_combination(raw: Mapping[Any, Any], where: str) -> None:
-    """Reject steps whose keys contradict each other instead of silently ignoring some."""
-    outcome_fields = [key for key in OUTCOME_KEYS if key in raw]
-    if "error" in raw:
-        clashing = [key for key in ("outcome", "response", *OUTCOME_KEYS) if key in raw]
-        if clashing:
-            raise ConfigError(
-                f"{where}: 'error' raises, so {', '.join(map(repr, clashing))} would never be "
-                "used; put the error and the outcome in separate steps"
-            )
-    elif "outcome" not in raw and outcome_fields:
-        raise ConfigError(
-            f"{where}: {', '.join(map(repr, outcome_fields))} need an 'outcome'; "
-            f"add one of {', '.join(STATUSES)}"
-        )
-    elif "outcome" in raw and "response" in raw:
-        raise ConfigError(
-            f"{where}: 'response' is only used when there is no 'outcome'; "
-            "drop one of them (put text for an outcome into 'notes')"
-        )
-
-
-def _outcome(raw: Mapping[Any, Any], where: str) -> StageStatus | None:
+def _outcome(raw: Mapping[Any, Any], where: str) -> str | None:
+    """A status, an alias or a custom outcome value (CONTRACT §10), normalized."""
     if "outcome" not in raw:
         return None
     value = raw["outcome"]
-    status = canonical_status(value) if isinstance(value, str) else None
-    if status is None:
+    normalized = normalize_outcome(value) if isinstance(value, str) else None
+    if normalized is None:
         raise ConfigError(
-            f"{where}: 'outcome' {value!r} is not a stage status; use one of {', '.join(STATUSES)}"
+            f"{where}: 'outcome' {value!r} is not a stage status; use one of {', '.join(STATUSES)} "
+            "or a custom value (a lowercase identifier such as needs_review)"
         )
-    return StageStatus(status)
+    return normalized
 
 
 def _str(raw: Mapping[Any, Any], key: str, where: str) -> str:

@@ -23,6 +23,7 @@ import trio
 from attrs import define, evolve, field, frozen
 
 from ..context import Context
+from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
 from ..graph import Graph, Node
@@ -32,6 +33,12 @@ from ..values import format_duration
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .offload import write_bytes_durably
+from .retention import (
+    ARCHIVE_PREFIX,
+    DEFAULT_ATTEMPT_RETENTION,
+    last_attempt_on_disk,
+    prune_archives,
+)
 
 __all__ = ["StageExecutor"]
 
@@ -57,6 +64,8 @@ class StageExecutor:
     branch: str = ""
     #: This traversal's node in the liveness tree (the run's root, or a branch's node).
     liveness: Liveness = field(factory=Liveness)
+    #: Archived ``attempt-<n>/`` dirs kept per stage dir; older ones are pruned.
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
     stage_index: int = 0
     artifacts: Any = None
     #: Set by the traversal before each stage: the visit number of the node being run.
@@ -98,7 +107,7 @@ class StageExecutor:
                 self.emit(
                     "stage_retry_blocked",
                     node_id=node.id,
-                    failure_class=decision.outcome.failure_class,
+                    failure_class=effective_class(decision.outcome),
                     failure_reason=decision.outcome.failure_reason,
                 )
             final = decision.outcome
@@ -111,7 +120,7 @@ class StageExecutor:
                 node_id=node.id,
                 handler=handler_type,
                 index=index,
-                status=final.status.value,
+                status=final.value,
                 duration_s=round(time.monotonic() - started, 3),
             )
             return final
@@ -128,9 +137,13 @@ class StageExecutor:
         committed = self.registry.resolve_type(node) not in _PURE_TYPES
         previous = _read_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
-        number = max(self.node_attempts.get(node.id, 0), recorded) + 1
+        # The archives count too: after a crash the checkpoint's count may lag behind them,
+        # and with old archives pruned a restarted count would collide (CONTRACT §10).
+        last = max(self.node_attempts.get(node.id, 0), recorded, last_attempt_on_disk(stage_dir))
+        number = last + 1
         self.node_attempts[node.id] = number
-        _archive_previous_attempt(stage_dir, recorded or number - 1)
+        if _archive_previous_attempt(stage_dir, recorded or last):
+            prune_archives(stage_dir, self.attempt_retention)
         attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
@@ -283,9 +296,11 @@ class StageExecutor:
             "stage_attempt_finished",
             node_id=node.id,
             attempt_id=attempt_id,
-            status=outcome.status.value,
+            status=outcome.value,
             failure_reason=outcome.failure_reason,
-            failure_class=outcome.failure_class,
+            # The one classifier (CONTRACT §5): the class final.json reports for this failure,
+            # not the raw hint ('' for an unhinted failure, an alias such as 'permanent').
+            failure_class=effective_class(outcome),
             **extra,
         )
 
@@ -428,16 +443,18 @@ class _Marker:
         write_bytes_atomic(stage_dir / _MARKER, data, durable=False)
 
 
-def _archive_previous_attempt(stage_dir: Path, previous: int) -> None:
-    """Move the previous attempt's files into ``attempt-<n>/`` so nothing is overwritten."""
+def _archive_previous_attempt(stage_dir: Path, previous: int) -> bool:
+    """Move the previous attempt's files into ``attempt-<n>/`` so nothing is overwritten;
+    whether there was anything to move."""
     if previous < 1 or not stage_dir.is_dir():
-        return
-    files = [p for p in stage_dir.iterdir() if not p.name.startswith("attempt-")]
+        return False
+    files = [p for p in stage_dir.iterdir() if not p.name.startswith(ARCHIVE_PREFIX)]
     if not files:
-        return
+        return False
     archive = stage_dir / f"attempt-{previous}"
     while archive.exists() and any(archive.iterdir()):
         archive = archive.with_name(archive.name + "+")
     archive.mkdir(exist_ok=True)
     for path in files:
         shutil.move(str(path), archive / path.name)
+    return True

@@ -39,6 +39,7 @@ from .attempt import StageExecutor
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .process import use_grace_skip
+from .retention import DEFAULT_ATTEMPT_RETENTION
 from .watchdog import watch
 
 __all__ = ["RunHandle", "RunResult", "RunScope", "UnboundRunner", "drive"]
@@ -98,6 +99,8 @@ class _Finish:
     exit_path: str
     failure_reason: str = ""
     failure_class: str = ""
+    #: The causal node when it is not the last stage run (see :attr:`Stop.node_id`).
+    node_id: str = ""
 
 
 class UnboundRunner:
@@ -135,6 +138,8 @@ class RunScope:
     resumed_from: dict[str, Any] | None = None
 
     max_parallel_default: int = 4
+    #: Archived ``attempt-<n>/`` dirs kept per stage dir (run config ``retention.attempts``).
+    attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
 
@@ -248,6 +253,7 @@ class RunScope:
             kill_grace=self.kill_grace,
             liveness=self.liveness,
             artifacts=self.artifacts,
+            attempt_retention=self.attempt_retention,
         )
 
     def save_checkpoint(self, node_id: str) -> None:
@@ -324,9 +330,12 @@ class RunScope:
             # One classifier for retry, the cycle breaker and the final report (CONTRACT §5):
             # an unhinted failure is reported with the class its reason text implies.
             finish.failure_class = classify_failure(finish.failure_class, finish.failure_reason)
-            signature = failure_signature(
-                state.current_node, finish.failure_class, finish.failure_reason
+            causal = (
+                finish.node_id
+                or _causal_node(self.graph, state.completed_nodes)
+                or state.current_node
             )
+            signature = failure_signature(causal, finish.failure_class, finish.failure_reason)
         record = FinalRecord(
             run_id=self.run_id,
             status=finish.status,
@@ -391,7 +400,17 @@ def _compact(outcome: Outcome) -> dict[str, Any]:
 def _finish_from_stop(stop: Stop) -> _Finish:
     if not stop.failed:
         return _Finish("success", "completed")
-    return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class)
+    return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class, stop.node_id)
+
+
+def _causal_node(graph: Graph, completed: list[str]) -> str:
+    """The stage whose failure ended the run: the last one run, skipping the conditional nodes
+    that only passed its outcome on (CONTRACT §5) — a diamond never fails by itself."""
+    for node_id in reversed(completed):
+        node = graph.nodes.get(node_id)
+        if node is None or node.handler_type != "conditional":
+            return node_id
+    return completed[-1] if completed else ""
 
 
 def _canceled(reason: str | None) -> _Finish:
@@ -448,7 +467,10 @@ async def drive(
     finally:
         # Synchronous on purpose: no checkpoint inside, so no cancellation (the caller's, a
         # second signal) can interrupt writing final.json and the terminal event.
-        result = run.finalize(finish)
+        try:
+            result = run.finalize(finish)
+        finally:
+            run.hub.close()
     return result
 
 

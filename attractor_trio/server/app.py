@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Final, cast
@@ -26,9 +26,11 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import AttractorError, ConfigError, ValidationFailed
 from ..graph import Severity
+from ..inputs import DEFAULT_MAX_INPUT_SIZE, format_size
 from ..persist.checkpoint import CHECKPOINT_FILE_NAME, load_checkpoint
 from ..typed_events import Event
 from .auth import BearerAuth
+from .guard import RequestGuard
 from .http_interviewer import InvalidAnswer, UnknownQuestion, question_to_json
 from .manager import (
     HTTP_CANCEL_REASON,
@@ -38,12 +40,13 @@ from .manager import (
     ServerClosing,
     parse_options,
 )
-from .submission import BadSubmission, check_source, decode_submission
+from .submission import BadSubmission, check_source, decode_json, decode_submission
 
 __all__ = ["MAX_BODY_BYTES", "STATIC_DIR", "create_app"]
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
-MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+#: Request bodies get the pipeline files' limit (CONTRACT §10), settable with --max-input-size.
+MAX_BODY_BYTES: Final = DEFAULT_MAX_INPUT_SIZE
 #: Rendering a pipeline with Graphviz must not hold a request forever.
 RENDER_TIMEOUT_S: Final = 10.0
 SSE_PING_S: Final = 15.0
@@ -54,20 +57,34 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def _not_found(run_id: str) -> HTTPException:
+    return HTTPException(
+        404, f"no pipeline with id {run_id!r} on this server; GET /pipelines lists them"
+    )
+
+
 class _Api:
     """The route handlers, bound to one manager."""
 
-    def __init__(self, manager: RunManager) -> None:
+    def __init__(self, manager: RunManager, max_body: int) -> None:
         self.manager = manager
+        self.max_body = max_body
 
     def find(self, request: Request) -> ServedRun:
         run_id = str(request.path_params["id"])
         served = self.manager.get(run_id)
         if served is None:
-            raise HTTPException(
-                404, f"no pipeline with id {run_id!r} on this server; GET /pipelines lists them"
-            )
+            raise _not_found(run_id)
         return served
+
+    def root_of(self, request: Request) -> tuple[str, Path]:
+        """Id and logs root of a run of this process or, from disk, of an earlier one."""
+        run_id = str(request.path_params["id"])
+        served = self.manager.get(run_id)
+        root = served.logs_root if served is not None else self.manager.on_disk(run_id)
+        if root is None:
+            raise _not_found(run_id)
+        return run_id, root
 
     # --- pipelines --------------------------------------------------------------------------
     async def pipelines(self, request: Request) -> Response:
@@ -77,7 +94,7 @@ class _Api:
         return await self.list_runs(request)
 
     async def submit(self, request: Request) -> Response:
-        body = await _read_body(request)
+        body = await _read_body(request, self.max_body)
         try:
             submission = decode_submission(request.headers.get("content-type", ""), body)
             options = parse_options(submission.options)
@@ -110,9 +127,15 @@ class _Api:
         )
 
     async def list_runs(self, request: Request) -> Response:
-        return JSONResponse([served.status() for served in self.manager.runs()])
+        """Every run under the runs root, from disk: runs of earlier server processes too."""
+        return JSONResponse(await self.manager.listing())
 
     async def status(self, request: Request) -> Response:
+        run_id = str(request.path_params["id"])
+        if self.manager.get(run_id) is None:
+            doc = await self.manager.status_on_disk(run_id)
+            if doc is not None:
+                return JSONResponse(doc)
         return JSONResponse(self.find(request).status())
 
     async def cancel(self, request: Request) -> Response:
@@ -160,9 +183,9 @@ class _Api:
         served = self.find(request)
         qid = str(request.path_params["qid"])
         try:
-            payload = json.loads(await _read_body(request) or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, 'the answer must be JSON like {"value": "KEY"}')
+            payload = decode_json(await _read_body(request, self.max_body) or b"null")
+        except BadSubmission as exc:
+            return _error(400, f'the answer must be JSON like {{"value": "KEY"}}: {exc}')
         try:
             answer = served.interviewer.answer(qid, payload)
         except UnknownQuestion:
@@ -177,34 +200,42 @@ class _Api:
 
     # --- state files ------------------------------------------------------------------------
     async def checkpoint(self, request: Request) -> Response:
-        served = self.find(request)
-        if not (served.logs_root / CHECKPOINT_FILE_NAME).exists():
+        run_id, root = self.root_of(request)
+        if not (root / CHECKPOINT_FILE_NAME).exists():
             return _error(
-                404, f"pipeline {served.id!r} has no checkpoint yet (no stage has completed)"
+                404, f"pipeline {run_id!r} has no checkpoint yet (no stage has completed)"
             )
         try:
-            return JSONResponse(load_checkpoint(served.logs_root).to_json())
+            return JSONResponse(load_checkpoint(root).to_json())
         except AttractorError as exc:
             return _error(500, str(exc))
 
     async def context(self, request: Request) -> Response:
         """The context as of the last checkpoint (after every stage); ``{}`` before one."""
-        served = self.find(request)
-        if not (served.logs_root / CHECKPOINT_FILE_NAME).exists():
+        _, root = self.root_of(request)
+        if not (root / CHECKPOINT_FILE_NAME).exists():
             return JSONResponse({})
         try:
-            return JSONResponse(dict(load_checkpoint(served.logs_root).context))
+            return JSONResponse(dict(load_checkpoint(root).context))
         except AttractorError as exc:
             return _error(500, str(exc))
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``limit`` (by its declared length,
+    before reading anything, or while reading)."""
+    too_large = HTTPException(
+        413, f"the body is larger than {format_size(limit)}; the server's --max-input-size"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -268,11 +299,19 @@ def _index(static_dir: Path | None) -> list[BaseRoute]:
 
 
 def create_app(
-    manager: RunManager, *, token: str | None = None, static_dir: Path | None = STATIC_DIR
+    manager: RunManager,
+    *,
+    token: str | None = None,
+    static_dir: Path | None = STATIC_DIR,
+    allowed_hosts: Sequence[str] = (),
+    bind_host: str = "",
+    max_body: int = MAX_BODY_BYTES,
 ) -> Starlette:
     """The ASGI app. ``token`` (non-empty) makes every route, static files included,
-    require ``Authorization: Bearer <token>`` or ``?token=<token>``."""
-    api = _Api(manager)
+    require ``Authorization: Bearer <token>`` or ``?token=<token>``. Before that, the
+    :class:`~.guard.RequestGuard` refuses foreign ``Host``/``Origin`` headers (loopback names,
+    ``bind_host`` and ``allowed_hosts`` are this server's names) and untyped POST bodies."""
+    api = _Api(manager, max_body)
     routes: list[BaseRoute] = [
         Route("/pipelines", api.pipelines, methods=["GET", "POST"]),
         Route("/pipelines/{id}", api.status, methods=["GET"]),
@@ -287,6 +326,9 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BearerAuth, token=token)],
+        middleware=[
+            Middleware(RequestGuard, allowed_hosts=allowed_hosts, bind_host=bind_host),
+            Middleware(BearerAuth, token=token),
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, cast
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import Framework
 
-from .app import STATIC_DIR, create_app
+from .app import MAX_BODY_BYTES, STATIC_DIR, create_app
 from .manager import open_run_manager
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "serve"]
@@ -60,6 +61,8 @@ async def serve(
     shutdown_trigger: trio.Event | None = None,
     shutdown_grace: float = 30.0,
     static_dir: Path | None = STATIC_DIR,
+    allowed_hosts: Sequence[str] = (),
+    max_body: int = MAX_BODY_BYTES,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API until ``shutdown_trigger`` is set (or the caller cancels).
@@ -67,11 +70,23 @@ async def serve(
     Reports the bound port through ``task_status.started(port)`` (``port=0`` picks a free
     one). On the trigger, cancels every run, waits up to ``shutdown_grace`` seconds for their
     ``final.json``, then stops accepting and returns. Cancelling the caller's scope instead
-    cancels everything at once; the engine still finalizes each run.
+    cancels everything at once; the engine still finalizes each run. Requests must name this
+    server in ``Host`` (loopback names, ``host`` itself, or ``allowed_hosts``) and carry no
+    foreign ``Origin`` (see :mod:`.guard`); bodies over ``max_body`` bytes get 413.
     """
     async with open_run_manager(Path(runs_dir), shutdown_grace=shutdown_grace) as manager:
         # Starlette's ASGI types are looser than Hypercorn's; the app is a valid ASGI 3 app.
-        app = cast(Framework, create_app(manager, token=token, static_dir=static_dir))
+        app = cast(
+            Framework,
+            create_app(
+                manager,
+                token=token,
+                static_dir=static_dir,
+                allowed_hosts=allowed_hosts,
+                bind_host=host,
+                max_body=max_body,
+            ),
+        )
         stop_listening = trio.Event()
         async with trio.open_nursery() as nursery:
             start = functools.partial(

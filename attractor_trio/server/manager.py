@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ from ..api import RunController, open_run
 from ..engine import check_runnable, new_run_id
 from ..errors import AttractorError, ConfigError
 from ..graph import Graph
+from ..persist.manifest import MANIFEST_FILE_NAME
 from ..providers.simulate import SimScript, SimulationBackend, parse_sim_script
 from ..status import read_status
 from ..values import AttributeValueError, parse_duration
@@ -45,6 +48,8 @@ __all__ = [
 log = logging.getLogger("attractor_trio.server")
 
 OPTION_KEYS: Final = ("simulate", "sim_script", "context", "stall_timeout")
+#: What a run directory under the runs root may be called (and so a ``{id}`` in a URL).
+RUN_DIR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_STALL_TIMEOUT: Final = 600.0
 HTTP_CANCEL_REASON: Final = "canceled over HTTP (POST /pipelines/{id}/cancel)"
 SHUTDOWN_REASON: Final = "server shutting down"
@@ -154,6 +159,14 @@ def check_submission(graph: Graph, options: RunOptions) -> None:
         ) from None
 
 
+def _disk_status(run_id: str, root: Path) -> dict[str, Any]:
+    try:
+        doc = read_status(root)
+    except AttractorError as exc:
+        doc = {"run_id": run_id, "state": "unknown", "failure_reason": str(exc)}
+    return {"id": run_id, **doc}
+
+
 class ServedRun:
     """One run the server started: where it lives, its controller and its human gates."""
 
@@ -203,8 +216,46 @@ class RunManager:
         return self._runs.get(run_id)
 
     def runs(self) -> list[ServedRun]:
-        """Every run this server started, oldest first."""
+        """Every run this server process started, oldest first."""
         return list(self._runs.values())
+
+    def on_disk(self, run_id: str) -> Path | None:
+        """The logs root of run ``run_id`` under the runs root (started by this process or an
+        earlier one), or ``None``. Ids are plain names: ``..`` and the like never match."""
+        if not RUN_DIR_NAME.fullmatch(run_id):
+            return None
+        root = self.runs_dir / run_id
+        return root if (root / MANIFEST_FILE_NAME).is_file() else None
+
+    async def status_on_disk(self, run_id: str) -> dict[str, Any] | None:
+        """``status --json`` plus ``id`` of a run under the runs root, or ``None``."""
+        root = self.on_disk(run_id)
+        if root is None:
+            return None
+        return await trio.to_thread.run_sync(_disk_status, run_id, root)
+
+    async def listing(self) -> list[dict[str, Any]]:
+        """The status of every run under the runs root — runs of earlier server processes
+        included (CONTRACT §10) — in id (= start time) order, then any run of this process
+        whose directory does not exist yet. Read in a worker thread: a big runs root must
+        not stall the event loop."""
+        hosted = dict(self._runs)
+
+        def scan() -> list[dict[str, Any]]:
+            try:
+                names = sorted(entry.name for entry in os.scandir(self.runs_dir) if entry.is_dir())
+            except FileNotFoundError:
+                names = []
+            found: list[dict[str, Any]] = []
+            for name in names:
+                served = hosted.pop(name, None)
+                if served is not None:
+                    found.append(served.status())
+                elif self.on_disk(name) is not None:
+                    found.append(_disk_status(name, self.runs_dir / name))
+            return found + [served.status() for served in hosted.values()]
+
+        return await trio.to_thread.run_sync(scan)
 
     async def submit(self, graph: Graph, options: RunOptions) -> ServedRun:
         """Start ``graph``; returns once the run task exists (its files follow promptly).

@@ -154,7 +154,7 @@ async def _conclude(step: Step, node: Node, index: int, progress: Callable[[], N
     kind = step.kind
     if kind in ("success", "partial"):
         status = StageStatus.SUCCESS if kind == "success" else StageStatus.PARTIAL_SUCCESS
-        return Outcome(status, notes=f"scheduled {kind}")
+        return Outcome(status, notes=f"scheduled {kind}", custom=step.outcome)
     if kind in ("fail", "retry"):
         return Outcome(
             StageStatus.FAIL if kind == "fail" else StageStatus.RETRY,

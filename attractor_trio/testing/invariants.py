@@ -462,7 +462,7 @@ def _timed_out(event: Event) -> bool:
 def _mismatch(record: Performed, event: Event) -> str:
     step: Step = record.step
     status = event.get("status")
-    expected = _EXPECTED_STATUS.get(step.kind)
+    expected = step.outcome or _EXPECTED_STATUS.get(step.kind)
     if expected is None:
         return (
             f"node {record.node_id} was scheduled to {step.kind}, which only cancellation or a "

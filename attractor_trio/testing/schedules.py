@@ -17,20 +17,34 @@ from typing import Any, Final
 
 from attrs import field, frozen
 
+from ..conditions import is_custom_outcome, normalize_outcome
+
 __all__ = ["STEP_KINDS", "Schedule", "Step"]
 
-#: ``success``/``partial``/``fail``/``retry``: return that status after ``delay``;
-#: ``raise``: the handler raises; ``stall``: silent forever (only cancellation, the watchdog or
+#: ``success``/``partial``/``fail``/``retry``: return that status after ``delay`` (``success``
+#: with an ``outcome``: report that custom outcome value, CONTRACT §10); ``raise``: the handler
+#: raises; ``stall``: silent forever (only cancellation, the watchdog or
 #: a node timeout ends it); ``timeout``: works past the node's ``timeout`` (a ``stall`` on a
 #: node without one).
 STEP_KINDS: Final = ("success", "partial", "fail", "retry", "raise", "stall", "timeout")
-_STEP_KEYS: Final = ("kind", "failure_class", "reason", "delay")
+_STEP_KEYS: Final = ("kind", "failure_class", "reason", "delay", "outcome")
 _SCHEDULE_KEYS: Final = ("steps", "cancel_at", "cancel_after_event")
 
 
 def _known_kind(_instance: object, _attribute: object, value: str) -> None:
     if value not in STEP_KINDS:
         raise ValueError(f"unknown step kind {value!r}; use one of {', '.join(STEP_KINDS)}")
+
+
+def _custom_outcome(instance: Step, _attribute: object, value: str) -> None:
+    if not value:
+        return
+    if instance.kind != "success":
+        raise ValueError(
+            f"a custom outcome ({value!r}) needs kind 'success', not {instance.kind!r}"
+        )
+    if normalize_outcome(value) != value or not is_custom_outcome(value):
+        raise ValueError(f"outcome {value!r} is not a custom outcome value (lowercase identifier)")
 
 
 def _valid_delay(_instance: object, _attribute: object, value: float) -> None:
@@ -48,13 +62,15 @@ class Step:
     failure_class: str = ""
     reason: str = ""
     delay: float = field(default=0.0, converter=float, validator=_valid_delay)
+    #: A custom outcome value reported instead of ``success`` (routes like success).
+    outcome: str = field(default="", validator=_custom_outcome)
 
     @property
     def is_default(self) -> bool:
         return self == Step()
 
     def describe(self) -> str:
-        parts = [self.kind]
+        parts = [f"outcome {self.outcome}" if self.outcome else self.kind]
         if self.delay:
             parts.append(f"after {_seconds(self.delay)}")
         if self.failure_class:
@@ -71,6 +87,8 @@ class Step:
             doc["reason"] = self.reason
         if self.delay:
             doc["delay"] = self.delay
+        if self.outcome:
+            doc["outcome"] = self.outcome
         return doc
 
     @classmethod
@@ -82,6 +100,7 @@ class Step:
                 failure_class=_text(data, "failure_class", where),
                 reason=_text(data, "reason", where),
                 delay=_number(data, "delay", where) or 0.0,
+                outcome=_text(data, "outcome", where),
             )
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None

@@ -18,12 +18,13 @@ from typing import Final
 from attrs import define, field
 from hypothesis import strategies as st
 
+from ..conditions import ConditionSyntaxError, is_custom_outcome, parse_condition
 from ..dot import parse_dot
 from ..graph import Graph, Node
 from ..transforms import apply_transforms
 from .schedules import STEP_KINDS, Schedule, Step
 
-__all__ = ["pipelines", "schedules", "steps"]
+__all__ = ["custom_outcomes", "pipelines", "schedules", "steps"]
 
 SCHEDULED_TYPES: Final = frozenset({"codergen", "tool"})
 FAILURE_CLASSES: Final = (
@@ -204,12 +205,36 @@ def scheduled_nodes(graph: Graph) -> list[Node]:
     return [node for node in graph if node.handler_type in SCHEDULED_TYPES]
 
 
+def custom_outcomes(graph: Graph, node_id: str) -> tuple[str, ...]:
+    """The custom outcome values (CONTRACT §10) the routing after ``node_id`` tests: in the
+    conditions of its outgoing edges, and of the diamonds right after it (a conditional node
+    routes on its predecessor's outcome). A steering stage is only explored through these."""
+    edges = graph.outgoing(node_id)
+    for edge in list(edges):
+        target = graph.nodes.get(edge.to_node)
+        if target is not None and target.handler_type == "conditional":
+            edges += graph.outgoing(target.id)
+    found: dict[str, None] = {}
+    for edge in edges:
+        try:
+            clauses = parse_condition(edge.condition).clauses
+        except ConditionSyntaxError:
+            continue
+        for clause in clauses:
+            if clause.key == "outcome" and is_custom_outcome(clause.literal):
+                found[clause.literal] = None
+    return tuple(found)
+
+
 @st.composite
-def steps(draw: st.DrawFn, *, timeout: bool = False) -> Step:
-    """One attempt's step; ``timeout`` allows the ``timeout`` kind (the node has one)."""
+def steps(draw: st.DrawFn, *, timeout: bool = False, outcomes: tuple[str, ...] = ()) -> Step:
+    """One attempt's step; ``timeout`` allows the ``timeout`` kind (the node has one),
+    ``outcomes`` the custom outcome values a ``success`` may report instead."""
     kinds = STEP_KINDS if timeout else tuple(k for k in STEP_KINDS if k != "timeout")
     kind = draw(st.sampled_from(kinds))
     delay = draw(st.sampled_from(DELAYS))
+    if kind == "success" and outcomes:
+        return Step(kind, delay=delay, outcome=draw(st.sampled_from(("", *outcomes))))
     if kind not in ("fail", "retry", "raise"):
         return Step(kind, delay=delay)
     klass = "" if kind == "raise" else draw(st.sampled_from(FAILURE_CLASSES))
@@ -222,7 +247,9 @@ def schedules(
     """Schedules for ``graph``'s codergen and tool nodes, with at most one cancel point."""
     per_node = {
         node.id: st.lists(
-            steps(timeout=node.timeout is not None), min_size=1, max_size=max_attempts
+            steps(timeout=node.timeout is not None, outcomes=custom_outcomes(graph, node.id)),
+            min_size=1,
+            max_size=max_attempts,
         ).map(tuple)
         for node in scheduled_nodes(graph)
     }

@@ -166,7 +166,7 @@
     li.setAttribute("data-event", ev.event);
     const bad = ev.status === "fail" || ev.status === "canceled" || /failed|timeout|blocked|cancellation/.test(ev.event);
     if (bad) li.className = "bad";
-    else if (ev.status === "success") li.className = "good";
+    else if (ev.status === "success" || (ev.event === "stage_completed" && nodeStatusFromEvent(ev)[1] === "success")) li.className = "good";
     const time = typeof ev.ts === "string" ? ev.ts.replace(/^.*T/, "").replace(/(\.\d{3})?\d*Z$/, "$1") : "";
     li.append(textElement("span", "seq", "#" + ev.seq + " " + time + " "),
       textElement("span", "name", ev.event),

@@ -20,6 +20,14 @@
     "pending", "running", "waiting", "success", "partial_success", "retry", "fail", "skipped",
     "canceled",
   ]);
+  /** A custom outcome value (CONTRACT §10, e.g. "needs_dod") counts as success. */
+  const CUSTOM_OUTCOME = /^[a-z_][a-z0-9_]*$/;
+
+  /** The node status a stage's reported outcome implies: custom values show as success. */
+  function nodeStatusOfOutcome(status) {
+    if (NODE_STATUSES.has(status)) return status;
+    return typeof status === "string" && CUSTOM_OUTCOME.test(status) ? "success" : "fail";
+  }
 
   /** Splits DOT source into tokens: ids (quoted or not, HTML strings), edge ops, punctuation. */
   function tokenizeDot(src) {
@@ -334,7 +342,7 @@
       case "interview_started":
         return [node, "waiting"];
       case "stage_completed":
-        return [node, NODE_STATUSES.has(ev.status) ? ev.status : "fail"];
+        return [node, nodeStatusOfOutcome(ev.status)];
       case "cancellation_exit":
         return [node, "canceled"];
       default:
