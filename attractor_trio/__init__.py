@@ -19,6 +19,7 @@ from .engine import run as run
 from .errors import AttractorError as AttractorError
 from .errors import ConfigError as ConfigError
 from .errors import DotSyntaxError as DotSyntaxError
+from .errors import LogsRootInUseError as LogsRootInUseError
 from .errors import ValidationError as ValidationError
 from .errors import ValidationFailed as ValidationFailed
 from .graph import Diagnostic as Diagnostic

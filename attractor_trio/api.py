@@ -19,7 +19,14 @@ from typing import Any
 
 import trio
 
-from .engine import RunHandle, RunResult, check_runnable, new_run_id, run
+from .engine import (
+    RunHandle,
+    RunResult,
+    check_runnable,
+    new_run_id,
+    refuse_used_logs_root,
+    run,
+)
 from .events import TERMINAL_EVENTS
 from .graph import Graph
 from .typed_events import Event, event_from_envelope
@@ -110,9 +117,11 @@ async def open_run(
     """Start ``graph`` in the background; yield a :class:`RunController`.
 
     ``options`` are :func:`~attractor_trio.engine.run`'s keyword arguments (``backend``,
-    ``interviewer``, ``handlers``, ``context``, ``stall_timeout``, …).
+    ``interviewer``, ``handlers``, ``context``, ``stall_timeout``, …). Raises
+    :class:`~attractor_trio.errors.LogsRootInUseError` when ``logs_root`` holds a run.
     """
     check_runnable(graph, backend=options.get("backend"), handlers=options.get("handlers"))
+    refuse_used_logs_root(Path(logs_root))  # raised here, not from the background task
     controller = RunController(
         Path(logs_root), run_id or new_run_id(), [on_event] if on_event else []
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,13 +26,34 @@ def _echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineError(click.ClickException):
+    """A bad option or argument value: one line, exit 2 (CONTRACT §10)."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"attractor-trio: error: {self.format_message()}", err=True)
+
+
+class _Main(click.Group):
+    """The command group; a bad path or value (click's ``BadParameter``: a missing file, a
+    directory where a file belongs, a bad duration) is reported on one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.BadParameter as exc:
+            raise _OneLineError(exc.format_message()) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="attractor-trio")
 def main() -> None:
     """Run Attractor pipelines (DOT graphs of LLM, tool, human and parallel stages) on Trio.
 
     Exit codes: 0 success, 1 pipeline failed (or invalid for `validate`), 2 usage, parse,
-    validation or config error, 130 SIGINT, 143 SIGTERM/stop, 70 internal error.
+    validation or config error, 129 SIGHUP, 130 SIGINT, 143 SIGTERM/stop, 70 internal
+    error.
     """
 
 

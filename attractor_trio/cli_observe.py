@@ -28,7 +28,7 @@ from attrs import frozen
 from .cli_run import max_input_size_option
 from .cli_stop import OwnerState, owner_state
 from .display import describe
-from .errors import AttractorError
+from .errors import AttractorError, error_line
 from .graph import Graph
 from .persist.final import FinalRecord, read_final
 from .persist.lock import read_run_lock
@@ -198,17 +198,29 @@ def follow_run(
     they are appended — until the terminal event, and say how the run ended."""
     tail = ProgressTail(root / PROGRESS_FILE_NAME, on_bad_line)
     started = clock()
+    segments_ended = 0
     while True:
         owner = _owner(root)
-        for event in tail.poll():
+        events = tail.poll()
+        for index, event in enumerate(events):
             on_event(event)
-            if event["event"] in TERMINAL_EVENTS:
+            if event["event"] not in TERMINAL_EVENTS:
+                continue
+            segments_ended += 1
+            if _run_ended(root, segments_ended, events[index + 1 :]):
                 return FollowEnd(terminal_exit_code(event))
         waited = clock() - started
         end = quiet_verdict(root, owner, read_final(root), tail.seen, waited, startup_grace_s)
         if end is not None:
             return end
         sleep(poll_interval)
+
+
+def _run_ended(root: Path, segment: int, rest: list[dict[str, Any]]) -> bool:
+    """Whether the terminal event that ended the ``segment``-th segment ends the run: not when
+    the log goes on (``pipeline_resumed``), nor when a resume has already moved that
+    segment's record aside as ``final-<segment>.json`` (CONTRACT §10)."""
+    return not rest and not (root / f"final-{segment}.json").exists()
 
 
 # ------------------------------------------------------------------------------ formatting
@@ -403,7 +415,7 @@ def status_command(logs_root: Path, follow: bool, as_json: bool) -> None:
                 click.echo(format_report(report))
             code = EXIT_OK
     except AttractorError as exc:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         code = EXIT_USAGE
     sys.exit(code)
 
@@ -418,7 +430,7 @@ def runs_command(directory: Path, as_json: bool) -> None:
     try:
         entries = list_runs(directory)
     except AttractorError as exc:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         sys.exit(EXIT_USAGE)
     if as_json:
         click.echo(json.dumps([entry.to_json() for entry in entries], indent=2))
@@ -455,11 +467,15 @@ def graph_command(pipeline: Path, run_root: Path | None, output: Path, max_input
 
     try:
         fmt = output_format(output)
+        _check_output_dir(output)
         text = render_dot(*_graph_and_statuses(pipeline, run_root, max_input_size))
         write_rendering(text, output, fmt)
     except GraphvizError as exc:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
         sys.exit(EXIT_FAIL)
+    except OSError as exc:
+        click.echo(f"attractor-trio: error: -o {output}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
     except AttractorError as exc:
         message = str(exc)
         prefix = "" if message.startswith(str(pipeline)) else "attractor-trio: error: "
@@ -467,6 +483,15 @@ def graph_command(pipeline: Path, run_root: Path | None, output: Path, max_input
         sys.exit(EXIT_USAGE)
     click.echo(f"wrote {output}", err=True)
     sys.exit(EXIT_OK)
+
+
+def _check_output_dir(output: Path) -> None:
+    """``-o`` into a missing directory (or below a file) is a usage error, checked before
+    anything is rendered (CONTRACT §10)."""
+    parent = output.absolute().parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise AttractorError(f"-o {output}: the directory {parent} {what}")
 
 
 def _graph_and_statuses(

@@ -12,7 +12,13 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed
+from .cli_detach import (
+    detach,
+    prepare_logs_root,
+    recorded_options,
+    reuse_recorded_options,
+)
+from .errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed, error_line
 from .graph import Severity
 from .values import AttributeValueError, parse_duration
 
@@ -20,7 +26,7 @@ __all__ = ["max_input_size_option", "resume_command", "run_command"]
 
 EXIT_CODES = {"success": 0, "fail": 1}
 EXIT_USAGE, EXIT_INTERNAL = 2, 70
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "stop": 143}
+SIGNAL_EXIT = {"SIGHUP": 129, "SIGINT": 130, "SIGTERM": 143, "stop": 143}
 
 
 def _duration_option(value: str | None, name: str) -> float | None:
@@ -73,6 +79,11 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option("--quiet", is_flag=True, help="Print only the final line."),
         click.option("--json", "as_json", is_flag=True, help="Events as NDJSON on stdout."),
         click.option("--seed", type=int, help="Seed for retry jitter (reproducible runs)."),
+        click.option(
+            "--detach",
+            is_flag=True,
+            help="Run in its own session, immune to the terminal; output in LOGS_ROOT/run.log.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -120,7 +131,7 @@ def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
                 click.echo(diagnostic.format(kwargs.get("pipeline_path", "")), err=True)
         click.echo("attractor-trio: pipeline is invalid; nothing was executed", err=True)
     else:
-        click.echo(f"attractor-trio: error: {exc}", err=True)
+        click.echo(error_line(exc), err=True)
 
 
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:
@@ -214,8 +225,11 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
 async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> Any:
-    """Run ``start(task_status)`` with SIGINT/SIGTERM turned into run cancellation."""
+    """Run ``start(task_status)`` with SIGINT/SIGTERM/SIGHUP turned into run cancellation."""
     from .engine import RunHandle
 
     handle = RunHandle()
@@ -223,20 +237,58 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
     async with trio.open_nursery() as nursery:
 
         async def watch_signals(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with trio.open_signal_receiver(*_SIGNAL_NAMES) as signals:
                 task_status.started()
                 async for signum in signals:
-                    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-                    if holder.get("signal") == "SIGINT" and name == "SIGINT":
-                        handle.skip_grace()
-                    holder.setdefault("signal", name)
-                    handle.cancel(name)
+                    _on_signal(_SIGNAL_NAMES[signal.Signals(signum)], handle, holder)
 
         # Signals are ours before the run takes its lock: a `stop` right after start finalizes.
         await nursery.start(watch_signals)
         result = await start(handle)
         nursery.cancel_scope.cancel()
     return result
+
+
+def _on_signal(name: str, handle: Any, holder: dict[str, Any]) -> None:
+    """The first signal cancels the run (and decides the exit code); any further SIGINT or
+    SIGTERM — after a SIGINT, SIGTERM, SIGHUP or ``stop`` — skips the rest of the kill grace
+    (CONTRACT §10). SIGHUP means the terminal is gone: console output goes nowhere from then
+    on, so that writing it cannot fail the run's finalization."""
+    if name == "SIGHUP":
+        _detach_from_dead_terminal()
+    elif "signal" in holder:
+        handle.skip_grace()
+    holder.setdefault("signal", name)
+    handle.cancel(name)
+
+
+def _detach_from_dead_terminal() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            if _is_terminal(fd):
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _is_terminal(fd: int) -> bool:
+    """``isatty`` — which a hung-up terminal may answer with an error — or, on Linux, what
+    the descriptor points at."""
+    import os
+
+    try:
+        if os.isatty(fd):
+            return True
+    except OSError:
+        pass
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+    return target.startswith(("/dev/pts/", "/dev/tty"))
 
 
 async def _close(backend: Any) -> None:
@@ -294,8 +346,11 @@ def run_command(
     initial = _parse_sets(sets)
     run_id = run_id or engine.new_run_id()
     root = logs_root or Path("runs") / run_id
-    _refuse_existing(root)
+    engine.refuse_used_logs_root(root)
     engine.check_runnable(graph, backend=settings["backend"])
+    prepare_logs_root(root)
+    if opts["detach"]:
+        detach(["--logs-root", str(root), "--run-id", run_id], root)
     click.echo(f"logs root: {root}", err=True)
     _drive(
         engine.run,
@@ -306,6 +361,7 @@ def run_command(
         run_id=run_id,
         context=initial,
         argv=sys.argv,
+        options=recorded_options(opts),
     )
 
 
@@ -336,46 +392,60 @@ def _drive(
     sys.exit(_exit_for(result, holder))
 
 
-def _refuse_existing(root: Path) -> None:
-    if (root / "checkpoint.json").exists() or (root / "manifest.json").exists():
-        raise ConfigError(
-            f"{root} already holds a run; continue it with `attractor-trio resume {root}` "
-            "or choose another --logs-root"
-        )
-
-
 @click.command("resume")
 @click.argument(
     "logs_root", metavar="LOGS_ROOT", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
+@click.option("--from", "from_node", metavar="NODE", help="Continue at NODE (any run).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a context key.")
 @_run_options
 @_guard
-def resume_command(logs_root: Path, **opts: Any) -> None:
-    """Continue a run from LOGS_ROOT/checkpoint.json without re-running completed stages."""
+def resume_command(
+    logs_root: Path, from_node: str | None, sets: tuple[str, ...], **opts: Any
+) -> None:
+    """Continue a run from LOGS_ROOT/checkpoint.json without re-running completed stages.
+
+    Continues a canceled, stalled, crashed or internally failed run with the options it was
+    started with (unless given again); --from NODE continues any run at NODE.
+    """
     from . import engine
     from .persist.final import read_final
     from .persist.manifest import read_manifest
     from .pipeline import load
+    from .recovery import check_resumable
 
     final = read_final(logs_root)
-    if final is not None:
-        click.echo(
-            f"attractor-trio: run {final.run_id} already finished ({final.status}, "
-            f"{final.exit_path}); nothing to resume",
-            err=True,
-        )
-        sys.exit(0)
+    if final is not None and from_node is None:
+        if final.status == "success":
+            click.echo(
+                f"attractor-trio: run {final.run_id} succeeded; nothing to resume "
+                f"(--from NODE runs it again from NODE)",
+                err=True,
+            )
+            sys.exit(0)
+        check_resumable(logs_root, final)
     manifest = read_manifest(logs_root)
     if manifest is None or not (logs_root / "graph.dot").exists():
         raise ConfigError(
             f"{logs_root}: no manifest.json/graph.dot — not a run directory "
             "(pass the LOGS_ROOT that `attractor-trio run` printed)"
         )
+    opts = reuse_recorded_options(opts, manifest.options or {})
     graph = load(logs_root / "graph.dot", max_size=opts["max_input_size"])
     settings = _settings(opts)
     engine.check_runnable(graph, backend=settings["backend"])
+    if opts["detach"]:
+        detach([], logs_root)
     click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
-    _drive(engine.resume, graph, settings, opts, logs_root=logs_root)
+    _drive(
+        engine.resume,
+        graph,
+        settings,
+        opts,
+        logs_root=logs_root,
+        from_node=from_node,
+        context=_parse_sets(sets),
+    )
 
 
 def register(group: click.Group) -> None:

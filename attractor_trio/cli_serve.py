@@ -169,6 +169,10 @@ def serve_command(
             f"refusing to listen on {host} without a token: anyone who can reach it could "
             "run commands here; set --token or ATTRACTOR_TOKEN, or keep the loopback default"
         )
+    try:  # an unusable runs dir is refused now, not at the first POST (CONTRACT §10)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"--runs-dir {runs_dir}: cannot create it: {exc.strerror or exc}")
     settings = {
         "host": host,
         "port": port,

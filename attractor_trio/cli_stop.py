@@ -33,7 +33,7 @@ from typing import Final
 import click
 from attrs import frozen
 
-from .errors import AttractorError
+from .errors import AttractorError, error_line
 from .persist.final import FinalRecord, read_final
 from .persist.lock import LOCK_FILE_NAME, RunLockInfo, is_pid_alive, read_run_lock
 from .scopes.process import proc_stat_fields
@@ -239,7 +239,7 @@ def stop_command(logs_root: Path, grace: str) -> None:
     try:
         code, message = _stop(logs_root, seconds)
     except AttractorError as exc:  # a corrupt lock or final.json: say which and what is wrong
-        code, message = EXIT_USAGE, f"attractor-trio: error: {exc}"
+        code, message = EXIT_USAGE, error_line(exc)
     click.echo(message, err=True)
     sys.exit(code)
 

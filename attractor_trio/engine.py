@@ -20,7 +20,7 @@ from attrs import frozen
 from .context import Context
 from .core.outcome import Outcome
 from .core.routing import Stop, after_fan_out, route
-from .errors import AttractorError, ConfigError
+from .errors import AttractorError, ConfigError, LogsRootInUseError
 from .events import TERMINAL_EVENTS, EventHub, EventSink
 from .graph import Graph
 from .handlers.base import Handler, HandlerRegistry
@@ -29,8 +29,9 @@ from .persist.checkpoint import CHECKPOINT_FILE_NAME, Checkpoint, load_checkpoin
 from .persist.final import FinalRecord, read_final
 from .persist.live import LiveWriter
 from .persist.lock import RunLock, acquire_run_lock
-from .persist.manifest import Manifest, read_manifest, write_manifest
+from .persist.manifest import MANIFEST_FILE_NAME, Manifest, read_manifest, write_manifest
 from .persist.progress import ProgressWriter, read_progress
+from .recovery import archive_final, check_resumable, close_dead_segment, emit_terminal
 from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .traversal import TraversalState
@@ -152,15 +153,19 @@ async def run(
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
+    options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
     Raises ``ValidationFailed``/``ConfigError`` before creating anything when the graph cannot
-    run. Cancelling the caller's scope cancels the run and still writes ``final.json``.
+    run, and :class:`LogsRootInUseError` when ``logs_root`` already holds a run. Cancelling the
+    caller's scope cancels the run and still writes ``final.json``. ``options`` (JSON values)
+    are recorded in the manifest for ``resume`` to reuse (the CLI records its run options).
     """
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
     root = Path(logs_root)
+    refuse_used_logs_root(root)
     run_id = run_id or new_run_id()
     lock = _take_ownership(root, run_id)
     try:
@@ -174,6 +179,7 @@ async def run(
             dot_source=graph.source,
             argv=list(argv),
             context=_starting_context(context),
+            options=options,
         )
         the_run = _scope(
             graph,
@@ -217,23 +223,28 @@ async def resume(
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
+    from_node: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
 
-    A run that already has ``final.json`` is returned as it finished, untouched.
+    Continues a run that was canceled, stalled, hit an internal error or died (CONTRACT §10);
+    ``from_node`` continues any run at that node with the checkpoint's context. A successful
+    run (without ``from_node``) is returned as it finished, untouched; any other failure
+    raises :class:`~.recovery.NotResumableError` (it names ``--from``).
     """
     root = Path(logs_root)
     final = read_final(root)
     if final is not None:
         _repair_terminal_event(root, final)
-        return RunResult(
-            status=final.status,
-            completed_nodes=tuple(final.completed_nodes),
-            failure_reason=final.failure_reason or "",
-            failure_class=final.failure_class or "",
-            exit_path=final.exit_path,
-            logs_root=root,
-            run_id=final.run_id,
+        if from_node is None and final.status == "success":
+            return _result_of(final, root)
+        if from_node is None:
+            check_resumable(root, final)
+    if from_node is not None and from_node not in graph.nodes:
+        raise ConfigError(
+            f"--from {from_node}: no node '{from_node}' in the pipeline (nodes: "
+            f"{', '.join(sorted(graph.nodes))})"
         )
     source = _resume_source(root)
     registry = _build_registry(backend, interviewer, handlers)
@@ -245,6 +256,8 @@ async def resume(
             state, current = _state_from_checkpoint(source, graph), source.current_node
         else:
             state, current = _state_before_first_checkpoint(graph, source), None
+        state.context.apply_updates(dict(context or {}))  # `resume --set`
+        previous = _close_previous_segment(root, final, run_id, state.completed_nodes)
         the_run = _scope(
             graph,
             registry,
@@ -264,6 +277,13 @@ async def resume(
                 attempt_retention,
             ),
         )
+        the_run.resumed_from = {
+            "previous_final": previous,
+            "previous_exit_path": final.exit_path if final else "died",
+            "from_node": from_node or "",
+        }
+        if from_node is not None:
+            return await drive(the_run, from_node, current or "")
         if current is None:
             return await drive(the_run, _start_node(graph))
         try:
@@ -340,27 +360,46 @@ def _repair_terminal_event(root: Path, final: FinalRecord) -> None:
     events = read_progress(path) if path.exists() else []
     if events and events[-1]["event"] in TERMINAL_EVENTS:
         return
-    writer = ProgressWriter.resume(path, final.run_id)
-    try:
-        if final.status == "success":
-            writer.emit("pipeline_completed", status="success", duration_s=final.duration_s)
-        else:
-            writer.emit(
-                "pipeline_failed",
-                status=final.status,
-                failure_reason=final.failure_reason or "",
-                failure_class=final.failure_class or "",
-                exit_path=final.exit_path,
-                duration_s=final.duration_s,
-            )
-        writer.sync()
-    finally:
-        writer.close()
+    emit_terminal(path, final)
+
+
+def _result_of(final: FinalRecord, root: Path) -> RunResult:
+    return RunResult(
+        status=final.status,
+        completed_nodes=tuple(final.completed_nodes),
+        failure_reason=final.failure_reason or "",
+        failure_class=final.failure_class or "",
+        exit_path=final.exit_path,
+        logs_root=root,
+        run_id=final.run_id,
+    )
+
+
+def _close_previous_segment(
+    root: Path, final: FinalRecord | None, run_id: str, completed: list[str]
+) -> str:
+    """Keep the ended segment's record as ``final-<k>.json`` (a dead one gets one written)."""
+    if final is not None:
+        return archive_final(root)
+    return close_dead_segment(root, run_id, completed)
+
+
+def refuse_used_logs_root(root: Path) -> None:
+    """A logs root that holds a run (its manifest) is never reused (CONTRACT §10); checked
+    before any file is touched."""
+    if (root / MANIFEST_FILE_NAME).exists() or (root / CHECKPOINT_FILE_NAME).exists():
+        raise LogsRootInUseError(
+            f"{root} already holds a run; continue it with `attractor-trio resume {root}` "
+            "(or resume() from Python) or choose another logs root"
+        )
 
 
 def _take_ownership(root: Path, run_id: str) -> RunLock:
     """Create the logs root, lock it, and drop temp files a crashed writer left behind."""
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{root}: cannot create the logs root: {exc.strerror or exc}") from None
     lock = acquire_run_lock(root, run_id)
     cleanup_temp_files(root)
     return lock

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .graph import Diagnostic
 
-__all__ = ["AttractorError", "ConfigError", "DotSyntaxError", "ValidationFailed"]
+__all__ = [
+    "AttractorError",
+    "ConfigError",
+    "DotSyntaxError",
+    "LogsRootInUseError",
+    "ValidationFailed",
+    "error_line",
+]
 
 
 class AttractorError(Exception):
@@ -45,3 +53,21 @@ ValidationError = ValidationFailed
 
 class ConfigError(AttractorError):
     """A run config, option or environment value is invalid."""
+
+
+class LogsRootInUseError(ConfigError):
+    """The logs root already holds a run (its ``manifest.json``): never reused (CONTRACT §10).
+
+    Raised by ``run``/``open_run`` before any file is touched; continue that run with
+    ``resume`` or choose another logs root. A ``ConfigError``, so the CLI exits 2.
+    """
+
+
+_POSITIONED = re.compile(r"^\S[^\n]*?(:\d+:\d+)?: error: ")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line the CLI prints for ``exc``: messages about a file (``FILE[:LINE:COL]: error:
+    ...``) as they are, everything else after ``attractor-trio: error:``."""
+    text = str(exc)
+    return text if _POSITIONED.match(text) else f"attractor-trio: error: {text}"

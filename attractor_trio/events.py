@@ -52,11 +52,26 @@ class EventHub:
         else:
             envelope = self.writer.emit(event, branch, **fields)
         self._track(envelope)
-        for sink in self.sinks:
-            sink(envelope)
+        for sink in list(self.sinks):
+            try:
+                sink(envelope)
+            except OSError:
+                self._drop_sink(sink)
         if event in TERMINAL_EVENTS:
             self.closed = True
         return envelope
+
+    def _drop_sink(self, sink: EventSink) -> None:
+        """A sink whose output is gone (the terminal closed: EIO; the reader of a pipe quit:
+        EPIPE) is dropped, not allowed to fail the run: the log on disk is the record, and
+        the run must still finalize and release its lock (CONTRACT §10, SIGHUP)."""
+        self.sinks.remove(sink)
+        close = getattr(sink, "close", None)
+        if callable(close):
+            try:
+                close()
+            except OSError:
+                pass
 
     def open_branch(self, branch: str, path: Path) -> None:
         """Give ``branch`` its own ``progress.ndjson`` (CONTRACT §2) until :meth:`close_branch`."""

@@ -243,13 +243,22 @@ def _check(path: str, providers: dict[str, ProviderConfig]) -> None:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
+    """Read ``--config``; every problem is one :class:`ConfigError` line, positioned
+    (``FILE:LINE:COL: error: ...``) when it is in the text (CONTRACT §10)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(read_config_text(path, "the run config"))
+        text = read_config_text(path, "the run config")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ConfigError(f"{where}: error: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: error: invalid YAML: {exc}") from None
     return parse_run_config(doc, path=str(path))

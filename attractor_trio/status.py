@@ -341,7 +341,8 @@ class RunReport:
         failure = self.view.last_failure
         return {
             "run_id": self.run_id,
-            "state": self.state,
+            # A dead run is never reported "running" (CONTRACT §10).
+            "state": "interrupted" if self.interrupted else self.state,
             "current_node": self.current_node,
             "active_attempts": [attempt.to_json() for attempt in self.active],
             "failure_reason": self.failure_reason,

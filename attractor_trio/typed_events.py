@@ -62,6 +62,7 @@ def _event_type(class_name: str, wire: str, doc: str) -> type[Event]:
 
 _NAMES = {
     "pipeline_started": ("PipelineStarted", "The run began (or resumed)."),
+    "pipeline_resumed": ("PipelineResumed", "A resume opened a new segment of the run's log."),
     "pipeline_completed": ("PipelineCompleted", "The run succeeded; always the last event."),
     "pipeline_failed": ("PipelineFailed", "The run failed or was canceled; always the last event."),
     "stage_started": ("StageStarted", "A node began executing."),

@@ -52,8 +52,11 @@ def assert_envelope_invariants(logs_root: Path) -> None:
     """CONTRACT §4 invariants that hold for every run."""
     evs = events(logs_root)
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "seq must have no gaps"
-    terminal = [e for e in evs if e["event"] in ("pipeline_completed", "pipeline_failed")]
-    assert len(terminal) == 1 and evs[-1] is terminal[0], "exactly one terminal event, last"
+    from attractor_trio.recovery import segments
+
+    for segment in segments(evs):  # a resumed run: one terminal event per segment
+        terminal = [e for e in segment if e["event"] in ("pipeline_completed", "pipeline_failed")]
+        assert len(terminal) == 1 and segment[-1] is terminal[0], "one terminal event, last"
     assert (logs_root / "final.json").exists()
     finished: set[str] = set()
     for event in evs:

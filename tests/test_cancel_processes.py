@@ -177,7 +177,9 @@ def start_run(tmp_path: Path, marker: str, runs: list[Run]) -> Callable[..., Run
 # --- signals --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
 def test_signal_kills_the_stage_and_its_grandchild(
     start_run: Callable[..., Run], marker: str, sig: signal.Signals, code: int
 ) -> None:
@@ -190,6 +192,7 @@ def test_signal_kills_the_stage_and_its_grandchild(
     run.assert_nothing_survives(pids)
     final = run.final()
     assert final["status"] == "canceled" and final["exit_path"] == "canceled"
+    assert not (run.root / "run.lock.json").exists()
 
 
 def test_node_timeout_kills_the_group_and_fails_as_transient(
@@ -210,17 +213,33 @@ def test_node_timeout_kills_the_group_and_fails_as_transient(
     assert status["outcome"] == "fail" and "timed out" in status["failure_reason"]
 
 
-def test_second_sigint_skips_the_kill_grace(start_run: Callable[..., Run], marker: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second", "code"),
+    [
+        (signal.SIGINT, signal.SIGINT, 130),
+        (signal.SIGTERM, signal.SIGINT, 143),  # `stop` (a SIGTERM), then Ctrl-C
+        (signal.SIGINT, signal.SIGTERM, 130),
+        (signal.SIGTERM, signal.SIGTERM, 143),
+        (signal.SIGHUP, signal.SIGTERM, 129),
+    ],
+)
+def test_a_second_signal_skips_the_kill_grace(
+    start_run: Callable[..., Run],
+    marker: str,
+    first: signal.Signals,
+    second: signal.Signals,
+    code: int,
+) -> None:
     """The stage ignores SIGTERM (so do its children: ``trap ''`` is inherited), and the grace is
-    20 s: only the second SIGINT's skip can end the run within the bound."""
+    20 s: only the second signal's skip can end the run within the bound (CONTRACT §10)."""
     run = start_run(pipeline(forking_tool(marker, prefix="trap '' TERM; ")), "--kill-grace", "20s")
     run.wait_for_stage()
     pids = run.recorded_pids()
-    run.proc.send_signal(signal.SIGINT)
+    run.proc.send_signal(first)
     time.sleep(0.3)  # the scenario: a user pressing Ctrl-C again after a moment
-    assert run.proc.poll() is None, "the first SIGINT must leave the stage its grace"
-    exit_code, elapsed = run.signal_and_time_exit(signal.SIGINT)
-    assert exit_code == 130, run.proc.communicate()
+    assert run.proc.poll() is None, "the first signal must leave the stage its grace"
+    exit_code, elapsed = run.signal_and_time_exit(second)
+    assert exit_code == code, run.proc.communicate()
     assert elapsed < EXIT_BOUND_S
     run.assert_nothing_survives(pids)
     assert run.final()["status"] == "canceled"

@@ -264,7 +264,7 @@ def test_resume_and_status_of_a_finished_run(tmp_path: Path) -> None:
     root = tmp_path / "run"
     cli("run", str(EXAMPLES / "simple.dot"), "--simulate", "--logs-root", str(root))
     code, _, err = cli("resume", str(root), "--simulate")
-    assert code == 0 and "already finished" in err
+    assert code == 0 and "nothing to resume" in err
     code, out, _ = cli("status", str(root), "--json")
     status = json.loads(out)
     assert code == 0 and status["state"] == "success"

@@ -790,10 +790,11 @@ def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
     from attractor_trio.scopes import attempt as attempt_module
 
     stage_dir = tmp_path / "t1"
-    attempt_module._write_marker(stage_dir, "t1", 1, 1, "t1-1-aaa", finished=False)
+    first_marker = attempt_module._Marker("t1", 1, 1, "t1-1-aaa", "")
+    first_marker.write(stage_dir, finished=False)
     marker = stage_dir / ".attempt.json"
     first = marker.stat().st_ino
-    attempt_module._write_marker(stage_dir, "t1", 1, 1, "t1-1-aaa", finished=True)
+    first_marker.write(stage_dir, finished=True)
     assert marker.stat().st_ino != first
     assert read_json(marker)["finished"] is True
 
@@ -802,13 +803,15 @@ def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
 
     monkeypatch.setattr(atomic, "write_all", disk_full)
     with pytest.raises(OSError):
-        attempt_module._write_marker(stage_dir, "t1", 2, 2, "t1-2-bbb", finished=False)
+        attempt_module._Marker("t1", 2, 2, "t1-2-bbb", "").write(stage_dir, finished=False)
     assert read_json(marker) == {
         "node_id": "t1",
         "number": 1,
         "attempt": 1,
         "attempt_id": "t1-1-aaa",
+        "epoch": "",
         "finished": True,
+        "interrupted": False,
     }
     assert sorted(p.name for p in stage_dir.iterdir()) == [".attempt.json"]
 

@@ -46,6 +46,7 @@ def test_writes_graph_and_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "engine_version": __version__,
         "argv": ["attractor-trio", "run", "pipeline.dot", "--simulate"],
         "context": {},
+        "options": None,
     }
     assert manifest.to_json() == doc
     assert dot_sha256(SOURCE) == doc["dot_sha256"]

@@ -260,7 +260,7 @@ def test_status_of_a_dead_run_says_interrupted_and_how_to_resume(tmp_path: Path)
     assert code == 0 and "interrupted" in out and f"attractor-trio resume {root}" in out
     code, out, _ = invoke("status", str(root), "--json")
     status = json.loads(out)
-    assert status["state"] == "running" and status["owner_alive"] is False
+    assert status["state"] == "interrupted" and status["owner_alive"] is False
     assert status["interrupted"] is True
 
 

@@ -149,7 +149,19 @@ def is_pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed owner that its parent has not reaped yet is dead: ``status`` says the run is
+    interrupted, so ``resume`` must be able to take the lock over (CONTRACT §10)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False  # gone meanwhile (kill(0) decides next time), or no /proc
+    state = stat[stat.rfind(b")") + 2 :][:1]
+    return state in (b"Z", b"X")
 
 
 def _live_owner(path: Path) -> RunLockInfo | None:

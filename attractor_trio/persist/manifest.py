@@ -66,6 +66,9 @@ class Manifest:
     # starts from when the run died before its first checkpoint. ``None`` in a manifest
     # written before this key existed.
     context: Mapping[str, Any] | None = None
+    # The options the run was started with (the CLI's run options, JSON values), which
+    # ``resume`` reuses unless given again (CONTRACT §10). ``None`` when not recorded.
+    options: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ class Manifest:
             "engine_version": self.engine_version,
             "argv": list(self.argv),
             "context": None if self.context is None else dict(self.context),
+            "options": None if self.options is None else dict(self.options),
         }
 
 
@@ -99,6 +103,7 @@ def write_manifest(
     argv: Sequence[str],
     context: Mapping[str, Any] | None = None,
     start_time: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Write ``graph.dot`` then ``manifest.json`` into ``logs_root`` (which must exist).
     ``context`` is the run's starting context (JSON values), ``{}`` when none was given."""
@@ -114,6 +119,7 @@ def write_manifest(
         engine_version=__version__,
         argv=argv,
         context=dict(context or {}),
+        options=None if options is None else dict(options),
     )
     write_text_atomic(root / GRAPH_FILE_NAME, dot_source)
     write_json_atomic(root / MANIFEST_FILE_NAME, manifest.to_json())
@@ -131,6 +137,7 @@ _SCHEMA: Final[Schema] = {
     "engine_version": ("a string", is_str, True),
     "argv": ("a list of strings", is_str_list, True),
     "context": ("an object or null", or_null(is_object), False),
+    "options": ("an object or null", or_null(is_object), False),
 }
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from attrs import define, evolve, field
+from attrs import define, evolve, field, frozen
 
 from ..context import Context
 from ..core.failures import effective_class
-from ..core.outcome import Outcome, StageStatus
+from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
 from ..graph import Graph, Node
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
@@ -72,6 +72,9 @@ class StageExecutor:
     current_visit: int = 1
     #: Whether the whole run is being cancelled (vs. this branch being cancelled as a loser).
     run_cancelled: Callable[[], bool] = field(default=lambda: True)
+    #: Which execution of the enclosing fan-out this branch belongs to (``""`` at top level):
+    #: a finished attempt is adopted after a crash only by the same execution (CONTRACT §10).
+    epoch: str = ""
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
@@ -127,10 +130,12 @@ class StageExecutor:
     ) -> Outcome:
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
-        # Only attempts that can be adopted after a crash need the recovery marker, so only
-        # their stage dirs can hold one.
+        # Every attempt's end is marked (the commit point a resume adopts) unless running it
+        # again is harmless; only attempts whose handler can adopt a running orphan need
+        # their start marked too.
         marked = hasattr(self.registry.resolve(node), "adopt")
-        previous = _read_marker(stage_dir) if marked else None
+        committed = self.registry.resolve_type(node) not in _PURE_TYPES
+        previous = _read_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
         # The archives count too: after a crash the checkpoint's count may lag behind them,
         # and with old archives pruned a restarted count would collide (CONTRACT §10).
@@ -140,8 +145,9 @@ class StageExecutor:
         if _archive_previous_attempt(stage_dir, recorded or last):
             prune_archives(stage_dir, self.attempt_retention)
         attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
+        marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
-            _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=False)
+            marker.write(stage_dir, finished=False)
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
         self.emit(
             "stage_attempt_started",
@@ -150,9 +156,14 @@ class StageExecutor:
             max_attempts=max_attempts,
             attempt_id=attempt_id,
         )
-        outcome: Outcome = await self._guarded(node, info, self._execute_handler)
-        if marked:
-            _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
+        try:
+            outcome: Outcome = await self._guarded(node, info, self._execute_handler)
+        except BaseException:
+            if committed:  # cancelled: its processes are gone; a resume runs a new attempt
+                marker.write(stage_dir, finished=False, interrupted=True)
+            raise
+        if committed:  # the commit point: a resume adopts this outcome
+            marker.write(stage_dir, finished=True)
         return outcome
 
     def _info(
@@ -185,13 +196,21 @@ class StageExecutor:
         ``stage_attempt_finished`` (``adopted: true``) so every attempt is closed exactly once.
         """
         handler = self.registry.resolve(node)
-        if not hasattr(handler, "adopt"):
-            return None
         stage_dir = self.stage_root / node.id
         marker = _read_marker(stage_dir)
-        if marker is None or marker.get("finished"):
-            return None
+        if (
+            marker is None
+            or marker.get("interrupted")
+            or int(marker["number"]) <= self.node_attempts.get(node.id, 0)
+        ):
+            return None  # none, cancelled, or an attempt the checkpoint accounts for already
         attempt, attempt_id = int(marker["attempt"]), str(marker["attempt_id"])
+        if marker.get("finished"):
+            if marker.get("epoch", "") != self.epoch:
+                return None  # an earlier execution of the enclosing fan-out
+            return self._adopt_finished(node, stage_dir, marker)
+        if not hasattr(handler, "adopt"):
+            return None  # died mid-attempt: the attempt runs anew
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
 
         async def adopt(node: Node, info: AttemptInfo) -> Outcome | None:
@@ -203,8 +222,30 @@ class StageExecutor:
             return None
         number = int(marker["number"])
         self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
-        _write_marker(stage_dir, node.id, number, attempt, attempt_id, finished=True)
+        _Marker(node.id, number, attempt, attempt_id, self.epoch).write(stage_dir, finished=True)
         return outcome, attempt
+
+    def _adopt_finished(
+        self, node: Node, stage_dir: Path, marker: dict[str, Any]
+    ) -> tuple[Outcome, int] | None:
+        """The outcome of an attempt that finished after the last checkpoint (CONTRACT §10).
+
+        The finished marker is the attempt's commit point: the engine died between it and the
+        checkpoint, so the attempt's ``status.json`` (written before the marker) is its outcome
+        and the stage is not executed again. Its ``stage_attempt_finished`` is already in the
+        log. A status file that cannot be read degrades to running the stage anew.
+        """
+        try:
+            doc = json.loads((stage_dir / "status.json").read_text())
+            outcome = Outcome.from_json(doc, source=f"{stage_dir / 'status.json'}")
+        except (OSError, ValueError, StatusFileError):
+            return None
+        number = int(marker["number"])
+        self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
+        note = "adopted the finished attempt a crashed engine had not checkpointed"
+        return outcome.evolve(notes=f"{outcome.notes}; {note}" if outcome.notes else note), int(
+            marker["attempt"]
+        )
 
     async def _guarded(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], adopted: bool = False
@@ -351,6 +392,9 @@ def _cancel_scope_name(reason: str, branch: str, run_cancelled: bool) -> str:
 
 
 _MARKER = ".attempt.json"
+#: Handlers without side effects that only pass routing on: re-running one after a crash is
+#: harmless, so they skip the finished marker (a file operation per stage).
+_PURE_TYPES = frozenset({"start", "exit", "conditional"})
 
 
 def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
@@ -363,25 +407,40 @@ def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) and all(k in marker for k in keys) else None
 
 
-def _write_marker(
-    stage_dir: Path, node_id: str, number: int, attempt: int, attempt_id: str, *, finished: bool
-) -> None:
-    """Which attempt the stage dir's files belong to, and whether it finished.
+@frozen
+class _Marker:
+    """``.attempt.json``: which attempt the stage dir's files belong to, and how it ended.
+
+    ``finished`` is the attempt's commit point (after its ``status.json``): a resume adopts
+    that outcome unless the checkpoint already counts the attempt (``number``), so a stage is
+    never executed twice because the engine died between its completion and the checkpoint.
+    ``interrupted`` marks a cancelled attempt, which a resume runs again as a new attempt.
 
     Written without fsync on purpose: it only steers recovery after a crash (archive numbering,
     adoption); a marker lost to a power cut degrades to re-running the attempt. But atomically
     (temp file and rename), like every JSON file in the run directory: a SIGKILL between a
     truncate and a write used to leave an empty ``.attempt.json`` (CONTRACT §2).
     """
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    record = {
-        "node_id": node_id,
-        "number": number,
-        "attempt": attempt,
-        "attempt_id": attempt_id,
-        "finished": finished,
-    }
-    write_bytes_atomic(stage_dir / _MARKER, json.dumps(record).encode("utf-8"), durable=False)
+
+    node_id: str
+    number: int
+    attempt: int
+    attempt_id: str
+    epoch: str
+
+    def write(self, stage_dir: Path, *, finished: bool, interrupted: bool = False) -> None:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "node_id": self.node_id,
+            "number": self.number,
+            "attempt": self.attempt,
+            "attempt_id": self.attempt_id,
+            "epoch": self.epoch,
+            "finished": finished,
+            "interrupted": interrupted,
+        }
+        data = json.dumps(record).encode("utf-8")
+        write_bytes_atomic(stage_dir / _MARKER, data, durable=False)
 
 
 def _archive_previous_attempt(stage_dir: Path, previous: int) -> bool:

@@ -134,6 +134,8 @@ class RunScope:
     liveness: Liveness = field(factory=Liveness)
     grace_skip: trio.Event = field(factory=trio.Event)
     artifacts: ArtifactStore | None = None
+    #: ``pipeline_resumed`` fields when this run continues an earlier segment (CONTRACT §10).
+    resumed_from: dict[str, Any] | None = None
 
     max_parallel_default: int = 4
     #: Archived ``attempt-<n>/`` dirs kept per stage dir (run config ``retention.attempts``).
@@ -174,6 +176,7 @@ class RunScope:
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
             executor = self.executor(state, stage_root=stage_root, branch=branch)
             executor.liveness = parent.child(branch)
+            executor.epoch = f"{attempt.branch}/{attempt.node_id}@{attempt.visit}.{attempt.attempt}"
             traversal = Traversal(
                 graph=self.graph,
                 state=state,
@@ -428,6 +431,8 @@ async def drive(
     finish = _Finish("fail", "internal_error", "run ended without a result", "structural")
     try:
         with run.scope, use_grace_skip(run.grace_skip):
+            if run.resumed_from is not None:  # opens the new segment of the run's log
+                run.hub.emit("pipeline_resumed", at_node=start or "", **run.resumed_from)
             run.hub.emit(
                 "pipeline_started",
                 name=run.graph.name,

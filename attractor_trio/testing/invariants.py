@@ -70,6 +70,7 @@ INVARIANTS: Final[Mapping[str, str]] = {
 #: CONTRACT §4 fields per event (§9 adds ``scope`` to ``cancellation_exit``).
 _FIELDS_TEXT: Final = {
     "pipeline_started": "name goal logs_root resumed",
+    "pipeline_resumed": "at_node previous_final previous_exit_path from_node",
     "stage_started": "node_id handler index",
     "stage_completed": "node_id handler index status duration_s",
     "stage_attempt_started": "node_id attempt max_attempts attempt_id",
@@ -204,6 +205,14 @@ def check_envelopes(events: Sequence[Event]) -> Iterator[Violation]:
 
 
 def check_terminal(events: Sequence[Event]) -> Iterator[Violation]:
+    """Exactly one terminal event, last — in each segment of a resumed run (CONTRACT §10)."""
+    from ..recovery import segments
+
+    for segment in segments(events):
+        yield from _check_segment_terminal(segment)
+
+
+def _check_segment_terminal(events: Sequence[Event]) -> Iterator[Violation]:
     terminal = [i for i, e in enumerate(events) if e.get("event") in TERMINAL_EVENTS]
     if not terminal:
         yield Violation("terminal_missing", "no pipeline_completed/pipeline_failed event")
@@ -258,13 +267,17 @@ def cancel_point(events: Sequence[Event], cancel_seq: int | None) -> tuple[int, 
 def check_no_attempt_after_cancel(
     events: Sequence[Event], cancel_seq: int | None
 ) -> Iterator[Violation]:
-    point = cancel_point(events, cancel_seq)
-    if point is None:
-        return
-    seq, why = point
-    for event in events:
-        if event.get("event") == "stage_attempt_started" and event["seq"] > seq:
-            yield Violation("attempt_after_cancel", f"{_where(event)} after {why} (seq {seq})")
+    """Per segment: a resume of a cancelled run starts attempts again, legitimately."""
+    from ..recovery import segments
+
+    for segment in segments(events):
+        point = cancel_point(segment, cancel_seq)
+        if point is None:
+            continue
+        seq, why = point
+        for event in segment:
+            if event.get("event") == "stage_attempt_started" and event["seq"] > seq:
+                yield Violation("attempt_after_cancel", f"{_where(event)} after {why} (seq {seq})")
 
 
 def check_attempts_closed(events: Sequence[Event]) -> Iterator[Violation]:
