@@ -31,7 +31,9 @@ from .persist.live import LiveWriter
 from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import Manifest, read_manifest, write_manifest
 from .persist.progress import ProgressWriter, read_progress
+from .redaction import register_environment
 from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
+from .stage_env import use_env_passes
 from .traversal import TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
 
@@ -150,6 +152,7 @@ async def run(
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
+    pass_env: Sequence[str] = (),
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
@@ -158,6 +161,7 @@ async def run(
     """
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
+    _register_secrets(backend)
     root = Path(logs_root)
     run_id = run_id or new_run_id()
     lock = _take_ownership(root, run_id)
@@ -192,7 +196,8 @@ async def run(
             ),
         )
         start = _start_node(graph)
-        return await drive(the_run, start)
+        with use_env_passes(pass_env):
+            return await drive(the_run, start)
     finally:
         lock.release()
 
@@ -213,6 +218,7 @@ async def resume(
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
     max_parallel_default: int = 4,
+    pass_env: Sequence[str] = (),
 ) -> RunResult:
     """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
 
@@ -234,6 +240,7 @@ async def resume(
     source = _resume_source(root)
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
+    _register_secrets(backend)
     run_id = source.run_id
     lock = _take_ownership(root, run_id)
     try:
@@ -259,18 +266,26 @@ async def resume(
                 handle,
             ),
         )
-        if current is None:
-            return await drive(the_run, _start_node(graph))
-        try:
-            start, predecessor = _resume_point(graph, state, current)
-        except _ResumeStop as stopped:
-            return await drive(the_run, None, preset=stopped.stop)
-        return await drive(the_run, start, predecessor)
+        with use_env_passes(pass_env):
+            if current is None:
+                return await drive(the_run, _start_node(graph))
+            try:
+                start, predecessor = _resume_point(graph, state, current)
+            except _ResumeStop as stopped:
+                return await drive(the_run, None, preset=stopped.stop)
+            return await drive(the_run, start, predecessor)
     finally:
         lock.release()
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _register_secrets(backend: Any) -> None:
+    """Before the run writes anything: the secrets of the environment and of the backend's
+    configuration (its providers' ``api_key_env``) are redacted from now on (CONTRACT §10)."""
+    names = getattr(backend, "secret_env_names", None)
+    register_environment(os.environ, names() if callable(names) else ())
 
 
 def _build_registry(

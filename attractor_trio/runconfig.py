@@ -18,8 +18,10 @@ from typing import Any
 import cattrs
 import yaml
 from attrs import field, frozen
+from cattrs.gen import make_dict_structure_fn, override
 
 from .errors import ConfigError
+from .stage_env import check_pass_pattern
 from .values import AttributeValueError, parse_duration
 
 __all__ = ["PROVIDER_KINDS", "ProviderConfig", "RunConfig", "load_run_config", "parse_run_config"]
@@ -55,6 +57,13 @@ class RunConfig:
     max_parallel_default: int | None = None
     providers: dict[str, ProviderConfig] = field(factory=dict)
     path: str = ""
+    #: ``env: {pass: [...]}``: variable names or globs stages get besides the allowlist.
+    env_pass: tuple[str, ...] = ()
+
+
+@frozen
+class _EnvDoc:
+    pass_: list[str] = field(factory=list)
 
 
 @frozen
@@ -77,6 +86,7 @@ class _ConfigDoc:
     kill_grace: float | None = None
     max_parallel_default: int | None = None
     providers: dict[str, _ProviderDoc] = field(factory=dict)
+    env: _EnvDoc = field(factory=_EnvDoc)
 
 
 def _converter() -> cattrs.Converter:
@@ -101,6 +111,12 @@ def _converter() -> cattrs.Converter:
             raise TypeError(f"expected a whole number, got {value!r}")
         return value
 
+    converter.register_structure_hook(
+        _EnvDoc,
+        make_dict_structure_fn(
+            _EnvDoc, converter, _cattrs_forbid_extra_keys=True, pass_=override(rename="pass")
+        ),
+    )
     converter.register_structure_hook(float | None, duration)
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(int | None, strict_int)
@@ -154,6 +170,10 @@ def parse_run_config(
         for name, p in parsed.providers.items()
     }
     _check(path, providers)
+    for index, pattern in enumerate(parsed.env.pass_):
+        problem = check_pass_pattern(pattern)
+        if problem:
+            raise ConfigError(f"{path}: $.env.pass[{index}]: {problem}")
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -162,6 +182,7 @@ def parse_run_config(
         max_parallel_default=parsed.max_parallel_default,
         providers=providers,
         path=path,
+        env_pass=tuple(parsed.env.pass_),
     )
 
 
@@ -185,7 +206,9 @@ def _with_hint(message: str) -> str:
     match = _EXTRA.search(message)
     if match is None:
         return message
-    allowed = _PROVIDER_FIELDS if ".providers[" in match.group(2) else _TOP_FIELDS
+    where = match.group(2)
+    allowed: tuple[str, ...] = _PROVIDER_FIELDS if ".providers[" in where else _TOP_FIELDS
+    allowed = ("pass",) if where == "$.env" else allowed
     hints = []
     for key in match.group(1).split(", "):
         close = difflib.get_close_matches(key, allowed, n=1)
@@ -201,6 +224,7 @@ _TOP_FIELDS = (
     "kill_grace",
     "max_parallel_default",
     "providers",
+    "env",
 )
 
 

@@ -61,6 +61,7 @@ from ..persist.status import (
     remove_stale,
 )
 from ..scopes.process import ProcessResult, live_group_members, run_in_process_group
+from ..stage_env import stage_environment
 from .base import AttemptInfo, require_attempt
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class ToolHandler:
             result = await run_in_process_group(
                 journal.argv(command),
                 cwd=attempt.workdir,
-                env={**os.environ, **attempt.process_env()},
+                env=stage_environment(attempt),
                 stdout_path=logs.stdout,
                 stderr_path=logs.stderr,
                 kill_grace=attempt.kill_grace,

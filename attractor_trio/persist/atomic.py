@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import redaction
 from ..errors import AttractorError
 
 __all__ = [
@@ -157,8 +158,11 @@ def write_bytes_atomic(
     With ``exclusive=True`` the temp is hard-linked into place instead of renamed, which fails
     with :class:`FileExistsError` when ``path`` exists: an *exclusive* create that readers can
     never observe half-written (used for ``run.lock.json`` and ``final.json``).
+
+    Every file of a run passes here, so this is where secrets are redacted (CONTRACT §10).
     """
     target = Path(path)
+    data = redaction.file_bytes(target, data)
     with replacing(target, exclusive=exclusive) as fd:
         write_all(fd, data)
         if durable:
