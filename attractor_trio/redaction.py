@@ -146,11 +146,14 @@ class Redactor:
 @final
 class StreamRedactor:
     """Redacts a byte stream fed in arbitrary chunks: a secret split across two chunks is
-    still found, because the last ``longest - 1`` bytes are held back until the next chunk
-    (or :meth:`flush`) shows whether they start a secret."""
+    still found, because an end of chunk that could be the start of a secret is held back
+    until the next chunk (or :meth:`flush`) shows whether it is one. Only such an end is held:
+    other output reaches the log at once (liveness and ``tail -f`` see it)."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
+        self._forms = redactor._byte_forms
+        self._first_bytes = frozenset(form[0] for form in self._forms)
         self._keep = max(redactor.longest - 1, 0)
         self._pending = b""
 
@@ -158,21 +161,34 @@ class StreamRedactor:
         """What can be written now: redacted, and never the possible start of a secret."""
         data = self._pending + chunk
         pattern = self._redactor._bytes
-        cut = max(len(data) - self._keep, 0)
         if pattern is None:
             self._pending = b""
             return data
         out: list[bytes] = []
         position = 0
+        cut = -1
         for match in pattern.finditer(data):
-            if match.start() >= cut:
+            if match.end() > len(data) - self._keep and self._begins_secret(data[match.start() :]):
+                cut = match.start()  # a longer secret may go on in the next chunk
                 break
             out += (data[position : match.start()], self._redactor._replacement)
             position = match.end()
-        cut = max(cut, position)
+        if cut < 0:
+            cut = self._hold_from(data, position)
         out.append(data[position:cut])
         self._pending = data[cut:]
         return b"".join(out)
+
+    def _begins_secret(self, tail: bytes) -> bool:
+        """``tail`` is the start, but not the whole, of some secret form."""
+        return any(len(form) > len(tail) and form.startswith(tail) for form in self._forms)
+
+    def _hold_from(self, data: bytes, start: int) -> int:
+        """Where the longest end of ``data`` (after ``start``) that begins a secret starts."""
+        for index in range(max(start, len(data) - self._keep), len(data)):
+            if data[index] in self._first_bytes and self._begins_secret(data[index:]):
+                return index
+        return len(data)
 
     def flush(self) -> bytes:
         """The held-back tail, redacted (the stream has ended)."""
