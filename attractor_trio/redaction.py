@@ -167,7 +167,8 @@ class StreamRedactor:
         out: list[bytes] = []
         position = 0
         cut = -1
-        for match in pattern.finditer(data):
+        matches = pattern.finditer(data) if self._redactor.found_in_bytes(data) else ()
+        for match in matches:
             if match.end() > len(data) - self._keep and self._begins_secret(data[match.start() :]):
                 cut = match.start()  # a longer secret may go on in the next chunk
                 break
