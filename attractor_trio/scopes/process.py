@@ -20,7 +20,11 @@ Lifetime rules (decided; CONTRACT §5 "no process started by the run survives it
 A process that leaves the group on purpose (``setsid``, ``set -m`` job control) escapes; doing
 that is opting out of the stage's lifetime. Output goes straight to files (no pipes), so a
 grandchild holding a pipe open can never block us, and stdin is ``/dev/null`` so a command that
-reads input gets EOF instead of hanging.
+reads input gets EOF instead of hanging. The one exception is redaction (CONTRACT §10): when
+secret values are known, output goes through pipes and is copied, redacted, into the same
+files; a grandchild holding such a pipe delays the end of the stage by at most
+:data:`_DRAIN_TIMEOUT`. A process still writing after the engine itself died gets SIGPIPE
+(the tool handler then re-runs that attempt instead of adopting it).
 
 The whole ending path runs shielded and every wait in it is bounded, so a cancelled caller
 gets control back within ``kill_grace`` plus a few seconds at worst.
@@ -208,15 +212,26 @@ async def _pump(
     done: trio.Event,
 ) -> None:
     """Copy ``stream`` into ``log`` through ``redactor`` until end of file (or cancelled)."""
+    writable = True
     try:
         while chunk := await stream.receive_some(_PUMP_CHUNK):
-            log.write(redactor.feed(bytes(chunk)))
-            log.flush()
+            writable = writable and _append(log, redactor.feed(bytes(chunk)))
     finally:
-        log.write(redactor.flush())
-        log.flush()
+        if writable:
+            _append(log, redactor.flush())
         await trio.aclose_forcefully(stream)
         done.set()
+
+
+def _append(log: BinaryIO, data: bytes) -> bool:
+    """Write to a stage log; ``False`` once that failed (disk full). The pump keeps draining
+    the pipe then, so the process is never blocked on it, as when it wrote the file itself."""
+    try:
+        log.write(data)
+        log.flush()
+    except OSError:
+        return False
+    return True
 
 
 def _grace_skip_event(explicit: trio.Event | None) -> trio.Event:
