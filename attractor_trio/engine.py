@@ -284,8 +284,12 @@ async def resume(
 def _register_secrets(backend: Any) -> None:
     """Before the run writes anything: the secrets of the environment and of the backend's
     configuration (its providers' ``api_key_env``) are redacted from now on (CONTRACT §10)."""
-    names = getattr(backend, "secret_env_names", None)
-    register_environment(os.environ, names() if callable(names) else ())
+    method = getattr(backend, "secret_env_names", None)
+    names = method() if callable(method) else ()
+    register_environment(os.environ, names)
+    own = getattr(backend, "env", None)  # a backend given its own environment (the API one)
+    if isinstance(own, Mapping) and own is not os.environ:
+        register_environment(own, names)
 
 
 def _build_registry(

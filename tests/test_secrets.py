@@ -306,3 +306,17 @@ async def test_the_context_endpoint_redacts_what_it_reads(tmp_path: Path) -> Non
             assert (await client.get("/pipelines/r1/context")).json() == {"k": "[REDACTED]"}
             assert SECRET not in (await client.get("/pipelines/r1/checkpoint")).text
         fresh.finished.set()
+
+
+def test_a_backends_configured_keys_are_secrets_also_from_its_own_environment() -> None:
+    """The API backend may be given its own environment (embedding): its keys count too."""
+    from attractor_trio import engine
+
+    class Backend:
+        env = {"VENDOR_KEY": "vendor-key-1"}
+
+        def secret_env_names(self) -> list[str]:
+            return ["VENDOR_KEY"]
+
+    engine._register_secrets(Backend())
+    assert "vendor-key-1" in redaction.current().values
