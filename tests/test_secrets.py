@@ -320,3 +320,42 @@ def test_a_backends_configured_keys_are_secrets_also_from_its_own_environment() 
 
     engine._register_secrets(Backend())
     assert "vendor-key-1" in redaction.current().values
+
+
+@pytest.mark.usefixtures("secret_env")
+def test_the_checkpoint_is_redacted_piece_by_piece_not_rescanned_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint is re-encoded incrementally after every stage; scanning the whole
+    document for secrets each time would make a stage cost O(stages so far) again."""
+    scanned: list[str] = []
+    real = redaction.file_bytes
+
+    def recording(path: os.PathLike[str] | str, data: bytes) -> bytes:
+        scanned.append(Path(path).name)
+        return real(path, data)
+
+    monkeypatch.setattr(redaction, "file_bytes", recording)
+    reason = json.dumps({"outcome": "fail", "failure_reason": "bad KEY"})
+    command = (
+        f"printf '%s' {shlex.quote(reason)} | sed \"s/KEY/$OPENAI_API_KEY/\" "
+        '> "$ATTRACTOR_STATUS_PATH"; exit 1'
+    )
+    dot = tool_pipeline(tmp_path, command)
+    code, _, err = cli(
+        tmp_path,
+        "run",
+        dot,
+        "--logs-root",
+        "logs",
+        "--pass-env",
+        "OPENAI_*",
+        "--set",
+        f"k={SECRET}",
+    )
+    assert code == 1, err
+    assert "checkpoint.json" not in scanned and "status.json" in scanned
+    checkpoint = json.loads((tmp_path / "logs" / "checkpoint.json").read_text())
+    assert checkpoint["context"]["k"] == "[REDACTED]"
+    assert checkpoint["node_outcomes"]["t"]["failure_reason"] == "bad [REDACTED]"
+    assert SECRET not in (tmp_path / "logs" / "checkpoint.json").read_text()
