@@ -137,9 +137,9 @@ class CheckpointEncoder:
     def __init__(self, convert_outcome: Callable[[Any], Any]) -> None:
         self._completed = ArrayEncoder()
         self._retries = ObjectEncoder()
-        # Outcomes carry text (failure reasons, notes): each is redacted when it is encoded,
-        # so redaction stays O(entries changed) like the encoding (CONTRACT §10).
-        self._outcomes = ObjectEncoder(lambda o: redaction.current().value(convert_outcome(o)))
+        # Outcomes carry text (failure reasons): each is redacted when it is encoded, so
+        # redaction stays O(entries changed) like the encoding (CONTRACT §10).
+        self._outcomes = ObjectEncoder(convert_outcome, redact=True)
         self._visits = ObjectEncoder()
         self._attempts = ObjectEncoder()
 
