@@ -359,3 +359,9 @@ def test_the_checkpoint_is_redacted_piece_by_piece_not_rescanned_whole(
     assert checkpoint["context"]["k"] == "[REDACTED]"
     assert checkpoint["node_outcomes"]["t"]["failure_reason"] == "bad [REDACTED]"
     assert SECRET not in (tmp_path / "logs" / "checkpoint.json").read_text()
+
+
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_run_and_resume_both_take_pass_env(tmp_path: Path, command: str) -> None:
+    code, out, _ = cli(tmp_path, command, "--help")
+    assert code == 0 and "--pass-env NAME" in out

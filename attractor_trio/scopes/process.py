@@ -148,7 +148,9 @@ async def run_in_process_group(
         leader = _Leader(proc)
         async with _redacting_pumps(proc, (out, err), redactor):
             exit_code = await _supervise(leader, watcher, on_output, kill_grace, skip)
-    watcher.grew()
+    # Output the pumps copied after the leader's exit was seen is progress too.
+    if watcher.grew() and on_output is not None:
+        on_output()
     return ProcessResult(
         exit_code=exit_code,
         signaled=exit_code < 0,
