@@ -40,6 +40,7 @@ _GROUPS = (
     ("kill_grace",),
     ("workdir",),
     ("seed",),
+    ("pass_env",),
 )
 _STARTED_WAIT_S = 60.0
 
@@ -50,9 +51,11 @@ def recorded_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     for group in _GROUPS:
         for key in group:
             value = opts.get(key)
-            if value is None or value is False:
+            if not _given(value):
                 continue
-            recorded[key] = os.path.abspath(value) if key in _PATHS else value
+            if key in _PATHS:
+                value = os.path.abspath(str(value))
+            recorded[key] = list(value) if isinstance(value, tuple) else value
     return recorded
 
 
@@ -60,13 +63,19 @@ def reuse_recorded_options(opts: dict[str, Any], recorded: Mapping[str, Any]) ->
     """``opts`` with every option group not given on the command line taken from the run."""
     merged = dict(opts)
     for group in _GROUPS:
-        if any(opts.get(key) not in (None, False) for key in group):
+        if any(_given(opts.get(key)) for key in group):
             continue  # given again: the new values win, the whole group
         for key in group:
             if key in recorded:
                 value = recorded[key]
                 merged[key] = Path(value) if key in _PATHS else value
     return merged
+
+
+def _given(value: Any) -> bool:
+    """Whether an option was given: click reports an absent flag as ``False`` and an absent
+    repeatable option as ``()``."""
+    return value is not None and value is not False and value != ()
 
 
 def prepare_logs_root(root: Path) -> None:

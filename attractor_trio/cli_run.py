@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -84,6 +85,13 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
             is_flag=True,
             help="Run in its own session, immune to the terminal; output in LOGS_ROOT/run.log.",
         ),
+        click.option(
+            "--pass-env",
+            "pass_env",
+            multiple=True,
+            metavar="NAME",
+            help="Pass this environment variable (glob allowed) to stages; repeatable.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -123,19 +131,23 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
+    from .redaction import current
+
+    echo = current().text
     if isinstance(exc, DotSyntaxError):
-        click.echo(str(exc), err=True)
+        click.echo(echo(str(exc)), err=True)
     elif isinstance(exc, ValidationFailed):
         for diagnostic in exc.diagnostics:
             if diagnostic.severity is Severity.ERROR:
                 click.echo(diagnostic.format(kwargs.get("pipeline_path", "")), err=True)
         click.echo("attractor-trio: pipeline is invalid; nothing was executed", err=True)
     else:
-        click.echo(error_line(exc), err=True)
+        click.echo(echo(error_line(exc)), err=True)
 
 
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve backend, interviewer and timing from options and ``--config``."""
+    from .redaction import register_environment
     from .runconfig import RunConfig, load_run_config
     from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 
@@ -152,7 +164,9 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     grace = _duration_option(opts["kill_grace"], "--kill-grace")
     if grace is None:
         grace = config.kill_grace if config.kill_grace is not None else 5.0
+    register_environment(os.environ, [p.api_key_env for p in config.providers.values()])
     return {
+        "pass_env": _passes(config.env_pass, opts["pass_env"]),
         "backend": _backend(backend_name, opts["sim_script"], config),
         "interviewer": _interviewer(opts["auto_approve"], opts["interviewer"]),
         "heartbeat_interval": heartbeat,
@@ -161,6 +175,17 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
         "max_parallel_default": config.max_parallel_default or 4,
         "attempt_retention": config.retention_attempts or DEFAULT_ATTEMPT_RETENTION,
     }
+
+
+def _passes(configured: tuple[str, ...], given: tuple[str, ...]) -> tuple[str, ...]:
+    """Run config ``env.pass`` plus every ``--pass-env`` (CONTRACT §10)."""
+    from .stage_env import check_pass_pattern
+
+    for pattern in given:
+        problem = check_pass_pattern(pattern)
+        if problem:
+            raise ConfigError(f"--pass-env: {problem}")
+    return (*configured, *given)
 
 
 def _backend(name: str, sim_script: Path | None, config: Any) -> Any:
@@ -310,12 +335,11 @@ def _exit_for(result: Any, holder: dict[str, Any]) -> int:
 def _summary(result: Any, quiet: bool, as_json: bool) -> None:
     if as_json:
         return
+    from .redaction import current
+
     reason = f" — {result.failure_reason}" if result.failure_reason else ""
-    click.echo(
-        f"attractor-trio: {result.status} ({result.exit_path}){reason}\n"
-        f"logs root: {result.logs_root}",
-        err=True,
-    )
+    summary = f"attractor-trio: {result.status} ({result.exit_path}){reason}"
+    click.echo(f"{current().text(summary)}\nlogs root: {result.logs_root}", err=True)
 
 
 @click.command("run")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import signal
 import sys
 from pathlib import Path
@@ -76,9 +77,13 @@ async def _watch_signals(
 
 
 async def _main(settings: dict[str, Any], received: list[int]) -> None:
+    from .redaction import register_environment, register_values
     from .server import serve
 
     host, runs_dir, token = settings["host"], settings["runs_dir"], settings["token"]
+    # The token and the environment's secrets never appear in a response (CONTRACT §10).
+    register_environment(os.environ)
+    register_values([token] if token else [])
     shutdown = trio.Event()
     async with trio.open_nursery() as outer:
         await outer.start(_watch_signals, shutdown, outer.cancel_scope, received)

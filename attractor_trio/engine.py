@@ -32,8 +32,10 @@ from .persist.lock import RunLock, acquire_run_lock
 from .persist.manifest import MANIFEST_FILE_NAME, Manifest, read_manifest, write_manifest
 from .persist.progress import ProgressWriter, read_progress
 from .recovery import archive_final, check_resumable, close_dead_segment, emit_terminal
+from .redaction import register_environment
 from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
+from .stage_env import use_env_passes
 from .traversal import TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
 
@@ -154,6 +156,7 @@ async def run(
     max_parallel_default: int = 4,
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     options: Mapping[str, Any] | None = None,
+    pass_env: Sequence[str] = (),
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
@@ -164,6 +167,7 @@ async def run(
     """
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
+    _register_secrets(backend)
     root = Path(logs_root)
     refuse_used_logs_root(root)
     run_id = run_id or new_run_id()
@@ -201,7 +205,8 @@ async def run(
             ),
         )
         start = _start_node(graph)
-        return await drive(the_run, start)
+        with use_env_passes(pass_env):
+            return await drive(the_run, start)
     finally:
         lock.release()
 
@@ -225,6 +230,7 @@ async def resume(
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     from_node: str | None = None,
     context: Mapping[str, Any] | None = None,
+    pass_env: Sequence[str] = (),
 ) -> RunResult:
     """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
 
@@ -249,6 +255,7 @@ async def resume(
     source = _resume_source(root)
     registry = _build_registry(backend, interviewer, handlers)
     check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
+    _register_secrets(backend)
     run_id = source.run_id
     lock = _take_ownership(root, run_id)
     try:
@@ -282,20 +289,32 @@ async def resume(
             "previous_exit_path": final.exit_path if final else "died",
             "from_node": from_node or "",
         }
-        if from_node is not None:
-            return await drive(the_run, from_node, current or "")
-        if current is None:
-            return await drive(the_run, _start_node(graph))
-        try:
-            start, predecessor = _resume_point(graph, state, current)
-        except _ResumeStop as stopped:
-            return await drive(the_run, None, preset=stopped.stop)
-        return await drive(the_run, start, predecessor)
+        with use_env_passes(pass_env):
+            if from_node is not None:
+                return await drive(the_run, from_node, current or "")
+            if current is None:
+                return await drive(the_run, _start_node(graph))
+            try:
+                start, predecessor = _resume_point(graph, state, current)
+            except _ResumeStop as stopped:
+                return await drive(the_run, None, preset=stopped.stop)
+            return await drive(the_run, start, predecessor)
     finally:
         lock.release()
 
 
 # ---------------------------------------------------------------------------------- helpers
+
+
+def _register_secrets(backend: Any) -> None:
+    """Before the run writes anything: the secrets of the environment and of the backend's
+    configuration (its providers' ``api_key_env``) are redacted from now on (CONTRACT §10)."""
+    method = getattr(backend, "secret_env_names", None)
+    names = method() if callable(method) else ()
+    register_environment(os.environ, names)
+    own = getattr(backend, "env", None)  # a backend given its own environment (the API one)
+    if isinstance(own, Mapping) and own is not os.environ:
+        register_environment(own, names)
 
 
 def _build_registry(

@@ -18,9 +18,11 @@ from typing import Any
 import cattrs
 import yaml
 from attrs import field, frozen
+from cattrs.gen import make_dict_structure_fn, override
 
 from .errors import ConfigError
 from .inputs import read_config_text
+from .stage_env import check_pass_pattern
 from .values import AttributeValueError, parse_duration
 
 __all__ = ["PROVIDER_KINDS", "ProviderConfig", "RunConfig", "load_run_config", "parse_run_config"]
@@ -58,6 +60,13 @@ class RunConfig:
     path: str = ""
     #: ``retention: {attempts: N}``: archived ``attempt-<n>/`` dirs kept per stage dir.
     retention_attempts: int | None = None
+    #: ``env: {pass: [...]}``: variable names or globs stages get besides the allowlist.
+    env_pass: tuple[str, ...] = ()
+
+
+@frozen
+class _EnvDoc:
+    pass_: list[str] = field(factory=list)
 
 
 @frozen
@@ -86,6 +95,7 @@ class _ConfigDoc:
     max_parallel_default: int | None = None
     providers: dict[str, _ProviderDoc] = field(factory=dict)
     retention: _RetentionDoc = field(factory=_RetentionDoc)
+    env: _EnvDoc = field(factory=_EnvDoc)
 
 
 def _converter() -> cattrs.Converter:
@@ -110,6 +120,12 @@ def _converter() -> cattrs.Converter:
             raise TypeError(f"expected a whole number, got {value!r}")
         return value
 
+    converter.register_structure_hook(
+        _EnvDoc,
+        make_dict_structure_fn(
+            _EnvDoc, converter, _cattrs_forbid_extra_keys=True, pass_=override(rename="pass")
+        ),
+    )
     converter.register_structure_hook(float | None, duration)
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(int | None, strict_int)
@@ -169,6 +185,10 @@ def parse_run_config(
             f"{path}: $.retention.attempts: must be at least 1 (the newest attempt-<n>/ "
             f"directories kept per stage), got {attempts}"
         )
+    for index, pattern in enumerate(parsed.env.pass_):
+        problem = check_pass_pattern(pattern)
+        if problem:
+            raise ConfigError(f"{path}: $.env.pass[{index}]: {problem}")
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -178,6 +198,7 @@ def parse_run_config(
         providers=providers,
         path=path,
         retention_attempts=attempts,
+        env_pass=tuple(parsed.env.pass_),
     )
 
 
@@ -201,7 +222,9 @@ def _with_hint(message: str) -> str:
     match = _EXTRA.search(message)
     if match is None:
         return message
-    allowed = _PROVIDER_FIELDS if ".providers[" in match.group(2) else _TOP_FIELDS
+    where = match.group(2)
+    allowed: tuple[str, ...] = _PROVIDER_FIELDS if ".providers[" in where else _TOP_FIELDS
+    allowed = ("pass",) if where == "$.env" else allowed
     hints = []
     for key in match.group(1).split(", "):
         close = difflib.get_close_matches(key, allowed, n=1)
@@ -218,6 +241,7 @@ _TOP_FIELDS = (
     "max_parallel_default",
     "providers",
     "retention",
+    "env",
 )
 
 

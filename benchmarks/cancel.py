@@ -13,10 +13,11 @@ Two measurements against real ``python -m attractor_trio run`` processes:
    ``watchdog_timeout`` event, minus the stall timeout (how late the watchdog notices), and that
    the run exits 1 with ``exit_path=watchdog``.
 
-Survivors are found by a unique marker in the run's environment, which every process it starts
-inherits (``/proc/<pid>/environ``); zombies count as dead (PID 1 in some sandboxes does not
-reap orphans). Anything still running at the end is SIGKILLed, and the run directories are
-removed. The exit status is 0 either way: this is a report, not a test.
+Survivors are found by a unique marker in the run's environment, which the run passes to its
+stages (``--pass-env``) and every process they start inherits (``/proc/<pid>/environ``);
+zombies count as dead (PID 1 in some sandboxes does not reap orphans). Anything still running
+at the end is SIGKILLed, and the run directories are removed. The exit status is 0 either way:
+this is a report, not a test.
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ def start_run(
             "--logs-root",
             str(root),
             "--quiet",
+            # Stages get an allowlisted environment (CONTRACT §10): pass the marker on.
+            "--pass-env",
+            MARKER_ENV,
             *args,
         ],
         cwd=work,

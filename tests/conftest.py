@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
 
+from attractor_trio import redaction
+
 from .fakes.server import FakeServer, open_fake_server
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """The redactor is process-wide and only grows: a test's secrets must not redact (and
+    switch to redacting pipes) the next test's output."""
+    redaction.reset()
+    yield
+    redaction.reset()
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 Each test starts ``python -m attractor_trio run`` on a pipeline whose tool stage forks a
 grandchild, then cancels it (SIGINT, SIGTERM, a node timeout, ``stop``). Survivors are looked
 for two ways: the pids the stage recorded, and every process in ``/proc`` whose command line or
-environment carries the test's unique marker (the run's environment is inherited by every
-process it starts; ``exec -a`` puts the marker into the sleeps' command lines). Zombies count
+environment carries the test's unique marker (the run passes it to its stages with
+``--pass-env``, and every process they start inherits it; ``exec -a`` puts the marker into the
+sleeps' command lines). Zombies count
 as dead: this sandbox's PID 1 does not reap orphans.
 """
 
@@ -108,6 +109,8 @@ class Run:
                 "--logs-root",
                 str(self.root),
                 "--quiet",
+                "--pass-env",
+                MARKER_ENV,
                 *args,
             ],
             cwd=tmp_path,

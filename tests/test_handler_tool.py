@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -581,6 +583,28 @@ async def test_an_orphan_that_claimed_first_is_adopted_not_re_run(
     assert adopted is not None and adopted.status is StageStatus.FAIL
     assert adopted.failure_reason.startswith("tool exited with code 3")
     assert (attempt.workdir / "ledger.txt").read_text() == "ran\n"
+
+
+async def test_an_orphan_that_lost_its_output_pipe_is_re_run_not_adopted(
+    attempt: AttemptInfo,
+) -> None:
+    """With secrets known, output goes through the engine's pipes (CONTRACT §10); an orphan
+    that writes after the engine died is killed by SIGPIPE. It did not finish: re-run it."""
+    from attractor_trio.handlers import tool as tool_module
+
+    attempt.stage_dir.mkdir(parents=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the engine that read it is gone
+    try:
+        argv = tool_module._Journal(attempt).argv("echo output")
+        orphan = await trio.to_thread.run_sync(
+            functools.partial(subprocess.run, argv, stdout=write_end, timeout=BOUND, check=False)
+        )
+    finally:
+        os.close(write_end)
+    assert orphan.returncode == -signal.SIGPIPE
+    with trio.fail_after(BOUND):
+        assert await ToolHandler().adopt(_node("unused"), Context(), GRAPH, attempt) is None
 
 
 async def test_a_wrapper_that_cannot_claim_fails_loudly(attempt: AttemptInfo) -> None:

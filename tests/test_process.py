@@ -8,13 +8,16 @@ dead: in this sandbox PID 1 does not reap orphans, so a killed grandchild stays 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
+from attractor_trio import redaction
 from attractor_trio.scopes.process import (
     ProcessResult,
     live_group_members,
@@ -23,6 +26,17 @@ from attractor_trio.scopes.process import (
 )
 
 BOUND = 15
+SECRET = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True, params=["files", "pipes"])
+def capture(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs both ways: the process writing its log files itself (no secrets known)
+    and through the redacting pipes (a secret registered, CONTRACT §10)."""
+    if request.param == "pipes":
+        redaction.register_values([SECRET])
+    yield str(request.param)
+    redaction.reset()
 
 
 def _live(pid: int) -> bool:
@@ -230,3 +244,42 @@ def test_live_group_members_sees_a_running_group() -> None:
         proc.kill()
         proc.wait()
     assert live_group_members(proc.pid) == []
+
+
+# --- redaction (CONTRACT §10) -------------------------------------------------------------------
+
+
+async def test_a_secret_is_redacted_even_when_written_in_two_pieces(
+    tmp_path: Path, capture: str
+) -> None:
+    head, tail = SECRET[:6], SECRET[6:]
+    command = f"printf 'key={head}'; sleep 0.3; printf '{tail}!\\n'; echo {SECRET} >&2"
+    with trio.fail_after(BOUND):
+        result = await _run(tmp_path, command)
+    assert result.exit_code == 0
+    shown = SECRET if capture == "files" else "[REDACTED]"
+    assert (tmp_path / "out.log").read_text() == f"key={shown}!\n"
+    assert (tmp_path / "err.log").read_text() == f"{shown}\n"
+
+
+async def test_output_written_before_a_cancel_is_kept(tmp_path: Path, capture: str) -> None:
+    with trio.fail_after(BOUND):
+        with trio.move_on_after(0.5) as scope:
+            await _run(tmp_path, f"echo {SECRET} tail; sleep 30")
+    assert scope.cancelled_caught
+    shown = SECRET if capture == "files" else "[REDACTED]"
+    assert (tmp_path / "out.log").read_text() == f"{shown} tail\n"
+
+
+async def test_a_process_that_left_the_group_cannot_hold_the_stage(tmp_path: Path) -> None:
+    """``setsid`` escapes the group and keeps the output pipe open; the stage still ends."""
+    command = "setsid bash -c 'echo $$ > escaped.pid; exec sleep 30' & sleep 0.3; echo done"
+    started = time.monotonic()
+    try:
+        with trio.fail_after(BOUND):
+            result = await _run(tmp_path, command)
+        assert result.exit_code == 0
+        assert time.monotonic() - started < 3
+        assert (tmp_path / "out.log").read_text() == "done\n"
+    finally:
+        os.kill(_pid_from(tmp_path / "escaped.pid"), signal.SIGKILL)

@@ -382,3 +382,42 @@ async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
     assert counting.calls == ["x", "y"]
     assert read_json(root / "checkpoint.json")["context"]["seen.x"] is True
     assert_segments(root, ["internal_error"])
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_runs_pass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--pass-env`` is one of the run's own options that ``resume`` reuses (CONTRACT §10)."""
+    monkeypatch.setenv("MARK_PASSED", "hello")
+    (tmp_path / "p.dot").write_text(
+        """digraph pe {
+            start [shape=Mdiamond]
+            done [shape=Msquare]
+            a [shape=parallelogram, tool_command="echo \\"x$MARK_PASSED\\" > seen.txt; while [ ! -f go ]; do sleep 0.05; done"]
+            start -> a -> done
+        }"""
+    )
+    args = [
+        "run",
+        "p.dot",
+        "--logs-root",
+        "run",
+        "--workdir",
+        str(tmp_path),
+        "--pass-env",
+        "MARK_*",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attractor_trio", *args], cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "seen.txt").exists() or not (tmp_path / "seen.txt").read_text():
+        assert time.monotonic() < deadline, "stage a never started"
+        time.sleep(0.02)
+    assert (tmp_path / "seen.txt").read_text().strip() == "xhello"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    (tmp_path / "seen.txt").unlink()
+    (tmp_path / "go").touch()
+    done = cli(tmp_path, "resume", "run", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "seen.txt").read_text().strip() == "xhello"

@@ -21,7 +21,6 @@ memory only: after a resume the engine degrades the first ``full`` stage (S5.3-0
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from ..handlers.base import AttemptInfo, current_attempt, require_attempt
 from ..persist.atomic import write_json_atomic
 from ..providers.model import Message, ProgressFn, Request, Response, ToolSpec
 from ..runconfig import ProviderConfig
+from ..stage_env import stage_environment
 from ..values import AttributeValueError, parse_int
 from .env import LocalEnvironment
 from .hooks import POST_KEY, PRE_KEY, HookRunner, resolve_tool_hooks
@@ -220,7 +220,7 @@ def _environment(attempt: AttemptInfo) -> LocalEnvironment:
     return LocalEnvironment(
         attempt.workdir,
         stage_dir=attempt.stage_dir,
-        env={**os.environ, **attempt.process_env()},
+        env=stage_environment(attempt),
         kill_grace=attempt.kill_grace,
         status_path=attempt.status_path,
         owner={
@@ -246,7 +246,7 @@ def _hooks(node: Node, context: Context, attempt: AttemptInfo) -> HookRunner | N
         hooks,
         workdir=attempt.workdir,
         stage_dir=attempt.stage_dir,
-        env={**os.environ, **attempt.process_env()},
+        env=stage_environment(attempt),
         run_id=attempt.run_id,
         node_id=attempt.node_id,
         kill_grace=attempt.kill_grace,

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from attrs import frozen
 
+from .. import redaction
 from ..logtext import decode_tail, file_size
 from ..persist.atomic import utc_timestamp, write_text_atomic
 from ..providers.model import ToolCall
@@ -185,6 +186,7 @@ class HookRunner:
     def _log(self, phase: str, call: ToolCall, what: str) -> None:
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         line = f"{utc_timestamp()} {phase} {call.name} {call.id}: {what}\n"
+        line = redaction.current().text(line)
         with open(self.log_path, "a", encoding="utf-8") as log:
             log.write(line)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from .. import redaction
+
 if TYPE_CHECKING:
     from .outcome import Outcome
 
@@ -219,6 +221,9 @@ def normalize_reason(reason: str) -> str:
 
 
 def failure_signature(node_id: str, failure_class: str, reason: str) -> str:
-    """``node_id|class|normalized reason``: the key of the cycle breaker and of final.json."""
+    """``node_id|class|normalized reason``: the key of the cycle breaker and of final.json.
+
+    The reason is redacted *before* it is normalized: normalizing rewrites digits, after which
+    the redaction of files and events would no longer recognise a secret (CONTRACT §10)."""
     klass = normalize_failure_class(failure_class) or failure_class
-    return f"{node_id}|{klass}|{normalize_reason(reason)}"
+    return f"{node_id}|{klass}|{normalize_reason(redaction.current().text(reason))}"

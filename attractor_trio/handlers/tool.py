@@ -61,6 +61,7 @@ from ..persist.status import (
     remove_stale,
 )
 from ..scopes.process import ProcessResult, live_group_members, run_in_process_group
+from ..stage_env import stage_environment
 from .base import AttemptInfo, require_attempt
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class ToolHandler:
             result = await run_in_process_group(
                 journal.argv(command),
                 cwd=attempt.workdir,
-                env={**os.environ, **attempt.process_env()},
+                env=stage_environment(attempt),
                 stdout_path=logs.stdout,
                 stderr_path=logs.stderr,
                 kill_grace=attempt.kill_grace,
@@ -143,7 +144,10 @@ class ToolHandler:
             _kill_group(pid)
             raise
         code = journal.exit_code()
-        if code is None:
+        if code is None or code == _LOST_ITS_PIPE:
+            # With secrets, output runs through the engine's pipes (CONTRACT §10): an orphan
+            # that wrote after the engine died was killed by SIGPIPE. It was interrupted, not
+            # finished, so it runs again as a new attempt like any interrupted stage.
             return None
         logs = _StageLogs(attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log", 0, 0)
         result = journal.refine(ProcessResult(code, False, 0.0, 0, 0))
@@ -182,6 +186,8 @@ async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
 
 
 _ADOPT_POLL_S = 0.05
+#: The exit code a shell reports for a command killed by SIGPIPE.
+_LOST_ITS_PIPE = 128 + signal.SIGPIPE
 # $1 command, $2 exit-code file, $3 started file, $4 claim file. The claim comes first: a
 # wrapper that loses it to a resumed engine's "revoked" exits without running the command (and
 # nobody waits for it); losing it to anything else is an error. The command runs as a child so

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import redaction
 from ..errors import AttractorError
 
 __all__ = [
@@ -150,15 +151,25 @@ def write_text_atomic(path: StrPath, text: str, *, durable: bool = True) -> None
 
 
 def write_bytes_atomic(
-    path: StrPath, data: bytes, *, exclusive: bool = False, durable: bool = True
+    path: StrPath,
+    data: bytes,
+    *,
+    exclusive: bool = False,
+    durable: bool = True,
+    redacted: bool = False,
 ) -> None:
     """Write ``data`` to a same-directory temp file, fsync, move it to ``path``, fsync the dir.
 
     With ``exclusive=True`` the temp is hard-linked into place instead of renamed, which fails
     with :class:`FileExistsError` when ``path`` exists: an *exclusive* create that readers can
     never observe half-written (used for ``run.lock.json`` and ``final.json``).
+
+    Every file of a run passes here, so this is where secrets are redacted (CONTRACT §10);
+    ``redacted=True`` says the caller's encoder already did (the checkpoint, piece by piece).
     """
     target = Path(path)
+    if not redacted:
+        data = redaction.file_bytes(target, data)
     with replacing(target, exclusive=exclusive) as fd:
         write_all(fd, data)
         if durable:

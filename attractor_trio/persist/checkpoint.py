@@ -20,6 +20,7 @@ from typing import Any, Final, final
 
 import attrs
 
+from .. import redaction
 from ..errors import AttractorError
 from .atomic import (
     CorruptFileError,
@@ -136,7 +137,9 @@ class CheckpointEncoder:
     def __init__(self, convert_outcome: Callable[[Any], Any]) -> None:
         self._completed = ArrayEncoder()
         self._retries = ObjectEncoder()
-        self._outcomes = ObjectEncoder(convert_outcome)
+        # Outcomes carry text (failure reasons): each is redacted when it is encoded, so
+        # redaction stays O(entries changed) like the encoding (CONTRACT §10).
+        self._outcomes = ObjectEncoder(convert_outcome, redact=True)
         self._visits = ObjectEncoder()
         self._attempts = ObjectEncoder()
 
@@ -162,17 +165,18 @@ class CheckpointEncoder:
             f'"restart_failure_signatures":{dumps_compact(dict(restart_failure_signatures))},'
             f'"node_attempts":{self._attempts.encode(node_attempts)}}}'
         )
+        redact = redaction.current()
         members = (
             ("timestamp", dumps_compact(timestamp or utc_timestamp())),
             ("current_node", dumps_compact(current_node)),
             ("completed_nodes", self._completed.encode(completed_nodes)),
             ("node_retries", self._retries.encode(node_retries)),
-            ("context", context_json),
-            ("logs", dumps_compact(list(logs))),
+            ("context", redact.json_text(context_json)),
+            ("logs", dumps_compact(redact.value(list(logs)))),
             ("run_id", dumps_compact(run_id)),
             ("node_outcomes", self._outcomes.encode(node_outcomes)),
             ("visits", self._visits.encode(visits)),
-            ("failure_signatures", dumps_compact(dict(failure_signatures))),
+            ("failure_signatures", dumps_compact(redact.value(dict(failure_signatures)))),
             ("extra", extra),
         )
         text = "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}\n"
@@ -180,9 +184,11 @@ class CheckpointEncoder:
 
 
 def write_checkpoint_bytes(logs_root: StrPath, data: bytes) -> Path:
-    """Atomically write already-encoded checkpoint bytes (from :class:`CheckpointEncoder`)."""
+    """Atomically write already-encoded checkpoint bytes (from :class:`CheckpointEncoder`,
+    which redacted them piece by piece: scanning the whole document again would make every
+    stage cost O(stages so far))."""
     path = Path(logs_root) / CHECKPOINT_FILE_NAME
-    write_bytes_atomic(path, data)
+    write_bytes_atomic(path, data, redacted=True)
     return path
 
 

@@ -14,7 +14,7 @@ anything the journal cannot describe as "these entries changed" (a deletion, a r
 collection the encoder has not seen before, a plain ``dict``) falls back to a full re-encode.
 ``tests/test_journaled.py`` checks the equivalence with Hypothesis over random mutation sequences.
 
-No IO and no trio here: decisions as data.
+No IO and no trio here: decisions as data (and the process's redactor, which is pure).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any, SupportsIndex, TypeVar
+
+from .. import redaction
 
 __all__ = ["ArrayEncoder", "JournaledDict", "JournaledList", "ObjectEncoder", "dumps_compact"]
 
@@ -173,11 +175,13 @@ class ObjectEncoder:
     """Encodes one mapping as a JSON object, call after call, re-encoding only changed entries.
 
     ``convert`` turns a value into what ``json.dumps`` should see (``Outcome`` -> its routing
-    fields, say); it must depend on the value alone.
+    fields, say); it must depend on the value alone. With ``redact``, an entry holding a secret
+    value is encoded redacted (CONTRACT §10) — checked as it is encoded, so O(changes) too.
     """
 
-    def __init__(self, convert: Callable[[Any], Any] = _identity) -> None:
+    def __init__(self, convert: Callable[[Any], Any] = _identity, *, redact: bool = False) -> None:
         self._convert = convert
+        self._redact = redact
         self._source: object = None
         self._fragments: dict[Any, str] = {}
 
@@ -205,7 +209,12 @@ class ObjectEncoder:
         value = self._convert(value)
         if type(key) is str and type(value) is int:  # most entries: a node id and a count
             return f"{encode_basestring(key)}:{value}"
-        return dumps_compact({key: value})[1:-1]
+        text = dumps_compact({key: value})[1:-1]
+        if self._redact:
+            secrets = redaction.current()
+            if secrets and secrets.found_in_text(text):
+                text = dumps_compact(secrets.value({key: value}))[1:-1]
+        return text
 
 
 class ArrayEncoder:

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, final
 
+from .. import redaction
 from .atomic import CorruptFileError, StrPath, utc_timestamp, write_all
 
 __all__ = [
@@ -134,6 +135,12 @@ class ProgressWriter:
                 **fields,
             }
             line = (json.dumps(envelope, ensure_ascii=False, allow_nan=False) + "\n").encode()
+            redactor = redaction.current()
+            if redactor and redactor.found_in_bytes(line):
+                # Redacted value by value: the envelope handed to stdout/SSE/the event stream
+                # is the one written, and the line stays valid JSON (CONTRACT §10).
+                envelope = redactor.value(envelope)
+                line = (json.dumps(envelope, ensure_ascii=False, allow_nan=False) + "\n").encode()
             self._write_line(fd, line)
             self._next_seq += 1
             self.last_line = line

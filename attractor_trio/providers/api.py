@@ -120,6 +120,10 @@ class ApiBackend:
         self.sleep = sleep
         self._agent = AgentLoopBackend(self)
 
+    def secret_env_names(self) -> list[str]:
+        """Every configured provider's key variable: their values are redacted (CONTRACT §10)."""
+        return [p.api_key_env for p in self.config.providers.values() if p.api_key_env]
+
     def check(self, graph: Graph) -> None:
         """Refuse, before anything runs, stages this backend cannot serve (exit 2 in the CLI)."""
         for node in graph:

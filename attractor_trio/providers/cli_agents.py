@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -70,6 +69,7 @@ from ..persist.atomic import write_text_atomic
 from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
 from ..runconfig import ProviderConfig
 from ..scopes.process import ProcessResult, run_in_process_group
+from ..stage_env import stage_environment
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -150,6 +150,10 @@ class CliAgentBackend:
         self.config = config
         self.template = CommandTemplate.parse(config.command, provider=config.name)
 
+    def secret_env_names(self) -> list[str]:
+        """The provider's key variable: its value is redacted (CONTRACT §10)."""
+        return [self.config.api_key_env] if self.config.api_key_env else []
+
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
         attempt = _require_attempt(node)
         model = node.llm_model or self.config.model
@@ -190,7 +194,7 @@ class CliAgentBackend:
             return await run_in_process_group(
                 argv,
                 cwd=attempt.workdir,
-                env=agent_env(os.environ, attempt),
+                env=agent_env(attempt, self.config.api_key_env),
                 stdout_path=logs.stdout.path,
                 stderr_path=logs.stderr.path,
                 kill_grace=attempt.kill_grace,
@@ -199,10 +203,11 @@ class CliAgentBackend:
         return None
 
 
-def agent_env(inherited: Mapping[str, str], attempt: AttemptInfo) -> dict[str, str]:
-    """The engine's environment minus :data:`STRIPPED_ENV`, plus the ``ATTRACTOR_*`` variables."""
-    env = {k: v for k, v in inherited.items() if k not in STRIPPED_ENV}
-    return {**env, **attempt.process_env()}
+def agent_env(attempt: AttemptInfo, api_key_env: str = "") -> dict[str, str]:
+    """The stage environment (CONTRACT §10) with the provider's own key, minus
+    :data:`STRIPPED_ENV` (which a ``--pass-env`` glob could otherwise bring in)."""
+    env = stage_environment(attempt, extra_names=(api_key_env,))
+    return {k: v for k, v in env.items() if k not in STRIPPED_ENV}
 
 
 def _require_attempt(node: Node) -> AttemptInfo:

@@ -33,6 +33,7 @@ from typing import Any, final
 
 import trio
 
+from .. import redaction
 from ..persist.atomic import fsync_directory, write_all
 from ..persist.journaled import dumps_compact
 from .offload import WritePool, write_pool
@@ -63,7 +64,7 @@ class DurableLog:
         """Return once ``record`` is on disk. Serialization errors raise before anything is
         queued. Like a synchronous write, a cancellation does not abandon a queued record: it is
         delivered at the caller's next checkpoint."""
-        line = (dumps_compact(record) + "\n").encode("utf-8")
+        line = redaction.current().json_bytes((dumps_compact(record) + "\n").encode("utf-8"))
         self._raise_if_failed()
         self._queued.append(line)
         self._appended += 1

@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from .. import redaction
 from ..persist.atomic import fsync_directory_fd, replacing, write_all
 
 __all__ = ["WritePool", "write_bytes_durably", "write_pool"]
@@ -128,6 +129,7 @@ async def write_bytes_durably(path: Path, data: bytes, pool: WritePool = write_p
     is a quick system call, and a pool thread returning from any system call must win the GIL
     back from the busy trio thread, so the pool is given as few calls as possible.
     """
+    data = redaction.file_bytes(path, data)
     with replacing(path) as fd:
         write_all(fd, data)
         await pool.run(partial(os.fsync, fd))

@@ -20,7 +20,11 @@ Lifetime rules (decided; CONTRACT §5 "no process started by the run survives it
 A process that leaves the group on purpose (``setsid``, ``set -m`` job control) escapes; doing
 that is opting out of the stage's lifetime. Output goes straight to files (no pipes), so a
 grandchild holding a pipe open can never block us, and stdin is ``/dev/null`` so a command that
-reads input gets EOF instead of hanging.
+reads input gets EOF instead of hanging. The one exception is redaction (CONTRACT §10): when
+secret values are known, output goes through pipes and is copied, redacted, into the same
+files; a grandchild holding such a pipe delays the end of the stage by at most
+:data:`_DRAIN_TIMEOUT`. A process still writing after the engine itself died gets SIGPIPE
+(the tool handler then re-runs that attempt instead of adopting it).
 
 The whole ending path runs shielded and every wait in it is bounded, so a cancelled caller
 gets control back within ``kill_grace`` plus a few seconds at worst.
@@ -33,7 +37,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import BinaryIO, final
@@ -41,6 +45,7 @@ from typing import BinaryIO, final
 import trio
 from attrs import frozen
 
+from .. import redaction
 from ..logtext import file_size
 
 __all__ = [
@@ -57,6 +62,10 @@ OUTPUT_POLL_INTERVAL = 0.25
 #: After SIGKILL, how long we wait for the leader and then for the rest of the group.
 _AFTER_KILL_TIMEOUT = 5.0
 _MEMBER_POLL_INTERVAL = 0.01
+
+#: With redaction, how long the output pumps may take to drain once the group has ended.
+_DRAIN_TIMEOUT = 1.0
+_PUMP_CHUNK = 64 * 1024
 
 _GRACE_SKIP: ContextVar[trio.Event | None] = ContextVar("attractor_trio_grace_skip", default=None)
 
@@ -124,17 +133,41 @@ async def run_in_process_group(
     skip = _grace_skip_event(skip_grace)
     watcher = _OutputWatcher(stdout_path, stderr_path)
     started = time.monotonic()
+    redactor = redaction.current()
     with _open_log(stdout_path) as out, _open_log(stderr_path) as err:
+        piped = subprocess.PIPE if redactor else None
         proc = await trio.lowlevel.open_process(
             list(argv),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
+            stdout=piped or out,
+            stderr=piped or err,
             process_group=0,
         )
-    leader = _Leader(proc)
+        leader = _Leader(proc)
+        async with _redacting_pumps(proc, (out, err), redactor):
+            exit_code = await _supervise(leader, watcher, on_output, kill_grace, skip)
+    # Output the pumps copied after the leader's exit was seen is progress too.
+    if watcher.grew() and on_output is not None:
+        on_output()
+    return ProcessResult(
+        exit_code=exit_code,
+        signaled=exit_code < 0,
+        duration_s=time.monotonic() - started,
+        stdout_bytes=watcher.written[0],
+        stderr_bytes=watcher.written[1],
+    )
+
+
+async def _supervise(
+    leader: _Leader,
+    watcher: _OutputWatcher,
+    on_output: Callable[[], None] | None,
+    kill_grace: float,
+    skip: trio.Event,
+) -> int:
+    """Watch the leader (and the logs' growth) until it exits; then end the group, shielded."""
     try:
         while not leader.exited:
             with trio.move_on_after(OUTPUT_POLL_INTERVAL):
@@ -144,14 +177,63 @@ async def run_in_process_group(
     finally:
         with trio.CancelScope(shield=True):
             exit_code = await _end_group(leader, kill_grace, skip)
-    watcher.grew()
-    return ProcessResult(
-        exit_code=exit_code,
-        signaled=exit_code < 0,
-        duration_s=time.monotonic() - started,
-        stdout_bytes=watcher.written[0],
-        stderr_bytes=watcher.written[1],
-    )
+    return exit_code
+
+
+@contextlib.asynccontextmanager
+async def _redacting_pumps(
+    proc: trio.Process, logs: tuple[BinaryIO, BinaryIO], redactor: redaction.Redactor
+) -> AsyncIterator[None]:
+    """With secrets to redact (CONTRACT §10), the process writes to pipes and two tasks copy
+    its output, redacted, into the logs; without, it writes the files itself (no cost).
+
+    A pipe can be held open by a process that left the group (``setsid``); so once the body
+    (which ends the group) is done, the pumps get :data:`_DRAIN_TIMEOUT` to reach end of file,
+    then stop, writing what they still hold. Nothing can keep the stage waiting longer."""
+    if not redactor or proc.stdout is None or proc.stderr is None:
+        yield
+        return
+    streams = (proc.stdout, proc.stderr)
+    async with trio.open_nursery() as nursery:
+        finished = [trio.Event(), trio.Event()]
+        for stream, log, done in zip(streams, logs, finished, strict=True):
+            nursery.start_soon(_pump, stream, log, redaction.StreamRedactor(redactor), done)
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_DRAIN_TIMEOUT):
+                for done in finished:
+                    await done.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _pump(
+    stream: trio.abc.ReceiveStream,
+    log: BinaryIO,
+    redactor: redaction.StreamRedactor,
+    done: trio.Event,
+) -> None:
+    """Copy ``stream`` into ``log`` through ``redactor`` until end of file (or cancelled)."""
+    writable = True
+    try:
+        while chunk := await stream.receive_some(_PUMP_CHUNK):
+            writable = writable and _append(log, redactor.feed(bytes(chunk)))
+    finally:
+        if writable:
+            _append(log, redactor.flush())
+        await trio.aclose_forcefully(stream)
+        done.set()
+
+
+def _append(log: BinaryIO, data: bytes) -> bool:
+    """Write to a stage log; ``False`` once that failed (disk full). The pump keeps draining
+    the pipe then, so the process is never blocked on it, as when it wrote the file itself."""
+    try:
+        log.write(data)
+        log.flush()
+    except OSError:
+        return False
+    return True
 
 
 def _grace_skip_event(explicit: trio.Event | None) -> trio.Event:

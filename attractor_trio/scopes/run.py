@@ -20,6 +20,7 @@ from typing import Any
 import trio
 from attrs import define, field, frozen
 
+from .. import redaction
 from ..context import Context
 from ..core.cycles import CycleBreaker, LoopRestartGate
 from ..core.failures import classify_failure, failure_signature
@@ -476,11 +477,12 @@ async def drive(
 
 def _report_internal_error(logs_root: Path, exc: BaseException) -> None:
     """A bug: keep the traceback in the run directory and say where it is."""
-    text = "".join(traceback.format_exception(exc))
+    text = redaction.current().text("".join(traceback.format_exception(exc)))
     path = logs_root / "internal-error.txt"
     try:
         path.write_text(text)
         where = f"; traceback in {path}"
     except OSError:
         where = ""
-    print(f"attractor-trio: internal error (a bug): {exc!r}{where}", file=sys.stderr)
+    message = redaction.current().text(f"attractor-trio: internal error (a bug): {exc!r}{where}")
+    print(message, file=sys.stderr)

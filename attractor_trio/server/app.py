@@ -20,10 +20,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import redaction
 from ..errors import AttractorError, ConfigError, ValidationFailed
 from ..graph import Severity
 from ..inputs import DEFAULT_MAX_INPUT_SIZE, format_size
@@ -40,6 +41,7 @@ from .manager import (
     ServerClosing,
     parse_options,
 )
+from .responses import JSONResponse
 from .submission import BadSubmission, check_source, decode_json, decode_submission
 
 __all__ = ["MAX_BODY_BYTES", "STATIC_DIR", "create_app"]
@@ -164,7 +166,7 @@ class _Api:
         """SVG via Graphviz ``dot`` when installed (and ``?format`` is not ``dot``), else the
         DOT source as ``text/vnd.graphviz``; a failed render falls back to DOT too."""
         served = self.find(request)
-        source = served.graph.source
+        source = redaction.current().text(served.graph.source)
         if request.query_params.get("format", "svg") != "dot":
             svg, problem = await _render_svg(source)
             if svg is not None:
