@@ -48,6 +48,16 @@ class ProviderConfig:
 
 
 @frozen
+class WorkspaceDoc:
+    """Run config ``workspace:`` (CONTRACT §10); present means on (``kind: git``)."""
+
+    kind: str = "git"
+    repo: str = ""
+    branch_prefix: str = "attractor/"
+    keep_worktree: bool = False
+
+
+@frozen
 class RunConfig:
     backend: str = ""
     stall_timeout: float | None = None
@@ -58,6 +68,7 @@ class RunConfig:
     path: str = ""
     #: ``retention: {attempts: N}``: archived ``attempt-<n>/`` dirs kept per stage dir.
     retention_attempts: int | None = None
+    workspace: WorkspaceDoc | None = None
 
 
 @frozen
@@ -86,6 +97,7 @@ class _ConfigDoc:
     max_parallel_default: int | None = None
     providers: dict[str, _ProviderDoc] = field(factory=dict)
     retention: _RetentionDoc = field(factory=_RetentionDoc)
+    workspace: WorkspaceDoc | None = None
 
 
 def _converter() -> cattrs.Converter:
@@ -113,6 +125,13 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook(float | None, duration)
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(int | None, strict_int)
+
+    def strict_bool(value: Any, _type: Any) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value
+
+    converter.register_structure_hook(bool, strict_bool)
     return converter
 
 
@@ -169,6 +188,8 @@ def parse_run_config(
             f"{path}: $.retention.attempts: must be at least 1 (the newest attempt-<n>/ "
             f"directories kept per stage), got {attempts}"
         )
+    if parsed.workspace is not None and parsed.workspace.kind != "git":
+        raise ConfigError(f"{path}: $.workspace.kind: must be git")
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -178,6 +199,7 @@ def parse_run_config(
         providers=providers,
         path=path,
         retention_attempts=attempts,
+        workspace=parsed.workspace,
     )
 
 
@@ -218,6 +240,7 @@ _TOP_FIELDS = (
     "max_parallel_default",
     "providers",
     "retention",
+    "workspace",
 )
 
 
