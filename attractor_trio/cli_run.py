@@ -357,6 +357,8 @@ def run_command(
     root = logs_root or Path("runs") / run_id
     engine.refuse_used_logs_root(root)
     engine.check_runnable(graph, backend=settings["backend"])
+    workspace = _workspace(workspace_kind, allow_dirty, opts)
+    _check_workspace(workspace, run_id, opts, root, settings["kill_grace"])
     prepare_logs_root(root)
     if opts["detach"]:
         detach(["--logs-root", str(root), "--run-id", run_id], root)
@@ -371,8 +373,30 @@ def run_command(
         context=initial,
         argv=sys.argv,
         options=recorded_options(opts),
-        workspace=_workspace(workspace_kind, allow_dirty, opts),
+        workspace=workspace,
     )
+
+
+def _check_workspace(
+    config: Any, run_id: str, opts: dict[str, Any], root: Path, kill_grace: float
+) -> None:
+    """A repository the run cannot start from is refused before the logs root exists
+    (CONTRACT §10: exit 2, no run directory); ``engine.run`` checks again for API callers."""
+    if config is None:
+        return
+    from functools import partial
+
+    from .workspace import check_repository
+
+    check = partial(
+        check_repository,
+        config,
+        run_id=run_id,
+        workdir=opts["workdir"],
+        kill_grace=kill_grace,
+        logs_root=root,
+    )
+    trio.run(check)
 
 
 def _workspace(kind: str | None, allow_dirty: bool, opts: dict[str, Any]) -> Any:

@@ -176,7 +176,7 @@ async def run(
     root = Path(logs_root)
     refuse_used_logs_root(root)
     run_id = run_id or new_run_id()
-    checked = await _check_workspace(workspace, run_id, workdir, kill_grace)
+    checked = await _check_workspace(workspace, run_id, workdir, kill_grace, root)
     lock = _take_ownership(root, run_id)
     try:
         planned = await _plan_workspace(checked, workspace, run_id, root, kill_grace)
@@ -305,6 +305,8 @@ async def resume(
             kill_grace=kill_grace,
         )
         if from_node is not None:
+            if the_run.workspace is not None:  # back to the commit before NODE's first visit
+                await the_run.workspace.rewind(from_node)
             return await drive(the_run, from_node, current or "")
         if current is None:
             return await drive(the_run, _start_node(graph))
@@ -421,13 +423,16 @@ async def _check_workspace(
     run_id: str,
     workdir: str | os.PathLike[str] | None,
     kill_grace: float,
+    root: Path,
 ) -> CheckedRepository | None:
     """CONTRACT §10: refuse a missing git, a non-repository, no commits or a dirty tree
     before anything is created (``ConfigError``, exit 2)."""
     if config is None:
         return None
     where = Path(workdir) if workdir else None
-    return await check_repository(config, run_id=run_id, workdir=where, kill_grace=kill_grace)
+    return await check_repository(
+        config, run_id=run_id, workdir=where, kill_grace=kill_grace, logs_root=root
+    )
 
 
 async def _plan_workspace(

@@ -363,21 +363,38 @@ main()
 """
 
 
-def engine(*args: str, crash_at: str = "") -> subprocess.CompletedProcess[str]:
-    code = (
-        _CRASH_AT_CHECKPOINT % crash_at
-        if crash_at
-        else "from attractor_trio.cli import main; main()"
-    )
+_CRASH_AT_MARKER = """
+import os, signal, sys
+import attractor_trio.scopes.attempt as attempt
+write = attempt._Marker.write
+def crash(self, stage_dir, *, finished, interrupted=False):
+    if finished and self.node_id == "%s":
+        os.kill(os.getpid(), signal.SIGKILL)  # after the stage's commit, before its marker
+    return write(self, stage_dir, finished=finished, interrupted=interrupted)
+attempt._Marker.write = crash
+from attractor_trio.cli import main
+sys.argv[0] = "attractor-trio"
+main()
+"""
+
+
+def engine(
+    *args: str, crash_at: str = "", before_marker: bool = False
+) -> subprocess.CompletedProcess[str]:
+    script = _CRASH_AT_MARKER if before_marker else _CRASH_AT_CHECKPOINT
+    code = script % crash_at if crash_at else "from attractor_trio.cli import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
     )
 
 
 @pytest.mark.slow
-def test_a_crash_between_commit_and_checkpoint_then_resume_agrees_with_the_checkpoint(
-    tmp_path: Path, repo: Path
+@pytest.mark.parametrize("before_marker", [False, True], ids=["before-checkpoint", "before-marker"])
+def test_a_crash_between_commit_and_checkpoint_then_resume_adopts_that_commit(
+    tmp_path: Path, repo: Path, before_marker: bool
 ) -> None:
+    """Killed after b's git commit and before its checkpoint — also before its finished
+    marker (the tool stage is then adopted as an orphan that ended)."""
     ledger = tmp_path / "ledger"
     dot = write_dot(
         tmp_path,
@@ -390,23 +407,25 @@ def test_a_crash_between_commit_and_checkpoint_then_resume_agrees_with_the_check
     common = ("--workdir", str(repo), "--quiet", "--stall-timeout", "0")
     first = engine(
         "run", str(dot), "--logs-root", str(logs), "--workspace", "git", "--run-id", "r1",
-        *common, crash_at="b",
+        *common, crash_at="b", before_marker=before_marker,
     )  # fmt: skip
     assert first.returncode == -signal.SIGKILL, first.stderr
     branch = "attractor/r1"
     assert commits(repo, branch) == ["a: success", "b: success"]  # committed, not checkpointed
     saved = checkpoint(logs)["workspace"]
     assert isinstance(saved, dict) and saved["head"] == git(repo, "rev-parse", f"{branch}~1")
+    b_commit = git(repo, "rev-parse", branch)
     second = engine("resume", str(logs), *common)
     assert second.returncode == 0, second.stderr
-    # One b commit on the branch, and the checkpoint's head is the branch's head.
+    # b finished before the crash: resume adopts it (exactly once) and takes its very commit.
+    assert ledger.read_text().split() == ["a", "b"]
     assert commits(repo, branch) == ["a: success", "b: success", "c: success"]
-    assert final(logs)["workspace"] == {"branch": branch, "head": git(repo, "rev-parse", branch)}
-    assert checkpoint(logs)["workspace"]["head"] == git(repo, "rev-parse", branch)  # type: ignore[index]
-    # The first b's work was saved as the interrupted attempt's patch before it was discarded.
-    patches = list(logs.glob("b/attempt-*/changes.patch"))
-    assert len(patches) == 1 and "+b1" in patches[0].read_text()
-    assert git(repo, "show", f"{branch}:b.txt") == "b2"
+    assert git(repo, "rev-parse", f"{branch}~1") == b_commit
+    assert git(repo, "show", f"{branch}:b.txt") == "b1"
+    head = git(repo, "rev-parse", branch)
+    assert final(logs)["workspace"] == {"branch": branch, "head": head}
+    assert checkpoint(logs)["workspace"]["head"] == head  # type: ignore[index]
+    assert not list(logs.glob("*/attempt-*/changes.patch"))  # nothing was discarded
 
 
 @pytest.mark.slow
@@ -619,3 +638,73 @@ def test_an_orphaned_stage_adopted_on_resume_commits_its_own_work(
     assert commits(repo, "attractor/r1") == ["a: success", "b: success"]
     assert git(repo, "show", "attractor/r1:two.txt") == "two"
     assert not list(logs.glob("b/attempt-*/changes.patch"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_discards_the_canceled_attempts_changes_into_a_patch(
+    tmp_path: Path, repo: Path
+) -> None:
+    go, mark = tmp_path / "go", tmp_path / "started"
+    command = (
+        f"if [ -e {go} ]; then echo done > done.txt; "
+        f"else echo partial > wip.txt; echo $$ > {mark}; sleep 30; fi"
+    )
+    dot = write_dot(
+        tmp_path, tool("a", "echo a > a.txt") + tool("b", command) + " start -> a -> b -> exit\n"
+    )
+    logs = tmp_path / "logs"
+    common = ["--workdir", str(repo), "--quiet", "--stall-timeout", "0", "--kill-grace", "1s"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attractor_trio", "run", str(dot), "--logs-root", str(logs),
+         "--workspace", "git", "--run-id", "r1", *common],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (mark.exists() and mark.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 130
+    canceled = final(logs)
+    assert canceled["status"] == "canceled"
+    head = git(repo, "rev-parse", "attractor/r1")
+    assert canceled["workspace"] == {"branch": "attractor/r1", "head": head}
+    assert commits(repo, "attractor/r1") == ["a: success"]  # the canceled attempt: no commit
+    assert (logs / "worktree" / "wip.txt").exists()  # kept for inspection
+    go.touch()
+    resumed = engine("resume", str(logs), *common)
+    assert resumed.returncode == 0, resumed.stderr
+    assert commits(repo, "attractor/r1") == ["a: success", "b: success"]
+    assert "wip.txt" not in git(repo, "ls-tree", "--name-only", "attractor/r1").split()
+    patches = list(logs.glob("b/attempt-*/changes.patch"))
+    assert len(patches) == 1 and "+partial" in patches[0].read_text()
+    assert json.loads((logs / "final-1.json").read_text())["status"] == "canceled"
+
+
+@pytest.mark.slow
+def test_resume_from_moves_the_run_branch_back_and_keeps_the_old_tip(
+    tmp_path: Path, repo: Path
+) -> None:
+    dot = write_dot(
+        tmp_path,
+        tool("a", "echo a > a.txt")
+        + tool("b", "echo b >> b.txt")
+        + tool("c", "echo c >> c.txt")
+        + " start -> a -> b -> c -> exit\n",
+    )
+    code, logs, err = run_git(tmp_path, repo, dot)
+    assert code == 0, err
+    branch = "attractor/r1"
+    first_tip = git(repo, "rev-parse", branch)
+    a_commit = git(repo, "rev-parse", f"{branch}~2")
+    common = ["--workdir", str(repo), "--quiet", "--stall-timeout", "0"]
+    again = engine("resume", str(logs), "--from", "b", *common)
+    assert again.returncode == 0, again.stderr
+    assert git(repo, "rev-parse", f"{branch}--before-from-1") == first_tip
+    assert git(repo, "rev-parse", f"{branch}~2") == a_commit  # b and c redone on top of a
+    assert commits(repo, branch) == ["a: success", "b: success", "c: success"]
+    assert git(repo, "show", f"{branch}:b.txt") == "b"  # not "b\nb": b started from a's tree
+    third = engine("resume", str(logs), "--from", "c", *common)
+    assert third.returncode == 0, third.stderr
+    assert git(repo, "rev-parse", f"{branch}--before-from-2") != first_tip
+    assert final(logs)["workspace"] == {"branch": branch, "head": git(repo, "rev-parse", branch)}
+    assert not (logs / "worktree").exists()  # success again: removed

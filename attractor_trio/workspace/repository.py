@@ -59,9 +59,16 @@ class CheckedRepository:
 
 
 async def check_repository(
-    config: WorkspaceConfig, *, run_id: str, workdir: Path | None, kill_grace: float = 5.0
+    config: WorkspaceConfig,
+    *,
+    run_id: str,
+    workdir: Path | None,
+    kill_grace: float = 5.0,
+    logs_root: Path | None = None,
 ) -> CheckedRepository:
-    """Refuse (``ConfigError``, exit 2) anything the run could not start from; write nothing."""
+    """Refuse (``ConfigError``, exit 2) anything the run could not start from; write nothing.
+    Files under this run's own ``logs_root`` (already created by ``run --detach``) are not
+    the user's work."""
     directory = (config.repo or workdir or Path.cwd()).resolve()
     if shutil.which("git") is None:
         raise GitError(
@@ -84,7 +91,7 @@ async def check_repository(
             "make a first commit, then run"
         )
     branch = await _free_branch_name(toplevel, config.branch_prefix + run_id, kill_grace)
-    dirty = tuple(await _dirty_files(toplevel, kill_grace))
+    dirty = tuple(await _dirty_files(toplevel, kill_grace, logs_root))
     if dirty and not config.allow_dirty:
         raise ConfigError(
             f"git workspace: {toplevel} has uncommitted changes: {_list(dirty)}; commit or "
@@ -110,7 +117,7 @@ async def _free_branch_name(toplevel: Path, branch: str, kill_grace: float) -> s
     return branch
 
 
-async def _dirty_files(toplevel: Path, kill_grace: float) -> list[str]:
+async def _dirty_files(toplevel: Path, kill_grace: float, logs_root: Path | None) -> list[str]:
     """Modified, staged, deleted and untracked non-ignored paths — except other runs' directories
     (a logs root inside the repository, such as the default ``runs/``, is not the user's work)."""
     status = await git(
@@ -119,7 +126,25 @@ async def _dirty_files(toplevel: Path, kill_grace: float) -> list[str]:
         kill_grace=kill_grace,
     )
     paths = [entry[3:] for entry in status.out.split("\0") if len(entry) > 3]
-    return [p for p in paths if not _inside_run_directory(toplevel, p)]
+    own = _relative_to(toplevel, logs_root)
+    return [
+        p
+        for p in paths
+        if not _inside_run_directory(toplevel, p) and not (own and _is_below(p, own))
+    ]
+
+
+def _relative_to(toplevel: Path, path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return str(path.resolve().relative_to(toplevel.resolve()))
+    except ValueError:
+        return ""
+
+
+def _is_below(relative: str, directory: str) -> bool:
+    return relative == directory or relative.startswith(directory.rstrip("/") + "/")
 
 
 def _inside_run_directory(toplevel: Path, relative: str) -> bool:

@@ -322,7 +322,9 @@ class Workspace:
 
     async def _drop_worktree(self, worktree: Path) -> None:
         async with self.admin_lock:
-            await self.run_git("worktree", "remove", "--force", str(worktree), check=False)
+            await self.run_git(
+                "worktree", "remove", "--force", str(worktree), check=False, cwd=self.repo
+            )
             shutil.rmtree(worktree, ignore_errors=True)
             await self.run_git("worktree", "prune", check=False, cwd=self.repo)
 
