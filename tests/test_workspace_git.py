@@ -708,3 +708,23 @@ def test_resume_from_moves_the_run_branch_back_and_keeps_the_old_tip(
     assert git(repo, "rev-parse", f"{branch}--before-from-2") != first_tip
     assert final(logs)["workspace"] == {"branch": branch, "head": git(repo, "rev-parse", branch)}
     assert not (logs / "worktree").exists()  # success again: removed
+
+
+async def test_a_nested_fan_outs_branches_append_their_key_again(
+    tmp_path: Path, repo: Path
+) -> None:
+    """Unit level: the engine's fan-in detection stops a branch at the first fan-in it meets,
+    so a pipeline cannot nest fan-outs inside one branch today; the naming is ready for it."""
+    from attractor_trio.workspace import Workspace
+
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "branch", "attractor/r", head)
+    run = Workspace(repo=repo, run_id="r", branch="attractor/r", worktree=repo, head=head)
+    child = await run.branch_workspace("x", tmp_path / "p" / "x" / "worktree")
+    grandchild = await child.branch_workspace("x1", tmp_path / "p" / "x" / "q" / "x1" / "worktree")
+    assert (child.branch, grandchild.branch) == ("attractor/r--x", "attractor/r--x--x1")
+    (grandchild.worktree / "deep.txt").write_text("deep\n")
+    await grandchild.commit_attempt("x1", 1, "success")
+    assert await child.join_branches(["x1"], ["x1"], merge=True) is None
+    assert git(repo, "show", "attractor/r--x:deep.txt") == "deep"
+    assert not grandchild.worktree.exists() and child.worktree.exists()
