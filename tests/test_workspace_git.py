@@ -728,3 +728,49 @@ async def test_a_nested_fan_outs_branches_append_their_key_again(
     assert await child.join_branches(["x1"], ["x1"], merge=True) is None
     assert git(repo, "show", "attractor/r--x:deep.txt") == "deep"
     assert not grandchild.worktree.exists() and child.worktree.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_fan_out_then_resume_merges_every_branch_once(
+    tmp_path: Path, repo: Path
+) -> None:
+    import random
+
+    ledger = tmp_path / "ledger"
+    branches = {
+        f"b{i}": f"echo b{i} >> {ledger}; echo b{i} > b{i}.txt; sleep 0.4" for i in range(3)
+    }
+    dot = write_dot(tmp_path, fan_out(branches, after=" join -> exit\n").replace(
+        "fan [shape=component]", "fan [shape=component, max_parallel=2]"))  # fmt: skip
+    logs = tmp_path / "logs"
+    common = ["--workdir", str(repo), "--quiet", "--stall-timeout", "0"]
+    first_run = ["run", str(dot), "--logs-root", str(logs), "--workspace", "git", "--run-id", "r1"]
+    rng = random.Random(7)
+    kills, first = 0, True
+    while kills < 4 and not (logs / "final.json").exists():
+        argv = first_run if first else ["resume", str(logs)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "attractor_trio", *argv, *common],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(rng.uniform(0.4, 0.9))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.wait(timeout=30)
+        first = first and not (logs / "manifest.json").exists()
+    for _ in range(5):
+        if (logs / "final.json").exists():
+            break
+        done = engine(*(first_run if first else ["resume", str(logs)]), *common)
+        assert done.returncode == 0, done.stderr
+        first = False
+    assert final(logs)["status"] == "success"
+    assert sorted(ledger.read_text().split()) == ["b0", "b1", "b2"]  # each branch ran once
+    branch = "attractor/r1"
+    merges = git(repo, "log", "--merges", "--format=%s", f"main..{branch}").splitlines()
+    assert sorted(merges) == [f"merge {branch}--b{i}" for i in range(3)]
+    for i in range(3):
+        assert git(repo, "show", f"{branch}:b{i}.txt") == f"b{i}"
+        assert commits(repo, f"{branch}--b{i}") == [f"b{i}: success"]
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
