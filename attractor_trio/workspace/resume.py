@@ -9,6 +9,7 @@ attempt that was interrupted, so nothing is lost silently.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,27 @@ async def resume_workspace(
     if workspace is None:
         return None
     where = interrupted_attempt(logs_root, node_attempts)
-    patch = (
-        stage_root / where[0] / f"attempt-{where[1]}" / "changes.patch"
-        if where is not None
-        else logs_root / "workspace-changes.patch"
-    )
+    if where is None:
+        patch = logs_root / "workspace-changes.patch"
+    else:
+        number = _marked_number(stage_root / where[0]) or where[1]
+        patch = stage_root / where[0] / f"attempt-{number}" / "changes.patch"
     await workspace.reset_to_head(patch)
     return workspace
+
+
+def _marked_number(stage_dir: Path) -> int:
+    """The number the stage's ``.attempt.json`` gives an attempt that did not finish (the
+    engine's own numbering, archives included), or 0 — a finished marker belongs to an
+    earlier attempt than the one that was interrupted."""
+    try:
+        marker = json.loads((stage_dir / ".attempt.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    if not isinstance(marker, dict) or marker.get("finished"):
+        return 0
+    number = marker.get("number")
+    return number if isinstance(number, int) and not isinstance(number, bool) else 0
 
 
 def interrupted_attempt(
