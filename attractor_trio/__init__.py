@@ -53,3 +53,4 @@ from .validate import LintRule as LintRule
 from .validate import register_rule as register_rule
 from .validate import validate as validate
 from .validate import validate_or_raise as validate_or_raise
+from .workspace import WorkspaceConfig as WorkspaceConfig

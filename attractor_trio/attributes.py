@@ -184,6 +184,7 @@ NODE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
         exclusive_minimum=True,
     ),
     "branch_timeout": _duration("bound on each parallel branch"),
+    "merge": _enum("how a fan-in merges git-workspace branches (CONTRACT §10)", "all", "none"),
     "tool_command": _s("shell command of a tool stage"),
     "manager.poll_interval": _duration("manager loop cycle length"),
     "manager.max_cycles": _int("manager loop cycles before failing", minimum=1),

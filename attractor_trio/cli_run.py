@@ -349,6 +349,13 @@ def _summary(result: Any, quiet: bool, as_json: bool) -> None:
 @click.option("--logs-root", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--run-id")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a context key.")
+@click.option(
+    "--workspace",
+    "workspace_kind",
+    type=click.Choice(["git"]),
+    help="Run on a git branch and worktree of the workdir's repository (CONTRACT §10).",
+)
+@click.option("--allow-dirty", is_flag=True, help="--workspace git: snapshot uncommitted changes.")
 @_run_options
 @_guard
 def run_command(
@@ -356,6 +363,8 @@ def run_command(
     logs_root: Path | None,
     run_id: str | None,
     sets: tuple[str, ...],
+    workspace_kind: str | None,
+    allow_dirty: bool,
     **opts: Any,
 ) -> None:
     """Parse, transform, validate and execute PIPELINE.dot."""
@@ -372,6 +381,8 @@ def run_command(
     root = logs_root or Path("runs") / run_id
     engine.refuse_used_logs_root(root)
     engine.check_runnable(graph, backend=settings["backend"])
+    workspace = _workspace(workspace_kind, allow_dirty, opts)
+    _check_workspace(workspace, run_id, opts, root, settings["kill_grace"])
     prepare_logs_root(root)
     if opts["detach"]:
         detach(["--logs-root", str(root), "--run-id", run_id], root)
@@ -386,6 +397,49 @@ def run_command(
         context=initial,
         argv=sys.argv,
         options=recorded_options(opts),
+        workspace=workspace,
+    )
+
+
+def _check_workspace(
+    config: Any, run_id: str, opts: dict[str, Any], root: Path, kill_grace: float
+) -> None:
+    """A repository the run cannot start from is refused before the logs root exists
+    (CONTRACT §10: exit 2, no run directory); ``engine.run`` checks again for API callers."""
+    if config is None:
+        return
+    from functools import partial
+
+    from .workspace import check_repository
+
+    check = partial(
+        check_repository,
+        config,
+        run_id=run_id,
+        workdir=opts["workdir"],
+        kill_grace=kill_grace,
+        logs_root=root,
+    )
+    trio.run(check)
+
+
+def _workspace(kind: str | None, allow_dirty: bool, opts: dict[str, Any]) -> Any:
+    """``--workspace git`` and/or run config ``workspace:`` (which turns it on by itself)."""
+    from .runconfig import load_run_config
+    from .workspace import WorkspaceConfig
+
+    doc = load_run_config(opts["config_path"]).workspace if opts["config_path"] else None
+    if kind is None and doc is None:
+        if allow_dirty:
+            raise ConfigError("--allow-dirty needs a git workspace (--workspace git)")
+        return None
+    if doc is None:
+        return WorkspaceConfig(allow_dirty=allow_dirty)
+    return WorkspaceConfig(
+        repo=Path(doc.repo) if doc.repo else None,
+        branch_prefix=doc.branch_prefix,
+        keep_worktree=doc.keep_worktree,
+        allow_dirty=allow_dirty,
     )
 
 

@@ -38,6 +38,14 @@ from .scopes.run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .stage_env import use_env_passes
 from .traversal import TraversalState
 from .validate import register_known_type, unregister_known_type, validate_or_raise
+from .workspace import (
+    CheckedRepository,
+    Workspace,
+    WorkspaceConfig,
+    check_repository,
+    plan_workspace,
+)
+from .workspace.resume import resume_workspace
 
 __all__ = [
     "RunHandle",
@@ -157,6 +165,7 @@ async def run(
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     options: Mapping[str, Any] | None = None,
     pass_env: Sequence[str] = (),
+    workspace: WorkspaceConfig | None = None,
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
@@ -171,8 +180,10 @@ async def run(
     root = Path(logs_root)
     refuse_used_logs_root(root)
     run_id = run_id or new_run_id()
+    checked = await _check_workspace(workspace, run_id, workdir, kill_grace, root)
     lock = _take_ownership(root, run_id)
     try:
+        planned = await _plan_workspace(checked, workspace, run_id, root, kill_grace)
         write_manifest(
             root,
             run_id=run_id,
@@ -204,6 +215,9 @@ async def run(
                 attempt_retention,
             ),
         )
+        if planned is not None:
+            await planned.open()
+            the_run.workspace = planned
         start = _start_node(graph)
         with use_env_passes(pass_env):
             return await drive(the_run, start)
@@ -289,6 +303,17 @@ async def resume(
             "previous_exit_path": final.exit_path if final else "died",
             "from_node": from_node or "",
         }
+        the_run.workspace = await resume_workspace(
+            root,
+            source.workspace if isinstance(source, Checkpoint) else None,
+            run_id=run_id,
+            stage_root=the_run.stage_root(),
+            node_attempts=state.node_attempts,
+            kill_grace=kill_grace,
+        )
+        if from_node is not None and the_run.workspace is not None:
+            # Back to the commit before NODE's first visit (CONTRACT §10).
+            await the_run.workspace.rewind(from_node)
         with use_env_passes(pass_env):
             if from_node is not None:
                 return await drive(the_run, from_node, current or "")
@@ -411,6 +436,37 @@ def refuse_used_logs_root(root: Path) -> None:
             f"{root} already holds a run; continue it with `attractor-trio resume {root}` "
             "(or resume() from Python) or choose another logs root"
         )
+
+
+async def _check_workspace(
+    config: WorkspaceConfig | None,
+    run_id: str,
+    workdir: str | os.PathLike[str] | None,
+    kill_grace: float,
+    root: Path,
+) -> CheckedRepository | None:
+    """CONTRACT §10: refuse a missing git, a non-repository, no commits or a dirty tree
+    before anything is created (``ConfigError``, exit 2)."""
+    if config is None:
+        return None
+    where = Path(workdir) if workdir else None
+    return await check_repository(
+        config, run_id=run_id, workdir=where, kill_grace=kill_grace, logs_root=root
+    )
+
+
+async def _plan_workspace(
+    checked: CheckedRepository | None,
+    config: WorkspaceConfig | None,
+    run_id: str,
+    root: Path,
+    kill_grace: float,
+) -> Workspace | None:
+    if checked is None or config is None:
+        return None
+    return await plan_workspace(
+        checked, config, run_id=run_id, logs_root=root, kill_grace=kill_grace
+    )
 
 
 def _take_ownership(root: Path, run_id: str) -> RunLock:

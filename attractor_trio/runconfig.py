@@ -50,6 +50,16 @@ class ProviderConfig:
 
 
 @frozen
+class WorkspaceDoc:
+    """Run config ``workspace:`` (CONTRACT §10); present means on (``kind: git``)."""
+
+    kind: str = "git"
+    repo: str = ""
+    branch_prefix: str = "attractor/"
+    keep_worktree: bool = False
+
+
+@frozen
 class RunConfig:
     backend: str = ""
     stall_timeout: float | None = None
@@ -62,6 +72,7 @@ class RunConfig:
     retention_attempts: int | None = None
     #: ``env: {pass: [...]}``: variable names or globs stages get besides the allowlist.
     env_pass: tuple[str, ...] = ()
+    workspace: WorkspaceDoc | None = None
 
 
 @frozen
@@ -96,6 +107,7 @@ class _ConfigDoc:
     providers: dict[str, _ProviderDoc] = field(factory=dict)
     retention: _RetentionDoc = field(factory=_RetentionDoc)
     env: _EnvDoc = field(factory=_EnvDoc)
+    workspace: WorkspaceDoc | None = None
 
 
 def _converter() -> cattrs.Converter:
@@ -129,6 +141,13 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook(float | None, duration)
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(int | None, strict_int)
+
+    def strict_bool(value: Any, _type: Any) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true or false, got {value!r}")
+        return value
+
+    converter.register_structure_hook(bool, strict_bool)
     return converter
 
 
@@ -189,6 +208,8 @@ def parse_run_config(
         problem = check_pass_pattern(pattern)
         if problem:
             raise ConfigError(f"{path}: $.env.pass[{index}]: {problem}")
+    if parsed.workspace is not None and parsed.workspace.kind != "git":
+        raise ConfigError(f"{path}: $.workspace.kind: must be git")
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -199,6 +220,7 @@ def parse_run_config(
         path=path,
         retention_attempts=attempts,
         env_pass=tuple(parsed.env.pass_),
+        workspace=parsed.workspace,
     )
 
 
@@ -242,6 +264,7 @@ _TOP_FIELDS = (
     "providers",
     "retention",
     "env",
+    "workspace",
 )
 
 

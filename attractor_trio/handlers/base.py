@@ -72,6 +72,8 @@ class AttemptInfo:
     visit: int = 1
     #: This attempt's node in the liveness tree (parallel branches hang below it).
     liveness: Any = None
+    #: The git workspace the attempt works in (CONTRACT §10), or ``None``.
+    workspace: Any = None
 
     @property
     def status_path(self) -> Path:

@@ -42,8 +42,11 @@ class FanInHandler:
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         results = context.get("parallel.results") or []
         failed_join = _failed_join(graph, context)
+        merged = await _join_workspaces(node, results, merge=failed_join is None)
         if failed_join is not None:
             return failed_join
+        if merged is not None:
+            return merged
         if not isinstance(results, list) or not results:
             return Outcome(
                 StageStatus.FAIL,
@@ -94,6 +97,32 @@ def _named_branch(text: str, results: list[dict[str, Any]]) -> dict[str, Any] | 
         if token in ids:
             return ids[token]
     return None
+
+
+async def _join_workspaces(node: Node, results: Any, *, merge: bool) -> Outcome | None:
+    """With a git workspace (CONTRACT §10): merge the successful branches into the run branch
+    in the fan-out's edge order (``merge=all``, the default; ``merge=none`` merges nothing),
+    then remove the branch worktrees. A conflict fails the fan-in, naming the files."""
+    attempt = current_attempt()
+    workspace = attempt.workspace if attempt is not None else None
+    if workspace is None or not isinstance(results, list):
+        return None
+    keys = [str(r["id"]) for r in results if isinstance(r, dict) and "id" in r]
+    successful = [str(r["id"]) for r in results if r.get("status") in _MERGED]
+    conflicts = await workspace.join_branches(
+        keys, successful, merge=merge and node.attrs.get("merge", "all") != "none"
+    )
+    if conflicts is None:
+        return None
+    return Outcome(
+        StageStatus.FAIL,
+        failure_reason=f"merge conflict at fan-in '{node.id}' in: {', '.join(conflicts)}",
+        failure_class=DETERMINISTIC,
+        notes="the run branch was left at its head from before the fan-in",
+    )
+
+
+_MERGED = frozenset({"success", "partial_success"})
 
 
 def _failed_join(graph: Graph, context: Context) -> Outcome | None:

@@ -97,6 +97,8 @@ class Checkpoint:
     failure_signatures: Mapping[str, int] = attrs.field(factory=dict, converter=_int_map)
     extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_map)
     timestamp: str = attrs.field(factory=utc_timestamp)
+    #: The git workspace (CONTRACT §10): ``branch``, ``head``, ``node_commits``; or ``None``.
+    workspace: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The document written to disk: spec keys first, then the extras."""
@@ -112,6 +114,7 @@ class Checkpoint:
             "visits": dict(self.visits),
             "failure_signatures": dict(self.failure_signatures),
             "extra": dict(self.extra),
+            **({} if self.workspace is None else {"workspace": dict(self.workspace)}),
         }
 
 
@@ -159,6 +162,7 @@ class CheckpointEncoder:
         restart_failure_signatures: Mapping[str, int],
         node_attempts: Mapping[str, int],
         timestamp: str | None = None,
+        workspace: Mapping[str, Any] | None = None,
     ) -> bytes:
         extra = (
             f'{{"restart_count":{dumps_compact(restart_count)},'
@@ -166,7 +170,7 @@ class CheckpointEncoder:
             f'"node_attempts":{self._attempts.encode(node_attempts)}}}'
         )
         redact = redaction.current()
-        members = (
+        members: tuple[tuple[str, str], ...] = (
             ("timestamp", dumps_compact(timestamp or utc_timestamp())),
             ("current_node", dumps_compact(current_node)),
             ("completed_nodes", self._completed.encode(completed_nodes)),
@@ -179,6 +183,8 @@ class CheckpointEncoder:
             ("failure_signatures", dumps_compact(redact.value(dict(failure_signatures)))),
             ("extra", extra),
         )
+        if workspace is not None:
+            members += (("workspace", dumps_compact(dict(workspace))),)
         text = "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}\n"
         return text.encode("utf-8")
 
@@ -238,6 +244,7 @@ _SCHEMA: Final[Schema] = {
         True,
     ),
     "extra": ("an object", is_object, False),
+    "workspace": ("an object", is_object, False),
 }
 
 
@@ -257,4 +264,5 @@ def _checkpoint_from_json(path: Path, doc: dict[str, Any]) -> Checkpoint:
         visits=doc["visits"],
         failure_signatures=doc["failure_signatures"],
         extra=doc.get("extra", {}),
+        workspace=doc.get("workspace"),
     )

@@ -12,7 +12,7 @@ The record's enumerations are checked when it is built, so an invalid ``status``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -25,6 +25,7 @@ from .atomic import (
     StrPath,
     dumps_json,
     is_number,
+    is_object,
     is_str,
     is_str_list,
     or_null,
@@ -115,6 +116,8 @@ class FinalRecord:
     failure_reason: str | None = None
     failure_class: str | None = attrs.field(default=None, validator=_failure_class_check)
     failure_signature: str | None = None
+    #: The git workspace's ``{branch, head}`` (CONTRACT §10); absent from the file without one.
+    workspace: Mapping[str, str] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.status == "success" and self.exit_path != "completed":
@@ -134,6 +137,7 @@ class FinalRecord:
             "start_time": self.start_time,
             "end_time": self.end_time,
             "duration_s": self.duration_s,
+            **({} if self.workspace is None else {"workspace": dict(self.workspace)}),
         }
 
 
@@ -158,6 +162,7 @@ _SCHEMA: Final[Schema] = {
     "start_time": ("a string (RFC 3339 time)", is_str, True),
     "end_time": ("a string (RFC 3339 time)", is_str, True),
     "duration_s": ("a number", is_number, True),
+    "workspace": ("an object", is_object, False),
 }
 
 
@@ -170,6 +175,6 @@ def read_final(logs_root: StrPath) -> FinalRecord | None:
     except FileNotFoundError:
         return None
     try:
-        return FinalRecord(**{key: doc[key] for key in _SCHEMA})
+        return FinalRecord(**{key: doc[key] for key in _SCHEMA if key in doc})
     except ValueError as exc:
         raise CorruptFileError(path, f"invalid final record: {exc}") from None

@@ -75,6 +75,8 @@ class StageExecutor:
     #: Which execution of the enclosing fan-out this branch belongs to (``""`` at top level):
     #: a finished attempt is adopted after a crash only by the same execution (CONTRACT §10).
     epoch: str = ""
+    #: The git workspace this traversal's stages work in (CONTRACT §10), or ``None``.
+    workspace: Any = None
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
@@ -149,6 +151,9 @@ class StageExecutor:
         if marked:
             marker.write(stage_dir, finished=False)
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
+        if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
+            await self.workspace.settle()
+            self.workspace.note_visit(node.id)
         self.emit(
             "stage_attempt_started",
             node_id=node.id,
@@ -158,6 +163,7 @@ class StageExecutor:
         )
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
+            await self._commit(node, number, outcome)  # before the marker, its commit point
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
                 marker.write(stage_dir, finished=False, interrupted=True)
@@ -165,6 +171,12 @@ class StageExecutor:
         if committed:  # the commit point: a resume adopts this outcome
             marker.write(stage_dir, finished=True)
         return outcome
+
+    async def _commit(self, node: Node, number: int, outcome: Outcome) -> None:
+        """The attempt's changes as one commit of the workspace (CONTRACT §10); the traversal's
+        next checkpoint records the new head."""
+        if self.workspace is not None:
+            await self.workspace.commit_attempt(node.id, number, outcome.value)
 
     def _info(
         self, node: Node, attempt: int, max_attempts: int, attempt_id: str, predecessor: str
@@ -185,6 +197,7 @@ class StageExecutor:
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
             visit=self.current_visit,
+            workspace=self.workspace,
         )
 
     async def _adopt_orphan(
@@ -208,7 +221,12 @@ class StageExecutor:
         if marker.get("finished"):
             if marker.get("epoch", "") != self.epoch:
                 return None  # an earlier execution of the enclosing fan-out
-            return self._adopt_finished(node, stage_dir, marker)
+            finished = self._adopt_finished(node, stage_dir, marker)
+            if finished is not None and self.workspace is not None:  # its commit (CONTRACT §10)
+                await self.workspace.adopt_attempt(
+                    node.id, int(marker["number"]), finished[0].value, finished_in_engine=True
+                )
+            return finished
         if not hasattr(handler, "adopt"):
             return None  # died mid-attempt: the attempt runs anew
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
@@ -222,6 +240,10 @@ class StageExecutor:
             return None
         number = int(marker["number"])
         self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
+        if self.workspace is not None:  # the orphan's work is in the worktree (CONTRACT §10)
+            await self.workspace.adopt_attempt(
+                node.id, number, outcome.value, finished_in_engine=False
+            )
         _Marker(node.id, number, attempt, attempt_id, self.epoch).write(stage_dir, finished=True)
         return outcome, attempt
 

@@ -141,6 +141,8 @@ class RunScope:
     max_parallel_default: int = 4
     #: Archived ``attempt-<n>/`` dirs kept per stage dir (run config ``retention.attempts``).
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
+    #: The run's git workspace (CONTRACT §10): stages run in its worktree; ``None`` without.
+    workspace: Any = None
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
 
@@ -176,6 +178,12 @@ class RunScope:
             state = TraversalState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
             executor = self.executor(state, stage_root=stage_root, branch=branch)
+            if attempt.workspace is not None:  # its own worktree, from the fan-out's head
+                key = branch.rsplit("/", 1)[-1]
+                executor.workspace = await attempt.workspace.branch_workspace(
+                    key, stage_root / "worktree"
+                )
+                executor.workdir = executor.workspace.workdir
             executor.liveness = parent.child(branch)
             executor.epoch = f"{attempt.branch}/{attempt.node_id}@{attempt.visit}.{attempt.attempt}"
             traversal = Traversal(
@@ -244,7 +252,8 @@ class RunScope:
             emit=self.hub.bind(branch),
             run_id=self.run_id,
             stage_root=stage_root or self.stage_root(),
-            workdir=self.workdir,
+            workdir=self.workspace.workdir if self.workspace is not None else self.workdir,
+            workspace=self.workspace,
             node_retries=state.node_retries,
             node_attempts=state.node_attempts,
             branch=branch,
@@ -272,6 +281,7 @@ class RunScope:
             restart_count=state.restart_count,
             restart_failure_signatures=state.restart_signatures,
             node_attempts=state.node_attempts,
+            workspace=self.workspace.checkpoint_json() if self.workspace is not None else None,
         )
         write_checkpoint_bytes(self.logs_root, data)
         self.hub.emit("checkpoint_saved", node_id=node_id)
@@ -348,6 +358,7 @@ class RunScope:
             failure_reason=finish.failure_reason or None,
             failure_class=finish.failure_class or None,
             failure_signature=signature or None,
+            workspace=self.workspace.final_json() if self.workspace is not None else None,
         )
         write_final(self.logs_root, record)
         hub.writer.sync()
@@ -452,6 +463,8 @@ async def drive(
                     stop = await run.execute(start, predecessor)
                 nursery.cancel_scope.cancel()
             finish = _finish_from_stop(stop)
+            if finish.status == "success" and run.workspace is not None:
+                await run.workspace.remove_worktree()
         if run.scope.cancelled_caught:
             finish = _canceled(run.cancel_reason)
     except BaseException as exc:
