@@ -41,6 +41,7 @@ def check_unknown_shape(index: _Index) -> Iterator[_Finding]:
 
 
 def check_custom_outcome(index: _Index) -> Iterator[_Finding]:
+    hints: dict[str, str] = {}  # the same custom outcome is tested on many edges
     for where, key, text, _spec in index.attrs_of_kind(Kind.CONDITION):
         try:
             condition = parse_condition(text)
@@ -48,10 +49,12 @@ def check_custom_outcome(index: _Index) -> Iterator[_Finding]:
             continue  # condition_syntax reports it
         for clause in condition.clauses:
             if clause.key == "outcome" and is_custom_outcome(clause.literal):
+                if clause.literal not in hints:
+                    hints[clause.literal] = outcome_hint(clause.literal)
                 yield (
                     where,
                     f"{_owner(where)}: {key} tests the custom outcome "
-                    f"'{clause.literal}'{outcome_hint(clause.literal)}; a stage must report it "
+                    f"'{clause.literal}'{hints[clause.literal]}; a stage must report it "
                     "(status file, report_status or sim script), and it counts as success",
                     None,
                 )
