@@ -63,6 +63,7 @@ from .compat_rules import check_attribute_alias, check_custom_outcome, check_unk
 from .conditions import ConditionSyntaxError, parse_condition
 from .dot.lexer import Positions, raw_offset
 from .errors import ValidationFailed
+from .gcpause import gc_paused
 from .graph import SHAPE_TO_TYPE, Diagnostic, Edge, Graph, Node, Severity
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet
 from .values import AttributeValueError, parse_bool
@@ -678,15 +679,17 @@ def validate(graph: Graph, extra_rules: Sequence[LintRule] | None = None) -> lis
     """All diagnostics: built-ins, then registered rules, then ``extra_rules`` (S7.3-01).
 
     The result is sorted by ``(line, col, rule)`` (stable), so the same graph always yields
-    the same list in the same order.
+    the same list in the same order. The collector is paused meanwhile: the index and the
+    findings are many objects and no cycles (:mod:`attractor_trio.gcpause`).
     """
-    index = _Index.build(graph)
-    found: list[Diagnostic] = []
-    for builtin in BUILTIN_RULES:
-        found += builtin.run(index)
-    for rule in (*_REGISTERED, *(extra_rules or ())):
-        found += _run_custom(rule, index)
-    return sorted(found, key=lambda d: (d.line, d.col, d.rule))
+    with gc_paused():
+        index = _Index.build(graph)
+        found: list[Diagnostic] = []
+        for builtin in BUILTIN_RULES:
+            found += builtin.run(index)
+        for rule in (*_REGISTERED, *(extra_rules or ())):
+            found += _run_custom(rule, index)
+        return sorted(found, key=lambda d: (d.line, d.col, d.rule))
 
 
 def validate_or_raise(
