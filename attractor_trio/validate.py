@@ -39,10 +39,10 @@ precomputed adjacency index per :func:`validate` call, so validation is linear i
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Final, Protocol, runtime_checkable
 
 import attrs
@@ -113,6 +113,11 @@ _SCOPES: Final[tuple[Scope, ...]] = ("graph", "node", "edge")
 
 _TypedAttr = tuple[_Where, str, str, AttributeSpec]
 _Numbered = tuple[int, _Where, str, str, AttributeSpec]
+_FIRST = itemgetter(0)
+_OWNER_KEY_VALUE_SPEC = itemgetter(1, 2, 3, 4)
+#: The kinds rules check, hence index: free text and Graphviz display attributes (most
+#: attributes: labels, prompts) are never looked at by kind, so they are not collected.
+_CHECKED: Final = frozenset(Kind) - {Kind.STRING, Kind.DISPLAY}
 
 
 @frozen
@@ -126,7 +131,8 @@ class _Index:
     exits: list[Node]
     #: The attribute catalogues (built-in plus registered) as of this validation.
     specs: Mapping[Scope, Mapping[str, AttributeSpec]]
-    #: Present catalogued attributes by kind: ``(declaration no., owner, key, value, spec)``.
+    #: Present catalogued attributes by checked kind: ``(declaration no., owner, key, value,
+    #: spec)``.
     typed: Mapping[Kind, list[_Numbered]]
     #: Node keys grouped by resolved handler type.
     by_type: Mapping[str, list[str]]
@@ -139,11 +145,15 @@ class _Index:
             outgoing.setdefault(edge.from_node, []).append(edge)
             incoming.setdefault(edge.to_node, []).append(edge)
         specs = {scope: catalogue(scope) for scope in _SCOPES}
-        typed: dict[Kind, list[_Numbered]] = {kind: [] for kind in Kind}
-        # Each catalogued key leads straight to its kind's list: one dict lookup per attribute
+        typed: dict[Kind, list[_Numbered]] = {kind: [] for kind in Kind if kind in _CHECKED}
+        # Each checked key leads straight to its kind's list: one dict lookup per attribute
         # (hashing a Kind member runs Python code, and there are ~10 attributes per node).
         routes = {
-            scope: {key: (typed[spec.kind], spec) for key, spec in specs[scope].items()}
+            scope: {
+                key: (typed[spec.kind], spec)
+                for key, spec in specs[scope].items()
+                if spec.kind in _CHECKED
+            }
             for scope in _SCOPES
         }
         order = itertools.count()
@@ -160,9 +170,14 @@ class _Index:
         return cls(graph, outgoing, incoming, starts, exits, specs, typed, by_type)
 
     def attrs_of_kind(self, *kinds: Kind) -> Iterator[_TypedAttr]:
-        """``(owner, key, value, spec)`` of the given kinds, in declaration order."""
-        for entry in heapq.merge(*(self.typed.get(kind, ()) for kind in kinds)):
-            yield entry[1:]
+        """``(owner, key, value, spec)`` of the given kinds, in declaration order.
+
+        One sort of the already ordered lists (a C-level merge of runs) instead of a Python
+        generator merge: on 10,000 nodes these lists hold ~50,000 attributes.
+        """
+        lists = [self.typed[kind] for kind in kinds]  # KeyError: a kind no rule may check
+        ordered = lists[0] if len(lists) == 1 else sorted(itertools.chain(*lists), key=_FIRST)
+        return map(_OWNER_KEY_VALUE_SPEC, ordered)
 
     def nodes_of_type(self, handler_type: str) -> Iterator[tuple[str, Node]]:
         for key in self.by_type.get(handler_type, ()):
@@ -563,6 +578,8 @@ def _check_human_gate_choices(index: _Index) -> Iterator[_Finding]:
 
 
 def _check_parallel_no_fan_in(index: _Index) -> Iterator[_Finding]:
+    if not index.by_type.get("parallel"):
+        return  # the walk below costs a pass over the whole graph
     escapes = _reaches_exit_without_fan_in(index)
     for key, node in index.nodes_of_type("parallel"):
         branch = next((e.to_node for e in index.outgoing.get(key, ()) if e.to_node in escapes), "")

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from attractor_trio.attributes import (
     AttributeSpec,
     Kind,
+    Scope,
+    catalogue,
     misspelling_of,
     register_attribute,
     unregister_attribute,
@@ -27,6 +29,7 @@ from attractor_trio.graph import Diagnostic, Edge, Graph, Node, Severity
 from attractor_trio.validate import (
     BUILTIN_RULES,
     LintRule,
+    _Index,
     clear_rules,
     register_known_type,
     register_rule,
@@ -936,3 +939,29 @@ def test_did_you_mean_searches_once_per_distinct_word_not_per_node(
     }
     assert all("did you mean success" in d.message for d in only(diagnostics, "custom_outcome"))
     assert sorted(searched) == sorted(["max_retry", "max_retry", "codergenn", "ful", "sucess"])
+
+
+_CHECKED_KINDS = [kind for kind in Kind if kind not in {Kind.STRING, Kind.DISPLAY}]
+
+
+@settings(max_examples=200, deadline=None)
+@given(api_graphs(), st.lists(st.sampled_from(_CHECKED_KINDS), min_size=1, unique=True))
+def test_attributes_of_several_kinds_come_in_declaration_order(
+    graph: Graph, kinds: list[Kind]
+) -> None:
+    """The shared index merges its per-kind lists back into declaration order (graph, then
+    nodes, then edges, each in attribute order): rules yield findings in that order."""
+    owners: list[tuple[Scope, Any, dict[str, str]]] = [
+        ("graph", None, {key: value}) for key, value in graph.attrs.items()
+    ]
+    owners += [("node", node, node.attrs) for node in graph.nodes.values()]
+    owners += [("edge", edge, edge.attrs) for edge in graph.edges]
+    expected = [
+        (key, value, catalogue(scope)[key].kind)
+        for scope, _owner, values in owners
+        for key, value in values.items()
+        if key in catalogue(scope) and catalogue(scope)[key].kind in kinds
+    ]
+    index = _Index.build(graph)
+    found = [(key, value, spec.kind) for _where, key, value, spec in index.attrs_of_kind(*kinds)]
+    assert found == expected
