@@ -477,8 +477,10 @@ def _check_goal_gate_has_retry(index: _Index) -> Iterator[_Finding]:
     graph = index.graph
     graph_level = graph.retry_target or graph.fallback_retry_target
     for node in graph.nodes.values():
-        has_retry = graph_level or node.retry_target or node.fallback_retry_target
-        if not has_retry and _is_true(node.attrs.get("goal_gate", "")):
+        raw = node.attrs.get("goal_gate")  # absent on almost every node: test it first
+        if raw is None or graph_level or node.retry_target or node.fallback_retry_target:
+            continue
+        if _is_true(raw):
             yield (
                 node,
                 f"goal gate '{node.id}' has no retry_target or fallback_retry_target "
