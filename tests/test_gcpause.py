@@ -14,13 +14,15 @@ import pytest
 
 from attractor_trio.dot import DotSyntaxError, parse_dot
 from attractor_trio.gcpause import gc_paused
+from attractor_trio.transforms import apply_transforms
 from attractor_trio.validate import validate
 
 STAGES = " -> ".join(f"s{i}" for i in range(2_000))
 BIG = (
     "digraph G {\n"
     "  start [shape=Mdiamond]\n  exit [shape=Msquare]\n"
-    '  node [prompt="do it", timeout="5m", max_retries=2]\n'
+    '  graph [goal="g", model_stylesheet="* { llm_model: m; }"]\n'
+    '  node [prompt="do $goal", timeout="5m", max_retries=2]\n'
     f'  start -> {STAGES} -> exit [condition="outcome=success"]\n'
     "}\n"
 )
@@ -50,12 +52,15 @@ def test_building_that_many_objects_does_collect_without_the_pause(
     assert kept and collections
 
 
-def test_parse_and_validate_do_not_collect_and_leave_the_collector_on(
+def test_parse_transforms_and_validate_do_not_collect_and_leave_the_collector_on(
     collections: list[int],
 ) -> None:
     """At most one collection per call: the one that catches up once the pause ends."""
     graph = parse_dot(BIG)
     assert len(graph.nodes) == 2_002 and len(collections) <= 1
+    collections.clear()
+    graph = apply_transforms(graph)
+    assert len(collections) <= 1
     collections.clear()
     assert validate(graph) == []
     assert len(collections) <= 1
