@@ -702,13 +702,19 @@ def validate(graph: Graph, extra_rules: Sequence[LintRule] | None = None) -> lis
     findings are many objects and no cycles (:mod:`attractor_trio.gcpause`).
     """
     with gc_paused():
-        index = _Index.build(graph)
-        found: list[Diagnostic] = []
-        for builtin in BUILTIN_RULES:
-            found += builtin.run(index)
-        for rule in (*_REGISTERED, *(extra_rules or ())):
-            found += _run_custom(rule, index)
-        return sorted(found, key=lambda d: (d.line, d.col, d.rule))
+        return _validate(graph, extra_rules)
+
+
+def _validate(graph: Graph, extra_rules: Sequence[LintRule] | None) -> list[Diagnostic]:
+    """:func:`validate`'s work, in its own frame so that the index is freed before the
+    collector resumes (its first pass would otherwise walk the whole index)."""
+    index = _Index.build(graph)
+    found: list[Diagnostic] = []
+    for builtin in BUILTIN_RULES:
+        found += builtin.run(index)
+    for rule in (*_REGISTERED, *(extra_rules or ())):
+        found += _run_custom(rule, index)
+    return sorted(found, key=lambda d: (d.line, d.col, d.rule))
 
 
 def validate_or_raise(
