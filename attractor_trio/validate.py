@@ -353,7 +353,10 @@ def _check_reachability(index: _Index) -> Iterator[_Finding]:
 
 def _check_edge_target_exists(index: _Index) -> Iterator[_Finding]:
     suggest = _NodeSuggester(index.graph)
+    nodes = index.graph.nodes
     for edge in index.graph.edges:
+        if edge.from_node in nodes and edge.to_node in nodes:
+            continue
         for end, node_id in (("source", edge.from_node), ("target", edge.to_node)):
             if node_id not in index.graph.nodes:
                 yield (
@@ -516,6 +519,8 @@ def _check_unknown_attribute(index: _Index) -> Iterator[_Finding]:
     advice: dict[tuple[Scope, str], tuple[str, str]] = {}
     for scope, where, values in _scoped_attrs(index.graph):
         specs = index.specs[scope]
+        if values.keys() <= specs.keys():
+            continue  # the usual case, decided at C speed
         for key in values:
             if key not in specs:
                 if (scope, key) not in advice:
