@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import re
+from functools import cached_property
 from typing import Final, Literal
 
 from attrs import field, frozen
@@ -120,12 +121,17 @@ class Stylesheet:
         Ignores the node's own attributes: deciding that explicit attributes win
         (S8.3-03) is the stylesheet transform's job.
         """
-        by_specificity = sorted(self.rules, key=lambda rule: rule.selector.specificity)
         won: dict[str, str] = {}
-        for rule in by_specificity:  # stable sort: equal specificity keeps source order
+        for rule in self._by_specificity:
             if rule.selector.matches(node):
                 won.update((d.property, d.value) for d in rule.declarations)
         return {prop: won[prop] for prop in ALLOWED_PROPERTIES if prop in won}
+
+    @cached_property
+    def _by_specificity(self) -> tuple[Rule, ...]:
+        """The rules, least specific first; a stable sort, so equal specificity keeps source
+        order. Sorted once: the stylesheet transform resolves every node of the graph."""
+        return tuple(sorted(self.rules, key=lambda rule: rule.selector.specificity))
 
     def render(self) -> str:
         """Stylesheet text that parses back to an equal :class:`Stylesheet`."""

@@ -19,6 +19,7 @@ import attrs
 
 from .attributes import ATTRIBUTE_ALIASES
 from .errors import AttractorError
+from .gcpause import gc_paused
 from .graph import Graph, Node
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet
 
@@ -91,7 +92,7 @@ class AttributeAliasTransform:
     def apply(self, graph: Graph) -> Graph:
         def resolve(node: Node) -> Node:
             resolved = _resolve_aliases(node.attrs, "node")
-            return node if resolved is None else attrs.evolve(node, attrs=resolved)
+            return node if resolved is None else node.with_attrs(resolved)
 
         graph_attrs = _resolve_aliases(graph.attrs, "graph")
         if graph_attrs is not None:
@@ -110,7 +111,7 @@ class VariableExpansionTransform:
             if GOAL_VARIABLE not in node.prompt:
                 return node
             expanded = expand_variables(node.prompt, graph)
-            return attrs.evolve(node, attrs={**node.attrs, "prompt": expanded})
+            return node.with_attrs({**node.attrs, "prompt": expanded})
 
         return _map_nodes(graph, expand)
 
@@ -136,7 +137,7 @@ class StylesheetTransform:
 
         def style(node: Node) -> Node:
             missing = {k: v for k, v in sheet.resolve(node).items() if k not in node.attrs}
-            return attrs.evolve(node, attrs={**node.attrs, **missing}) if missing else node
+            return node.with_attrs({**node.attrs, **missing}) if missing else node
 
         return _map_nodes(graph, style)
 
@@ -180,8 +181,9 @@ def apply_transforms(graph: Graph, transforms: Sequence[Transform] | None = None
     it, because the user needs to know which extension broke the pipeline.
     """
     custom = registered_transforms() if transforms is None else tuple(transforms)
-    for transform in (*builtin_transforms(), *custom):
-        graph = _run_one(transform, graph)
+    with gc_paused():  # new nodes for the whole graph, no cycles (attractor_trio.gcpause)
+        for transform in (*builtin_transforms(), *custom):
+            graph = _run_one(transform, graph)
     return graph
 
 

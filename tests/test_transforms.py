@@ -358,3 +358,22 @@ def test_parse_then_transform_end_to_end() -> None:
         "low",
     )
     assert parsed == snapshot
+
+
+def test_with_attrs_is_evolve_of_attrs_keeping_every_other_field() -> None:
+    """Transforms rebuild nodes with ``Node.with_attrs`` (fast); it must keep every field
+    ``attrs.evolve`` keeps, including the ones equality ignores (position, role)."""
+    graph = Graph(
+        "G",
+        nodes={
+            "start": Node("start", {"prompt": "p"}, ("loop-a",), line=3, col=5),
+            "exit": Node("exit"),
+        },
+    )
+    node = graph.nodes["start"]
+    assert node.role == "start"  # set by Graph: this node is the start by its id
+    rebuilt = node.with_attrs({"prompt": "q"})
+    expected = attrs.evolve(node, attrs={"prompt": "q"})
+    for field in attrs.fields(Node):
+        assert getattr(rebuilt, field.name) == getattr(expected, field.name), field.name
+    assert node.attrs == {"prompt": "p"}

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attractor_trio.attributes import AttributeSpec, Kind, register_attribute, unregister_attribute
+from attractor_trio.attributes import (
+    AttributeSpec,
+    Kind,
+    Scope,
+    catalogue,
+    misspelling_of,
+    register_attribute,
+    unregister_attribute,
+)
 from attractor_trio.dot import parse_dot
 from attractor_trio.errors import ValidationFailed
 from attractor_trio.graph import Diagnostic, Edge, Graph, Node, Severity
 from attractor_trio.validate import (
     BUILTIN_RULES,
     LintRule,
+    _Index,
     clear_rules,
     register_known_type,
     register_rule,
@@ -891,3 +902,66 @@ def test_validating_ten_thousand_nodes_is_linear() -> None:
     assert validate(graph) == []
     # Typically ~0.06 s; a quadratic rule would take tens of seconds. Generous for loaded CI.
     assert time.perf_counter() - started < 1.0
+
+
+def test_did_you_mean_searches_once_per_distinct_word_not_per_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node default repeats one typo on every node; the edit-distance and difflib searches
+    must run once per distinct word (10,000 nodes with one unknown default key took ~20 s)."""
+    compat_rules = importlib.import_module("attractor_trio.compat_rules")
+    validate_module = importlib.import_module("attractor_trio.validate")  # not the function
+
+    searched: list[str] = []
+
+    def counting(function: Any) -> Any:
+        def wrapper(word: str, *args: Any) -> Any:
+            searched.append(word)
+            return function(word, *args)
+
+        return wrapper
+
+    monkeypatch.setattr(validate_module, "misspelling_of", counting(misspelling_of))
+    monkeypatch.setattr(validate_module, "_did_you_mean", counting(validate_module._did_you_mean))
+    monkeypatch.setattr(compat_rules, "outcome_hint", counting(compat_rules.outcome_hint))
+    stages = " -> ".join(f"s{i}" for i in range(200))
+    body = (
+        'node [prompt=p, max_retry="2", type=codergenn, fidelity=ful]\n'
+        f'start -> {stages} -> exit [condition="outcome=sucess"]'
+    )
+    diagnostics = validate(pipeline(body))
+    assert len(only(diagnostics, "unknown_attribute")) == 200
+    assert len(only(diagnostics, "type_known")) == 200
+    assert len(only(diagnostics, "fidelity_valid")) == 200
+    assert len(only(diagnostics, "custom_outcome")) == 201
+    assert {d.fix for d in only(diagnostics, "unknown_attribute")} == {
+        "did you mean 'max_retries'?"
+    }
+    assert all("did you mean success" in d.message for d in only(diagnostics, "custom_outcome"))
+    assert sorted(searched) == sorted(["max_retry", "max_retry", "codergenn", "ful", "sucess"])
+
+
+_CHECKED_KINDS = [kind for kind in Kind if kind not in {Kind.STRING, Kind.DISPLAY}]
+
+
+@settings(max_examples=200, deadline=None)
+@given(api_graphs(), st.lists(st.sampled_from(_CHECKED_KINDS), min_size=1, unique=True))
+def test_attributes_of_several_kinds_come_in_declaration_order(
+    graph: Graph, kinds: list[Kind]
+) -> None:
+    """The shared index merges its per-kind lists back into declaration order (graph, then
+    nodes, then edges, each in attribute order): rules yield findings in that order."""
+    owners: list[tuple[Scope, Any, dict[str, str]]] = [
+        ("graph", None, {key: value}) for key, value in graph.attrs.items()
+    ]
+    owners += [("node", node, node.attrs) for node in graph.nodes.values()]
+    owners += [("edge", edge, edge.attrs) for edge in graph.edges]
+    expected = [
+        (key, value, catalogue(scope)[key].kind)
+        for scope, _owner, values in owners
+        for key, value in values.items()
+        if key in catalogue(scope) and catalogue(scope)[key].kind in kinds
+    ]
+    index = _Index.build(graph)
+    found = [(key, value, spec.kind) for _where, key, value, spec in index.attrs_of_kind(*kinds)]
+    assert found == expected

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import AttractorError, DotSyntaxError
+from ..gcpause import gc_paused
 from ..graph import Edge, Graph, Node
 from ..inputs import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_HINT, BinaryInput, decode_text, read_bounded
 from .lexer import (
@@ -58,8 +59,13 @@ MAX_SUBGRAPH_DEPTH = 100
 
 
 def parse_dot(source: str, path: str = "<string>") -> Graph:
-    """Parse one ``digraph`` from ``source``; ``path`` only labels positions in errors."""
-    return _Parser(source, path).parse()
+    """Parse one ``digraph`` from ``source``; ``path`` only labels positions in errors.
+
+    The collector is paused: a parse builds many objects and no cycles
+    (:mod:`attractor_trio.gcpause`).
+    """
+    with gc_paused():
+        return _Parser(source, path).parse()
 
 
 def load_dot(path: str | Path, *, max_size: int = DEFAULT_MAX_INPUT_SIZE) -> Graph:
