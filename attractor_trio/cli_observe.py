@@ -401,8 +401,8 @@ def _follow(root: Path, as_json: bool) -> int:
 def status_command(logs_root: Path, follow: bool, as_json: bool) -> None:
     """Show a run's current or terminal state, or follow it to its end.
 
-    With --follow the exit code is the run's: 0 success, 1 fail (or the run died), 130/143
-    canceled by SIGINT/SIGTERM.
+    With --follow the exit code is the run's: 0 success, 1 fail (or the run died), 129/130/143
+    canceled by SIGHUP/SIGINT/SIGTERM, 70 internal error.
     """
     try:
         if follow:

@@ -50,6 +50,7 @@ __all__ = [
 
 FINISHED_STATES: Final = frozenset({"success", "fail", "canceled"})
 EXIT_SUCCESS, EXIT_FAIL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_INTERNAL = 0, 1, 130, 143, 70
+EXIT_SIGHUP = 129
 
 
 # ------------------------------------------------------------------------------ value objects
@@ -263,14 +264,16 @@ def exit_code_for(status: str, exit_path: str, failure_reason: str) -> int:
     """The exit code ``run`` returns for a run that ended this way (CONTRACT §1).
 
     A canceled run's cause is only recorded in its reason ("run canceled: SIGINT"), so that
-    is where SIGINT (130) is told from SIGTERM/``stop`` (143).
+    is where SIGINT (130) and SIGHUP (129) are told from SIGTERM/``stop`` (143).
     """
     if exit_path == "internal_error":
         return EXIT_INTERNAL
     if status == "success":
         return EXIT_SUCCESS
     if status == "canceled":
-        return EXIT_SIGINT if "SIGINT" in failure_reason else EXIT_SIGTERM
+        if "SIGINT" in failure_reason:
+            return EXIT_SIGINT
+        return EXIT_SIGHUP if "SIGHUP" in failure_reason else EXIT_SIGTERM
     return EXIT_FAIL
 
 

@@ -142,6 +142,7 @@ def test_fold_reports_branches_and_node_statuses_including_cancellation() -> Non
         ("canceled", "canceled", "run canceled: SIGINT", 130),
         ("canceled", "canceled", "run canceled: SIGTERM", 143),
         ("canceled", "canceled", "run canceled: stop", 143),
+        ("canceled", "canceled", "run canceled: SIGHUP", 129),
         ("fail", "internal_error", "bug", 70),
     ],
 )
