@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .conditions import stringify
+from .dot.conditions import stringify
 
 __all__ = ["Context"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .graph import Diagnostic
+    from .dot.graph import Diagnostic
 
 __all__ = [
     "AttractorError",

@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from attractor_trio.scopes.group_commit import DurableLog, read_records
-from attractor_trio.scopes.offload import WritePool
+from attractor_trio.aio.group_commit import DurableLog, read_records
+from attractor_trio.aio.offload import WritePool
 
 from .helpers import fail_fsyncs, record_fsyncs
 

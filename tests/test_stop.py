@@ -16,11 +16,7 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
-from hypothesis import given
-from hypothesis import strategies as st
-
-from attractor_trio.cli_stop import (
+from attractor_trio.cli.stop import (
     Action,
     OwnerState,
     decide,
@@ -28,6 +24,10 @@ from attractor_trio.cli_stop import (
     register,
     stop_command,
 )
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
 from attractor_trio.persist.atomic import utc_timestamp
 from attractor_trio.persist.final import FinalRecord
 from attractor_trio.persist.lock import RunLockInfo

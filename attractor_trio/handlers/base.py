@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from attrs import frozen
 
-from ..graph import Graph, Node
+from ..dot.graph import Graph, Node
 
 if TYPE_CHECKING:
     from ..context import Context

@@ -33,7 +33,7 @@ orphan then exits without running anything, and the command runs once, in the ne
 Either way a command is never run twice because the engine died.
 
 The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
-:func:`~attractor_trio.scopes.process.run_in_process_group` kills the whole group before the
+:func:`~attractor_trio.aio.process.run_in_process_group` kills the whole group before the
 cancellation propagates.
 """
 
@@ -48,11 +48,12 @@ from typing import TYPE_CHECKING, Any, final
 import trio
 from attrs import frozen
 
+from ..aio.process import ProcessResult, live_group_members, run_in_process_group
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
-from ..graph import Graph, Node
-from ..logtext import decode_head, decode_tail, file_size
+from ..dot.graph import Graph, Node
 from ..persist.atomic import write_bytes_atomic
+from ..persist.logtext import decode_head, decode_tail, file_size
 from ..persist.status import (
     IngestionDecision,
     StatusSources,
@@ -60,7 +61,6 @@ from ..persist.status import (
     read_status_file,
     remove_stale,
 )
-from ..scopes.process import ProcessResult, live_group_members, run_in_process_group
 from ..stage_env import stage_environment
 from .base import AttemptInfo, require_attempt
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import redaction
+from ..core import redaction
 from ..errors import AttractorError
 
 __all__ = [
