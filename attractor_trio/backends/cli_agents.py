@@ -60,13 +60,12 @@ import trio
 from attrs import frozen
 
 from ..aio.process import ProcessResult, run_in_process_group
+from ..core.attempt import AttemptInfo, current_attempt
 from ..core.failures import DETERMINISTIC, STRUCTURAL, TRANSIENT_INFRA, classify_reason
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..errors import ConfigError
-from ..handlers.base import AttemptInfo, current_attempt
-from ..handlers.tool import tail_text
 from ..persist.atomic import write_text_atomic
-from ..persist.logtext import decode_tail, file_size
+from ..persist.logtext import decode_tail, file_size, tail_text
 from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
 from ..runconfig import ProviderConfig
 from ..stage_env import stage_environment

@@ -25,10 +25,10 @@ import httpx
 import trio
 
 from ..context import Context
+from ..core.attempt import AttemptInfo, require_attempt
 from ..core.outcome import Outcome
 from ..dot.graph import Graph, Node
 from ..errors import ConfigError
-from ..handlers.base import AttemptInfo, require_attempt
 from ..providers.base import ConfigurationError, ProviderError
 from ..providers.model import Adapter, Message, Request, Response
 from ..runconfig import MODES, ProviderConfig, RunConfig

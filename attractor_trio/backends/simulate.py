@@ -33,13 +33,14 @@ import trio
 import yaml
 from attrs import field, frozen
 
+from ..context import RESPONSE_PREVIEW_CHARS
+from ..core.attempt import current_attempt
 from ..core.failures import FAILURE_CLASSES, normalize_failure_class
 from ..core.outcome import Outcome, StageStatus, outcome_from_value
 from ..dot.conditions import STATUSES, normalize_outcome
 from ..dot.inputs import read_config_text
 from ..dot.values import AttributeValueError, parse_duration
 from ..errors import ConfigError
-from ..handlers.base import current_attempt
 from ..persist.atomic import write_text_atomic
 from ..providers.base import ERROR_KINDS, error_from_kind
 
@@ -204,8 +205,6 @@ def _with_response(outcome: Outcome, response: str, node_id: str) -> Outcome:
     """A scripted outcome that also answered ``response``: recorded as the handler records a
     response (``response.md``, ``last_stage``/``last_response``); the step's own
     ``context_updates`` win."""
-    from ..handlers.codergen import RESPONSE_PREVIEW_CHARS  # codergen imports this module
-
     info = current_attempt()
     if info is not None:
         info.stage_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from attrs import frozen
 from ..dot.graph import Graph
 from ..errors import AttractorError, error_line
 from ..observe.display import describe
+from ..observe.owner import OwnerState, owner_state
 from ..observe.status import (
     TERMINAL_EVENTS,
     RunEntry,
@@ -42,7 +43,6 @@ from ..persist.final import FinalRecord, read_final
 from ..persist.lock import read_run_lock
 from ..persist.progress import PROGRESS_FILE_NAME
 from .run import max_input_size_option
-from .stop import OwnerState, owner_state
 
 __all__ = [
     "FollowEnd",

@@ -26,18 +26,17 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import click
 from attrs import frozen
 
-from ..aio.process import proc_stat_fields
 from ..dot.values import AttributeValueError, format_duration, parse_duration
 from ..errors import AttractorError, error_line
+from ..observe.owner import OwnerState, owner_state
 from ..persist.final import FinalRecord, read_final
-from ..persist.lock import LOCK_FILE_NAME, RunLockInfo, is_pid_alive, read_run_lock
+from ..persist.lock import LOCK_FILE_NAME, RunLockInfo, read_run_lock
 
 __all__ = [
     "Action",
@@ -54,17 +53,6 @@ EXIT_STOPPED, EXIT_NOT_STOPPED, EXIT_USAGE = 0, 1, 2
 DEFAULT_GRACE: Final = "30s"
 #: How often ``final.json`` and the owner are looked at while waiting.
 POLL_INTERVAL_S: Final = 0.05
-#: ``/proc`` start times are derived from the boot time in whole seconds; a process that
-#: started more than this after the lock was taken is certainly not its owner.
-_START_TIME_SLACK_S: Final = 2.0
-
-
-class OwnerState(enum.Enum):
-    """What became of the process recorded in ``run.lock.json``."""
-
-    RUNNING = "running"
-    GONE = "gone"  # no such process, or a zombie nobody reaped
-    RECYCLED = "recycled"  # the pid now belongs to a process started after the lock
 
 
 class Action(enum.Enum):
@@ -119,60 +107,6 @@ def decide(
         f"{why} and there is no final.json, so the run died (killed or crashed); continue "
         f"it with `attractor-trio resume {root}`",
     )
-
-
-# ------------------------------------------------------------------------- the owner process
-
-
-def owner_state(lock: RunLockInfo) -> OwnerState:
-    """Whether the lock's owner still runs; see the module docstring for the pid hazards."""
-    if not is_pid_alive(lock.pid):
-        return OwnerState.GONE
-    stat = _read_proc_stat(lock.pid)
-    if stat is None:  # no /proc (or the process just vanished): trust kill(0)
-        return OwnerState.RUNNING if is_pid_alive(lock.pid) else OwnerState.GONE
-    state, started = stat
-    if state in ("Z", "X"):
-        return OwnerState.GONE
-    acquired = _epoch(lock.acquired_at)
-    if started is not None and acquired is not None and started > acquired + _START_TIME_SLACK_S:
-        return OwnerState.RECYCLED
-    return OwnerState.RUNNING
-
-
-def _read_proc_stat(pid: int) -> tuple[str, float | None] | None:
-    """``(state, start time as a Unix time)`` from ``/proc/<pid>/stat``; ``None`` if unreadable."""
-    fields = proc_stat_fields(pid)
-    if not fields:
-        return None
-    # Field 22 (starttime, clock ticks since boot) is index 19 of what follows the comm.
-    state = fields[0].decode("ascii", "replace")
-    boot = _boot_time()
-    if len(fields) < 20 or boot is None:
-        return state, None
-    try:
-        ticks = int(fields[19])
-        return state, boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError):
-        return state, None
-
-
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", "rb") as f:
-            for line in f:
-                if line.startswith(b"btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _epoch(timestamp: str) -> float | None:
-    try:
-        return datetime.fromisoformat(timestamp).timestamp()
-    except ValueError:
-        return None
 
 
 # ------------------------------------------------------------------------------ waiting

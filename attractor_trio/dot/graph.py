@@ -8,12 +8,12 @@ validation reports such values before anything runs, so the engine never guesses
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from attrs import evolve, field, frozen
 
+from ..errors import Diagnostic, Severity
 from .values import parse_bool, parse_duration, parse_float, parse_int
 
 __all__ = [
@@ -396,41 +396,3 @@ class Graph(_Attributed):
     def evolve(self, **changes: Any) -> Graph:
         """A copy with ``changes``; transforms use this so the input graph is never mutated."""
         return evolve(self, **changes)
-
-
-class Severity(enum.Enum):
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-
-@frozen
-class Diagnostic:
-    """One lint finding (spec §7.1): rule, severity, message, and where it points."""
-
-    rule: str
-    severity: Severity
-    message: str
-    node_id: str | None = None
-    edge: tuple[str, str] | None = None
-    fix: str | None = None
-    line: int = 0
-    col: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "severity": self.severity.value,
-            "message": self.message,
-            "node_id": self.node_id,
-            "edge": None if self.edge is None else {"from": self.edge[0], "to": self.edge[1]},
-            "line": self.line,
-            "col": self.col,
-            "fix": self.fix,
-        }
-
-    def format(self, path: str) -> str:
-        """``FILE:LINE:COL: severity: message`` (CONTRACT §9)."""
-        where = f"{path}:{self.line}:{self.col}" if self.line else path
-        text = f"{where}: {self.severity.value}: {self.message} [{self.rule}]"
-        return f"{text}\n  fix: {self.fix}" if self.fix else text

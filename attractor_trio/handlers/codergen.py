@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from ..backends.simulate import SimulationBackend
+from ..context import RESPONSE_PREVIEW_CHARS
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
     COMPLETED_SUMMARY_KEY,
@@ -47,7 +48,6 @@ __all__ = [
 
 #: Context key holding the fidelity mode the engine resolved for this stage (S5.4-06).
 FIDELITY_KEY: Final = "internal.fidelity"
-RESPONSE_PREVIEW_CHARS: Final = 200
 _PREAMBLE_SEPARATOR: Final = "\n---\n\n"
 
 

@@ -53,7 +53,7 @@ from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..dot.graph import Graph, Node
 from ..persist.atomic import write_bytes_atomic
-from ..persist.logtext import decode_head, decode_tail, file_size
+from ..persist.logtext import decode_head, decode_tail, file_size, tail_text
 from ..persist.status import (
     IngestionDecision,
     StatusSources,
@@ -79,7 +79,6 @@ __all__ = [
 #: ``tool.output`` keeps at most this many bytes of stdout (half head, half tail).
 OUTPUT_LIMIT_BYTES = 10 * 1024
 #: The failure reason quotes at most this much of the end of stderr.
-TAIL_LINES = 20
 TAIL_BYTES = 2 * 1024
 
 
@@ -359,14 +358,6 @@ def _join_clipped(head: bytes, tail: bytes, omitted: int, full_log: str) -> str:
     where = f"; full output in {full_log}" if full_log else ""
     marker = f"\n[... {omitted} bytes truncated{where} ...]\n"
     return (decode_head(head) + marker + decode_tail(tail)).rstrip("\r\n")
-
-
-def tail_text(data: bytes, max_lines: int = TAIL_LINES) -> str:
-    """The last ``max_lines`` lines of ``data``, stripped, prefixed with ``...`` when cut."""
-    lines = decode_tail(data).strip().splitlines()
-    if len(lines) <= max_lines:
-        return "\n".join(lines)
-    return "...\n" + "\n".join(lines[-max_lines:])
 
 
 @frozen

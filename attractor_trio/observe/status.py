@@ -31,6 +31,7 @@ from ..persist.live import read_live
 from ..persist.lock import RunLockInfo, read_run_lock
 from ..persist.manifest import MANIFEST_FILE_NAME, Manifest, read_manifest
 from ..persist.progress import PROGRESS_FILE_NAME, read_progress
+from .owner import OwnerState, owner_state
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -410,8 +411,6 @@ class RunFiles:
 
 
 def _owner_running(lock: RunLockInfo) -> bool:
-    from ..cli.stop import OwnerState, owner_state  # the pid-recycling rules live there
-
     return owner_state(lock) is OwnerState.RUNNING
 
 

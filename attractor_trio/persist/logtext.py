@@ -9,7 +9,10 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-__all__ = ["decode_head", "decode_tail", "file_size"]
+__all__ = ["TAIL_LINES", "decode_head", "decode_tail", "file_size", "tail_text"]
+
+#: How many lines of a failed process's output its failure record quotes.
+TAIL_LINES = 20
 
 
 def file_size(path: Path) -> int:
@@ -31,3 +34,11 @@ def decode_tail(data: bytes) -> str:
     while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
         skip += 1
     return data[skip:].decode("utf-8", "replace")
+
+
+def tail_text(data: bytes, max_lines: int = TAIL_LINES) -> str:
+    """The last ``max_lines`` lines of ``data``, stripped, prefixed with ``...`` when cut."""
+    lines = decode_tail(data).strip().splitlines()
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    return "...\n" + "\n".join(lines[-max_lines:])

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from attrs import frozen
 
+from ...core.attempt import AttemptInfo, current_attempt, require_attempt
 from ...core.fidelity import resolve_thread_key
 from ...core.outcome import Outcome, StageStatus
 from ...dot.graph import Graph, Node
 from ...dot.values import AttributeValueError, parse_int
-from ...handlers.base import AttemptInfo, current_attempt, require_attempt
 from ...persist.atomic import write_json_atomic
 from ...providers.model import Message, ProgressFn, Request, Response, ToolSpec
 from ...runconfig import ProviderConfig
