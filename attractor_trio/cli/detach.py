@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
+from ..core.exit_codes import EXIT_OK
 from ..errors import ConfigError
 
 __all__ = ["detach", "prepare_logs_root", "recorded_options", "reuse_recorded_options"]
@@ -123,7 +124,7 @@ def detach(extra: list[str], root: Path) -> NoReturn:
         sys.exit(code)
     click.echo(f"logs root: {root}\npid: {child.pid}", err=True)
     click.echo(f"detached; follow it with `attractor-trio status --follow {root}`", err=True)
-    sys.exit(0)
+    sys.exit(EXIT_OK)
 
 
 def _own_argv() -> list[str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 import yaml
 
+from ..core.exit_codes import EXIT_CLEAN, EXIT_FOUND
 from ..errors import ConfigError
 from .run import _guard, max_input_size_option
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["fuzz_command", "register", "render_report", "sim_script_for"]
 
-EXIT_CLEAN, EXIT_FOUND = 0, 1
 
 #: What each kind means for the author, and how to fix it.
 ADVICE: Final = {

@@ -13,13 +13,12 @@ from typing import Any
 import click
 
 from .._version import __version__
+from ..core.exit_codes import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from ..dot.graph import Diagnostic, Severity
 from ..errors import AttractorError, DotSyntaxError
 from .run import max_input_size_option
 
 __all__ = ["main"]
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _echo_err(message: str) -> None:

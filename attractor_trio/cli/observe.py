@@ -25,6 +25,7 @@ from typing import Any, Final
 import click
 from attrs import frozen
 
+from ..core.exit_codes import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..dot.graph import Graph
 from ..errors import AttractorError, error_line
 from ..observe.display import describe
@@ -59,7 +60,6 @@ __all__ = [
     "status_command",
 ]
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 POLL_INTERVAL_S: Final = 0.2
 #: How long ``--follow`` waits for a run that has neither a lock nor events yet (``run``
 #: creates the directory a moment before it takes the lock).

@@ -13,6 +13,15 @@ from typing import Any, NoReturn
 import click
 import trio
 
+from ..core.exit_codes import (
+    EXIT_FAIL,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    RUN_STATUS_EXIT,
+    SIGNAL_EXIT,
+)
 from ..dot.graph import Severity
 from ..dot.values import AttributeValueError, parse_duration
 from ..errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed, error_line
@@ -24,10 +33,6 @@ from .detach import (
 )
 
 __all__ = ["max_input_size_option", "resume_command", "run_command"]
-
-EXIT_CODES = {"success": 0, "fail": 1}
-EXIT_USAGE, EXIT_INTERNAL = 2, 70
-SIGNAL_EXIT = {"SIGHUP": 129, "SIGINT": 130, "SIGTERM": 143, "stop": 143}
 
 
 def _duration_option(value: str | None, name: str) -> float | None:
@@ -328,8 +333,8 @@ def _exit_for(result: Any, holder: dict[str, Any]) -> int:
     if result.exit_path == "internal_error":
         return EXIT_INTERNAL
     if result.status == "canceled":
-        return SIGNAL_EXIT.get(holder.get("signal", "SIGTERM"), 143)
-    return EXIT_CODES.get(result.status, 1)
+        return SIGNAL_EXIT.get(holder.get("signal", "SIGTERM"), EXIT_SIGTERM)
+    return RUN_STATUS_EXIT.get(result.status, EXIT_FAIL)
 
 
 def _summary(result: Any, quiet: bool, as_json: bool) -> None:
@@ -500,7 +505,7 @@ def resume_command(
                 f"(--from NODE runs it again from NODE)",
                 err=True,
             )
-            sys.exit(0)
+            sys.exit(EXIT_OK)
         check_resumable(logs_root, final)
     manifest = read_manifest(logs_root)
     if manifest is None or not (logs_root / "graph.dot").exists():

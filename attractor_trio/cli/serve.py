@@ -23,13 +23,12 @@ from typing import Any
 import click
 import trio
 
+from ..core.exit_codes import EXIT_OK, EXIT_USAGE, SIGNAL_EXIT
 from ..dot.values import AttributeValueError, parse_duration
 from .run import max_input_size_option
 
 __all__ = ["register", "serve_command"]
 
-EXIT_USAGE = 2
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 #: Wildcard binds and the loopback address their printed URL uses.
 WILDCARD_SHOWN_AS = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
 
@@ -192,7 +191,7 @@ def serve_command(
         trio.run(_main, settings, received)
     except* OSError as group:
         _fail(f"cannot listen on {host}:{port}: {_first(group)}")
-    sys.exit(SIGNAL_EXIT[signal.Signals(received[0])] if received else 0)
+    sys.exit(SIGNAL_EXIT[signal.Signals(received[0]).name] if received else EXIT_OK)
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

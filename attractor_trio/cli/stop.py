@@ -32,6 +32,7 @@ from typing import Final
 import click
 from attrs import frozen
 
+from ..core.exit_codes import EXIT_NOT_STOPPED, EXIT_STOPPED, EXIT_USAGE
 from ..dot.values import AttributeValueError, format_duration, parse_duration
 from ..errors import AttractorError, error_line
 from ..observe.owner import OwnerState, owner_state
@@ -49,7 +50,6 @@ __all__ = [
     "wait_for_final",
 ]
 
-EXIT_STOPPED, EXIT_NOT_STOPPED, EXIT_USAGE = 0, 1, 2
 DEFAULT_GRACE: Final = "30s"
 #: How often ``final.json`` and the owner are looked at while waiting.
 POLL_INTERVAL_S: Final = 0.05

@@ -23,6 +23,14 @@ from typing import Any, Final
 
 from attrs import asdict, evolve, field, frozen
 
+from ..core.exit_codes import (
+    EXIT_FAIL,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_SIGHUP,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+)
 from ..errors import AttractorError
 from ..events import TERMINAL_EVENTS
 from ..persist.atomic import CorruptFileError
@@ -50,8 +58,6 @@ __all__ = [
 ]
 
 FINISHED_STATES: Final = frozenset({"success", "fail", "canceled"})
-EXIT_SUCCESS, EXIT_FAIL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_INTERNAL = 0, 1, 130, 143, 70
-EXIT_SIGHUP = 129
 
 
 # ------------------------------------------------------------------------------ value objects
@@ -270,7 +276,7 @@ def exit_code_for(status: str, exit_path: str, failure_reason: str) -> int:
     if exit_path == "internal_error":
         return EXIT_INTERNAL
     if status == "success":
-        return EXIT_SUCCESS
+        return EXIT_OK
     if status == "canceled":
         if "SIGINT" in failure_reason:
             return EXIT_SIGINT
