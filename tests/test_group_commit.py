@@ -1,4 +1,4 @@
-"""``scopes/group_commit.py``: appends return only once an fsync covered them, appends that
+"""``aio/group_commit.py``: appends return only once an fsync covered them, appends that
 arrive during a flush share the next one, and a crash's torn line or a failed fsync is never
 mistaken for a record."""
 

@@ -1,4 +1,4 @@
-"""The write pool (``scopes/offload.py``): fsyncs on threads for fan-out branches, with the
+"""The write pool (``aio/offload.py``): fsyncs on threads for fan-out branches, with the
 semantics of a synchronous call — results and exceptions come back, a cancellation never
 abandons a write, and under a virtual clock everything runs inline."""
 

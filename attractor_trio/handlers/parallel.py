@@ -6,7 +6,7 @@ fan-out's ``CapacityLimiter(max_parallel)``, and its own traversal over a cloned
 the fan-in. The join decision is the sans-IO :class:`~attractor_trio.core.join.Join`; this
 module only runs branches and feeds it. A finished branch's result is appended durably to the
 fan-out's ``results.ndjson`` before it counts (branches finishing together share an fsync:
-``scopes/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
+``aio/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
 """
 
 from __future__ import annotations
