@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 import trio
 import yaml
+from click.testing import CliRunner
+
+from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
 from attractor_trio.cli.fuzz import (
     _load_fuzz,
     fuzz_command,
@@ -17,9 +20,6 @@ from attractor_trio.cli.fuzz import (
     render_report,
     sim_script_for,
 )
-from click.testing import CliRunner
-
-from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
 from attractor_trio.dot.pipeline import prepare_pipeline
 from attractor_trio.errors import ConfigError
 from attractor_trio.scopes import engine

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 import pytest
-from attractor_trio.cli.observe import format_duration_human, register
 from click.testing import CliRunner
 
+from attractor_trio.cli.observe import format_duration_human, register
 from attractor_trio.dot import load_dot, parse_dot, to_dot
 from attractor_trio.dot.graph import Graph
 from attractor_trio.observe.render import color_graph

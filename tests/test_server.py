@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from attractor_trio.cli.serve import serve_command
 from attrs import define
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from attractor_trio.api import open_run as real_open_run
+from attractor_trio.cli.serve import serve_command
 from attractor_trio.interviewers import Option, Question, QuestionType
 from attractor_trio.server import create_app, open_run_manager, serve
 from attractor_trio.server import manager as manager_module

@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import click
 import pytest
+from click.testing import CliRunner
+
 from attractor_trio.cli.observe import (
     FollowEnd,
     ProgressTail,
@@ -25,8 +27,6 @@ from attractor_trio.cli.observe import (
     split_complete_lines,
 )
 from attractor_trio.cli.stop import OwnerState
-from click.testing import CliRunner
-
 from attractor_trio.observe.status import exit_code_for, fold_events, read_report, read_status
 from attractor_trio.persist.atomic import utc_timestamp
 from attractor_trio.persist.final import FinalRecord, write_final

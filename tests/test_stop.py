@@ -16,6 +16,10 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
 from attractor_trio.cli.stop import (
     Action,
     OwnerState,
@@ -24,10 +28,6 @@ from attractor_trio.cli.stop import (
     register,
     stop_command,
 )
-from click.testing import CliRunner
-from hypothesis import given
-from hypothesis import strategies as st
-
 from attractor_trio.persist.atomic import utc_timestamp
 from attractor_trio.persist.final import FinalRecord
 from attractor_trio.persist.lock import RunLockInfo
