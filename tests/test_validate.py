@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attractor_trio.dot import parse_dot
 from attractor_trio.dot.attributes import (
     AttributeSpec,
     Kind,
@@ -23,8 +24,6 @@ from attractor_trio.dot.attributes import (
     register_attribute,
     unregister_attribute,
 )
-from attractor_trio.dot import parse_dot
-from attractor_trio.errors import ValidationFailed
 from attractor_trio.dot.graph import Diagnostic, Edge, Graph, Node, Severity
 from attractor_trio.dot.validate import (
     BUILTIN_RULES,
@@ -38,6 +37,7 @@ from attractor_trio.dot.validate import (
     validate,
     validate_or_raise,
 )
+from attractor_trio.errors import ValidationFailed
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -17,8 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from .attributes import ATTRIBUTE_ALIASES
 from ..errors import AttractorError
+from .attributes import ATTRIBUTE_ALIASES
 from .gcpause import gc_paused
 from .graph import Graph, Node
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet

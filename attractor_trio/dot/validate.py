@@ -48,6 +48,7 @@ from typing import Final, Protocol, runtime_checkable
 import attrs
 from attrs import frozen
 
+from ..errors import ValidationFailed
 from .attributes import (
     FIDELITY_MODES,
     AttributeSpec,
@@ -61,10 +62,9 @@ from .attributes import (
 )
 from .compat_rules import check_attribute_alias, check_custom_outcome, check_unknown_shape
 from .conditions import ConditionSyntaxError, parse_condition
-from .lexer import Positions, raw_offset
-from ..errors import ValidationFailed
 from .gcpause import gc_paused
 from .graph import SHAPE_TO_TYPE, Diagnostic, Edge, Graph, Node, Severity
+from .lexer import Positions, raw_offset
 from .stylesheet import StylesheetSyntaxError, parse_stylesheet
 from .values import AttributeValueError, parse_bool
 
