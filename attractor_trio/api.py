@@ -19,7 +19,10 @@ from typing import Any
 
 import trio
 
-from .engine import (
+from .dot.graph import Graph
+from .events import TERMINAL_EVENTS
+from .observe.typed_events import Event, event_from_envelope
+from .scopes.engine import (
     RunHandle,
     RunResult,
     check_runnable,
@@ -27,9 +30,6 @@ from .engine import (
     refuse_used_logs_root,
     run,
 )
-from .events import TERMINAL_EVENTS
-from .graph import Graph
-from .typed_events import Event, event_from_envelope
 
 __all__ = ["RunController", "open_run"]
 
@@ -116,7 +116,7 @@ async def open_run(
 ) -> AsyncIterator[RunController]:
     """Start ``graph`` in the background; yield a :class:`RunController`.
 
-    ``options`` are :func:`~attractor_trio.engine.run`'s keyword arguments (``backend``,
+    ``options`` are :func:`~attractor_trio.scopes.engine.run`'s keyword arguments (``backend``,
     ``interviewer``, ``handlers``, ``context``, ``stall_timeout``, …). Raises
     :class:`~attractor_trio.errors.LogsRootInUseError` when ``logs_root`` holds a run.
     """

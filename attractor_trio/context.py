@@ -13,13 +13,17 @@ import copy
 import enum
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
-from .conditions import stringify
+from .dot.conditions import stringify
 
-__all__ = ["Context"]
+__all__ = ["RESPONSE_PREVIEW_CHARS", "Context"]
+
+#: How much of a codergen response the ``last_response`` context key keeps (the handler and
+#: the simulation backend both record it).
+RESPONSE_PREVIEW_CHARS: Final = 200
 
 
 class Context(Mapping[str, Any]):

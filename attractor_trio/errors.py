@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .graph import Diagnostic
+from attrs import frozen
 
 __all__ = [
     "AttractorError",
     "ConfigError",
+    "Diagnostic",
     "DotSyntaxError",
     "LogsRootInUseError",
+    "Severity",
     "ValidationFailed",
     "error_line",
 ]
@@ -35,6 +37,46 @@ class DotSyntaxError(AttractorError):
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: error: {self.message}"
+
+
+# A validation finding lives here, beside the error that carries it, so this module stays a leaf
+# that every layer (the front end included) can import.
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@frozen
+class Diagnostic:
+    """One lint finding (spec §7.1): rule, severity, message, and where it points."""
+
+    rule: str
+    severity: Severity
+    message: str
+    node_id: str | None = None
+    edge: tuple[str, str] | None = None
+    fix: str | None = None
+    line: int = 0
+    col: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "message": self.message,
+            "node_id": self.node_id,
+            "edge": None if self.edge is None else {"from": self.edge[0], "to": self.edge[1]},
+            "line": self.line,
+            "col": self.col,
+            "fix": self.fix,
+        }
+
+    def format(self, path: str) -> str:
+        """``FILE:LINE:COL: severity: message`` (CONTRACT §9)."""
+        where = f"{path}:{self.line}:{self.col}" if self.line else path
+        text = f"{where}: {self.severity.value}: {self.message} [{self.rule}]"
+        return f"{text}\n  fix: {self.fix}" if self.fix else text
 
 
 class ValidationFailed(AttractorError):

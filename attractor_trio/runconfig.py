@@ -20,10 +20,10 @@ import yaml
 from attrs import field, frozen
 from cattrs.gen import make_dict_structure_fn, override
 
+from .dot.inputs import read_config_text
+from .dot.values import AttributeValueError, parse_duration
 from .errors import ConfigError
-from .inputs import read_config_text
 from .stage_env import check_pass_pattern
-from .values import AttributeValueError, parse_duration
 
 __all__ = ["PROVIDER_KINDS", "ProviderConfig", "RunConfig", "load_run_config", "parse_run_config"]
 

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .handlers.base import AttemptInfo
+    from .core.attempt import AttemptInfo
 
 __all__ = [
     "BASE_ALLOWLIST",

@@ -50,11 +50,11 @@ from attrs import asdict, frozen
 sys.path.insert(0, str(REPO))
 
 from attractor_trio import Graph, load, run
-from attractor_trio.persist.atomic import write_json_atomic
-from attractor_trio.providers.simulate import (
+from attractor_trio.backends.simulate import (
     SimulationBackend,
     parse_sim_script,
 )
+from attractor_trio.persist.atomic import write_json_atomic
 
 PROFILE_TOP = 15
 

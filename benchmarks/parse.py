@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attractor_trio.dot import parse_dot
-from attractor_trio.transforms import apply_transforms
-from attractor_trio.validate import validate
+from attractor_trio.dot.transforms import apply_transforms
+from attractor_trio.dot.validate import validate
 
 BUDGET_S = 0.3
 ROUNDS = 7

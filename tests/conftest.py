@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import trio
 
-from attractor_trio import redaction
+from attractor_trio.core import redaction
 
 from .fakes.server import FakeServer, open_fake_server
 

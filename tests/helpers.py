@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from attractor_trio import engine
+from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
 from attractor_trio.dot import parse_dot
-from attractor_trio.graph import Graph
-from attractor_trio.providers.simulate import SimulationBackend, parse_sim_script
-from attractor_trio.transforms import apply_transforms
+from attractor_trio.dot.graph import Graph
+from attractor_trio.dot.transforms import apply_transforms
+from attractor_trio.scopes import engine
 
 
 def graph_of(source: str) -> Graph:

@@ -15,9 +15,9 @@ from itertools import pairwise
 
 from hypothesis import strategies as st
 
+from attractor_trio.dot.graph import Edge, Graph, Node
 from attractor_trio.dot.lexer import KEYWORDS
 from attractor_trio.dot.serialize import quote
-from attractor_trio.graph import Edge, Graph, Node
 
 __all__ = [
     "attr_dicts",

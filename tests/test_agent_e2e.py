@@ -20,7 +20,7 @@ import trio
 import trio.lowlevel
 import yaml
 
-from attractor_trio.providers.api import ApiBackend
+from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.runconfig import ProviderConfig, RunConfig, parse_run_config
 
 from .fakes import anthropic as fa

@@ -15,25 +15,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.agent.backend import build_system_prompt
-from attractor_trio.agent.env import LocalEnvironment
-from attractor_trio.agent.hooks import (
+from attractor_trio.backends.agent_loop.backend import build_system_prompt
+from attractor_trio.backends.agent_loop.env import LocalEnvironment
+from attractor_trio.backends.agent_loop.hooks import (
     HOOKS_LOG,
     HookRunner,
     ToolHooks,
     resolve_tool_hooks,
     veto_message,
 )
-from attractor_trio.agent.session import (
+from attractor_trio.backends.agent_loop.session import (
     BUDGET_EXHAUSTED,
     COMPLETED,
     Session,
     call_signature,
     repeating_pattern,
 )
-from attractor_trio.agent.tools import ToolBox, ToolResult
+from attractor_trio.backends.agent_loop.tools import ToolBox, ToolResult
+from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.core.outcome import Outcome, StageStatus
-from attractor_trio.providers.api import ApiBackend
 from attractor_trio.providers.base import RateLimitError
 from attractor_trio.providers.model import Request, Response, ToolCall, ToolSpec
 from attractor_trio.runconfig import ProviderConfig, RunConfig

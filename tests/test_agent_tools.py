@@ -20,7 +20,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.agent import (
+from attractor_trio.backends.agent_loop import (
     TOOL_NAMES,
     LocalEnvironment,
     ToolBox,
@@ -192,7 +192,7 @@ async def test_an_unexpected_exception_becomes_an_error_result(
     def broken(*_args: object) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("attractor_trio.agent.files.glob", broken)
+    monkeypatch.setattr("attractor_trio.backends.agent_loop.files.glob", broken)
     result = await call(box, "glob", pattern="*")
     assert result.is_error
     assert result.content.startswith("glob: internal error (RuntimeError: boom)")

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 import attractor_trio
-from attractor_trio.typed_events import EVENT_TYPES, Event
+from attractor_trio.observe.typed_events import EVENT_TYPES, Event
 
 from .helpers import graph_of, sim
 
@@ -91,7 +91,7 @@ async def test_an_error_in_the_block_cancels_the_run(tmp_path: Path, autojump_cl
 
 
 def test_typed_event_fields_and_unknown_names() -> None:
-    from attractor_trio.typed_events import event_from_envelope
+    from attractor_trio.observe.typed_events import event_from_envelope
 
     event = event_from_envelope(
         {

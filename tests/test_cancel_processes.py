@@ -265,7 +265,7 @@ def test_sigterm_right_after_the_lock_appears_still_finalizes(
 # --- stop -----------------------------------------------------------------------------------
 
 STOP = (
-    "import sys; from attractor_trio.cli_stop import stop_command; "
+    "import sys; from attractor_trio.cli.stop import stop_command; "
     "stop_command(sys.argv[1:], prog_name='attractor-trio stop')"
 )
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import trio
 
-from attractor_trio import engine
 from attractor_trio.core.outcome import Outcome
 from attractor_trio.persist.checkpoint import write_checkpoint_bytes
 from attractor_trio.scopes import attempt as attempt_module
+from attractor_trio.scopes import engine
 from attractor_trio.scopes import run as run_module
 
 from .helpers import assert_envelope_invariants, events, named, read_json, run_dot

@@ -20,14 +20,7 @@ from attrs import evolve
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from attractor_trio.context import Context
-from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
-from attractor_trio.errors import ConfigError
-from attractor_trio.graph import Graph, Node
-from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
-from attractor_trio.handlers.codergen import CodergenHandler
-from attractor_trio.providers.base import CodergenBackend
-from attractor_trio.providers.cli_agents import (
+from attractor_trio.backends.cli_agents import (
     AgentExit,
     CliAgentBackend,
     CommandTemplate,
@@ -35,6 +28,13 @@ from attractor_trio.providers.cli_agents import (
     classify_agent_failure,
     final_text,
 )
+from attractor_trio.context import Context
+from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
+from attractor_trio.dot.graph import Graph, Node
+from attractor_trio.errors import ConfigError
+from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
+from attractor_trio.handlers.codergen import CodergenHandler
+from attractor_trio.providers.base import CodergenBackend
 from attractor_trio.runconfig import ProviderConfig
 
 from .helpers import named, read_json, run_dot

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.dot import load_dot
-from attractor_trio.fuzz import targeted_schedules
+from attractor_trio.dot.pipeline import load
 from attractor_trio.handlers.base import AttemptInfo
-from attractor_trio.pipeline import load
-from attractor_trio.providers.api import ApiBackend
 from attractor_trio.runconfig import ProviderConfig, RunConfig
 from attractor_trio.testing import Schedule, Step, check_invariants, run_schedule
+from attractor_trio.testing.fuzz import targeted_schedules
 from attractor_trio.testing.strategies import custom_outcomes
 
 from .helpers import events, graph_of, named, read_json, run_dot

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.conditions import (
+from attractor_trio.dot.conditions import (
     STATUSES,
     ConditionSyntaxError,
     canonical_status,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.conditions import evaluate_condition
 from attractor_trio.context import Context
+from attractor_trio.dot.conditions import evaluate_condition
 
 
 def test_set_get_contains_keys() -> None:

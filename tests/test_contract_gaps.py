@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -249,7 +249,7 @@ def test_a_stylesheet_error_points_into_the_stylesheet_string(tmp_path: Path) ->
 
 ROOT = Path(__file__).resolve().parent.parent
 WITHOUT_HYPOTHESIS = (
-    "import sys; sys.modules['hypothesis'] = None; from attractor_trio.cli import main; main()"
+    "import sys; sys.modules['hypothesis'] = None; from attractor_trio.cli.main import main; main()"
 )
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from attractor_trio.core import EdgeChoice, Outcome, normalize_label, select_edge
 from attractor_trio.core.edges import best_by_weight_then_lexical
-from attractor_trio.graph import Edge, Graph, Node
+from attractor_trio.dot.graph import Edge, Graph, Node
 
 
 def edge(to: str, **attrs: Any) -> Edge:

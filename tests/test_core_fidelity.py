@@ -15,7 +15,7 @@ from attractor_trio.core import (
     resolve_fidelity,
     resolve_thread_key,
 )
-from attractor_trio.graph import Edge, Graph, Node
+from attractor_trio.dot.graph import Edge, Graph, Node
 
 
 def test_modes() -> None:

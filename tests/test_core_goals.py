@@ -11,7 +11,7 @@ from attractor_trio.core import (
     check_goal_gates,
     goal_gate_retry_target,
 )
-from attractor_trio.graph import Graph, Node
+from attractor_trio.dot.graph import Graph, Node
 
 
 def graph(graph_attrs: dict[str, str] | None = None, **nodes: dict[str, str]) -> Graph:

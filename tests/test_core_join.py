@@ -25,8 +25,8 @@ from attractor_trio.core.join import (
     JoinResult,
 )
 from attractor_trio.core.outcome import StageStatus
-from attractor_trio.graph import Node
-from attractor_trio.values import AttributeValueError
+from attractor_trio.dot.graph import Node
+from attractor_trio.dot.values import AttributeValueError
 
 S, P, K, F, R, C = "success", "partial_success", "skipped", "fail", "retry", "canceled"
 SUCCESS, PARTIAL, FAIL = StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS, StageStatus.FAIL

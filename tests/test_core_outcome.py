@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.conditions import STATUSES
 from attractor_trio.core import (
     CONTEXT_OUTCOME_KEYS,
     Outcome,
@@ -20,6 +19,7 @@ from attractor_trio.core import (
     passthrough_outcome,
     satisfies_goal_gate,
 )
+from attractor_trio.dot.conditions import STATUSES
 from attractor_trio.errors import AttractorError
 
 

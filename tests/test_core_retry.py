@@ -22,8 +22,8 @@ from attractor_trio.core import (
     delay_for_attempt,
     policy_for,
 )
-from attractor_trio.graph import Graph, Node
-from attractor_trio.values import AttributeValueError
+from attractor_trio.dot.graph import Graph, Node
+from attractor_trio.dot.values import AttributeValueError
 
 NO_JITTER = random.Random(0)
 

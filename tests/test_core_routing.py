@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attractor_trio.core import Advance, Outcome, Stop, route
-from attractor_trio.graph import Edge, Graph, Node
+from attractor_trio.dot.graph import Edge, Graph, Node
 
 
 def build(

@@ -22,13 +22,13 @@ from typing import Final
 
 import pytest
 
+from attractor_trio.backends.simulate import SimulationBackend, load_sim_script
+from attractor_trio.dot.graph import Graph, Severity
+from attractor_trio.dot.pipeline import prepare_pipeline
 from attractor_trio.errors import AttractorError
-from attractor_trio.fuzz import _human_handlers
-from attractor_trio.fuzz_detectors import Bounds, Detection, detect
-from attractor_trio.graph import Graph, Severity
-from attractor_trio.pipeline import prepare_pipeline
-from attractor_trio.providers.simulate import SimulationBackend, load_sim_script
 from attractor_trio.testing import Observation, Schedule, run_schedule
+from attractor_trio.testing.fuzz import _human_handlers
+from attractor_trio.testing.fuzz_detectors import Bounds, Detection, detect
 
 from .test_cli import cli
 

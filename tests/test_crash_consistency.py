@@ -168,7 +168,7 @@ _DIE_AT_FIRST_CHECKPOINT = """
 import os, signal, sys
 import attractor_trio.scopes.run as run_scope
 run_scope.write_checkpoint_bytes = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 main(sys.argv[1:], prog_name="attractor-trio")
 """
 

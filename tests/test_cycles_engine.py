@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from attractor_trio import engine
+from attractor_trio.scopes import engine
 
 from .helpers import assert_envelope_invariants, graph_of, named, read_json, run_dot, sim
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
-from attractor_trio.display import JsonLines, PlainDisplay, RichDisplay, describe
+from attractor_trio.observe.display import JsonLines, PlainDisplay, RichDisplay, describe
 
 from .helpers import events, run_dot
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from attractor_trio.dot import derive_class, load_dot, parse_dot
-from attractor_trio.graph import Graph
+from attractor_trio.dot.graph import Graph
 
 GOOD = Path(__file__).parent / "data" / "good"
 

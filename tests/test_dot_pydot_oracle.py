@@ -31,8 +31,8 @@ import pydot
 import pytest
 
 from attractor_trio.dot import derive_class, load_dot
+from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.dot.lexer import decode_string
-from attractor_trio.graph import Graph, Node
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent

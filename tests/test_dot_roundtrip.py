@@ -16,9 +16,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from attractor_trio.dot import DotSyntaxError, load_dot, parse_dot, to_dot
+from attractor_trio.dot.graph import Edge, Graph, Node
 from attractor_trio.dot.lexer import decode_string
 from attractor_trio.dot.serialize import quote
-from attractor_trio.graph import Edge, Graph, Node
 
 from .strategies import attr_values, dot_sources, graphs
 

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import trio
 
-from attractor_trio import engine
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus
+from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.errors import ConfigError, ValidationFailed
-from attractor_trio.graph import Graph, Node
 from attractor_trio.interviewers import Answer, QueueInterviewer
 from attractor_trio.persist.checkpoint import CheckpointError, load_checkpoint
+from attractor_trio.scopes import engine
 
 from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot
 
@@ -689,7 +689,7 @@ async def test_internal_error_still_finalizes(
     tmp_path: Path, autojump_clock: Any, monkeypatch: Any
 ) -> None:
     """A bug in the engine: final.json says internal_error and the traceback is kept."""
-    from attractor_trio import traversal
+    from attractor_trio.scopes import traversal
 
     def broken_route(*args: Any) -> Any:
         raise RuntimeError("routing bug")

@@ -38,7 +38,7 @@ def wrap(real):
         return result
     return commit
 os.replace, os.rename, os.link = wrap(os.replace), wrap(os.rename), wrap(os.link)
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 main(sys.argv[2:], prog_name="attractor-trio")
 """
 

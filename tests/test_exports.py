@@ -66,7 +66,7 @@ def test_import_is_light() -> None:
     """Importing the package or its CLI must not import the HTTP server stack, nor pytest
     (which ``trio.testing`` imports: a third of the CLI's start-up time)."""
     code = (
-        "import sys, attractor_trio, attractor_trio.cli; "
+        "import sys, attractor_trio, attractor_trio.cli.main; "
         "print(*(name in sys.modules for name in ('starlette', 'hypercorn', '_pytest')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,16 +12,19 @@ import trio
 import yaml
 from click.testing import CliRunner
 
-from attractor_trio import engine
-from attractor_trio.cli_fuzz import (
+from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
+from attractor_trio.cli.fuzz import (
     _load_fuzz,
     fuzz_command,
     register,
     render_report,
     sim_script_for,
 )
+from attractor_trio.dot.pipeline import prepare_pipeline
 from attractor_trio.errors import ConfigError
-from attractor_trio.fuzz import (
+from attractor_trio.scopes import engine
+from attractor_trio.testing import Schedule, Step
+from attractor_trio.testing.fuzz import (
     Bounds,
     Finding,
     FuzzReport,
@@ -30,7 +33,7 @@ from attractor_trio.fuzz import (
     simplest,
     targeted_schedules,
 )
-from attractor_trio.fuzz_detectors import (
+from attractor_trio.testing.fuzz_detectors import (
     detect,
     failure_routed_to_success,
     lost_failure_reason,
@@ -38,9 +41,6 @@ from attractor_trio.fuzz_detectors import (
     unreachable_goal_gate,
     visit_bound,
 )
-from attractor_trio.pipeline import prepare_pipeline
-from attractor_trio.providers.simulate import SimulationBackend, parse_sim_script
-from attractor_trio.testing import Schedule, Step
 
 from .helpers import graph_of
 
@@ -498,7 +498,7 @@ def test_usage_errors_exit_2() -> None:
 def test_without_hypothesis_the_command_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "attractor_trio.fuzz", None)
+    monkeypatch.setitem(sys.modules, "attractor_trio.testing.fuzz", None)
     with pytest.raises(ConfigError, match=r"attractor-trio\[fuzz\]"):
         _load_fuzz()
 

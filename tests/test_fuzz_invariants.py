@@ -26,6 +26,7 @@ import trio
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from attractor_trio.dot.validate import validate
 from attractor_trio.testing import (
     INVARIANTS,
     STEP_KINDS,
@@ -41,7 +42,6 @@ from attractor_trio.testing import (
 )
 from attractor_trio.testing.harness import Performed
 from attractor_trio.testing.strategies import scheduled_nodes, steps
-from attractor_trio.validate import validate
 
 from .helpers import graph_of
 

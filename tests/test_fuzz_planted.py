@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, find, settings
 
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome
-from attractor_trio.graph import Graph, Node
+from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.handlers.base import AttemptInfo, current_attempt
 from attractor_trio.persist import atomic
 from attractor_trio.testing import (

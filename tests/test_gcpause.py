@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from attractor_trio.dot import DotSyntaxError, parse_dot
-from attractor_trio.gcpause import gc_paused
-from attractor_trio.transforms import apply_transforms
-from attractor_trio.validate import validate
+from attractor_trio.dot.gcpause import gc_paused
+from attractor_trio.dot.transforms import apply_transforms
+from attractor_trio.dot.validate import validate
 
 STAGES = " -> ".join(f"s{i}" for i in range(2_000))
 BIG = (

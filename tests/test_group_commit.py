@@ -1,4 +1,4 @@
-"""``scopes/group_commit.py``: appends return only once an fsync covered them, appends that
+"""``aio/group_commit.py``: appends return only once an fsync covered them, appends that
 arrive during a flush share the next one, and a crash's torn line or a failed fsync is never
 mistaken for a record."""
 
@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from attractor_trio.scopes.group_commit import DurableLog, read_records
-from attractor_trio.scopes.offload import WritePool
+from attractor_trio.aio.group_commit import DurableLog, read_records
+from attractor_trio.aio.offload import WritePool
 
 from .helpers import fail_fsyncs, record_fsyncs
 

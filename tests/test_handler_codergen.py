@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import trio
 
+from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus
-from attractor_trio.graph import Graph, Node
+from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.handlers.base import AttemptInfo, Handler, reset_attempt, set_attempt
 from attractor_trio.handlers.codergen import CodergenHandler, render_prompt
 from attractor_trio.providers.base import (
@@ -20,7 +21,6 @@ from attractor_trio.providers.base import (
     ContextLengthError,
     RateLimitError,
 )
-from attractor_trio.providers.simulate import SimulationBackend, parse_sim_script
 
 GOAL = "ship the parser"
 

@@ -13,8 +13,8 @@ import trio
 from attractor_trio.context import Context
 from attractor_trio.core.edges import select_edge
 from attractor_trio.core.outcome import Outcome, StageStatus
+from attractor_trio.dot.graph import Graph
 from attractor_trio.dot.parser import parse_dot
-from attractor_trio.graph import Graph
 from attractor_trio.handlers.base import AttemptInfo, Handler, reset_attempt, set_attempt
 from attractor_trio.handlers.human import WaitHumanHandler, choices_for
 from attractor_trio.interviewers import (

@@ -1,6 +1,6 @@
 """The manager loop handler (spec §4.11): a stage supervising a real child run.
 
-The child is an actual :func:`attractor_trio.engine.run` of simulated codergen stages (sim
+The child is an actual :func:`attractor_trio.scopes.engine.run` of simulated codergen stages (sim
 ``delay``/``stall`` steps), all under ``autojump_clock``: poll intervals, stage work and stalls
 cost no real time, and ``trio.current_time()`` tells exactly when the manager returned.
 """
@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 import trio
 
-from attractor_trio import engine
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus
-from attractor_trio.graph import Graph, Node
+from attractor_trio.dot.graph import Graph, Node
+from attractor_trio.dot.pipeline import load
 from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
-from attractor_trio.handlers.manager import (
+from attractor_trio.persist.final import FinalRecord, read_final
+from attractor_trio.persist.lock import acquire_run_lock
+from attractor_trio.scopes import engine
+from attractor_trio.scopes.manager import (
     STEER_UNSUPPORTED,
     ChildSnapshot,
     ManagerConfigError,
@@ -31,9 +34,6 @@ from attractor_trio.handlers.manager import (
     fold_event,
     read_settings,
 )
-from attractor_trio.persist.final import FinalRecord, read_final
-from attractor_trio.persist.lock import acquire_run_lock
-from attractor_trio.pipeline import load
 from tests.helpers import named, sim
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

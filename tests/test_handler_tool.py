@@ -19,9 +19,10 @@ from attrs import evolve
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attractor_trio.aio.process import ProcessResult
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
-from attractor_trio.graph import Graph, Node
+from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.handlers.base import (
     AttemptInfo,
     current_attempt,
@@ -36,7 +37,6 @@ from attractor_trio.handlers.tool import (
     tail_text,
     tool_outcome,
 )
-from attractor_trio.scopes.process import ProcessResult
 
 BOUND = 15
 GRAPH = Graph(name="g")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from attractor_trio.cli import main
-from attractor_trio.inputs import (
+from attractor_trio.cli.main import main
+from attractor_trio.dot.inputs import (
     BinaryInput,
     InputTooLarge,
     decode_text,

@@ -1,4 +1,4 @@
-"""The write pool (``scopes/offload.py``): fsyncs on threads for fan-out branches, with the
+"""The write pool (``aio/offload.py``): fsyncs on threads for fan-out branches, with the
 semantics of a synchronous call — results and exceptions come back, a cancellation never
 abandons a write, and under a virtual clock everything runs inline."""
 
@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
+from attractor_trio.aio.offload import WritePool, write_bytes_durably
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
-from attractor_trio.scopes.offload import WritePool, write_bytes_durably
 
 from .helpers import fail_fsyncs, record_fsyncs
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import trio
 
-from attractor_trio import engine
+from attractor_trio.aio.group_commit import read_records
 from attractor_trio.interviewers import Answer, QueueInterviewer
-from attractor_trio.scopes.group_commit import read_records
+from attractor_trio.scopes import engine
 
 from .helpers import assert_envelope_invariants, events, graph_of, named, read_json, run_dot, sim
 

@@ -2,7 +2,7 @@
 
 Hypothesis draws a fan-out — 1 to 8 simulated branches, each ending ``success``,
 ``partial_success`` or ``fail`` after 0-50 virtual seconds — and a join policy, error policy
-and ``max_parallel``. The pipeline runs through :func:`attractor_trio.engine.run` under
+and ``max_parallel``. The pipeline runs through :func:`attractor_trio.scopes.engine.run` under
 ``MockClock(autojump_threshold=0)``; :func:`expected` recomputes, from the schedule alone, when
 the join is decided and what it reports. Plain ``@given`` with ``trio.run`` inside, because
 ``hypothesis-trio`` does not work with current trio.
@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from attractor_trio.core.join import ERROR_POLICIES, JOIN_POLICIES
-from attractor_trio.engine import RunHandle
+from attractor_trio.scopes.engine import RunHandle
 
 from .helpers import assert_envelope_invariants, events, read_json, run_dot
 

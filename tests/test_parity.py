@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 import attractor_trio
-from attractor_trio.cli import main
-from attractor_trio.graph import Severity
+from attractor_trio.cli.main import main
+from attractor_trio.dot.graph import Severity
 
 from .helpers import run_dot
 

@@ -14,6 +14,7 @@ SUBMODULES = [
     "journaled",
     "live",
     "lock",
+    "logtext",
     "manifest",
     "progress",
     "status",

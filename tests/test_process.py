@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from attractor_trio import redaction
-from attractor_trio.scopes.process import (
+from attractor_trio.aio.process import (
     ProcessResult,
     live_group_members,
     run_in_process_group,
     use_grace_skip,
 )
+from attractor_trio.core import redaction
 
 BOUND = 15
 SECRET = "sk-live-0123456789abcdef"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from attractor_trio.backends.provider import ApiBackend, detect_kind
 from attractor_trio.errors import ConfigError
-from attractor_trio.providers.api import ApiBackend, detect_kind
 from attractor_trio.providers.base import (
     AuthenticationError,
     ContextLengthError,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from attractor_trio.providers.api import ApiBackend
+from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.runconfig import ProviderConfig, RunConfig
 
 from .fakes import anthropic as fa

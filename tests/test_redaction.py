@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio import redaction
-from attractor_trio.redaction import REDACTED, Redactor, StreamRedactor
+from attractor_trio.core import redaction
+from attractor_trio.core.redaction import REDACTED, Redactor, StreamRedactor
 
 SECRET = "sk-live-0123456789abcdef"
 

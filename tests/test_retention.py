@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 from attractor_trio.persist.checkpoint import load_checkpoint
 from attractor_trio.scopes.retention import (
     DEFAULT_ATTEMPT_RETENTION,

@@ -14,12 +14,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from attractor_trio.cli_observe import format_duration_human, register
+from attractor_trio.cli.observe import format_duration_human, register
 from attractor_trio.dot import load_dot, parse_dot, to_dot
-from attractor_trio.graph import Graph
+from attractor_trio.dot.graph import Graph
+from attractor_trio.observe.render import color_graph
 from attractor_trio.persist.atomic import utc_timestamp
 from attractor_trio.persist.manifest import write_manifest
-from attractor_trio.render import color_graph
 
 from .helpers import run_dot
 

@@ -14,13 +14,13 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from attractor_trio import redaction
-from attractor_trio.cli import main
+from attractor_trio.backends.cli_agents import CliAgentBackend
+from attractor_trio.cli.main import main
 from attractor_trio.context import Context
+from attractor_trio.core import redaction
 from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
 from attractor_trio.handlers.codergen import CodergenHandler
 from attractor_trio.persist.checkpoint import Checkpoint, save_checkpoint
-from attractor_trio.providers.cli_agents import CliAgentBackend
 from attractor_trio.runconfig import ProviderConfig
 from attractor_trio.server import create_app, open_run_manager
 from attractor_trio.server.manager import ServedRun
@@ -203,7 +203,7 @@ async def test_a_cli_agent_also_gets_its_providers_key(
 def test_the_agent_loop_shell_and_hooks_get_the_same_environment(tmp_path: Path) -> None:
     """White-box: the agent loop builds its shell's and its hooks' environment with the one
     function every stage uses (the LLM-driven shell additionally drops secret-looking names)."""
-    from attractor_trio.agent import backend
+    from attractor_trio.backends.agent_loop import backend
 
     info = AttemptInfo(
         run_id="r",
@@ -320,7 +320,7 @@ async def test_the_context_endpoint_redacts_what_it_reads(tmp_path: Path) -> Non
 
 def test_a_backends_configured_keys_are_secrets_also_from_its_own_environment() -> None:
     """The API backend may be given its own environment (embedding): its keys count too."""
-    from attractor_trio import engine
+    from attractor_trio.scopes import engine
 
     class Backend:
         env = {"VENDOR_KEY": "vendor-key-1"}

@@ -28,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attractor_trio.api import open_run as real_open_run
-from attractor_trio.cli_serve import serve_command
+from attractor_trio.cli.serve import serve_command
 from attractor_trio.interviewers import Option, Question, QuestionType
 from attractor_trio.server import create_app, open_run_manager, serve
 from attractor_trio.server import manager as manager_module
@@ -585,7 +585,7 @@ async def test_the_command_shuts_down_gracefully_on_a_signal(
     """CONTRACT §10: the in-flight run is canceled and gets its final.json, then the command
     exits 128 + the signal number, like `run`."""
     runs_dir = tmp_path / "runs"
-    code = "import sys; from attractor_trio.cli_serve import serve_command; serve_command()"
+    code = "import sys; from attractor_trio.cli.serve import serve_command; serve_command()"
     argv = [sys.executable, "-c", code, "--port", "0", "--runs-dir", str(runs_dir)]
     env = {**os.environ, "ATTRACTOR_TOKEN": "t0k"}
     with trio.fail_after(BOUND):

@@ -16,7 +16,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from attractor_trio.cli_serve import _url, serve_command
+from attractor_trio.cli.serve import _url, serve_command
 from attractor_trio.server.auth import token_matches
 from attractor_trio.server.guard import RequestGuard, host_name
 from attractor_trio.server.submission import decode_json

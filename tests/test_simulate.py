@@ -12,10 +12,19 @@ from typing import Any
 import pytest
 import trio
 
+from attractor_trio.backends.simulate import (
+    PROGRESS_SLICE,
+    STEP_KEYS,
+    SimScript,
+    SimStep,
+    SimulationBackend,
+    load_sim_script,
+    parse_sim_script,
+)
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus
+from attractor_trio.dot.graph import Node
 from attractor_trio.errors import ConfigError
-from attractor_trio.graph import Node
 from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
 from attractor_trio.providers.base import (
     ERROR_KINDS,
@@ -39,15 +48,6 @@ from attractor_trio.providers.base import (
     error_from_kind,
     failure_class_of,
     kind_for_http_status,
-)
-from attractor_trio.providers.simulate import (
-    PROGRESS_SLICE,
-    STEP_KEYS,
-    SimScript,
-    SimStep,
-    SimulationBackend,
-    load_sim_script,
-    parse_sim_script,
 )
 
 NODE = Node("implement")

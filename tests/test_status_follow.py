@@ -18,7 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from attractor_trio.cli_observe import (
+from attractor_trio.cli.observe import (
     FollowEnd,
     ProgressTail,
     follow_run,
@@ -26,11 +26,11 @@ from attractor_trio.cli_observe import (
     register,
     split_complete_lines,
 )
-from attractor_trio.cli_stop import OwnerState
+from attractor_trio.cli.stop import OwnerState
+from attractor_trio.observe.status import exit_code_for, fold_events, read_report, read_status
 from attractor_trio.persist.atomic import utc_timestamp
 from attractor_trio.persist.final import FinalRecord, write_final
 from attractor_trio.persist.manifest import write_manifest
-from attractor_trio.status import exit_code_for, fold_events, read_report, read_status
 
 from .helpers import run_dot
 
@@ -404,7 +404,7 @@ async def test_follow_of_a_finished_run_replays_it_and_exits_like_run(tmp_path: 
 FOLLOW = [
     sys.executable,
     "-c",
-    "import sys; from attractor_trio.cli_observe import status_command; "
+    "import sys; from attractor_trio.cli.observe import status_command; "
     "status_command(sys.argv[1:], prog_name='attractor-trio status')",
 ]
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
 from attractor_trio.persist.status import (
     READ_RETRIES,

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.cli_stop import (
+from attractor_trio.cli.stop import (
     Action,
     OwnerState,
     decide,

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.errors import AttractorError
-from attractor_trio.graph import Node
-from attractor_trio.stylesheet import (
+from attractor_trio.dot.graph import Node
+from attractor_trio.dot.stylesheet import (
     ALLOWED_PROPERTIES,
     Declaration,
     Rule,
@@ -17,6 +16,7 @@ from attractor_trio.stylesheet import (
     StylesheetSyntaxError,
     parse_stylesheet,
 )
+from attractor_trio.errors import AttractorError
 
 WORKED_EXAMPLE = (
     "* { llm_model: claude-sonnet-4-5; llm_provider: anthropic; } "

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import attrs
 import pytest
 
-from attractor_trio.errors import AttractorError
-from attractor_trio.graph import Edge, Graph, Node
-from attractor_trio.transforms import (
+from attractor_trio.dot.graph import Edge, Graph, Node
+from attractor_trio.dot.transforms import (
     StylesheetTransform,
     Transform,
     VariableExpansionTransform,
@@ -22,6 +21,7 @@ from attractor_trio.transforms import (
     register_transform,
     registered_transforms,
 )
+from attractor_trio.errors import AttractorError
 
 WORKED_STYLESHEET = (
     "* { llm_model: claude-sonnet-4-5; llm_provider: anthropic; } "

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attractor_trio.attributes import (
+from attractor_trio.dot import parse_dot
+from attractor_trio.dot.attributes import (
     AttributeSpec,
     Kind,
     Scope,
@@ -23,10 +24,8 @@ from attractor_trio.attributes import (
     register_attribute,
     unregister_attribute,
 )
-from attractor_trio.dot import parse_dot
-from attractor_trio.errors import ValidationFailed
-from attractor_trio.graph import Diagnostic, Edge, Graph, Node, Severity
-from attractor_trio.validate import (
+from attractor_trio.dot.graph import Diagnostic, Edge, Graph, Node, Severity
+from attractor_trio.dot.validate import (
     BUILTIN_RULES,
     LintRule,
     _Index,
@@ -38,6 +37,7 @@ from attractor_trio.validate import (
     validate,
     validate_or_raise,
 )
+from attractor_trio.errors import ValidationFailed
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -909,8 +909,8 @@ def test_did_you_mean_searches_once_per_distinct_word_not_per_node(
 ) -> None:
     """A node default repeats one typo on every node; the edit-distance and difflib searches
     must run once per distinct word (10,000 nodes with one unknown default key took ~20 s)."""
-    compat_rules = importlib.import_module("attractor_trio.compat_rules")
-    validate_module = importlib.import_module("attractor_trio.validate")  # not the function
+    compat_rules = importlib.import_module("attractor_trio.dot.compat_rules")
+    validate_module = importlib.import_module("attractor_trio.dot.validate")  # not the function
 
     searched: list[str] = []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 
 
 def git(repo: Path, *args: str) -> str:
@@ -357,7 +357,7 @@ def crash(root, data):
         os.kill(os.getpid(), signal.SIGKILL)  # after the stage's commit, before its checkpoint
     return write(root, data)
 run_scope.write_checkpoint_bytes = crash
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 sys.argv[0] = "attractor-trio"
 main()
 """
@@ -372,7 +372,7 @@ def crash(self, stage_dir, *, finished, interrupted=False):
         os.kill(os.getpid(), signal.SIGKILL)  # after the stage's commit, before its marker
     return write(self, stage_dir, finished=finished, interrupted=interrupted)
 attempt._Marker.write = crash
-from attractor_trio.cli import main
+from attractor_trio.cli.main import main
 sys.argv[0] = "attractor-trio"
 main()
 """
@@ -382,7 +382,7 @@ def engine(
     *args: str, crash_at: str = "", before_marker: bool = False
 ) -> subprocess.CompletedProcess[str]:
     script = _CRASH_AT_MARKER if before_marker else _CRASH_AT_CHECKPOINT
-    code = script % crash_at if crash_at else "from attractor_trio.cli import main; main()"
+    code = script % crash_at if crash_at else "from attractor_trio.cli.main import main; main()"
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
     )
@@ -473,7 +473,7 @@ async def test_git_runs_in_its_own_process_group_and_is_cancelled_like_a_stage(
 ) -> None:
     import trio
 
-    from attractor_trio.scopes.process import live_group_members
+    from attractor_trio.aio.process import live_group_members
     from attractor_trio.workspace.git import git as run_git_cli
 
     fake = tmp_path / "bin" / "git"

@@ -9,7 +9,7 @@
 A node with only conditional edges and none matching selects nothing (S3.3-09): routing reports
 that loudly instead of taking an edge whose guard is false. Everything here is a pure function
 of (graph, node, outcome, context); conditions are parsed through the lru-cached
-:func:`~attractor_trio.conditions.parse_condition`.
+:func:`~attractor_trio.dot.conditions.parse_condition`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from attrs import frozen
 
-from ..conditions import evaluate_condition
-from ..graph import Edge, Graph
+from ..dot.conditions import evaluate_condition
+from ..dot.graph import Edge, Graph
 from .outcome import Outcome
 
 __all__ = [
@@ -89,7 +89,7 @@ def select_edge(
 ) -> EdgeChoice | None:
     """Choose the edge out of ``node_id`` for ``outcome`` (spec §3.3); ``None`` when none fits.
 
-    A malformed condition raises :class:`~attractor_trio.conditions.ConditionSyntaxError`;
+    A malformed condition raises :class:`~attractor_trio.dot.conditions.ConditionSyntaxError`;
     validation rejects such graphs before a run starts.
     """
     edges = graph.outgoing(node_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from .. import redaction
+from . import redaction
 
 if TYPE_CHECKING:
     from .outcome import Outcome

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from ..graph import Graph
+from ..dot.graph import Graph
 
 __all__ = ["branch_keys", "find_fan_in"]
 

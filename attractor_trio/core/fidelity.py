@@ -15,8 +15,8 @@ from typing import Any
 
 from attrs import frozen
 
-from ..conditions import stringify
-from ..graph import Edge, Graph, Node
+from ..dot.conditions import stringify
+from ..dot.graph import Edge, Graph, Node
 
 __all__ = [
     "COMPLETED_COUNT_KEY",

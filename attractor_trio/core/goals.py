@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from attrs import frozen
 
-from ..graph import Graph
+from ..dot.graph import Graph
 from .outcome import Outcome, StageStatus, satisfies_goal_gate
 
 __all__ = ["GateCheck", "check_goal_gates", "goal_gate_retry_target"]

@@ -43,9 +43,9 @@ from typing import TypeVar
 
 from attrs import evolve, field, frozen
 
-from ..conditions import canonical_status
-from ..graph import Node
-from ..values import AttributeValueError
+from ..dot.conditions import canonical_status
+from ..dot.graph import Node
+from ..dot.values import AttributeValueError
 from .outcome import StageStatus
 
 __all__ = [
@@ -80,7 +80,7 @@ class JoinConfig:
 
     ``k`` and ``quorum_fraction`` are validated only under the policy that reads them, so a
     leftover ``k`` on a ``wait_all`` node does not break a run. Errors are
-    :class:`~attractor_trio.values.AttributeValueError` (a ``ValueError``) saying what to change.
+    :class:`~..dot.values.AttributeValueError` (a ``ValueError``) saying what to change.
     """
 
     total: int

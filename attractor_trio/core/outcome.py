@@ -4,7 +4,7 @@ An :class:`Outcome` is a frozen value so a decision made from it (routing, retry
 cannot be invalidated by a handler mutating it later. It round-trips through ``status.json``:
 :meth:`Outcome.to_json` writes both ``outcome`` and ``status`` (AMBIG-9, readers of either
 spelling work), :meth:`Outcome.from_json` accepts either, the status aliases and custom values
-of :func:`~attractor_trio.conditions.normalize_outcome`, and rejects anything ill-typed with a
+of :func:`~attractor_trio.dot.conditions.normalize_outcome`, and rejects anything ill-typed with a
 message that says which key is wrong and what it should be.
 
 A custom outcome value (CONTRACT §10: ``process``, ``needs_dod``…) is an :class:`Outcome` whose
@@ -21,7 +21,7 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 
-from ..conditions import STATUSES, canonical_status, is_custom_outcome, normalize_outcome
+from ..dot.conditions import STATUSES, canonical_status, is_custom_outcome, normalize_outcome
 from ..errors import AttractorError
 
 __all__ = [

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from attrs import field, frozen
 
-from ..graph import Graph, Node
-from ..values import AttributeValueError
+from ..dot.graph import Graph, Node
+from ..dot.values import AttributeValueError
 from .failures import is_retry_blocked
 from .outcome import Outcome, StageStatus, is_success_like
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from attrs import frozen
 
-from ..graph import Edge, Graph
+from ..dot.graph import Edge, Graph
 from .edges import best_by_weight_then_lexical, condition_matches, is_unconditional, select_edge
 from .failures import STRUCTURAL
 from .fanout import find_fan_in

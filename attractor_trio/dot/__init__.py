@@ -1,4 +1,4 @@
-"""The DOT front end: text → :class:`~attractor_trio.graph.Graph` and back.
+"""The DOT front end: text → :class:`~attractor_trio.dot.graph.Graph` and back.
 
 ``parse_dot``/``load_dot`` read the spec's DOT subset (spec §2) with positions in every error;
 ``to_dot`` writes a graph that parses back to an equal one.

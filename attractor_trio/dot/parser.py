@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import AttractorError, DotSyntaxError
-from ..gcpause import gc_paused
-from ..graph import Edge, Graph, Node
-from ..inputs import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_HINT, BinaryInput, decode_text, read_bounded
+from .gcpause import gc_paused
+from .graph import Edge, Graph, Node
+from .inputs import DEFAULT_MAX_INPUT_SIZE, MAX_INPUT_HINT, BinaryInput, decode_text, read_bounded
 from .lexer import (
     BAD,
     EOF,
@@ -62,7 +62,7 @@ def parse_dot(source: str, path: str = "<string>") -> Graph:
     """Parse one ``digraph`` from ``source``; ``path`` only labels positions in errors.
 
     The collector is paused: a parse builds many objects and no cycles
-    (:mod:`attractor_trio.gcpause`).
+    (:mod:`attractor_trio.dot.gcpause`).
     """
     with gc_paused():
         return _Parser(source, path).parse()

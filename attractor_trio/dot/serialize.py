@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..graph import Graph, Node
+from .graph import Graph, Node
 from .lexer import KEYWORDS, is_attr_key, is_node_id
 
 __all__ = ["quote", "to_dot"]

@@ -1,22 +1,25 @@
 """Handler interface, per-attempt runtime information, and the handler registry (spec §4.1-4.2).
 
 Handlers keep the spec's signature ``execute(node, context, graph, logs_root) -> Outcome``.
-What the engine knows about the attempt in progress (attempt number and id, stage directory,
-event emitter, liveness callback) travels in a :class:`contextvars.ContextVar`: trio copies
-context into child tasks, so a handler and any task it starts see their own attempt, and a
-custom handler written against the bare spec signature keeps working.
+What the engine knows about the attempt in progress travels in a context variable
+(:mod:`attractor_trio.core.attempt`, re-exported here), so a custom handler written against
+the bare spec signature keeps working.
 """
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from attrs import frozen
-
-from ..graph import Graph, Node
+from ..core.attempt import (
+    AttemptInfo,
+    current_attempt,
+    require_attempt,
+    reset_attempt,
+    set_attempt,
+)
+from ..dot.graph import Graph, Node
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -28,9 +31,9 @@ __all__ = [
     "HandlerRegistry",
     "current_attempt",
     "require_attempt",
+    "reset_attempt",
+    "set_attempt",
 ]
-
-EmitFn = Callable[..., None]
 
 
 @runtime_checkable
@@ -40,113 +43,6 @@ class Handler(Protocol):
     async def execute(
         self, node: Node, context: Context, graph: Graph, logs_root: Path
     ) -> Outcome: ...
-
-
-def _noop(*_args: Any, **_kwargs: Any) -> None:
-    return None
-
-
-@frozen
-class AttemptInfo:
-    """Everything the engine knows about the attempt a handler is executing."""
-
-    run_id: str
-    node_id: str
-    attempt: int
-    max_attempts: int
-    attempt_id: str
-    logs_root: Path
-    stage_dir: Path
-    workdir: Path
-    predecessor_node: str = ""
-    predecessor_outcome: str = ""
-    branch: str = ""
-    #: ``emit(event_name, **fields)``: an event in this attempt's branch.
-    emit: EmitFn = _noop
-    #: Called whenever the attempt makes observable progress (output, stream data).
-    progress: Callable[[], None] = _noop
-    kill_grace: float = 5.0
-    #: The run's :class:`~attractor_trio.persist.artifacts.ArtifactStore` (spec S5.5).
-    artifacts: Any = None
-    #: How many times the traversal has entered this node, this one included.
-    visit: int = 1
-    #: This attempt's node in the liveness tree (parallel branches hang below it).
-    liveness: Any = None
-    #: The git workspace the attempt works in (CONTRACT §10), or ``None``.
-    workspace: Any = None
-
-    @property
-    def status_path(self) -> Path:
-        return self.stage_dir / "status.json"
-
-    def process_env(self) -> dict[str, str]:
-        """The ``ATTRACTOR_*`` variables every stage process gets (CONTRACT §3), and their
-        ``KILROY_*`` aliases (CONTRACT §10) so stages written for kilroy find them too."""
-        return {
-            **self._kilroy_env(),
-            "ATTRACTOR_RUN_ID": self.run_id,
-            "ATTRACTOR_NODE_ID": self.node_id,
-            "ATTRACTOR_ATTEMPT": str(self.attempt),
-            "ATTRACTOR_ATTEMPT_ID": self.attempt_id,
-            "ATTRACTOR_LOGS_ROOT": str(self.logs_root),
-            "ATTRACTOR_STAGE_DIR": str(self.stage_dir),
-            "ATTRACTOR_STATUS_PATH": str(self.status_path),
-            "ATTRACTOR_WORKDIR": str(self.workdir),
-            "ATTRACTOR_PREDECESSOR_NODE": self.predecessor_node,
-            "ATTRACTOR_PREDECESSOR_OUTCOME": self.predecessor_outcome,
-        }
-
-    def _kilroy_env(self) -> dict[str, str]:
-        """Kilroy's names, same values: the canonical status path is the stage's, the fallback
-        the work directory's ``status.json`` (where kilroy's agents write when they cannot
-        reach the stage dir)."""
-        return {
-            "KILROY_RUN_ID": self.run_id,
-            "KILROY_NODE_ID": self.node_id,
-            "KILROY_LOGS_ROOT": str(self.logs_root),
-            "KILROY_STAGE_LOGS_DIR": str(self.stage_dir),
-            "KILROY_STAGE_STATUS_PATH": str(self.status_path),
-            "KILROY_STAGE_STATUS_FALLBACK_PATH": str(self.workdir / "status.json"),
-            "KILROY_WORKTREE_DIR": str(self.workdir),
-            "KILROY_PREDECESSOR_NODE": self.predecessor_node,
-            "KILROY_PREDECESSOR_OUTCOME": self.predecessor_outcome,
-        }
-
-
-_CURRENT: contextvars.ContextVar[AttemptInfo | None] = contextvars.ContextVar(
-    "attractor_trio_attempt", default=None
-)
-
-
-def current_attempt() -> AttemptInfo | None:
-    """The attempt the calling task belongs to, or ``None`` outside the engine."""
-    return _CURRENT.get()
-
-
-def require_attempt(node: Node, logs_root: Path) -> AttemptInfo:
-    """The current attempt, or a stand-in when a handler is called directly (tests, embedding)."""
-    info = _CURRENT.get()
-    if info is not None:
-        return info
-    stage_dir = logs_root / node.id
-    return AttemptInfo(
-        run_id="",
-        node_id=node.id,
-        attempt=1,
-        max_attempts=1,
-        attempt_id=f"{node.id}-1",
-        logs_root=logs_root,
-        stage_dir=stage_dir,
-        workdir=Path.cwd(),
-    )
-
-
-def set_attempt(info: AttemptInfo | None) -> contextvars.Token[AttemptInfo | None]:
-    return _CURRENT.set(info)
-
-
-def reset_attempt(token: contextvars.Token[AttemptInfo | None]) -> None:
-    _CURRENT.reset(token)
 
 
 class HandlerRegistry:

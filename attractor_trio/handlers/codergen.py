@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from ..backends.simulate import SimulationBackend
+from ..context import RESPONSE_PREVIEW_CHARS
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
     COMPLETED_SUMMARY_KEY,
@@ -26,12 +28,11 @@ from ..core.fidelity import (
     build_preamble,
 )
 from ..core.outcome import Outcome, StageStatus, StatusFileError
-from ..graph import Graph, Node
+from ..dot.graph import Graph, Node
+from ..dot.transforms import expand_variables
 from ..persist.atomic import write_text_atomic
 from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
-from ..providers.simulate import SimulationBackend
-from ..transforms import expand_variables
 from .base import AttemptInfo, require_attempt
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ __all__ = [
 
 #: Context key holding the fidelity mode the engine resolved for this stage (S5.4-06).
 FIDELITY_KEY: Final = "internal.fidelity"
-RESPONSE_PREVIEW_CHARS: Final = 200
 _PREAMBLE_SEPARATOR: Final = "\n---\n\n"
 
 

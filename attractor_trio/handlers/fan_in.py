@@ -14,8 +14,8 @@ from typing import Any
 from ..context import Context
 from ..core.failures import DETERMINISTIC, STRUCTURAL, TRANSIENT_INFRA, normalize_failure_class
 from ..core.outcome import Outcome, StageStatus
-from ..graph import Graph, Node
-from ..transforms import expand_variables
+from ..dot.graph import Graph, Node
+from ..dot.transforms import expand_variables
 from .base import current_attempt
 
 __all__ = ["FanInHandler", "heuristic_rank"]

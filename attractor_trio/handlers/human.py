@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core.outcome import Outcome, StageStatus
-from ..graph import Edge, Graph, Node
+from ..dot.graph import Edge, Graph, Node
+from ..dot.values import AttributeValueError
 from ..interviewers import (
     Answer,
     AnswerValue,
@@ -27,7 +28,6 @@ from ..interviewers import (
     find_choice_matching,
     parse_accelerator_key,
 )
-from ..values import AttributeValueError
 from .base import require_attempt
 
 if TYPE_CHECKING:

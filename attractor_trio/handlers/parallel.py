@@ -6,7 +6,7 @@ fan-out's ``CapacityLimiter(max_parallel)``, and its own traversal over a cloned
 the fan-in. The join decision is the sans-IO :class:`~attractor_trio.core.join.Join`; this
 module only runs branches and feeds it. A finished branch's result is appended durably to the
 fan-out's ``results.ndjson`` before it counts (branches finishing together share an fsync:
-``scopes/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
+``aio/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from typing import Any, Protocol
 import trio
 from attrs import frozen
 
+from ..aio.group_commit import DurableLog, read_records
 from ..context import Context
 from ..core.failures import DETERMINISTIC, STRUCTURAL, TRANSIENT_INFRA, normalize_failure_class
 from ..core.fanout import branch_keys, find_fan_in
 from ..core.join import Join, JoinConfig
 from ..core.outcome import Outcome, StageStatus
+from ..dot.graph import Graph, Node
+from ..dot.values import AttributeValueError, format_duration
 from ..errors import AttractorError
-from ..graph import Graph, Node
 from ..persist.atomic import read_json
-from ..scopes.group_commit import DurableLog, read_records
-from ..values import AttributeValueError, format_duration
 from .base import AttemptInfo, require_attempt
 
 __all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler"]

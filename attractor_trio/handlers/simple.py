@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..context import Context
 from ..core.outcome import Outcome, StageStatus, passthrough_outcome
-from ..graph import Graph, Node
+from ..dot.graph import Graph, Node
 
 __all__ = ["ConditionalHandler", "ExitHandler", "StartHandler"]
 

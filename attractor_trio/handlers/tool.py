@@ -33,7 +33,7 @@ orphan then exits without running anything, and the command runs once, in the ne
 Either way a command is never run twice because the engine died.
 
 The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
-:func:`~attractor_trio.scopes.process.run_in_process_group` kills the whole group before the
+:func:`~attractor_trio.aio.process.run_in_process_group` kills the whole group before the
 cancellation propagates.
 """
 
@@ -48,11 +48,12 @@ from typing import TYPE_CHECKING, Any, final
 import trio
 from attrs import frozen
 
+from ..aio.process import ProcessResult, live_group_members, run_in_process_group
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
-from ..graph import Graph, Node
-from ..logtext import decode_head, decode_tail, file_size
+from ..dot.graph import Graph, Node
 from ..persist.atomic import write_bytes_atomic
+from ..persist.logtext import decode_head, decode_tail, file_size, tail_text
 from ..persist.status import (
     IngestionDecision,
     StatusSources,
@@ -60,7 +61,6 @@ from ..persist.status import (
     read_status_file,
     remove_stale,
 )
-from ..scopes.process import ProcessResult, live_group_members, run_in_process_group
 from ..stage_env import stage_environment
 from .base import AttemptInfo, require_attempt
 
@@ -79,7 +79,6 @@ __all__ = [
 #: ``tool.output`` keeps at most this many bytes of stdout (half head, half tail).
 OUTPUT_LIMIT_BYTES = 10 * 1024
 #: The failure reason quotes at most this much of the end of stderr.
-TAIL_LINES = 20
 TAIL_BYTES = 2 * 1024
 
 
@@ -359,14 +358,6 @@ def _join_clipped(head: bytes, tail: bytes, omitted: int, full_log: str) -> str:
     where = f"; full output in {full_log}" if full_log else ""
     marker = f"\n[... {omitted} bytes truncated{where} ...]\n"
     return (decode_head(head) + marker + decode_tail(tail)).rstrip("\r\n")
-
-
-def tail_text(data: bytes, max_lines: int = TAIL_LINES) -> str:
-    """The last ``max_lines`` lines of ``data``, stripped, prefixed with ``...`` when cut."""
-    lines = decode_tail(data).strip().splitlines()
-    if len(lines) <= max_lines:
-        return "\n".join(lines)
-    return "...\n" + "\n".join(lines[-max_lines:])
 
 
 @frozen

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import redaction
+from ..core import redaction
 from ..errors import AttractorError
 
 __all__ = [
@@ -181,7 +181,7 @@ def write_bytes_atomic(
 @contextlib.contextmanager
 def replacing(target: Path, *, exclusive: bool = False) -> Iterator[int]:
     """The recipe's middle, shared by every writer (also the async one in
-    ``scopes/offload.py``): yields a descriptor of a fresh temp file next to ``target``; when
+    ``aio/offload.py``): yields a descriptor of a fresh temp file next to ``target``; when
     the block ends normally the temp is closed and moved into place (renamed, or linked when
     ``exclusive``), and on any failure it is removed. Writing and fsyncing the descriptor, and
     fsyncing the directory afterwards, are the caller's."""

@@ -20,7 +20,7 @@ from typing import Any, Final, final
 
 import attrs
 
-from .. import redaction
+from ..core import redaction
 from ..errors import AttractorError
 from .atomic import (
     CorruptFileError,

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, final
 
-from .. import redaction
+from ..core import redaction
 from .atomic import CorruptFileError, StrPath, utc_timestamp, write_all
 
 __all__ = [

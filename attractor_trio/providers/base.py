@@ -19,7 +19,7 @@ from ..errors import AttractorError
 if TYPE_CHECKING:
     from ..context import Context
     from ..core.outcome import Outcome
-    from ..graph import Node
+    from ..dot.graph import Node
 
 __all__ = [
     "ERROR_KINDS",

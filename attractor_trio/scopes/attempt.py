@@ -22,17 +22,17 @@ from typing import Any
 import trio
 from attrs import define, evolve, field, frozen
 
+from ..aio.offload import write_bytes_durably
 from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
-from ..graph import Graph, Node
+from ..dot.graph import Graph, Node
+from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import dumps_json, write_bytes_atomic, write_json_atomic
-from ..values import format_duration
 from .cancel import only_cancelled
 from .liveness import Liveness
-from .offload import write_bytes_durably
 from .retention import (
     ARCHIVE_PREFIX,
     DEFAULT_ATTEMPT_RETENTION,

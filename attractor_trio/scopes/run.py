@@ -20,27 +20,27 @@ from typing import Any
 import trio
 from attrs import define, field, frozen
 
-from .. import redaction
+from ..aio.process import use_grace_skip
 from ..context import Context
+from ..core import redaction
 from ..core.cycles import CycleBreaker, LoopRestartGate
 from ..core.failures import classify_failure, failure_signature
 from ..core.outcome import Outcome, StageStatus
 from ..core.routing import Advance, Stop
+from ..dot.graph import Graph
+from ..dot.values import format_duration
 from ..events import EventHub
-from ..graph import Graph
 from ..handlers.base import AttemptInfo, HandlerRegistry
 from ..handlers.parallel import BranchResult, ParallelHandler
 from ..persist.artifacts import ArtifactStore
 from ..persist.atomic import utc_timestamp
 from ..persist.checkpoint import CheckpointEncoder, write_checkpoint_bytes
 from ..persist.final import FinalRecord, write_final
-from ..traversal import Traversal, TraversalState
-from ..values import format_duration
 from .attempt import StageExecutor
 from .cancel import only_cancelled
 from .liveness import Liveness
-from .process import use_grace_skip
 from .retention import DEFAULT_ATTEMPT_RETENTION
+from .traversal import Traversal, TraversalState
 from .watchdog import watch
 
 __all__ = ["RunHandle", "RunResult", "RunScope", "UnboundRunner", "drive"]

@@ -24,12 +24,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import redaction
+from ..core import redaction
+from ..dot.graph import Severity
+from ..dot.inputs import DEFAULT_MAX_INPUT_SIZE, format_size
 from ..errors import AttractorError, ConfigError, ValidationFailed
-from ..graph import Severity
-from ..inputs import DEFAULT_MAX_INPUT_SIZE, format_size
+from ..observe.typed_events import Event
 from ..persist.checkpoint import CHECKPOINT_FILE_NAME, load_checkpoint
-from ..typed_events import Event
 from .auth import BearerAuth
 from .guard import RequestGuard
 from .http_interviewer import InvalidAnswer, UnknownQuestion, question_to_json

@@ -25,13 +25,13 @@ import trio
 from attrs import field, frozen
 
 from ..api import RunController, open_run
-from ..engine import check_runnable, new_run_id
+from ..backends.simulate import SimScript, SimulationBackend, parse_sim_script
+from ..dot.graph import Graph
+from ..dot.values import AttributeValueError, parse_duration
 from ..errors import AttractorError, ConfigError
-from ..graph import Graph
+from ..observe.status import read_status
 from ..persist.manifest import MANIFEST_FILE_NAME
-from ..providers.simulate import SimScript, SimulationBackend, parse_sim_script
-from ..status import read_status
-from ..values import AttributeValueError, parse_duration
+from ..scopes.engine import check_runnable, new_run_id
 from .http_interviewer import HttpInterviewer
 
 __all__ = [

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
-from .. import redaction
+from ..core import redaction
 
 __all__ = ["JSONResponse"]
 

@@ -24,11 +24,11 @@ from typing import Any, Final, NoReturn, final
 from attrs import frozen
 
 from ..dot import parse_dot
+from ..dot.graph import Diagnostic, Graph, Severity
+from ..dot.inputs import BinaryInput, decode_text, first_bad_char
+from ..dot.transforms import apply_transforms
+from ..dot.validate import validate
 from ..errors import AttractorError, DotSyntaxError
-from ..graph import Diagnostic, Graph, Severity
-from ..inputs import BinaryInput, decode_text, first_bad_char
-from ..transforms import apply_transforms
-from ..validate import validate
 from .guard import media_type
 
 __all__ = [

@@ -29,7 +29,7 @@ from .schedules import Step as Step
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-    from ..graph import Graph
+    from ..dot.graph import Graph
 
 __all__ = [
     "INVARIANTS",

@@ -7,7 +7,7 @@ process): each call performs the schedule's next step for that node.
 performed, so the invariant checker can hold each attempt's logged outcome against the step
 that produced it.
 
-:func:`run_schedule` runs the pipeline through :func:`attractor_trio.engine.run` inside
+:func:`run_schedule` runs the pipeline through :func:`attractor_trio.scopes.engine.run` inside
 ``trio.run`` with ``MockClock(autojump_threshold=0)``: hours of backoff, stalls and heartbeats
 take milliseconds, and under Hypothesis trio's scheduler is seeded by the example, so a
 counterexample replays exactly. A run that does not end is cancelled (when the virtual
@@ -28,7 +28,6 @@ import trio
 import trio.testing
 from attrs import define, field, frozen
 
-from .. import engine
 from ..core.outcome import Outcome, StageStatus
 from ..events import TERMINAL_EVENTS
 from ..handlers.base import Handler, current_attempt
@@ -36,12 +35,13 @@ from ..handlers.parallel import RESULTS_FILE_NAME
 from ..persist.atomic import CorruptFileError
 from ..persist.final import FinalRecord, read_final
 from ..persist.progress import read_progress
+from ..scopes import engine
 from .schedules import Schedule, Step
 
 if TYPE_CHECKING:
     from ..context import Context
-    from ..engine import RunResult
-    from ..graph import Graph, Node
+    from ..dot.graph import Graph, Node
+    from ..scopes.engine import RunResult
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",

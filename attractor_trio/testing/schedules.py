@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from attrs import field, frozen
 
-from ..conditions import is_custom_outcome, normalize_outcome
+from ..dot.conditions import is_custom_outcome, normalize_outcome
 
 __all__ = ["STEP_KINDS", "Schedule", "Step"]
 

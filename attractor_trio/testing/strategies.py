@@ -18,10 +18,10 @@ from typing import Final
 from attrs import define, field
 from hypothesis import strategies as st
 
-from ..conditions import ConditionSyntaxError, is_custom_outcome, parse_condition
 from ..dot import parse_dot
-from ..graph import Graph, Node
-from ..transforms import apply_transforms
+from ..dot.conditions import ConditionSyntaxError, is_custom_outcome, parse_condition
+from ..dot.graph import Graph, Node
+from ..dot.transforms import apply_transforms
 from .schedules import STEP_KINDS, Schedule, Step
 
 __all__ = ["custom_outcomes", "pipelines", "schedules", "steps"]

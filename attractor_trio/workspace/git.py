@@ -1,7 +1,7 @@
 """Running the ``git`` CLI: a child process in its own process group (CONTRACT §10).
 
 Every git command the engine runs goes through :func:`git`, which uses the same process-group
-machinery as stage processes (:func:`~attractor_trio.scopes.process.run_in_process_group`):
+machinery as stage processes (:func:`~attractor_trio.aio.process.run_in_process_group`):
 cancelling the run (a signal, the watchdog, ``stop``) ends a slow ``git merge`` or ``git add``
 exactly like a stage's ``make``, within the kill grace, and nothing git started survives.
 
@@ -26,8 +26,8 @@ from typing import Final
 
 from attrs import frozen
 
+from ..aio.process import run_in_process_group
 from ..errors import ConfigError
-from ..scopes.process import run_in_process_group
 
 __all__ = ["ENGINE_IDENTITY", "GitError", "GitResult", "git", "git_env"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from attractor_trio.dot import parse_dot
+from attractor_trio.dot.transforms import apply_transforms
 from attractor_trio.testing import Schedule, ScheduledBackend, check_invariants, run_schedule
-from attractor_trio.transforms import apply_transforms
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.json"))
 OPTION_KEYS = ("heartbeat_interval", "stall_timeout", "backend", "time_limit", "max_events")

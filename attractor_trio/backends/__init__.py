@@ -1,0 +1,1 @@
+"""What executes a codergen stage: simulation, CLI agents, the agent loop, provider-backed calls."""

@@ -1,0 +1,1 @@
+"""Events made readable: the human display, status reports, typed events, graph rendering."""

@@ -1,0 +1,245 @@
+"""The core execution loop (spec §3.2): execute, record, checkpoint, select an edge, advance.
+
+Decisions come from the sans-IO ``core`` package; this module only sequences them and does
+the IO (events, status files, checkpoints). One :class:`Traversal` walks the main graph;
+parallel branches will run their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import trio
+from attrs import define, field
+
+from ..context import Context
+from ..core.cycles import (
+    CycleBreaker,
+    LoopRestartGate,
+    RestartBlocked,
+    RestartTripped,
+    VisitLimit,
+)
+from ..core.fidelity import (
+    COMPLETED_COUNT_KEY,
+    COMPLETED_SUMMARY_KEY,
+    resolve_fidelity,
+    resolve_thread_key,
+)
+from ..core.goals import check_goal_gates, goal_gate_retry_target
+from ..core.outcome import Outcome, StageStatus, context_updates_after
+from ..core.routing import Advance, Stop, after_fan_out, route
+from ..dot.graph import Edge, Graph, Node
+from ..persist.journaled import JournaledDict, JournaledList
+from .attempt import StageExecutor
+
+__all__ = ["Traversal", "TraversalState"]
+
+#: How many completed stages the context's summary keeps (older ones are only counted).
+_SUMMARY_LIMIT = 200
+
+
+def _journaled_list(items: Iterable[str]) -> list[str]:
+    return items if isinstance(items, JournaledList) else JournaledList(items)
+
+
+def _journaled_dict(items: Mapping[str, Any]) -> dict[str, Any]:
+    return items if isinstance(items, JournaledDict) else JournaledDict(items)
+
+
+@define
+class TraversalState:
+    """Everything a checkpoint holds about where a traversal is."""
+
+    context: Context
+    # Journaled, so the checkpoint after every stage re-encodes only what the stage changed
+    # (persist/journaled.py); plain lists and dicts given here are converted.
+    completed_nodes: list[str] = field(factory=JournaledList, converter=_journaled_list)
+    node_outcomes: dict[str, Outcome] = field(factory=JournaledDict, converter=_journaled_dict)
+    node_retries: dict[str, int] = field(factory=JournaledDict, converter=_journaled_dict)
+    node_attempts: dict[str, int] = field(factory=JournaledDict, converter=_journaled_dict)
+    visits: dict[str, int] = field(factory=JournaledDict, converter=_journaled_dict)
+    failure_signatures: dict[str, int] = field(factory=dict)
+    current_node: str = ""
+    restart_count: int = 0
+    restart_signatures: dict[str, int] = field(factory=dict)
+
+
+@define
+class Traversal:
+    graph: Graph
+    state: TraversalState
+    executor: StageExecutor
+    emit: Callable[..., Any]
+    #: Called after every recorded stage (checkpoint + ``checkpoint_saved``).
+    checkpoint: Callable[[str], None]
+    #: ``(edge_target, advance) -> Stop | None``: handles ``loop_restart`` edges.
+    on_loop_restart: Callable[[Advance], Any] | None = None
+    #: A parallel branch stops *before* these nodes (its fan-in) and before any terminal.
+    stop_at: frozenset[str] | None = None
+    #: Shared by the main traversal and its branches, so counts land in one checkpoint.
+    breaker: CycleBreaker | None = None
+    restart_gate: LoopRestartGate | None = None
+    #: ``main``, or the branch path (the ``scope`` of ``failure_cycle_break``).
+    scope_name: str = "main"
+    tripped: Stop | None = None
+
+    async def run(self, node_id: str, predecessor: str = "") -> Stop:
+        """Walk from ``node_id`` until a terminal node or a stop; return why it ended."""
+        graph = self.graph
+        incoming: Edge | None = None
+        while True:
+            # A checkpoint per step: once the run is cancelled, no goal-gate retry, loop
+            # restart or next stage can start, even if every handler so far was synchronous.
+            await trio.lowlevel.checkpoint()
+            if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
+                return Stop("completed")
+            node = graph.nodes[node_id]
+            limit = VisitLimit(graph.max_node_visits)
+            visits = self.state.visits.get(node_id, 0) + 1
+            if not limit.check(node_id, visits):
+                return Stop(
+                    "visit_limit", limit.message(node_id, visits), "structural", node_id=node_id
+                )
+            self.state.visits[node_id] = visits
+            if graph.is_terminal(node_id):
+                jump = self._unsatisfied_gate()
+                if isinstance(jump, Stop):
+                    return jump
+                if jump is not None:
+                    self.emit(
+                        "edge_selected", from_node=node_id, to_node=jump, method="goal_gate_retry"
+                    )
+                    predecessor, node_id, incoming = node_id, jump, None
+                    continue
+                outcome = await self._execute(node, predecessor, incoming)
+                if outcome.status is StageStatus.FAIL:
+                    return Stop("stage_failed", outcome.failure_reason, outcome.failure_class)
+                return Stop("completed")
+            outcome = await self._execute(node, predecessor, incoming)
+            if self.tripped is not None:
+                return self.tripped
+            fan_in = (
+                after_fan_out(graph, node_id, outcome) if node.handler_type == "parallel" else None
+            )
+            if isinstance(fan_in, Stop):
+                return fan_in
+            if fan_in is not None:  # fan-out → fan-in: no edge_selected, the branches were edges
+                predecessor, node_id, incoming = node_id, fan_in.to_node, None
+                continue
+            decision = route(graph, node_id, outcome, self.state.context)
+            if isinstance(decision, Stop):
+                return decision
+            self.emit(
+                "edge_selected",
+                from_node=node_id,
+                to_node=decision.to_node,
+                method=decision.method,
+            )
+            if decision.loop_restart and self.on_loop_restart is not None:
+                gated = self._gate_restart(node_id, outcome)
+                if gated is not None:
+                    return gated
+                result = await self.on_loop_restart(decision)
+                if isinstance(result, Stop):
+                    return result
+            predecessor, node_id, incoming = node_id, decision.to_node, decision.edge
+
+    async def _execute(self, node: Node, predecessor: str, incoming: Edge | None) -> Outcome:
+        state = self.state
+        state.context.set("current_node", node.id)
+        state.context.set("internal.fidelity", self._fidelity(node, incoming))
+        state.context.set(
+            "internal.thread_key", resolve_thread_key(node, incoming, self.graph, predecessor)
+        )
+        self.executor.current_visit = state.visits.get(node.id, 1)
+        outcome = await self.executor.run_stage(node, predecessor)
+        state.completed_nodes.append(node.id)
+        state.node_outcomes[node.id] = outcome
+        state.context.apply_updates(context_updates_after(outcome))
+        if node.handler_type != "start":
+            _remember_summary(state.context, node.id, outcome)
+        state.current_node = node.id
+        self.tripped = self._observe_cycle(node.id, outcome)
+        self.checkpoint(node.id)
+        return outcome
+
+    def _observe_cycle(self, node_id: str, outcome: Outcome) -> Stop | None:
+        """Feed the visit's final outcome to the cycle breaker (before the checkpoint, so the
+        counts it saves include this visit)."""
+        if self.breaker is None:
+            return None
+        trip = self.breaker.observe(node_id, outcome)
+        self.state.failure_signatures = self.breaker.counts
+        if trip is None:
+            return None
+        self.emit("failure_cycle_break", **trip.event_fields(self.scope_name))
+        return Stop("cycle_breaker", trip.failure_reason, trip.failure_class)
+
+    def _gate_restart(self, node_id: str, outcome: Outcome) -> Stop | None:
+        """``loop_restart`` only after success or a transient failure, with its own breaker."""
+        if self.restart_gate is None:
+            return None
+        decision = self.restart_gate.check(node_id, outcome)
+        self.state.restart_signatures = self.restart_gate.counts
+        if isinstance(decision, RestartBlocked):
+            self.emit(
+                "loop_restart_blocked",
+                node_id=node_id,
+                failure_class=decision.failure_class,
+                failure_reason=decision.failure_reason,
+            )
+            return Stop(
+                "stage_failed", outcome.failure_reason or decision.reason, decision.failure_class
+            )
+        if isinstance(decision, RestartTripped):
+            self.emit(
+                "failure_cycle_break",
+                node_id=node_id,
+                signature=decision.signature,
+                count=decision.count,
+                limit=decision.limit,
+                scope=self.scope_name,
+            )
+            return Stop("cycle_breaker", decision.failure_reason, decision.failure_class)
+        return None
+
+    def _fidelity(self, node: Node, incoming: Edge | None) -> str:
+        """S5.4-06, and S5.3-06: the first stage after a resume degrades ``full`` once."""
+        mode = resolve_fidelity(incoming, node, self.graph)
+        context = self.state.context
+        if context.get("internal.resume_degrade_fidelity"):
+            context.set("internal.resume_degrade_fidelity", False)
+            if mode == "full":
+                return "summary:high"
+        return mode
+
+    def _unsatisfied_gate(self) -> str | Stop | None:
+        """``None`` when all visited gates are satisfied, else a retry target or a stop."""
+        check = check_goal_gates(self.graph, self.state.node_outcomes)
+        if check.ok or check.failing_node is None:
+            return None
+        failing = check.failing_node
+        target = goal_gate_retry_target(self.graph, failing)
+        if target is not None:
+            return target
+        last = self.state.node_outcomes[failing]
+        # The causal raw reason wins over a wrapper (CONTRACT §5); exit_path says "goal gate".
+        reason = last.failure_reason or (
+            f"goal gate '{failing}' unsatisfied (last outcome {last.value}) and no retry target"
+        )
+        return Stop(
+            "goal_gate_unsatisfied", reason, last.failure_class or "deterministic", node_id=failing
+        )
+
+
+def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
+    """Completed-stage summary for fidelity preambles (compact/summary modes): the last 200
+    stages, and how many completed in all (the preamble states the true count)."""
+    summary = list(context.get(COMPLETED_SUMMARY_KEY) or [])
+    count = context.get(COMPLETED_COUNT_KEY)
+    count = count if type(count) is int else len(summary)  # a checkpoint from before the key
+    summary.append([node_id, outcome.value, outcome.notes or outcome.failure_reason])
+    context.set(COMPLETED_SUMMARY_KEY, summary[-_SUMMARY_LIMIT:])
+    context.set(COMPLETED_COUNT_KEY, count + 1)
