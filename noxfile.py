@@ -12,18 +12,25 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.default_venv_backend = "venv"
 # Sessions run in the interpreter that runs nox (the README's .venv), so one venv serves all.
 PY = sys.executable
+# The exact versions CI tests with; pyproject.toml declares only compatible ranges.
+CONSTRAINTS = "constraints.txt"
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    """Install into the session's interpreter, pinned to the tested versions."""
+    session.run(PY, "-m", "pip", "install", "--quiet", "-c", CONSTRAINTS, *args)
 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The CI test command: installs the package with its test extra, then runs pytest."""
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test,server]")
+    _install(session, "-e", ".[test,server]")
     session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    _install(session, "-e", ".[dev]")
     session.run(PY, "-m", "ruff", "check", "attractor_trio", "tests", "benchmarks", "noxfile.py")
     session.run(
         PY, "-m", "ruff", "format", "--check", "attractor_trio", "tests", "benchmarks", "noxfile.py"
@@ -32,17 +39,17 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def typecheck(session: nox.Session) -> None:
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev,test,server]")
+    _install(session, "-e", ".[dev,test,server]")
     session.run(PY, "-m", "mypy")
 
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
     """Speed targets live here, not in unit tests; each script prints ratios vs a baseline."""
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    _install(session, "-e", ".[test]")
     # The Python peer the engine benchmark compares against (issue: "if installed"); bench
     # only, never a dependency of the package.
-    session.run(PY, "-m", "pip", "install", "--quiet", "py-attractor==0.3.0")
+    _install(session, "py-attractor==0.3.0")
     for script in ("benchmarks/parse.py", "benchmarks/engine.py"):
         session.run(PY, script, *session.posargs)
     session.run(PY, "benchmarks/fanout.py")
@@ -54,7 +61,7 @@ def fuzz(session: nox.Session) -> None:
 
     CI runs the same tests with a small bounded profile; set ATTRACTOR_FUZZ_EXAMPLES to change.
     """
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    _install(session, "-e", ".[test]")
     examples = os.environ.get("ATTRACTOR_FUZZ_EXAMPLES", "3000")
     session.run(
         PY,
@@ -72,7 +79,7 @@ def fuzz(session: nox.Session) -> None:
 @nox.session(python=False)
 def crash(session: nox.Session) -> None:
     """Process-level crash consistency: SIGKILL real runs at many random instants, then resume."""
-    session.run(PY, "-m", "pip", "install", "--quiet", "-e", ".[test]")
+    _install(session, "-e", ".[test]")
     kills = os.environ.get("ATTRACTOR_CRASH_KILLS", "40")
     for seed in ("1", "2", "3"):
         session.run(

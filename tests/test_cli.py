@@ -61,10 +61,15 @@ def test_python_dash_m_runs_the_cli() -> None:
 # --- validate ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.dot")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "example", sorted(EXAMPLES.rglob("*.dot")), ids=lambda p: str(p.relative_to(EXAMPLES))
+)
 def test_every_example_validates(example: Path) -> None:
-    code, _, err = cli("validate", str(example))
+    """Shipped examples are what users copy: no errors and no warnings (``--strict``)."""
+    code, out, err = cli("validate", str(example), "--strict", "--json")
+    report = json.loads(out)
     assert code == 0, err
+    assert (report["errors"], report["warnings"]) == (0, 0), report["diagnostics"]
 
 
 def test_validate_json_shape(tmp_path: Path) -> None:

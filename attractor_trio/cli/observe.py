@@ -28,7 +28,7 @@ from attrs import frozen
 from ..core.exit_codes import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..dot.graph import Graph
 from ..errors import AttractorError, error_line
-from ..observe.display import describe
+from ..observe.display import describe, summary_line
 from ..observe.owner import OwnerState, owner_state
 from ..observe.status import (
     TERMINAL_EVENTS,
@@ -369,9 +369,16 @@ def _event_line(event: dict[str, Any]) -> str | None:
     return None if line is None else f"{str(event.get('ts', ''))[11:19]} {line}"
 
 
-def _follow(root: Path, as_json: bool) -> int:
+def _follow(root: Path, as_json: bool, quiet: bool = False) -> int:
+    """Stream the run's events; ``quiet`` shows none of them, only how the run ended (the
+    same line as ``run --quiet``) or why following stopped."""
+    last_terminal: dict[str, Any] = {}
+
     def show(event: dict[str, Any]) -> None:
-        if as_json:
+        if quiet:
+            if event["event"] in TERMINAL_EVENTS:
+                last_terminal.update(event)
+        elif as_json:
             click.echo(json.dumps(event, ensure_ascii=False))
         elif (line := _event_line(event)) is not None:
             click.echo(line)
@@ -379,7 +386,8 @@ def _follow(root: Path, as_json: bool) -> int:
     def warn(message: str) -> None:
         click.echo(message, err=True)
 
-    click.echo(f"following {root} (Ctrl-C stops following, not the run)", err=True)
+    if not quiet:
+        click.echo(f"following {root} (Ctrl-C stops following, not the run)", err=True)
     try:
         end = follow_run(root, show, on_bad_line=warn)
     except KeyboardInterrupt:
@@ -387,7 +395,24 @@ def _follow(root: Path, as_json: bool) -> int:
         return EXIT_INTERRUPTED
     if end.message:
         click.echo(end.message, err=True)
+    elif quiet and last_terminal:
+        click.echo(_terminal_line(root, last_terminal), err=True)
     return end.exit_code
+
+
+def _terminal_line(root: Path, event: dict[str, Any]) -> str:
+    """``run --quiet``'s last line, from the terminal event a follower saw."""
+    status = str(event.get("status", ""))
+    exit_path = str(event.get("exit_path") or ("completed" if status == "success" else ""))
+    return summary_line(status, exit_path, root, str(event.get("failure_reason") or ""))
+
+
+def _quiet_state_line(report: RunReport) -> str:
+    """``status --quiet``: the state on one line; a finished run's is ``run --quiet``'s."""
+    if report.finished:
+        return summary_line(report.state, report.exit_path, report.logs_root, report.failure_reason)
+    at = f" at {report.current_node}" if report.current_node and not report.interrupted else ""
+    return f"attractor-trio: {_state_line(report)}{at} in {report.logs_root}"
 
 
 @click.command("status")
@@ -398,18 +423,26 @@ def _follow(root: Path, as_json: bool) -> int:
     "--follow", "-f", is_flag=True, help="Stream events until the run ends; exit like `run`."
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (with --follow: NDJSON).")
-def status_command(logs_root: Path, follow: bool, as_json: bool) -> None:
-    """Show a run's current or terminal state, or follow it to its end.
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="One line: the run's state (with --follow: only errors and how the run ended).",
+)
+def status_command(logs_root: Path, follow: bool, as_json: bool, quiet: bool) -> None:
+    """Show the state of the run in LOGS_ROOT, or follow it to its end.
 
     With --follow the exit code is the run's: 0 success, 1 fail (or the run died), 129/130/143
     canceled by SIGHUP/SIGINT/SIGTERM, 70 internal error.
     """
     try:
         if follow:
-            code = _follow(logs_root, as_json)
+            code = _follow(logs_root, as_json, quiet and not as_json)
         else:
             report = read_report(logs_root)
-            if as_json:
+            if quiet and not as_json:
+                click.echo(_quiet_state_line(report))
+            elif as_json:
                 click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
             else:
                 click.echo(format_report(report))

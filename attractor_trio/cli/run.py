@@ -68,21 +68,43 @@ def max_input_size_option(func: Callable[..., None]) -> Callable[..., None]:
 def _run_options(func: Callable[..., None]) -> Callable[..., None]:
     options: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
         max_input_size_option,
-        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option(
+            "--config",
+            "config_path",
+            metavar="FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Run config (YAML): backend, providers, timeouts, env.pass, workspace.",
+        ),
         click.option("--backend", help="Codergen backend: simulate, or a configured provider."),
         click.option("--simulate", is_flag=True, help="Same as --backend simulate."),
-        click.option("--sim-script", type=click.Path(exists=True, dir_okay=False, path_type=Path)),
+        click.option(
+            "--sim-script",
+            metavar="FILE",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Script the simulation backend's outcomes per node (YAML).",
+        ),
         click.option("--auto-approve", is_flag=True, help="Human gates pick the first option."),
-        click.option("--interviewer", help="auto | console | queue:FILE"),
-        click.option("--stall-timeout", help="Watchdog: no progress for this long fails the run."),
+        click.option(
+            "--interviewer", help="How human gates are answered: auto | console | queue:FILE."
+        ),
+        click.option(
+            "--stall-timeout",
+            help="Watchdog: no progress for this long fails the run (default 10m; 0: off).",
+        ),
         click.option(
             "--heartbeat-interval", help="stage_heartbeat period (default min(stall/3, 30s))."
         ),
         click.option(
             "--kill-grace", help="SIGTERM→SIGKILL grace for stage processes (default 5s)."
         ),
-        click.option("--workdir", type=click.Path(file_okay=False, path_type=Path)),
-        click.option("--quiet", is_flag=True, help="Print only the final line."),
+        click.option(
+            "--workdir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="The stages' working directory (ATTRACTOR_WORKDIR); default: the current one.",
+        ),
+        click.option(
+            "--quiet", is_flag=True, help="Print nothing but errors and the final result line."
+        ),
         click.option("--json", "as_json", is_flag=True, help="Events as NDJSON on stdout."),
         click.option("--seed", type=int, help="Seed for retry jitter (reproducible runs)."),
         click.option(
@@ -236,13 +258,17 @@ def _interviewer(auto_approve: bool, spec: str | None) -> Any:
 
 
 def _sinks(as_json: bool, quiet: bool) -> list[Any]:
+    """``--json``: every event on stdout; ``--quiet``: no display (the summary is the one
+    line); else a live panel on a terminal, timestamped lines otherwise."""
     from ..observe.display import JsonLines, PlainDisplay, RichDisplay
 
     if as_json:
         return [JsonLines()]
-    if not quiet and sys.stderr.isatty():
+    if quiet:
+        return []
+    if sys.stderr.isatty():
         return [RichDisplay()]
-    return [PlainDisplay(quiet=quiet)]
+    return [PlainDisplay()]
 
 
 def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -338,10 +364,18 @@ def _exit_for(result: Any, holder: dict[str, Any]) -> int:
 
 
 def _summary(result: Any, quiet: bool, as_json: bool) -> None:
+    """The run's last words on stderr: ``--quiet`` makes them its only line."""
     if as_json:
         return
     from ..core.redaction import current
+    from ..observe.display import summary_line
 
+    if quiet:
+        line = summary_line(
+            result.status, result.exit_path, result.logs_root, result.failure_reason or ""
+        )
+        click.echo(current().text(line), err=True)
+        return
     reason = f" — {result.failure_reason}" if result.failure_reason else ""
     summary = f"attractor-trio: {result.status} ({result.exit_path}){reason}"
     click.echo(f"{current().text(summary)}\nlogs root: {result.logs_root}", err=True)
@@ -351,8 +385,12 @@ def _summary(result: Any, quiet: bool, as_json: bool) -> None:
 @click.argument(
     "pipeline_path", metavar="PIPELINE.dot", type=click.Path(exists=True, dir_okay=False)
 )
-@click.option("--logs-root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--run-id")
+@click.option(
+    "--logs-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The run directory (default: runs/<run_id>); it must not hold a run yet.",
+)
+@click.option("--run-id", help="The run's id (default: <UTC time>-<6 hex>).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a context key.")
 @click.option(
     "--workspace",
@@ -391,7 +429,8 @@ def run_command(
     prepare_logs_root(root)
     if opts["detach"]:
         detach(["--logs-root", str(root), "--run-id", run_id], root)
-    click.echo(f"logs root: {root}", err=True)
+    if not opts["quiet"]:
+        click.echo(f"logs root: {root}", err=True)
     _drive(
         engine.run,
         graph,
@@ -519,7 +558,8 @@ def resume_command(
     engine.check_runnable(graph, backend=settings["backend"])
     if opts["detach"]:
         detach([], logs_root)
-    click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
+    if not opts["quiet"]:
+        click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
     _drive(
         engine.resume,
         graph,

@@ -15,10 +15,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-__all__ = ["JsonLines", "PlainDisplay", "RichDisplay", "describe"]
+__all__ = ["JsonLines", "PlainDisplay", "RichDisplay", "describe", "summary_line"]
 
+#: Records for machines (``progress.ndjson``, ``--json``, SSE), not lines for people: which
+#: status file decided an attempt is bookkeeping; a rejected file shows in the attempt's
+#: failure reason anyway.
 _QUIET_EVENTS = frozenset(
-    {"stage_heartbeat", "checkpoint_saved", "stage_started", "stage_completed"}
+    {
+        "stage_heartbeat",
+        "checkpoint_saved",
+        "stage_started",
+        "stage_completed",
+        "status_ingestion_decision",
+    }
 )
 
 
@@ -66,8 +75,16 @@ class JsonLines:
         self.stream.flush()
 
 
+def summary_line(status: str, exit_path: str, logs_root: object, failure_reason: str) -> str:
+    """The one line ``--quiet`` prints when a run ends (``run``, ``resume``, ``status``):
+    how it ended, where its files are, and why it failed."""
+    reason = f" — {failure_reason}" if failure_reason else ""
+    return f"attractor-trio: {status} ({exit_path}) in {logs_root}{reason}"
+
+
 class PlainDisplay:
-    """Timestamped lines on stderr (non-TTY, or ``--quiet`` with only the terminal line)."""
+    """Timestamped lines on stderr when it is not a terminal (``quiet``: only the terminal
+    event's line; the CLI's ``--quiet`` uses no display at all, see :func:`summary_line`)."""
 
     def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
