@@ -12,6 +12,11 @@ from .backends.simulate import load_sim_script as load_sim_script
 from .context import Context as Context
 from .core.outcome import Outcome as Outcome
 from .core.outcome import StageStatus as StageStatus
+from .core.vocabulary import DEFAULT_KILL_GRACE as DEFAULT_KILL_GRACE
+from .core.vocabulary import CancelCause as CancelCause
+from .core.vocabulary import ExitPath as ExitPath
+from .core.vocabulary import FailureClass as FailureClass
+from .core.vocabulary import Status as Status
 from .dot.graph import Diagnostic as Diagnostic
 from .dot.graph import Edge as Edge
 from .dot.graph import Graph as Graph

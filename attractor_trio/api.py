@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from .core.vocabulary import CancelCause
 from .dot.graph import Graph
 from .events import TERMINAL_EVENTS
 from .observe.typed_events import Event, event_from_envelope
@@ -74,7 +75,7 @@ class RunController:
 
     async def cancel(self, reason: str = "canceled through the API") -> RunResult:
         """Cancel the run and wait until it has finalized (``final.json`` written)."""
-        self.handle.cancel(reason)
+        self.handle.cancel(reason, CancelCause.API)
         return await self.wait()
 
     async def wait(self) -> RunResult:
@@ -131,5 +132,5 @@ async def open_run(
         try:
             yield controller
         except BaseException:
-            controller.handle.cancel("the embedding application's block raised")
+            controller.handle.cancel("the embedding application's block raised", CancelCause.API)
             raise

@@ -22,6 +22,7 @@ from ..core.exit_codes import (
     RUN_STATUS_EXIT,
     SIGNAL_EXIT,
 )
+from ..core.vocabulary import DEFAULT_KILL_GRACE, CancelCause, ExitPath
 from ..dot.graph import Severity
 from ..dot.values import AttributeValueError, parse_duration
 from ..errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed, error_line
@@ -190,7 +191,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
         heartbeat = min(stall / 3, 30.0) if stall else 30.0
     grace = _duration_option(opts["kill_grace"], "--kill-grace")
     if grace is None:
-        grace = config.kill_grace if config.kill_grace is not None else 5.0
+        grace = config.kill_grace if config.kill_grace is not None else DEFAULT_KILL_GRACE
     register_environment(os.environ, [p.api_key_env for p in config.providers.values()])
     return {
         "pass_env": _passes(config.env_pass, opts["pass_env"]),
@@ -315,7 +316,7 @@ def _on_signal(name: str, handle: Any, holder: dict[str, Any]) -> None:
     elif "signal" in holder:
         handle.skip_grace()
     holder.setdefault("signal", name)
-    handle.cancel(name)
+    handle.cancel(name, CancelCause(name))
 
 
 def _detach_from_dead_terminal() -> None:
@@ -356,7 +357,7 @@ async def _close(backend: Any) -> None:
 
 
 def _exit_for(result: Any, holder: dict[str, Any]) -> int:
-    if result.exit_path == "internal_error":
+    if result.exit_path == ExitPath.INTERNAL_ERROR:
         return EXIT_INTERNAL
     if result.status == "canceled":
         return SIGNAL_EXIT.get(holder.get("signal", "SIGTERM"), EXIT_SIGTERM)

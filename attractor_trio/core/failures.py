@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ..core.vocabulary import FailureClass
 from . import redaction
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "RETRY_BLOCKING_CLASSES",
     "STRUCTURAL",
     "TRANSIENT_INFRA",
+    "FailureClass",
     "classify_failure",
     "classify_reason",
     "effective_class",
@@ -41,13 +43,14 @@ __all__ = [
     "normalize_reason",
 ]
 
-TRANSIENT_INFRA = "transient_infra"
-BUDGET_EXHAUSTED = "budget_exhausted"
-DETERMINISTIC = "deterministic"
-STRUCTURAL = "structural"
-CANCELED = "canceled"
+# Module-level names for the members, kept because they are this module's public API.
+TRANSIENT_INFRA = FailureClass.TRANSIENT_INFRA
+BUDGET_EXHAUSTED = FailureClass.BUDGET_EXHAUSTED
+DETERMINISTIC = FailureClass.DETERMINISTIC
+STRUCTURAL = FailureClass.STRUCTURAL
+CANCELED = FailureClass.CANCELED
 
-FAILURE_CLASSES = (TRANSIENT_INFRA, BUDGET_EXHAUSTED, DETERMINISTIC, STRUCTURAL, CANCELED)
+FAILURE_CLASSES: tuple[FailureClass, ...] = tuple(FailureClass)
 
 #: Classes a retry cannot fix: the same input fails the same way, or the run is being stopped.
 RETRY_BLOCKING_CLASSES = frozenset({DETERMINISTIC, STRUCTURAL, CANCELED})

@@ -28,6 +28,7 @@ from ..core.fidelity import (
     build_preamble,
 )
 from ..core.outcome import Outcome, StageStatus, StatusFileError
+from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.transforms import expand_variables
 from ..persist.atomic import write_text_atomic
@@ -65,7 +66,7 @@ class CodergenHandler:
         try:
             remove_stale(sources)
         except StatusFileError as exc:
-            return _failed(str(exc), "deterministic")
+            return _failed(str(exc), FailureClass.DETERMINISTIC)
         write_text_atomic(attempt.stage_dir / "prompt.md", prompt, durable=False)
         try:
             result = await self.backend.run(node, prompt, context)

@@ -27,6 +27,7 @@ from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
+from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
@@ -60,7 +61,7 @@ class StageExecutor:
     node_attempts: dict[str, int]
     rng: random.Random
     heartbeat_interval: float | None = 30.0
-    kill_grace: float = 5.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     branch: str = ""
     #: This traversal's node in the liveness tree (the run's root, or a branch's node).
     liveness: Liveness = field(factory=Liveness)
@@ -287,7 +288,9 @@ class StageExecutor:
                 raise
             reason = cancelled.reason or "canceled"
             canceled = Outcome(
-                StageStatus.FAIL, failure_reason=f"canceled: {reason}", failure_class="canceled"
+                StageStatus.FAIL,
+                failure_reason=f"canceled: {reason}",
+                failure_class=FailureClass.CANCELED,
             )
             _write_status(stage_dir / "status.json", canceled)
             self.emit(
@@ -356,7 +359,7 @@ class StageExecutor:
             return Outcome(
                 StageStatus.FAIL,
                 failure_reason=f"stage '{node.id}' timed out after {format_duration(timeout)}",
-                failure_class="transient_infra",
+                failure_class=FailureClass.TRANSIENT_INFRA,
             )
         return result[0]
 
@@ -390,7 +393,7 @@ async def _call_handler(
         return Outcome(
             StageStatus.FAIL,
             failure_reason=f"handler returned {type(outcome).__name__}, expected an Outcome",
-            failure_class="structural",
+            failure_class=FailureClass.STRUCTURAL,
         )
     return outcome
 

@@ -21,6 +21,7 @@ from ..context import Context
 from ..core.outcome import Outcome
 from ..core.redaction import register_environment
 from ..core.routing import Stop, after_fan_out, route
+from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..dot.graph import Graph
 from ..dot.validate import register_known_type, unregister_known_type, validate_or_raise
 from ..errors import AttractorError, ConfigError, LogsRootInUseError
@@ -154,7 +155,7 @@ async def run(
     run_id: str | None = None,
     workdir: str | os.PathLike[str] | None = None,
     heartbeat_interval: float | None = 30.0,
-    kill_grace: float = 5.0,
+    kill_grace: float = DEFAULT_KILL_GRACE,
     sinks: Sequence[EventSink] = (),
     seed: int | None = None,
     argv: Sequence[str] = (),
@@ -234,7 +235,7 @@ async def resume(
     handlers: Mapping[str, Handler] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     heartbeat_interval: float | None = 30.0,
-    kill_grace: float = 5.0,
+    kill_grace: float = DEFAULT_KILL_GRACE,
     sinks: Sequence[EventSink] = (),
     seed: int | None = None,
     require_backend: bool = True,

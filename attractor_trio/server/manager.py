@@ -26,6 +26,7 @@ from attrs import field, frozen
 
 from ..api import RunController, open_run
 from ..backends.simulate import SimScript, SimulationBackend, parse_sim_script
+from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
 from ..dot.values import AttributeValueError, parse_duration
 from ..errors import AttractorError, ConfigError
@@ -192,15 +193,15 @@ class ServedRun:
                 "current_node": "",
                 "active_attempts": [],
                 "failure_reason": self.error,
-                "failure_class": "structural" if failed else "",
-                "exit_path": "internal_error" if failed else "",
+                "failure_class": FailureClass.STRUCTURAL if failed else "",
+                "exit_path": ExitPath.INTERNAL_ERROR if failed else "",
                 "logs_root": str(self.logs_root),
             }
         return {"id": self.id, **doc}
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, cause: CancelCause) -> None:
         if self.controller is not None and not self.finished.is_set():
-            self.controller.handle.cancel(reason)
+            self.controller.handle.cancel(reason, cause)
 
 
 class RunManager:
@@ -282,7 +283,7 @@ class RunManager:
         self.closing = True
         runs = self.runs()
         for served in runs:
-            served.cancel(SHUTDOWN_REASON)
+            served.cancel(SHUTDOWN_REASON, CancelCause.SHUTDOWN)
         with trio.move_on_after(grace):
             for served in runs:
                 await served.finished.wait()
