@@ -53,9 +53,12 @@ from .interviewers import RecordingInterviewer as RecordingInterviewer
 from .observe.typed_events import Event as Event
 from .providers.base import CodergenBackend as CodergenBackend
 from .scopes.engine import RunHandle as RunHandle
+from .scopes.engine import RunOptions as RunOptions
 from .scopes.engine import RunResult as RunResult
 from .scopes.engine import check_runnable as check_runnable
 from .scopes.engine import register_handler as register_handler
 from .scopes.engine import resume as resume
+from .scopes.engine import resume_run as resume_run
 from .scopes.engine import run as run
+from .scopes.engine import start_run as start_run
 from .workspace import WorkspaceConfig as WorkspaceConfig

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import trio
@@ -32,6 +33,9 @@ from .detach import (
     recorded_options,
     reuse_recorded_options,
 )
+
+if TYPE_CHECKING:
+    from ..scopes.options import RunOptions
 
 __all__ = ["max_input_size_option", "resume_command", "run_command"]
 
@@ -432,18 +436,17 @@ def run_command(
         detach(["--logs-root", str(root), "--run-id", run_id], root)
     if not opts["quiet"]:
         click.echo(f"logs root: {root}", err=True)
-    _drive(
-        engine.run,
-        graph,
+    options = _engine_options(
         settings,
         opts,
         logs_root=root,
         run_id=run_id,
         context=initial,
         argv=sys.argv,
-        options=recorded_options(opts),
+        manifest_options=recorded_options(opts),
         workspace=workspace,
     )
+    _drive(engine.start_run, graph, options, opts)
 
 
 def _check_workspace(
@@ -488,27 +491,35 @@ def _workspace(kind: str | None, allow_dirty: bool, opts: dict[str, Any]) -> Any
     )
 
 
+def _engine_options(settings: dict[str, Any], opts: dict[str, Any], **kw: Any) -> RunOptions:
+    """The engine's options from the resolved ``settings`` and the flags both commands share
+    (``kw``: what only one of them sets)."""
+    from ..scopes.options import RunOptions
+
+    return RunOptions(
+        workdir=opts["workdir"],
+        sinks=_sinks(opts["as_json"], opts["quiet"]),
+        seed=opts["seed"],
+        **kw,
+        **settings,
+    )
+
+
 def _drive(
-    entry: Callable[..., Any], graph: Any, settings: dict[str, Any], opts: dict[str, Any], **kw: Any
+    entry: Callable[[Any, RunOptions], Awaitable[Any]],
+    graph: Any,
+    options: RunOptions,
+    opts: dict[str, Any],
 ) -> NoReturn:
-    """Run ``entry`` (``engine.run`` or ``engine.resume``) under the signal handlers with the
-    options both commands share, close the backend, print the summary and exit with the
-    run's code."""
+    """Run ``entry`` (``engine.start_run`` or ``engine.resume_run``) with ``options`` under
+    the signal handlers, close the backend, print the summary and exit with the run's code."""
     holder: dict[str, Any] = {}
 
     async def start(handle: Any) -> Any:
         try:
-            return await entry(
-                graph,
-                handle=handle,
-                workdir=opts["workdir"],
-                sinks=_sinks(opts["as_json"], opts["quiet"]),
-                seed=opts["seed"],
-                **kw,
-                **settings,
-            )
+            return await entry(graph, options.evolve(handle=handle))
         finally:
-            await _close(settings["backend"])
+            await _close(options.backend)
 
     result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
@@ -561,15 +572,8 @@ def resume_command(
         detach([], logs_root)
     if not opts["quiet"]:
         click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
-    _drive(
-        engine.resume,
-        graph,
-        settings,
-        opts,
-        logs_root=logs_root,
-        from_node=from_node,
-        context=_parse_sets(sets),
-    )
+    options = _engine_options(settings, opts, logs_root=logs_root, context=_parse_sets(sets))
+    _drive(functools.partial(engine.resume_run, from_node=from_node), graph, options, opts)
 
 
 def register(group: click.Group) -> None:

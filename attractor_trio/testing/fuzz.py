@@ -164,7 +164,7 @@ class _Runner:
         """Refuse (``ConfigError``) before searching, not inside Hypothesis."""
         from ..scopes.engine import check_runnable
 
-        check_runnable(self.bounded, backend=True, handlers=_human_handlers())
+        check_runnable(self.bounded, handlers=_human_handlers(), require_backend=False)
 
     def cached(self, schedule: Schedule) -> tuple[Detection, ...] | None:
         return self._cache.get(_key(schedule))

@@ -297,7 +297,7 @@ def run_schedule(
     if backend is None:
         chosen["codergen"] = scheduled
     chosen.update(handlers or {})
-    engine.check_runnable(graph, backend=backend or True, handlers=chosen)
+    engine.check_runnable(graph, backend=backend, handlers=chosen, require_backend=False)
     logs_root = Path(logs_root)
     monitor = _Monitor(engine.RunHandle(), schedule.cancel_after_event, max_events)
     box = _Box()
