@@ -52,6 +52,7 @@ from .interviewers import QueueInterviewer as QueueInterviewer
 from .interviewers import RecordingInterviewer as RecordingInterviewer
 from .observe.typed_events import Event as Event
 from .providers.base import CodergenBackend as CodergenBackend
+from .scopes.engine import Registries as Registries
 from .scopes.engine import RunHandle as RunHandle
 from .scopes.engine import RunOptions as RunOptions
 from .scopes.engine import RunResult as RunResult

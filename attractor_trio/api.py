@@ -34,7 +34,7 @@ from .scopes.engine import (
     refuse_used_logs_root,
     start_run,
 )
-from .scopes.options import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, RunOptions
+from .scopes.options import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, Registries, RunOptions
 from .scopes.retention import DEFAULT_ATTEMPT_RETENTION
 from .workspace import WorkspaceConfig
 
@@ -122,6 +122,7 @@ async def open_run(
     backend: CodergenBackend | None = None,
     interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    registries: Registries | None = None,
     context: Mapping[str, Any] | None = None,
     workdir: str | os.PathLike[str] | None = None,
     heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
@@ -150,6 +151,7 @@ async def open_run(
         backend=backend,
         interviewer=interviewer,
         handlers=handlers,
+        registries=registries,
         context=context,
         workdir=workdir,
         heartbeat_interval=heartbeat_interval,
@@ -188,6 +190,7 @@ async def _open(
         backend=options.backend,
         handlers=options.handlers,
         require_backend=options.require_backend,
+        registries=options.registries,
     )
     refuse_used_logs_root(options.logs_root)  # raised here, not from the background task
     controller = RunController(

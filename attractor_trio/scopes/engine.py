@@ -35,7 +35,14 @@ from ..persist.manifest import MANIFEST_FILE_NAME, Manifest, read_manifest, writ
 from ..persist.progress import ProgressWriter, read_progress
 from ..providers.base import CodergenBackend
 from ..recovery import archive_final, check_resumable, close_dead_segment, emit_terminal
-from ..scopes.options import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, RunOptions
+from ..scopes.options import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_PARALLEL,
+    Registries,
+    RunOptions,
+    forget_default_handlers,
+    seed_default_handler,
+)
 from ..stage_env import use_env_passes
 from ..workspace import (
     CheckedRepository,
@@ -50,6 +57,7 @@ from .run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .traversal import TraversalState
 
 __all__ = [
+    "Registries",
     "RunHandle",
     "RunOptions",
     "RunResult",
@@ -63,21 +71,22 @@ __all__ = [
     "start_run",
 ]
 
-_CUSTOM_HANDLERS: dict[str, Handler] = {}
-
 
 def register_handler(type_name: str, handler: Handler) -> None:
-    """Register a custom handler for every later run (spec S4.12-01); replaces an existing one."""
+    """Register a custom handler for every later run (spec S4.12-01); replaces an existing one.
+
+    A convenience: it seeds :meth:`Registries.default`, the registries of a run that names
+    none (``RunOptions(registries=...)`` or ``handlers=`` give one run its own).
+    """
     HandlerRegistry().register(type_name, handler)  # validates the shape
-    _CUSTOM_HANDLERS[type_name] = handler
+    seed_default_handler(type_name, handler)
     register_known_type(type_name)
 
 
 def clear_handlers() -> None:
     """Forget every handler registered with :func:`register_handler` (tests, embedding)."""
-    for name in _CUSTOM_HANDLERS:
+    for name in forget_default_handlers():
         unregister_known_type(name)
-    _CUSTOM_HANDLERS.clear()
 
 
 def new_run_id() -> str:
@@ -92,13 +101,17 @@ def check_runnable(
     interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
     require_backend: bool = True,
+    registries: Registries | None = None,
 ) -> None:
     """Everything that must hold before a run directory is created (exit 2 otherwise).
 
     ``require_backend=False`` accepts codergen stages without a backend (their handler is
-    replaced, or the caller checks the backend itself)."""
-    registry = _build_registry(backend, interviewer, handlers)
-    validate_or_raise(graph)
+    replaced, or the caller checks the backend itself). ``registries`` are the run's
+    extensions (default: the process-wide registrations); ``handlers`` go over them."""
+    registries = Registries.default() if registries is None else registries
+    custom = {**registries.handlers, **(handlers or {})}
+    registry = _build_registry(backend, interviewer, custom)
+    validate_or_raise(graph, rules=registries.rules, handler_types=custom)
     unknown = [n for n in graph if n.type and n.type not in registry]
     if unknown:
         node = unknown[0]
@@ -121,8 +134,11 @@ def check_runnable(
 
 
 def _default_registry(
-    backend: CodergenBackend | None, interviewer: Interviewer | None
+    backend: CodergenBackend | None,
+    interviewer: Interviewer | None,
+    custom: Mapping[str, Handler],
 ) -> HandlerRegistry:
+    """The built-in handlers; a manager's child runs get the run's ``custom`` ones too."""
     from ..handlers.codergen import CodergenHandler
     from ..handlers.fan_in import FanInHandler
     from ..handlers.human import WaitHumanHandler
@@ -143,7 +159,7 @@ def _default_registry(
     # Bound to the run when it starts (it needs the run to execute branches).
     registry.register("parallel", ParallelHandler(UnboundRunner()))
     registry.register("parallel.fan_in", FanInHandler(backend))
-    registry.register("stack.manager_loop", ManagerLoopHandler(backend, interviewer))
+    registry.register("stack.manager_loop", ManagerLoopHandler(backend, interviewer, custom))
     return registry
 
 
@@ -161,6 +177,7 @@ async def run(
     backend: CodergenBackend | None = None,
     interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    registries: Registries | None = None,
     context: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     workdir: str | os.PathLike[str] | None = None,
@@ -194,6 +211,7 @@ async def run(
             backend=backend,
             interviewer=interviewer,
             handlers=handlers,
+            registries=registries,
             context=context,
             workdir=workdir,
             heartbeat_interval=heartbeat_interval,
@@ -216,8 +234,14 @@ async def run(
 async def start_run(graph: Graph, options: RunOptions) -> RunResult:
     """Execute ``graph`` as ``options`` say: the one entry every front end ends in."""
     o = options
-    registry = _build_registry(o.backend, o.interviewer, o.handlers)
-    check_runnable(graph, backend=o.backend, handlers=o.handlers, require_backend=o.require_backend)
+    registry = _build_registry(o.backend, o.interviewer, o.all_handlers())
+    check_runnable(
+        graph,
+        backend=o.backend,
+        handlers=o.handlers,
+        require_backend=o.require_backend,
+        registries=o.registries,
+    )
     _register_secrets(o.backend)
     root = o.logs_root
     refuse_used_logs_root(root)
@@ -263,6 +287,7 @@ async def resume(
     backend: CodergenBackend | None = None,
     interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    registries: Registries | None = None,
     workdir: str | os.PathLike[str] | None = None,
     heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
     kill_grace: float = DEFAULT_KILL_GRACE,
@@ -291,6 +316,7 @@ async def resume(
         backend=backend,
         interviewer=interviewer,
         handlers=handlers,
+        registries=registries,
         context=context,
         workdir=workdir,
         heartbeat_interval=heartbeat_interval,
@@ -327,8 +353,14 @@ async def resume_run(
             f"{', '.join(sorted(graph.nodes))})"
         )
     source = _resume_source(root)
-    registry = _build_registry(o.backend, o.interviewer, o.handlers)
-    check_runnable(graph, backend=o.backend, handlers=o.handlers, require_backend=o.require_backend)
+    registry = _build_registry(o.backend, o.interviewer, o.all_handlers())
+    check_runnable(
+        graph,
+        backend=o.backend,
+        handlers=o.handlers,
+        require_backend=o.require_backend,
+        registries=o.registries,
+    )
     _register_secrets(o.backend)
     run_id = source.run_id
     lock = _take_ownership(root, run_id)
@@ -396,8 +428,9 @@ def _build_registry(
     interviewer: Interviewer | None,
     handlers: Mapping[str, Handler] | None,
 ) -> HandlerRegistry:
-    registry = _default_registry(backend, interviewer)
-    for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
+    """The run's handler registry: the built-ins, then ``handlers`` (its custom ones)."""
+    registry = _default_registry(backend, interviewer, handlers or {})
+    for name, handler in (handlers or {}).items():
         registry.register(name, handler)
     return registry
 
