@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ..core.vocabulary import FailureClass
 from . import redaction
+from .vocabulary import FailureClass, Status
 
 if TYPE_CHECKING:
     from .outcome import Outcome
@@ -87,7 +87,7 @@ def normalize_failure_class(hint: str) -> str:
 
 def is_retry_blocked(outcome: Outcome) -> bool:
     """True for a ``fail``/``retry`` outcome whose class says another attempt cannot help."""
-    if outcome.status.value not in ("fail", "retry"):
+    if outcome.status not in (Status.FAIL, Status.RETRY):
         return False
     return normalize_failure_class(outcome.failure_class) in RETRY_BLOCKING_CLASSES
 
@@ -201,7 +201,7 @@ def effective_class(outcome: Outcome) -> str:
 
     This is the class the cycle breaker, the loop-restart gate and ``final.json`` use.
     """
-    if outcome.status.value not in ("fail", "retry"):
+    if outcome.status not in (Status.FAIL, Status.RETRY):
         return ""
     return classify_failure(outcome.failure_class, outcome.failure_reason)
 
