@@ -12,6 +12,11 @@ from .backends.simulate import load_sim_script as load_sim_script
 from .context import Context as Context
 from .core.outcome import Outcome as Outcome
 from .core.outcome import StageStatus as StageStatus
+from .core.vocabulary import DEFAULT_KILL_GRACE as DEFAULT_KILL_GRACE
+from .core.vocabulary import CancelCause as CancelCause
+from .core.vocabulary import ExitPath as ExitPath
+from .core.vocabulary import FailureClass as FailureClass
+from .core.vocabulary import Status as Status
 from .dot.graph import Diagnostic as Diagnostic
 from .dot.graph import Edge as Edge
 from .dot.graph import Graph as Graph
@@ -47,10 +52,14 @@ from .interviewers import QueueInterviewer as QueueInterviewer
 from .interviewers import RecordingInterviewer as RecordingInterviewer
 from .observe.typed_events import Event as Event
 from .providers.base import CodergenBackend as CodergenBackend
+from .scopes.engine import Registries as Registries
 from .scopes.engine import RunHandle as RunHandle
+from .scopes.engine import RunOptions as RunOptions
 from .scopes.engine import RunResult as RunResult
 from .scopes.engine import check_runnable as check_runnable
 from .scopes.engine import register_handler as register_handler
 from .scopes.engine import resume as resume
+from .scopes.engine import resume_run as resume_run
 from .scopes.engine import run as run
+from .scopes.engine import start_run as start_run
 from .workspace import WorkspaceConfig as WorkspaceConfig

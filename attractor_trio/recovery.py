@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from .core.vocabulary import ExitPath, FailureClass
 from .errors import ConfigError
 from .events import TERMINAL_EVENTS
 from .persist.atomic import fsync_directory, utc_timestamp
@@ -34,7 +35,9 @@ __all__ = [
 ]
 
 #: Ended runs that ``resume`` continues without ``--from``: interrupted, not decided.
-RESUMABLE_EXIT_PATHS: Final = frozenset({"canceled", "watchdog", "internal_error"})
+RESUMABLE_EXIT_PATHS: Final = frozenset(
+    {ExitPath.CANCELED, ExitPath.WATCHDOG, ExitPath.INTERNAL_ERROR}
+)
 DIED_REASON: Final = (
     "the engine died without writing final.json (killed, crashed or lost power); resumed"
 )
@@ -83,13 +86,13 @@ def close_dead_segment(root: Path, run_id: str, completed: Sequence[str]) -> str
     record = FinalRecord(
         run_id=run_id,
         status="fail",
-        exit_path="internal_error",
+        exit_path=ExitPath.INTERNAL_ERROR,
         completed_nodes=completed,
         start_time=str(started),
         end_time=utc_timestamp(),
         duration_s=0.0,
         failure_reason=DIED_REASON,
-        failure_class="transient_infra",
+        failure_class=FailureClass.TRANSIENT_INFRA,
     )
     from .persist.atomic import dumps_json, write_bytes_atomic
 

@@ -48,7 +48,6 @@ How an attempt ends (decided; table-tested in ``tests/test_cli_agents.py``):
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import re
 import shlex
@@ -66,7 +65,10 @@ from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..errors import ConfigError
 from ..persist.atomic import write_text_atomic
 from ..persist.logtext import decode_tail, file_size, tail_text
-from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
+from ..persist.status import (
+    clear_stale_status,
+    ingest_status,
+)
 from ..runconfig import ProviderConfig
 from ..stage_env import stage_environment
 
@@ -181,7 +183,7 @@ class CliAgentBackend:
         if result is not None and result.exit_code == 0:
             return await trio.to_thread.run_sync(logs.final_text)
         observed = logs.observe(argv[0], result, self.config.timeout)
-        decision = await _ingest_status(attempt)
+        decision = await ingest_status(attempt)
         return agent_failure_outcome(observed, decision.status_or_error())
 
     async def _run_process(
@@ -411,7 +413,7 @@ def _prepare(attempt: AttemptInfo, prompt: str) -> _AttemptLogs:
     """
     stage_dir = attempt.stage_dir
     stage_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale(StatusSources.for_attempt(attempt))
+    clear_stale_status(attempt)
     prompt_file, response_file = stage_dir / "prompt.md", stage_dir / "response.md"
     response_file.unlink(missing_ok=True)
     write_text_atomic(prompt_file, prompt, durable=False)
@@ -422,27 +424,3 @@ def _prepare(attempt: AttemptInfo, prompt: str) -> _AttemptLogs:
         _AttemptLog(stdout, file_size(stdout)),
         _AttemptLog(stderr, file_size(stderr)),
     )
-
-
-async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
-    """CONTRACT §3 steps 2-5 in a thread (it may pause to re-read a half-written fallback)."""
-    try:
-        decision = await trio.to_thread.run_sync(
-            functools.partial(
-                ingest,
-                StatusSources.for_attempt(attempt),
-                run_id=attempt.run_id,
-                node_id=attempt.node_id,
-                attempt_id=attempt.attempt_id,
-            )
-        )
-    except OSError as exc:
-        failure = _failed(
-            f"{attempt.status_path}: cannot copy the agent's status file into place: {exc}",
-            DETERMINISTIC,
-        )
-        decision = IngestionDecision(
-            attempt.node_id, attempt.attempt_id, "none", outcome=failure, failed=True
-        )
-    attempt.emit("status_ingestion_decision", **decision.event_fields())
-    return decision

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import trio
@@ -22,6 +23,7 @@ from ..core.exit_codes import (
     RUN_STATUS_EXIT,
     SIGNAL_EXIT,
 )
+from ..core.vocabulary import DEFAULT_KILL_GRACE, CancelCause, ExitPath
 from ..dot.graph import Severity
 from ..dot.values import AttributeValueError, parse_duration
 from ..errors import AttractorError, ConfigError, DotSyntaxError, ValidationFailed, error_line
@@ -31,6 +33,9 @@ from .detach import (
     recorded_options,
     reuse_recorded_options,
 )
+
+if TYPE_CHECKING:
+    from ..scopes.options import RunOptions
 
 __all__ = ["max_input_size_option", "resume_command", "run_command"]
 
@@ -190,7 +195,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
         heartbeat = min(stall / 3, 30.0) if stall else 30.0
     grace = _duration_option(opts["kill_grace"], "--kill-grace")
     if grace is None:
-        grace = config.kill_grace if config.kill_grace is not None else 5.0
+        grace = config.kill_grace if config.kill_grace is not None else DEFAULT_KILL_GRACE
     register_environment(os.environ, [p.api_key_env for p in config.providers.values()])
     return {
         "pass_env": _passes(config.env_pass, opts["pass_env"]),
@@ -315,7 +320,7 @@ def _on_signal(name: str, handle: Any, holder: dict[str, Any]) -> None:
     elif "signal" in holder:
         handle.skip_grace()
     holder.setdefault("signal", name)
-    handle.cancel(name)
+    handle.cancel(name, CancelCause(name))
 
 
 def _detach_from_dead_terminal() -> None:
@@ -356,7 +361,7 @@ async def _close(backend: Any) -> None:
 
 
 def _exit_for(result: Any, holder: dict[str, Any]) -> int:
-    if result.exit_path == "internal_error":
+    if result.exit_path == ExitPath.INTERNAL_ERROR:
         return EXIT_INTERNAL
     if result.status == "canceled":
         return SIGNAL_EXIT.get(holder.get("signal", "SIGTERM"), EXIT_SIGTERM)
@@ -431,18 +436,17 @@ def run_command(
         detach(["--logs-root", str(root), "--run-id", run_id], root)
     if not opts["quiet"]:
         click.echo(f"logs root: {root}", err=True)
-    _drive(
-        engine.run,
-        graph,
+    options = _engine_options(
         settings,
         opts,
         logs_root=root,
         run_id=run_id,
         context=initial,
         argv=sys.argv,
-        options=recorded_options(opts),
+        manifest_options=recorded_options(opts),
         workspace=workspace,
     )
+    _drive(engine.start_run, graph, options, opts)
 
 
 def _check_workspace(
@@ -487,27 +491,35 @@ def _workspace(kind: str | None, allow_dirty: bool, opts: dict[str, Any]) -> Any
     )
 
 
+def _engine_options(settings: dict[str, Any], opts: dict[str, Any], **kw: Any) -> RunOptions:
+    """The engine's options from the resolved ``settings`` and the flags both commands share
+    (``kw``: what only one of them sets)."""
+    from ..scopes.options import RunOptions
+
+    return RunOptions(
+        workdir=opts["workdir"],
+        sinks=_sinks(opts["as_json"], opts["quiet"]),
+        seed=opts["seed"],
+        **kw,
+        **settings,
+    )
+
+
 def _drive(
-    entry: Callable[..., Any], graph: Any, settings: dict[str, Any], opts: dict[str, Any], **kw: Any
+    entry: Callable[[Any, RunOptions], Awaitable[Any]],
+    graph: Any,
+    options: RunOptions,
+    opts: dict[str, Any],
 ) -> NoReturn:
-    """Run ``entry`` (``engine.run`` or ``engine.resume``) under the signal handlers with the
-    options both commands share, close the backend, print the summary and exit with the
-    run's code."""
+    """Run ``entry`` (``engine.start_run`` or ``engine.resume_run``) with ``options`` under
+    the signal handlers, close the backend, print the summary and exit with the run's code."""
     holder: dict[str, Any] = {}
 
     async def start(handle: Any) -> Any:
         try:
-            return await entry(
-                graph,
-                handle=handle,
-                workdir=opts["workdir"],
-                sinks=_sinks(opts["as_json"], opts["quiet"]),
-                seed=opts["seed"],
-                **kw,
-                **settings,
-            )
+            return await entry(graph, options.evolve(handle=handle))
         finally:
-            await _close(settings["backend"])
+            await _close(options.backend)
 
     result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
@@ -560,15 +572,8 @@ def resume_command(
         detach([], logs_root)
     if not opts["quiet"]:
         click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
-    _drive(
-        engine.resume,
-        graph,
-        settings,
-        opts,
-        logs_root=logs_root,
-        from_node=from_node,
-        context=_parse_sets(sets),
-    )
+    options = _engine_options(settings, opts, logs_root=logs_root, context=_parse_sets(sets))
+    _drive(functools.partial(engine.resume_run, from_node=from_node), graph, options, opts)
 
 
 def register(group: click.Group) -> None:

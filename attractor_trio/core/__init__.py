@@ -49,3 +49,8 @@ from .retry import preset_named as preset_named
 from .routing import Advance as Advance
 from .routing import Stop as Stop
 from .routing import route as route
+from .vocabulary import DEFAULT_KILL_GRACE as DEFAULT_KILL_GRACE
+from .vocabulary import CancelCause as CancelCause
+from .vocabulary import ExitPath as ExitPath
+from .vocabulary import FailureClass as FailureClass
+from .vocabulary import Status as Status

@@ -18,6 +18,7 @@ from typing import Any
 from attrs import frozen
 
 from ..dot.graph import Node
+from .vocabulary import DEFAULT_KILL_GRACE
 
 __all__ = ["AttemptInfo", "current_attempt", "require_attempt", "reset_attempt", "set_attempt"]
 
@@ -47,7 +48,7 @@ class AttemptInfo:
     emit: EmitFn = _noop
     #: Called whenever the attempt makes observable progress (output, stream data).
     progress: Callable[[], None] = _noop
-    kill_grace: float = 5.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     #: The run's :class:`~attractor_trio.persist.artifacts.ArtifactStore` (spec S5.5).
     artifacts: Any = None
     #: How many times the traversal has entered this node, this one included.

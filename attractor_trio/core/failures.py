@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING
 
 from . import redaction
+from .vocabulary import FailureClass, Status
 
 if TYPE_CHECKING:
     from .outcome import Outcome
@@ -32,6 +33,7 @@ __all__ = [
     "RETRY_BLOCKING_CLASSES",
     "STRUCTURAL",
     "TRANSIENT_INFRA",
+    "FailureClass",
     "classify_failure",
     "classify_reason",
     "effective_class",
@@ -41,13 +43,14 @@ __all__ = [
     "normalize_reason",
 ]
 
-TRANSIENT_INFRA = "transient_infra"
-BUDGET_EXHAUSTED = "budget_exhausted"
-DETERMINISTIC = "deterministic"
-STRUCTURAL = "structural"
-CANCELED = "canceled"
+# Module-level names for the members, kept because they are this module's public API.
+TRANSIENT_INFRA = FailureClass.TRANSIENT_INFRA
+BUDGET_EXHAUSTED = FailureClass.BUDGET_EXHAUSTED
+DETERMINISTIC = FailureClass.DETERMINISTIC
+STRUCTURAL = FailureClass.STRUCTURAL
+CANCELED = FailureClass.CANCELED
 
-FAILURE_CLASSES = (TRANSIENT_INFRA, BUDGET_EXHAUSTED, DETERMINISTIC, STRUCTURAL, CANCELED)
+FAILURE_CLASSES: tuple[FailureClass, ...] = tuple(FailureClass)
 
 #: Classes a retry cannot fix: the same input fails the same way, or the run is being stopped.
 RETRY_BLOCKING_CLASSES = frozenset({DETERMINISTIC, STRUCTURAL, CANCELED})
@@ -84,7 +87,7 @@ def normalize_failure_class(hint: str) -> str:
 
 def is_retry_blocked(outcome: Outcome) -> bool:
     """True for a ``fail``/``retry`` outcome whose class says another attempt cannot help."""
-    if outcome.status.value not in ("fail", "retry"):
+    if outcome.status not in (Status.FAIL, Status.RETRY):
         return False
     return normalize_failure_class(outcome.failure_class) in RETRY_BLOCKING_CLASSES
 
@@ -198,7 +201,7 @@ def effective_class(outcome: Outcome) -> str:
 
     This is the class the cycle breaker, the loop-restart gate and ``final.json`` use.
     """
-    if outcome.status.value not in ("fail", "retry"):
+    if outcome.status not in (Status.FAIL, Status.RETRY):
         return ""
     return classify_failure(outcome.failure_class, outcome.failure_reason)
 

@@ -15,7 +15,6 @@ the context see, so ``outcome=process`` matches it and ``outcome=success`` does 
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +22,13 @@ from attrs import evolve, field, frozen
 
 from ..dot.conditions import STATUSES, canonical_status, is_custom_outcome, normalize_outcome
 from ..errors import AttractorError
+from .vocabulary import Status
 
 __all__ = [
     "CONTEXT_OUTCOME_KEYS",
     "Outcome",
     "StageStatus",
+    "Status",
     "StatusFileError",
     "context_updates_after",
     "is_success_like",
@@ -37,14 +38,8 @@ __all__ = [
 ]
 
 
-class StageStatus(enum.StrEnum):
-    """The five statuses; values are the lowercase strings used in files and conditions."""
-
-    SUCCESS = "success"
-    PARTIAL_SUCCESS = "partial_success"
-    RETRY = "retry"
-    FAIL = "fail"
-    SKIPPED = "skipped"
+#: The stage statuses under their historical public name (one enum: :class:`Status`).
+StageStatus = Status
 
 
 class StatusFileError(AttractorError):

@@ -23,6 +23,7 @@ from .edges import best_by_weight_then_lexical, condition_matches, is_unconditio
 from .failures import STRUCTURAL
 from .fanout import find_fan_in
 from .outcome import Outcome, StageStatus, is_success_like
+from .vocabulary import ExitPath
 
 __all__ = ["Advance", "Stop", "after_fan_out", "route"]
 
@@ -60,7 +61,7 @@ class Stop:
 
     @property
     def failed(self) -> bool:
-        return self.exit_path != "completed"
+        return self.exit_path != ExitPath.COMPLETED
 
 
 def route(
@@ -77,10 +78,10 @@ def route(
     if outcome.status is StageStatus.FAIL:
         return _route_failure(graph, node_id, outcome, context)
     if graph.is_terminal(node_id):
-        return Stop("completed")
+        return Stop(ExitPath.COMPLETED)
     choice = select_edge(graph, node_id, outcome, context)
     if choice is None:
-        return Stop("no_route", _no_route_reason(graph, node_id, outcome), STRUCTURAL)
+        return Stop(ExitPath.NO_ROUTE, _no_route_reason(graph, node_id, outcome), STRUCTURAL)
     return _advance(choice.edge, choice.method)
 
 
@@ -96,7 +97,7 @@ def after_fan_out(graph: Graph, node_id: str, outcome: Outcome) -> Advance | Sto
     join = find_fan_in(graph, [edge.to_node for edge in graph.outgoing(node_id)])
     if join is not None:
         return Advance(join, None, "fan_in")
-    return Stop("completed") if is_success_like(outcome) else None
+    return Stop(ExitPath.COMPLETED) if is_success_like(outcome) else None
 
 
 def _advance(edge: Edge, method: str) -> Advance:
@@ -124,7 +125,7 @@ def _route_failure(
             if target and target in graph.nodes:
                 return Advance(target, None, "retry_target")
     reason = outcome.failure_reason or f"stage '{node_id}' failed"
-    return Stop("stage_failed", reason, outcome.failure_class)
+    return Stop(ExitPath.STAGE_FAILED, reason, outcome.failure_class)
 
 
 def _is_conditional_node(graph: Graph, node_id: str) -> bool:

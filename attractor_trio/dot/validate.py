@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from operator import itemgetter
 from typing import Final, Protocol, runtime_checkable
 
@@ -420,11 +421,16 @@ def _check_stylesheet_syntax(index: _Index) -> Iterator[_Finding]:
 
 
 _EXTRA_TYPES: set[str] = set()
+#: The custom handler types of the :func:`validate` call in progress, when it names them (a
+#: run validates against its own handlers, not the process-wide registrations).
+_CALL_TYPES: ContextVar[frozenset[str] | None] = ContextVar("validate_handler_types", default=None)
 
 
 def known_types() -> frozenset[str]:
-    """Handler types ``type_known`` accepts: the built-in shape types plus registered ones."""
-    return frozenset(SHAPE_TO_TYPE.values()) | _EXTRA_TYPES
+    """Handler types ``type_known`` accepts: the built-in shape types plus registered ones
+    (or, during a :func:`validate` call given ``handler_types``, those)."""
+    extra = _CALL_TYPES.get()
+    return frozenset(SHAPE_TO_TYPE.values()) | (_EXTRA_TYPES if extra is None else extra)
 
 
 def register_known_type(name: str) -> None:
@@ -699,34 +705,52 @@ def registered_rules() -> tuple[LintRule, ...]:
     return tuple(_REGISTERED)
 
 
-def validate(graph: Graph, extra_rules: Sequence[LintRule] | None = None) -> list[Diagnostic]:
+def validate(
+    graph: Graph,
+    extra_rules: Sequence[LintRule] | None = None,
+    *,
+    rules: Sequence[LintRule] | None = None,
+    handler_types: Iterable[str] | None = None,
+) -> list[Diagnostic]:
     """All diagnostics: built-ins, then registered rules, then ``extra_rules`` (S7.3-01).
 
+    ``rules`` replaces the registered rules and ``handler_types`` the registered handler
+    types for this call (a run's own registries); ``None`` means the process-wide ones.
     The result is sorted by ``(line, col, rule)`` (stable), so the same graph always yields
     the same list in the same order. The collector is paused meanwhile: the index and the
     findings are many objects and no cycles (:mod:`attractor_trio.dot.gcpause`).
     """
-    with gc_paused():
-        return _validate(graph, extra_rules)
+    custom = (*(_REGISTERED if rules is None else rules), *(extra_rules or ()))
+    types = None if handler_types is None else frozenset(handler_types)
+    token = _CALL_TYPES.set(types)
+    try:
+        with gc_paused():
+            return _validate(graph, custom)
+    finally:
+        _CALL_TYPES.reset(token)
 
 
-def _validate(graph: Graph, extra_rules: Sequence[LintRule] | None) -> list[Diagnostic]:
+def _validate(graph: Graph, custom: Sequence[LintRule]) -> list[Diagnostic]:
     """:func:`validate`'s work, in its own frame so that the index is freed before the
     collector resumes (its first pass would otherwise walk the whole index)."""
     index = _Index.build(graph)
     found: list[Diagnostic] = []
     for builtin in BUILTIN_RULES:
         found += builtin.run(index)
-    for rule in (*_REGISTERED, *(extra_rules or ())):
+    for rule in custom:
         found += _run_custom(rule, index)
     return sorted(found, key=lambda d: (d.line, d.col, d.rule))
 
 
 def validate_or_raise(
-    graph: Graph, extra_rules: Sequence[LintRule] | None = None
+    graph: Graph,
+    extra_rules: Sequence[LintRule] | None = None,
+    *,
+    rules: Sequence[LintRule] | None = None,
+    handler_types: Iterable[str] | None = None,
 ) -> list[Diagnostic]:
     """Like :func:`validate`, but raise :class:`ValidationFailed` if any ERROR (S7.3-02)."""
-    diagnostics = validate(graph, extra_rules)
+    diagnostics = validate(graph, extra_rules, rules=rules, handler_types=handler_types)
     if any(d.severity is Severity.ERROR for d in diagnostics):
         raise ValidationFailed(diagnostics)
     return diagnostics

@@ -11,12 +11,9 @@ error, CONTRACT §9); ``trio.Cancelled`` is never caught, so cancellation reache
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-
-import trio
 
 from ..backends.simulate import SimulationBackend
 from ..context import RESPONSE_PREVIEW_CHARS
@@ -28,10 +25,11 @@ from ..core.fidelity import (
     build_preamble,
 )
 from ..core.outcome import Outcome, StageStatus, StatusFileError
+from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.transforms import expand_variables
 from ..persist.atomic import write_text_atomic
-from ..persist.status import IngestionDecision, StatusSources, ingest, remove_stale
+from ..persist.status import clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
 
@@ -61,11 +59,10 @@ class CodergenHandler:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
         attempt.stage_dir.mkdir(parents=True, exist_ok=True)
-        sources = StatusSources.for_attempt(attempt)
         try:
-            remove_stale(sources)
+            clear_stale_status(attempt)
         except StatusFileError as exc:
-            return _failed(str(exc), "deterministic")
+            return _failed(str(exc), FailureClass.DETERMINISTIC)
         write_text_atomic(attempt.stage_dir / "prompt.md", prompt, durable=False)
         try:
             result = await self.backend.run(node, prompt, context)
@@ -75,8 +72,7 @@ class CodergenHandler:
             return _failed(f"{type(exc).__name__}: {exc}", failure_class_of(exc))
         if isinstance(result, Outcome):
             return result  # S4.5-04: the backend's own outcome is final
-        decision = await _ingest(attempt, sources)
-        attempt.emit("status_ingestion_decision", **decision.event_fields())
+        decision = await ingest_status(attempt)
         outcome = _succeeded(node, str(result), attempt)
         if decision.outcome is None:
             return outcome
@@ -84,21 +80,6 @@ class CodergenHandler:
         return decision.outcome.evolve(
             context_updates={**outcome.context_updates, **decision.outcome.context_updates}
         )
-
-
-async def _ingest(attempt: AttemptInfo, sources: StatusSources) -> IngestionDecision:
-    """CONTRACT §3 ingestion; the common case (no file anywhere) costs three ``stat`` calls."""
-    if not any(path.exists() for _name, path in sources.all()):
-        return IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
-    return await trio.to_thread.run_sync(
-        functools.partial(
-            ingest,
-            sources,
-            run_id=attempt.run_id,
-            node_id=attempt.node_id,
-            attempt_id=attempt.attempt_id,
-        )
-    )
 
 
 def _failed(reason: str, failure_class: str) -> Outcome:

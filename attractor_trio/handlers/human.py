@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..core.outcome import Outcome, StageStatus
+from ..core.vocabulary import FailureClass
 from ..dot.graph import Edge, Graph, Node
 from ..dot.values import AttributeValueError
 from ..interviewers import (
@@ -89,7 +90,7 @@ def outcome_for_answer(answer: Answer, choices: Sequence[Choice]) -> Outcome:
     if answer.value is AnswerValue.SKIPPED:
         reason = f"{SKIPPED_REASON}: {answer.text}" if answer.text else SKIPPED_REASON
         return Outcome(
-            status=StageStatus.FAIL, failure_reason=reason, failure_class="deterministic"
+            status=StageStatus.FAIL, failure_reason=reason, failure_class=FailureClass.DETERMINISTIC
         )
     choice = find_choice_matching(answer, choices)
     if choice is not None:
@@ -130,7 +131,9 @@ class WaitHumanHandler:
         choices = choices_for(graph.outgoing(node.id))
         if not choices:
             return Outcome(
-                status=StageStatus.FAIL, failure_reason=NO_EDGES_REASON, failure_class="structural"
+                status=StageStatus.FAIL,
+                failure_reason=NO_EDGES_REASON,
+                failure_class=FailureClass.STRUCTURAL,
             )
         try:
             timeout = node.human_timeout
@@ -138,7 +141,7 @@ class WaitHumanHandler:
             return Outcome(
                 status=StageStatus.FAIL,
                 failure_reason=f"node {node.id!r}: human.timeout: {exc}",
-                failure_class="deterministic",
+                failure_class=FailureClass.DETERMINISTIC,
             )
         question = question_for(node, choices, timeout)
         attempt = require_attempt(node, logs_root)

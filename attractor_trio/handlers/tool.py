@@ -39,7 +39,6 @@ cancellation propagates.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from pathlib import Path
@@ -55,11 +54,9 @@ from ..dot.graph import Graph, Node
 from ..persist.atomic import write_bytes_atomic
 from ..persist.logtext import decode_head, decode_tail, file_size, tail_text
 from ..persist.status import (
-    IngestionDecision,
-    StatusSources,
-    ingest,
+    clear_stale_status,
+    ingest_status,
     read_status_file,
-    remove_stale,
 )
 from ..stage_env import stage_environment
 from .base import AttemptInfo, require_attempt
@@ -158,7 +155,7 @@ class ToolHandler:
 async def _outcome_from_logs(
     command: str, result: ProcessResult, logs: _StageLogs, attempt: AttemptInfo
 ) -> Outcome:
-    decision = await _ingest_status(attempt)
+    decision = await ingest_status(attempt)
     return tool_outcome(
         command,
         result,
@@ -167,21 +164,6 @@ async def _outcome_from_logs(
         stdout_tail=tail_text(logs.read_tail(logs.stdout, logs.stdout_start)),
         status=decision.status_or_error(),
     )
-
-
-async def _ingest_status(attempt: AttemptInfo) -> IngestionDecision:
-    """CONTRACT §3 steps 2-5, in a thread (it may pause to re-read a half-written fallback)."""
-    decision = await trio.to_thread.run_sync(
-        functools.partial(
-            ingest,
-            StatusSources.for_attempt(attempt),
-            run_id=attempt.run_id,
-            node_id=attempt.node_id,
-            attempt_id=attempt.attempt_id,
-        )
-    )
-    attempt.emit("status_ingestion_decision", **decision.event_fields())
-    return decision
 
 
 _ADOPT_POLL_S = 0.05
@@ -402,6 +384,6 @@ def _prepare_stage_dir(attempt: AttemptInfo) -> _StageLogs:
     Raises :class:`StatusFileError` when a stale status file cannot be removed.
     """
     attempt.stage_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale(StatusSources.for_attempt(attempt))
+    clear_stale_status(attempt)
     stdout, stderr = attempt.stage_dir / "stdout.log", attempt.stage_dir / "stderr.log"
     return _StageLogs(stdout, stderr, file_size(stdout), file_size(stderr))

@@ -31,6 +31,7 @@ from ..core.exit_codes import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
 )
+from ..core.vocabulary import ExitPath
 from ..errors import AttractorError
 from ..events import TERMINAL_EVENTS
 from ..persist.atomic import CorruptFileError
@@ -273,7 +274,7 @@ def exit_code_for(status: str, exit_path: str, failure_reason: str) -> int:
     A canceled run's cause is only recorded in its reason ("run canceled: SIGINT"), so that
     is where SIGINT (130) and SIGHUP (129) are told from SIGTERM/``stop`` (143).
     """
-    if exit_path == "internal_error":
+    if exit_path == ExitPath.INTERNAL_ERROR:
         return EXIT_INTERNAL
     if status == "success":
         return EXIT_OK
@@ -288,7 +289,7 @@ def terminal_exit_code(event: Mapping[str, Any]) -> int:
     """:func:`exit_code_for` of a ``pipeline_completed``/``pipeline_failed`` event."""
     return exit_code_for(
         str(event.get("status", "fail")),
-        str(event.get("exit_path", "completed" if event.get("status") == "success" else "")),
+        str(event.get("exit_path", ExitPath.COMPLETED if event.get("status") == "success" else "")),
         str(event.get("failure_reason") or ""),
     )
 

@@ -18,6 +18,7 @@ from typing import Any, Final, final
 
 import attrs
 
+from ..core.vocabulary import ExitPath, FailureClass
 from ..errors import AttractorError
 from .atomic import (
     CorruptFileError,
@@ -46,22 +47,8 @@ __all__ = [
 
 FINAL_FILE_NAME: Final = "final.json"
 FINAL_STATUSES: Final = frozenset({"success", "fail", "canceled"})
-EXIT_PATHS: Final = frozenset(
-    {
-        "completed",
-        "stage_failed",
-        "goal_gate_unsatisfied",
-        "no_route",
-        "canceled",
-        "watchdog",
-        "cycle_breaker",
-        "visit_limit",
-        "internal_error",
-    }
-)
-FAILURE_CLASSES: Final = frozenset(
-    {"transient_infra", "budget_exhausted", "deterministic", "structural", "canceled"}
-)
+EXIT_PATHS: Final = frozenset(ExitPath)
+FAILURE_CLASSES: Final = frozenset(FailureClass)
 
 
 class FinalAlreadyWrittenError(AttractorError):
@@ -120,7 +107,7 @@ class FinalRecord:
     workspace: Mapping[str, str] | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.status == "success" and self.exit_path != "completed":
+        if self.status == "success" and self.exit_path != ExitPath.COMPLETED:
             raise ValueError(
                 f"a successful run must have exit_path 'completed', not {self.exit_path!r}"
             )

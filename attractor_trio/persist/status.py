@@ -26,18 +26,27 @@ A fallback that does not parse is re-read a few times after a short pause before
 unlike the canonical file (written by the stage process, which has exited), a workdir file may
 be written by something that is still finishing its write.
 
-Filesystem only, no trio: the tool handler calls :func:`ingest` in a worker thread.
+The rules (:func:`remove_stale`, :func:`ingest`) are filesystem only and synchronous. Every
+stage kind — the tool handler, the codergen handler, the CLI agents — applies them to its
+attempt through the same two calls, so they cannot drift apart again: :func:`clear_stale_status`
+before the stage's work and :func:`ingest_status` after it. The latter keeps the common case
+(no file anywhere: three ``stat`` calls) on the event loop, runs :func:`ingest` in a worker
+thread otherwise (it may pause to re-read a torn fallback), turns a failed copy of a valid
+fallback into a ``deterministic`` failure instead of an exception, and emits the attempt's one
+``status_ingestion_decision`` event.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import trio
 from attrs import frozen
 
 from ..core.failures import DETERMINISTIC
@@ -53,7 +62,9 @@ __all__ = [
     "SourceName",
     "StatusOwner",
     "StatusSources",
+    "clear_stale_status",
     "ingest",
+    "ingest_status",
     "read_status_file",
     "remove_stale",
 ]
@@ -76,6 +87,19 @@ class _AttemptPaths(Protocol):
     def status_path(self) -> Path: ...
     @property
     def workdir(self) -> Path: ...
+
+
+class _Attempt(_AttemptPaths, Protocol):
+    """What :func:`ingest_status` needs of the attempt in progress."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def attempt_id(self) -> str: ...
+    @property
+    def emit(self) -> Callable[..., None]: ...
 
 
 @frozen
@@ -348,4 +372,43 @@ class _Decider:
             copied=outcome is not None,
             rejected=tuple(rejected),
             outcome=outcome,
+        )
+
+
+# --- the two calls every stage kind makes --------------------------------------------------
+
+
+def clear_stale_status(attempt: _AttemptPaths) -> None:
+    """Step 1 for ``attempt``, before its work starts (raises like :func:`remove_stale`)."""
+    remove_stale(StatusSources.for_attempt(attempt))
+
+
+async def ingest_status(attempt: _Attempt) -> IngestionDecision:
+    """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
+    decision = await _decide(attempt, StatusSources.for_attempt(attempt))
+    attempt.emit("status_ingestion_decision", **decision.event_fields())
+    return decision
+
+
+async def _decide(attempt: _Attempt, sources: StatusSources) -> IngestionDecision:
+    if not any(path.exists() for _name, path in sources.all()):
+        return IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
+    try:
+        return await trio.to_thread.run_sync(
+            functools.partial(
+                ingest,
+                sources,
+                run_id=attempt.run_id,
+                node_id=attempt.node_id,
+                attempt_id=attempt.attempt_id,
+            )
+        )
+    except OSError as exc:
+        failure = Outcome(
+            StageStatus.FAIL,
+            failure_reason=f"{attempt.status_path}: cannot copy the status file into place: {exc}",
+            failure_class=DETERMINISTIC,
+        )
+        return IngestionDecision(
+            attempt.node_id, attempt.attempt_id, "none", outcome=failure, failed=True
         )

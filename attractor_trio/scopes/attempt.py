@@ -25,12 +25,14 @@ from attrs import define, evolve, field, frozen
 from ..aio.offload import write_bytes_durably
 from ..context import Context
 from ..core.failures import effective_class
-from ..core.outcome import Outcome, StageStatus, StatusFileError
+from ..core.outcome import Outcome, StageStatus
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
+from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import dumps_json, write_bytes_atomic, write_json_atomic
+from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .retention import (
@@ -60,7 +62,7 @@ class StageExecutor:
     node_attempts: dict[str, int]
     rng: random.Random
     heartbeat_interval: float | None = 30.0
-    kill_grace: float = 5.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     branch: str = ""
     #: This traversal's node in the liveness tree (the run's root, or a branch's node).
     liveness: Liveness = field(factory=Liveness)
@@ -257,10 +259,8 @@ class StageExecutor:
         and the stage is not executed again. Its ``stage_attempt_finished`` is already in the
         log. A status file that cannot be read degrades to running the stage anew.
         """
-        try:
-            doc = json.loads((stage_dir / "status.json").read_text())
-            outcome = Outcome.from_json(doc, source=f"{stage_dir / 'status.json'}")
-        except (OSError, ValueError, StatusFileError):
+        outcome = read_status_file(stage_dir / "status.json")
+        if not isinstance(outcome, Outcome):  # absent, unreadable or invalid
             return None
         number = int(marker["number"])
         self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
@@ -287,7 +287,9 @@ class StageExecutor:
                 raise
             reason = cancelled.reason or "canceled"
             canceled = Outcome(
-                StageStatus.FAIL, failure_reason=f"canceled: {reason}", failure_class="canceled"
+                StageStatus.FAIL,
+                failure_reason=f"canceled: {reason}",
+                failure_class=FailureClass.CANCELED,
             )
             _write_status(stage_dir / "status.json", canceled)
             self.emit(
@@ -356,7 +358,7 @@ class StageExecutor:
             return Outcome(
                 StageStatus.FAIL,
                 failure_reason=f"stage '{node.id}' timed out after {format_duration(timeout)}",
-                failure_class="transient_infra",
+                failure_class=FailureClass.TRANSIENT_INFRA,
             )
         return result[0]
 
@@ -390,7 +392,7 @@ async def _call_handler(
         return Outcome(
             StageStatus.FAIL,
             failure_reason=f"handler returned {type(outcome).__name__}, expected an Outcome",
-            failure_class="structural",
+            failure_class=FailureClass.STRUCTURAL,
         )
     return outcome
 

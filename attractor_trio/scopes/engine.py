@@ -15,17 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
-
 from ..context import Context
 from ..core.outcome import Outcome
 from ..core.redaction import register_environment
 from ..core.routing import Stop, after_fan_out, route
+from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..dot.graph import Graph
 from ..dot.validate import register_known_type, unregister_known_type, validate_or_raise
 from ..errors import AttractorError, ConfigError, LogsRootInUseError
 from ..events import TERMINAL_EVENTS, EventHub, EventSink
 from ..handlers.base import Handler, HandlerRegistry
+from ..interviewers import Interviewer
 from ..persist.atomic import cleanup_temp_files
 from ..persist.checkpoint import CHECKPOINT_FILE_NAME, Checkpoint, load_checkpoint
 from ..persist.final import FinalRecord, read_final
@@ -33,7 +33,16 @@ from ..persist.live import LiveWriter
 from ..persist.lock import RunLock, acquire_run_lock
 from ..persist.manifest import MANIFEST_FILE_NAME, Manifest, read_manifest, write_manifest
 from ..persist.progress import ProgressWriter, read_progress
+from ..providers.base import CodergenBackend
 from ..recovery import archive_final, check_resumable, close_dead_segment, emit_terminal
+from ..scopes.options import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_PARALLEL,
+    Registries,
+    RunOptions,
+    forget_default_handlers,
+    seed_default_handler,
+)
 from ..stage_env import use_env_passes
 from ..workspace import (
     CheckedRepository,
@@ -48,31 +57,36 @@ from .run import RunHandle, RunResult, RunScope, UnboundRunner, drive
 from .traversal import TraversalState
 
 __all__ = [
+    "Registries",
     "RunHandle",
+    "RunOptions",
     "RunResult",
     "check_runnable",
     "clear_handlers",
     "new_run_id",
     "register_handler",
     "resume",
+    "resume_run",
     "run",
+    "start_run",
 ]
-
-_CUSTOM_HANDLERS: dict[str, Handler] = {}
 
 
 def register_handler(type_name: str, handler: Handler) -> None:
-    """Register a custom handler for every later run (spec S4.12-01); replaces an existing one."""
+    """Register a custom handler for every later run (spec S4.12-01); replaces an existing one.
+
+    A convenience: it seeds :meth:`Registries.default`, the registries of a run that names
+    none (``RunOptions(registries=...)`` or ``handlers=`` give one run its own).
+    """
     HandlerRegistry().register(type_name, handler)  # validates the shape
-    _CUSTOM_HANDLERS[type_name] = handler
+    seed_default_handler(type_name, handler)
     register_known_type(type_name)
 
 
 def clear_handlers() -> None:
     """Forget every handler registered with :func:`register_handler` (tests, embedding)."""
-    for name in _CUSTOM_HANDLERS:
+    for name in forget_default_handlers():
         unregister_known_type(name)
-    _CUSTOM_HANDLERS.clear()
 
 
 def new_run_id() -> str:
@@ -83,13 +97,21 @@ def new_run_id() -> str:
 def check_runnable(
     graph: Graph,
     *,
-    backend: Any = None,
-    interviewer: Any = None,
+    backend: CodergenBackend | None = None,
+    interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    require_backend: bool = True,
+    registries: Registries | None = None,
 ) -> None:
-    """Everything that must hold before a run directory is created (exit 2 otherwise)."""
-    registry = _build_registry(backend, interviewer, handlers)
-    validate_or_raise(graph)
+    """Everything that must hold before a run directory is created (exit 2 otherwise).
+
+    ``require_backend=False`` accepts codergen stages without a backend (their handler is
+    replaced, or the caller checks the backend itself). ``registries`` are the run's
+    extensions (default: the process-wide registrations); ``handlers`` go over them."""
+    registries = Registries.default() if registries is None else registries
+    custom = {**registries.handlers, **(handlers or {})}
+    registry = _build_registry(backend, interviewer, custom)
+    validate_or_raise(graph, rules=registries.rules, handler_types=custom)
     unknown = [n for n in graph if n.type and n.type not in registry]
     if unknown:
         node = unknown[0]
@@ -100,7 +122,7 @@ def check_runnable(
             f"{', '.join(sorted(registry.types()))})"
         )
     stages = _needs_backend(graph, registry)
-    if backend is None and stages:
+    if backend is None and stages and require_backend:
         shown = ", ".join(stages[:5]) + (" …" if len(stages) > 5 else "")
         raise ConfigError(
             f"pipeline has codergen stages ({shown}) but no backend: pass --simulate "
@@ -111,7 +133,12 @@ def check_runnable(
         check(graph)  # the backend refuses stages it cannot serve, before anything runs
 
 
-def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
+def _default_registry(
+    backend: CodergenBackend | None,
+    interviewer: Interviewer | None,
+    custom: Mapping[str, Handler],
+) -> HandlerRegistry:
+    """The built-in handlers; a manager's child runs get the run's ``custom`` ones too."""
     from ..handlers.codergen import CodergenHandler
     from ..handlers.fan_in import FanInHandler
     from ..handlers.human import WaitHumanHandler
@@ -132,7 +159,7 @@ def _default_registry(backend: Any, interviewer: Any) -> HandlerRegistry:
     # Bound to the run when it starts (it needs the run to execute branches).
     registry.register("parallel", ParallelHandler(UnboundRunner()))
     registry.register("parallel.fan_in", FanInHandler(backend))
-    registry.register("stack.manager_loop", ManagerLoopHandler(backend, interviewer))
+    registry.register("stack.manager_loop", ManagerLoopHandler(backend, interviewer, custom))
     return registry
 
 
@@ -147,21 +174,22 @@ async def run(
     graph: Graph,
     *,
     logs_root: str | os.PathLike[str],
-    backend: Any = None,
-    interviewer: Any = None,
+    backend: CodergenBackend | None = None,
+    interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    registries: Registries | None = None,
     context: Mapping[str, Any] | None = None,
     run_id: str | None = None,
     workdir: str | os.PathLike[str] | None = None,
-    heartbeat_interval: float | None = 30.0,
-    kill_grace: float = 5.0,
+    heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
+    kill_grace: float = DEFAULT_KILL_GRACE,
     sinks: Sequence[EventSink] = (),
     seed: int | None = None,
     argv: Sequence[str] = (),
     require_backend: bool = True,
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
-    max_parallel_default: int = 4,
+    max_parallel_default: int = DEFAULT_MAX_PARALLEL,
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     options: Mapping[str, Any] | None = None,
     pass_env: Sequence[str] = (),
@@ -169,21 +197,59 @@ async def run(
 ) -> RunResult:
     """Execute ``graph`` (already parsed and transformed) and return its :class:`RunResult`.
 
-    Raises ``ValidationFailed``/``ConfigError`` before creating anything when the graph cannot
-    run, and :class:`LogsRootInUseError` when ``logs_root`` already holds a run. Cancelling the
-    caller's scope cancels the run and still writes ``final.json``. ``options`` (JSON values)
-    are recorded in the manifest for ``resume`` to reuse (the CLI records its run options).
+    The keywords are the fields of :class:`RunOptions` (``options`` is its
+    ``manifest_options``); :func:`start_run` takes the value itself. Raises
+    ``ValidationFailed``/``ConfigError`` before creating anything when the graph cannot run,
+    and :class:`LogsRootInUseError` when ``logs_root`` already holds a run. Cancelling the
+    caller's scope cancels the run and still writes ``final.json``.
     """
-    registry = _build_registry(backend, interviewer, handlers)
-    check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
-    _register_secrets(backend)
-    root = Path(logs_root)
+    return await start_run(
+        graph,
+        RunOptions(
+            logs_root=logs_root,
+            run_id=run_id,
+            backend=backend,
+            interviewer=interviewer,
+            handlers=handlers,
+            registries=registries,
+            context=context,
+            workdir=workdir,
+            heartbeat_interval=heartbeat_interval,
+            stall_timeout=stall_timeout,
+            kill_grace=kill_grace,
+            max_parallel_default=max_parallel_default,
+            attempt_retention=attempt_retention,
+            pass_env=pass_env,
+            seed=seed,
+            workspace=workspace,
+            sinks=sinks,
+            handle=handle,
+            argv=argv,
+            require_backend=require_backend,
+            manifest_options=options,
+        ),
+    )
+
+
+async def start_run(graph: Graph, options: RunOptions) -> RunResult:
+    """Execute ``graph`` as ``options`` say: the one entry every front end ends in."""
+    o = options
+    registry = _build_registry(o.backend, o.interviewer, o.all_handlers())
+    check_runnable(
+        graph,
+        backend=o.backend,
+        handlers=o.handlers,
+        require_backend=o.require_backend,
+        registries=o.registries,
+    )
+    _register_secrets(o.backend)
+    root = o.logs_root
     refuse_used_logs_root(root)
-    run_id = run_id or new_run_id()
-    checked = await _check_workspace(workspace, run_id, workdir, kill_grace, root)
+    run_id = o.run_id or new_run_id()
+    checked = await _check_workspace(o.workspace, run_id, o.workdir, o.kill_grace, root)
     lock = _take_ownership(root, run_id)
     try:
-        planned = await _plan_workspace(checked, workspace, run_id, root, kill_grace)
+        planned = await _plan_workspace(checked, o.workspace, run_id, root, o.kill_grace)
         write_manifest(
             root,
             run_id=run_id,
@@ -192,34 +258,23 @@ async def run(
             goal=graph.goal,
             dot_path=None if graph.path == "<string>" else graph.path,
             dot_source=graph.source,
-            argv=list(argv),
-            context=_starting_context(context),
-            options=options,
+            argv=list(o.argv),
+            context=_starting_context(o.context),
+            options=o.manifest_options,
         )
         the_run = _scope(
             graph,
             registry,
-            TraversalState(context=_initial_context(graph, run_id, context)),
+            TraversalState(context=_initial_context(graph, run_id, o.context)),
             ProgressWriter(root / "progress.ndjson", run_id),
             resumed=False,
-            options=_ScopeOptions(
-                root,
-                sinks,
-                heartbeat_interval,
-                kill_grace,
-                workdir,
-                seed,
-                stall_timeout,
-                max_parallel_default,
-                handle,
-                attempt_retention,
-            ),
+            options=o,
         )
         if planned is not None:
             await planned.open()
             the_run.workspace = planned
         start = _start_node(graph)
-        with use_env_passes(pass_env):
+        with use_env_passes(o.pass_env):
             return await drive(the_run, start)
     finally:
         lock.release()
@@ -229,18 +284,19 @@ async def resume(
     graph: Graph,
     *,
     logs_root: str | os.PathLike[str],
-    backend: Any = None,
-    interviewer: Any = None,
+    backend: CodergenBackend | None = None,
+    interviewer: Interviewer | None = None,
     handlers: Mapping[str, Handler] | None = None,
+    registries: Registries | None = None,
     workdir: str | os.PathLike[str] | None = None,
-    heartbeat_interval: float | None = 30.0,
-    kill_grace: float = 5.0,
+    heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
+    kill_grace: float = DEFAULT_KILL_GRACE,
     sinks: Sequence[EventSink] = (),
     seed: int | None = None,
     require_backend: bool = True,
     stall_timeout: float | None = None,
     handle: RunHandle | None = None,
-    max_parallel_default: int = 4,
+    max_parallel_default: int = DEFAULT_MAX_PARALLEL,
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION,
     from_node: str | None = None,
     context: Mapping[str, Any] | None = None,
@@ -251,9 +307,39 @@ async def resume(
     Continues a run that was canceled, stalled, hit an internal error or died (CONTRACT §10);
     ``from_node`` continues any run at that node with the checkpoint's context. A successful
     run (without ``from_node``) is returned as it finished, untouched; any other failure
-    raises :class:`~.recovery.NotResumableError` (it names ``--from``).
+    raises :class:`~.recovery.NotResumableError` (it names ``--from``). ``context`` overrides
+    keys of the checkpoint's context (``resume --set``). :func:`resume_run` takes a
+    :class:`RunOptions` instead of the keywords.
     """
-    root = Path(logs_root)
+    options = RunOptions(
+        logs_root=logs_root,
+        backend=backend,
+        interviewer=interviewer,
+        handlers=handlers,
+        registries=registries,
+        context=context,
+        workdir=workdir,
+        heartbeat_interval=heartbeat_interval,
+        stall_timeout=stall_timeout,
+        kill_grace=kill_grace,
+        max_parallel_default=max_parallel_default,
+        attempt_retention=attempt_retention,
+        pass_env=pass_env,
+        seed=seed,
+        sinks=sinks,
+        handle=handle,
+        require_backend=require_backend,
+    )
+    return await resume_run(graph, options, from_node=from_node)
+
+
+async def resume_run(
+    graph: Graph, options: RunOptions, *, from_node: str | None = None
+) -> RunResult:
+    """:func:`resume` with a :class:`RunOptions` (its ``run_id``, ``argv``, ``workspace`` and
+    ``manifest_options`` are the run's own and are not taken from ``options``)."""
+    o = options
+    root = o.logs_root
     final = read_final(root)
     if final is not None:
         _repair_terminal_event(root, final)
@@ -267,9 +353,15 @@ async def resume(
             f"{', '.join(sorted(graph.nodes))})"
         )
     source = _resume_source(root)
-    registry = _build_registry(backend, interviewer, handlers)
-    check_runnable(graph, backend=backend if require_backend else True, handlers=handlers)
-    _register_secrets(backend)
+    registry = _build_registry(o.backend, o.interviewer, o.all_handlers())
+    check_runnable(
+        graph,
+        backend=o.backend,
+        handlers=o.handlers,
+        require_backend=o.require_backend,
+        registries=o.registries,
+    )
+    _register_secrets(o.backend)
     run_id = source.run_id
     lock = _take_ownership(root, run_id)
     try:
@@ -277,7 +369,7 @@ async def resume(
             state, current = _state_from_checkpoint(source, graph), source.current_node
         else:
             state, current = _state_before_first_checkpoint(graph, source), None
-        state.context.apply_updates(dict(context or {}))  # `resume --set`
+        state.context.apply_updates(dict(o.context))  # `resume --set`
         previous = _close_previous_segment(root, final, run_id, state.completed_nodes)
         the_run = _scope(
             graph,
@@ -285,18 +377,7 @@ async def resume(
             state,
             ProgressWriter.resume(root / "progress.ndjson", run_id),
             resumed=True,
-            options=_ScopeOptions(
-                root,
-                sinks,
-                heartbeat_interval,
-                kill_grace,
-                workdir,
-                seed,
-                stall_timeout,
-                max_parallel_default,
-                handle,
-                attempt_retention,
-            ),
+            options=o,
         )
         the_run.resumed_from = {
             "previous_final": previous,
@@ -309,12 +390,12 @@ async def resume(
             run_id=run_id,
             stage_root=the_run.stage_root(),
             node_attempts=state.node_attempts,
-            kill_grace=kill_grace,
+            kill_grace=o.kill_grace,
         )
         if from_node is not None and the_run.workspace is not None:
             # Back to the commit before NODE's first visit (CONTRACT §10).
             await the_run.workspace.rewind(from_node)
-        with use_env_passes(pass_env):
+        with use_env_passes(o.pass_env):
             if from_node is not None:
                 return await drive(the_run, from_node, current or "")
             if current is None:
@@ -331,7 +412,7 @@ async def resume(
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _register_secrets(backend: Any) -> None:
+def _register_secrets(backend: object) -> None:
     """Before the run writes anything: the secrets of the environment and of the backend's
     configuration (its providers' ``api_key_env``) are redacted from now on (CONTRACT §10)."""
     method = getattr(backend, "secret_env_names", None)
@@ -343,26 +424,15 @@ def _register_secrets(backend: Any) -> None:
 
 
 def _build_registry(
-    backend: Any, interviewer: Any, handlers: Mapping[str, Handler] | None
+    backend: CodergenBackend | None,
+    interviewer: Interviewer | None,
+    handlers: Mapping[str, Handler] | None,
 ) -> HandlerRegistry:
-    registry = _default_registry(backend, interviewer)
-    for name, handler in {**_CUSTOM_HANDLERS, **(handlers or {})}.items():
+    """The run's handler registry: the built-ins, then ``handlers`` (its custom ones)."""
+    registry = _default_registry(backend, interviewer, handlers or {})
+    for name, handler in (handlers or {}).items():
         registry.register(name, handler)
     return registry
-
-
-@frozen
-class _ScopeOptions:
-    root: Path
-    sinks: Sequence[EventSink]
-    heartbeat_interval: float | None
-    kill_grace: float
-    workdir: str | os.PathLike[str] | None
-    seed: int | None
-    stall_timeout: float | None
-    max_parallel_default: int
-    handle: RunHandle | None
-    attempt_retention: int
 
 
 def _scope(
@@ -372,20 +442,20 @@ def _scope(
     writer: ProgressWriter,
     *,
     resumed: bool,
-    options: _ScopeOptions,
+    options: RunOptions,
 ) -> RunScope:
     """The run scope for ``run``/``resume`` (the options both take)."""
     o = options
     scope = RunScope(
         graph=graph,
-        logs_root=o.root,
+        logs_root=o.logs_root,
         run_id=writer.run_id,
         registry=registry,
         state=state,
-        hub=EventHub(writer, LiveWriter(o.root, writer.run_id), list(o.sinks)),
+        hub=EventHub(writer, LiveWriter(o.logs_root, writer.run_id), list(o.sinks)),
         heartbeat_interval=o.heartbeat_interval,
         kill_grace=o.kill_grace,
-        workdir=Path(o.workdir) if o.workdir else Path.cwd(),
+        workdir=o.workdir or Path.cwd(),
         rng=random.Random(o.seed),
         resumed=resumed,
         stall_timeout=o.stall_timeout,

@@ -49,6 +49,7 @@ import trio
 from attrs import define, evolve, field, frozen
 
 from ..core.outcome import Outcome, StageStatus
+from ..core.vocabulary import CancelCause, FailureClass
 from ..dot.attributes import close_matches
 from ..dot.conditions import ConditionSyntaxError, evaluate_condition, parse_condition
 from ..dot.graph import Graph, Node, Severity
@@ -337,7 +338,7 @@ class _StartedChild:
     def snapshot(self) -> ChildSnapshot:
         if self.error:
             return ChildSnapshot(
-                "failed", "fail", failure_reason=self.error, failure_class="structural"
+                "failed", "fail", failure_reason=self.error, failure_class=FailureClass.STRUCTURAL
             )
         return child_snapshot(self.events.read(), self.result)
 
@@ -349,7 +350,7 @@ class _StartedChild:
 
     async def stop(self, reason: str) -> None:
         """Cancel the child and wait until it finalized (its ``final.json`` exists)."""
-        self.handle.cancel(reason)
+        self.handle.cancel(reason, CancelCause.SUPERVISOR)
         await self.done.wait()
 
 
@@ -404,7 +405,9 @@ class ManagerLoopHandler:
                 else _observed_child(node, graph, attempt)
             )
         except ManagerConfigError as exc:
-            return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="structural")
+            return Outcome(
+                StageStatus.FAIL, failure_reason=str(exc), failure_class=FailureClass.STRUCTURAL
+            )
         supervisor = _Supervisor(node, context, settings, attempt, child)
         if isinstance(child, _ObservedChild):
             return await supervisor.run()
@@ -558,14 +561,14 @@ class _Supervisor:
             return await self._stop_child(
                 f"cannot read the child's run directory: {exc}",
                 StageStatus.FAIL,
-                failure_class="structural",
+                failure_class=FailureClass.STRUCTURAL,
             )
         spent = f"{settings.max_cycles} cycles of {format_duration(settings.poll_interval)}"
         at = f" at node '{snapshot.current_node}'" if snapshot.current_node else ""
         return await self._stop_child(
             f"Max cycles exceeded: the child was still running{at} after {spent}",
             StageStatus.FAIL,
-            failure_class="budget_exhausted",
+            failure_class=FailureClass.BUDGET_EXHAUSTED,
         )
 
     def _observe(self) -> tuple[ChildSnapshot, dict[str, Any]]:

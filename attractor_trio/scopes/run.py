@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import traceback
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..core.cycles import CycleBreaker, LoopRestartGate
 from ..core.failures import classify_failure, failure_signature
 from ..core.outcome import Outcome, StageStatus
 from ..core.routing import Advance, Stop
+from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
 from ..dot.values import format_duration
 from ..events import EventHub
@@ -55,13 +57,16 @@ class RunHandle:
     def __init__(self) -> None:
         self._run: RunScope | None = None
         self._pending: str = ""
+        self._pending_cause = CancelCause.API
         self.grace_skipped = False
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, cause: CancelCause = CancelCause.API) -> None:
+        """Cancel with ``reason`` (the text ``final.json`` reports) and ``cause`` (what decides
+        the outcome; the default is an embedding application's request)."""
         if self._run is not None:
-            self._run.cancel(reason)
+            self._run.cancel(reason, cause)
         elif not self._pending:
-            self._pending = reason
+            self._pending, self._pending_cause = reason, cause
 
     def skip_grace(self) -> None:
         """A second SIGINT: stage processes get SIGKILL without waiting for the grace."""
@@ -74,7 +79,7 @@ class RunHandle:
         if self.grace_skipped:
             run.grace_skip.set()
         if self._pending:
-            run.cancel(self._pending)
+            run.cancel(self._pending, self._pending_cause)
 
 
 @frozen
@@ -131,6 +136,8 @@ class RunScope:
     started: float = field(factory=time.monotonic)
     scope: trio.CancelScope = field(factory=trio.CancelScope)
     cancel_reason: str = ""
+    #: Who canceled the run; ``None`` until someone does (the first cancel wins).
+    cancel_cause: CancelCause | None = None
     traversal: Traversal | None = None
     liveness: Liveness = field(factory=Liveness)
     grace_skip: trio.Event = field(factory=trio.Event)
@@ -227,14 +234,16 @@ class RunScope:
                 idle_s=round(idle, 3),
                 active_attempts=self.liveness.idle_attempts(),
             )
-            self.cancel(f"watchdog: no progress for {format_duration(stall)}")
+            self.cancel(f"watchdog: no progress for {format_duration(stall)}", CancelCause.WATCHDOG)
 
         await watch(self.liveness, stall, stalled)
 
-    def cancel(self, reason: str) -> None:
-        """Cancel the run; the first reason wins (it becomes ``exit_path``)."""
+    def cancel(self, reason: str, cause: CancelCause = CancelCause.API) -> None:
+        """Cancel the run; the first reason and cause win (the cause decides ``exit_path``)."""
         if not self.cancel_reason:
             self.cancel_reason = reason
+        if self.cancel_cause is None:
+            self.cancel_cause = cause
         self.scope.cancel(reason=reason)
 
     def stage_root(self) -> Path:
@@ -291,10 +300,10 @@ class RunScope:
         state = self.state
         if state.restart_count >= self.graph.max_restarts:
             return Stop(
-                "stage_failed",
+                ExitPath.STAGE_FAILED,
                 f"loop_restart limit reached: {state.restart_count} restarts "
                 f"(graph max_restarts={self.graph.max_restarts})",
-                "structural",
+                FailureClass.STRUCTURAL,
             )
         state.restart_count += 1
         new_root = self.stage_root()
@@ -411,7 +420,7 @@ def _compact(outcome: Outcome) -> dict[str, Any]:
 
 def _finish_from_stop(stop: Stop) -> _Finish:
     if not stop.failed:
-        return _Finish("success", "completed")
+        return _Finish("success", ExitPath.COMPLETED)
     return _Finish("fail", stop.exit_path, stop.failure_reason, stop.failure_class, stop.node_id)
 
 
@@ -425,11 +434,25 @@ def _causal_node(graph: Graph, completed: list[str]) -> str:
     return completed[-1] if completed else ""
 
 
-def _canceled(reason: str | None) -> _Finish:
+#: The run being driven in this task tree: a run nested in a stage (``stack.manager_loop``'s
+#: child) that is canceled from outside learns the enclosing run's cause from it, as data.
+_ENCLOSING_RUN: ContextVar[RunScope | None] = ContextVar("attractor_enclosing_run", default=None)
+
+
+def _outer_cause(enclosing: RunScope | None) -> CancelCause | None:
+    """The cause of a cancellation that came from outside this run: the enclosing run's."""
+    return None if enclosing is None else enclosing.cancel_cause
+
+
+def _canceled(reason: str | None, cause: CancelCause | None) -> _Finish:
+    """The run's end when it was canceled: the watchdog's cancel fails the run (resumable,
+    transient), every other cause cancels it. Decided by ``cause``, never by the text."""
     text = reason or "canceled"
-    if text.startswith("watchdog"):
-        return _Finish("fail", "watchdog", f"{text} (stall timeout)", "transient_infra")
-    return _Finish("canceled", "canceled", f"run canceled: {text}", "canceled")
+    if cause is not None and cause.fails_run:
+        return _Finish(
+            "fail", ExitPath.WATCHDOG, f"{text} (stall timeout)", FailureClass.TRANSIENT_INFRA
+        )
+    return _Finish("canceled", ExitPath.CANCELED, f"run canceled: {text}", FailureClass.CANCELED)
 
 
 async def drive(
@@ -440,7 +463,11 @@ async def drive(
     ``start=None`` means there is nothing left to execute (a resumed run whose checkpoint is
     already at the exit, or whose last stage already decided a stop: ``preset``).
     """
-    finish = _Finish("fail", "internal_error", "run ended without a result", "structural")
+    finish = _Finish(
+        "fail", ExitPath.INTERNAL_ERROR, "run ended without a result", FailureClass.STRUCTURAL
+    )
+    enclosing = _ENCLOSING_RUN.get()
+    token = _ENCLOSING_RUN.set(run)
     try:
         with run.scope, use_grace_skip(run.grace_skip):
             if run.resumed_from is not None:  # opens the new segment of the run's log
@@ -458,7 +485,7 @@ async def drive(
                 if run.stall_timeout:
                     nursery.start_soon(run.watchdog, run.stall_timeout)
                 if start is None:
-                    stop = preset or Stop("completed")
+                    stop = preset or Stop(ExitPath.COMPLETED)
                 else:
                     stop = await run.execute(start, predecessor)
                 nursery.cancel_scope.cancel()
@@ -466,19 +493,25 @@ async def drive(
             if finish.status == "success" and run.workspace is not None:
                 await run.workspace.remove_worktree()
         if run.scope.cancelled_caught:
-            finish = _canceled(run.cancel_reason)
+            finish = _canceled(run.cancel_reason, run.cancel_cause)
     except BaseException as exc:
         cancelled = only_cancelled(exc)
         if cancelled is not None:
-            finish = _canceled(run.cancel_reason or cancelled.reason)
+            finish = _canceled(
+                run.cancel_reason or cancelled.reason, run.cancel_cause or _outer_cause(enclosing)
+            )
             raise
         finish = _Finish(
-            "fail", "internal_error", f"internal error: {type(exc).__name__}: {exc}", "structural"
+            "fail",
+            ExitPath.INTERNAL_ERROR,
+            f"internal error: {type(exc).__name__}: {exc}",
+            FailureClass.STRUCTURAL,
         )
         _report_internal_error(run.logs_root, exc)
         if not isinstance(exc, Exception):
             raise
     finally:
+        _ENCLOSING_RUN.reset(token)
         # Synchronous on purpose: no checkpoint inside, so no cancellation (the caller's, a
         # second signal) can interrupt writing final.json and the terminal event.
         try:

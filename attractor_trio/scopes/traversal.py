@@ -30,6 +30,7 @@ from ..core.fidelity import (
 from ..core.goals import check_goal_gates, goal_gate_retry_target
 from ..core.outcome import Outcome, StageStatus, context_updates_after
 from ..core.routing import Advance, Stop, after_fan_out, route
+from ..core.vocabulary import ExitPath, FailureClass
 from ..dot.graph import Edge, Graph, Node
 from ..persist.journaled import JournaledDict, JournaledList
 from .attempt import StageExecutor
@@ -94,13 +95,16 @@ class Traversal:
             # restart or next stage can start, even if every handler so far was synchronous.
             await trio.lowlevel.checkpoint()
             if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
-                return Stop("completed")
+                return Stop(ExitPath.COMPLETED)
             node = graph.nodes[node_id]
             limit = VisitLimit(graph.max_node_visits)
             visits = self.state.visits.get(node_id, 0) + 1
             if not limit.check(node_id, visits):
                 return Stop(
-                    "visit_limit", limit.message(node_id, visits), "structural", node_id=node_id
+                    ExitPath.VISIT_LIMIT,
+                    limit.message(node_id, visits),
+                    FailureClass.STRUCTURAL,
+                    node_id=node_id,
                 )
             self.state.visits[node_id] = visits
             if graph.is_terminal(node_id):
@@ -115,8 +119,10 @@ class Traversal:
                     continue
                 outcome = await self._execute(node, predecessor, incoming)
                 if outcome.status is StageStatus.FAIL:
-                    return Stop("stage_failed", outcome.failure_reason, outcome.failure_class)
-                return Stop("completed")
+                    return Stop(
+                        ExitPath.STAGE_FAILED, outcome.failure_reason, outcome.failure_class
+                    )
+                return Stop(ExitPath.COMPLETED)
             outcome = await self._execute(node, predecessor, incoming)
             if self.tripped is not None:
                 return self.tripped
@@ -175,7 +181,7 @@ class Traversal:
         if trip is None:
             return None
         self.emit("failure_cycle_break", **trip.event_fields(self.scope_name))
-        return Stop("cycle_breaker", trip.failure_reason, trip.failure_class)
+        return Stop(ExitPath.CYCLE_BREAKER, trip.failure_reason, trip.failure_class)
 
     def _gate_restart(self, node_id: str, outcome: Outcome) -> Stop | None:
         """``loop_restart`` only after success or a transient failure, with its own breaker."""
@@ -191,7 +197,9 @@ class Traversal:
                 failure_reason=decision.failure_reason,
             )
             return Stop(
-                "stage_failed", outcome.failure_reason or decision.reason, decision.failure_class
+                ExitPath.STAGE_FAILED,
+                outcome.failure_reason or decision.reason,
+                decision.failure_class,
             )
         if isinstance(decision, RestartTripped):
             self.emit(
@@ -202,7 +210,7 @@ class Traversal:
                 limit=decision.limit,
                 scope=self.scope_name,
             )
-            return Stop("cycle_breaker", decision.failure_reason, decision.failure_class)
+            return Stop(ExitPath.CYCLE_BREAKER, decision.failure_reason, decision.failure_class)
         return None
 
     def _fidelity(self, node: Node, incoming: Edge | None) -> str:
@@ -230,7 +238,10 @@ class Traversal:
             f"goal gate '{failing}' unsatisfied (last outcome {last.value}) and no retry target"
         )
         return Stop(
-            "goal_gate_unsatisfied", reason, last.failure_class or "deterministic", node_id=failing
+            ExitPath.GOAL_GATE_UNSATISFIED,
+            reason,
+            last.failure_class or FailureClass.DETERMINISTIC,
+            node_id=failing,
         )
 
 

@@ -10,13 +10,18 @@ from .app import create_app as create_app
 from .hosting import serve as serve
 from .http_interviewer import HttpInterviewer as HttpInterviewer
 from .manager import RunManager as RunManager
-from .manager import RunOptions as RunOptions
+from .manager import SubmissionOptions as SubmissionOptions
 from .manager import open_run_manager as open_run_manager
+
+#: Deprecated alias: the submission options were called ``RunOptions`` before the engine's
+#: :class:`attractor_trio.RunOptions` existed (``SubmissionOptions.run_options`` builds one).
+RunOptions = SubmissionOptions
 
 __all__ = [
     "HttpInterviewer",
     "RunManager",
     "RunOptions",
+    "SubmissionOptions",
     "create_app",
     "open_run_manager",
     "serve",

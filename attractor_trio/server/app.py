@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 
 from ..core import redaction
+from ..core.vocabulary import CancelCause
 from ..dot.graph import Severity
 from ..dot.inputs import DEFAULT_MAX_INPUT_SIZE, format_size
 from ..errors import AttractorError, ConfigError, ValidationFailed
@@ -145,7 +146,7 @@ class _Api:
         served = self.find(request)
         if served.finished.is_set():
             return JSONResponse({"id": served.id, "state": served.status()["state"]})
-        served.cancel(HTTP_CANCEL_REASON)
+        served.cancel(HTTP_CANCEL_REASON, CancelCause.HTTP)
         return JSONResponse({"id": served.id, "state": served.status()["state"]}, 202)
 
     # --- events (SSE) -----------------------------------------------------------------------

@@ -26,21 +26,24 @@ from attrs import field, frozen
 
 from ..api import RunController, open_run
 from ..backends.simulate import SimScript, SimulationBackend, parse_sim_script
+from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
 from ..dot.values import AttributeValueError, parse_duration
 from ..errors import AttractorError, ConfigError
+from ..interviewers import Interviewer
 from ..observe.status import read_status
 from ..persist.manifest import MANIFEST_FILE_NAME
 from ..scopes.engine import check_runnable, new_run_id
+from ..scopes.options import RunOptions
 from .http_interviewer import HttpInterviewer
 
 __all__ = [
     "OPTION_KEYS",
     "OptionsError",
     "RunManager",
-    "RunOptions",
     "ServedRun",
     "ServerClosing",
+    "SubmissionOptions",
     "open_run_manager",
     "parse_options",
 ]
@@ -51,10 +54,11 @@ OPTION_KEYS: Final = ("simulate", "sim_script", "context", "stall_timeout")
 #: What a run directory under the runs root may be called (and so a ``{id}`` in a URL).
 RUN_DIR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_STALL_TIMEOUT: Final = 600.0
+#: The ``argv`` recorded in a served run's manifest.
+SERVER_ARGV: Final = ("attractor-trio", "serve", "POST /pipelines")
 HTTP_CANCEL_REASON: Final = "canceled over HTTP (POST /pipelines/{id}/cancel)"
 SHUTDOWN_REASON: Final = "server shutting down"
 #: Used only to ask check_runnable "is anything *besides* a backend missing?".
-_ANY_BACKEND: Final = object()
 
 
 class ServerClosing(RuntimeError):
@@ -71,9 +75,12 @@ def _dict_of(value: Mapping[str, Any]) -> dict[str, Any]:
 
 @final
 @frozen
-class RunOptions:
+class SubmissionOptions:
     """What a submission may choose. ``simulate`` defaults to true: server mode has no
-    provider configuration yet, so the simulation backend is the only codergen backend."""
+    provider configuration yet, so the simulation backend is the only codergen backend.
+
+    :meth:`run_options` turns it into the engine's :class:`~attractor_trio.RunOptions`.
+    """
 
     simulate: bool = True
     sim_script: SimScript | None = None
@@ -91,6 +98,18 @@ class RunOptions:
             "stall_timeout": stall or None,
             "heartbeat_interval": min(stall / 3, 30.0) if stall else 30.0,
         }
+
+    def run_options(
+        self, *, logs_root: Path, run_id: str, interviewer: Interviewer | None = None
+    ) -> RunOptions:
+        """The engine's options for this submission's run (see :meth:`run_settings`)."""
+        return RunOptions(
+            logs_root=logs_root,
+            run_id=run_id,
+            interviewer=interviewer,
+            argv=SERVER_ARGV,
+            **self.run_settings(),
+        )
 
 
 def _duration(value: object) -> float:
@@ -110,10 +129,10 @@ def _duration(value: object) -> float:
     return seconds
 
 
-def parse_options(raw: object) -> RunOptions:
+def parse_options(raw: object) -> SubmissionOptions:
     """Validate the ``options`` object of ``POST /pipelines`` (``None`` = all defaults)."""
     if raw is None:
-        return RunOptions()
+        return SubmissionOptions()
     if not isinstance(raw, Mapping):
         raise OptionsError(f"options must be a JSON object, got {type(raw).__name__}")
     unknown = sorted(str(k) for k in raw if k not in OPTION_KEYS)
@@ -137,10 +156,10 @@ def parse_options(raw: object) -> RunOptions:
     except ConfigError as exc:
         raise OptionsError(f"options.{exc}") from None
     stall = raw.get("stall_timeout", DEFAULT_STALL_TIMEOUT)
-    return RunOptions(simulate, sim_script, dict(context), _duration(stall))
+    return SubmissionOptions(simulate, sim_script, dict(context), _duration(stall))
 
 
-def check_submission(graph: Graph, options: RunOptions) -> None:
+def check_submission(graph: Graph, options: SubmissionOptions) -> None:
     """Everything that must hold before a run directory is created (HTTP 400 otherwise).
 
     A missing backend gets a server-mode message: the engine's own names CLI flags.
@@ -149,7 +168,7 @@ def check_submission(graph: Graph, options: RunOptions) -> None:
     if backend is not None:
         check_runnable(graph, backend=backend)
         return
-    check_runnable(graph, backend=_ANY_BACKEND)
+    check_runnable(graph, require_backend=False)
     try:
         check_runnable(graph, backend=None)
     except ConfigError:
@@ -192,15 +211,15 @@ class ServedRun:
                 "current_node": "",
                 "active_attempts": [],
                 "failure_reason": self.error,
-                "failure_class": "structural" if failed else "",
-                "exit_path": "internal_error" if failed else "",
+                "failure_class": FailureClass.STRUCTURAL if failed else "",
+                "exit_path": ExitPath.INTERNAL_ERROR if failed else "",
                 "logs_root": str(self.logs_root),
             }
         return {"id": self.id, **doc}
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, cause: CancelCause) -> None:
         if self.controller is not None and not self.finished.is_set():
-            self.controller.handle.cancel(reason)
+            self.controller.handle.cancel(reason, cause)
 
 
 class RunManager:
@@ -257,7 +276,7 @@ class RunManager:
 
         return await trio.to_thread.run_sync(scan)
 
-    async def submit(self, graph: Graph, options: RunOptions) -> ServedRun:
+    async def submit(self, graph: Graph, options: SubmissionOptions) -> ServedRun:
         """Start ``graph``; returns once the run task exists (its files follow promptly).
 
         Raises ``ValidationFailed``/``ConfigError`` before creating anything, and
@@ -270,7 +289,10 @@ class RunManager:
         served = ServedRun(run_id, self.runs_dir / run_id, graph)
         self._runs[served.id] = served
         try:
-            await self._nursery.start(self._host, served, options.run_settings())
+            run_options = options.run_options(
+                logs_root=served.logs_root, run_id=served.id, interviewer=served.interviewer
+            )
+            await self._nursery.start(self._host, served, run_options)
         except BaseException:
             del self._runs[served.id]
             raise
@@ -282,7 +304,7 @@ class RunManager:
         self.closing = True
         runs = self.runs()
         for served in runs:
-            served.cancel(SHUTDOWN_REASON)
+            served.cancel(SHUTDOWN_REASON, CancelCause.SHUTDOWN)
         with trio.move_on_after(grace):
             for served in runs:
                 await served.finished.wait()
@@ -296,21 +318,14 @@ class RunManager:
     async def _host(
         self,
         served: ServedRun,
-        settings: dict[str, Any],
+        options: RunOptions,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """The run's own scope. A failure after the start is recorded, never raised: one
         broken run must not take the server and every other run down with it."""
         started = False
         try:
-            async with open_run(
-                served.graph,
-                logs_root=served.logs_root,
-                run_id=served.id,
-                interviewer=served.interviewer,
-                argv=["attractor-trio", "serve", "POST /pipelines"],
-                **settings,
-            ) as controller:
+            async with open_run(served.graph, options) as controller:
                 served.controller = controller
                 task_status.started()
                 started = True

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, find, settings
 from hypothesis.errors import NoSuchExample
 from hypothesis.strategies import SearchStrategy
 
+from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph
 from . import Observation, Schedule, ScheduledBackend, Step, run_schedule, schedules
 from .fuzz_detectors import KINDS, Bounds, Detection, detect
@@ -163,7 +164,7 @@ class _Runner:
         """Refuse (``ConfigError``) before searching, not inside Hypothesis."""
         from ..scopes.engine import check_runnable
 
-        check_runnable(self.bounded, backend=True, handlers=_human_handlers())
+        check_runnable(self.bounded, handlers=_human_handlers(), require_backend=False)
 
     def cached(self, schedule: Schedule) -> tuple[Detection, ...] | None:
         return self._cache.get(_key(schedule))
@@ -201,7 +202,11 @@ def targeted_schedules(graph: Graph) -> list[Schedule]:
     step, so whatever it shows needs no shrinking, and the obvious flaws are always found.
     A steering stage also keeps reporting each custom outcome its routing tests (CONTRACT
     §10), so the branches behind it are explored even when plain success routes nowhere."""
-    faults = (Step("fail"), Step("fail", failure_class="transient_infra"), Step("partial"))
+    faults = (
+        Step("fail"),
+        Step("fail", failure_class=FailureClass.TRANSIENT_INFRA),
+        Step("partial"),
+    )
     nodes = [node.id for node in graph if node.handler_type in ("codergen", "tool")]
     steering = [
         Schedule({node: (Step(outcome=value),)})

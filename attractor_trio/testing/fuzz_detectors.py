@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from attrs import frozen
 
+from ..core.vocabulary import ExitPath
 from ..dot.graph import Graph
 from ..events import TERMINAL_EVENTS
 from .invariants import CAUSAL_EXIT_PATHS, leaf_failure_reasons
@@ -168,7 +169,7 @@ def lost_failure_reason(
     reason = str(terminal.get("failure_reason") or "")
     exit_path = str(terminal.get("exit_path", ""))
     problem = ""
-    if exit_path == "internal_error":
+    if exit_path == ExitPath.INTERNAL_ERROR:
         problem = f"the engine failed internally: {reason}"
     elif not reason.strip():
         problem = f"the run failed (exit_path {exit_path}) with an empty failure_reason"

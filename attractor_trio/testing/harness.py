@@ -29,6 +29,7 @@ import trio.testing
 from attrs import define, field, frozen
 
 from ..core.outcome import Outcome, StageStatus
+from ..core.vocabulary import CancelCause
 from ..events import TERMINAL_EVENTS
 from ..handlers.base import Handler, current_attempt
 from ..handlers.parallel import RESULTS_FILE_NAME
@@ -231,7 +232,7 @@ class _Monitor:
         if self.cancel_seq is None:
             self.cancel_seq = self.last_seq
             self.cancel_reason = reason
-        self.handle.cancel(reason)
+        self.handle.cancel(reason, CancelCause.HARNESS)
 
 
 class _FrozenTimeGuard(trio.abc.Instrument):
@@ -296,7 +297,7 @@ def run_schedule(
     if backend is None:
         chosen["codergen"] = scheduled
     chosen.update(handlers or {})
-    engine.check_runnable(graph, backend=backend or True, handlers=chosen)
+    engine.check_runnable(graph, backend=backend, handlers=chosen, require_backend=False)
     logs_root = Path(logs_root)
     monitor = _Monitor(engine.RunHandle(), schedule.cancel_after_event, max_events)
     box = _Box()

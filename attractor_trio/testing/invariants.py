@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from attrs import frozen
 
+from ..core.vocabulary import ExitPath, FailureClass
 from ..events import TERMINAL_EVENTS
 from ..persist.final import FinalRecord
 from .harness import Observation, Performed, RunFiles, default_reason
@@ -97,7 +98,9 @@ EVENT_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
 }
 ENVELOPE: Final = ("seq", "ts", "run_id", "event", "branch")
 #: Exit paths whose ``failure_reason`` must be the raw reason of a failed attempt (§5).
-CAUSAL_EXIT_PATHS: Final = frozenset({"stage_failed", "goal_gate_unsatisfied", "cycle_breaker"})
+CAUSAL_EXIT_PATHS: Final = frozenset(
+    {ExitPath.STAGE_FAILED, ExitPath.GOAL_GATE_UNSATISFIED, ExitPath.CYCLE_BREAKER}
+)
 #: Handlers that only pass on (or aggregate) other stages' outcomes: not a failure's cause.
 _NON_LEAF_HANDLERS: Final = frozenset(
     {"start", "exit", "conditional", "parallel", "parallel.fan_in"}
@@ -307,7 +310,7 @@ def check_cancel_honored(
         return
     watchdog = any(e.get("event") == "watchdog_timeout" for e in events)
     if final.status == "canceled":
-        if final.exit_path != "canceled":
+        if final.exit_path != ExitPath.CANCELED:
             yield Violation("final_mismatch", f"canceled run has exit_path {final.exit_path!r}")
         if cancel_seq is None and not watchdog:
             yield Violation("canceled_without_request", f"final: {final.failure_reason!r}")
@@ -315,7 +318,7 @@ def check_cancel_honored(
     terminal = _terminal_seq(events)
     if cancel_seq is None or terminal is None or cancel_seq >= terminal:
         return
-    if final.exit_path == "watchdog" and watchdog:
+    if final.exit_path == ExitPath.WATCHDOG and watchdog:
         return
     work = [e for e in events if e["seq"] > cancel_seq and e.get("event") in _WORK_EVENTS]
     if work:
@@ -454,7 +457,7 @@ def check_performed(
 
 
 def _timed_out(event: Event) -> bool:
-    return event.get("failure_class") == "transient_infra" and "timed out" in str(
+    return event.get("failure_class") == FailureClass.TRANSIENT_INFRA and "timed out" in str(
         event.get("failure_reason", "")
     )
 

@@ -18,6 +18,7 @@ from typing import Final
 from attrs import define, field
 from hypothesis import strategies as st
 
+from ..core.vocabulary import FailureClass
 from ..dot import parse_dot
 from ..dot.conditions import ConditionSyntaxError, is_custom_outcome, parse_condition
 from ..dot.graph import Graph, Node
@@ -27,13 +28,14 @@ from .schedules import STEP_KINDS, Schedule, Step
 __all__ = ["custom_outcomes", "pipelines", "schedules", "steps"]
 
 SCHEDULED_TYPES: Final = frozenset({"codergen", "tool"})
+#: Every class plus no hint at all (``""``); the order is the shrink order (simplest first).
 FAILURE_CLASSES: Final = (
     "",
-    "transient_infra",
-    "deterministic",
-    "structural",
-    "budget_exhausted",
-    "canceled",
+    FailureClass.TRANSIENT_INFRA.value,
+    FailureClass.DETERMINISTIC.value,
+    FailureClass.STRUCTURAL.value,
+    FailureClass.BUDGET_EXHAUSTED.value,
+    FailureClass.CANCELED.value,
 )
 REASONS: Final = (
     "",

@@ -27,6 +27,7 @@ from typing import Final
 from attrs import frozen
 
 from ..aio.process import run_in_process_group
+from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..errors import ConfigError
 
 __all__ = ["ENGINE_IDENTITY", "GitError", "GitResult", "git", "git_env"]
@@ -113,7 +114,7 @@ async def git(
     *,
     cwd: Path,
     check: bool = True,
-    kill_grace: float = 5.0,
+    kill_grace: float = DEFAULT_KILL_GRACE,
     env: Mapping[str, str] | None = None,
 ) -> GitResult:
     """Run ``git ARGS`` in ``cwd``; raise :class:`GitError` on failure when ``check``.

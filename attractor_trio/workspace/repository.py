@@ -14,6 +14,7 @@ from typing import Final
 
 from attrs import frozen
 
+from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..errors import ConfigError
 from .git import GitError, git
 
@@ -63,7 +64,7 @@ async def check_repository(
     *,
     run_id: str,
     workdir: Path | None,
-    kill_grace: float = 5.0,
+    kill_grace: float = DEFAULT_KILL_GRACE,
     logs_root: Path | None = None,
 ) -> CheckedRepository:
     """Refuse (``ConfigError``, exit 2) anything the run could not start from; write nothing.

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..errors import AttractorError
 from ..persist.progress import read_progress
 from .workspace import Workspace, reopen_workspace
@@ -28,7 +29,7 @@ async def resume_workspace(
     run_id: str,
     stage_root: Path,
     node_attempts: Mapping[str, int],
-    kill_grace: float = 5.0,
+    kill_grace: float = DEFAULT_KILL_GRACE,
 ) -> Workspace | None:
     """The run's workspace, reset to the checkpoint's head; ``None`` for a run without one."""
     workspace = await reopen_workspace(logs_root, saved, run_id=run_id, kill_grace=kill_grace)

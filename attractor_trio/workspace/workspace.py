@@ -32,6 +32,7 @@ from typing import Any
 import trio
 from attrs import define, field
 
+from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..persist.atomic import read_json, write_json_atomic
 from .git import GitError, GitResult, git
 from .repository import (
@@ -59,7 +60,7 @@ class Workspace:
     subdir: str = ""
     branch_prefix: str = DEFAULT_BRANCH_PREFIX
     keep_worktree: bool = False
-    kill_grace: float = 5.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     #: The head each node's last finished attempt left (its commit, or the head it found).
     node_commits: dict[str, str] = field(factory=dict)
     #: The head before each node's first visit (``resume --from NODE`` goes back there).
@@ -366,7 +367,7 @@ async def plan_workspace(
     *,
     run_id: str,
     logs_root: Path,
-    kill_grace: float = 5.0,
+    kill_grace: float = DEFAULT_KILL_GRACE,
 ) -> Workspace:
     """The run's workspace, recorded in ``LOGS_ROOT/workspace.json`` before the manifest (so a
     run killed at any point after its manifest resumes with it) but not yet on disk: the
@@ -393,7 +394,11 @@ async def plan_workspace(
 
 
 async def reopen_workspace(
-    logs_root: Path, saved: Mapping[str, Any] | None, *, run_id: str, kill_grace: float = 5.0
+    logs_root: Path,
+    saved: Mapping[str, Any] | None,
+    *,
+    run_id: str,
+    kill_grace: float = DEFAULT_KILL_GRACE,
 ) -> Workspace | None:
     """The workspace of a run being resumed: settings from ``workspace.json``, the head and
     commits from the checkpoint (``saved``); ``None`` when the run has no workspace."""

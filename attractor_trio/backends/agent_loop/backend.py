@@ -32,6 +32,7 @@ from attrs import frozen
 from ...core.attempt import AttemptInfo, current_attempt, require_attempt
 from ...core.fidelity import resolve_thread_key
 from ...core.outcome import Outcome, StageStatus
+from ...core.vocabulary import FailureClass
 from ...dot.graph import Graph, Node
 from ...dot.values import AttributeValueError, parse_int
 from ...persist.atomic import write_json_atomic
@@ -135,7 +136,9 @@ class AgentLoopBackend:
             max_turns = _limit(node, MAX_TURNS_ATTR, 0)
             max_rounds = _limit(node, MAX_TOOL_ROUNDS_ATTR, DEFAULT_MAX_TOOL_ROUNDS)
         except AttributeValueError as exc:
-            return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="structural")
+            return Outcome(
+                StageStatus.FAIL, failure_reason=str(exc), failure_class=FailureClass.STRUCTURAL
+            )
         thread = _thread_key(node, context, attempt)
         history = self._threads.get((attempt.run_id, thread), ()) if thread else ()
         session = self._session(node, context, attempt, history, max_turns, max_rounds)
@@ -150,7 +153,7 @@ class AgentLoopBackend:
             return Outcome(
                 StageStatus.FAIL,
                 failure_reason=f"node '{node.id}': {result.detail}",
-                failure_class="budget_exhausted",
+                failure_class=FailureClass.BUDGET_EXHAUSTED,
             )
         return result.text
 
