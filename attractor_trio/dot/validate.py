@@ -556,7 +556,8 @@ def _unknown_attribute_fix(index: _Index, scope: Scope, key: str) -> str:
         return f"'{key}' is {article} {where} attribute; it has no effect on a {scope}"
     return _did_you_mean(key, list(index.specs[scope])) or (
         "custom attributes are allowed; declare it with "
-        "attractor_trio.dot.attributes.register_attribute to silence this warning"
+        "attractor_trio.dot.attributes.register_attribute (or a run's "
+        "Registries(attributes=...)) to silence this warning"
     )
 
 
