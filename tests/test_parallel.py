@@ -12,6 +12,10 @@ import pytest
 import trio
 
 from attractor_trio.aio.group_commit import read_records
+from attractor_trio.context import Context
+from attractor_trio.core.outcome import Outcome
+from attractor_trio.dot.graph import Graph, Node
+from attractor_trio.handlers import parallel
 from attractor_trio.interviewers import Answer, QueueInterviewer
 from attractor_trio.scopes import engine
 
@@ -133,6 +137,44 @@ async def test_first_success_cancels_the_losers(tmp_path: Path, autojump_clock: 
     assert sorted(e["node_id"] for e in exits) == ["a", "c"]
     assert {e["scope"] for e in exits} == {"branch"}
     assert [r["id"] for r in read_records(root / "parallel/par/results.ndjson")] == ["b"]
+
+
+class _CancelsTheRunWhenCanceled:
+    """A stage that waits forever and, when canceled, cancels the whole run before it goes."""
+
+    def __init__(self, handle: engine.RunHandle) -> None:
+        self.handle = handle
+
+    async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.handle.cancel("stopped by the loser's cleanup")
+        raise AssertionError("unreachable")
+
+
+async def test_a_loser_is_a_branch_cancel_by_its_scope_not_by_the_reason_s_wording(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reason text is for people: reworded, the loser is still recognised, even when the
+    # run is canceled too by the time the attempt records its exit.
+    monkeypatch.setattr(parallel, "_LOSER", "no longer needed")
+    source = fanout(
+        "par -> a -> join\n par -> b -> join",
+        attrs='join_policy="first_success"',
+        extra='a [type="hold"]',
+    )
+    root = tmp_path / "run"
+    handle = engine.RunHandle()
+    hold = _CancelsTheRunWhenCanceled(handle)
+    steps = {"b": [{"delay": "5s"}]}
+
+    result = await run_dot(source, root, steps=steps, handle=handle, handlers={"hold": hold})
+
+    assert result.status == "canceled"
+    [loser] = [e for e in named(root, "cancellation_exit") if e["node_id"] == "a"]
+    assert loser["reason"].startswith("no longer needed")
+    assert loser["scope"] == "branch"
 
 
 async def test_fail_fast_cancels_siblings_and_fails(tmp_path: Path, autojump_clock: Any) -> None:

@@ -34,10 +34,12 @@ __all__ = [
     "Scope",
     "builtin_catalogue",
     "catalogue",
+    "check_custom_attributes",
     "check_value",
     "close_matches",
     "expected_form",
     "register_attribute",
+    "registered_attributes",
     "unregister_attribute",
 ]
 
@@ -246,13 +248,35 @@ def unregister_attribute(scope: Scope, name: str) -> None:
     _REGISTERED[scope].pop(name, None)
 
 
+def registered_attributes() -> dict[Scope, dict[str, AttributeSpec]]:
+    """A snapshot of the process-wide custom attributes by scope (the seed of a run's
+    ``Registries.attributes``); later registrations do not change it."""
+    return {"graph": dict(_REGISTERED["graph"]), "node": dict(_REGISTERED["node"]),
+            "edge": dict(_REGISTERED["edge"])}  # fmt: skip
+
+
+def check_custom_attributes(custom: Mapping[Scope, Mapping[str, AttributeSpec]]) -> None:
+    """Refuse a custom catalogue that names an unknown scope or redefines a built-in, as
+    :func:`register_attribute` does (a run's catalogue obeys the same rule)."""
+    for scope, specs in custom.items():
+        if scope not in _BUILTIN:
+            raise ValueError(f"unknown attribute scope {scope!r}; use graph, node or edge")
+        clash = sorted(name for name in specs if name in _BUILTIN[scope])
+        if clash:
+            raise ValueError(f"{scope} attribute {clash[0]!r} is built in and cannot be redefined")
+
+
 def builtin_catalogue(scope: Scope) -> Mapping[str, AttributeSpec]:
     return _BUILTIN[scope]
 
 
-def catalogue(scope: Scope) -> Mapping[str, AttributeSpec]:
-    """Built-in plus registered attributes of ``scope`` (a fresh dict: safe to keep)."""
-    return {**_BUILTIN[scope], **_REGISTERED[scope]}
+def catalogue(
+    scope: Scope, custom: Mapping[Scope, Mapping[str, AttributeSpec]] | None = None
+) -> Mapping[str, AttributeSpec]:
+    """Built-in plus custom attributes of ``scope`` (a fresh dict: safe to keep). ``custom``
+    is a run's own catalogue; ``None`` means the process-wide registrations."""
+    extra = _REGISTERED[scope] if custom is None else custom.get(scope, {})
+    return {**_BUILTIN[scope], **extra}
 
 
 def misspelling_of(word: str, candidates: Iterable[str]) -> str | None:

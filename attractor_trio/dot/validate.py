@@ -77,6 +77,7 @@ __all__ = [
     "known_types",
     "register_known_type",
     "register_rule",
+    "registered_known_types",
     "registered_rules",
     "unregister_known_type",
     "unregister_rule",
@@ -112,6 +113,8 @@ _Finding = tuple[_Where, str, str | None]
 _SCOPES: Final[tuple[Scope, ...]] = ("graph", "node", "edge")
 
 
+#: Custom attributes by scope (a run's ``Registries.attributes``).
+_Catalogue = Mapping[Scope, Mapping[str, AttributeSpec]]
 _TypedAttr = tuple[_Where, str, str, AttributeSpec]
 _Numbered = tuple[int, _Where, str, str, AttributeSpec]
 _FIRST = itemgetter(0)
@@ -139,13 +142,13 @@ class _Index:
     by_type: Mapping[str, list[str]]
 
     @classmethod
-    def build(cls, graph: Graph) -> _Index:
+    def build(cls, graph: Graph, attributes: _Catalogue | None = None) -> _Index:
         outgoing: dict[str, list[Edge]] = {key: [] for key in graph.nodes}
         incoming: dict[str, list[Edge]] = {key: [] for key in graph.nodes}
         for edge in graph.edges:
             outgoing.setdefault(edge.from_node, []).append(edge)
             incoming.setdefault(edge.to_node, []).append(edge)
-        specs = {scope: catalogue(scope) for scope in _SCOPES}
+        specs = {scope: catalogue(scope, attributes) for scope in _SCOPES}
         typed: dict[Kind, list[_Numbered]] = {kind: [] for kind in Kind if kind in _CHECKED}
         # Each checked key leads straight to its kind's list: one dict lookup per attribute
         # (hashing a Kind member runs Python code, and there are ~10 attributes per node).
@@ -434,8 +437,16 @@ def known_types() -> frozenset[str]:
 
 
 def register_known_type(name: str) -> None:
-    """Called when a handler type is registered, so ``type=`` naming it does not warn."""
+    """Called when a handler type is registered, so ``type=`` naming it does not warn.
+
+    Process-wide: it seeds the known types of ``Registries.default()`` and is what
+    :func:`validate` without ``handler_types`` accepts."""
     _EXTRA_TYPES.add(name)
+
+
+def registered_known_types() -> frozenset[str]:
+    """The process-wide registered handler types, as of now."""
+    return frozenset(_EXTRA_TYPES)
 
 
 def unregister_known_type(name: str) -> None:
@@ -545,7 +556,8 @@ def _unknown_attribute_fix(index: _Index, scope: Scope, key: str) -> str:
         return f"'{key}' is {article} {where} attribute; it has no effect on a {scope}"
     return _did_you_mean(key, list(index.specs[scope])) or (
         "custom attributes are allowed; declare it with "
-        "attractor_trio.dot.attributes.register_attribute to silence this warning"
+        "attractor_trio.dot.attributes.register_attribute (or a run's "
+        "Registries(attributes=...)) to silence this warning"
     )
 
 
@@ -711,11 +723,14 @@ def validate(
     *,
     rules: Sequence[LintRule] | None = None,
     handler_types: Iterable[str] | None = None,
+    attributes: _Catalogue | None = None,
 ) -> list[Diagnostic]:
     """All diagnostics: built-ins, then registered rules, then ``extra_rules`` (S7.3-01).
 
-    ``rules`` replaces the registered rules and ``handler_types`` the registered handler
-    types for this call (a run's own registries); ``None`` means the process-wide ones.
+    ``rules`` replaces the registered rules, ``handler_types`` the registered handler types
+    and ``attributes`` the registered custom attributes for this call (a run's own
+    registries); ``None`` means the process-wide ones. The catalogue is resolved once here,
+    not per attribute.
     The result is sorted by ``(line, col, rule)`` (stable), so the same graph always yields
     the same list in the same order. The collector is paused meanwhile: the index and the
     findings are many objects and no cycles (:mod:`attractor_trio.dot.gcpause`).
@@ -725,15 +740,17 @@ def validate(
     token = _CALL_TYPES.set(types)
     try:
         with gc_paused():
-            return _validate(graph, custom)
+            return _validate(graph, custom, attributes)
     finally:
         _CALL_TYPES.reset(token)
 
 
-def _validate(graph: Graph, custom: Sequence[LintRule]) -> list[Diagnostic]:
+def _validate(
+    graph: Graph, custom: Sequence[LintRule], attributes: _Catalogue | None
+) -> list[Diagnostic]:
     """:func:`validate`'s work, in its own frame so that the index is freed before the
     collector resumes (its first pass would otherwise walk the whole index)."""
-    index = _Index.build(graph)
+    index = _Index.build(graph, attributes)
     found: list[Diagnostic] = []
     for builtin in BUILTIN_RULES:
         found += builtin.run(index)
@@ -748,9 +765,12 @@ def validate_or_raise(
     *,
     rules: Sequence[LintRule] | None = None,
     handler_types: Iterable[str] | None = None,
+    attributes: _Catalogue | None = None,
 ) -> list[Diagnostic]:
     """Like :func:`validate`, but raise :class:`ValidationFailed` if any ERROR (S7.3-02)."""
-    diagnostics = validate(graph, extra_rules, rules=rules, handler_types=handler_types)
+    diagnostics = validate(
+        graph, extra_rules, rules=rules, handler_types=handler_types, attributes=attributes
+    )
     if any(d.severity is Severity.ERROR for d in diagnostics):
         raise ValidationFailed(diagnostics)
     return diagnostics

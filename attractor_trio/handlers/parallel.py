@@ -65,6 +65,7 @@ class BranchRunner(Protocol):
         branch: str,
         stage_root: Path,
         attempt: AttemptInfo,
+        loser_scope: trio.CancelScope | None = None,
     ) -> BranchResult: ...
 
 
@@ -236,7 +237,7 @@ class _FanOut:
         )
         try:
             with scope:
-                result = await self._run_one(key, start, branch)
+                result = await self._run_one(key, start, branch, scope)
             if result is None:  # cancelled as a loser
                 result = {"status": "canceled", "failure_reason": _reason_of(scope)}
             result.update(id=key, branch_key=key)
@@ -256,7 +257,9 @@ class _FanOut:
             )
             limiter.release_on_behalf_of(slot)
 
-    async def _run_one(self, key: str, start: str, branch: str) -> dict[str, Any]:
+    async def _run_one(
+        self, key: str, start: str, branch: str, loser_scope: trio.CancelScope
+    ) -> dict[str, Any]:
         plan = self.plan
         deadline = math.inf if plan.branch_timeout is None else plan.branch_timeout
         with trio.move_on_after(deadline) as timer:
@@ -267,6 +270,7 @@ class _FanOut:
                 branch=branch,
                 stage_root=plan.root / key,
                 attempt=self.attempt,
+                loser_scope=loser_scope,
             )
         if timer.cancelled_caught:
             assert plan.branch_timeout is not None

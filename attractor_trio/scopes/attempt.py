@@ -74,6 +74,8 @@ class StageExecutor:
     current_visit: int = 1
     #: Whether the whole run is being cancelled (vs. this branch being cancelled as a loser).
     run_cancelled: Callable[[], bool] = field(default=lambda: True)
+    #: Whether the fan-out canceled this branch as a loser or fail-fast sibling.
+    branch_cancelled: Callable[[], bool] = field(default=lambda: False)
     #: Which execution of the enclosing fan-out this branch belongs to (``""`` at top level):
     #: a finished attempt is adopted after a crash only by the same execution (CONTRACT §10).
     epoch: str = ""
@@ -269,6 +271,13 @@ class StageExecutor:
             marker["attempt"]
         )
 
+    def _cancel_scope_name(self) -> str:
+        """``branch`` for a loser or fail-fast sibling (or a branch's own timeout), ``run``
+        for everything else (CONTRACT §9): decided from which scopes were canceled."""
+        if self.branch_cancelled() or (self.branch and not self.run_cancelled()):
+            return "branch"
+        return "run"
+
     async def _guarded(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], adopted: bool = False
     ) -> Any:
@@ -297,7 +306,7 @@ class StageExecutor:
                 node_id=node.id,
                 attempt_id=attempt_id,
                 reason=reason,
-                scope=_cancel_scope_name(reason, self.branch, self.run_cancelled()),
+                scope=self._cancel_scope_name(),
             )
             self._finished(node, attempt_id, canceled)
             raise
@@ -406,13 +415,6 @@ async def _write_status_durably(path: Path, outcome: Outcome) -> None:
     """:func:`_write_status` with its fsyncs on the write pool (fan-out branches)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
-
-
-def _cancel_scope_name(reason: str, branch: str, run_cancelled: bool) -> str:
-    """``branch`` for a loser or fail-fast sibling, ``run`` for everything else (CONTRACT §9)."""
-    if reason.startswith("branch canceled") or (branch and not run_cancelled):
-        return "branch"
-    return "run"
 
 
 _MARKER = ".attempt.json"

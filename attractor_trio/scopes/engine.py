@@ -108,10 +108,16 @@ def check_runnable(
     ``require_backend=False`` accepts codergen stages without a backend (their handler is
     replaced, or the caller checks the backend itself). ``registries`` are the run's
     extensions (default: the process-wide registrations); ``handlers`` go over them."""
-    registries = Registries.default() if registries is None else registries
-    custom = {**registries.handlers, **(handlers or {})}
-    registry = _build_registry(backend, interviewer, custom)
-    validate_or_raise(graph, rules=registries.rules, handler_types=custom)
+    registries = (Registries.default() if registries is None else registries).with_handlers(
+        handlers or {}
+    )
+    registry = _build_registry(backend, interviewer, registries)
+    validate_or_raise(
+        graph,
+        rules=registries.rules,
+        handler_types=registries.handler_types(),
+        attributes=registries.attributes,
+    )
     unknown = [n for n in graph if n.type and n.type not in registry]
     if unknown:
         node = unknown[0]
@@ -136,9 +142,9 @@ def check_runnable(
 def _default_registry(
     backend: CodergenBackend | None,
     interviewer: Interviewer | None,
-    custom: Mapping[str, Handler],
+    registries: Registries,
 ) -> HandlerRegistry:
-    """The built-in handlers; a manager's child runs get the run's ``custom`` ones too."""
+    """The built-in handlers; a manager's child runs get the run's ``registries`` too."""
     from ..handlers.codergen import CodergenHandler
     from ..handlers.fan_in import FanInHandler
     from ..handlers.human import WaitHumanHandler
@@ -159,7 +165,9 @@ def _default_registry(
     # Bound to the run when it starts (it needs the run to execute branches).
     registry.register("parallel", ParallelHandler(UnboundRunner()))
     registry.register("parallel.fan_in", FanInHandler(backend))
-    registry.register("stack.manager_loop", ManagerLoopHandler(backend, interviewer, custom))
+    registry.register(
+        "stack.manager_loop", ManagerLoopHandler(backend, interviewer, registries=registries)
+    )
     return registry
 
 
@@ -234,7 +242,7 @@ async def run(
 async def start_run(graph: Graph, options: RunOptions) -> RunResult:
     """Execute ``graph`` as ``options`` say: the one entry every front end ends in."""
     o = options
-    registry = _build_registry(o.backend, o.interviewer, o.all_handlers())
+    registry = _build_registry(o.backend, o.interviewer, o.run_registries())
     check_runnable(
         graph,
         backend=o.backend,
@@ -353,7 +361,7 @@ async def resume_run(
             f"{', '.join(sorted(graph.nodes))})"
         )
     source = _resume_source(root)
-    registry = _build_registry(o.backend, o.interviewer, o.all_handlers())
+    registry = _build_registry(o.backend, o.interviewer, o.run_registries())
     check_runnable(
         graph,
         backend=o.backend,
@@ -426,11 +434,11 @@ def _register_secrets(backend: object) -> None:
 def _build_registry(
     backend: CodergenBackend | None,
     interviewer: Interviewer | None,
-    handlers: Mapping[str, Handler] | None,
+    registries: Registries,
 ) -> HandlerRegistry:
-    """The run's handler registry: the built-ins, then ``handlers`` (its custom ones)."""
-    registry = _default_registry(backend, interviewer, handlers or {})
-    for name, handler in (handlers or {}).items():
+    """The run's handler registry: the built-ins, then the custom handlers of ``registries``."""
+    registry = _default_registry(backend, interviewer, registries)
+    for name, handler in registries.handlers.items():
         registry.register(name, handler)
     return registry
 

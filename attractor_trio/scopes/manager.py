@@ -32,7 +32,8 @@ Decided where the spec is silent (a demanding user's expectations):
   run, so it never cancels it; it only reports.
 - A child pipeline that would (transitively) supervise itself fails as ``structural``.
 - The child shares the parent's backend and interviewer (a sim script addresses child nodes by
-  id too); it runs without heartbeats, sinks or its own watchdog (the parent's covers it).
+  id too) and the parent run's registries (its transforms load the child pipeline); it runs
+  without heartbeats, sinks or its own watchdog (the parent's covers it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import contextvars
 import json
 import os
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -54,6 +55,7 @@ from ..dot.attributes import close_matches
 from ..dot.conditions import ConditionSyntaxError, evaluate_condition, parse_condition
 from ..dot.graph import Graph, Node, Severity
 from ..dot.pipeline import load
+from ..dot.transforms import Transform
 from ..dot.values import AttributeValueError, format_duration, parse_bool, parse_duration, parse_int
 from ..errors import AttractorError, ValidationFailed
 from ..handlers.base import AttemptInfo, Handler, require_attempt
@@ -62,6 +64,7 @@ from ..persist.final import FinalRecord, read_final
 from ..persist.progress import PROGRESS_FILE_NAME
 from .engine import RunHandle, RunResult, check_runnable
 from .engine import run as run_pipeline
+from .options import Registries
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -303,6 +306,9 @@ class _StartedChild:
     backend: Any
     interviewer: Any
     kill_grace: float
+    #: The parent run's registries: the child is validated and run with them.
+    registries: Registries
+    #: Over the registries' handlers: this manager, for the child's own manager nodes.
     handlers: Mapping[str, Handler]
     #: The DOT files supervising this child (ancestors first), for the recursion guard.
     lineage: tuple[Path, ...]
@@ -324,6 +330,7 @@ class _StartedChild:
                 backend=self.backend,
                 interviewer=self.interviewer,
                 handlers=self.handlers,
+                registries=self.registries,
                 run_id=self.run_id,
                 workdir=self.workdir,
                 heartbeat_interval=None,
@@ -381,8 +388,11 @@ class _ObservedChild:
 class ManagerLoopHandler:
     """``stack.manager_loop`` (``shape=house``).
 
-    ``backend``, ``interviewer`` and ``handlers`` (custom handlers by type) go to the child
-    run; the child's own manager nodes are handled by this same instance.
+    ``backend``, ``interviewer`` and ``registries`` (the parent run's: custom handlers,
+    rules, transforms, attributes, known types) go to the child run — its pipeline is loaded
+    with the registries' transforms and validated with the rest; ``handlers`` go over the
+    registries' handlers. Without ``registries`` the child gets the process-wide ones as of
+    its start. The child's own manager nodes are handled by this same instance.
     """
 
     def __init__(
@@ -390,10 +400,18 @@ class ManagerLoopHandler:
         backend: Any = None,
         interviewer: Any = None,
         handlers: Mapping[str, Handler] | None = None,
+        *,
+        registries: Registries | None = None,
     ) -> None:
         self.backend = backend
         self.interviewer = interviewer
         self.handlers = dict(handlers or {})
+        self._registries = registries
+
+    def child_registries(self) -> Registries:
+        """What a child run is loaded, validated and run with."""
+        base = Registries.default() if self._registries is None else self._registries
+        return base.with_handlers(self.handlers)
 
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
@@ -432,11 +450,16 @@ class ManagerLoopHandler:
                 f"{where}: child pipeline {dotfile} is already being supervised by this run "
                 "(a pipeline cannot supervise itself, directly or through its children)"
             )
-        child_graph = _load_child(dotfile, where)
-        handlers = {**self.handlers, "stack.manager_loop": self}
+        registries = self.child_registries()
+        child_graph = _load_child(dotfile, where, registries.transforms)
+        handlers = {"stack.manager_loop": self}
         try:
             check_runnable(
-                child_graph, backend=self.backend, interviewer=self.interviewer, handlers=handlers
+                child_graph,
+                backend=self.backend,
+                interviewer=self.interviewer,
+                handlers=handlers,
+                registries=registries,
             )
         except ValidationFailed as exc:
             errors = [d for d in exc.diagnostics if d.severity is Severity.ERROR]
@@ -453,6 +476,7 @@ class ManagerLoopHandler:
             backend=self.backend,
             interviewer=self.interviewer,
             kill_grace=attempt.kill_grace,
+            registries=registries,
             handlers=handlers,
             lineage=lineage,
         )
@@ -474,14 +498,14 @@ def _child_dotfile(node: Node, graph: Graph, attempt: AttemptInfo, where: str) -
     return (base / os.path.expanduser(raw)).resolve()
 
 
-def _load_child(dotfile: Path, where: str) -> Graph:
+def _load_child(dotfile: Path, where: str, transforms: Sequence[Transform]) -> Graph:
     if not dotfile.is_file():
         raise ManagerConfigError(
             f"{where}: child pipeline {dotfile} does not exist; stack.child_dotfile is "
             "resolved relative to the parent pipeline's directory"
         )
     try:
-        return load(dotfile)
+        return load(dotfile, transforms=transforms)
     except AttractorError as exc:
         raise ManagerConfigError(f"{where}: cannot load child pipeline: {exc}") from None
 

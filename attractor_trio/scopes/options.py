@@ -18,7 +18,7 @@ registries of its own.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +29,7 @@ from ..core.vocabulary import DEFAULT_KILL_GRACE
 from .retention import DEFAULT_ATTEMPT_RETENTION
 
 if TYPE_CHECKING:
+    from ..dot.attributes import AttributeSpec, Scope
     from ..dot.transforms import Transform
     from ..dot.validate import LintRule
     from ..events import EventSink
@@ -89,6 +90,21 @@ def _transforms(values: Sequence[Transform]) -> tuple[Transform, ...]:
     return tuple(values)
 
 
+def _types(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
+def _attributes(
+    value: Mapping[Scope, Mapping[str, AttributeSpec]] | None,
+) -> dict[Scope, dict[str, AttributeSpec]]:
+    """A private copy by scope, refused like ``register_attribute`` refuses a built-in name."""
+    from ..dot.attributes import check_custom_attributes
+
+    custom = {scope: dict(specs) for scope, specs in (value or {}).items()}
+    check_custom_attributes(custom)
+    return custom
+
+
 #: Handlers registered process-wide (:func:`attractor_trio.register_handler`): the seed of
 #: :meth:`Registries.default`, never read by a run directly.
 _DEFAULT_HANDLERS: dict[str, Handler] = {}
@@ -109,24 +125,40 @@ def forget_default_handlers() -> tuple[str, ...]:
 @frozen(kw_only=True, eq=True, hash=False)
 class Registries:
     """A run's extensions: custom ``handlers`` by type (over the built-in ones), lint
-    ``rules`` run after the built-in rules, and ``transforms`` run after the built-in ones
-    when the run loads a pipeline (a manager's child). ``Registries()`` is none at all."""
+    ``rules`` run after the built-in rules, ``transforms`` run after the built-in ones when
+    the run loads a pipeline (a manager's child), custom ``attributes`` by scope
+    (``{"node": {"name": AttributeSpec(...)}}``: known to validation and checked by it) and
+    ``known_types``, handler types validation accepts besides those of ``handlers``.
+    ``Registries()`` is none at all."""
 
     handlers: dict[str, Handler] = field(factory=dict, converter=_handlers)
     rules: tuple[LintRule, ...] = field(default=(), converter=_rules)
     transforms: tuple[Transform, ...] = field(default=(), converter=_transforms)
+    attributes: dict[Scope, dict[str, AttributeSpec]] = field(factory=dict, converter=_attributes)
+    known_types: frozenset[str] = field(default=frozenset(), converter=_types)
 
     @classmethod
     def default(cls) -> Registries:
         """A snapshot of the process-wide registrations, as of now."""
+        from ..dot.attributes import registered_attributes
         from ..dot.transforms import registered_transforms
-        from ..dot.validate import registered_rules
+        from ..dot.validate import registered_known_types, registered_rules
 
         return cls(
             handlers=_DEFAULT_HANDLERS,
             rules=registered_rules(),
             transforms=registered_transforms(),
+            attributes=registered_attributes(),
+            known_types=registered_known_types(),
         )
+
+    def with_handlers(self, handlers: Mapping[str, Handler]) -> Registries:
+        """These registries with ``handlers`` over their own (a run's ``handlers=``)."""
+        return attrs.evolve(self, handlers={**self.handlers, **handlers}) if handlers else self
+
+    def handler_types(self) -> frozenset[str]:
+        """The custom types validation accepts: the handlers' plus ``known_types``."""
+        return self.known_types | frozenset(self.handlers)
 
 
 def _registries(value: Registries | None) -> Registries:
@@ -168,9 +200,10 @@ class RunOptions:
     #: ``None`` (the default) is a snapshot of the process-wide registrations.
     registries: Registries = field(default=None, converter=_registries)
 
-    def all_handlers(self) -> dict[str, Handler]:
-        """The run's custom handlers: its registries', then its own ``handlers`` over them."""
-        return {**self.registries.handlers, **self.handlers}
+    def run_registries(self) -> Registries:
+        """The run's registries with its own ``handlers`` over theirs: everything that
+        extends this run (and a manager's child runs)."""
+        return self.registries.with_handlers(self.handlers)
 
     def evolve(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (the front ends add their sinks and handle this way)."""

@@ -178,13 +178,19 @@ class RunScope:
         branch: str,
         stage_root: Path,
         attempt: AttemptInfo,
+        loser_scope: trio.CancelScope | None = None,
     ) -> BranchResult:
-        """One parallel branch: its own traversal, events, stage dirs and liveness node."""
+        """One parallel branch: its own traversal, events, stage dirs and liveness node.
+
+        ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
+        an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
         self.hub.open_branch(branch, stage_root / "progress.ndjson")
         try:
             state = TraversalState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
             executor = self.executor(state, stage_root=stage_root, branch=branch)
+            if loser_scope is not None:
+                executor.branch_cancelled = lambda: loser_scope.cancel_called
             if attempt.workspace is not None:  # its own worktree, from the fan-out's head
                 key = branch.rsplit("/", 1)[-1]
                 executor.workspace = await attempt.workspace.branch_workspace(
