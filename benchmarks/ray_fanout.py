@@ -28,13 +28,13 @@ for _name, _value in (
 ):
     os.environ.setdefault(_name, _value)
 
-import trio
-from _common import REPO, scratch_root
+import trio  # noqa: E402
+from _common import REPO, scratch_root  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
-from attractor_trio import load, run
-from attractor_trio.backends.executors import ExecutorSettings, use_executor
+from attractor_trio import load, run  # noqa: E402
+from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
 
 
 def fanout_dot(count: int) -> str:

@@ -118,7 +118,7 @@ def test_parse_resources(raw: str, expected: dict[str, float]) -> None:
 
 @pytest.mark.parametrize("raw", ["{", "[1]", '{"GPU": "one"}', '{"GPU": -1}', '{"GPU": true}'])
 def test_bad_resources_are_one_line_errors(raw: str) -> None:
-    with pytest.raises(ConfigError, match="executor.resources"):
+    with pytest.raises(ConfigError, match=r"executor\.resources"):
         parse_resources(raw)
 
 
@@ -182,7 +182,7 @@ def test_the_local_executor_never_imports_ray(tmp_path: Path) -> None:
         f"""
         import sys
         from click.testing import CliRunner
-        from attractor_trio.cli import main
+        from attractor_trio.cli.main import main
         result = CliRunner().invoke(main, ["run", {str(_pipeline(tmp_path))!r}, "--quiet",
                                            "--logs-root", {str(tmp_path / "run")!r}])
         assert result.exit_code == 0, result.output

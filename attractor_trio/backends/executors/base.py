@@ -100,7 +100,11 @@ class StageContext:
     liveness: Any = None
 
 
-_STAGE: ContextVar[StageContext] = ContextVar("attractor_trio_stage", default=StageContext())
+_NO_STAGE = StageContext()  # frozen: safe to share
+_STAGE: ContextVar[StageContext] = ContextVar(
+    "attractor_trio_stage",
+    default=_NO_STAGE,
+)
 
 
 @contextlib.contextmanager
