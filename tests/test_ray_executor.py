@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,11 +35,14 @@ for _name, _value in (
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
+from attractor_trio.backends.cli_agents import CliAgentBackend  # noqa: E402
 from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
 from attractor_trio.backends.executors.ray import RayExecutor  # noqa: E402
+from attractor_trio.runconfig import ProviderConfig  # noqa: E402
 
 from .helpers import named, read_json, run_dot  # noqa: E402
 from .test_cancel_processes import marked_processes  # noqa: E402
+from .test_cli_agents import AGENTS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -239,6 +243,21 @@ async def test_killed_worker_node_fails_the_attempt_and_the_retry_runs_on_the_ot
     assert len(nodes) == 2 and nodes[1] != first
     assert (root / "t0" / "stdout.log").read_text() == "second\n"
     await _no_survivors(marker)
+
+
+async def test_a_cli_agent_stage_runs_remotely(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    agent = shlex.join(["bash", str(AGENTS / "answer.sh"), "{prompt_file}", "{model}"])
+    backend = CliAgentBackend(ProviderConfig(name="fake", kind="cli", command=agent, model="m"))
+    root = tmp_path / "run"
+    source = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+        plan [prompt="Write the plan"]; start -> plan -> exit }"""
+    result = await run_dot(source, root, backend=backend)
+    assert result.status == "success"
+    assert len(remote_nodes(root)) == 1
+    assert "answer: " in (root / "plan" / "stdout.log").read_text()
+    assert "thinking about" in (root / "plan" / "stderr.log").read_text()
 
 
 def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) -> None:
