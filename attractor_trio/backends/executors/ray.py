@@ -3,11 +3,11 @@
 Design (see ``specs/ray-executor.md``): the ``run`` process stays the driver — scope tree,
 retries, run directory, events, ``final.json``. An attempt's process runs in a Ray
 *streaming-generator* task (``_remote.attempt_stream``, ``max_retries=0``: the engine's retry
-policy decides, and a silent Ray re-run would collide with the attempt-claim files). The driver
-polls the generator from a trio worker thread (``ray.wait`` with a short timeout, so a
-cancelled attempt never waits on a blocked thread), appends the streamed output — redacted
-here, so secrets never travel back into a file — to the stage's logs and bumps liveness on
-growth: a busy remote stage keeps the run alive, a silent one trips the watchdog.
+policy decides, and a silent Ray re-run would collide with the attempt-claim files). One driver
+thread per executor follows every attempt's generator (``_dispatch.py``: one ``ray.wait`` over
+all of them) and hands the items to the attempt's trio task, which appends the streamed
+output — redacted here, so secrets never travel back into a file — to the stage's logs and
+bumps liveness on growth: a busy remote stage keeps the run alive, a silent one trips the watchdog.
 
 Time queued for cluster resources is not silence: the attempt's liveness node is *held* from
 submission until the task reports its start (``stage_queued`` … ``stage_remote_started`` with
@@ -36,17 +36,15 @@ import trio
 
 from ...aio.process import ProcessResult, _grace_skip_event
 from ...core import redaction
+from ._dispatch import END, Dispatcher, Stream
 from .base import ExecutorLost, ExecutorSettings, current_stage
 
 __all__ = ["RayExecutor", "connect", "missing_ray_message", "ray_available"]
 
-_POLL_S = 0.25
 _AFTER_GRACE_S = 5.0
-#: Ray calls block; they run in worker threads of their own so a 1,000-branch fan-out cannot
-#: starve the engine's other thread users (status ingestion, fsync).
+#: Blocking Ray calls on the cancel path run in worker threads of their own, so a canceled
+#: 1,000-branch fan-out cannot starve the engine's other thread users (status ingestion, fsync).
 _THREADS = trio.CapacityLimiter(512)
-_PENDING: Any = object()
-_END: Any = object()
 
 
 def ray_available() -> bool:
@@ -106,11 +104,13 @@ class RayExecutor:
             _remote.attempt_stream
         )
         self._end_group = ray.remote(max_retries=0, num_cpus=0)(_remote.end_group)
+        self._dispatcher = Dispatcher(_advance)
 
     def close(self) -> None:
         """Disconnect (and stop the local Ray started for the run)."""
         import ray
 
+        self._dispatcher.close()
         ray.shutdown()
 
     async def run_process(
@@ -139,7 +139,7 @@ class RayExecutor:
         hold = _LivenessHold(stage.liveness)
         started = time.monotonic()
         gen = self._stream.options(**options).remote(spec)
-        task = _RemoteTask(gen)
+        task = _RemoteTask(gen, self._dispatcher.follow(gen))
         with _StageLogs(stdout_path, stderr_path) as logs:
             try:
                 with hold:
@@ -173,7 +173,7 @@ class RayExecutor:
         timeout = self.settings.queue_timeout
         with trio.move_on_after(timeout):
             item = await task.next_item()
-            if item is _END or item.get("kind") != "started":
+            if item is END or item.get("kind") != "started":
                 raise ExecutorLost("ray task ended before it started")
             return dict(item)
         raise ExecutorLost(
@@ -185,7 +185,7 @@ class RayExecutor:
     ) -> dict[str, Any]:
         while True:
             item = await task.next_item()
-            if item is _END:
+            if item is END:
                 raise ExecutorLost("ray task ended without a result")
             kind = item["kind"]
             if kind == "out":
@@ -214,6 +214,7 @@ class RayExecutor:
                 ref = self._end_group.options(scheduling_strategy=strategy).remote(
                     task.pgid, kill_grace, skip
                 )
+            self._dispatcher.forget(task.stream)
             await _in_thread(functools.partial(_force_cancel, task.gen))
             if ref is not None:
                 await _in_thread(functools.partial(_get_quietly, ref))
@@ -243,32 +244,29 @@ async def _in_thread(fn: Callable[[], Any]) -> Any:
 
 @final
 class _RemoteTask:
-    """One attempt's Ray generator and what the driver learned about it."""
+    """One attempt's Ray generator, its stream of items, and what the driver learned."""
 
-    def __init__(self, gen: Any) -> None:
+    def __init__(self, gen: Any, stream: Stream) -> None:
         self.gen = gen
+        self.stream = stream
         self.node_id = ""
         self.pgid: int | None = None
 
     async def next_item(self) -> Any:
-        while True:
-            item = await _in_thread(functools.partial(_next_blocking, self.gen))
-            if item is not _PENDING:
-                return item
+        return await self.stream.next_item()
 
 
-def _next_blocking(gen: Any) -> Any:
-    """The generator's next item, :data:`_PENDING` after :data:`_POLL_S`, :data:`_END` at its
-    end; Ray failures become :class:`ExecutorLost` or the remote ``OSError``."""
+def _advance(gen: Any) -> Any:
+    """The next item of a generator ``ray.wait`` found ready (in the dispatcher thread);
+    :data:`END` at its end; Ray failures become :class:`ExecutorLost`."""
     import ray
 
-    ready, _ = ray.wait([gen], timeout=_POLL_S)
-    if not ready:
-        return _PENDING
     try:
         ref = next(gen)
     except StopIteration:
-        return _END
+        return END
+    except ray.exceptions.RayError as exc:
+        raise lost_error(exc) from None
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as exc:
