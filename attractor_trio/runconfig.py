@@ -60,6 +60,17 @@ class WorkspaceDoc:
 
 
 @frozen
+class ExecutorDoc:
+    """Run config ``executor:`` (CONTRACT §10 "Scale-out on Ray")."""
+
+    kind: str = "local"
+    address: str = ""
+    num_cpus_per_stage: int | None = None
+    upload_workdir: bool = False
+    queue_timeout: float | None = None
+
+
+@frozen
 class RunConfig:
     backend: str = ""
     stall_timeout: float | None = None
@@ -73,6 +84,7 @@ class RunConfig:
     #: ``env: {pass: [...]}``: variable names or globs stages get besides the allowlist.
     env_pass: tuple[str, ...] = ()
     workspace: WorkspaceDoc | None = None
+    executor: ExecutorDoc | None = None
 
 
 @frozen
@@ -108,6 +120,7 @@ class _ConfigDoc:
     retention: _RetentionDoc = field(factory=_RetentionDoc)
     env: _EnvDoc = field(factory=_EnvDoc)
     workspace: WorkspaceDoc | None = None
+    executor: ExecutorDoc | None = None
 
 
 def _converter() -> cattrs.Converter:
@@ -210,6 +223,7 @@ def parse_run_config(
             raise ConfigError(f"{path}: $.env.pass[{index}]: {problem}")
     if parsed.workspace is not None and parsed.workspace.kind != "git":
         raise ConfigError(f"{path}: $.workspace.kind: must be git")
+    _check_executor(path, parsed.executor)
     return RunConfig(
         backend=parsed.backend,
         stall_timeout=parsed.stall_timeout,
@@ -221,7 +235,22 @@ def parse_run_config(
         retention_attempts=attempts,
         env_pass=tuple(parsed.env.pass_),
         workspace=parsed.workspace,
+        executor=parsed.executor,
     )
+
+
+def _check_executor(path: str, doc: ExecutorDoc | None) -> None:
+    if doc is None:
+        return
+    if doc.kind not in ("local", "ray"):
+        raise ConfigError(f"{path}: $.executor.kind: must be local or ray")
+    if doc.num_cpus_per_stage is not None and doc.num_cpus_per_stage < 0:
+        raise ConfigError(f"{path}: $.executor.num_cpus_per_stage: must be at least 0")
+    if doc.upload_workdir:
+        raise ConfigError(
+            f"{path}: $.executor.upload_workdir: not supported yet; put the work directory on "
+            "a filesystem every Ray node shares"
+        )
 
 
 _PROVIDER_FIELDS = (
@@ -247,6 +276,7 @@ def _with_hint(message: str) -> str:
     where = match.group(2)
     allowed: tuple[str, ...] = _PROVIDER_FIELDS if ".providers[" in where else _TOP_FIELDS
     allowed = ("pass",) if where == "$.env" else allowed
+    allowed = _EXECUTOR_FIELDS if where == "$.executor" else allowed
     hints = []
     for key in match.group(1).split(", "):
         close = difflib.get_close_matches(key, allowed, n=1)
@@ -255,6 +285,7 @@ def _with_hint(message: str) -> str:
     return f"{message} ({'; '.join(hints)})" if hints else message
 
 
+_EXECUTOR_FIELDS = ("kind", "address", "num_cpus_per_stage", "upload_workdir", "queue_timeout")
 _TOP_FIELDS = (
     "backend",
     "stall_timeout",
@@ -265,6 +296,7 @@ _TOP_FIELDS = (
     "retention",
     "env",
     "workspace",
+    "executor",
 )
 
 

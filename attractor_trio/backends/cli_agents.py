@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Final, final
 import trio
 from attrs import frozen
 
-from ..aio.process import ProcessResult, run_in_process_group
+from ..aio.process import ProcessResult
 from ..core.attempt import AttemptInfo, current_attempt
 from ..core.failures import DETERMINISTIC, STRUCTURAL, TRANSIENT_INFRA, classify_reason
 from ..core.outcome import Outcome, StageStatus, StatusFileError
@@ -71,6 +71,7 @@ from ..persist.status import (
 )
 from ..runconfig import ProviderConfig
 from ..stage_env import stage_environment
+from .executors.base import run_stage_process
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -192,7 +193,7 @@ class CliAgentBackend:
         """The agent's process result; ``None`` when the provider's ``timeout`` ran out."""
         timeout = self.config.timeout
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
-            return await run_in_process_group(
+            return await run_stage_process(
                 argv,
                 cwd=attempt.workdir,
                 env=agent_env(attempt, self.config.api_key_env),

@@ -42,6 +42,7 @@ _GROUPS = (
     ("workdir",),
     ("seed",),
     ("pass_env",),
+    ("executor", "ray_address"),
 )
 _STARTED_WAIT_S = 60.0
 

@@ -124,6 +124,12 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
             metavar="NAME",
             help="Pass this environment variable (glob allowed) to stages; repeatable.",
         ),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            help="Where stage processes run: here (default) or as Ray tasks (CONTRACT §10).",
+        ),
+        click.option("--ray-address", help="Ray cluster: host:port, ray://host:port or auto."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -179,6 +185,7 @@ def _report(exc: BaseException, kwargs: dict[str, Any]) -> None:
 
 def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     """Resolve backend, interviewer and timing from options and ``--config``."""
+    from ..backends.executors.options import RAY_SECRET_NAMES, executor_settings
     from ..core.redaction import register_environment
     from ..runconfig import RunConfig, load_run_config
     from ..scopes.retention import DEFAULT_ATTEMPT_RETENTION
@@ -196,7 +203,10 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
     grace = _duration_option(opts["kill_grace"], "--kill-grace")
     if grace is None:
         grace = config.kill_grace if config.kill_grace is not None else DEFAULT_KILL_GRACE
-    register_environment(os.environ, [p.api_key_env for p in config.providers.values()])
+    keys = [p.api_key_env for p in config.providers.values()]
+    register_environment(os.environ, [*keys, *RAY_SECRET_NAMES])
+    # Checked here, before the run directory exists: a missing extra is exit 2, one line.
+    opts["executor_settings"] = executor_settings(opts["executor"], opts["ray_address"], config)
     return {
         "pass_env": _passes(config.env_pass, opts["pass_env"]),
         "backend": _backend(backend_name, opts["sim_script"], config),
@@ -521,7 +531,10 @@ def _drive(
         finally:
             await _close(options.backend)
 
-    result = trio.run(_with_signals, start, holder)
+    from ..backends.executors.options import running_executor
+
+    with running_executor(opts["executor_settings"]):
+        result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
     sys.exit(_exit_for(result, holder))
 

@@ -188,6 +188,9 @@ NODE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
     "branch_timeout": _duration("bound on each parallel branch"),
     "merge": _enum("how a fan-in merges git-workspace branches (CONTRACT §10)", "all", "none"),
     "tool_command": _s("shell command of a tool stage"),
+    "executor.resources": _s(
+        'Ray resources an attempt needs, JSON (e.g. {"GPU": 1}); --executor ray (CONTRACT §10)'
+    ),
     "manager.poll_interval": _duration("manager loop cycle length"),
     "manager.max_cycles": _int("manager loop cycles before failing", minimum=1),
     "manager.stop_condition": AttributeSpec(Kind.CONDITION, "ends the manager loop when true"),

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any, final
 import trio
 from attrs import frozen
 
-from ..aio.process import ProcessResult, live_group_members, run_in_process_group
+from ..aio.process import ProcessResult, live_group_members
+from ..backends.executors.base import run_stage_process
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..dot.graph import Graph, Node
@@ -99,7 +100,7 @@ class ToolHandler:
         journal = _Journal(attempt)
         journal.clear()
         try:
-            result = await run_in_process_group(
+            result = await run_stage_process(
                 journal.argv(command),
                 cwd=attempt.workdir,
                 env=stage_environment(attempt),

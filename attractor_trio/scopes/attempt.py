@@ -23,6 +23,7 @@ import trio
 from attrs import define, evolve, field, frozen
 
 from ..aio.offload import write_bytes_durably
+from ..backends.executors.base import ExecutorLost, StageContext, use_stage_context
 from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus
@@ -390,8 +391,18 @@ async def _call_handler(
     handler: Any, node: Node, context: Context, graph: Graph, info: AttemptInfo
 ) -> Outcome:
     """Handler exceptions become ``fail`` outcomes (S4.12-03); cancellation propagates."""
+    stage = StageContext(
+        resources=node.get("executor.resources"),
+        node_id=info.node_id,
+        attempt_id=info.attempt_id,
+        emit=info.emit,
+        liveness=info.liveness,
+    )
     try:
-        outcome = await handler.execute(node, context, graph, info.logs_root)
+        with use_stage_context(stage):
+            outcome = await handler.execute(node, context, graph, info.logs_root)
+    except ExecutorLost as exc:  # CONTRACT §10: a lost Ray node is infrastructure, retried
+        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="transient_infra")
     except Exception as exc:
         return Outcome(
             StageStatus.FAIL,

@@ -10,7 +10,8 @@
   ``*_TOKEN``, ``*_PASSWORD`` and ``*_CREDENTIAL`` variable (case-insensitive): the engine holds
   provider keys, and a model that runs ``env`` must not be able to print them into a log.
 * **Process lifetime.** Commands run through
-  :func:`~attractor_trio.aio.process.run_in_process_group`, so a timed-out or cancelled
+  :func:`~attractor_trio.backends.executors.run_stage_process` (a local process group, or a
+  Ray task with ``--executor ray``), so a timed-out or cancelled
   command takes its whole process group with it (SIGTERM, ``kill_grace``, SIGKILL).
 
 The filesystem helpers are synchronous on purpose: :class:`~.tools.ToolBox` runs them in a
@@ -30,9 +31,9 @@ from typing import Final
 import trio
 from attrs import frozen
 
-from ...aio.process import run_in_process_group
 from ...persist.logtext import decode_head, decode_tail
 from ...persist.status import OWNERSHIP_KEYS
+from ..executors.base import run_stage_process
 
 __all__ = [
     "SECRET_SUFFIXES",
@@ -255,7 +256,7 @@ class LocalEnvironment:
         started = time.monotonic()
         result = None
         with trio.move_on_after(timeout_ms / 1000) as deadline:
-            result = await run_in_process_group(
+            result = await run_stage_process(
                 ["/bin/bash", "-c", command],
                 cwd=self.workdir,
                 env=dict(self.env),

@@ -1,0 +1,193 @@
+"""The executor seam (CONTRACT §10 "Scale-out on Ray"): protocol, settings, typed error.
+
+Why a context variable: the run's scope tree, retry loop and handlers stay exactly as they are;
+only the place where an attempt's *process* runs changes. The CLI (or an embedding app) installs
+an executor around the run, trio copies the context into every task, and the three callers that
+start stage processes (tool stage, CLI agent, agent-loop ``shell``) reach it through
+:func:`run_stage_process`. Git bookkeeping and other engine-internal processes keep calling
+``run_in_process_group`` directly: they belong to the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Protocol
+
+from attrs import field, frozen
+
+from ...aio.process import ProcessResult, run_in_process_group
+from ...errors import ConfigError
+
+__all__ = [
+    "DEFAULT_QUEUE_TIMEOUT",
+    "EXECUTOR_KINDS",
+    "Executor",
+    "ExecutorLost",
+    "ExecutorSettings",
+    "StageContext",
+    "current_stage",
+    "parse_resources",
+    "run_stage_process",
+    "use_executor",
+    "use_stage_context",
+]
+
+EXECUTOR_KINDS = ("local", "ray")
+#: CONTRACT §10: an attempt that cannot be placed within this long fails as transient_infra.
+DEFAULT_QUEUE_TIMEOUT = 600.0
+
+
+class ExecutorLost(Exception):
+    """The place running an attempt went away ("ray node lost …", "ray worker died …").
+
+    The attempt scope turns it into a ``fail`` outcome of class ``transient_infra``, so the
+    node's retry policy decides whether it runs again (elsewhere)."""
+
+
+@frozen
+class ExecutorSettings:
+    """``--executor``/``--ray-address`` and run config ``executor:``, resolved."""
+
+    kind: str = "local"
+    address: str = ""
+    num_cpus_per_stage: float = 1.0
+    upload_workdir: bool = False
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    extra: Mapping[str, str] = field(factory=dict)
+
+
+class Executor(Protocol):
+    """Runs one stage process somewhere and reports like ``run_in_process_group`` does:
+    output appended to the two log files, ``on_output`` on growth, the group gone on return
+    (also when cancelled: within ``kill_grace`` plus a few seconds)."""
+
+    async def run_process(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        stdout_path: Path,
+        stderr_path: Path,
+        kill_grace: float,
+        on_output: Callable[[], None] | None,
+        resources: Mapping[str, float],
+    ) -> ProcessResult: ...
+
+
+_EXECUTOR: ContextVar[Executor | None] = ContextVar("attractor_trio_executor", default=None)
+
+
+def _no_emit(event: str, **fields: Any) -> None:
+    pass
+
+
+@frozen
+class StageContext:
+    """What an executor needs to know about the attempt it runs a process for: the node's
+    ``executor.resources`` (raw JSON), where its events go, and its liveness node (which a
+    queued remote attempt holds: waiting for cluster resources is not silence). Set by the
+    attempt scope; executors sit below the scopes and cannot ask them."""
+
+    resources: str = ""
+    node_id: str = ""
+    attempt_id: str = ""
+    emit: Callable[..., None] = _no_emit
+    liveness: Any = None
+
+
+_NO_STAGE = StageContext()  # frozen: safe to share
+_STAGE: ContextVar[StageContext] = ContextVar(
+    "attractor_trio_stage",
+    default=_NO_STAGE,
+)
+
+
+@contextlib.contextmanager
+def use_executor(executor: Executor | None) -> Iterator[None]:
+    """Run stage processes started in this context (and tasks started from it) on ``executor``;
+    ``None`` means local."""
+    token = _EXECUTOR.set(executor)
+    try:
+        yield
+    finally:
+        _EXECUTOR.reset(token)
+
+
+@contextlib.contextmanager
+def use_stage_context(stage: StageContext) -> Iterator[None]:
+    """Tell executors about the attempt whose handler runs in this context."""
+    token = _STAGE.set(stage)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
+
+
+def current_stage() -> StageContext:
+    return _STAGE.get()
+
+
+def parse_resources(raw: str) -> dict[str, float]:
+    """``executor.resources`` as a Ray resource mapping; a bad value is a :class:`ConfigError`."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"executor.resources: invalid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise ConfigError(
+            'executor.resources: expected a JSON object of non-negative numbers, e.g. {"GPU": 1}'
+        )
+    return {k: float(v) for k, v in value.items()}
+
+
+def resources_problem(raw: str) -> str | None:
+    """Why ``raw`` is not a valid ``executor.resources`` value (for ``validate``)."""
+    try:
+        parse_resources(raw)
+    except ConfigError as exc:
+        return str(exc).removeprefix("executor.resources: ")
+    return None
+
+
+async def run_stage_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+    kill_grace: float,
+    on_output: Callable[[], None] | None = None,
+) -> ProcessResult:
+    """Run a stage's process on the installed executor (local when none is installed)."""
+    executor = _EXECUTOR.get()
+    if executor is None:
+        return await run_in_process_group(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            kill_grace=kill_grace,
+            on_output=on_output,
+        )
+    return await executor.run_process(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout_path=stdout_path,
+        stderr_path=stderr_path,
+        kill_grace=kill_grace,
+        on_output=on_output,
+        resources=parse_resources(_STAGE.get().resources),
+    )

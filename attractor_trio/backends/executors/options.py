@@ -1,0 +1,69 @@
+"""``--executor``/``--ray-address`` and run config ``executor:`` → one :class:`ExecutorSettings`
+(CONTRACT §10), and the executor's lifetime around a run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from ...errors import ConfigError
+from .base import DEFAULT_QUEUE_TIMEOUT, ExecutorSettings, use_executor
+
+__all__ = ["RAY_SECRET_NAMES", "executor_settings", "running_executor"]
+
+#: Ray credentials are secrets (CONTRACT §10) whatever their length; the name patterns
+#: (``*_TOKEN``, ``*PASSWORD*``) already cover them from 8 characters on.
+RAY_SECRET_NAMES = ("RAY_AUTH_TOKEN", "RAY_REDIS_PASSWORD")
+
+
+def executor_settings(
+    kind: str | None, ray_address: str | None, config: object
+) -> ExecutorSettings:
+    """Resolve the options over the run config; refuse what cannot work before the run exists.
+
+    Address precedence: ``--ray-address`` > ``executor.address`` (> ``RAY_ADDRESS`` > a local
+    Ray, decided when connecting). ``--ray-address`` with the local executor is refused: an
+    address nobody uses is a mistake the user wants to hear about.
+    """
+    doc = getattr(config, "executor", None)
+    resolved = kind or (doc.kind if doc is not None else "local")
+    if resolved == "local":
+        if ray_address:
+            raise ConfigError("--ray-address needs --executor ray")
+        return ExecutorSettings()
+    from .ray import missing_ray_message, ray_available
+
+    if not ray_available():
+        raise ConfigError(missing_ray_message())
+    cpus = doc.num_cpus_per_stage if doc is not None else None
+    queue_timeout = doc.queue_timeout if doc is not None else None
+    return ExecutorSettings(
+        kind="ray",
+        address=ray_address or (doc.address if doc is not None else ""),
+        num_cpus_per_stage=float(cpus) if cpus is not None else 1.0,
+        queue_timeout=queue_timeout if queue_timeout is not None else DEFAULT_QUEUE_TIMEOUT,
+    )
+
+
+@contextlib.contextmanager
+def running_executor(settings: ExecutorSettings) -> Iterator[None]:
+    """Install the executor for the run (connecting to Ray first); close it afterwards.
+
+    Entered *before* ``trio.run``: trio copies this context into the run's tasks."""
+    if settings.kind == "local":
+        yield
+        return
+    from .ray import connect
+
+    try:
+        executor = connect(settings)
+    except Exception as exc:  # Ray's connection errors are many; each is one line for the user
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"cannot connect to Ray ({settings.address or 'local'}): {text}"
+        ) from None
+    try:
+        with use_executor(executor):
+            yield
+    finally:
+        executor.close()

@@ -1,0 +1,195 @@
+"""The executor seam and its options (CONTRACT §10 "Scale-out on Ray"), without a Ray cluster.
+
+A fake executor stands in for Ray: it proves that tool stages route through the installed
+executor, that ``executor.resources`` reaches it, and that a lost executor fails the attempt as
+``transient_infra`` so the node's retry policy decides. The option checks run the real CLI.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from attractor_trio.aio.process import ProcessResult, run_in_process_group
+from attractor_trio.backends.executors import ExecutorLost, use_executor
+from attractor_trio.backends.executors.base import parse_resources
+from attractor_trio.cli.detach import recorded_options, reuse_recorded_options
+from attractor_trio.dot.validate import validate
+from attractor_trio.errors import ConfigError
+
+from .helpers import graph_of, named, read_json, run_dot
+from .test_cli import cli
+
+TOOL = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+  t [shape=parallelogram, tool_command="echo hi"%s]
+  start -> t -> exit }"""
+
+
+class FakeExecutor:
+    """Runs locally, records what it was asked; loses the first ``lose`` attempts."""
+
+    def __init__(self, lose: int = 0) -> None:
+        self.lose = lose
+        self.calls: list[Mapping[str, float]] = []
+
+    async def run_process(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        stdout_path: Path,
+        stderr_path: Path,
+        kill_grace: float,
+        on_output: Callable[[], None] | None,
+        resources: Mapping[str, float],
+    ) -> ProcessResult:
+        self.calls.append(resources)
+        if len(self.calls) <= self.lose:
+            raise ExecutorLost("ray node lost: node 1234 died")
+        return await run_in_process_group(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            kill_grace=kill_grace,
+            on_output=on_output,
+        )
+
+
+async def test_tool_stages_run_on_the_installed_executor_with_the_node_resources(
+    tmp_path: Path,
+) -> None:
+    fake = FakeExecutor()
+    root = tmp_path / "run"
+    with use_executor(fake):
+        result = await run_dot(TOOL % ', executor.resources="{\\"GPU\\": 1, \\"big\\": 2}"', root)
+    assert result.status == "success"
+    assert fake.calls == [{"GPU": 1.0, "big": 2.0}]
+    assert (root / "t" / "stdout.log").read_text() == "hi\n"
+
+
+async def test_a_lost_executor_fails_the_attempt_as_transient_infra_and_it_is_retried(
+    tmp_path: Path,
+) -> None:
+    fake = FakeExecutor(lose=1)
+    root = tmp_path / "run"
+    with use_executor(fake):
+        result = await run_dot(TOOL % ", max_retries=1", root)
+    assert result.status == "success"
+    first = named(root, "stage_attempt_finished")[1]  # [0] is start
+    assert (first["node_id"], first["status"], first["failure_class"]) == (
+        "t",
+        "fail",
+        "transient_infra",
+    )
+    assert first["failure_reason"] == "ray node lost: node 1234 died"
+    assert len(fake.calls) == 2
+
+
+async def test_a_lost_executor_without_retries_fails_the_run_as_transient_infra(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "run"
+    with use_executor(FakeExecutor(lose=5)):
+        result = await run_dot(TOOL % "", root)
+    assert result.status == "fail"
+    assert read_json(root / "t" / "status.json")["failure_reason"].startswith("ray node lost")
+
+
+def test_executor_resources_is_a_known_attribute() -> None:
+    graph = graph_of(TOOL % ', executor.resources="{\\"GPU\\": 1}"')
+    assert not [d for d in validate(graph) if d.rule == "unknown_attribute"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("", {}), ('{"GPU": 1}', {"GPU": 1.0}), ('{"CPU": 0.5, "x": 2}', {"CPU": 0.5, "x": 2.0})],
+)
+def test_parse_resources(raw: str, expected: dict[str, float]) -> None:
+    assert parse_resources(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["{", "[1]", '{"GPU": "one"}', '{"GPU": -1}', '{"GPU": true}'])
+def test_bad_resources_are_one_line_errors(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"executor\.resources"):
+        parse_resources(raw)
+
+
+def _pipeline(tmp_path: Path) -> Path:
+    dot = tmp_path / "p.dot"
+    dot.write_text(TOOL % "")
+    return dot
+
+
+def test_executor_ray_without_the_extra_is_exit_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("attractor_trio.backends.executors.ray.ray_available", lambda: False)
+    root = tmp_path / "run"
+    code, _, err = cli(
+        "run", str(_pipeline(tmp_path)), "--executor", "ray", "--logs-root", str(root)
+    )
+    assert code == 2
+    assert "attractor-trio[ray]" in err and len(err.strip().splitlines()) == 1
+    assert not root.exists()
+
+
+def test_ray_address_without_the_ray_executor_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    code, _, err = cli(
+        "run", str(_pipeline(tmp_path)), "--ray-address", "10.0.0.1:6379", "--logs-root", str(root)
+    )
+    assert code == 2 and "--ray-address needs --executor ray" in err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        ("executor: {kind: ray, upload_workdir: true}", "upload_workdir: not supported yet"),
+        ("executor: {kind: spark}", "$.executor.kind: must be local or ray"),
+        ("executor: {num_cpus_per_stage: -1}", "num_cpus_per_stage: must be at least 0"),
+        ("executor: {adress: x}", "did you mean 'address'"),
+    ],
+)
+def test_bad_executor_configs_are_exit_2(tmp_path: Path, doc: str, fragment: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(doc + "\n")
+    root = tmp_path / "run"
+    code, _, err = cli(
+        "run", str(_pipeline(tmp_path)), "--config", str(config), "--logs-root", str(root)
+    )
+    assert code == 2 and fragment in err, err
+    assert not root.exists()
+
+
+def test_executor_options_are_recorded_for_resume() -> None:
+    recorded = recorded_options({"executor": "ray", "ray_address": "10.0.0.1:6379"})
+    assert recorded == {"executor": "ray", "ray_address": "10.0.0.1:6379"}
+    again = reuse_recorded_options({"executor": None, "ray_address": None}, recorded)
+    assert (again["executor"], again["ray_address"]) == ("ray", "10.0.0.1:6379")
+
+
+def test_the_local_executor_never_imports_ray(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from click.testing import CliRunner
+        from attractor_trio.cli.main import main
+        result = CliRunner().invoke(main, ["run", {str(_pipeline(tmp_path))!r}, "--quiet",
+                                           "--logs-root", {str(tmp_path / "run")!r}])
+        assert result.exit_code == 0, result.output
+        print("ray" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "False", done.stderr

@@ -1,0 +1,315 @@
+"""``--executor ray`` on a real local multi-node Ray cluster (CONTRACT §10 "Scale-out on Ray").
+
+One cluster for the whole module (a head with 0 CPUs, so every stage lands on a worker, plus two
+2-CPU workers, all bound to 127.0.0.1): starting one takes 5-7 s on a 2-core box. The test that
+kills a worker node adds a fresh one afterwards, so the tests stay independent of their order.
+Skipped cleanly when the ``ray`` extra is not installed; CI installs it (noxfile ``tests``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+# Ray reads these once, at import: a private loopback cluster, no usage reporting, and no
+# token auth even if this machine has a ~/.ray/auth_token.
+for _name, _value in (
+    ("RAY_USAGE_STATS_ENABLED", "0"),
+    ("RAY_AUTH_MODE", "disabled"),
+    ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
+):
+    os.environ.setdefault(_name, _value)
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+from attractor_trio.backends.cli_agents import CliAgentBackend  # noqa: E402
+from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
+from attractor_trio.backends.executors.ray import RayExecutor  # noqa: E402
+from attractor_trio.runconfig import ProviderConfig  # noqa: E402
+
+from .helpers import named, read_json, run_dot  # noqa: E402
+from .test_cancel_processes import marked_processes  # noqa: E402
+from .test_cli_agents import AGENTS  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+_WORKER = {"num_cpus": 2, "node_ip_address": "127.0.0.1"}
+
+
+class Cluster:
+    """The module's cluster and the driver's connection to it."""
+
+    def __init__(self) -> None:
+        self.ray = cluster_utils.Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
+        )
+        self.shapes: dict[str, dict[str, Any]] = {}
+        self.workers: list[Any] = []
+        self.killed: list[dict[str, Any]] = []
+        for shape in (_WORKER, {**_WORKER, "resources": {"special": 1}}):
+            self._add(shape)
+        self.address: str = self.ray.address
+
+    def _add(self, shape: dict[str, Any]) -> None:
+        node = self.ray.add_node(**shape)
+        self.workers.append(node)
+        self.shapes[node.node_id] = shape
+
+    def special_id(self) -> str:
+        return next(
+            n
+            for n, shape in self.shapes.items()
+            if "resources" in shape and any(w.node_id == n for w in self.workers)
+        )
+
+    def worker_ids(self) -> set[str]:
+        return {w.node_id for w in self.workers}
+
+    def kill(self, node_id: str) -> None:
+        """Kill a worker node abruptly (from any thread)."""
+        node = next(w for w in self.workers if w.node_id == node_id)
+        self.ray.remove_node(node, allow_graceful=False)
+        self.workers.remove(node)
+        self.killed.append(self.shapes.pop(node_id))
+
+    def replace_killed(self) -> None:
+        """Add a node of the same shape for each killed one (main thread: Ray sets signals)."""
+        while self.killed:
+            self._add(self.killed.pop())
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    started = Cluster()
+    ray.init(address=started.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        yield started
+    finally:
+        ray.shutdown()
+        started.ray.shutdown()
+
+
+@pytest.fixture
+def executor(cluster: Cluster) -> Iterator[RayExecutor]:
+    ray_executor = RayExecutor(ExecutorSettings(kind="ray", queue_timeout=60.0))
+    with use_executor(ray_executor):
+        yield ray_executor
+
+
+def tool_pipeline(*commands: str, attrs: str = "") -> str:
+    nodes = "\n".join(
+        f'  t{i} [shape=parallelogram, tool_command="{c}"{attrs}]' for i, c in enumerate(commands)
+    )
+    chain = " -> ".join(f"t{i}" for i in range(len(commands)))
+    return f"digraph p {{ start [shape=Mdiamond]; exit [shape=Msquare]\n{nodes}\n start -> {chain} -> exit }}"
+
+
+def remote_nodes(root: Path) -> list[str]:
+    """The Ray node ids the stages started on, in order (also while the run writes its log)."""
+    try:
+        return [e["ray_node_id"] for e in named(root, "stage_remote_started")]
+    except (OSError, ValueError):
+        return []
+
+
+async def test_linear_pipeline_runs_every_stage_remotely(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    root = tmp_path / "run"
+    result = await run_dot(
+        tool_pipeline("echo out-$ATTRACTOR_NODE_ID; echo err >&2", "hostname > host.txt; echo two"),
+        root,
+    )
+    assert result.status == "success"
+    assert (root / "t0" / "stdout.log").read_text() == "out-t0\n"
+    assert (root / "t0" / "stderr.log").read_text() == "err\n"
+    assert (root / "t1" / "stdout.log").read_text() == "two\n"
+    assert read_json(root / "t1" / "status.json")["outcome"] == "success"
+    # Each stage was queued, then started on a worker node (never the 0-CPU head).
+    assert len(named(root, "stage_queued")) == 2
+    assert set(remote_nodes(root)) <= cluster.worker_ids()
+    assert len(remote_nodes(root)) == 2
+
+
+async def test_forty_branch_fanout_spreads_over_both_worker_nodes(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    branches = "\n".join(
+        f'par -> b{i} -> join\n b{i} [shape=parallelogram, tool_command="sleep 0.2; echo {i}"]'
+        for i in range(40)
+    )
+    source = f"""digraph p {{ start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component, max_parallel=40]; join [shape=tripleoctagon]
+        start -> par
+        {branches}
+        join -> done }}"""
+    root = tmp_path / "run"
+    result = await run_dot(source, root)
+    assert result.status == "success"
+    assert len(remote_nodes(root)) == 40
+    assert {e["status"] for e in named(root, "stage_attempt_finished")} == {"success"}
+    assert set(remote_nodes(root)) == cluster.worker_ids()  # both nodes did work
+
+
+async def test_silent_remote_stage_trips_the_watchdog(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    root = tmp_path / "run"
+    result = await run_dot(
+        tool_pipeline(f"exec -a {marker} sleep 60"), root, stall_timeout=1.5, kill_grace=1.0
+    )
+    final = read_json(root / "final.json")
+    assert (result.status, final["exit_path"]) == ("fail", "watchdog")
+    assert named(root, "stage_remote_started")
+    await _no_survivors(marker)
+
+
+async def test_busy_remote_stage_keeps_the_run_alive(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    root = tmp_path / "run"
+    busy = "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.3; done"
+    result = await run_dot(tool_pipeline(busy), root, stall_timeout=1.5)
+    assert result.status == "success"
+    assert (root / "t0" / "stdout.log").read_text().count("tick") == 10
+
+
+async def test_executor_resources_pass_through_to_ray_scheduling(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    root = tmp_path / "run"
+    special = cluster.special_id()
+    attrs = ', executor.resources="{\\"special\\": 1}"'
+    result = await run_dot(tool_pipeline("echo a", "echo b", attrs=attrs), root)
+    assert result.status == "success"
+    assert remote_nodes(root) == [special, special]
+
+
+async def test_an_attempt_no_node_can_take_fails_as_transient_infra(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    root = tmp_path / "run"
+    attrs = ', executor.resources="{\\"nowhere\\": 1}"'
+    impatient = RayExecutor(ExecutorSettings(kind="ray", queue_timeout=1.0))
+    with use_executor(impatient):
+        result = await run_dot(tool_pipeline("echo never", attrs=attrs), root)
+    status = read_json(root / "t0" / "status.json")
+    assert result.status == "fail"
+    assert "could not place the attempt" in status["failure_reason"]
+    finished = named(root, "stage_attempt_finished")[-1]
+    assert finished["failure_class"] == "transient_infra"
+
+
+async def test_killed_worker_node_fails_the_attempt_and_the_retry_runs_on_the_other_node(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    root = tmp_path / "run"
+    command = f"if [ $ATTRACTOR_ATTEMPT = 1 ]; then exec -a {marker} sleep 60; fi; echo second"
+    source = tool_pipeline(command, attrs=", max_retries=2")
+    async with trio.open_nursery() as nursery:
+        outcome: list[Any] = []
+
+        async def run() -> None:
+            outcome.append(await run_dot(source, root, kill_grace=1.0))
+
+        nursery.start_soon(run)
+        with trio.fail_after(30):
+            while not remote_nodes(root) or not marked_processes(marker):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        first = remote_nodes(root)[0]
+        await trio.to_thread.run_sync(cluster.kill, first)
+    cluster.replace_killed()
+    assert outcome[0].status == "success"
+    attempts = named(root, "stage_attempt_finished")
+    failed = next(a for a in attempts if a["node_id"] == "t0")
+    assert failed["failure_class"] == "transient_infra"
+    assert "ray node lost" in failed["failure_reason"]
+    nodes = remote_nodes(root)
+    assert len(nodes) == 2 and nodes[1] != first
+    assert (root / "t0" / "stdout.log").read_text() == "second\n"
+    await _no_survivors(marker)
+
+
+async def test_a_cli_agent_stage_runs_remotely(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor
+) -> None:
+    agent = shlex.join(["bash", str(AGENTS / "answer.sh"), "{prompt_file}", "{model}"])
+    backend = CliAgentBackend(ProviderConfig(name="fake", kind="cli", command=agent, model="m"))
+    root = tmp_path / "run"
+    source = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+        plan [prompt="Write the plan"]; start -> plan -> exit }"""
+    result = await run_dot(source, root, backend=backend)
+    assert result.status == "success"
+    assert len(remote_nodes(root)) == 1
+    assert "answer: " in (root / "plan" / "stdout.log").read_text()
+    assert "thinking about" in (root / "plan" / "stderr.log").read_text()
+
+
+def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) -> None:
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    dot.write_text(
+        tool_pipeline(f"exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300", "echo no")
+    )
+    root = tmp_path / "run"
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "attractor_trio",
+            "run",
+            str(dot),
+            "--logs-root",
+            str(root),
+            "--executor",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--kill-grace",
+            "1s",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(marked_processes(marker)) < 2:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the remote stage never started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    final = json.loads((root / "final.json").read_text())
+    assert final["status"] == "canceled"
+    assert not marked_processes(marker)  # gone before the driver wrote final.json and exited
+
+
+async def _no_survivors(marker: str, within: float = 8.0) -> None:
+    """The stage's processes are gone (on every node: they all live on this machine)."""
+    with trio.move_on_after(within):
+        while marked_processes(marker):  # noqa: ASYNC110 (polling /proc)
+            await trio.sleep(0.05)
+    assert not marked_processes(marker)
