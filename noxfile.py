@@ -24,7 +24,7 @@ def _install(session: nox.Session, *args: str) -> None:
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The CI test command: installs the package with its test extra, then runs pytest."""
-    # The Ray extra too: the scale-out tests (CONTRACT §10) skip without it, and CI runs them.
+    # The Ray extra too: the scale-out tests (contract.md §10) skip without it, and CI runs them.
     _install(session, "-e", ".[test,server,ray]")
     session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 

@@ -1,4 +1,4 @@
-"""Embedding a run in a trio application (CONTRACT §8): ``async with open_run(...) as run``.
+"""Embedding a run in a trio application (contract.md §8): ``async with open_run(...) as run``.
 
 ``open_run`` opens a nursery, so the usual trio contract applies: the block does not exit until
 the run has finished (leave early with ``await run.cancel()``), and an exception raised inside

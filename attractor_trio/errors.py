@@ -73,7 +73,7 @@ class Diagnostic:
         }
 
     def format(self, path: str) -> str:
-        """``FILE:LINE:COL: severity: message`` (CONTRACT §9)."""
+        """``FILE:LINE:COL: severity: message`` (contract.md §9)."""
         where = f"{path}:{self.line}:{self.col}" if self.line else path
         text = f"{where}: {self.severity.value}: {self.message} [{self.rule}]"
         return f"{text}\n  fix: {self.fix}" if self.fix else text
@@ -98,7 +98,7 @@ class ConfigError(AttractorError):
 
 
 class LogsRootInUseError(ConfigError):
-    """The logs root already holds a run (its ``manifest.json``): never reused (CONTRACT §10).
+    """The logs root already holds a run (its ``manifest.json``): never reused (contract.md §10).
 
     Raised by ``run``/``open_run`` before any file is touched; continue that run with
     ``resume`` or choose another logs root. A ``ConfigError``, so the CLI exits 2.

@@ -1,4 +1,4 @@
-"""The run's event stream (CONTRACT §4): one hub that numbers, persists and fans out events.
+"""The run's event stream (contract.md §4): one hub that numbers, persists and fans out events.
 
 Emission is synchronous and ordered: :meth:`EventHub.emit` appends the line to
 ``progress.ndjson`` (one ``write(2)``), updates ``live.json`` (throttled) and hands the
@@ -64,7 +64,7 @@ class EventHub:
     def _drop_sink(self, sink: EventSink) -> None:
         """A sink whose output is gone (the terminal closed: EIO; the reader of a pipe quit:
         EPIPE) is dropped, not allowed to fail the run: the log on disk is the record, and
-        the run must still finalize and release its lock (CONTRACT §10, SIGHUP)."""
+        the run must still finalize and release its lock (contract.md §10, SIGHUP)."""
         self.sinks.remove(sink)
         close = getattr(sink, "close", None)
         if callable(close):
@@ -74,7 +74,8 @@ class EventHub:
                 pass
 
     def open_branch(self, branch: str, path: Path) -> None:
-        """Give ``branch`` its own ``progress.ndjson`` (CONTRACT §2) until :meth:`close_branch`."""
+        """Give ``branch`` its own ``progress.ndjson`` (contract.md §2) until
+        :meth:`close_branch`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._branches[branch] = ProgressWriter(path, self.run_id)
 

@@ -2,7 +2,7 @@
 
 Every human interaction goes through an :class:`Interviewer`, so the engine never knows
 whether a person at a console, a scripted queue, an HTTP client or a policy answered. The
-matching rules that turn typed text into a choice (AMBIG-20, CONTRACT §9) are pure functions
+matching rules that turn typed text into a choice (AMBIG-20, contract.md §9) are pure functions
 here, shared by the console, the queue file and the ``wait.human`` handler, so a gate answers
 the same way whichever front end is used.
 """
@@ -304,7 +304,8 @@ class RecordingInterviewer(Interviewer):
 
 class NonInteractiveInterviewer(Interviewer):
     """Used when nobody can answer (stdin is not a TTY, no interviewer chosen): every question
-    is SKIPPED with a reason that says how to fix it, instead of blocking forever (CONTRACT §1)."""
+    is SKIPPED with a reason that says how to fix it, instead of blocking forever
+    (contract.md §1)."""
 
     async def ask(self, question: Question) -> Answer:
         gate = question.stage or question.text
@@ -472,7 +473,7 @@ class ConsoleInterviewer(Interviewer):
         return self._stdout or sys.stdout
 
 
-# --- construction from the command line (CONTRACT §1) ---------------------------------------
+# --- construction from the command line (contract.md §1) ---------------------------------------
 _VALID_SPECS = "auto, console, queue:FILE (http needs `attractor-trio serve`)"
 
 

@@ -1,4 +1,4 @@
-"""Resuming an ended or interrupted run (CONTRACT §10 "Recovery").
+"""Resuming an ended or interrupted run (contract.md §10 "Recovery").
 
 A run's history is a list of *segments*: the first ``run`` and every ``resume`` after it. Each
 segment ends with exactly one terminal event and one final record. When a segment is resumed,

@@ -1,4 +1,4 @@
-"""The run config file (``--config``, CONTRACT §7): YAML, structured strictly with cattrs.
+"""The run config file (``--config``, contract.md §7): YAML, structured strictly with cattrs.
 
 Unknown keys are errors naming their key path (a typo in ``stall_timeout`` must not silently
 mean "default"); durations take the DOT forms (``90s``, ``15m``); string values may use
@@ -51,7 +51,7 @@ class ProviderConfig:
 
 @frozen
 class WorkspaceDoc:
-    """Run config ``workspace:`` (CONTRACT §10); present means on (``kind: git``)."""
+    """Run config ``workspace:`` (contract.md §10); present means on (``kind: git``)."""
 
     kind: str = "git"
     repo: str = ""
@@ -61,7 +61,7 @@ class WorkspaceDoc:
 
 @frozen
 class ExecutorDoc:
-    """Run config ``executor:`` (CONTRACT §10 "Scale-out on Ray")."""
+    """Run config ``executor:`` (contract.md §10 "Scale-out on Ray")."""
 
     kind: str = "local"
     address: str = ""
@@ -323,7 +323,7 @@ def _check(path: str, providers: dict[str, ProviderConfig]) -> None:
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read ``--config``; every problem is one :class:`ConfigError` line, positioned
-    (``FILE:LINE:COL: error: ...``) when it is in the text (CONTRACT §10)."""
+    (``FILE:LINE:COL: error: ...``) when it is in the text (contract.md §10)."""
     path = Path(path)
     try:
         text = read_config_text(path, "the run config")

@@ -1,6 +1,6 @@
 """The environment of every stage process: an allowlist, explicit passes, the stage variables.
 
-CONTRACT §10: a tool stage, a CLI agent, the agent loop's ``shell`` tool and its tool hooks
+contract.md §10: a tool stage, a CLI agent, the agent loop's ``shell`` tool and its tool hooks
 never inherit the engine's whole environment (provider keys, database passwords, the server's
 ``ATTRACTOR_TOKEN``). They get :data:`BASE_ALLOWLIST`, the names (globs allowed) the user
 passes with ``--pass-env NAME`` or run config ``env: {pass: [...]}``, and the attempt's own

@@ -120,7 +120,7 @@ def start_run(
             "--logs-root",
             str(root),
             "--quiet",
-            # Stages get an allowlisted environment (CONTRACT §10): pass the marker on.
+            # Stages get an allowlisted environment (contract.md §10): pass the marker on.
             "--pass-env",
             MARKER_ENV,
             *args,

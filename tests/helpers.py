@@ -49,7 +49,7 @@ def read_json(path: Path) -> Any:
 
 
 def assert_envelope_invariants(logs_root: Path) -> None:
-    """CONTRACT §4 invariants that hold for every run."""
+    """contract.md §4 invariants that hold for every run."""
     evs = events(logs_root)
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "seq must have no gaps"
     from attractor_trio.recovery import segments

@@ -1,4 +1,4 @@
-"""The embedding API (CONTRACT §8): open_run, typed events, observers, cancel, wait."""
+"""The embedding API (contract.md §8): open_run, typed events, observers, cancel, wait."""
 
 from __future__ import annotations
 

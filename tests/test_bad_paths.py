@@ -1,4 +1,4 @@
-"""Bad paths and files never print a traceback (CONTRACT §10).
+"""Bad paths and files never print a traceback (contract.md §10).
 
 Every case: exit 2, exactly one line on stderr (``attractor-trio: error: ...``, or
 ``FILE:LINE:COL: error: ...`` for a position in a file), and no run directory created.

@@ -1,4 +1,4 @@
-"""Cancellation with real processes (CONTRACT §5, §9): no process started by the run survives it.
+"""Cancellation with real processes (contract.md §5, §9): no process started by the run survives it.
 
 Each test starts ``python -m attractor_trio run`` on a pipeline whose tool stage forks a
 grandchild, then cancels it (SIGINT, SIGTERM, a node timeout, ``stop``). Survivors are looked
@@ -234,7 +234,7 @@ def test_a_second_signal_skips_the_kill_grace(
     code: int,
 ) -> None:
     """The stage ignores SIGTERM (so do its children: ``trap ''`` is inherited), and the grace is
-    20 s: only the second signal's skip can end the run within the bound (CONTRACT §10)."""
+    20 s: only the second signal's skip can end the run within the bound (contract.md §10)."""
     run = start_run(pipeline(forking_tool(marker, prefix="trap '' TERM; ")), "--kill-grace", "20s")
     run.wait_for_stage()
     pids = run.recorded_pids()

@@ -1,4 +1,4 @@
-"""The command line (CONTRACT §1, §9): exit codes, output formats, and the examples end to end."""
+"""The command line (contract.md §1, §9): exit codes, output formats, and the examples end to end."""
 
 from __future__ import annotations
 

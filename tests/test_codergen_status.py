@@ -1,4 +1,4 @@
-"""Codergen stages ingest status files too (CONTRACT §3): an agent may report via status.json."""
+"""Codergen stages ingest status files too (contract.md §3): an agent may report via status.json."""
 
 from __future__ import annotations
 
@@ -74,6 +74,6 @@ async def test_no_status_file_means_success(tmp_path: Path, autojump_clock: Any)
         DOT.replace('[label="fix"]', '[label="fix", weight=-1]'), root, workdir=tmp_path
     )
     assert result.status == "success"
-    assert not (tmp_path / "status.json").exists()  # stale removal (CONTRACT §3 step 1)
+    assert not (tmp_path / "status.json").exists()  # stale removal (contract.md §3 step 1)
     sources = {e["source"] for e in named(root, "status_ingestion_decision")}
     assert sources == {"none"}

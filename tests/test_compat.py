@@ -1,4 +1,4 @@
-"""Pipelines written for kilroy and the spec's reference pipelines (CONTRACT §10), end to end
+"""Pipelines written for kilroy and the spec's reference pipelines (contract.md §10), end to end
 through the CLI: custom outcomes and their aliases, start/exit by id, unknown shapes,
 attribute aliases and misspellings, the ``KILROY_*`` variables, and ``examples/compat``."""
 

@@ -1,4 +1,4 @@
-"""Cycle breaker, visit limit and loop-restart gate (CONTRACT §5, §9; Kilroy parity, seed task 6)."""
+"""Cycle breaker, visit limit and loop-restart gate (contract.md §5, §9; Kilroy parity, seed task 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failure classes (CONTRACT §5): the vocabulary, explicit-hint aliases, retry blocking, and
+"""Failure classes (contract.md §5): the vocabulary, explicit-hint aliases, retry blocking, and
 the one classifier of unhinted failures (reason text → class)."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_is_retry_blocked(status: str, failure_class: str, blocked: bool) -> Non
     assert is_retry_blocked(Outcome(status, failure_class=failure_class)) is blocked
 
 
-# --- classifying a failure from its reason text (CONTRACT §5) --------------------------------
+# --- classifying a failure from its reason text (contract.md §5) --------------------------------
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_effective_class(outcome: Outcome, expected: str) -> None:
 
 
 def test_retry_blocking_still_needs_an_explicit_hint() -> None:
-    """CONTRACT §5: unhinted failures are retried even when their text reads deterministic."""
+    """contract.md §5: unhinted failures are retried even when their text reads deterministic."""
     outcome = Outcome("fail", failure_reason="tool exited with code 1")
     assert effective_class(outcome) == "deterministic"
     assert not is_retry_blocked(outcome)

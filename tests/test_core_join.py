@@ -1,8 +1,8 @@
-"""Parallel join policies (CONTRACT §5/§9, spec S4.8-06..09, Kilroy's k_of_n/quorum/error_policy).
+"""Parallel join policies (contract.md §5/§9, spec S4.8-06..09, Kilroy's k_of_n/quorum/error_policy).
 
 The table pins each policy x error policy on representative arrival orders, including the
 order dependence of early decisions; the Hypothesis properties compare :class:`Join` with a
-reference model written here from the CONTRACT wording, independently of the implementation.
+reference model written here from the contract's wording, independently of the implementation.
 """
 
 from __future__ import annotations
@@ -441,7 +441,7 @@ def required_by_reference(policy: str, total: int, k: int | None, fraction: floa
 def reference_decision(
     policy: str, error_policy: str, total: int, need: int, statuses: list[str]
 ) -> tuple[int, StageStatus]:
-    """The first prefix length that decides, and the status it decides (CONTRACT wording)."""
+    """The first prefix length that decides, and the status it decides (the contract's wording)."""
     for length in range(1, len(statuses) + 1):
         prefix = statuses[:length]
         left = total - length

@@ -196,7 +196,7 @@ def test_evolve_keeps_converters() -> None:
     [
         ("success", True, True),
         ("partial_success", True, True),
-        ("skipped", True, False),  # AMBIG-12 / CONTRACT §5
+        ("skipped", True, False),  # AMBIG-12 / contract.md §5
         ("retry", False, False),
         ("fail", False, False),
     ],

@@ -1,4 +1,4 @@
-"""Retry policy and decisions (spec §3.5-3.6, CONTRACT §5 + attempt-count rules, parity P-09)."""
+"""Retry policy and decisions (spec §3.5-3.6, contract.md §5 + attempt-count rules, parity P-09)."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_jitter_is_driven_by_the_injected_rng() -> None:
     assert first[0] != delay_for_attempt(backoff, 2, random.Random(8))
 
 
-# --- attempt count (CONTRACT "More pinned details") ----------------------------------------
+# --- attempt count (contract.md §9 "More pinned details") ----------------------------------------
 
 
 def policy(node_attrs: dict[str, str], graph_attrs: dict[str, str] | None = None) -> RetryPolicy:

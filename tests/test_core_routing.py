@@ -1,4 +1,4 @@
-"""Routing (CONTRACT §5, spec §3.7, AMBIG-2): advance, fail routing, no_route, terminal."""
+"""Routing (contract.md §5, spec §3.7, AMBIG-2): advance, fail routing, no_route, terminal."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The corpus of public pipelines (``tests/data/corpus``, see its SOURCES.md): every file
 validates — or is listed in :data:`INVALID` with the reason it legitimately does not — and
-runs to a terminal state under simulation with its tool stages stubbed (CONTRACT §10).
+runs to a terminal state under simulation with its tool stages stubbed (contract.md §10).
 
 A run goes through the fuzz harness (:func:`attractor_trio.testing.run_schedule`) with an
 empty schedule: codergen stages are answered by the simulation backend (with the corpus's

@@ -1,7 +1,7 @@
 """Every rejection of the DOT front end: position, message and ``FILE:LINE:COL: error:`` form.
 
 Each ``tests/data/bad/*.dot`` starts with ``// expect: LINE:COL: <message substring>``; the
-parser must raise :class:`DotSyntaxError` exactly there (spec S2.3-01..07, S2.1-01, CONTRACT §9
+parser must raise :class:`DotSyntaxError` exactly there (spec S2.3-01..07, S2.1-01, contract.md §9
 "Positions"). Adding a failure mode = adding a file.
 """
 

@@ -748,7 +748,7 @@ async def test_watchdog_pauses_while_a_human_gate_waits(
 async def test_status_saying_canceled_fails_without_retry(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
-    """CONTRACT §9: only real cancellation makes a run canceled."""
+    """contract.md §9: only real cancellation makes a run canceled."""
     root = tmp_path / "run"
     steps = {
         "flaky": [
@@ -783,7 +783,7 @@ async def test_fan_in_asks_the_backend_to_rank(tmp_path: Path, autojump_clock: A
 def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``.attempt.json`` is a JSON file in LOGS_ROOT like any other (CONTRACT §2): a SIGKILL
+    """``.attempt.json`` is a JSON file in LOGS_ROOT like any other (contract.md §2): a SIGKILL
     between truncating it and writing it again used to leave it empty. Replaced by rename, the
     file's inode changes with every write, and a failed write leaves the old marker whole."""
     from attractor_trio.persist import atomic

@@ -1,4 +1,4 @@
-"""Exactly once across crashes (CONTRACT §10): a SIGKILL at every file-system commit point.
+"""Exactly once across crashes (contract.md §10): a SIGKILL at every file-system commit point.
 
 The engine process kills itself right after its Nth commit (``os.replace``/``os.rename``, or
 the ``os.link`` that creates ``final.json`` and the lock) — the instants at which what is on

@@ -1,4 +1,4 @@
-"""The executor seam and its options (CONTRACT §10 "Scale-out on Ray"), without a Ray cluster.
+"""The executor seam and its options (contract.md §10 "Scale-out on Ray"), without a Ray cluster.
 
 A fake executor stands in for Ray: it proves that tool stages route through the installed
 executor, that ``executor.resources`` reaches it, and that a lost executor fails the attempt as

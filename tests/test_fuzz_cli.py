@@ -1,4 +1,4 @@
-"""``attractor-trio fuzz`` (CONTRACT §1, issue 10): detectors, search, reproducers, the command."""
+"""``attractor-trio fuzz`` (contract.md §1, issue 10): detectors, search, reproducers, the command."""
 
 from __future__ import annotations
 

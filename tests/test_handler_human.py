@@ -1,4 +1,4 @@
-"""The ``wait.human`` handler (spec §4.6, AMBIG-7, CONTRACT §9 "Human gates")."""
+"""The ``wait.human`` handler (spec §4.6, AMBIG-7, contract.md §9 "Human gates")."""
 
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ async def test_malformed_human_timeout_fails_naming_the_attribute(events: Events
     assert "human.timeout" in outcome.failure_reason and "review_gate" in outcome.failure_reason
 
 
-# --- timeouts (S4.6-05, S6.5-02, CONTRACT §9) ------------------------------------------------
+# --- timeouts (S4.6-05, S6.5-02, contract.md §9) ------------------------------------------------
 TIMED_OUT = Answer(value=AnswerValue.TIMEOUT)
 
 
@@ -279,7 +279,7 @@ async def test_without_human_timeout_the_gate_waits(
     assert scope.cancelled_caught
 
 
-# --- events (S4.6-11, CONTRACT §4) -----------------------------------------------------------
+# --- events (S4.6-11, contract.md §4) -----------------------------------------------------------
 async def test_events_for_a_completed_interview(
     autojump_clock: trio.testing.MockClock, events: Events
 ) -> None:

@@ -180,7 +180,7 @@ async def test_invalid_status_file_fails_deterministically(attempt: AttemptInfo)
     assert "great" in outcome.failure_reason
 
 
-# --- status ingestion (CONTRACT §3): the fallbacks, the ownership gate, the event -------------
+# --- status ingestion (contract.md §3): the fallbacks, the ownership gate, the event -------------
 
 Events = list[tuple[str, dict[str, Any]]]
 
@@ -588,7 +588,7 @@ async def test_an_orphan_that_claimed_first_is_adopted_not_re_run(
 async def test_an_orphan_that_lost_its_output_pipe_is_re_run_not_adopted(
     attempt: AttemptInfo,
 ) -> None:
-    """With secrets known, output goes through the engine's pipes (CONTRACT §10); an orphan
+    """With secrets known, output goes through the engine's pipes (contract.md §10); an orphan
     that writes after the engine died is killed by SIGPIPE. It did not finish: re-run it."""
     from attractor_trio.handlers import tool as tool_module
 

@@ -1,4 +1,4 @@
-"""One status-ingestion implementation (issue 20, CONTRACT §3): the tool handler, the codergen
+"""One status-ingestion implementation (issue 20, contract.md §3): the tool handler, the codergen
 handler and the CLI agents all go through ``persist.status.ingest_status``, so a rule
 holds for every kind of stage or for none."""
 

@@ -1,4 +1,4 @@
-"""Input limits (CONTRACT §10): size caps checked before reading, binary input by position.
+"""Input limits (contract.md §10): size caps checked before reading, binary input by position.
 
 Black-box through the CLI in-process (``CliRunner``), so ``tracemalloc`` sees every byte the
 command allocates: a refused 17 MiB pipeline must cost neither time nor memory.

@@ -1,4 +1,4 @@
-"""Every join policy x error policy, end to end with real tool processes (issue 5, CONTRACT §5/§9).
+"""Every join policy x error policy, end to end with real tool processes (issue 5, contract.md §5/§9).
 
 Each row is a fan-out of ``tool`` branches (``bash -c``) and what it must produce: the
 ``parallel_completed`` status and counts, ``parallel.results`` (``ignore`` drops failed

@@ -1,4 +1,4 @@
-"""Parallel fan-out properties (issue 5, CONTRACT §4/§5/§9) against an independent model.
+"""Parallel fan-out properties (issue 5, contract.md §4/§5/§9) against an independent model.
 
 Hypothesis draws a fan-out — 1 to 8 simulated branches, each ending ``success``,
 ``partial_success`` or ``fail`` after 0-50 virtual seconds — and a join policy, error policy
@@ -136,7 +136,7 @@ def required_successes(fan: FanOut) -> int | None:
 
 
 def expected(fan: FanOut, times: Timeline) -> Expected:
-    """Walk the branches in finishing order until the outcome is known (CONTRACT §5/§9)."""
+    """Walk the branches in finishing order until the outcome is known (contract.md §5/§9)."""
     status_of = {b.key: b.status for b in fan.branches}
     n = len(fan.branches)
     need = required_successes(fan)

@@ -72,7 +72,7 @@ def test_p06_orphan_node_is_reported() -> None:
     diagnostics = attractor_trio.validate(attractor_trio.load(source))
     [orphan] = [d for d in diagnostics if d.rule == "reachability"]
     assert orphan.node_id == "orphan" and "orphan" in orphan.message
-    assert orphan.severity is Severity.ERROR  # CONTRACT §9 decides ERROR (AMBIG-6)
+    assert orphan.severity is Severity.ERROR  # contract.md §9 decides ERROR (AMBIG-6)
 
 
 def test_p18_stylesheet_applies_model_override_by_shape() -> None:

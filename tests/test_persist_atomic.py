@@ -1,4 +1,4 @@
-"""The atomic writer every run file goes through (CONTRACT §2 "Atomic means")."""
+"""The atomic writer every run file goes through (contract.md §2 "Atomic means")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``checkpoint.json`` (spec §5.3, CONTRACT §2): round trip, key set, every load error."""
+"""``checkpoint.json`` (spec §5.3, contract.md §2): round trip, key set, every load error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``final.json``: validated, written exactly once (CONTRACT §2)."""
+"""``final.json``: validated, written exactly once (contract.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``live.json``: atomic, throttled snapshot (CONTRACT §2, §9 states)."""
+"""``live.json``: atomic, throttled snapshot (contract.md §2, §9 states)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``run.lock.json``: one live owner per run directory (CONTRACT §2, §9 ``stop``)."""
+"""``run.lock.json``: one live owner per run directory (contract.md §2, §9 ``stop``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manifest.json`` + ``graph.dot`` (CONTRACT §2, §9 ``manifest.name``/``label``)."""
+"""``manifest.json`` + ``graph.dot`` (contract.md §2, §9 ``manifest.name``/``label``)."""
 
 from __future__ import annotations
 

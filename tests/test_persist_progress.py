@@ -1,5 +1,5 @@
 """``progress.ndjson``: envelope, seq continuity, torn lines, resume, branch forwarding
-(CONTRACT §4, §9)."""
+(contract.md §4, §9)."""
 
 from __future__ import annotations
 
@@ -297,7 +297,7 @@ def test_forwarding_the_written_line_gives_the_same_copy_as_re_encoding(
         local = branch.emit("stage_started", "fan/a", node_id="ä,b", notes='x, "y"', index=7)
         copy = run.forward(local, branch.last_line if with_line else None)
     assert copy == {**local, "seq": 2, "ts": copy["ts"]}
-    assert list(copy) == list(local)  # seq stays first: the envelope order of CONTRACT §4
+    assert list(copy) == list(local)  # seq stays first: the envelope order of contract.md §4
     on_disk = read_progress(run_path)[1]
     assert on_disk == copy
     if with_line:  # same text and time as the branch's line, only the number differs

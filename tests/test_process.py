@@ -32,7 +32,7 @@ SECRET = "sk-live-0123456789abcdef"
 @pytest.fixture(autouse=True, params=["files", "pipes"])
 def capture(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test runs both ways: the process writing its log files itself (no secrets known)
-    and through the redacting pipes (a secret registered, CONTRACT §10)."""
+    and through the redacting pipes (a secret registered, contract.md §10)."""
     if request.param == "pipes":
         redaction.register_values([SECRET])
     yield str(request.param)
@@ -246,7 +246,7 @@ def test_live_group_members_sees_a_running_group() -> None:
     assert live_group_members(proc.pid) == []
 
 
-# --- redaction (CONTRACT §10) -------------------------------------------------------------------
+# --- redaction (contract.md §10) -------------------------------------------------------------------
 
 
 async def test_a_secret_is_redacted_even_when_written_in_two_pieces(

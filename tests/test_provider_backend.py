@@ -1,4 +1,4 @@
-"""The API backend's retry and failover rules (CONTRACT §7, §9) with scripted fake adapters."""
+"""The API backend's retry and failover rules (contract.md §7, §9) with scripted fake adapters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``--executor ray`` on a real local multi-node Ray cluster (CONTRACT §10 "Scale-out on Ray").
+"""``--executor ray`` on a real local multi-node Ray cluster (contract.md §10 "Scale-out on Ray").
 
 One cluster for the whole module (a head with 0 CPUs, so every stage lands on a worker, plus two
 2-CPU workers, all bound to 127.0.0.1): starting one takes 5-7 s on a 2-core box. The test that

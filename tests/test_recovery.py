@@ -1,4 +1,4 @@
-"""Recovery (CONTRACT §10): every interrupted run can be resumed, through the CLI.
+"""Recovery (contract.md §10): every interrupted run can be resumed, through the CLI.
 
 Each interruption kind — cancel (SIGTERM), watchdog, internal error, SIGKILL — is resumed to
 success: earlier ``final.json`` kept as ``final-<k>.json``, a ``pipeline_resumed`` event opening
@@ -386,7 +386,7 @@ async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
 
 @pytest.mark.slow
 def test_resume_reuses_the_runs_pass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--pass-env`` is one of the run's own options that ``resume`` reuses (CONTRACT §10)."""
+    """``--pass-env`` is one of the run's own options that ``resume`` reuses (contract.md §10)."""
     monkeypatch.setenv("MARK_PASSED", "hello")
     (tmp_path / "p.dot").write_text(
         """digraph pe {

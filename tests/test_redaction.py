@@ -1,4 +1,4 @@
-"""The redaction layer (CONTRACT §10): which values are secrets, and that every form of
+"""The redaction layer (contract.md §10): which values are secrets, and that every form of
 output — text, bytes, JSON documents, JSON lines, chunked streams — loses them."""
 
 from __future__ import annotations

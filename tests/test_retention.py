@@ -1,4 +1,4 @@
-"""Attempt-directory retention (CONTRACT §10): a looping node keeps its newest archives only."""
+"""Attempt-directory retention (contract.md §10): a looping node keeps its newest archives only."""
 
 from __future__ import annotations
 

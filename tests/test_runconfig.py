@@ -1,4 +1,4 @@
-"""Run config (CONTRACT §7): strict cattrs structuring with key paths, durations, env interpolation."""
+"""Run config (contract.md §7): strict cattrs structuring with key paths, durations, env interpolation."""
 
 from __future__ import annotations
 

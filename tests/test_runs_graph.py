@@ -1,4 +1,4 @@
-"""``runs [DIR]`` and ``graph PIPELINE.dot [--run LOGS_ROOT] -o FILE`` (CONTRACT §1)."""
+"""``runs [DIR]`` and ``graph PIPELINE.dot [--run LOGS_ROOT] -o FILE`` (contract.md §1)."""
 
 from __future__ import annotations
 

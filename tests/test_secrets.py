@@ -1,4 +1,4 @@
-"""Secrets (CONTRACT §10), black-box: what reaches a stage's environment, and that a secret
+"""Secrets (contract.md §10), black-box: what reaches a stage's environment, and that a secret
 value never leaves the engine — not in a file under LOGS_ROOT, an event, the console, or a
 server response."""
 
@@ -43,7 +43,7 @@ STAGE_VARS = {
     "ATTRACTOR_WORKDIR",
     "ATTRACTOR_PREDECESSOR_NODE",
     "ATTRACTOR_PREDECESSOR_OUTCOME",
-    # kilroy's names for the same values (CONTRACT §10, real-world pipelines)
+    # kilroy's names for the same values (contract.md §10, real-world pipelines)
     "KILROY_RUN_ID",
     "KILROY_NODE_ID",
     "KILROY_LOGS_ROOT",

@@ -1,4 +1,4 @@
-"""Server mode (spec §9.5, CONTRACT §8/§9): a real listening server, a real HTTP client.
+"""Server mode (spec §9.5, contract.md §8/§9): a real listening server, a real HTTP client.
 
 Every test runs ``serve`` on 127.0.0.1 with port 0 inside the test's own nursery and talks to
 it with ``httpx.AsyncClient`` on the real clock, under ``trio.fail_after`` bounds. Waiting is
@@ -582,7 +582,7 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
 async def test_the_command_shuts_down_gracefully_on_a_signal(
     tmp_path: Path, signum: signal.Signals, exit_code: int
 ) -> None:
-    """CONTRACT §10: the in-flight run is canceled and gets its final.json, then the command
+    """contract.md §10: the in-flight run is canceled and gets its final.json, then the command
     exits 128 + the signal number, like `run`."""
     runs_dir = tmp_path / "runs"
     code = "import sys; from attractor_trio.cli.serve import serve_command; serve_command()"

@@ -1,4 +1,4 @@
-"""A web page can never drive the server; bad requests are refused cleanly (CONTRACT §10).
+"""A web page can never drive the server; bad requests are refused cleanly (contract.md §10).
 
 Same setup as ``test_server.py``: a real ``serve`` on 127.0.0.1:0 and a real HTTP client.
 Every refusal is checked for what matters to the user: a 4xx JSON error and no run directory.

@@ -1,4 +1,4 @@
-"""Failure signatures (CONTRACT §5/§9): normalization is idempotent and collapses ids/numbers."""
+"""Failure signatures (contract.md §5/§9): normalization is idempotent and collapses ids/numbers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_normalization_is_idempotent(reason: str) -> None:
     assert len(once) <= 240
 
 
-# Counts below 7 digits: a 7+ digit number is an id by the CONTRACT's rule (hex runs first).
+# Counts below 7 digits: a 7+ digit number is an id by the contract's rule (hex runs first).
 @given(
     st.integers(min_value=0, max_value=999_999),
     st.integers(min_value=0, max_value=999_999),

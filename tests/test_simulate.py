@@ -1,4 +1,4 @@
-"""The simulation backend (CONTRACT §6) and the typed provider errors (CONTRACT §9)."""
+"""The simulation backend (contract.md §6) and the typed provider errors (contract.md §9)."""
 
 from __future__ import annotations
 
@@ -560,7 +560,7 @@ def test_wrong_types_and_values(step: dict[str, Any], fragments: tuple[str, ...]
 async def test_any_combination_of_step_keys_is_valid(
     step: dict[str, Any], status: StageStatus | str
 ) -> None:
-    """CONTRACT §6: no combination is refused; ``error`` wins, outcome keys imply a status."""
+    """contract.md §6: no combination is refused; ``error`` wins, outcome keys imply a status."""
     backend = backend_for({"implement": step})
     if "error" in step:
         with pytest.raises(ProviderError) as raised:

@@ -1,4 +1,4 @@
-"""``status`` (summary, ``--json``) and ``status --follow`` (CONTRACT §1, §4, §9)."""
+"""``status`` (summary, ``--json``) and ``status --follow`` (contract.md §1, §4, §9)."""
 
 from __future__ import annotations
 

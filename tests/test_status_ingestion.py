@@ -1,4 +1,4 @@
-"""Status-file ingestion (CONTRACT §3 steps 1-5): a decision table over the three sources.
+"""Status-file ingestion (contract.md §3 steps 1-5): a decision table over the three sources.
 
 Every source is put in one of several states; the expected decision follows from the contract's
 rules, spelled out in :func:`_expected` (much simpler than the implementation: precedence, the

@@ -1,4 +1,4 @@
-"""``attractor-trio stop`` (CONTRACT §1, §9): whom it signals, how long it waits, its exit codes.
+"""``attractor-trio stop`` (contract.md §1, §9): whom it signals, how long it waits, its exit codes.
 
 The owner here is a small stand-in process (its reaction to SIGTERM is the variable under test);
 ``tests/test_cancel_processes.py`` stops a real ``attractor-trio run``.

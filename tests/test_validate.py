@@ -1,4 +1,4 @@
-"""Validation and linting (spec §7, CONTRACT §9): every rule, its severity, position and fix."""
+"""Validation and linting (spec §7, contract.md §9): every rule, its severity, position and fix."""
 
 from __future__ import annotations
 

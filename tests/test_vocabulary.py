@@ -26,7 +26,7 @@ from attractor_trio.scopes import engine
 
 from .helpers import read_json, run_dot
 
-#: The spellings in final.json, events and status files (CONTRACT §4, §5), written out here
+#: The spellings in final.json, events and status files (contract.md §4, §5), written out here
 #: so a renamed member cannot silently change a file.
 EXIT_PATH_SPELLINGS = [
     "completed",

@@ -1,4 +1,4 @@
-"""Git workspaces (CONTRACT §10), black-box through the CLI against real temporary repositories.
+"""Git workspaces (contract.md §10), black-box through the CLI against real temporary repositories.
 
 Every repository here is made with no git identity in the environment (HOME points at an
 empty directory), so the tests also prove that the engine commits with its own identity.

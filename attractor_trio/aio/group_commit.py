@@ -2,7 +2,7 @@
 
 Why: a fan-out's finished branches each record their result durably before they count, so
 that a resumed run re-runs only unfinished branches. One ``result.json`` per branch cost two
-fsyncs each (the file and its directory, CONTRACT §2's recipe), and when a thousand branches
+fsyncs each (the file and its directory, contract.md §2's recipe), and when a thousand branches
 finished together the disk's flush rate set the pace. Appending them to one log lets every
 branch that finishes while a flush is under way ride the next one — group commit, as databases
 do. What a record promises is unchanged: :meth:`DurableLog.append` returns only after an

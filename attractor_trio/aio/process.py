@@ -1,11 +1,11 @@
-"""A stage process in its own process group, killed as a group (CONTRACT §3, §5; ARCHITECTURE 2).
+"""A stage process in its own process group, killed as a group (contract.md §3, §5; ARCHITECTURE 2).
 
 Why a group: ``bash -c 'make test'`` forks compilers, test runners and background jobs. Trio's
 default cancellation signals only the direct child, so a grandchild would outlive a cancelled
 or timed-out stage. Every process started here therefore leads its own group
 (``process_group=0``) and every signal goes to the whole group with :func:`os.killpg`.
 
-Lifetime rules (decided; CONTRACT §5 "no process started by the run survives it"):
+Lifetime rules (decided; contract.md §5 "no process started by the run survives it"):
 
 * **Cancelled** (node timeout, run cancellation, a losing branch): SIGTERM to the group, wait up
   to ``kill_grace`` for the leader, SIGKILL the group. The grace is skipped at once when the
@@ -20,7 +20,7 @@ Lifetime rules (decided; CONTRACT §5 "no process started by the run survives it
 A process that leaves the group on purpose (``setsid``, ``set -m`` job control) escapes; doing
 that is opting out of the stage's lifetime. Output goes straight to files (no pipes), so a
 grandchild holding a pipe open can never block us, and stdin is ``/dev/null`` so a command that
-reads input gets EOF instead of hanging. The one exception is redaction (CONTRACT §10): when
+reads input gets EOF instead of hanging. The one exception is redaction (contract.md §10): when
 secret values are known, output goes through pipes and is copied, redacted, into the same
 files; a grandchild holding such a pipe delays the end of the stage by at most
 :data:`_DRAIN_TIMEOUT`. A process still writing after the engine itself died gets SIGPIPE
@@ -184,7 +184,7 @@ async def _supervise(
 async def _redacting_pumps(
     proc: trio.Process, logs: tuple[BinaryIO, BinaryIO], redactor: redaction.Redactor
 ) -> AsyncIterator[None]:
-    """With secrets to redact (CONTRACT §10), the process writes to pipes and two tasks copy
+    """With secrets to redact (contract.md §10), the process writes to pipes and two tasks copy
     its output, redacted, into the logs; without, it writes the files itself (no cost).
 
     A pipe can be held open by a process that left the group (``setsid``); so once the body

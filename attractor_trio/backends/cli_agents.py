@@ -1,4 +1,4 @@
-"""CLI-agent codergen backend (CONTRACT §3, §7 ``kind: cli``): a coding agent as a process group.
+"""CLI-agent codergen backend (contract.md §3, §7 ``kind: cli``): a coding agent as a process group.
 
 Claude Code, Codex, Gemini CLI and the like are run the way tool stages run: in their own
 process group (:func:`~attractor_trio.aio.process.run_in_process_group`), in the attempt's
@@ -27,7 +27,7 @@ was told ``--model {modle}``. CLIs that want the prompt on stdin go through a sh
 How an attempt ends (decided; table-tested in ``tests/test_cli_agents.py``):
 
 * **exit 0** → the agent's final text is returned and the codergen handler does the rest:
-  CONTRACT §3 status ingestion (one ``status_ingestion_decision``; a valid status decides,
+  contract.md §3 status ingestion (one ``status_ingestion_decision``; a valid status decides,
   an invalid canonical file fails ``deterministic``), ``response.md``, ``last_response``.
   The text is ``<stage_dir>/response.md`` when the agent wrote one (Codex'
   ``--output-last-message``), else the ``result`` of a final ``{"type": "result"}`` JSON line
@@ -153,7 +153,7 @@ class CliAgentBackend:
         self.template = CommandTemplate.parse(config.command, provider=config.name)
 
     def secret_env_names(self) -> list[str]:
-        """The provider's key variable: its value is redacted (CONTRACT §10)."""
+        """The provider's key variable: its value is redacted (contract.md §10)."""
         return [self.config.api_key_env] if self.config.api_key_env else []
 
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
@@ -206,7 +206,7 @@ class CliAgentBackend:
 
 
 def agent_env(attempt: AttemptInfo, api_key_env: str = "") -> dict[str, str]:
-    """The stage environment (CONTRACT §10) with the provider's own key, minus
+    """The stage environment (contract.md §10) with the provider's own key, minus
     :data:`STRIPPED_ENV` (which a ``--pass-env`` glob could otherwise bring in)."""
     env = stage_environment(attempt, extra_names=(api_key_env,))
     return {k: v for k, v in env.items() if k not in STRIPPED_ENV}
@@ -266,7 +266,7 @@ def classify_agent_failure(observed: AgentExit) -> tuple[str, str]:
     ``structural`` not executable; an argument complaint, or exit 2 with a usage line →
     ``structural`` (the provider's command does not fit the installed CLI: fix the config);
     rate-limit text → ``transient_infra``; else :func:`classify_reason` on the reason. A
-    ``deterministic`` *guess* is returned as ``""`` (unhinted): CONTRACT §5 blocks retries only
+    ``deterministic`` *guess* is returned as ``""`` (unhinted): contract.md §5 blocks retries only
     for explicit classes, and one more attempt is cheaper than a wrongly blocked flaky agent.
     """
     summary = observed.summary()

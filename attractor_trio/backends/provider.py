@@ -1,12 +1,12 @@
 """The API codergen backend: node → request, provider-level retry, and failover with pinning.
 
-Two modes (CONTRACT §7; node ``codergen_mode`` beats the provider's ``mode``): ``one_shot`` is
+Two modes (contract.md §7; node ``codergen_mode`` beats the provider's ``mode``): ``one_shot`` is
 a single completion; ``agent_loop`` (the default) hands the stage to
 :class:`~.agent_loop.backend.AgentLoopBackend`, which makes every model call of its
 tool loop through :meth:`ApiBackend.complete` — the same retry and failover rules apply.
 
 Retry and failover run inside the stage's attempt scope, so the node ``timeout`` and the run's
-cancellation bound every sleep and every HTTP call. Failover follows CONTRACT §7 exactly: only
+cancellation bound every sleep and every HTTP call. Failover follows contract.md §7 exactly: only
 to providers the config lists in ``failover``; an empty or missing list pins the provider, and
 a failover-eligible error then fails loudly (``llm_failover_blocked``); authentication,
 invalid-request, context-length and cancellation errors never fail over.
@@ -36,7 +36,7 @@ from .agent_loop.backend import AgentLoopBackend, Served, record_provider
 
 __all__ = ["NEVER_FAIL_OVER", "ApiBackend", "detect_kind", "make_adapter"]
 
-#: Errors another provider cannot fix (CONTRACT §7).
+#: Errors another provider cannot fix (contract.md §7).
 NEVER_FAIL_OVER = frozenset(
     {"auth", "access_denied", "invalid_request", "context_length", "aborted"}
 )
@@ -121,7 +121,7 @@ class ApiBackend:
         self._agent = AgentLoopBackend(self)
 
     def secret_env_names(self) -> list[str]:
-        """Every configured provider's key variable: their values are redacted (CONTRACT §10)."""
+        """Every configured provider's key variable: their values are redacted (contract.md §10)."""
         return [p.api_key_env for p in self.config.providers.values() if p.api_key_env]
 
     def check(self, graph: Graph) -> None:
@@ -153,7 +153,7 @@ class ApiBackend:
             )
 
     def mode_for(self, node: Node) -> str:
-        """Node ``codergen_mode`` beats the provider's ``mode`` (CONTRACT §7)."""
+        """Node ``codergen_mode`` beats the provider's ``mode`` (contract.md §7)."""
         return node.codergen_mode or self.config.providers[self._provider_for(node)].mode
 
     async def aclose(self) -> None:
@@ -174,7 +174,7 @@ class ApiBackend:
     async def complete(
         self, node: Node, draft: Request, attempt: AttemptInfo, *, start: int = 0
     ) -> Served:
-        """One model call with provider retry and failover (CONTRACT §7).
+        """One model call with provider retry and failover (contract.md §7).
 
         ``draft`` carries the conversation; model, timeout and reasoning effort are filled in
         for each provider tried. The chain is the node's provider and its ``failover`` list;

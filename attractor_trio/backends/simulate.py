@@ -1,4 +1,4 @@
-"""The simulation backend (CONTRACT §6): runs a pipeline without any LLM.
+"""The simulation backend (contract.md §6): runs a pipeline without any LLM.
 
 Unscripted, every stage succeeds with ``[Simulated] Response for stage: <node_id>`` (S4.5-06).
 A sim script (``--sim-script FILE``) makes chosen stages fail, retry, route, work slowly,
@@ -17,7 +17,7 @@ Loading validates everything up front: a typo in a script must stop the run befo
 starts, with the file, node, step number and the allowed keys in the message, instead of
 silently simulating something else.
 
-Any combination of the step keys is valid (CONTRACT §6); :class:`SimStep` says what each
+Any combination of the step keys is valid (contract.md §6); :class:`SimStep` says what each
 combination does.
 """
 
@@ -111,7 +111,7 @@ class SimStep:
     ``stall`` is ``math.inf`` for ``forever``.
     """
 
-    #: A normalized outcome value: a status or a custom value (CONTRACT §10).
+    #: A normalized outcome value: a status or a custom value (contract.md §10).
     outcome: str | None = None
     failure_reason: str = ""
     failure_class: str = ""
@@ -349,7 +349,7 @@ def _parse_step(raw: object, where: str) -> SimStep:
 
 
 def _outcome(raw: Mapping[Any, Any], where: str) -> str | None:
-    """A status, an alias or a custom outcome value (CONTRACT §10), normalized."""
+    """A status, an alias or a custom outcome value (contract.md §10), normalized."""
     if "outcome" not in raw:
         return None
     value = raw["outcome"]

@@ -1,4 +1,4 @@
-"""Runs that outlive the terminal, and the options a resume reuses (CONTRACT §10).
+"""Runs that outlive the terminal, and the options a resume reuses (contract.md §10).
 
 ``run --detach``/``resume --detach`` start the same command again without ``--detach`` in a new
 session (``start_new_session``: no controlling terminal, so closing it sends no SIGHUP), with
@@ -83,7 +83,7 @@ def _given(value: Any) -> bool:
 def prepare_logs_root(root: Path) -> None:
     """Create the logs root once everything else is validated; a logs root that cannot be
     created (below a regular file, in a place this user cannot write) is one line and no
-    directory (CONTRACT §10)."""
+    directory (contract.md §10)."""
     probe = root.absolute()
     while not probe.exists():
         if probe.parent == probe:

@@ -167,7 +167,7 @@ def _wrap(text: str) -> str:
 
 
 def sim_script_for(graph: Graph, schedule: Schedule) -> tuple[dict[str, Any], list[str]]:
-    """The schedule as a ``--sim-script`` document (CONTRACT §6), plus notes on what a sim
+    """The schedule as a ``--sim-script`` document (contract.md §6), plus notes on what a sim
     script cannot express: tool stages (they run real commands), the cancel point."""
     nodes: dict[str, list[dict[str, Any]]] = {}
     notes: list[str] = []

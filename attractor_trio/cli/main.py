@@ -1,4 +1,4 @@
-"""The ``attractor-trio`` command (CONTRACT §1).
+"""The ``attractor-trio`` command (contract.md §1).
 
 Thin: parse options, call the API, map exit codes.
 """
@@ -26,7 +26,7 @@ def _echo_err(message: str) -> None:
 
 
 class _OneLineError(click.ClickException):
-    """A bad option or argument value: one line, exit 2 (CONTRACT §10)."""
+    """A bad option or argument value: one line, exit 2 (contract.md §10)."""
 
     exit_code = EXIT_USAGE
 

@@ -1,4 +1,4 @@
-"""``status [--follow] [--json]``, ``runs [DIR]`` and ``graph PIPELINE.dot`` (CONTRACT §1, §9).
+"""``status [--follow] [--json]``, ``runs [DIR]`` and ``graph PIPELINE.dot`` (contract.md §1, §9).
 
 Observing is read-only and runs in another process than the run, so everything here reads
 files the run writes atomically (``final.json``, ``live.json``, the lock) or appends to
@@ -219,7 +219,7 @@ def follow_run(
 def _run_ended(root: Path, segment: int, rest: list[dict[str, Any]]) -> bool:
     """Whether the terminal event that ended the ``segment``-th segment ends the run: not when
     the log goes on (``pipeline_resumed``), nor when a resume has already moved that
-    segment's record aside as ``final-<segment>.json`` (CONTRACT §10)."""
+    segment's record aside as ``final-<segment>.json`` (contract.md §10)."""
     return not rest and not (root / f"final-{segment}.json").exists()
 
 
@@ -520,7 +520,7 @@ def graph_command(pipeline: Path, run_root: Path | None, output: Path, max_input
 
 def _check_output_dir(output: Path) -> None:
     """``-o`` into a missing directory (or below a file) is a usage error, checked before
-    anything is rendered (CONTRACT §10)."""
+    anything is rendered (contract.md §10)."""
     parent = output.absolute().parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"

@@ -127,7 +127,7 @@ def _run_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--executor",
             type=click.Choice(["local", "ray"]),
-            help="Where stage processes run: here (default) or as Ray tasks (CONTRACT §10).",
+            help="Where stage processes run: here (default) or as Ray tasks (contract.md §10).",
         ),
         click.option("--ray-address", help="Ray cluster: host:port, ray://host:port or auto."),
     ]
@@ -220,7 +220,7 @@ def _settings(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _passes(configured: tuple[str, ...], given: tuple[str, ...]) -> tuple[str, ...]:
-    """Run config ``env.pass`` plus every ``--pass-env`` (CONTRACT §10)."""
+    """Run config ``env.pass`` plus every ``--pass-env`` (contract.md §10)."""
     from ..stage_env import check_pass_pattern
 
     for pattern in given:
@@ -323,7 +323,7 @@ async def _with_signals(start: Callable[..., Any], holder: dict[str, Any]) -> An
 def _on_signal(name: str, handle: Any, holder: dict[str, Any]) -> None:
     """The first signal cancels the run (and decides the exit code); any further SIGINT or
     SIGTERM — after a SIGINT, SIGTERM, SIGHUP or ``stop`` — skips the rest of the kill grace
-    (CONTRACT §10). SIGHUP means the terminal is gone: console output goes nowhere from then
+    (contract.md §10). SIGHUP means the terminal is gone: console output goes nowhere from then
     on, so that writing it cannot fail the run's finalization."""
     if name == "SIGHUP":
         _detach_from_dead_terminal()
@@ -411,7 +411,7 @@ def _summary(result: Any, quiet: bool, as_json: bool) -> None:
     "--workspace",
     "workspace_kind",
     type=click.Choice(["git"]),
-    help="Run on a git branch and worktree of the workdir's repository (CONTRACT §10).",
+    help="Run on a git branch and worktree of the workdir's repository (contract.md §10).",
 )
 @click.option("--allow-dirty", is_flag=True, help="--workspace git: snapshot uncommitted changes.")
 @_run_options
@@ -463,7 +463,7 @@ def _check_workspace(
     config: Any, run_id: str, opts: dict[str, Any], root: Path, kill_grace: float
 ) -> None:
     """A repository the run cannot start from is refused before the logs root exists
-    (CONTRACT §10: exit 2, no run directory); ``engine.run`` checks again for API callers."""
+    (contract.md §10: exit 2, no run directory); ``engine.run`` checks again for API callers."""
     if config is None:
         return
     from functools import partial

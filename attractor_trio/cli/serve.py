@@ -3,7 +3,7 @@
 The first signal shuts down gracefully — every run is cancelled and gets its ``final.json``,
 then the server stops listening; a second signal stops at once (the engine still finalizes
 each run, shielded and bounded). Either way the command exits 130 (SIGINT) or 143 (SIGTERM),
-like ``run`` (CONTRACT §10). The URL goes to stdout as one line so scripts can read it
+like ``run`` (contract.md §10). The URL goes to stdout as one line so scripts can read it
 (with ``--port 0`` the port is only known then); everything else goes to stderr.
 
 Tool stages run commands from submitted pipelines on this machine, so the server refuses to
@@ -80,7 +80,7 @@ async def _main(settings: dict[str, Any], received: list[int]) -> None:
     from ..server import serve
 
     host, runs_dir, token = settings["host"], settings["runs_dir"], settings["token"]
-    # The token and the environment's secrets never appear in a response (CONTRACT §10).
+    # The token and the environment's secrets never appear in a response (contract.md §10).
     register_environment(os.environ)
     register_values([token] if token else [])
     shutdown = trio.Event()
@@ -173,7 +173,7 @@ def serve_command(
             f"refusing to listen on {host} without a token: anyone who can reach it could "
             "run commands here; set --token or ATTRACTOR_TOKEN, or keep the loopback default"
         )
-    try:  # an unusable runs dir is refused now, not at the first POST (CONTRACT §10)
+    try:  # an unusable runs dir is refused now, not at the first POST (contract.md §10)
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(f"--runs-dir {runs_dir}: cannot create it: {exc.strerror or exc}")

@@ -1,4 +1,4 @@
-"""``attractor-trio stop LOGS_ROOT [--grace DURATION]`` (CONTRACT §1, §9).
+"""``attractor-trio stop LOGS_ROOT [--grace DURATION]`` (contract.md §1, §9).
 
 Why SIGTERM to the pid in ``run.lock.json`` and not something cleverer: the owner (``run``,
 ``resume``, an embedding app) already turns SIGTERM into run cancellation — stages are

@@ -1,4 +1,4 @@
-"""The attempt in progress, as a value every layer may read (CONTRACT §3).
+"""The attempt in progress, as a value every layer may read (contract.md §3).
 
 What the engine knows about the attempt a stage is running (attempt number and id, stage
 directory, event emitter, liveness callback) travels in a :class:`contextvars.ContextVar`:
@@ -55,7 +55,7 @@ class AttemptInfo:
     visit: int = 1
     #: This attempt's node in the liveness tree (parallel branches hang below it).
     liveness: Any = None
-    #: The git workspace the attempt works in (CONTRACT §10), or ``None``.
+    #: The git workspace the attempt works in (contract.md §10), or ``None``.
     workspace: Any = None
 
     @property
@@ -63,8 +63,8 @@ class AttemptInfo:
         return self.stage_dir / "status.json"
 
     def process_env(self) -> dict[str, str]:
-        """The ``ATTRACTOR_*`` variables every stage process gets (CONTRACT §3), and their
-        ``KILROY_*`` aliases (CONTRACT §10) so stages written for kilroy find them too."""
+        """The ``ATTRACTOR_*`` variables every stage process gets (contract.md §3), and their
+        ``KILROY_*`` aliases (contract.md §10) so stages written for kilroy find them too."""
         return {
             **self._kilroy_env(),
             "ATTRACTOR_RUN_ID": self.run_id,

@@ -1,4 +1,4 @@
-"""Guards against a pipeline that loops without making progress (CONTRACT §5, §9).
+"""Guards against a pipeline that loops without making progress (contract.md §5, §9).
 
 Three independent guards, all sans-IO: the engine feeds them facts and executes their verdict.
 
@@ -53,7 +53,7 @@ class CycleTrip:
     """The cycle breaker tripped: end the run (or branch) with ``exit_path=cycle_breaker``.
 
     ``failure_reason`` is the raw reason of the visit that tripped it — final.json carries the
-    causal reason (CONTRACT §5), ``signature`` goes to ``failure_signature``.
+    causal reason (contract.md §5), ``signature`` goes to ``failure_signature``.
     """
 
     node_id: str

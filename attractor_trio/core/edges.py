@@ -34,7 +34,7 @@ __all__ = [
     "select_edge",
 ]
 
-#: How an edge was chosen, as reported in the ``edge_selected`` event (CONTRACT §4).
+#: How an edge was chosen, as reported in the ``edge_selected`` event (contract.md §4).
 SELECTION_METHODS = ("condition", "preferred_label", "suggested_ids", "weight", "lexical")
 
 # Accelerator prefixes (S3.3-04, S4.6-09): "[Y] ", "Y) ", "Y - ".

@@ -1,4 +1,4 @@
-"""The process exit codes of every command (CONTRACT §1, §9), spelled once.
+"""The process exit codes of every command (contract.md §1, §9), spelled once.
 
 They live in ``core`` rather than ``cli`` because the status reports (``observe``) state the
 exit code a finished run returned, and the layering lets no layer below ``cli`` import it.

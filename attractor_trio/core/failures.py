@@ -1,4 +1,4 @@
-"""Failure classes (CONTRACT §5): what kind of failure a ``fail``/``retry`` outcome is.
+"""Failure classes (contract.md §5): what kind of failure a ``fail``/``retry`` outcome is.
 
 The class decides whether a stage may be retried, whether a repeated failure counts toward
 the cycle breaker, whether a ``loop_restart`` edge may be taken, and what ``final.json`` says.
@@ -6,7 +6,7 @@ This module holds the vocabulary, the normalizer for *explicit* hints (a status 
 ``failure_class``, a typed provider error) and :func:`classify_failure`, the one classifier all
 of those consumers share, so they can never disagree about a failure.
 
-Retry gating deliberately looks only at explicit hints (:func:`is_retry_blocked`): CONTRACT §5
+Retry gating deliberately looks only at explicit hints (:func:`is_retry_blocked`): contract.md §5
 retries unhinted failures, because reason text is a heuristic and one extra attempt is cheaper
 than a wrongly blocked transient failure. The text heuristic matters where a wrong guess is
 bounded anyway: the cycle breaker (a misread transient failure is caught by the visit limit),
@@ -180,7 +180,7 @@ def classify_reason(reason: str) -> str:
     """The class of an unhinted failure, from its reason text (see :data:`REASON_RULES`).
 
     Never ``canceled``: a stage that merely *says* it was canceled is a failure like any other
-    (CONTRACT §9); only real cancellation cancels a run. Empty text is ``deterministic``.
+    (contract.md §9); only real cancellation cancels a run. Empty text is ``deterministic``.
     """
     for failure_class, pattern in REASON_RULES:
         if pattern.search(reason):
@@ -213,7 +213,7 @@ SIGNATURE_REASON_LIMIT = 240
 
 
 def normalize_reason(reason: str) -> str:
-    """CONTRACT §9: lowercase; hex runs (≥ 7, with a digit) → ``<hex>``; digit runs → ``<n>``;
+    """contract.md §9: lowercase; hex runs (≥ 7, with a digit) → ``<hex>``; digit runs → ``<n>``;
     whitespace collapsed; at most 240 characters. Two failures that differ only in ids,
     counts or timestamps normalize to the same text."""
     text = reason.lower()
@@ -227,6 +227,6 @@ def failure_signature(node_id: str, failure_class: str, reason: str) -> str:
     """``node_id|class|normalized reason``: the key of the cycle breaker and of final.json.
 
     The reason is redacted *before* it is normalized: normalizing rewrites digits, after which
-    the redaction of files and events would no longer recognise a secret (CONTRACT §10)."""
+    the redaction of files and events would no longer recognise a secret (contract.md §10)."""
     klass = normalize_failure_class(failure_class) or failure_class
     return f"{node_id}|{klass}|{normalize_reason(redaction.current().text(reason))}"

@@ -1,4 +1,4 @@
-"""Where a fan-out's branches stop (AMBIG-5, CONTRACT §5): the nearest common fan-in.
+"""Where a fan-out's branches stop (AMBIG-5, contract.md §5): the nearest common fan-in.
 
 Pure graph questions, answered once per parallel node visit.
 """
@@ -51,7 +51,7 @@ def find_fan_in(graph: Graph, starts: Sequence[str]) -> str | None:
 
 
 def branch_keys(targets: Sequence[str]) -> list[str]:
-    """Branch keys are the branch's first node id (CONTRACT §9); repeats get ``#2``, ``#3``."""
+    """Branch keys are the branch's first node id (contract.md §9); repeats get ``#2``, ``#3``."""
     seen: dict[str, int] = {}
     keys = []
     for target in targets:

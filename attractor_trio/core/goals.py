@@ -2,7 +2,7 @@
 
 Only *visited* gates count (AMBIG-25): a gate on a branch the run never took does not block
 exit. A gate is satisfied by its latest outcome being ``success`` or ``partial_success``;
-``skipped`` is not enough (CONTRACT §5) — skipping the work a gate guards is not achieving it.
+``skipped`` is not enough (contract.md §5) — skipping the work a gate guards is not achieving it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parallel fan-out join (CONTRACT §5/§9, spec S4.8-06..09, Kilroy's ``k_of_n``/``quorum``/
+"""Parallel fan-out join (contract.md §5/§9, spec S4.8-06..09, Kilroy's ``k_of_n``/``quorum``/
 ``error_policy``): a sans-IO state machine the parallel handler feeds as branches finish.
 
 The handler owns the tasks; :class:`Join` only says when the outcome is known and what it is,

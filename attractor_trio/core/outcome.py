@@ -7,7 +7,7 @@ spelling work), :meth:`Outcome.from_json` accepts either, the status aliases and
 of :func:`~attractor_trio.dot.conditions.normalize_outcome`, and rejects anything ill-typed with a
 message that says which key is wrong and what it should be.
 
-A custom outcome value (CONTRACT §10: ``process``, ``needs_dod``…) is an :class:`Outcome` whose
+A custom outcome value (contract.md §10: ``process``, ``needs_dod``…) is an :class:`Outcome` whose
 ``status`` is ``SUCCESS`` — it counts as success for retries, failure classes and goal gates —
 and whose ``custom`` holds the value; :attr:`Outcome.value` is what conditions, events, files and
 the context see, so ``outcome=process`` matches it and ``outcome=success`` does not.
@@ -74,7 +74,7 @@ def _to_updates(value: Mapping[str, Any]) -> dict[str, Any]:
 
 @frozen(eq=True, hash=False)
 class Outcome:
-    """A stage's result (spec S5.2-01) plus the failure metadata of CONTRACT §3.
+    """A stage's result (spec S5.2-01) plus the failure metadata of contract.md §3.
 
     ``context_updates`` is copied on construction so the caller's dict can change freely.
     ``failure_class`` is kept as written; :func:`~.failures.normalize_failure_class` interprets it.
@@ -246,7 +246,7 @@ def is_success_like(value: Outcome | StageStatus | str) -> bool:
 
 
 def satisfies_goal_gate(value: Outcome | StageStatus | str) -> bool:
-    """Spec S3.4-02: only ``success``/``partial_success``; ``skipped`` does not (CONTRACT §5)."""
+    """Spec S3.4-02: only ``success``/``partial_success``; ``skipped`` does not (contract.md §5)."""
     return _status_of(value) in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS)
 
 
@@ -276,7 +276,7 @@ def context_updates_after(outcome: Outcome) -> dict[str, Any]:
 def passthrough_outcome(node_id: str, context: Mapping[str, Any]) -> Outcome:
     """A conditional node's outcome: the previous stage's, read back from the context.
 
-    AMBIG-1 / CONTRACT §5: returning a fixed ``success`` would make ``outcome!=success`` edges
+    AMBIG-1 / contract.md §5: returning a fixed ``success`` would make ``outcome!=success`` edges
     out of a diamond unreachable and would lose the failure reason on the way to the exit.
     """
     previous = context.get("outcome")

@@ -1,4 +1,4 @@
-"""Secret redaction: the one layer every writer of the engine goes through (CONTRACT §10).
+"""Secret redaction: the one layer every writer of the engine goes through (contract.md §10).
 
 Secret values are known when a run starts: the engine's environment variables whose name looks
 like a credential (``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*PASSWORD*``, ``*_CREDENTIALS``,
@@ -49,7 +49,7 @@ MIN_PATTERN_SECRET: Final = 8
 #: Variables named as keys (``api_key_env``, ``ATTRACTOR_TOKEN``): shorter values would turn
 #: ordinary words into ``[REDACTED]`` everywhere and protect nothing.
 MIN_NAMED_SECRET: Final = 4
-#: Named by CONTRACT §10 as a secret whatever else is configured.
+#: Named by contract.md §10 as a secret whatever else is configured.
 ALWAYS_SECRET_NAMES: Final = ("ATTRACTOR_TOKEN",)
 
 _SECRET_NAME = re.compile(r"(?:^|_)(?:API_KEY|TOKEN|SECRET|CREDENTIALS)$|PASSWORD", re.IGNORECASE)

@@ -1,7 +1,7 @@
-"""Retry accounting (spec §3.5 and §3.6, CONTRACT §5): how many attempts, how long between them,
+"""Retry accounting (spec §3.5 and §3.6, contract.md §5): how many attempts, how long between them,
 and what to do after each attempt — as data, so the engine only executes the decision.
 
-Attempt count (CONTRACT "More pinned details"): ``max_retries + 1`` when the node's
+Attempt count (contract.md §9 "More pinned details"): ``max_retries + 1`` when the node's
 ``max_retries`` (else the graph's ``default_max_retries``) is present; else the preset's count
 when ``retry_policy``/``default_retry_policy`` is set explicitly; else one attempt. Delays come
 from the preset named by ``retry_policy`` → ``default_retry_policy`` → ``standard``.
@@ -176,7 +176,7 @@ def _settle(outcome: Outcome, allow_partial: bool) -> Outcome:
 
     ``retry`` becomes ``partial_success`` under ``allow_partial`` (S3.5-06), else ``fail``.
     A ``fail`` stays as it is. The stage's own ``failure_reason`` and class always survive
-    (CONTRACT: final.json carries the causal reason, never a generic wrapper); the spec's
+    (contract.md §5: final.json carries the causal reason, never a generic wrapper); the spec's
     ``max retries exceeded`` is the reason only when the stage gave none.
     """
     if outcome.status is not StageStatus.RETRY:

@@ -1,4 +1,4 @@
-"""Where traversal goes after a stage (CONTRACT §5, spec §3.3 and §3.7): advance or stop.
+"""Where traversal goes after a stage (contract.md §5, spec §3.3 and §3.7): advance or stop.
 
 Non-``fail`` outcomes (``skipped`` included) use :func:`~.edges.select_edge`; when nothing
 matches the run stops with ``exit_path=no_route`` instead of the spec's silent success, because
@@ -34,7 +34,7 @@ class Advance:
 
     ``method`` is one of ``condition|preferred_label|suggested_ids|weight|lexical|retry_target``;
     a ``fallback_retry_target`` jump also reports ``retry_target``, the only jump method the
-    ``edge_selected`` event defines (CONTRACT §4). ``fan_in`` marks the fan-out → fan-in jump
+    ``edge_selected`` event defines (contract.md §4). ``fan_in`` marks the fan-out → fan-in jump
     (:func:`after_fan_out`), which emits no ``edge_selected``.
     """
 
@@ -86,7 +86,7 @@ def route(
 
 
 def after_fan_out(graph: Graph, node_id: str, outcome: Outcome) -> Advance | Stop | None:
-    """Where traversal goes after the ``parallel`` node ``node_id`` (CONTRACT §9).
+    """Where traversal goes after the ``parallel`` node ``node_id`` (contract.md §9).
 
     To its fan-in whatever the outcome — a jump, not an edge (``edge`` is ``None``): the
     branches were the edges, and the fan-in's outcome routes, so its fail edges handle failed

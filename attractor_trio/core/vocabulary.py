@@ -1,7 +1,7 @@
 """The run's vocabulary: the words every layer uses to say what happened, spelled once.
 
-A stage ends with a :class:`Status`; a failure has a :class:`FailureClass` (CONTRACT §5); a
-run ends by an :class:`ExitPath` (CONTRACT §4, ``final.json``); a cancellation has a
+A stage ends with a :class:`Status`; a failure has a :class:`FailureClass` (contract.md §5); a
+run ends by an :class:`ExitPath` (contract.md §4, ``final.json``); a cancellation has a
 :class:`CancelCause`. Each is a :class:`enum.StrEnum` whose values are the exact strings that
 files, events and conditions carry, so a member *is* that string — ``json.dumps``, f-strings
 and ``==`` against a string read back from a file all see the same bytes as before. Code
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: Seconds a stage's process group gets between SIGTERM and SIGKILL when it is canceled
-#: (CONTRACT §10: ``--kill-grace`` / run config ``kill_grace``) — one default for every caller.
+#: (contract.md §10: ``--kill-grace`` / run config ``kill_grace``) — one default for every caller.
 DEFAULT_KILL_GRACE: Final = 5.0
 
 
@@ -47,7 +47,7 @@ class Status(enum.StrEnum):
 
 
 class FailureClass(_Word):
-    """What kind of failure a ``fail``/``retry`` outcome is (CONTRACT §5).
+    """What kind of failure a ``fail``/``retry`` outcome is (contract.md §5).
 
     Definition order is the canonical order (``FAILURE_CLASSES``, messages listing them).
     """
@@ -101,5 +101,5 @@ class CancelCause(_Word):
     @property
     def fails_run(self) -> bool:
         """A cancel that is a failure of the run (retryable by ``resume``), not a request to
-        stop: only the watchdog's (CONTRACT §10)."""
+        stop: only the watchdog's (contract.md §10)."""
         return self is CancelCause.WATCHDOG

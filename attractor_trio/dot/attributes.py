@@ -186,10 +186,10 @@ NODE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
         exclusive_minimum=True,
     ),
     "branch_timeout": _duration("bound on each parallel branch"),
-    "merge": _enum("how a fan-in merges git-workspace branches (CONTRACT §10)", "all", "none"),
+    "merge": _enum("how a fan-in merges git-workspace branches (contract.md §10)", "all", "none"),
     "tool_command": _s("shell command of a tool stage"),
     "executor.resources": _s(
-        'Ray resources an attempt needs, JSON (e.g. {"GPU": 1}); --executor ray (CONTRACT §10)'
+        'Ray resources an attempt needs, JSON (e.g. {"GPU": 1}); --executor ray (contract.md §10)'
     ),
     "manager.poll_interval": _duration("manager loop cycle length"),
     "manager.max_cycles": _int("manager loop cycles before failing", minimum=1),
@@ -223,7 +223,7 @@ EDGE_ATTRIBUTES: Final[Mapping[str, AttributeSpec]] = {
 }
 
 #: Kilroy's spellings, read as the spec's names by the ``attribute_aliases`` transform; the
-#: ``attribute_alias`` validation rule notes each use (an ``info``). CONTRACT §10.
+#: ``attribute_alias`` validation rule notes each use (an ``info``). contract.md §10.
 ATTRIBUTE_ALIASES: Final[Mapping[tuple[Scope, str], str]] = {
     ("node", "llm_prompt"): "prompt",
     ("node", "max_agent_turns"): "agent.max_turns",

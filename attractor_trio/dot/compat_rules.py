@@ -1,4 +1,4 @@
-"""Validation rules for pipelines written for other engines (CONTRACT §10, kilroy's dialect).
+"""Validation rules for pipelines written for other engines (contract.md §10, kilroy's dialect).
 
 They are built-in rules of :mod:`attractor_trio.dot.validate` (listed in ``BUILTIN_RULES``), kept
 here so the spec's rules and the compatibility notes stay apart:

@@ -37,7 +37,7 @@ __all__ = [
 STATUSES = ("success", "partial_success", "retry", "fail", "skipped")
 
 # Outcome aliases accepted in conditions, status files and sim scripts (Kilroy's
-# ParseStageStatus; CONTRACT §10). Keys are already normalized (lowercase, ``-`` read as ``_``).
+# ParseStageStatus; contract.md §10). Keys are already normalized (lowercase, ``-`` read as ``_``).
 _ALIASES = {
     "ok": "success",
     "succeeded": "success",
@@ -51,7 +51,7 @@ _ALIASES = {
     "partialsuccess": "partial_success",
     "partial": "partial_success",
 }
-#: A custom outcome value (CONTRACT §10): a lowercase identifier once normalized.
+#: A custom outcome value (contract.md §10): a lowercase identifier once normalized.
 _CUSTOM_OUTCOME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
 _FALSY = frozenset({"", "false", "0", "no"})
@@ -81,7 +81,7 @@ class ConditionSyntaxError(AttractorError):
 
 
 def _normalized(text: str) -> str:
-    """Every outcome value is compared lowercase with ``-`` read as ``_`` (CONTRACT §10)."""
+    """Every outcome value is compared lowercase with ``-`` read as ``_`` (contract.md §10)."""
     return text.strip().lower().replace("-", "_")
 
 
@@ -274,7 +274,7 @@ def _parse_literal(raw: str, col: int, text: str) -> str:
 
 
 def _check_outcome(value: str, col: int, text: str) -> str:
-    """A status, an alias (read as its status) or a custom value (CONTRACT §10); validation
+    """A status, an alias (read as its status) or a custom value (contract.md §10); validation
     mentions custom values in an ``info`` diagnostic (:func:`outcome_hint`)."""
     normalized = normalize_outcome(value)
     if normalized is not None:

@@ -39,7 +39,7 @@ SHAPE_TO_TYPE: Mapping[str, str] = {
     "house": "stack.manager_loop",
 }
 #: Ids (compared lowercase) of the start and exit nodes of a graph without an ``Mdiamond``
-#: (resp. ``Msquare``) node, whatever their shape (CONTRACT §10).
+#: (resp. ``Msquare``) node, whatever their shape (contract.md §10).
 START_IDS = ("start",)
 EXIT_IDS = ("exit", "end")
 
@@ -51,7 +51,7 @@ def _frozen_dict(value: Mapping[str, str]) -> dict[str, str]:
 def _node_dict(value: Mapping[str, Node]) -> dict[str, Node]:
     """The graph's nodes, each with the ``role`` its position in the graph gives it.
 
-    This is the one place deciding that a node is the start or exit by its id (CONTRACT §10):
+    This is the one place deciding that a node is the start or exit by its id (contract.md §10):
     only when no node has the spec's shape (``Mdiamond``/``Msquare``), for every node whose id
     is ``start`` (resp. ``exit``/``end``) in any case. Two candidates both get the role, and
     validation reports both. Recomputed whenever a graph is built, so transforms keep it right.

@@ -1,4 +1,4 @@
-"""Input limits (CONTRACT §10): size caps checked before reading, binary input found by position.
+"""Input limits (contract.md §10): size caps checked before reading, binary input found by position.
 
 Every file the engine reads on a user's behalf — pipelines, run configs, sim scripts — goes
 through :func:`read_bounded`, so ``validate /dev/zero`` or a 17 MiB pipeline is refused after a

@@ -72,7 +72,7 @@ def load_dot(path: str | Path, *, max_size: int = DEFAULT_MAX_INPUT_SIZE) -> Gra
     """Read ``path`` as UTF-8 (a BOM is tolerated) and parse it.
 
     A file over ``max_size`` bytes is refused (:class:`InputTooLarge`) before it is read
-    whole; a NUL byte or invalid UTF-8 is a syntax error at that byte (CONTRACT §10).
+    whole; a NUL byte or invalid UTF-8 is a syntax error at that byte (contract.md §10).
     """
     try:
         data = read_bounded(path, max_size, "the pipeline", MAX_INPUT_HINT)
@@ -369,7 +369,7 @@ class _Parser:
 
     def node_statement(self, scope: _Scope) -> None:
         """``id [attrs]``: its position wins over an earlier mention in an edge, so that
-        diagnostics point at the declaration (CONTRACT §9); a second statement merges."""
+        diagnostics point at the declaration (contract.md §9); a second statement merges."""
         index = self.node_id()
         node_id = self.texts[index]
         explicit = self.attr_blocks() if self.texts[self.i] == "[" else {}

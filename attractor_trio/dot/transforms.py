@@ -5,7 +5,7 @@ AMBIG-22 in favour of the spec): a caller can keep the parsed graph for diagnost
 serialisation while running the transformed one. Unchanged nodes are shared between input
 and output, changed ones are rebuilt with :func:`attrs.evolve`.
 
-Order (see :func:`apply_transforms`): attribute aliases (kilroy's spellings, CONTRACT §10), then
+Order (see :func:`apply_transforms`): attribute aliases (kilroy's spellings, contract.md §10), then
 ``$goal`` expansion, then the model stylesheet, then custom transforms in registration order
 (S9.3-01).
 """
@@ -79,7 +79,7 @@ def _resolve_aliases(values: dict[str, str], scope: str) -> dict[str, str] | Non
 
 @attrs.frozen
 class AttributeAliasTransform:
-    """Reads kilroy's attribute spellings as the spec's names (CONTRACT §10): ``llm_prompt``
+    """Reads kilroy's attribute spellings as the spec's names (contract.md §10): ``llm_prompt``
     becomes ``prompt``, ``max_agent_turns`` ``agent.max_turns``, ``max_tokens``
     ``llm.max_tokens``, graph ``default_max_retry`` ``default_max_retries``.
 

@@ -31,7 +31,7 @@ Extra rules:
   condition: it can never branch.
 * ``duplicate_node`` (ERROR) — an API-built graph whose ``nodes`` key differs from ``node.id``.
 * ``unknown_shape`` (WARNING), ``custom_outcome`` and ``attribute_alias`` (INFO) — pipelines
-  written for kilroy (CONTRACT §10), in :mod:`attractor_trio.dot.compat_rules`.
+  written for kilroy (contract.md §10), in :mod:`attractor_trio.dot.compat_rules`.
 
 Rules are objects with a ``name`` and ``apply(graph)`` (:class:`LintRule`). Built-ins share one
 precomputed adjacency index per :func:`validate` call, so validation is linear in graph size.

@@ -6,7 +6,7 @@ stage's text artifacts; the backend owns talking to a model. ``prompt.md`` is wr
 asked. ``status.json`` is left to the engine, which writes every stage's outcome the same way.
 
 Failures become ``fail`` outcomes with a failure class where one is known (a typed provider
-error, CONTRACT §9); ``trio.Cancelled`` is never caught, so cancellation reaches the engine.
+error, contract.md §9); ``trio.Cancelled`` is never caught, so cancellation reaches the engine.
 """
 
 from __future__ import annotations

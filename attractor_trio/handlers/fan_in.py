@@ -100,7 +100,7 @@ def _named_branch(text: str, results: list[dict[str, Any]]) -> dict[str, Any] | 
 
 
 async def _join_workspaces(node: Node, results: Any, *, merge: bool) -> Outcome | None:
-    """With a git workspace (CONTRACT §10): merge the successful branches into the run branch
+    """With a git workspace (contract.md §10): merge the successful branches into the run branch
     in the fan-out's edge order (``merge=all``, the default; ``merge=none`` merges nothing),
     then remove the branch worktrees. A conflict fails the fan-in, naming the files."""
     attempt = current_attempt()
@@ -129,7 +129,7 @@ def _failed_join(graph: Graph, context: Context) -> Outcome | None:
     """The fan-out this fan-in joins failed its join policy (every branch failed, ``fail_fast``,
     ``k_of_n`` or ``quorum`` not met, nothing left after ``ignore``): the fan-in fails with the
     fan-out's causal reason and class, so its own fail routing (condition edges,
-    ``retry_target``) handles the failure (CONTRACT §9) instead of a surviving branch hiding
+    ``retry_target``) handles the failure (contract.md §9) instead of a surviving branch hiding
     it. ``None`` when the fan-in was not entered straight from a failed fan-out."""
     attempt = current_attempt()
     fan_out = graph.nodes.get(attempt.predecessor_node) if attempt is not None else None

@@ -71,7 +71,7 @@ def question_for(node: Node, choices: Sequence[Choice], timeout: float | None) -
 
 
 def _selected(choice: Choice, notes: str) -> Outcome:
-    """S4.6-08 + AMBIG-7 + CONTRACT §9 context keys."""
+    """S4.6-08 + AMBIG-7 + contract.md §9 context keys."""
     return Outcome(
         status=StageStatus.SUCCESS,
         preferred_label=choice.label,

@@ -1,4 +1,4 @@
-"""Parallel fan-out (spec §4.8, CONTRACT §5): one nursery, one cancel scope per branch.
+"""Parallel fan-out (spec §4.8, contract.md §5): one nursery, one cancel scope per branch.
 
 Each branch is a :class:`BranchScope`-like task: a cancel scope (losers and fail-fast
 siblings are cancelled through it), an optional ``branch_timeout`` deadline, a slot from the

@@ -1,11 +1,11 @@
-"""The tool handler (spec §4.10, CONTRACT §3): ``bash -c <tool_command>`` as a process group.
+"""The tool handler (spec §4.10, contract.md §3): ``bash -c <tool_command>`` as a process group.
 
 The process gets the ``ATTRACTOR_*`` environment, runs in the attempt's workdir with stdin
 closed, and writes ``stdout.log``/``stderr.log`` in the stage directory. The outcome is decided
 by :func:`tool_outcome`, a pure function of what was observed:
 
 * a valid status file decides — found by status ingestion (:mod:`~attractor_trio.persist.status`,
-  CONTRACT §3): ``$ATTRACTOR_STATUS_PATH``, else ``$ATTRACTOR_WORKDIR/status.json``, else
+  contract.md §3): ``$ATTRACTOR_STATUS_PATH``, else ``$ATTRACTOR_WORKDIR/status.json``, else
   ``$ATTRACTOR_WORKDIR/.attractor/status.json``, each gated by its ownership keys. An invalid
   or foreign canonical file fails the stage as ``deterministic``: rerunning the same command
   writes the same bad file;
@@ -142,7 +142,7 @@ class ToolHandler:
             raise
         code = journal.exit_code()
         if code is None or code == _LOST_ITS_PIPE:
-            # With secrets, output runs through the engine's pipes (CONTRACT §10): an orphan
+            # With secrets, output runs through the engine's pipes (contract.md §10): an orphan
             # that wrote after the engine died was killed by SIGPIPE. It was interrupted, not
             # finished, so it runs again as a new attempt like any interrupted stage.
             return None

@@ -1,4 +1,4 @@
-"""Whether the process recorded in ``run.lock.json`` still runs (CONTRACT §1).
+"""Whether the process recorded in ``run.lock.json`` still runs (contract.md §1).
 
 A pid alone is not proof: the owner may be a zombie nobody reaped, or the kernel may have
 given its pid to a process started after the lock was taken (pid recycling). ``/proc`` tells

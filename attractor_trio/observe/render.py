@@ -75,7 +75,7 @@ def output_format(path: Path) -> str:
 
 
 def _status_color(status: str | None) -> str:
-    """A custom outcome (CONTRACT §10, e.g. ``needs_dod``) counts as success."""
+    """A custom outcome (contract.md §10, e.g. ``needs_dod``) counts as success."""
     if not status:
         return UNVISITED_COLOR
     if status in STATUS_COLORS:

@@ -260,7 +260,7 @@ def _branch_key(event: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def fold_events(events: Iterable[Mapping[str, Any]]) -> RunView:
-    """Summarize an event log (CONTRACT §4). Unknown events are counted and otherwise ignored,
+    """Summarize an event log (contract.md §4). Unknown events are counted and otherwise ignored,
     so a newer engine's log still folds."""
     fold = _Fold()
     for event in events:
@@ -269,7 +269,7 @@ def fold_events(events: Iterable[Mapping[str, Any]]) -> RunView:
 
 
 def exit_code_for(status: str, exit_path: str, failure_reason: str) -> int:
-    """The exit code ``run`` returns for a run that ended this way (CONTRACT §1).
+    """The exit code ``run`` returns for a run that ended this way (contract.md §1).
 
     A canceled run's cause is only recorded in its reason ("run canceled: SIGINT"), so that
     is where SIGINT (130) and SIGHUP (129) are told from SIGTERM/``stop`` (143).
@@ -348,11 +348,11 @@ class RunReport:
         return not self.finished and self.owner_alive is not True
 
     def to_json(self) -> dict[str, Any]:
-        """The CONTRACT §9 ``status --json`` object, plus extra keys (never fewer)."""
+        """The contract.md §9 ``status --json`` object, plus extra keys (never fewer)."""
         failure = self.view.last_failure
         return {
             "run_id": self.run_id,
-            # A dead run is never reported "running" (CONTRACT §10).
+            # A dead run is never reported "running" (contract.md §10).
             "state": "interrupted" if self.interrupted else self.state,
             "current_node": self.current_node,
             "active_attempts": [attempt.to_json() for attempt in self.active],

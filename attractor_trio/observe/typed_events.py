@@ -1,4 +1,4 @@
-"""Typed events for the Python API (CONTRACT §4, §8): one class per event name.
+"""Typed events for the Python API (contract.md §4, §8): one class per event name.
 
 The event log is NDJSON envelopes; embedding applications get these frozen values instead.
 Each class is named after the spec's event (``PipelineStarted`` for ``pipeline_started``),

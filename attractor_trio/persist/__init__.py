@@ -1,4 +1,4 @@
-"""Run-directory persistence (CONTRACT §2, §4, §9): small synchronous IO functions.
+"""Run-directory persistence (contract.md §2, §4, §9): small synchronous IO functions.
 
 Every JSON file goes through :func:`write_json_atomic`; the trio engine calls these directly or
 via ``trio.to_thread.run_sync``. Nothing here decides routing or outcomes.

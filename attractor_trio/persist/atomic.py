@@ -1,6 +1,6 @@
 """The one way every JSON/text file in a run directory is written and read.
 
-CONTRACT §2: after a SIGKILL at any instant, every JSON file in ``LOGS_ROOT`` is either absent or
+contract.md §2: after a SIGKILL at any instant, every JSON file in ``LOGS_ROOT`` is either absent or
 a complete, valid document. That holds only if *every* writer goes through
 :func:`write_json_atomic` (the Go engine wrote ``live.json``, ``graph.dot`` and ``run.pid`` with
 plain truncate-and-write; see ``spec/peer-kilroy-notes.md`` Appendix A.1).
@@ -75,7 +75,7 @@ _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
 class CorruptFileError(AttractorError):
     """A persisted file exists but is not what attractor-trio wrote (bad JSON, wrong shape).
 
-    ``str()`` is the user-facing message ``FILE[:LINE:COL]: error: DETAIL`` (CONTRACT §9
+    ``str()`` is the user-facing message ``FILE[:LINE:COL]: error: DETAIL`` (contract.md §9
     position format), so the CLI can print it without a traceback.
     """
 
@@ -164,7 +164,7 @@ def write_bytes_atomic(
     with :class:`FileExistsError` when ``path`` exists: an *exclusive* create that readers can
     never observe half-written (used for ``run.lock.json`` and ``final.json``).
 
-    Every file of a run passes here, so this is where secrets are redacted (CONTRACT §10);
+    Every file of a run passes here, so this is where secrets are redacted (contract.md §10);
     ``redacted=True`` says the caller's encoder already did (the checkpoint, piece by piece).
     """
     target = Path(path)

@@ -1,10 +1,10 @@
-"""``checkpoint.json``: the state a run resumes from (spec §5.3, CONTRACT §2).
+"""``checkpoint.json``: the state a run resumes from (spec §5.3, contract.md §2).
 
 The spec fixes six keys — ``timestamp``, ``current_node``, ``completed_nodes``, ``node_retries``,
 ``context``, ``logs`` (S5.3-02; the spec's struct field ``context_values`` is serialized as
 ``context``, AMBIG-10). attractor-trio adds ``run_id``, ``node_outcomes`` (each completed node's
 outcome, so resume can re-run edge selection from ``current_node`` — S5.3-05), ``visits``,
-``failure_signatures`` (cycle-breaker counters survive resume, CONTRACT §5) and a free-form
+``failure_signatures`` (cycle-breaker counters survive resume, contract.md §5) and a free-form
 ``extra`` object.
 
 Loading validates every key's type and names the key and the expected type on failure: a
@@ -97,7 +97,7 @@ class Checkpoint:
     failure_signatures: Mapping[str, int] = attrs.field(factory=dict, converter=_int_map)
     extra: Mapping[str, Any] = attrs.field(factory=dict, converter=_any_map)
     timestamp: str = attrs.field(factory=utc_timestamp)
-    #: The git workspace (CONTRACT §10): ``branch``, ``head``, ``node_commits``; or ``None``.
+    #: The git workspace (contract.md §10): ``branch``, ``head``, ``node_commits``; or ``None``.
     workspace: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -141,7 +141,7 @@ class CheckpointEncoder:
         self._completed = ArrayEncoder()
         self._retries = ObjectEncoder()
         # Outcomes carry text (failure reasons): each is redacted when it is encoded, so
-        # redaction stays O(entries changed) like the encoding (CONTRACT §10).
+        # redaction stays O(entries changed) like the encoding (contract.md §10).
         self._outcomes = ObjectEncoder(convert_outcome, redact=True)
         self._visits = ObjectEncoder()
         self._attempts = ObjectEncoder()

@@ -1,4 +1,4 @@
-"""``final.json``: a run's terminal record, written exactly once (CONTRACT §2).
+"""``final.json``: a run's terminal record, written exactly once (contract.md §2).
 
 The engine writes it from one shielded ``finally``, before the terminal event. Writing it twice
 would mean two code paths each believe they ended the run — a bug that the Go engine hid behind
@@ -91,7 +91,7 @@ def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
 class FinalRecord:
     """The content of ``final.json``. ``failure_*`` are ``None`` for a successful run;
     ``failure_reason`` is the causal stage's raw reason and ``failure_signature`` its
-    normalized form (CONTRACT §5)."""
+    normalized form (contract.md §5)."""
 
     run_id: str
     status: str = attrs.field(validator=_one_of(FINAL_STATUSES))
@@ -103,7 +103,7 @@ class FinalRecord:
     failure_reason: str | None = None
     failure_class: str | None = attrs.field(default=None, validator=_failure_class_check)
     failure_signature: str | None = None
-    #: The git workspace's ``{branch, head}`` (CONTRACT §10); absent from the file without one.
+    #: The git workspace's ``{branch, head}`` (contract.md §10); absent from the file without one.
     workspace: Mapping[str, str] | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -176,7 +176,7 @@ class ObjectEncoder:
 
     ``convert`` turns a value into what ``json.dumps`` should see (``Outcome`` -> its routing
     fields, say); it must depend on the value alone. With ``redact``, an entry holding a secret
-    value is encoded redacted (CONTRACT §10) — checked as it is encoded, so O(changes) too.
+    value is encoded redacted (contract.md §10) — checked as it is encoded, so O(changes) too.
     """
 
     def __init__(self, convert: Callable[[Any], Any] = _identity, *, redact: bool = False) -> None:

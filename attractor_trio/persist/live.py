@@ -1,4 +1,4 @@
-"""``live.json``: a cheap snapshot of what a run is doing right now (CONTRACT §2, §9).
+"""``live.json``: a cheap snapshot of what a run is doing right now (contract.md §2, §9).
 
 ``status`` reads it instead of scanning ``progress.ndjson``. It is rewritten atomically (the Go
 engine truncated and rewrote it in place, so a reader could see an empty file), and throttled:

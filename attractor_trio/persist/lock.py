@@ -1,4 +1,4 @@
-"""``run.lock.json``: one live owner per run directory (CONTRACT §2).
+"""``run.lock.json``: one live owner per run directory (contract.md §2).
 
 A second ``run``/``resume`` on a live ``LOGS_ROOT`` is refused; ``stop`` finds the owner's pid
 here. The lock is created exclusively (the content is written to a temp file first and
@@ -154,7 +154,7 @@ def is_pid_alive(pid: int) -> bool:
 
 def _is_zombie(pid: int) -> bool:
     """A killed owner that its parent has not reaped yet is dead: ``status`` says the run is
-    interrupted, so ``resume`` must be able to take the lock over (CONTRACT §10)."""
+    interrupted, so ``resume`` must be able to take the lock over (contract.md §10)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()

@@ -1,4 +1,4 @@
-"""``manifest.json`` and ``graph.dot``: what a run is, written once at its start (CONTRACT §2).
+"""``manifest.json`` and ``graph.dot``: what a run is, written once at its start (contract.md §2).
 
 ``graph.dot`` holds the DOT source exactly as parsed and ``manifest.dot_sha256`` its SHA-256,
 so ``resume`` can tell whether the pipeline file changed since the run began. ``graph.dot`` is
@@ -51,7 +51,7 @@ def _str_tuple(values: Sequence[str]) -> tuple[str, ...]:
 @attrs.frozen(kw_only=True)
 class Manifest:
     """The content of ``manifest.json``. ``name`` is the digraph id, ``label`` the graph label
-    (CONTRACT §9); ``dot_path`` is absolute, or ``None`` for graphs built through the API."""
+    (contract.md §9); ``dot_path`` is absolute, or ``None`` for graphs built through the API."""
 
     run_id: str
     name: str
@@ -67,7 +67,7 @@ class Manifest:
     # written before this key existed.
     context: Mapping[str, Any] | None = None
     # The options the run was started with (the CLI's run options, JSON values), which
-    # ``resume`` reuses unless given again (CONTRACT §10). ``None`` when not recorded.
+    # ``resume`` reuses unless given again (contract.md §10). ``None`` when not recorded.
     options: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``progress.ndjson``: the run's event log, one JSON object per line (CONTRACT §4, §9).
+"""``progress.ndjson``: the run's event log, one JSON object per line (contract.md §4, §9).
 
 Every line carries the envelope ``{seq, ts, run_id, event, branch, ...fields}``. ``seq`` is per
 file, starts at 1 and increases by exactly one per line; ``seq`` and ``ts`` are assigned under
@@ -12,7 +12,7 @@ calls it before writing ``final.json``). A SIGKILL or power loss can therefore l
 
 Branch files (``parallel/<node>/<key>/progress.ndjson``) number their own events from 1; the
 run's file receives a copy of each via :meth:`ProgressWriter.forward`, renumbered with the run's
-``seq`` (CONTRACT §9).
+``seq`` (contract.md §9).
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class ProgressWriter:
             redactor = redaction.current()
             if redactor and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
-                # is the one written, and the line stays valid JSON (CONTRACT §10).
+                # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
                 line = (json.dumps(envelope, ensure_ascii=False, allow_nan=False) + "\n").encode()
             self._write_line(fd, line)

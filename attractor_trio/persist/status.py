@@ -1,4 +1,4 @@
-"""Status-file ingestion (CONTRACT §3): which ``status.json`` decides an attempt, and why.
+"""Status-file ingestion (contract.md §3): which ``status.json`` decides an attempt, and why.
 
 A stage process may report its outcome in one of three places, in precedence order:
 
@@ -180,7 +180,7 @@ class IngestionDecision:
         return self.outcome
 
     def event_fields(self) -> dict[str, Any]:
-        """The ``status_ingestion_decision`` event's fields (CONTRACT §4), JSON-ready."""
+        """The ``status_ingestion_decision`` event's fields (contract.md §4), JSON-ready."""
         return {
             "node_id": self.node_id,
             "attempt_id": self.attempt_id,

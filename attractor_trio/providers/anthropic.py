@@ -1,4 +1,5 @@
-"""The Anthropic Messages API adapter (``POST {base_url}/v1/messages``; spec Part 2A, CONTRACT §9).
+"""The Anthropic Messages API adapter (``POST {base_url}/v1/messages``; spec Part 2A,
+contract.md §9).
 
 The pure half translates: :func:`build_body` turns a provider-neutral :class:`Request` into the
 vendor's JSON (strict user/assistant alternation, tool results as ``tool_result`` blocks, prompt

@@ -4,7 +4,7 @@ Every backend — API adapters, CLI agents, the simulator — reports a failed L
 one :class:`ProviderError` subclass (unified-llm spec, digest Part 2A). The engine does not care
 which vendor failed, only *what kind* of failure it was, because the kind decides whether a
 retry can help. That decision lives in exactly one table, :data:`FAILURE_CLASS_BY_KIND`
-(CONTRACT §9), so a provider adapter, the simulator and the codergen handler can never disagree
+(contract.md §9), so a provider adapter, the simulator and the codergen handler can never disagree
 about it. Likewise :func:`kind_for_http_status` is the one place an HTTP status becomes a kind.
 """
 
@@ -60,7 +60,7 @@ class CodergenBackend(Protocol):
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome: ...
 
 
-#: Kind → failure class (CONTRACT §9). ``transient_infra`` and ``budget_exhausted`` are retried.
+#: Kind → failure class (contract.md §9). ``transient_infra`` and ``budget_exhausted`` are retried.
 FAILURE_CLASS_BY_KIND: Mapping[str, str] = {
     "rate_limit": TRANSIENT_INFRA,
     "server_error": TRANSIENT_INFRA,
@@ -85,7 +85,7 @@ class ProviderError(AttractorError):
     An unknown provider error counts as ``server_error`` (transient): the unified-llm spec
     says unknown errors default to retryable. ``retryable`` defaults to "another attempt of the
     same request may succeed", i.e. the kind's class is ``transient_infra`` — note that makes
-    ``timeout`` retryable, because CONTRACT §9 classes it transient (the SDK-level default of
+    ``timeout`` retryable, because contract.md §9 classes it transient (the SDK-level default of
     not retrying timeouts is the provider layer's own business).
 
     ``str(exc)`` is what ends up in ``failure_reason``: the provider, the HTTP status when
@@ -259,7 +259,7 @@ def _mentions(message: str, hints: tuple[str, ...]) -> bool:
 
 
 def kind_for_http_status(status: int, message: str = "") -> str:
-    """CONTRACT §9: an HTTP error status, refined by its message, → an error kind.
+    """contract.md §9: an HTTP error status, refined by its message, → an error kind.
 
     Vendors overload statuses, so the message refines three of them: a context-length message
     is ``context_length`` whatever the status; a 400/403/422 that mentions a content filter is

@@ -49,7 +49,7 @@ __all__ = [
     "thinking_config_for",
 ]
 
-#: The API root without a version (CONTRACT §9); the adapter appends ``/v1beta``.
+#: The API root without a version (contract.md §9); the adapter appends ``/v1beta``.
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1beta"
 #: Google's documented stand-in signature for function calls the API did not produce (history
@@ -370,7 +370,7 @@ def _is_daily_quota(details: list[Mapping[str, Any]]) -> bool:
 
 
 def _kind(status: int, message: str, details: list[Mapping[str, Any]]) -> str:
-    """CONTRACT §9's table, refined for Gemini's habits.
+    """contract.md §9's table, refined for Gemini's habits.
 
     Every Gemini 429 says "quota", so the generic quota hint would make plain rate limits
     non-retryable; only a per-day quota violation is ``quota_exceeded`` here.

@@ -78,9 +78,9 @@ class StageExecutor:
     #: Whether the fan-out canceled this branch as a loser or fail-fast sibling.
     branch_cancelled: Callable[[], bool] = field(default=lambda: False)
     #: Which execution of the enclosing fan-out this branch belongs to (``""`` at top level):
-    #: a finished attempt is adopted after a crash only by the same execution (CONTRACT §10).
+    #: a finished attempt is adopted after a crash only by the same execution (contract.md §10).
     epoch: str = ""
-    #: The git workspace this traversal's stages work in (CONTRACT §10), or ``None``.
+    #: The git workspace this traversal's stages work in (contract.md §10), or ``None``.
     workspace: Any = None
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
@@ -145,7 +145,7 @@ class StageExecutor:
         previous = _read_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
         # The archives count too: after a crash the checkpoint's count may lag behind them,
-        # and with old archives pruned a restarted count would collide (CONTRACT §10).
+        # and with old archives pruned a restarted count would collide (contract.md §10).
         last = max(self.node_attempts.get(node.id, 0), recorded, last_attempt_on_disk(stage_dir))
         number = last + 1
         self.node_attempts[node.id] = number
@@ -178,7 +178,7 @@ class StageExecutor:
         return outcome
 
     async def _commit(self, node: Node, number: int, outcome: Outcome) -> None:
-        """The attempt's changes as one commit of the workspace (CONTRACT §10); the traversal's
+        """The attempt's changes as one commit of the workspace (contract.md §10); the traversal's
         next checkpoint records the new head."""
         if self.workspace is not None:
             await self.workspace.commit_attempt(node.id, number, outcome.value)
@@ -227,7 +227,7 @@ class StageExecutor:
             if marker.get("epoch", "") != self.epoch:
                 return None  # an earlier execution of the enclosing fan-out
             finished = self._adopt_finished(node, stage_dir, marker)
-            if finished is not None and self.workspace is not None:  # its commit (CONTRACT §10)
+            if finished is not None and self.workspace is not None:  # its commit (contract.md §10)
                 await self.workspace.adopt_attempt(
                     node.id, int(marker["number"]), finished[0].value, finished_in_engine=True
                 )
@@ -245,7 +245,7 @@ class StageExecutor:
             return None
         number = int(marker["number"])
         self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
-        if self.workspace is not None:  # the orphan's work is in the worktree (CONTRACT §10)
+        if self.workspace is not None:  # the orphan's work is in the worktree (contract.md §10)
             await self.workspace.adopt_attempt(
                 node.id, number, outcome.value, finished_in_engine=False
             )
@@ -255,7 +255,7 @@ class StageExecutor:
     def _adopt_finished(
         self, node: Node, stage_dir: Path, marker: dict[str, Any]
     ) -> tuple[Outcome, int] | None:
-        """The outcome of an attempt that finished after the last checkpoint (CONTRACT §10).
+        """The outcome of an attempt that finished after the last checkpoint (contract.md §10).
 
         The finished marker is the attempt's commit point: the engine died between it and the
         checkpoint, so the attempt's ``status.json`` (written before the marker) is its outcome
@@ -274,7 +274,7 @@ class StageExecutor:
 
     def _cancel_scope_name(self) -> str:
         """``branch`` for a loser or fail-fast sibling (or a branch's own timeout), ``run``
-        for everything else (CONTRACT §9): decided from which scopes were canceled."""
+        for everything else (contract.md §9): decided from which scopes were canceled."""
         if self.branch_cancelled() or (self.branch and not self.run_cancelled()):
             return "branch"
         return "run"
@@ -332,7 +332,7 @@ class StageExecutor:
             attempt_id=attempt_id,
             status=outcome.value,
             failure_reason=outcome.failure_reason,
-            # The one classifier (CONTRACT §5): the class final.json reports for this failure,
+            # The one classifier (contract.md §5): the class final.json reports for this failure,
             # not the raw hint ('' for an unhinted failure, an alias such as 'permanent').
             failure_class=effective_class(outcome),
             **extra,
@@ -401,7 +401,7 @@ async def _call_handler(
     try:
         with use_stage_context(stage):
             outcome = await handler.execute(node, context, graph, info.logs_root)
-    except ExecutorLost as exc:  # CONTRACT §10: a lost Ray node is infrastructure, retried
+    except ExecutorLost as exc:  # contract.md §10: a lost Ray node is infrastructure, retried
         return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="transient_infra")
     except Exception as exc:
         return Outcome(
@@ -456,7 +456,7 @@ class _Marker:
     Written without fsync on purpose: it only steers recovery after a crash (archive numbering,
     adoption); a marker lost to a power cut degrades to re-running the attempt. But atomically
     (temp file and rename), like every JSON file in the run directory: a SIGKILL between a
-    truncate and a write used to leave an empty ``.attempt.json`` (CONTRACT §2).
+    truncate and a write used to leave an empty ``.attempt.json`` (contract.md §2).
     """
 
     node_id: str

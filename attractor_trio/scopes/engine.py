@@ -312,7 +312,7 @@ async def resume(
 ) -> RunResult:
     """Continue a run from ``checkpoint.json``; completed stages are not re-executed.
 
-    Continues a run that was canceled, stalled, hit an internal error or died (CONTRACT §10);
+    Continues a run that was canceled, stalled, hit an internal error or died (contract.md §10);
     ``from_node`` continues any run at that node with the checkpoint's context. A successful
     run (without ``from_node``) is returned as it finished, untouched; any other failure
     raises :class:`~.recovery.NotResumableError` (it names ``--from``). ``context`` overrides
@@ -401,7 +401,7 @@ async def resume_run(
             kill_grace=o.kill_grace,
         )
         if from_node is not None and the_run.workspace is not None:
-            # Back to the commit before NODE's first visit (CONTRACT §10).
+            # Back to the commit before NODE's first visit (contract.md §10).
             await the_run.workspace.rewind(from_node)
         with use_env_passes(o.pass_env):
             if from_node is not None:
@@ -422,7 +422,7 @@ async def resume_run(
 
 def _register_secrets(backend: object) -> None:
     """Before the run writes anything: the secrets of the environment and of the backend's
-    configuration (its providers' ``api_key_env``) are redacted from now on (CONTRACT §10)."""
+    configuration (its providers' ``api_key_env``) are redacted from now on (contract.md §10)."""
     method = getattr(backend, "secret_env_names", None)
     names = method() if callable(method) else ()
     register_environment(os.environ, names)
@@ -507,7 +507,7 @@ def _close_previous_segment(
 
 
 def refuse_used_logs_root(root: Path) -> None:
-    """A logs root that holds a run (its manifest) is never reused (CONTRACT §10); checked
+    """A logs root that holds a run (its manifest) is never reused (contract.md §10); checked
     before any file is touched."""
     if (root / MANIFEST_FILE_NAME).exists() or (root / CHECKPOINT_FILE_NAME).exists():
         raise LogsRootInUseError(
@@ -523,7 +523,7 @@ async def _check_workspace(
     kill_grace: float,
     root: Path,
 ) -> CheckedRepository | None:
-    """CONTRACT §10: refuse a missing git, a non-repository, no commits or a dirty tree
+    """contract.md §10: refuse a missing git, a non-repository, no commits or a dirty tree
     before anything is created (``ConfigError``, exit 2)."""
     if config is None:
         return None

@@ -278,7 +278,7 @@ class _EventTail:
             try:
                 event = json.loads(line)
             except ValueError:
-                continue  # a line torn by a crash; readers skip it (CONTRACT §2)
+                continue  # a line torn by a crash; readers skip it (contract.md §2)
             if isinstance(event, dict):
                 self.view = fold_event(self.view, event)
         self.offset += complete

@@ -1,4 +1,4 @@
-"""Attempt-directory retention (CONTRACT §10): a looping stage keeps only its newest archives.
+"""Attempt-directory retention (contract.md §10): a looping stage keeps only its newest archives.
 
 Every new attempt of a stage moves the previous attempt's files into ``attempt-<n>/``; a node
 visited thousands of times would keep thousands of them. :func:`prune_archives` deletes all

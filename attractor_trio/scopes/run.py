@@ -142,13 +142,13 @@ class RunScope:
     liveness: Liveness = field(factory=Liveness)
     grace_skip: trio.Event = field(factory=trio.Event)
     artifacts: ArtifactStore | None = None
-    #: ``pipeline_resumed`` fields when this run continues an earlier segment (CONTRACT §10).
+    #: ``pipeline_resumed`` fields when this run continues an earlier segment (contract.md §10).
     resumed_from: dict[str, Any] | None = None
 
     max_parallel_default: int = 4
     #: Archived ``attempt-<n>/`` dirs kept per stage dir (run config ``retention.attempts``).
     attempt_retention: int = DEFAULT_ATTEMPT_RETENTION
-    #: The run's git workspace (CONTRACT §10): stages run in its worktree; ``None`` without.
+    #: The run's git workspace (contract.md §10): stages run in its worktree; ``None`` without.
     workspace: Any = None
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
@@ -346,14 +346,14 @@ class RunScope:
         return await self.traversal.run(start_node, predecessor)
 
     def finalize(self, finish: _Finish) -> RunResult:
-        """Checkpoint is current; write ``final.json``, then the terminal event (CONTRACT §4)."""
+        """Checkpoint is current; write ``final.json``, then the terminal event (contract.md §4)."""
         state = self.state
         duration = round(time.monotonic() - self.started, 3)
         hub = self.hub
         hub.live.update(state="finalizing")
         signature = ""
         if finish.status == "fail" and finish.failure_reason:
-            # One classifier for retry, the cycle breaker and the final report (CONTRACT §5):
+            # One classifier for retry, the cycle breaker and the final report (contract.md §5):
             # an unhinted failure is reported with the class its reason text implies.
             finish.failure_class = classify_failure(finish.failure_class, finish.failure_reason)
             causal = (
@@ -432,7 +432,7 @@ def _finish_from_stop(stop: Stop) -> _Finish:
 
 def _causal_node(graph: Graph, completed: list[str]) -> str:
     """The stage whose failure ended the run: the last one run, skipping the conditional nodes
-    that only passed its outcome on (CONTRACT §5) — a diamond never fails by itself."""
+    that only passed its outcome on (contract.md §5) — a diamond never fails by itself."""
     for node_id in reversed(completed):
         node = graph.nodes.get(node_id)
         if node is None or node.handler_type != "conditional":

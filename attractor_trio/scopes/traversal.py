@@ -233,7 +233,7 @@ class Traversal:
         if target is not None:
             return target
         last = self.state.node_outcomes[failing]
-        # The causal raw reason wins over a wrapper (CONTRACT §5); exit_path says "goal gate".
+        # The causal raw reason wins over a wrapper (contract.md §5); exit_path says "goal gate".
         reason = last.failure_reason or (
             f"goal gate '{failing}' unsatisfied (last outcome {last.value}) and no retry target"
         )

@@ -1,4 +1,4 @@
-"""The HTTP API (spec §9.5, CONTRACT §8/§9) as a Starlette app over a :class:`RunManager`.
+"""The HTTP API (spec §9.5, contract.md §8/§9) as a Starlette app over a :class:`RunManager`.
 
 Every error is JSON ``{"error": message}`` (plus ``diagnostics`` for pipelines that do not
 parse or validate), so clients never scrape HTML. Handlers stay thin: decoding and checks
@@ -48,7 +48,7 @@ from .submission import BadSubmission, check_source, decode_json, decode_submiss
 __all__ = ["MAX_BODY_BYTES", "STATIC_DIR", "create_app"]
 
 STATIC_DIR: Final = Path(__file__).with_name("static")
-#: Request bodies get the pipeline files' limit (CONTRACT §10), settable with --max-input-size.
+#: Request bodies get the pipeline files' limit (contract.md §10), settable with --max-input-size.
 MAX_BODY_BYTES: Final = DEFAULT_MAX_INPUT_SIZE
 #: Rendering a pipeline with Graphviz must not hold a request forever.
 RENDER_TIMEOUT_S: Final = 10.0

@@ -1,4 +1,4 @@
-"""The request guard: a web page must never drive the server (CONTRACT §10 "Server").
+"""The request guard: a web page must never drive the server (contract.md §10 "Server").
 
 Three checks, before authentication and before any route runs, so a refused request creates
 nothing:

@@ -255,7 +255,7 @@ class RunManager:
 
     async def listing(self) -> list[dict[str, Any]]:
         """The status of every run under the runs root — runs of earlier server processes
-        included (CONTRACT §10) — in id (= start time) order, then any run of this process
+        included (contract.md §10) — in id (= start time) order, then any run of this process
         whose directory does not exist yet. Read in a worker thread: a big runs root must
         not stall the event loop."""
         hosted = dict(self._runs)

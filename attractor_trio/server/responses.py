@@ -1,4 +1,4 @@
-"""The server's JSON response: redacted like every file and event (CONTRACT §10).
+"""The server's JSON response: redacted like every file and event (contract.md §10).
 
 A run's context or checkpoint can hold a value that is a secret (a ``--set`` equal to an API
 key, a tool's output); whatever the handler builds, the bytes sent go through the process's

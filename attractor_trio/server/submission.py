@@ -3,7 +3,7 @@
 Two body forms are accepted: JSON ``{"dot": "...", "options": {...}}`` (``application/json``)
 and raw DOT (``text/vnd.graphviz``; raw DOT runs with default options). Any other media type
 is refused (415) rather than guessed at: a browser may send ``text/plain`` and form bodies to
-any site, so sniffing them would let a web page start a run (CONTRACT §10). Diagnostics come
+any site, so sniffing them would let a web page start a run (contract.md §10). Diagnostics come
 back in the ``validate --json`` shape so a client renders parse and lint problems the same way.
 
 JSON is decoded strictly (:func:`decode_json`): malformed, nested deeper than
@@ -45,7 +45,7 @@ __all__ = [
 
 DOT_MEDIA_TYPE: Final = "text/vnd.graphviz"
 JSON_MEDIA_TYPE: Final = "application/json"
-#: Arrays/objects nested deeper than this are refused (CONTRACT §10).
+#: Arrays/objects nested deeper than this are refused (contract.md §10).
 MAX_JSON_DEPTH: Final = 64
 #: What positions in messages name as the file.
 SOURCE_NAME: Final = "<request>"

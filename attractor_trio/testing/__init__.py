@@ -3,7 +3,7 @@
 Strategies draw pipelines and fault schedules (:mod:`.strategies`, needs Hypothesis);
 :func:`run_schedule` executes a schedule against the real engine under virtual time with
 scheduled fake handlers (:mod:`.harness`); :func:`check_invariants` checks the run against
-CONTRACT §4 and §2 (:mod:`.invariants`). Schedules are plain data (:mod:`.schedules`).
+contract.md §4 and §2 (:mod:`.invariants`). Schedules are plain data (:mod:`.schedules`).
 
 Only the strategies need Hypothesis, and they are imported on first use, so replaying a
 stored schedule (or importing this package from the CLI) works without it.

@@ -200,7 +200,7 @@ def targeted_schedules(graph: Graph) -> list[Schedule]:
     each codergen and tool stage, it fails on every attempt (deterministic, then transient —
     which the cycle breaker ignores), or keeps returning ``partial_success``. Each has one
     step, so whatever it shows needs no shrinking, and the obvious flaws are always found.
-    A steering stage also keeps reporting each custom outcome its routing tests (CONTRACT
+    A steering stage also keeps reporting each custom outcome its routing tests (contract.md
     §10), so the branches behind it are explored even when plain success routes nowhere."""
     faults = (
         Step("fail"),

@@ -42,7 +42,7 @@ INVARIANTS: Final[Mapping[str, str]] = {
     "run_raised": "engine.run raised instead of finalizing and returning a result",
     "seq_not_gapless": "event seq must start at 1 and increase by exactly 1 (§4)",
     "envelope_incomplete": "every event carries seq, ts, run_id, event, branch (§4)",
-    "event_fields_missing": "an event lacks a field CONTRACT §4 lists for it",
+    "event_fields_missing": "an event lacks a field contract.md §4 lists for it",
     "terminal_missing": "the run has no pipeline_completed/pipeline_failed event (§4)",
     "terminal_not_unique": "more than one terminal event (§4)",
     "event_after_terminal": "an event was emitted after the terminal event (§4)",
@@ -68,7 +68,7 @@ INVARIANTS: Final[Mapping[str, str]] = {
     "virtual_time_frozen": "a task busy-looped without waiting: the run hangs under MockClock",
 }
 
-#: CONTRACT §4 fields per event (§9 adds ``scope`` to ``cancellation_exit``).
+#: contract.md §4 fields per event (§9 adds ``scope`` to ``cancellation_exit``).
 _FIELDS_TEXT: Final = {
     "pipeline_started": "name goal logs_root resumed",
     "pipeline_resumed": "at_node previous_final previous_exit_path from_node",
@@ -128,7 +128,7 @@ Event = dict[str, Any]
 
 
 def check_invariants(obs: Observation) -> list[Violation]:
-    """Check one run against CONTRACT §4 and §2 (and §5's cancellation and causality rules).
+    """Check one run against contract.md §4 and §2 (and §5's cancellation and causality rules).
 
     Events (§4): ``seq`` starts at 1 without gaps; every envelope is complete and every event
     carries its listed fields; exactly one terminal event, last; the event stream equals the
@@ -208,7 +208,7 @@ def check_envelopes(events: Sequence[Event]) -> Iterator[Violation]:
 
 
 def check_terminal(events: Sequence[Event]) -> Iterator[Violation]:
-    """Exactly one terminal event, last — in each segment of a resumed run (CONTRACT §10)."""
+    """Exactly one terminal event, last — in each segment of a resumed run (contract.md §10)."""
     from ..recovery import segments
 
     for segment in segments(events):

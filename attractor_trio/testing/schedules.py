@@ -22,7 +22,7 @@ from ..dot.conditions import is_custom_outcome, normalize_outcome
 __all__ = ["STEP_KINDS", "Schedule", "Step"]
 
 #: ``success``/``partial``/``fail``/``retry``: return that status after ``delay`` (``success``
-#: with an ``outcome``: report that custom outcome value, CONTRACT §10); ``raise``: the handler
+#: with an ``outcome``: report that custom outcome value, contract.md §10); ``raise``: the handler
 #: raises; ``stall``: silent forever (only cancellation, the watchdog or
 #: a node timeout ends it); ``timeout``: works past the node's ``timeout`` (a ``stall`` on a
 #: node without one).

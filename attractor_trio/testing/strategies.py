@@ -208,7 +208,7 @@ def scheduled_nodes(graph: Graph) -> list[Node]:
 
 
 def custom_outcomes(graph: Graph, node_id: str) -> tuple[str, ...]:
-    """The custom outcome values (CONTRACT §10) the routing after ``node_id`` tests: in the
+    """The custom outcome values (contract.md §10) the routing after ``node_id`` tests: in the
     conditions of its outgoing edges, and of the diamonds right after it (a conditional node
     routes on its predecessor's outcome). A steering stage is only explored through these."""
     edges = graph.outgoing(node_id)

@@ -1,4 +1,4 @@
-"""Git workspaces (CONTRACT §10): :mod:`.repository` checks the user's repository before a
+"""Git workspaces (contract.md §10): :mod:`.repository` checks the user's repository before a
 run, :mod:`.workspace` makes the run-level decisions, :mod:`.resume` resets on resume, and
 :mod:`.git` runs the ``git`` CLI."""
 

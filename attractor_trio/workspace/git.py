@@ -1,4 +1,4 @@
-"""Running the ``git`` CLI: a child process in its own process group (CONTRACT §10).
+"""Running the ``git`` CLI: a child process in its own process group (contract.md §10).
 
 Every git command the engine runs goes through :func:`git`, which uses the same process-group
 machinery as stage processes (:func:`~attractor_trio.aio.process.run_in_process_group`):

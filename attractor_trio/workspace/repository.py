@@ -1,4 +1,4 @@
-"""The repository checks and the ``--allow-dirty`` snapshot (CONTRACT §10).
+"""The repository checks and the ``--allow-dirty`` snapshot (contract.md §10).
 
 Everything here only reads the user's repository (the snapshot adds objects through a
 temporary index, no ref and no file changes): a refused run leaves no trace.

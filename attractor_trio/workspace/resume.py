@@ -1,4 +1,4 @@
-"""Resuming a run with a git workspace (CONTRACT §10): files and checkpoint must agree.
+"""Resuming a run with a git workspace (contract.md §10): files and checkpoint must agree.
 
 A crash can leave the worktree ahead of the checkpoint: an interrupted attempt's half-done
 edits, or even a commit made just before the engine died and before the checkpoint recorded

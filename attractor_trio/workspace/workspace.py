@@ -1,4 +1,4 @@
-"""Git workspaces (CONTRACT §10): a run branch, a worktree, a commit per stage attempt.
+"""Git workspaces (contract.md §10): a run branch, a worktree, a commit per stage attempt.
 
 The run-level decisions live here; every git command goes through :func:`.git.git` (a child
 process in its own process group). The engine touches a workspace at a few points only:
@@ -245,7 +245,7 @@ class Workspace:
         """Resume: put the branch (and index) back at ``head``; the files follow at
         :meth:`settle` — before the first fresh attempt, which saves what they held to
         ``patch`` first. The files stay until then because an orphaned attempt the engine
-        adopts (exactly once, CONTRACT §10 "Recovery") made them: its commit takes them.
+        adopts (exactly once, contract.md §10 "Recovery") made them: its commit takes them.
         The branch's old tip is remembered for :meth:`adopt_attempt`."""
         tip = await self.run_git("rev-parse", "-q", "--verify", f"refs/heads/{self.branch}",
                                  check=False, cwd=self.repo)  # fmt: skip

@@ -1,7 +1,7 @@
 """The coding agent (coding-agent-loop spec): tools acting on a local working directory.
 
 :class:`ToolBox` offers the model ``read_file``, ``write_file``, ``edit_file``, ``shell``,
-``grep``, ``glob`` and ``report_status`` (CONTRACT §7, §9) on top of a
+``grep``, ``glob`` and ``report_status`` (contract.md §7, §9) on top of a
 :class:`LocalEnvironment` (path safety, secret filtering, process groups).
 """
 

@@ -1,4 +1,4 @@
-"""The ``agent_loop`` codergen mode: a stage runs as a coding agent session (CONTRACT §7).
+"""The ``agent_loop`` codergen mode: a stage runs as a coding agent session (contract.md §7).
 
 :class:`AgentLoopBackend` is what :class:`~attractor_trio.backends.provider.ApiBackend` hands an
 ``agent_loop`` stage to. It builds the stage's tool box (rooted at ``ATTRACTOR_WORKDIR``,

@@ -1,4 +1,4 @@
-"""Tool call hooks (spec §9.7, CONTRACT §9): shell commands around every agent tool call.
+"""Tool call hooks (spec §9.7, contract.md §9): shell commands around every agent tool call.
 
 ``tool_hooks.pre`` runs before a call and can veto it (non-zero exit); ``tool_hooks.post``
 runs after it for logging and audit and can never block. A node's attribute overrides the

@@ -3,7 +3,7 @@
 Decisions as data: :func:`~.tools.check_arguments` validates calls against these very schemas
 (types, ``required``, ``minimum``, ``default``, no unknown names), so what the model is shown
 and what is accepted cannot disagree. Parameter names follow the coding-agent-loop spec §3.3
-(CONTRACT §9); the descriptions say what a model gets wrong without them (paths are relative
+(contract.md §9); the descriptions say what a model gets wrong without them (paths are relative
 to the working directory, ``old_string`` must be unique, the ``N | `` prefix is not file text).
 """
 

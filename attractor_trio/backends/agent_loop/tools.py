@@ -1,4 +1,4 @@
-"""The coding agent's seven tools (coding-agent-loop spec §3.3, §3.8, §5; CONTRACT §7, §9).
+"""The coding agent's seven tools (coding-agent-loop spec §3.3, §3.8, §5; contract.md §7, §9).
 
 ``read_file``, ``write_file``, ``edit_file``, ``shell``, ``grep``, ``glob`` act inside the
 stage's working directory through a :class:`~.env.LocalEnvironment`; ``report_status`` writes

@@ -1,6 +1,6 @@
 """Where an attempt's process work runs: here (local process groups) or on a Ray cluster.
 
-CONTRACT §10 "Scale-out on Ray". The seam is :func:`run_stage_process`: tool stages, CLI agents
+contract.md §10 "Scale-out on Ray". The seam is :func:`run_stage_process`: tool stages, CLI agents
 and the agent loop's ``shell`` call it instead of
 :func:`~attractor_trio.aio.process.run_in_process_group`. Without an executor installed
 (:func:`use_executor`) it *is* the local process group call, so the default executor costs

@@ -1,4 +1,4 @@
-"""Orphan guard for a remote stage process (CONTRACT §10: no process survives on any node).
+"""Orphan guard for a remote stage process (contract.md §10: no process survives on any node).
 
 Run as a *file* (``python -I _guard.py WORKER GRACE PIDFILE -- ARGV…``), not as a module, so it
 starts in milliseconds without importing the engine. It leads the stage's process group on a Ray

@@ -5,7 +5,7 @@ Runs inside a Ray task on some node. The stage process runs through
 group, SIGTERM → grace → SIGKILL, leftovers killed), led by the orphan guard (``_guard.py``) so
 that a killed worker cannot leave it behind. Its output goes to worker-local files; this
 generator yields what is new every :data:`POLL_S` (so the driver writes the stage dir — no
-shared filesystem needed for logs — well within CONTRACT §10's 1 s), then the result.
+shared filesystem needed for logs — well within contract.md §10's 1 s), then the result.
 
 Items are plain dicts (cheap to serialize): ``started`` (node id, host, pid), ``group`` (the
 guard's pid = the group id, for the driver's kill request), ``out`` (stream 1/2, bytes),

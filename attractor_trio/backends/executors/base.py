@@ -1,4 +1,4 @@
-"""The executor seam (CONTRACT §10 "Scale-out on Ray"): protocol, settings, typed error.
+"""The executor seam (contract.md §10 "Scale-out on Ray"): protocol, settings, typed error.
 
 Why a context variable: the run's scope tree, retry loop and handlers stay exactly as they are;
 only the place where an attempt's *process* runs changes. The CLI (or an embedding app) installs
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 EXECUTOR_KINDS = ("local", "ray")
-#: CONTRACT §10: an attempt that cannot be placed within this long fails as transient_infra.
+#: contract.md §10: an attempt that cannot be placed within this long fails as transient_infra.
 DEFAULT_QUEUE_TIMEOUT = 600.0
 
 

@@ -1,5 +1,5 @@
 """``--executor``/``--ray-address`` and run config ``executor:`` → one :class:`ExecutorSettings`
-(CONTRACT §10), and the executor's lifetime around a run."""
+(contract.md §10), and the executor's lifetime around a run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .base import DEFAULT_QUEUE_TIMEOUT, ExecutorSettings, use_executor
 
 __all__ = ["RAY_SECRET_NAMES", "executor_settings", "running_executor"]
 
-#: Ray credentials are secrets (CONTRACT §10) whatever their length; the name patterns
+#: Ray credentials are secrets (contract.md §10) whatever their length; the name patterns
 #: (``*_TOKEN``, ``*PASSWORD*``) already cover them from 8 characters on.
 RAY_SECRET_NAMES = ("RAY_AUTH_TOKEN", "RAY_REDIS_PASSWORD")
 

@@ -1,4 +1,4 @@
-"""The Ray executor (CONTRACT §10 "Scale-out on Ray"): each stage process as a Ray task.
+"""The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process as a Ray task.
 
 Design (see ``specs/ray-executor.md``): the ``run`` process stays the driver — scope tree,
 retries, run directory, events, ``final.json``. An attempt's process runs in a Ray
@@ -68,7 +68,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def connect(settings: ExecutorSettings) -> RayExecutor:
-    """Connect the driver (blocking, before the run starts); address precedence per CONTRACT
+    """Connect the driver (blocking, before the run starts); address precedence per contract.md
     §10 (``settings.address`` is already ``--ray-address`` > ``executor.address``), then
     ``RAY_ADDRESS``, then a local Ray started for the run (shut down by :meth:`close`)."""
     address = settings.address or os.environ.get("RAY_ADDRESS", "")
@@ -202,7 +202,7 @@ class RayExecutor:
 
     async def _cancel(self, task: _RemoteTask, kill_grace: float) -> None:
         """Cancel the Ray task and end its process group on its node; bounded by
-        ``kill_grace + 5 s`` (CONTRACT §10)."""
+        ``kill_grace + 5 s`` (contract.md §10)."""
 
         skip = _grace_skip_event(None).is_set()
         with trio.move_on_after(kill_grace + _AFTER_GRACE_S):
@@ -274,7 +274,7 @@ def _advance(gen: Any) -> Any:
 
 
 def lost_error(exc: BaseException) -> BaseException:
-    """A Ray failure in the typed taxonomy (CONTRACT §10)."""
+    """A Ray failure in the typed taxonomy (contract.md §10)."""
     import ray.exceptions as rex
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -296,7 +296,7 @@ def lost_error(exc: BaseException) -> BaseException:
 
 @final
 class _LivenessHold:
-    """While queued the attempt is not silent (CONTRACT §10); the watchdog counts from the
+    """While queued the attempt is not silent (contract.md §10); the watchdog counts from the
     remote start."""
 
     def __init__(self, liveness: Any) -> None:
@@ -315,7 +315,7 @@ class _LivenessHold:
 @final
 class _StageLogs:
     """The stage's ``stdout.log``/``stderr.log`` on the driver, written through the run's
-    redactor (CONTRACT §10) exactly as the local pumps write them."""
+    redactor (contract.md §10) exactly as the local pumps write them."""
 
     def __init__(self, stdout_path: Path, stderr_path: Path) -> None:
         self._paths = (stdout_path, stderr_path)

@@ -1,4 +1,4 @@
-// attractor-trio live run viewer, page half: talks to the server's HTTP API (CONTRACT §8) and
+// attractor-trio live run viewer, page half: talks to the server's HTTP API (contract.md §8) and
 // keeps the page in step with the run. The pure logic lives in viewer-core.js (loaded first).
 "use strict";
 

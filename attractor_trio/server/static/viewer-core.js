@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  /** Every event name of CONTRACT §4. EventSource has no wildcard listener for named events. */
+  /** Every event name of contract.md §4. EventSource has no wildcard listener for named events. */
   const EVENT_NAMES = [
     "pipeline_started", "pipeline_completed", "pipeline_failed",
     "stage_started", "stage_completed", "stage_attempt_started", "stage_attempt_finished",
@@ -20,7 +20,7 @@
     "pending", "running", "waiting", "success", "partial_success", "retry", "fail", "skipped",
     "canceled",
   ]);
-  /** A custom outcome value (CONTRACT §10, e.g. "needs_dod") counts as success. */
+  /** A custom outcome value (contract.md §10, e.g. "needs_dod") counts as success. */
   const CUSTOM_OUTCOME = /^[a-z_][a-z0-9_]*$/;
 
   /** The node status a stage's reported outcome implies: custom values show as success. */
