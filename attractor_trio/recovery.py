@@ -20,7 +20,7 @@ from .core.vocabulary import ExitPath, FailureClass
 from .errors import ConfigError
 from .events import TERMINAL_EVENTS
 from .persist.atomic import fsync_directory, utc_timestamp
-from .persist.final import FINAL_FILE_NAME, FinalRecord
+from .persist.final import FINAL_FILE_NAME, FinalRecord, write_final
 from .persist.progress import ProgressWriter, read_progress
 
 __all__ = [
@@ -94,10 +94,8 @@ def close_dead_segment(root: Path, run_id: str, completed: Sequence[str]) -> str
         failure_reason=DIED_REASON,
         failure_class=FailureClass.TRANSIENT_INFRA,
     )
-    from .persist.atomic import dumps_json, write_bytes_atomic
-
     name = f"final-{_next_index(root)}.json"
-    write_bytes_atomic(root / name, dumps_json(record.to_json()).encode("utf-8"), exclusive=True)
+    write_final(root, record, name=name)
     emit_terminal(path, record)
     return name
 

@@ -8,6 +8,7 @@ import attractor_trio.persist as persist
 
 SUBMODULES = [
     "artifacts",
+    "attempt_marker",
     "atomic",
     "checkpoint",
     "final",

@@ -16,6 +16,7 @@ import stat
 from typing import Final
 
 from ..errors import ConfigError
+from .lexer import Positions
 
 __all__ = [
     "DEFAULT_MAX_INPUT_SIZE",
@@ -139,9 +140,7 @@ def first_bad_char(text: str) -> BinaryInput | None:
     match = re.search("[\x00\ud800-\udfff]", text)
     if match is None:
         return None
-    offset = match.start()
-    line = text.count("\n", 0, offset) + 1
-    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    line, col = Positions(text).line_col(match.start())
     char = match.group()
     what = "a NUL character" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
     return BinaryInput(what, line, col, source="source")

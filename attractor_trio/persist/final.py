@@ -128,9 +128,10 @@ class FinalRecord:
         }
 
 
-def write_final(logs_root: StrPath, record: FinalRecord) -> Path:
-    """Create ``<logs_root>/final.json``; raise :class:`FinalAlreadyWrittenError` if it exists."""
-    path = Path(logs_root) / FINAL_FILE_NAME
+def write_final(logs_root: StrPath, record: FinalRecord, *, name: str = FINAL_FILE_NAME) -> Path:
+    """Create ``<logs_root>/final.json`` (or ``name``: a dead segment's ``final-<k>.json``);
+    raise :class:`FinalAlreadyWrittenError` if it exists."""
+    path = Path(logs_root) / name
     try:
         write_bytes_atomic(path, dumps_json(record.to_json()).encode("utf-8"), exclusive=True)
     except FileExistsError:

@@ -33,6 +33,7 @@ from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import dumps_json, write_bytes_atomic, write_json_atomic
+from ..persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .liveness import Liveness
@@ -142,7 +143,7 @@ class StageExecutor:
         # their start marked too.
         marked = hasattr(self.registry.resolve(node), "adopt")
         committed = self.registry.resolve_type(node) not in _PURE_TYPES
-        previous = _read_marker(stage_dir)
+        previous = read_attempt_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
         # The archives count too: after a crash the checkpoint's count may lag behind them,
         # and with old archives pruned a restarted count would collide (contract.md §10).
@@ -215,7 +216,7 @@ class StageExecutor:
         """
         handler = self.registry.resolve(node)
         stage_dir = self.stage_root / node.id
-        marker = _read_marker(stage_dir)
+        marker = read_attempt_marker(stage_dir)
         if (
             marker is None
             or marker.get("interrupted")
@@ -428,20 +429,9 @@ async def _write_status_durably(path: Path, outcome: Outcome) -> None:
     await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
 
 
-_MARKER = ".attempt.json"
 #: Handlers without side effects that only pass routing on: re-running one after a crash is
 #: harmless, so they skip the finished marker (a file operation per stage).
 _PURE_TYPES = frozenset({"start", "exit", "conditional"})
-
-
-def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
-    """The last attempt's marker, or ``None`` (absent, or torn by a crash: treated as absent)."""
-    try:
-        marker = json.loads((stage_dir / _MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    keys = ("number", "attempt", "attempt_id")
-    return marker if isinstance(marker, dict) and all(k in marker for k in keys) else None
 
 
 @frozen
@@ -477,7 +467,7 @@ class _Marker:
             "interrupted": interrupted,
         }
         data = json.dumps(record).encode("utf-8")
-        write_bytes_atomic(stage_dir / _MARKER, data, durable=False)
+        write_bytes_atomic(stage_dir / ATTEMPT_MARKER, data, durable=False)
 
 
 def _archive_previous_attempt(stage_dir: Path, previous: int) -> bool:

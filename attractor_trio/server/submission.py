@@ -26,6 +26,7 @@ from attrs import frozen
 from ..dot import parse_dot
 from ..dot.graph import Diagnostic, Graph, Severity
 from ..dot.inputs import BinaryInput, decode_text, first_bad_char
+from ..dot.lexer import Positions
 from ..dot.transforms import apply_transforms
 from ..dot.validate import validate
 from ..errors import AttractorError, DotSyntaxError
@@ -147,9 +148,7 @@ def _check_tree(doc: object) -> None:
 def _check_string(value: str, where: str) -> None:
     match = _SURROGATE.search(value)
     if match is not None:
-        offset = match.start()
-        line = value.count("\n", 0, offset) + 1
-        col = offset - (value.rfind("\n", 0, offset) + 1) + 1
+        line, col = Positions(value).line_col(match.start())
         raise BadSubmission(
             f"invalid Unicode in {where or 'the body'} (line {line} column {col} of the "
             f"string): a lone UTF-16 surrogate U+{ord(match.group()):04X}"

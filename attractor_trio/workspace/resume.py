@@ -9,13 +9,13 @@ attempt that was interrupted, so nothing is lost silently.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..core.vocabulary import DEFAULT_KILL_GRACE
 from ..errors import AttractorError
+from ..persist.attempt_marker import read_attempt_marker
 from ..persist.progress import read_progress
 from .workspace import Workspace, reopen_workspace
 
@@ -49,11 +49,8 @@ def _marked_number(stage_dir: Path) -> int:
     """The number the stage's ``.attempt.json`` gives an attempt that did not finish (the
     engine's own numbering, archives included), or 0 — a finished marker belongs to an
     earlier attempt than the one that was interrupted."""
-    try:
-        marker = json.loads((stage_dir / ".attempt.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    if not isinstance(marker, dict) or marker.get("finished"):
+    marker = read_attempt_marker(stage_dir)
+    if marker is None or marker.get("finished"):
         return 0
     number = marker.get("number")
     return number if isinstance(number, int) and not isinstance(number, bool) else 0

@@ -274,8 +274,7 @@ class Workspace:
         diff = await self.run_git("diff", "--cached", "--binary", self.head)
         if diff.out and self.pending_patch is not None:
             _write_patch(self.pending_patch, diff.out)
-        await self.run_git("reset", "-q", "--hard", self.head)
-        await self.run_git("clean", "-fdq")
+        await self._force_files(self.head)
 
     async def rewind(self, node_id: str) -> str:
         """``resume --from NODE``: move the run branch (and worktree) back to the head before
@@ -292,12 +291,16 @@ class Workspace:
             k += 1
         keep_as = f"{self.branch}--before-from-{k}"
         await self.run_git("branch", keep_as, tip)
-        await self.run_git("reset", "-q", "--hard", target)
-        await self.run_git("clean", "-fdq")
+        await self._force_files(target)
         self.head = target
         return keep_as
 
     # -------------------------------------------------------------------------------- helpers
+
+    async def _force_files(self, commit: str) -> None:
+        """Branch, index and files exactly ``commit``: untracked files go too."""
+        await self.run_git("reset", "-q", "--hard", commit)
+        await self.run_git("clean", "-fdq")
 
     async def _has_branch(self, ref: str) -> bool:
         found = await self.run_git("rev-parse", "--verify", "-q", f"refs/heads/{ref}", check=False)

@@ -1,0 +1,29 @@
+"""Reading a stage directory's ``.attempt.json`` marker (contract.md §2, §10).
+
+The attempt scope writes the marker (which attempt the stage dir's files belong to, and how it
+ended); after a crash both the attempt scope (adoption, numbering) and the git workspace's
+resume (where the interrupted attempt's patch goes) read it back. One reader, so the two
+never disagree about what a torn or partial marker means.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["ATTEMPT_MARKER", "read_attempt_marker"]
+
+ATTEMPT_MARKER: Final = ".attempt.json"
+_REQUIRED_KEYS: Final = ("number", "attempt", "attempt_id")
+
+
+def read_attempt_marker(stage_dir: Path) -> dict[str, Any] | None:
+    """The last attempt's marker, or ``None`` (absent, or torn by a crash: treated as absent)."""
+    try:
+        marker = json.loads((stage_dir / ATTEMPT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not all(k in marker for k in _REQUIRED_KEYS):
+        return None
+    return marker
