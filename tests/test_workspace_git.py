@@ -555,8 +555,6 @@ def test_sigkill_at_random_moments_then_resume_keeps_branch_checkpoint_and_files
 ) -> None:
     """The recovery crash test with a git workspace: whenever the engine dies, after resume
     the run branch holds exactly one commit per stage, in order, and final.json names its head."""
-    import random
-
     stages = [f"t{i:02d}" for i in range(12)]
     dot = write_dot(
         tmp_path,
@@ -564,28 +562,7 @@ def test_sigkill_at_random_moments_then_resume_keeps_branch_checkpoint_and_files
         + " start -> " + " -> ".join(stages) + " -> exit\n",
     )  # fmt: skip
     logs = tmp_path / "logs"
-    common = ["--workdir", str(repo), "--quiet", "--stall-timeout", "0"]
-    first_run = ["run", str(dot), "--logs-root", str(logs), "--workspace", "git", "--run-id", "r1"]
-    rng = random.Random(21)
-    kills, first = 0, True
-    while kills < 8 and not (logs / "final.json").exists():
-        argv = first_run if first else ["resume", str(logs)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "attractor_trio", *argv, *common],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(rng.uniform(0.3, 0.9))
-        if proc.poll() is None:
-            proc.kill()
-            kills += 1
-        proc.wait(timeout=30)
-        first = first and not (logs / "manifest.json").exists()
-    for _ in range(5):
-        if (logs / "final.json").exists():
-            break
-        done = engine(*(first_run if first else ["resume", str(logs)]), *common)
-        assert done.returncode == 0, done.stderr
-        first = False
+    _kill_at_random_then_finish(repo, dot, logs, seed=21, kills=8, earliest=0.3)
     assert final(logs)["status"] == "success"
     branch = "attractor/r1"
     assert commits(repo, branch) == [f"{n}: success" for n in stages]
@@ -734,8 +711,6 @@ async def test_a_nested_fan_outs_branches_append_their_key_again(
 def test_sigkill_during_a_fan_out_then_resume_merges_every_branch_once(
     tmp_path: Path, repo: Path
 ) -> None:
-    import random
-
     ledger = tmp_path / "ledger"
     branches = {
         f"b{i}": f"echo b{i} >> {ledger}; echo b{i} > b{i}.txt; sleep 0.4" for i in range(3)
@@ -743,28 +718,7 @@ def test_sigkill_during_a_fan_out_then_resume_merges_every_branch_once(
     dot = write_dot(tmp_path, fan_out(branches, after=" join -> exit\n").replace(
         "fan [shape=component]", "fan [shape=component, max_parallel=2]"))  # fmt: skip
     logs = tmp_path / "logs"
-    common = ["--workdir", str(repo), "--quiet", "--stall-timeout", "0"]
-    first_run = ["run", str(dot), "--logs-root", str(logs), "--workspace", "git", "--run-id", "r1"]
-    rng = random.Random(7)
-    kills, first = 0, True
-    while kills < 4 and not (logs / "final.json").exists():
-        argv = first_run if first else ["resume", str(logs)]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "attractor_trio", *argv, *common],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(rng.uniform(0.4, 0.9))
-        if proc.poll() is None:
-            proc.kill()
-            kills += 1
-        proc.wait(timeout=30)
-        first = first and not (logs / "manifest.json").exists()
-    for _ in range(5):
-        if (logs / "final.json").exists():
-            break
-        done = engine(*(first_run if first else ["resume", str(logs)]), *common)
-        assert done.returncode == 0, done.stderr
-        first = False
+    _kill_at_random_then_finish(repo, dot, logs, seed=7, kills=4, earliest=0.4)
     assert final(logs)["status"] == "success"
     assert sorted(ledger.read_text().split()) == ["b0", "b1", "b2"]  # each branch ran once
     branch = "attractor/r1"
@@ -774,3 +728,34 @@ def test_sigkill_during_a_fan_out_then_resume_merges_every_branch_once(
         assert git(repo, "show", f"{branch}:b{i}.txt") == f"b{i}"
         assert commits(repo, f"{branch}--b{i}") == [f"b{i}: success"]
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def _kill_at_random_then_finish(
+    repo: Path, dot: Path, logs: Path, *, seed: int, kills: int, earliest: float
+) -> None:
+    """Start the run with ``--workspace git``, SIGKILL it (and then its resumes) after a random
+    ``earliest`` to 0.9 s up to ``kills`` times, then resume until ``final.json`` exists."""
+    import random
+
+    common = ["--workdir", str(repo), "--quiet", "--stall-timeout", "0"]
+    first_run = ["run", str(dot), "--logs-root", str(logs), "--workspace", "git", "--run-id", "r1"]
+    rng = random.Random(seed)
+    killed, first = 0, True
+    while killed < kills and not (logs / "final.json").exists():
+        argv = first_run if first else ["resume", str(logs)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "attractor_trio", *argv, *common],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(rng.uniform(earliest, 0.9))
+        if proc.poll() is None:
+            proc.kill()
+            killed += 1
+        proc.wait(timeout=30)
+        first = first and not (logs / "manifest.json").exists()
+    for _ in range(5):
+        if (logs / "final.json").exists():
+            break
+        done = engine(*(first_run if first else ["resume", str(logs)]), *common)
+        assert done.returncode == 0, done.stderr
+        first = False
