@@ -57,6 +57,7 @@ __all__ = [
     "remove_quietly",
     "replacing",
     "shape_problem",
+    "temp_name",
     "utc_timestamp",
     "write_all",
     "write_bytes_atomic",
@@ -157,6 +158,7 @@ def write_bytes_atomic(
     exclusive: bool = False,
     durable: bool = True,
     redacted: bool = False,
+    defer_directory_sync: Callable[[Path], None] | None = None,
 ) -> None:
     """Write ``data`` to a same-directory temp file, fsync, move it to ``path``, fsync the dir.
 
@@ -166,6 +168,10 @@ def write_bytes_atomic(
 
     Every file of a run passes here, so this is where secrets are redacted (contract.md §10);
     ``redacted=True`` says the caller's encoder already did (the checkpoint, piece by piece).
+
+    ``defer_directory_sync`` receives the directory whose fsync is owed instead of that fsync
+    being done here: the caller's next commit pays it (``commit.DirectorySyncs``), before
+    anything that depends on the rename's durability.
     """
     target = Path(path)
     if not redacted:
@@ -174,7 +180,11 @@ def write_bytes_atomic(
         write_all(fd, data)
         if durable:
             os.fsync(fd)
-    if durable:
+    if not durable:
+        return
+    if defer_directory_sync is not None:
+        defer_directory_sync(target.parent)
+    else:
         fsync_directory(target.parent)
 
 
@@ -293,9 +303,15 @@ def open_temp(target: Path) -> tuple[Path, int]:
     The name's 16 hex digits are a random per-process prefix and a counter: unique among
     this process's writers and (with ``O_EXCL`` as the backstop) other processes', without
     asking the kernel for randomness on every write."""
-    token = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}"
-    temp = target.with_name(f".{target.name}.{token}.tmp")
+    temp = Path(temp_name(target))
     return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
+def temp_name(target: StrPath) -> str:
+    """A fresh temp file name next to ``target``, as :func:`cleanup_temp_files` expects."""
+    head, name = os.path.split(os.fspath(target))
+    token = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}"
+    return os.path.join(head, f".{name}.{token}.tmp")
 
 
 def write_all(fd: int, data: bytes) -> None:
