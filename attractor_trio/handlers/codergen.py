@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..backends.simulate import SimulationBackend
-from ..context import RESPONSE_PREVIEW_CHARS
+from ..context import RESPONSE_PREVIEW_CHARS, StageSummary
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
     COMPLETED_SUMMARY_KEY,
@@ -137,6 +137,8 @@ def _completed_stages(value: object) -> list[tuple[str, str, str]]:
     an older version; a malformed entry must not fail the stage. One comprehension, because
     every codergen stage reads it (up to 200 entries).
     """
+    if type(value) is StageSummary:  # the engine's: its entries are checked as they come
+        return value.stages
     if not isinstance(value, list | tuple):
         return []
     return [
