@@ -58,7 +58,8 @@ class CodergenHandler:
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
-        attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+        if not attempt.stage_dir.is_dir():  # the engine made it; a direct caller may not have
+            attempt.stage_dir.mkdir(parents=True, exist_ok=True)
         try:
             clear_stale_status(attempt)
         except StatusFileError as exc:
