@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import trio
 from attrs import define, evolve, field, frozen
@@ -50,6 +50,8 @@ from .retention import (
 __all__ = ["StageExecutor"]
 
 Emit = Callable[..., Any]
+#: ``_attempt``'s ``listed`` when the caller has not listed the stage dir.
+_UNLISTED: Final = object()
 
 
 @define
@@ -99,17 +101,22 @@ class StageExecutor:
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
         stage_dir = self.stage_root / node.id
-        # Read once per stage: after that, the marker on disk is the one this stage wrote.
-        marker = read_attempt_marker(stage_dir)
+        # Read once per stage (after that, the marker on disk is the one this stage wrote), and
+        # only if the stage dir lists one: a first visit has no stage dir at all.
+        names = _listing(stage_dir)
+        marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
         adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+        # Without a marker nothing was adopted and the listing still holds.
+        listed: object = names if marker is None else _UNLISTED
         while True:
             if adopted is not None:
                 outcome, attempt = adopted
                 adopted = None
             else:
                 outcome, marker = await self._attempt(
-                    node, attempt, policy.max_attempts, predecessor, marker
+                    node, attempt, policy.max_attempts, predecessor, marker, listed
                 )
+                listed = _UNLISTED  # a retry lists what the attempt before it left
             decision = after_attempt(outcome, attempt, policy, node.allow_partial)
             if isinstance(decision, Retry):
                 delay = delay_for_attempt(policy.backoff, attempt, self.rng)
@@ -150,9 +157,11 @@ class StageExecutor:
         max_attempts: int,
         predecessor: str,
         previous: dict[str, Any] | None,
+        listed: object = _UNLISTED,
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """One attempt; its outcome and the ``.attempt.json`` marker now on disk (``previous``
-        is the one before it)."""
+        is the one before it). ``listed``: the stage dir's names if the caller has just listed
+        it (``None``: it does not exist), else ``_UNLISTED``."""
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
         # Every attempt's end is marked (the commit point a resume adopts) unless running it
@@ -163,7 +172,7 @@ class StageExecutor:
         recorded = int(previous.get("number", 0)) if previous else 0
         # One listing answers both questions below; a stage dir that does not exist yet (the
         # usual first visit) has neither archives nor files to move, and is created here, once.
-        names = _listing(stage_dir)
+        names = _listing(stage_dir) if listed is _UNLISTED else cast("list[str] | None", listed)
         # The archives count too: after a crash the checkpoint's count may lag behind them,
         # and with old archives pruned a restarted count would collide (contract.md §10).
         on_disk = 0 if names is None else last_attempt_in(names)
@@ -175,7 +184,7 @@ class StageExecutor:
         elif _archive_previous_attempt(stage_dir, recorded or last, names):
             prune_archives(stage_dir, self.attempt_retention)
         previous = None  # archived with the files it described, if there was one
-        attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
+        attempt_id = f"{node.id}-{number}-{_attempt_ids.getrandbits(24):06x}"
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
             previous = marker.write(stage_dir, finished=False)
@@ -465,6 +474,11 @@ def _write_status(path: Path, outcome: Outcome) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data, defer_directory_sync=defer)
 
+
+#: The random part of attempt ids: unique enough with the node and number beside it, and
+#: seeded once from the OS instead of a ``getrandom`` system call per attempt.
+_attempt_ids = random.Random(secrets.randbits(64))
+os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64)))
 
 #: Who owes the directory fsync of a status file being written (see ``_write_final_status``).
 _OWED: ContextVar[DirectorySyncs | None] = ContextVar("attractor_owed_syncs", default=None)
