@@ -21,6 +21,7 @@ from attractor_trio.persist.atomic import (
     cleanup_temp_files,
     dumps_json,
     is_temp_file_name,
+    json_encoder,
     read_json,
     utc_timestamp,
     write_bytes_atomic,
@@ -275,3 +276,24 @@ def test_the_indented_layout_is_exactly_the_json_modules(value: object) -> None:
             dumps_json(value)
         return
     assert dumps_json(value) == expected
+
+
+@given(_JSON_VALUES, st.sampled_from([(",", ":"), (", ", ": ")]))
+def test_the_prebuilt_encoder_writes_what_json_dumps_writes(
+    value: object, separators: tuple[str, str]
+) -> None:
+    encode = json_encoder(separators=separators)
+    try:
+        expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=separators)
+    except ValueError:
+        with pytest.raises(ValueError):
+            encode(value)
+        return
+    assert encode(value) == expected
+
+
+def test_the_prebuilt_encoder_refuses_what_json_refuses() -> None:
+    encode = json_encoder(separators=(",", ":"))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode({"x": object()})
+    assert json_encoder(separators=(",", ":"), default=str)({"x": 1j}) == '{"x":"1j"}'

@@ -20,12 +20,12 @@ No IO and no trio here: decisions as data (and the process's redactor, which is 
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring
-from typing import Any, SupportsIndex, TypeVar
+from typing import Any, Final, SupportsIndex, TypeVar
 
 from ..core import redaction
+from .atomic import json_encoder
 
 __all__ = ["ArrayEncoder", "JournaledDict", "JournaledList", "ObjectEncoder", "dumps_compact"]
 
@@ -34,9 +34,8 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 
-def dumps_compact(value: Any) -> str:
-    """The compact JSON of every persisted document (see ``atomic.dumps_json``), no newline."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: The compact JSON of every persisted document (see ``atomic.dumps_json``), no newline.
+dumps_compact: Final = json_encoder(separators=(",", ":"))
 
 
 class JournaledDict(dict[K, V]):

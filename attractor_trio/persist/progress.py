@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, final
 
 from ..core import redaction
-from .atomic import CorruptFileError, StrPath, utc_timestamp, write_all
+from .atomic import CorruptFileError, StrPath, json_encoder, utc_timestamp, write_all
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -44,7 +44,7 @@ _TAIL_CHUNK: Final = 64 * 1024
 _ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
-_encode_event: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_encode_event: Final = json_encoder(separators=(", ", ": "))
 
 
 @final
