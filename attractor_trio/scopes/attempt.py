@@ -17,7 +17,6 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -34,7 +33,12 @@ from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
-from ..persist.atomic import dumps_json, write_bytes_atomic
+from ..persist.atomic import (
+    directory_syncs_owed_to,
+    dumps_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from ..persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
 from ..persist.commit import DirectorySyncs
 from ..persist.status import read_status_file
@@ -358,11 +362,11 @@ class StageExecutor:
         """A stage's outcome on the main line: its directory's fsync is owed to the checkpoint
         that follows at this stage boundary (``persist/commit.py``), which pays it before its
         own rename, so the status file is still durable before the checkpoint counts it."""
-        token = _OWED.set(self.owed)
-        try:
+        if self.owed is None:
             _write_status(path, outcome)
-        finally:
-            _OWED.reset(token)
+            return
+        with directory_syncs_owed_to(self.owed.defer):
+            _write_status(path, outcome)
 
     def _finished(
         self, node: Node, attempt_id: str, outcome: Outcome, adopted: bool = False
@@ -464,24 +468,19 @@ async def _call_handler(
 
 
 def _write_status(path: Path, outcome: Outcome) -> None:
-    """``status.json``, durably; the directory fsync deferred when a stage boundary owes it."""
-    owed = _OWED.get()
-    data = dumps_json(outcome.to_json()).encode("utf-8")
-    defer = owed.defer if owed is not None else None
+    """``status.json``, durably (the attempt made the stage dir)."""
+    document = outcome.to_json()
     try:
-        write_bytes_atomic(path, data, defer_directory_sync=defer)
+        write_json_atomic(path, document)
     except FileNotFoundError:  # the stage dir went away under the handler
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, data, defer_directory_sync=defer)
+        write_json_atomic(path, document)
 
 
 #: The random part of attempt ids: unique enough with the node and number beside it, and
 #: seeded once from the OS instead of a ``getrandom`` system call per attempt.
 _attempt_ids = random.Random(secrets.randbits(64))
 os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64)))
-
-#: Who owes the directory fsync of a status file being written (see ``_write_final_status``).
-_OWED: ContextVar[DirectorySyncs | None] = ContextVar("attractor_owed_syncs", default=None)
 
 
 async def _write_status_durably(path: Path, outcome: Outcome) -> None:
