@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import attractor_trio.scopes.run as run_module
 from attractor_trio.persist import commit
 from attractor_trio.persist.atomic import cleanup_temp_files, is_temp_file_name, read_json
+from attractor_trio.persist.checkpoint import write_checkpoint_bytes
 from attractor_trio.persist.commit import DirectorySyncs, RecyclingWriter, fsync_together
 
 from .helpers import fail_fsyncs, run_dot
@@ -250,4 +252,28 @@ async def test_a_stage_dir_is_durable_before_the_checkpoint_that_counts_it(
         status = journal.index(f"rename {stage}/status.json")
         marker = journal.index(f"rename {stage}/.attempt.json", status)
         assert journal.index(str(root / stage), status) > marker, stage
+    assert not [name for name in os.listdir(root) if is_temp_file_name(name)]
+
+
+async def test_a_stage_without_its_checkpoint_has_its_debt_paid_before_final_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint that would have paid the stage's directory fsync never happens (here an
+    engine bug in it): finalize pays it before ``final.json`` and removes the spare."""
+    journal: list[str] = []
+    root = tmp_path / "run"
+    _journal_fsyncs(monkeypatch, journal)
+
+    real_write = write_checkpoint_bytes
+
+    def broken_checkpoint(destination: RecyclingWriter, data: bytes) -> Path:
+        if b'"current_node":"a"' in data:
+            raise RuntimeError("planted bug")
+        return real_write(destination, data)
+
+    monkeypatch.setattr(run_module, "write_checkpoint_bytes", broken_checkpoint)
+    result = await run_dot(LINEAR, root)
+    assert result.exit_path == "internal_error"
+    final = next(i for i, path in enumerate(journal) if ".final.json." in path)
+    assert str(root / "a") in journal[:final]
     assert not [name for name in os.listdir(root) if is_temp_file_name(name)]

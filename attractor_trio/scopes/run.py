@@ -308,6 +308,18 @@ class RunScope:
         write_checkpoint_bytes(self._checkpoint_file, data)
         self.hub.emit("checkpoint_saved", node_id=node_id)
 
+    def _settle_checkpoint_file(self) -> None:
+        """Before ``final.json``: pay the directory fsyncs a stage that ended without its
+        checkpoint still owes (canceled, a bug), and remove the checkpoint's spare inode. A disk
+        error here must not stop ``final.json`` from being attempted (it reports the run's end,
+        and its own fsyncs meet the same disk), so it is left to that write to surface."""
+        try:
+            self.owed.sync()
+            if self._checkpoint_file is not None:
+                self._checkpoint_file.close()
+        except OSError:
+            pass
+
     async def loop_restart(self, advance: Advance) -> Stop | None:
         await trio.lowlevel.checkpoint()  # a cancelled run never restarts
         state = self.state
@@ -382,9 +394,7 @@ class RunScope:
             failure_signature=signature or None,
             workspace=self.workspace.final_json() if self.workspace is not None else None,
         )
-        self.owed.sync()  # a stage that ended without its checkpoint (canceled, a bug)
-        if self._checkpoint_file is not None:
-            self._checkpoint_file.close()
+        self._settle_checkpoint_file()
         write_final(self.logs_root, record)
         hub.writer.sync()
         if finish.status == "success":
