@@ -7,9 +7,13 @@ that a killed worker cannot leave it behind. Its output goes to worker-local fil
 generator yields what is new every :data:`POLL_S` (so the driver writes the stage dir — no
 shared filesystem needed for logs — well within contract.md §10's 1 s), then the result.
 
+Nothing is written under the driver's logs root (``_staging.py``): the stage runs against a
+node-local mirror of its stage dir, and the files it wrote there travel back before the result.
+
 Items are plain dicts (cheap to serialize): ``started`` (node id, host, pid), ``group`` (the
 guard's pid = the group id, for the driver's kill request), ``out`` (stream 1/2, bytes),
-``result`` (exit code, duration) or ``error`` (an OSError starting the process).
+``file`` (a new or changed file of the mirror: relative path, chunk, last), then ``result``
+(exit code, duration) or ``error`` (an OSError starting the process).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from . import _staging
 
 POLL_S = 0.2
 _CHUNK = 256 * 1024
@@ -47,6 +53,14 @@ def attempt_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
+    mirror = tmp / "logs"
+    before = _staging.place_inputs(mirror, spec["dirs"], spec["inputs"])
+    spec = {
+        **spec,
+        "argv": _staging.substitute_all(spec["argv"], mirror),
+        "env": _staging.substitute_env(spec["env"], mirror),
+        "cwd": _staging.substitute(spec["cwd"], mirror),
+    }
     logs = (tmp / "stdout.log", tmp / "stderr.log")
     for log in logs:
         log.touch()
@@ -72,6 +86,7 @@ def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
         if finished:
             break
     thread.join()
+    yield from _staging.changed_files(mirror, before)
     yield outcome
 
 
