@@ -14,15 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import trio
 
 from attractor_trio.aio.process import ProcessResult, run_in_process_group
 from attractor_trio.backends.executors import ExecutorLost, use_executor
-from attractor_trio.backends.executors.base import parse_resources
+from attractor_trio.backends.executors.base import current_stage, parse_resources
 from attractor_trio.cli.detach import recorded_options, reuse_recorded_options
 from attractor_trio.dot.validate import validate
 from attractor_trio.errors import ConfigError
+from attractor_trio.testing.invariants import check_attempts_closed
 
-from .helpers import graph_of, named, read_json, run_dot
+from .helpers import events, graph_of, named, read_json, run_dot
 from .test_cli import cli
 
 TOOL = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
@@ -101,6 +103,75 @@ async def test_a_lost_executor_without_retries_fails_the_run_as_transient_infra(
         result = await run_dot(TOOL % "", root)
     assert result.status == "fail"
     assert read_json(root / "t" / "status.json")["failure_reason"].startswith("ray node lost")
+
+
+class PlacingExecutor(FakeExecutor):
+    """Like a cluster: queues the attempt, then announces its start on "node-1" — or never
+    places it (``place=False``)."""
+
+    defers_start = True
+
+    def __init__(self, place: bool = True) -> None:
+        super().__init__()
+        self.place = place
+
+    async def run_process(self, argv: Sequence[str], **kwargs: object) -> ProcessResult:
+        stage = current_stage()
+        assert stage.start is not None
+        if stage.start.pending:
+            stage.emit("stage_queued", node_id=stage.node_id, attempt_id=stage.attempt_id)
+        if not self.place:
+            await trio.sleep_forever()
+        stage.start.announce(ray_node_id="node-1", host="h", queued_s=0.0)
+        return await super().run_process(argv, **kwargs)  # type: ignore[arg-type]
+
+
+def _node_events(root: Path, node_id: str) -> list[dict[str, object]]:
+    return [e for e in events(root) if e.get("node_id") == node_id]
+
+
+async def test_a_placed_attempt_starts_when_its_node_starts_it(tmp_path: Path) -> None:
+    """contract.md §10: ``stage_queued``, then the one ``stage_attempt_started`` with the node."""
+    root = tmp_path / "run"
+    with use_executor(PlacingExecutor()):
+        result = await run_dot(TOOL % "", root)
+    assert result.status == "success"
+    names = [e["event"] for e in _node_events(root, "t")]
+    assert names[:3] == ["stage_started", "stage_queued", "stage_attempt_started"]
+    assert names.count("stage_attempt_started") == 1
+    assert named(root, "stage_attempt_started")[1]["ray_node_id"] == "node-1"
+    assert not list(check_attempts_closed(events(root)))
+
+
+async def test_an_attempt_never_placed_still_starts_and_finishes_once(tmp_path: Path) -> None:
+    """Timed out while queued: its start is announced (without a node) before its end."""
+    root = tmp_path / "run"
+    with use_executor(PlacingExecutor(place=False)):
+        result = await run_dot(TOOL % ", timeout=0.3", root)
+    assert result.status == "fail"
+    names = [e["event"] for e in _node_events(root, "t")]
+    assert names[:4] == [
+        "stage_started",
+        "stage_queued",
+        "stage_attempt_started",
+        "stage_attempt_finished",
+    ]
+    assert "ray_node_id" not in named(root, "stage_attempt_started")[1]
+    assert not list(check_attempts_closed(events(root)))
+
+
+async def test_an_attempt_whose_work_is_not_one_process_starts_at_once(tmp_path: Path) -> None:
+    """A codergen stage whose backend is not one process (here: simulated; the agent loop's
+    model calls run in the driver) starts as locally, whatever the executor."""
+    root = tmp_path / "run"
+    source = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+        plan [prompt="Plan"]; start -> plan -> exit }"""
+    with use_executor(PlacingExecutor()):
+        result = await run_dot(source, root)
+    assert result.status == "success"
+    names = [e["event"] for e in _node_events(root, "plan")]
+    assert names[:2] == ["stage_started", "stage_attempt_started"]
+    assert "stage_queued" not in names
 
 
 def test_executor_resources_is_a_known_attribute() -> None:
