@@ -7,9 +7,11 @@ executor, that ``executor.resources`` reaches it, and that a lost executor fails
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -210,6 +212,32 @@ def test_executor_ray_without_the_extra_is_exit_2_naming_it(
     assert code == 2
     assert "attractor-trio[ray]" in err and len(err.strip().splitlines()) == 1
     assert not root.exists()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_an_unreachable_ray_address_is_exit_2_before_the_run_directory_exists(
+    tmp_path: Path, detached: bool
+) -> None:
+    """contract.md §10: connect (or, detached, check the address) before the logs root is
+    created — one line naming the address, in seconds, not after Ray's minutes of retries."""
+    pytest.importorskip("ray")
+    address = f"127.0.0.1:{_closed_port()}"
+    root = tmp_path / "run"
+    argv = ["run", str(_pipeline(tmp_path)), "--executor", "ray", "--logs-root", str(root)]
+    argv += ["--ray-address", address, *(["--detach"] if detached else [])]
+    started = time.monotonic()
+    code, _, err = cli(*argv)
+    assert code == 2
+    assert address in err and len(err.strip().splitlines()) == 1, err
+    assert not root.exists()
+    assert time.monotonic() - started < 10
 
 
 def test_ray_address_without_the_ray_executor_is_refused(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ from .base import ExecutorLost, ExecutorSettings, StageContext, current_stage
 __all__ = ["RayExecutor", "connect", "missing_ray_message", "ray_available"]
 
 _AFTER_GRACE_S = 5.0
+#: How long the address check waits for the cluster's port to accept a connection.
+_PROBE_S = 5.0
 #: Blocking Ray calls on the cancel path run in worker threads of their own, so a canceled
 #: 1,000-branch fan-out cannot starve the engine's other thread users (status ingestion, fsync).
 _THREADS = trio.CapacityLimiter(512)
@@ -70,11 +73,33 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def cluster_address(settings: ExecutorSettings) -> str:
+    """Address precedence per contract.md §10 (``settings.address`` is already
+    ``--ray-address`` > ``executor.address``), then ``RAY_ADDRESS``; ``""``: a local Ray."""
+    return settings.address or os.environ.get("RAY_ADDRESS", "")
+
+
+def probe(settings: ExecutorSettings) -> None:
+    """Fail fast when nothing listens at the cluster's address: ``ray.init`` would retry for
+    minutes, and the run must be refused before its logs root exists (contract.md §10)."""
+    address = cluster_address(settings)
+    if not address or address == "auto":
+        return  # a local Ray, or the one this machine's ``ray start`` recorded
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConnectionError(f"{address!r} is not host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers there: {exc.strerror or exc}") from None
+
+
 def connect(settings: ExecutorSettings) -> RayExecutor:
-    """Connect the driver (blocking, before the run starts); address precedence per contract.md
-    §10 (``settings.address`` is already ``--ray-address`` > ``executor.address``), then
-    ``RAY_ADDRESS``, then a local Ray started for the run (shut down by :meth:`close`)."""
-    address = settings.address or os.environ.get("RAY_ADDRESS", "")
+    """Connect the driver (blocking, before the logs root exists): the cluster at
+    :func:`cluster_address`, else a local Ray started for the run (shut down by
+    :meth:`close`)."""
+    probe(settings)
+    address = cluster_address(settings)
     local = not address
     if local or _is_loopback(address):
         # A cluster on this machine: keep the driver on loopback too (Ray would otherwise
