@@ -7,6 +7,8 @@ executor, that ``executor.resources`` reaches it, and that a lost executor fails
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -174,6 +176,27 @@ async def test_an_attempt_whose_work_is_not_one_process_starts_at_once(tmp_path:
     names = [e["event"] for e in _node_events(root, "plan")]
     assert names[:2] == ["stage_started", "stage_attempt_started"]
     assert "stage_queued" not in names
+
+
+def test_end_group_finds_an_attempts_group_through_its_scratch_dir(tmp_path: Path) -> None:
+    """A remote attempt canceled before the driver heard its pgid: the node-side end request
+    finds the group through the attempt's scratch dir, ends it and removes the dir."""
+    import tempfile
+
+    from attractor_trio.backends.executors import _remote
+
+    token = f"test{os.getpid()}"
+    scratch = Path(tempfile.mkdtemp(prefix=f"attractor-remote-{token}-"))
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (scratch / "group.pid").write_text(str(proc.pid))
+        assert _remote.end_group(None, 0.5, False, token)
+        assert proc.wait(timeout=5) == -signal.SIGTERM
+        assert not scratch.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_executor_resources_is_a_known_attribute() -> None:

@@ -406,6 +406,57 @@ def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) 
     assert not marked_processes(marker)  # gone before the driver wrote final.json and exited
 
 
+def _cli(*args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # the address must come from the flag, then the manifest
+    return subprocess.Popen(
+        [sys.executable, "-m", "attractor_trio", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(check: Any, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_detached_ray_run_interrupted_by_sigint_resumes_on_the_cluster(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """contract.md §10: ``resume`` reuses ``--executor ray --ray-address`` from the manifest and
+    re-runs the interrupted remote attempt as a new attempt on the cluster."""
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    first_time = f"if [ ! -e started ]; then touch started; exec -a {marker} sleep 300; fi"
+    dot.write_text(tool_pipeline(f"{first_time}; echo second run", "echo after"))
+    root = tmp_path / "run"
+    flags = ["--executor", "ray", "--ray-address", cluster.address, "--kill-grace", "1s"]
+    starter = _cli(
+        "run", str(dot), "--logs-root", str(root), "--workdir", str(tmp_path), "--detach", *flags
+    )
+    assert starter.wait(timeout=60) == 0, starter.stderr.read() if starter.stderr else ""
+    started = tmp_path / "started"  # the marker is on the wrapper's command line before that
+    _wait_for(lambda: started.exists() and marked_processes(marker), "the stage never started")
+    owner = json.loads((root / "run.lock.json").read_text())["pid"]
+    os.kill(owner, signal.SIGINT)
+    _wait_for(lambda: (root / "final.json").exists(), "the interrupted run never finalized", 30)
+    assert read_json(root / "final.json")["status"] == "canceled"
+    assert not marked_processes(marker)  # gone before final.json, also when canceled at once
+
+    resumer = _cli("resume", str(root), "--quiet")
+    assert resumer.wait(timeout=60) == 0, resumer.stderr.read() if resumer.stderr else ""
+    assert read_json(root / "final.json")["status"] == "success"
+    starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "t0"]
+    assert len(starts) == 2 and starts[0]["attempt_id"] != starts[1]["attempt_id"]
+    assert {e["ray_node_id"] for e in starts} <= cluster.worker_ids()  # both on the cluster
+    assert (root / "t0" / "stdout.log").read_text() == "second run\n"
+    assert (root / "t1" / "stdout.log").read_text() == "after\n"
+
+
 async def _no_survivors(marker: str, within: float = 8.0) -> None:
     """The stage's processes are gone (on every node: they all live on this machine)."""
     with trio.move_on_after(within):

@@ -39,17 +39,54 @@ def attempt_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A Ray streaming-generator task body (see the module docstring)."""
     import ray
 
-    yield {
-        "kind": "started",
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="attractor-remote-"))
+    # Named after the attempt, and made before the start is reported, so that the driver's
+    # end_group finds the process group here even if it is canceled before it heard the pgid.
+    tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(spec.get("token", ""))))
     try:
+        yield {
+            "kind": "started",
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
         yield from _supervise(spec, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _scratch_prefix(token: str) -> str:
+    return f"attractor-remote-{token}-" if token else "attractor-remote-"
+
+
+def _find_group(token: str, within: float = 2.0) -> int | None:
+    """The group an attempt's scratch dir records; waits ``within`` for the guard to write it
+    (it does in milliseconds); ``None`` when the attempt left no scratch dir or no group."""
+    import glob
+    import time
+
+    if not token:
+        return None
+    pattern = os.path.join(tempfile.gettempdir(), _scratch_prefix(token) + "*")
+    deadline = time.monotonic() + within
+    while scratch := glob.glob(pattern):
+        for directory in scratch:
+            pid = _read_int(Path(directory) / "group.pid")
+            if pid is not None:
+                return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def _remove_scratch(token: str) -> None:
+    """A force-killed worker cannot remove its scratch dir: the driver's end request does."""
+    import glob
+
+    if token:
+        pattern = os.path.join(tempfile.gettempdir(), _scratch_prefix(token) + "*")
+        for directory in glob.glob(pattern):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
@@ -136,11 +173,22 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def end_group(pgid: int, grace: float, kill_now: bool) -> bool:
+def end_group(pgid: int | None, grace: float, kill_now: bool, token: str) -> bool:
     """Runs on the attempt's node: SIGTERM → grace → SIGKILL the group; ``True`` once it is gone.
 
     The driver asks for this when it cancels an attempt, so cancellation reaches the remote
-    process group within the kill grace even when the worker itself is slow to die."""
+    process group within the kill grace even when the worker itself is slow to die. Without
+    ``pgid`` (canceled before the driver heard it) the group is found through the attempt's
+    scratch dir (``token``)."""
+    try:
+        return _end_group(pgid if pgid is not None else _find_group(token), grace, kill_now)
+    finally:
+        _remove_scratch(token)
+
+
+def _end_group(pgid: int | None, grace: float, kill_now: bool) -> bool:
+    if pgid is None:
+        return True
     import signal
     import time
 

@@ -29,6 +29,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -167,7 +168,7 @@ class RayExecutor:
         hold = _LivenessHold(stage.liveness)
         submitted = time.monotonic()
         gen = self._stream.options(**_ray_options(resources)).remote(spec)
-        task = _RemoteTask(gen, self._dispatcher.follow(gen))
+        task = _RemoteTask(gen, self._dispatcher.follow(gen), spec["token"])
         files = FileSink(stage.logs_root) if stage.logs_root is not None else None
         with _StageLogs(stdout_path, stderr_path) as logs:
             try:
@@ -241,12 +242,12 @@ class RayExecutor:
         skip = _grace_skip_event(None).is_set()
         with trio.move_on_after(kill_grace + _AFTER_GRACE_S):
             ref = None
-            if task.pgid is not None and task.node_id:
+            if task.node_id:  # started: its group may live there (pgid known or not yet)
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 strategy = NodeAffinitySchedulingStrategy(task.node_id, soft=False)
                 ref = self._end_group.options(scheduling_strategy=strategy).remote(
-                    task.pgid, kill_grace, skip
+                    task.pgid, kill_grace, skip, task.token
                 )
             self._dispatcher.forget(task.stream)
             await _in_thread(functools.partial(_force_cancel, task.gen))
@@ -264,7 +265,12 @@ def _remote_spec(
 ) -> dict[str, Any]:
     """What the worker gets: no path under the logs root (``_staging.py``), the stage dir's
     inputs instead."""
-    spec: dict[str, Any] = {"kill_grace": kill_grace, "dirs": [], "inputs": []}
+    spec: dict[str, Any] = {
+        "kill_grace": kill_grace,
+        "dirs": [],
+        "inputs": [],
+        "token": secrets.token_hex(8),
+    }
     if stage.logs_root is None or stage.stage_dir is None:
         return {**spec, "argv": list(argv), "cwd": str(cwd), "env": dict(env)}
     outbound = Outbound(stage.logs_root, stage.workdir or cwd, stage.stage_dir)
@@ -316,9 +322,11 @@ async def _in_thread(fn: Callable[[], Any]) -> Any:
 class _RemoteTask:
     """One attempt's Ray generator, its stream of items, and what the driver learned."""
 
-    def __init__(self, gen: Any, stream: Stream) -> None:
+    def __init__(self, gen: Any, stream: Stream, token: str) -> None:
         self.gen = gen
         self.stream = stream
+        #: Names the attempt's scratch dir on its node (where end_group finds the group).
+        self.token = token
         self.node_id = ""
         self.pgid: int | None = None
 
