@@ -44,7 +44,14 @@ from ._dispatch import END, Dispatcher, Stream
 from ._staging import FileSink, Outbound
 from .base import ExecutorLost, ExecutorSettings, StageContext, current_stage
 
-__all__ = ["RayExecutor", "connect", "missing_ray_message", "ray_available"]
+__all__ = [
+    "RayExecutor",
+    "cluster_address",
+    "connect",
+    "missing_ray_message",
+    "probe",
+    "ray_available",
+]
 
 _AFTER_GRACE_S = 5.0
 #: How long the address check waits for the cluster's port to accept a connection.
