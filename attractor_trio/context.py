@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import enum
 import json
+import operator
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ import attrs
 
 from .dot.conditions import stringify
 
-__all__ = ["RESPONSE_PREVIEW_CHARS", "Context"]
+__all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 
 #: How much of a codergen response the ``last_response`` context key keeps (the handler and
 #: the simulation backend both record it).
@@ -92,18 +93,121 @@ class Context(Mapping[str, Any]):
     def snapshot_json(self) -> str:
         """:meth:`snapshot` as compact JSON text, without the round trip through objects: the
         checkpoint writes it after every stage. Coercions are those of :meth:`snapshot`; NaN and
-        infinities are refused (``ValueError``), as every persisted document refuses them."""
-        return json.dumps(
-            self._values,
-            default=_jsonable,
-            ensure_ascii=False,
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+        infinities are refused (``ValueError``), as every persisted document refuses them.
+
+        A :class:`StageSummary` value is spliced in from its own cached text (it is the one
+        large value, and it changes by one entry per stage); the rest is encoded in runs of
+        plain values, so the text is exactly what one ``json.dumps`` of the dict gives."""
+        pieces: list[str] = []
+        plain: dict[str, Any] = {}
+        for key, value in self._values.items():
+            text = value.json_text() if type(value) is StageSummary else None
+            if text is None:
+                plain[key] = value
+                continue
+            if plain:
+                pieces.append(_dumps(plain)[1:-1])
+                plain = {}
+            pieces.append(f"{_dumps(key)}:{text}")
+        if not pieces:
+            return _dumps(plain)
+        if plain:
+            pieces.append(_dumps(plain)[1:-1])
+        return "{" + ",".join(pieces) + "}"
 
     def clone(self) -> Context:
         """An independent copy (deep-copied values, copied log) for a parallel branch."""
         return Context(copy.deepcopy(self._values), self._logs)
+
+
+class StageSummary(list[Any]):
+    """The completed-stage summary a context carries for fidelity preambles: a list of
+    ``[node_id, status, notes]`` entries, newest last, at most a fixed number of them.
+
+    Why a list subclass: every stage appends one entry and then both the checkpoint (the
+    context's JSON) and the next codergen prompt (the entries, checked) read all of them — about
+    180 µs per stage for a full summary when each was redone from scratch. This keeps each
+    entry's JSON text and checked form beside it, so :meth:`appended` and both readers cost
+    O(1) entries; it equals, encodes and round-trips through a checkpoint as the plain list it
+    replaces. The engine builds a new one per stage (:meth:`appended`) and never mutates one;
+    if someone else does, :meth:`json_text` and :attr:`stages` notice (length or entry
+    identity changed) and start over from the list itself.
+    """
+
+    __slots__ = ("_entries", "_stages", "_texts")
+
+    def __init__(self, entries: Iterable[Any] = ()) -> None:
+        super().__init__(entries)
+        self._remember(list(self), [_dumps(e) for e in self], [_checked(e) for e in self])
+
+    @classmethod
+    def of(cls, value: Any) -> StageSummary:
+        """``value`` itself when it is one, else a summary of the list it is (a checkpoint's,
+        or an older engine's); ``None`` and other empties give an empty summary."""
+        return value if type(value) is cls else cls(list(value or []))
+
+    def appended(self, entry: list[Any], limit: int) -> StageSummary:
+        """A new summary: these entries and ``entry``, the newest ``limit`` of them."""
+        keep = max(limit - 1, 0)
+        current = self._current()
+        entries, texts, stages = current._entries, current._texts, current._stages
+        new = StageSummary.__new__(StageSummary)
+        list.__init__(new, [*(entries[-keep:] if keep else []), entry])
+        new._remember(
+            list(new),
+            [*(texts[-keep:] if keep else []), _dumps(entry)],
+            [*(stages[-keep:] if keep else []), _checked(entry)],
+        )
+        return new
+
+    def json_text(self) -> str:
+        """The summary as compact JSON (what ``json.dumps`` gives for the list)."""
+        return "[" + ",".join(self._current()._texts) + "]"
+
+    @property
+    def stages(self) -> list[tuple[str, str, str]]:
+        """The well-formed entries as ``(node_id, status, notes)`` (malformed ones, which only
+        an edited checkpoint can hold, are skipped)."""
+        stages = self._current()._stages
+        if None not in stages:
+            return stages  # type: ignore[return-value]
+        return [stage for stage in stages if stage is not None]
+
+    def _remember(
+        self,
+        entries: list[Any],
+        texts: list[str],
+        stages: list[tuple[str, str, str] | None],
+    ) -> None:
+        self._entries = entries
+        self._texts = texts
+        self._stages = stages
+
+    def _current(self) -> StageSummary:
+        """``self`` when the cached forms still describe the list, else a fresh summary."""
+        if len(self) == len(self._entries) and all(map(operator.is_, self, self._entries)):
+            return self
+        return StageSummary(self)
+
+
+def _checked(entry: Any) -> tuple[str, str, str] | None:
+    """``(node_id, status, notes)`` of a well-formed summary entry, else ``None``."""
+    if (
+        isinstance(entry, list | tuple)
+        and len(entry) >= 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], str)
+    ):
+        notes = entry[2] if len(entry) > 2 and isinstance(entry[2], str) else ""
+        return (entry[0], entry[1], notes)
+    return None
+
+
+def _dumps(value: Any) -> str:
+    """Compact JSON as every persisted copy of the context is written."""
+    return json.dumps(
+        value, default=_jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -52,11 +52,12 @@ class EventHub:
         else:
             envelope = self.writer.emit(event, branch, **fields)
         self._track(envelope)
-        for sink in list(self.sinks):
-            try:
-                sink(envelope)
-            except OSError:
-                self._drop_sink(sink)
+        if self.sinks:
+            for sink in list(self.sinks):
+                try:
+                    sink(envelope)
+                except OSError:
+                    self._drop_sink(sink)
         if event in TERMINAL_EVENTS:
             self.closed = True
         return envelope
@@ -114,7 +115,4 @@ class EventHub:
             else:
                 self._active.pop(key, None)
         current = envelope.get("node_id") if event == "stage_started" else None
-        changes: dict[str, Any] = {"last_event": envelope}
-        if current and not envelope["branch"]:
-            changes["current_node"] = current
-        self.live.update(**changes)
+        self.live.note_event(envelope, current if current and not envelope["branch"] else None)

@@ -1,10 +1,11 @@
-"""Engine-throughput benchmark: ``python benchmarks/engine.py [--stages N] [--repeat K]``.
+"""Engine-throughput benchmark: ``python benchmarks/engine.py [--stages N] [--repeat K] [--tmpfs]``.
 
 Runs a linear pipeline (``start -> s0000 -> ... -> s0999 -> exit``, simulated codergen stages
 with short prompts) through :func:`attractor_trio.run` with full durability, and reports:
 
 * median/min/max wall time of ``--repeat`` runs and the cost per stage, against the
-  2 ms/stage target (PASS/FAIL is printed; the exit status is 0 either way: a report, not a test);
+  1.5 ms/stage target on a real disk (issue #22; PASS/FAIL is printed; the exit status is 0
+  either way: a report, not a test);
 * from one extra run with ``os.fsync`` wrapped by a timing shim: fsyncs per stage, ms per fsync,
   the share of wall time spent in fsync, and which files the fsyncs were for;
 * two baselines measured in the same process, so the numbers mean something on any disk:
@@ -16,13 +17,17 @@ with short prompts) through :func:`attractor_trio.run` with full durability, and
 * with ``--profile``, the top 15 ``attractor_trio`` functions by cumulative time from one more
   run under cProfile (which makes that run about three times slower; not counted in the budget);
 * if py-attractor (PyPI ``py-attractor`` 0.3.0, import name ``attractor``) is importable, the
-  same pipeline through its ``run_pipeline`` and the time ratio. It is not a dependency.
+  same pipeline through its ``run_pipeline`` in the same directory tree, and the ratio
+  theirs/ours (above 1 means we are faster) against the issue's target of 1.2 — which is about
+  the tmpfs run (``--tmpfs``), where neither engine pays for fsync, so the ratio compares the
+  work each does per stage. It is not a dependency.
 
 Where the run directories go matters: on tmpfs ``fsync`` is a no-op and the numbers would flatter
 durability. On the machine this was written on ``/tmp`` is ext4 on the same device as the repo
 (``df -T /tmp .``, ``stat -f /tmp``), but that is not true everywhere, so runs go under
-``<repo>/.bench-tmp/`` by default (``--tmp-dir`` to override); the filesystem type of the chosen
-directory and of ``/tmp`` is printed, and everything created is removed afterwards.
+``<repo>/.bench-tmp/`` by default (``--tmp-dir`` to override, ``--tmpfs`` for ``/dev/shm``); the
+filesystem type of the chosen directory and of ``/tmp`` is printed, and everything created is
+removed afterwards.
 """
 
 from __future__ import annotations
@@ -58,7 +63,10 @@ sys.path.insert(0, str(REPO))
 from attractor_trio import Graph, SimulationBackend, load, run
 from attractor_trio.persist.atomic import write_json_atomic
 
-TARGET_MS_PER_STAGE = 2.0
+TARGET_MS_PER_STAGE = 1.5  # durable, on a real disk (issue #22)
+#: theirs/ours with py-attractor, both on tmpfs (issue #22: at least 20 % faster; aim for 2).
+TARGET_PEER_RATIO = 1.2
+TMPFS = Path("/dev/shm")
 PROFILE_TOP = 15
 # The atomic writer's temp names: `.<target>.<16 hex>.tmp` (see persist/atomic.py).
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{16}\.tmp$")
@@ -183,7 +191,7 @@ class Sample:
         return seconds / self.stages * 1000
 
 
-def report_runs(sample: Sample) -> float:
+def report_runs(sample: Sample, on_tmpfs: bool) -> float:
     """Print the timed runs; return the median ms per stage."""
     low, high, mid = min(sample.seconds), max(sample.seconds), sample.median
     per = sample.per_stage_ms
@@ -191,10 +199,14 @@ def report_runs(sample: Sample) -> float:
         f"durable runs ({len(sample.seconds)}): median {mid:.3f} s, "
         f"min {low:.3f} s, max {high:.3f} s"
     )
+    verdict = (
+        "(the target is for a real disk: run without --tmpfs)"
+        if on_tmpfs
+        else f"{'PASS' if per(mid) <= TARGET_MS_PER_STAGE else 'FAIL'}"
+    )
     print(
         f"per stage: median {per(mid):.3f} ms (min {per(low):.3f}, max {per(high):.3f}) "
-        f"— target ≤ {TARGET_MS_PER_STAGE:.1f} ms: "
-        f"{'PASS' if per(mid) <= TARGET_MS_PER_STAGE else 'FAIL'}"
+        f"— target ≤ {TARGET_MS_PER_STAGE:.1f} ms durable: {verdict}"
     )
     return per(mid)
 
@@ -255,7 +267,9 @@ def run_py_attractor(module: Any, dot: str, logs_root: Path) -> float:
     return elapsed
 
 
-def report_py_attractor(dot: str, root: Path, ours_s: float, ours_no_fsync_s: float) -> None:
+def report_py_attractor(
+    dot: str, root: Path, ours: Sample, ours_no_fsync_s: float, on_tmpfs: bool
+) -> None:
     module = py_attractor()
     if module is None:
         print("py-attractor not installed: skipped")
@@ -269,9 +283,19 @@ def report_py_attractor(dot: str, root: Path, ours_s: float, ours_no_fsync_s: fl
         version = importlib.metadata.version("py-attractor")
     except importlib.metadata.PackageNotFoundError:  # on sys.path without its dist-info
         version = "?"
+    ratio = theirs / ours.median
+    verdict = (
+        f"{'PASS' if ratio >= TARGET_PEER_RATIO else 'FAIL'}"
+        if on_tmpfs
+        else "(the target compares tmpfs runs: see --tmpfs)"
+    )
     print(
-        f"py-attractor ({version}, no fsync at all): {theirs:.3f} s; "
-        f"ours/theirs {ours_s / theirs:.2f}x durable, {ours_no_fsync_s / theirs:.2f}x without fsync"
+        f"py-attractor ({version}, no fsync at all): {theirs:.3f} s = "
+        f"{ours.per_stage_ms(theirs):.3f} ms per stage, same run dirs' filesystem"
+    )
+    print(
+        f"theirs/ours: {ratio:.2f} (our durable median; best run {theirs / min(ours.seconds):.2f}, "
+        f"without fsync {theirs / ours_no_fsync_s:.2f}) — target ≥ {TARGET_PEER_RATIO}: {verdict}"
     )
 
 
@@ -286,10 +310,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget", type=float, default=30.0, help="seconds for the timed runs; fewer if over (30)"
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
-    parser.add_argument("--tmp-dir", type=Path, help="where run dirs go (<repo>/.bench-tmp)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--tmp-dir", type=Path, help="where run dirs go (<repo>/.bench-tmp)")
+    where.add_argument(
+        "--tmpfs",
+        action="store_true",
+        help=f"run dirs under {TMPFS} (fsync free): the py-attractor comparison of issue #22",
+    )
     args = parser.parse_args(argv)
     if args.stages < 1 or args.repeat < 1:
         parser.error("--stages and --repeat must be at least 1")
+    if args.tmpfs:
+        if not TMPFS.is_dir() or filesystem_type(TMPFS) != "tmpfs":
+            parser.error(f"--tmpfs: {TMPFS} is not a tmpfs here; use --tmp-dir")
+        args.tmp_dir = TMPFS
     return args
 
 
@@ -323,7 +357,8 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
             f"(stopped after {len(sample.seconds)} of {args.repeat} runs: another would pass "
             f"--budget {args.budget:g} s)"
         )
-    report_runs(sample)
+    on_tmpfs = filesystem_type(root) == "tmpfs"
+    report_runs(sample, on_tmpfs)
 
     meter = TargetFsyncMeter()
     with fsync_replaced(meter):
@@ -349,7 +384,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
         print(f"cProfile, one durable run, top {PROFILE_TOP} attractor_trio by cumulative time:")
         print(profile_run(graph, next(fresh)))
 
-    report_py_attractor(dot, root, sample.median, no_fsync)
+    report_py_attractor(dot, root, sample, no_fsync, on_tmpfs)
 
 
 def main(argv: list[str] | None = None) -> int:

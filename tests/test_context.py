@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.context import Context
+from attractor_trio.context import Context, StageSummary
 from attractor_trio.dot.conditions import evaluate_condition
+from attractor_trio.handlers.codergen import _completed_stages
 
 
 def test_set_get_contains_keys() -> None:
@@ -132,3 +133,67 @@ def test_snapshot_of_json_values_is_exact(values: dict[str, Any]) -> None:
     context = Context(values)
     assert context.snapshot() == values
     assert Context.from_snapshot(context.snapshot()).snapshot() == values
+
+
+# --- StageSummary: the completed-stage summary with its encodings cached --------------------
+
+_TEXT = st.text(max_size=12)
+_ENTRY = st.lists(_TEXT, min_size=0, max_size=4)
+
+
+def _plain_json(values: dict[str, Any]) -> str:
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@given(
+    start=st.lists(st.one_of(_ENTRY, st.integers(), st.none()), max_size=6),
+    added=st.lists(st.tuples(_TEXT, _TEXT, _TEXT), max_size=12),
+    limit=st.integers(min_value=1, max_value=5),
+    before=st.dictionaries(_TEXT, st.one_of(_TEXT, st.integers()), max_size=3),
+    after=st.dictionaries(_TEXT, st.one_of(_TEXT, st.integers()), max_size=3),
+)
+def test_a_summary_encodes_and_reads_exactly_as_the_plain_list_would(
+    start: list[Any],
+    added: list[tuple[str, str, str]],
+    limit: int,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> None:
+    """What the checkpoint and the prompt see is the same text and entries as before the
+    cache: the plain list, appended to and cut to the newest ``limit``."""
+    plain = list(start)
+    summary = StageSummary.of(start)
+    for entry in added:
+        summary = summary.appended(list(entry), limit)
+        plain = [*plain, list(entry)][-limit:]
+    assert summary == plain
+    values = {**before, "internal.completed_summary": summary}
+    values.update({k: v for k, v in after.items() if k not in values})
+    context = Context(values)
+    expected = {**values, "internal.completed_summary": plain}
+    assert context.snapshot_json() == _plain_json(expected)
+    assert summary.stages == _completed_stages(plain)
+
+
+def test_a_summary_mutated_in_place_is_encoded_from_what_it_holds() -> None:
+    summary = StageSummary([["a", "success", "n"]]).appended(["b", "fail", "why"], 200)
+    summary.append(["c", "success", ""])
+    summary[0] = ["z", "success", "edited"]
+    context = Context({"internal.completed_summary": summary})
+    assert json.loads(context.snapshot_json())["internal.completed_summary"] == [
+        ["z", "success", "edited"],
+        ["b", "fail", "why"],
+        ["c", "success", ""],
+    ]
+    assert [stage[0] for stage in summary.stages] == ["z", "b", "c"]
+
+
+def test_a_cloned_context_keeps_a_working_summary() -> None:
+    summary = StageSummary().appended(["a", "success", ""], 200)
+    clone = Context({"internal.completed_summary": summary}).clone()
+    copied = clone["internal.completed_summary"]
+    assert copied == summary and copied is not summary
+    assert copied.appended(["b", "success", ""], 200).stages == [
+        ("a", "success", ""),
+        ("b", "success", ""),
+    ]

@@ -12,12 +12,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from attractor_trio.errors import AttractorError
 from attractor_trio.persist.atomic import (
     CorruptFileError,
     cleanup_temp_files,
+    dumps_json,
     is_temp_file_name,
+    json_encoder,
     read_json,
     utc_timestamp,
     write_bytes_atomic,
@@ -247,3 +251,49 @@ def test_temp_names_are_unique_and_recognised(tmp_path: Path) -> None:
     before = atomic._temp_prefix
     atomic._new_temp_prefix()  # what a forked child does first (os.register_at_fork)
     assert atomic._temp_prefix != before
+
+
+_JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8))
+_JSON_VALUES = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=6), st.integers()), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+def test_the_indented_layout_is_exactly_the_json_modules(value: object) -> None:
+    """dumps_json builds the indented text itself (the json module's indent is pure Python);
+    the bytes, and the error for what JSON refuses (NaN, infinities), must not change."""
+    try:
+        expected = json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        with pytest.raises(ValueError):
+            dumps_json(value)
+        return
+    assert dumps_json(value) == expected
+
+
+@given(_JSON_VALUES, st.sampled_from([(",", ":"), (", ", ": ")]))
+def test_the_prebuilt_encoder_writes_what_json_dumps_writes(
+    value: object, separators: tuple[str, str]
+) -> None:
+    encode = json_encoder(separators=separators)
+    try:
+        expected = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=separators)
+    except ValueError:
+        with pytest.raises(ValueError):
+            encode(value)
+        return
+    assert encode(value) == expected
+
+
+def test_the_prebuilt_encoder_refuses_what_json_refuses() -> None:
+    encode = json_encoder(separators=(",", ":"))
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        encode({"x": object()})
+    assert json_encoder(separators=(",", ":"), default=str)({"x": 1j}) == '{"x":"1j"}'

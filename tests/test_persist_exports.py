@@ -11,6 +11,7 @@ SUBMODULES = [
     "attempt_marker",
     "atomic",
     "checkpoint",
+    "commit",
     "final",
     "journaled",
     "live",

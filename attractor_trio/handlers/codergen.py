@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..backends.simulate import SimulationBackend
-from ..context import RESPONSE_PREVIEW_CHARS
+from ..context import RESPONSE_PREVIEW_CHARS, StageSummary
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
     COMPLETED_SUMMARY_KEY,
@@ -64,7 +64,8 @@ class CodergenHandler:
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
-        attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+        if not attempt.stage_dir.is_dir():  # the engine made it; a direct caller may not have
+            attempt.stage_dir.mkdir(parents=True, exist_ok=True)
         try:
             clear_stale_status(attempt)
         except StatusFileError as exc:
@@ -143,6 +144,8 @@ def _completed_stages(value: object) -> list[tuple[str, str, str]]:
     an older version; a malformed entry must not fail the stage. One comprehension, because
     every codergen stage reads it (up to 200 entries).
     """
+    if type(value) is StageSummary:  # the engine's: its entries are checked as they come
+        return value.stages
     if not isinstance(value, list | tuple):
         return []
     return [

@@ -38,6 +38,7 @@ from .atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from .commit import DirectorySyncs, RecyclingWriter
 from .journaled import ArrayEncoder, ObjectEncoder, dumps_compact
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointEncoder",
     "CheckpointError",
+    "checkpoint_writer",
     "load_checkpoint",
     "save_checkpoint",
     "write_checkpoint_bytes",
@@ -189,10 +191,21 @@ class CheckpointEncoder:
         return text.encode("utf-8")
 
 
-def write_checkpoint_bytes(logs_root: StrPath, data: bytes) -> Path:
+def checkpoint_writer(logs_root: StrPath, owed: DirectorySyncs) -> RecyclingWriter:
+    """The writer a run rewrites its checkpoint with after every stage: the stage boundary's
+    one commit, which also pays the directory fsyncs the stage owes (``owed``) before its
+    rename, and reuses the displaced checkpoint's inode as the next temp (``commit.py``)."""
+    return RecyclingWriter(Path(logs_root) / CHECKPOINT_FILE_NAME, owed)
+
+
+def write_checkpoint_bytes(logs_root: StrPath | RecyclingWriter, data: bytes) -> Path:
     """Atomically write already-encoded checkpoint bytes (from :class:`CheckpointEncoder`,
     which redacted them piece by piece: scanning the whole document again would make every
-    stage cost O(stages so far))."""
+    stage cost O(stages so far)), into ``logs_root`` or through the run's
+    :func:`checkpoint_writer`."""
+    if isinstance(logs_root, RecyclingWriter):
+        logs_root.write(data)
+        return logs_root.path
     path = Path(logs_root) / CHECKPOINT_FILE_NAME
     write_bytes_atomic(path, data, redacted=True)
     return path

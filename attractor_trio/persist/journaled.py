@@ -19,12 +19,13 @@ No IO and no trio here: decisions as data (and the process's redactor, which is 
 
 from __future__ import annotations
 
-import json
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from json.encoder import encode_basestring
-from typing import Any, SupportsIndex, TypeVar
+from typing import Any, Final, SupportsIndex, TypeVar
 
 from ..core import redaction
+from .atomic import json_encoder
 
 __all__ = ["ArrayEncoder", "JournaledDict", "JournaledList", "ObjectEncoder", "dumps_compact"]
 
@@ -33,9 +34,8 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 
-def dumps_compact(value: Any) -> str:
-    """The compact JSON of every persisted document (see ``atomic.dumps_json``), no newline."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+#: The compact JSON of every persisted document (see ``atomic.dumps_json``), no newline.
+dumps_compact: Final = json_encoder(separators=(",", ":"))
 
 
 class JournaledDict(dict[K, V]):
@@ -184,15 +184,22 @@ class ObjectEncoder:
         self._redact = redact
         self._source: object = None
         self._fragments: dict[Any, str] = {}
+        # The fragments joined, and how many of them: a stage usually only adds a key at the
+        # end, and appending its text beats joining every fragment again (O(entries) objects).
+        self._joined = ""
+        self._joined_count = 0
 
     def encode(self, mapping: Mapping[Any, Any]) -> str:
+        fragments = self._fragments
         if isinstance(mapping, JournaledDict) and mapping is self._source:
             reset, changed = mapping.take_changes()
             if reset:
                 self._rebuild(mapping)
             else:
                 for key in changed:
-                    self._fragments[key] = self._fragment(key, mapping[key])
+                    if key in fragments:
+                        self._joined_count = -1  # an entry before the end changed: re-join
+                    fragments[key] = self._fragment(key, mapping[key])
         else:
             if isinstance(mapping, JournaledDict):
                 mapping.take_changes()
@@ -200,10 +207,22 @@ class ObjectEncoder:
             else:
                 self._source = None  # a plain mapping: nothing tells us what changed
             self._rebuild(mapping)
-        return "{" + ",".join(self._fragments.values()) + "}"
+        return "{" + self._body() + "}"
+
+    def _body(self) -> str:
+        fragments = self._fragments
+        count = len(fragments)
+        if self._joined_count < 0 or count < self._joined_count:
+            self._joined, self._joined_count = ",".join(fragments.values()), count
+        elif count > self._joined_count:
+            added = ",".join(itertools.islice(fragments.values(), self._joined_count, None))
+            self._joined = f"{self._joined},{added}" if self._joined_count else added
+            self._joined_count = count
+        return self._joined
 
     def _rebuild(self, mapping: Mapping[Any, Any]) -> None:
         self._fragments = {key: self._fragment(key, value) for key, value in mapping.items()}
+        self._joined_count = -1
 
     def _fragment(self, key: Any, value: Any) -> str:
         value = self._convert(value)
@@ -223,6 +242,9 @@ class ArrayEncoder:
     def __init__(self) -> None:
         self._source: object = None
         self._fragments: list[str] = []
+        # The first ``_joined_count`` fragments joined (see ObjectEncoder).
+        self._joined = ""
+        self._joined_count = 0
 
     def encode(self, items: Sequence[Any]) -> str:
         if isinstance(items, JournaledList) and items is self._source:
@@ -235,5 +257,14 @@ class ArrayEncoder:
                 self._source = None
             self._fragments = []
         fragments = self._fragments
+        if len(fragments) < self._joined_count:  # the stable prefix shrank: the text is stale
+            self._joined_count = -1
         fragments.extend(_item(item) for item in items[len(fragments) :])
-        return "[" + ",".join(fragments) + "]"
+        count = len(fragments)
+        if self._joined_count < 0:
+            self._joined, self._joined_count = ",".join(fragments), count
+        elif count > self._joined_count:
+            added = ",".join(fragments[self._joined_count :])
+            self._joined = f"{self._joined},{added}" if self._joined_count else added
+            self._joined_count = count
+        return "[" + self._joined + "]"

@@ -107,6 +107,20 @@ class LiveWriter:
                 return True
             return False
 
+    def note_event(self, envelope: Mapping[str, Any], current_node: str | None = None) -> bool:
+        """``update(last_event=envelope, current_node=current_node)``, the hub's call for every
+        event: the same merge and throttle, without the general method's bookkeeping."""
+        with self._lock:
+            snapshot = self._snapshot
+            snapshot["last_event"] = dict(envelope)
+            if current_node is not None:
+                snapshot["current_node"] = current_node
+            self._pending = True
+            if self._throttle_allows():
+                self._write()
+                return True
+            return False
+
     def flush(self) -> bool:
         """Write pending changes now, regardless of the throttle; return whether it wrote."""
         with self._lock:

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, final
 
 from ..core import redaction
-from .atomic import CorruptFileError, StrPath, utc_timestamp, write_all
+from .atomic import CorruptFileError, StrPath, json_encoder, utc_timestamp, write_all
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -41,6 +41,10 @@ PROGRESS_FILE_NAME: Final = "progress.ndjson"
 ENVELOPE_KEYS: Final = ("seq", "ts", "run_id", "event", "branch")
 
 _TAIL_CHUNK: Final = 64 * 1024
+_ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
+#: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
+#: per event (``json.dumps`` does for any non-default option).
+_encode_event: Final = json_encoder(separators=(", ", ": "))
 
 
 @final
@@ -76,8 +80,8 @@ class ProgressWriter:
         """Append one event and return the envelope as written (for stdout/SSE/the event
         stream). Fields may not shadow envelope keys. An unserializable field raises before
         anything is written and without consuming a ``seq``."""
-        clash = sorted(set(fields) & set(ENVELOPE_KEYS))
-        if clash:
+        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
+            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
             raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
         return self._append(event, branch, fields)
 
@@ -134,13 +138,13 @@ class ProgressWriter:
                 "branch": branch,
                 **fields,
             }
-            line = (json.dumps(envelope, ensure_ascii=False, allow_nan=False) + "\n").encode()
+            line = (_encode_event(envelope) + "\n").encode()
             redactor = redaction.current()
             if redactor and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
-                line = (json.dumps(envelope, ensure_ascii=False, allow_nan=False) + "\n").encode()
+                line = (_encode_event(envelope) + "\n").encode()
             self._write_line(fd, line)
             self._next_seq += 1
             self.last_line = line

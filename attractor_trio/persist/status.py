@@ -112,11 +112,8 @@ class StatusSources:
 
     @classmethod
     def for_attempt(cls, attempt: _AttemptPaths) -> StatusSources:
-        return cls(
-            canonical=attempt.status_path,
-            workdir=attempt.workdir / "status.json",
-            workdir_dot=attempt.workdir / ".attractor" / "status.json",
-        )
+        workdir, workdir_dot = _fallback_paths(attempt.workdir)
+        return cls(canonical=attempt.status_path, workdir=workdir, workdir_dot=workdir_dot)
 
     def fallbacks(self) -> tuple[tuple[SourceName, Path], ...]:
         return (("workdir", self.workdir), ("workdir_dot", self.workdir_dot))
@@ -296,6 +293,13 @@ def _look_settled(
         sleep(pause)
         seen = _look(path, owner)
     return seen
+
+
+@functools.lru_cache(maxsize=64)
+def _fallback_paths(workdir: Path) -> tuple[Path, Path]:
+    """The two fallback locations in ``workdir`` (the same for every stage of a run: built
+    once, not twice per attempt)."""
+    return workdir / "status.json", workdir / ".attractor" / "status.json"
 
 
 def _judge(source: str, raw: bytes, owner: StatusOwner | None) -> _Seen:

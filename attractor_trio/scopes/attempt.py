@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import secrets
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import trio
 from attrs import define, evolve, field, frozen
@@ -38,21 +39,29 @@ from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
-from ..persist.atomic import dumps_json, write_bytes_atomic, write_json_atomic
+from ..persist.atomic import (
+    directory_syncs_owed_to,
+    dumps_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from ..persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
+from ..persist.commit import DirectorySyncs
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .liveness import Liveness
 from .retention import (
     ARCHIVE_PREFIX,
     DEFAULT_ATTEMPT_RETENTION,
-    last_attempt_on_disk,
+    last_attempt_in,
     prune_archives,
 )
 
 __all__ = ["StageExecutor"]
 
 Emit = Callable[..., Any]
+#: ``_attempt``'s ``listed`` when the caller has not listed the stage dir.
+_UNLISTED: Final = object()
 
 
 @define
@@ -89,6 +98,8 @@ class StageExecutor:
     epoch: str = ""
     #: The git workspace this traversal's stages work in (contract.md §10), or ``None``.
     workspace: Any = None
+    #: The main line's stage boundary debts (``persist/commit.py``); ``None`` in a branch.
+    owed: DirectorySyncs | None = None
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
@@ -99,13 +110,23 @@ class StageExecutor:
         started = time.monotonic()
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
-        adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor)
+        stage_dir = self.stage_root / node.id
+        # Read once per stage (after that, the marker on disk is the one this stage wrote), and
+        # only if the stage dir lists one: a first visit has no stage dir at all.
+        names = _listing(stage_dir)
+        marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
+        adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+        # Without a marker nothing was adopted and the listing still holds.
+        listed: object = names if marker is None else _UNLISTED
         while True:
             if adopted is not None:
                 outcome, attempt = adopted
                 adopted = None
             else:
-                outcome = await self._attempt(node, attempt, policy.max_attempts, predecessor)
+                outcome, marker = await self._attempt(
+                    node, attempt, policy.max_attempts, predecessor, marker, listed
+                )
+                listed = _UNLISTED  # a retry lists what the attempt before it left
             decision = after_attempt(outcome, attempt, policy, node.allow_partial)
             if isinstance(decision, Retry):
                 delay = delay_for_attempt(policy.backoff, attempt, self.rng)
@@ -128,7 +149,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                _write_status(self.stage_root / node.id / "status.json", final)
+                self._write_final_status(stage_dir / "status.json", final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -140,8 +161,17 @@ class StageExecutor:
             return final
 
     async def _attempt(
-        self, node: Node, attempt: int, max_attempts: int, predecessor: str
-    ) -> Outcome:
+        self,
+        node: Node,
+        attempt: int,
+        max_attempts: int,
+        predecessor: str,
+        previous: dict[str, Any] | None,
+        listed: object = _UNLISTED,
+    ) -> tuple[Outcome, dict[str, Any] | None]:
+        """One attempt; its outcome and the ``.attempt.json`` marker now on disk (``previous``
+        is the one before it). ``listed``: the stage dir's names if the caller has just listed
+        it (``None``: it does not exist), else ``_UNLISTED``."""
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
         # Every attempt's end is marked (the commit point a resume adopts) unless running it
@@ -149,19 +179,25 @@ class StageExecutor:
         # their start marked too.
         marked = hasattr(self.registry.resolve(node), "adopt")
         committed = self.registry.resolve_type(node) not in _PURE_TYPES
-        previous = read_attempt_marker(stage_dir)
         recorded = int(previous.get("number", 0)) if previous else 0
+        # One listing answers both questions below; a stage dir that does not exist yet (the
+        # usual first visit) has neither archives nor files to move, and is created here, once.
+        names = _listing(stage_dir) if listed is _UNLISTED else cast("list[str] | None", listed)
         # The archives count too: after a crash the checkpoint's count may lag behind them,
         # and with old archives pruned a restarted count would collide (contract.md §10).
-        last = max(self.node_attempts.get(node.id, 0), recorded, last_attempt_on_disk(stage_dir))
+        on_disk = 0 if names is None else last_attempt_in(names)
+        last = max(self.node_attempts.get(node.id, 0), recorded, on_disk)
         number = last + 1
         self.node_attempts[node.id] = number
-        if _archive_previous_attempt(stage_dir, recorded or last):
+        if names is None:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+        elif _archive_previous_attempt(stage_dir, recorded or last, names):
             prune_archives(stage_dir, self.attempt_retention)
-        attempt_id = f"{node.id}-{number}-{secrets.token_hex(3)}"
+        previous = None  # archived with the files it described, if there was one
+        attempt_id = f"{node.id}-{number}-{_attempt_ids.getrandbits(24):06x}"
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
-            marker.write(stage_dir, finished=False)
+            previous = marker.write(stage_dir, finished=False)
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
@@ -186,8 +222,8 @@ class StageExecutor:
                 marker.write(stage_dir, finished=False, interrupted=True)
             raise
         if committed:  # the commit point: a resume adopts this outcome
-            marker.write(stage_dir, finished=True)
-        return outcome
+            previous = marker.write(stage_dir, finished=True)
+        return outcome, previous
 
     async def _commit(self, node: Node, number: int, outcome: Outcome) -> None:
         """The attempt's changes as one commit of the workspace (contract.md §10); the traversal's
@@ -218,7 +254,7 @@ class StageExecutor:
         )
 
     async def _adopt_orphan(
-        self, node: Node, max_attempts: int, predecessor: str
+        self, node: Node, max_attempts: int, predecessor: str, marker: dict[str, Any] | None
     ) -> tuple[Outcome, int] | None:
         """Finish an attempt a crashed engine left unfinished, if its handler can adopt it.
 
@@ -227,7 +263,6 @@ class StageExecutor:
         """
         handler = self.registry.resolve(node)
         stage_dir = self.stage_root / node.id
-        marker = read_attempt_marker(stage_dir)
         if (
             marker is None
             or marker.get("interrupted")
@@ -330,9 +365,19 @@ class StageExecutor:
         if self.branch:  # many branches finish together: let their fsyncs overlap
             await _write_status_durably(stage_dir / "status.json", outcome)
         else:
-            _write_status(stage_dir / "status.json", outcome)
+            self._write_final_status(stage_dir / "status.json", outcome)
         self._finished(info, outcome, adopted)
         return outcome
+
+    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
+        """A stage's outcome on the main line: its directory's fsync is owed to the checkpoint
+        that follows at this stage boundary (``persist/commit.py``), which pays it before its
+        own rename, so the status file is still durable before the checkpoint counts it."""
+        if self.owed is None:
+            _write_status(path, outcome)
+            return
+        with directory_syncs_owed_to(self.owed.defer):
+            _write_status(path, outcome)
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = {"adopted": True} if adopted else {}
@@ -363,6 +408,10 @@ class StageExecutor:
         if human:
             live.hold(1)
         try:
+            if timeout is None and not self.heartbeat_interval:
+                # Nothing to bound and nothing beside the handler: the scope and the nursery
+                # (~20 µs a stage) would change nothing; outer cancellation arrives either way.
+                return await call(node, info)  # type: ignore[no-any-return]
             with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
                 async with trio.open_nursery() as nursery:
                     if self.heartbeat_interval:
@@ -434,8 +483,19 @@ async def _call_handler(
 
 
 def _write_status(path: Path, outcome: Outcome) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, outcome.to_json())
+    """``status.json``, durably (the attempt made the stage dir)."""
+    document = outcome.to_json()
+    try:
+        write_json_atomic(path, document)
+    except FileNotFoundError:  # the stage dir went away under the handler
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, document)
+
+
+#: The random part of attempt ids: unique enough with the node and number beside it, and
+#: seeded once from the OS instead of a ``getrandom`` system call per attempt.
+_attempt_ids = random.Random(secrets.randbits(64))
+os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64)))
 
 
 async def _write_status_durably(path: Path, outcome: Outcome) -> None:
@@ -470,8 +530,10 @@ class _Marker:
     attempt_id: str
     epoch: str
 
-    def write(self, stage_dir: Path, *, finished: bool, interrupted: bool = False) -> None:
-        stage_dir.mkdir(parents=True, exist_ok=True)
+    def write(
+        self, stage_dir: Path, *, finished: bool, interrupted: bool = False
+    ) -> dict[str, Any]:
+        """Replace the stage dir's marker (which exists: the attempt created it); the record."""
         record = {
             "node_id": self.node_id,
             "number": self.number,
@@ -482,15 +544,29 @@ class _Marker:
             "interrupted": interrupted,
         }
         data = json.dumps(record).encode("utf-8")
-        write_bytes_atomic(stage_dir / ATTEMPT_MARKER, data, durable=False)
+        path = stage_dir / ATTEMPT_MARKER
+        try:
+            write_bytes_atomic(path, data, durable=False)
+        except FileNotFoundError:  # the stage dir went away under the handler
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, data, durable=False)
+        return record
 
 
-def _archive_previous_attempt(stage_dir: Path, previous: int) -> bool:
-    """Move the previous attempt's files into ``attempt-<n>/`` so nothing is overwritten;
-    whether there was anything to move."""
-    if previous < 1 or not stage_dir.is_dir():
+def _listing(stage_dir: Path) -> list[str] | None:
+    """The names in ``stage_dir``, or ``None`` when it does not exist."""
+    try:
+        return os.listdir(stage_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _archive_previous_attempt(stage_dir: Path, previous: int, names: list[str]) -> bool:
+    """Move the previous attempt's files (of ``names``, the stage dir's listing) into
+    ``attempt-<n>/`` so nothing is overwritten; whether there was anything to move."""
+    if previous < 1:
         return False
-    files = [p for p in stage_dir.iterdir() if not p.name.startswith(ARCHIVE_PREFIX)]
+    files = [stage_dir / name for name in names if not name.startswith(ARCHIVE_PREFIX)]
     if not files:
         return False
     archive = stage_dir / f"attempt-{previous}"

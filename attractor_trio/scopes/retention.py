@@ -14,12 +14,19 @@ archive, which the next prune removes.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ARCHIVE_PREFIX", "DEFAULT_ATTEMPT_RETENTION", "last_attempt_on_disk", "prune_archives"]
+__all__ = [
+    "ARCHIVE_PREFIX",
+    "DEFAULT_ATTEMPT_RETENTION",
+    "last_attempt_in",
+    "last_attempt_on_disk",
+    "prune_archives",
+]
 
 #: Archived ``attempt-<n>/`` directories kept per stage directory unless configured.
 DEFAULT_ATTEMPT_RETENTION: Final = 50
@@ -47,9 +54,14 @@ def last_attempt_on_disk(stage_dir: Path) -> int:
     """The number of the newest attempt ``stage_dir`` shows: its newest archive ``n``, or
     ``n + 1`` when files of a later attempt lie beside the archives; 0 without archives."""
     try:
-        names = [path.name for path in stage_dir.iterdir()]
+        names = os.listdir(stage_dir)
     except FileNotFoundError:
         return 0
+    return last_attempt_in(names)
+
+
+def last_attempt_in(names: list[str]) -> int:
+    """:func:`last_attempt_on_disk` from a stage dir's listing."""
     numbers = [int(m.group(1)) for m in map(_ARCHIVE.fullmatch, names) if m is not None]
     if not numbers:
         return 0

@@ -36,7 +36,8 @@ from ..handlers.base import AttemptInfo, HandlerRegistry
 from ..handlers.parallel import BranchResult, ParallelHandler
 from ..persist.artifacts import ArtifactStore
 from ..persist.atomic import utc_timestamp
-from ..persist.checkpoint import CheckpointEncoder, write_checkpoint_bytes
+from ..persist.checkpoint import CheckpointEncoder, checkpoint_writer, write_checkpoint_bytes
+from ..persist.commit import DirectorySyncs, RecyclingWriter
 from ..persist.final import FinalRecord, write_final
 from .attempt import StageExecutor
 from .cancel import only_cancelled
@@ -152,6 +153,9 @@ class RunScope:
     workspace: Any = None
     _checkpoints: CheckpointEncoder = field(factory=lambda: CheckpointEncoder(_compact))
     _breaker: CycleBreaker | None = None
+    #: Directory fsyncs the main traversal's stage owes its checkpoint (persist/commit.py).
+    owed: DirectorySyncs = field(factory=DirectorySyncs)
+    _checkpoint_file: RecyclingWriter | None = None
 
     @property
     def breaker(self) -> CycleBreaker:
@@ -279,6 +283,7 @@ class RunScope:
             liveness=self.liveness,
             artifacts=self.artifacts,
             attempt_retention=self.attempt_retention,
+            owed=None if branch else self.owed,
         )
 
     def save_checkpoint(self, node_id: str) -> None:
@@ -298,8 +303,22 @@ class RunScope:
             node_attempts=state.node_attempts,
             workspace=self.workspace.checkpoint_json() if self.workspace is not None else None,
         )
-        write_checkpoint_bytes(self.logs_root, data)
+        if self._checkpoint_file is None:
+            self._checkpoint_file = checkpoint_writer(self.logs_root, self.owed)
+        write_checkpoint_bytes(self._checkpoint_file, data)
         self.hub.emit("checkpoint_saved", node_id=node_id)
+
+    def _settle_checkpoint_file(self) -> None:
+        """Before ``final.json``: pay the directory fsyncs a stage that ended without its
+        checkpoint still owes (canceled, a bug), and remove the checkpoint's spare inode. A disk
+        error here must not stop ``final.json`` from being attempted (it reports the run's end,
+        and its own fsyncs meet the same disk), so it is left to that write to surface."""
+        try:
+            self.owed.sync()
+            if self._checkpoint_file is not None:
+                self._checkpoint_file.close()
+        except OSError:
+            pass
 
     async def loop_restart(self, advance: Advance) -> Stop | None:
         await trio.lowlevel.checkpoint()  # a cancelled run never restarts
@@ -375,6 +394,7 @@ class RunScope:
             failure_signature=signature or None,
             workspace=self.workspace.final_json() if self.workspace is not None else None,
         )
+        self._settle_checkpoint_file()
         write_final(self.logs_root, record)
         hub.writer.sync()
         if finish.status == "success":

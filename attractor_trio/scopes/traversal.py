@@ -13,7 +13,7 @@ from typing import Any
 import trio
 from attrs import define, field
 
-from ..context import Context
+from ..context import Context, StageSummary
 from ..core.cycles import (
     CycleBreaker,
     LoopRestartGate,
@@ -248,9 +248,9 @@ class Traversal:
 def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
     """Completed-stage summary for fidelity preambles (compact/summary modes): the last 200
     stages, and how many completed in all (the preamble states the true count)."""
-    summary = list(context.get(COMPLETED_SUMMARY_KEY) or [])
+    summary = StageSummary.of(context.get(COMPLETED_SUMMARY_KEY))
     count = context.get(COMPLETED_COUNT_KEY)
     count = count if type(count) is int else len(summary)  # a checkpoint from before the key
-    summary.append([node_id, outcome.value, outcome.notes or outcome.failure_reason])
-    context.set(COMPLETED_SUMMARY_KEY, summary[-_SUMMARY_LIMIT:])
+    entry = [node_id, outcome.value, outcome.notes or outcome.failure_reason]
+    context.set(COMPLETED_SUMMARY_KEY, summary.appended(entry, _SUMMARY_LIMIT))
     context.set(COMPLETED_COUNT_KEY, count + 1)
