@@ -23,7 +23,7 @@ import trio
 from attrs import define, evolve, field, frozen
 
 from ..aio.offload import write_bytes_durably
-from ..backends.executors.base import ExecutorLost, StageContext, use_stage_context
+from ..backends.executors.base import ExecutorFailure, StageContext, use_stage_context
 from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus
@@ -402,8 +402,8 @@ async def _call_handler(
     try:
         with use_stage_context(stage):
             outcome = await handler.execute(node, context, graph, info.logs_root)
-    except ExecutorLost as exc:  # contract.md §10: a lost Ray node is infrastructure, retried
-        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="transient_infra")
+    except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
+        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
     except Exception as exc:
         return Outcome(
             StageStatus.FAIL,

@@ -26,9 +26,11 @@ __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
     "EXECUTOR_KINDS",
     "Executor",
+    "ExecutorFailure",
     "ExecutorLost",
     "ExecutorSettings",
     "StageContext",
+    "WorkdirRefused",
     "current_stage",
     "parse_resources",
     "run_stage_process",
@@ -41,11 +43,25 @@ EXECUTOR_KINDS = ("local", "ray")
 DEFAULT_QUEUE_TIMEOUT = 600.0
 
 
-class ExecutorLost(Exception):
+class ExecutorFailure(Exception):
+    """The executor could not run the attempt, or not bring its work back: the attempt scope
+    turns it into a ``fail`` outcome of class :attr:`failure_class` with this message."""
+
+    failure_class = "transient_infra"
+
+
+class ExecutorLost(ExecutorFailure):
     """The place running an attempt went away ("ray node lost …", "ray worker died …").
 
-    The attempt scope turns it into a ``fail`` outcome of class ``transient_infra``, so the
-    node's retry policy decides whether it runs again (elsewhere)."""
+    ``transient_infra``: the node's retry policy decides whether it runs again (elsewhere)."""
+
+
+class WorkdirRefused(ExecutorFailure):
+    """``executor.upload_workdir``: the work directory cannot travel (over the size limit) or the
+    stage's changes cannot come back (the driver's files changed since the snapshot). The same
+    attempt would fail the same way again, so ``deterministic``: no retry."""
+
+    failure_class = "deterministic"
 
 
 @frozen
@@ -56,6 +72,8 @@ class ExecutorSettings:
     address: str = ""
     num_cpus_per_stage: float = 1.0
     upload_workdir: bool = False
+    upload_limit_mb: int = 256
+    upload_excludes: tuple[str, ...] = ()
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
     extra: Mapping[str, str] = field(factory=dict)
 
