@@ -260,24 +260,18 @@ async def test_a_cli_agent_stage_runs_remotely(
     assert "thinking about" in (root / "plan" / "stderr.log").read_text()
 
 
-def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) -> None:
-    marker = f"atr-ray-{uuid.uuid4().hex}"
-    dot = tmp_path / "p.dot"
-    dot.write_text(
-        tool_pipeline(f"exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300", "echo no")
-    )
-    root = tmp_path / "run"
+def start_driver(command: str, dot: Path, root: Path, cluster: Cluster) -> subprocess.Popen[bytes]:
+    """``attractor-trio run|resume`` with ``--executor ray`` as a subprocess (the Ray driver)."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
+    target = [str(dot), "--logs-root", str(root)] if command == "run" else [str(root)]
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "attractor_trio",
-            "run",
-            str(dot),
-            "--logs-root",
-            str(root),
+            command,
+            *target,
             "--executor",
             "ray",
             "--ray-address",
@@ -290,12 +284,26 @@ def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def wait_for_processes(proc: subprocess.Popen[bytes], marker: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(marked_processes(marker)) < count:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the remote stage never started"
+        time.sleep(0.05)
+
+
+def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) -> None:
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    dot.write_text(
+        tool_pipeline(f"exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300", "echo no")
+    )
+    root = tmp_path / "run"
+    proc = start_driver("run", dot, root, cluster)
     try:
-        deadline = time.monotonic() + 60
-        while len(marked_processes(marker)) < 2:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the remote stage never started"
-            time.sleep(0.05)
+        wait_for_processes(proc, marker, 2)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 130
     finally:
@@ -305,6 +313,45 @@ def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) 
     final = json.loads((root / "final.json").read_text())
     assert final["status"] == "canceled"
     assert not marked_processes(marker)  # gone before the driver wrote final.json and exited
+
+
+def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """contract.md §10: when the driver dies, its remote tasks die with it (Ray ends the dead
+    job's workers; the guard's sentinel ends the stage's group), and ``resume`` re-runs them as
+    new attempts."""
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    flag = tmp_path / "ran-once"
+    first_time = f"touch {flag}; exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300"
+    dot.write_text(tool_pipeline(f"if [ ! -e {flag} ]; then {first_time}; fi; echo again"))
+    root = tmp_path / "run"
+    proc = start_driver("run", dot, root, cluster)
+    resumed: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for_processes(proc, marker, 2)
+        proc.kill()  # SIGKILL: nothing in the driver runs any more
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while marked_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not marked_processes(marker), "a dead driver's remote stage survived"
+        assert not (root / "final.json").exists()
+        resumed = start_driver("resume", dot, root, cluster)
+        stderr = resumed.communicate(timeout=90)[1]
+        assert resumed.returncode == 0, stderr.decode(errors="replace")
+    finally:
+        for process in (proc, resumed):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert json.loads((root / "final.json").read_text())["status"] == "success"
+    starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "t0"]
+    assert len({e["attempt_id"] for e in starts}) == 2  # the interrupted one re-ran as a new one
+    assert not [e for e in named(root, "stage_attempt_finished") if e.get("adopted")]
+    assert (root / "t0" / "stdout.log").read_text().endswith("again\n")
+    assert len(remote_nodes(root)) == 2
 
 
 async def _no_survivors(marker: str, within: float = 8.0) -> None:

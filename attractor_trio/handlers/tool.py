@@ -48,7 +48,7 @@ import trio
 from attrs import frozen
 
 from ..aio.process import ProcessResult, live_group_members
-from ..backends.executors.base import run_stage_process
+from ..backends.executors.base import orphans_outlive_the_driver, run_stage_process
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..dot.graph import Graph, Node
@@ -125,6 +125,8 @@ class ToolHandler:
         Waits (inside the attempt's scope: its deadline and the run's cancellation apply)
         while the orphan is alive; kills its group if cancelled meanwhile.
         """
+        if not orphans_outlive_the_driver():
+            return None  # remote: it died with the driver; a new attempt runs it (contract.md §10)
         journal = _Journal(attempt)
         pid = journal.started_pid() or journal.claimed_pid()
         if pid is None:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ._upload import unpack
+
 POLL_S = 0.2
 _CHUNK = 256 * 1024
 _GUARD = str(Path(__file__).with_name("_guard.py"))
@@ -47,6 +49,7 @@ def attempt_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
+    spec, finish = unpack(spec, tmp)  # upload_workdir: run in the node's copy of the work dir
     logs = (tmp / "stdout.log", tmp / "stderr.log")
     for log in logs:
         log.touch()
@@ -72,6 +75,8 @@ def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
         if finished:
             break
     thread.join()
+    if finish is not None:
+        finish(outcome)  # the stage's changes to the copy, as a patch for the driver
     yield outcome
 
 

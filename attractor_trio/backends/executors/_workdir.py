@@ -40,7 +40,6 @@ from ...persist.atomic import fsync_directory, replacing, write_all
 from .base import WorkdirRefused
 
 __all__ = [
-    "DEFAULT_UPLOAD_LIMIT_MB",
     "Change",
     "Entry",
     "Patch",
@@ -53,8 +52,6 @@ __all__ = [
     "take_snapshot",
 ]
 
-#: contract.md §10: the snapshot (and the patch coming back) of one attempt is at most this big.
-DEFAULT_UPLOAD_LIMIT_MB = 256
 #: Never shipped, wherever they are: a repository's metadata belongs to the driver (its commits,
 #: its locks), and a stage's changes to it could not be merged back file by file.
 _ALWAYS_EXCLUDED = (".git",)

@@ -24,6 +24,7 @@ from ...errors import ConfigError
 
 __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
+    "DEFAULT_UPLOAD_LIMIT_MB",
     "EXECUTOR_KINDS",
     "Executor",
     "ExecutorFailure",
@@ -32,6 +33,7 @@ __all__ = [
     "StageContext",
     "WorkdirRefused",
     "current_stage",
+    "orphans_outlive_the_driver",
     "parse_resources",
     "run_stage_process",
     "use_executor",
@@ -41,6 +43,9 @@ __all__ = [
 EXECUTOR_KINDS = ("local", "ray")
 #: contract.md §10: an attempt that cannot be placed within this long fails as transient_infra.
 DEFAULT_QUEUE_TIMEOUT = 600.0
+#: contract.md §10: ``executor.upload_limit_mb``, the largest work-directory snapshot (and patch
+#: back) of one attempt.
+DEFAULT_UPLOAD_LIMIT_MB = 256
 
 
 class ExecutorFailure(Exception):
@@ -72,7 +77,7 @@ class ExecutorSettings:
     address: str = ""
     num_cpus_per_stage: float = 1.0
     upload_workdir: bool = False
-    upload_limit_mb: int = 256
+    upload_limit_mb: int = DEFAULT_UPLOAD_LIMIT_MB
     upload_excludes: tuple[str, ...] = ()
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
     extra: Mapping[str, str] = field(factory=dict)
@@ -144,6 +149,17 @@ def use_stage_context(stage: StageContext) -> Iterator[None]:
         yield
     finally:
         _STAGE.reset(token)
+
+
+def orphans_outlive_the_driver() -> bool:
+    """Whether a stage process a dead run started may still be running, so that ``resume`` should
+    *adopt* it (wait for it, use its exit code) rather than run the command again.
+
+    Locally yes: the process group does not depend on the engine. On an executor no — contract.md
+    §10: when the driver dies its remote tasks die with it (the orphan guard ends their groups,
+    so an exit code they left was an interruption, not an ending), and ``resume`` re-runs them as
+    new attempts. A remote pid would mean nothing on the driver's machine anyway."""
+    return _EXECUTOR.get() is None
 
 
 def current_stage() -> StageContext:

@@ -37,7 +37,8 @@ import trio
 from ...aio.process import ProcessResult, _grace_skip_event
 from ...core import redaction
 from ._dispatch import END, Dispatcher, Stream
-from .base import ExecutorLost, ExecutorSettings, current_stage
+from ._upload import WorkdirShipping
+from .base import ExecutorLost, ExecutorSettings, WorkdirRefused, current_stage
 
 __all__ = ["RayExecutor", "connect", "missing_ray_message", "ray_available"]
 
@@ -105,6 +106,7 @@ class RayExecutor:
         )
         self._end_group = ray.remote(max_retries=0, num_cpus=0)(_remote.end_group)
         self._dispatcher = Dispatcher(_advance)
+        self._shipping = WorkdirShipping(settings) if settings.upload_workdir else None
 
     def close(self) -> None:
         """Disconnect (and stop the local Ray started for the run)."""
@@ -126,6 +128,8 @@ class RayExecutor:
         resources: Mapping[str, float],
     ) -> ProcessResult:
         spec = {"argv": list(argv), "cwd": str(cwd), "env": env, "kill_grace": kill_grace}
+        if self._shipping is not None:  # upload_workdir: the stage runs in a snapshot of cwd
+            spec["upload"] = await self._shipping.ship(cwd, env)
         options: dict[str, Any] = {}
         if resources:
             options["resources"] = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
@@ -160,6 +164,10 @@ class RayExecutor:
                 raise
         if result["kind"] == "error":
             raise OSError(result["errno"], result["message"])
+        if result["kind"] == "refused":
+            raise WorkdirRefused(result["message"])
+        if self._shipping is not None:
+            await self._shipping.bring_back(cwd, result["patch"])
         code = int(result["exit_code"])
         return ProcessResult(
             exit_code=code,
