@@ -159,6 +159,13 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(int | None, strict_int)
 
+    def str_list(value: Any, _type: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):  # a lone string would become a tuple of its characters
+            raise TypeError(f"expected a list of strings, got {type(value).__name__} {value!r}")
+        return tuple(strict_str(item, str) for item in value)
+
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], str_list)
+
     def strict_bool(value: Any, _type: Any) -> bool:
         if not isinstance(value, bool):
             raise TypeError(f"expected true or false, got {value!r}")

@@ -260,6 +260,92 @@ async def test_a_cli_agent_stage_runs_remotely(
     assert "thinking about" in (root / "plan" / "stderr.log").read_text()
 
 
+@pytest.fixture
+def uploading(cluster: Cluster) -> Iterator[RayExecutor]:
+    """``executor.upload_workdir: true``: stages run in a snapshot of the work directory."""
+    ray_executor = RayExecutor(
+        ExecutorSettings(kind="ray", queue_timeout=60.0, upload_workdir=True, upload_limit_mb=1)
+    )
+    with use_executor(ray_executor):
+        yield ray_executor
+
+
+async def test_upload_workdir_runs_the_stage_in_a_snapshot_and_brings_its_changes_back(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input.txt").write_text("hello\n")
+    (work / "old.txt").write_text("to delete")
+    (work / ".gitignore").write_text("secret.env\n")
+    (work / "secret.env").write_text("TOKEN=never-shipped")
+    root = work / "runs" / "r1"  # the run dir inside the work directory: never shipped
+    first = (
+        "pwd > where.txt; echo $ATTRACTOR_WORKDIR > env-workdir.txt; ls -a > listing.txt; "
+        "ls -A runs > in-runs.txt; "
+        "tr a-z A-Z < input.txt > upper.txt; rm old.txt; mkdir -p out; echo x > out/new.txt"
+    )
+    result = await run_dot(tool_pipeline(first, "cat upper.txt"), root, workdir=work)
+    assert result.status == "success"
+    where = (work / "where.txt").read_text().strip()
+    assert where != str(work) and not where.startswith(str(work) + "/")  # not the driver's dir
+    assert (work / "env-workdir.txt").read_text().strip() == where
+    listing = (work / "listing.txt").read_text().split()
+    assert "input.txt" in listing and "secret.env" not in listing
+    assert (work / "in-runs.txt").read_text() == ""  # the run dir stayed behind
+    assert (work / "upper.txt").read_text() == "HELLO\n"
+    assert (work / "out" / "new.txt").read_text() == "x\n"
+    assert not (work / "old.txt").exists()
+    assert (work / "secret.env").read_text() == "TOKEN=never-shipped"
+    # The next stage's snapshot has the first stage's changes; logs stream back as before.
+    assert (root / "t1" / "stdout.log").read_text() == "HELLO\n"
+    assert set(remote_nodes(root)) <= cluster.worker_ids() and len(remote_nodes(root)) == 2
+
+
+async def test_upload_workdir_branches_writing_one_file_the_later_patch_fails_deterministic(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    branches = "\n".join(
+        f"par -> {b} -> join\n {b} [shape=parallelogram, max_retries=2, "
+        f'tool_command="echo {b} > same.txt; echo {b} > {b}.txt"]'
+        for b in ("left", "right")
+    )
+    source = f"""digraph p {{ start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component]; join [shape=tripleoctagon]
+        start -> par
+        {branches}
+        join -> done }}"""
+    root = tmp_path / "run"
+    await run_dot(source, root, workdir=work)
+    finished = {e["node_id"]: e for e in named(root, "stage_attempt_finished")}
+    failed = [n for n in ("left", "right") if finished[n]["status"] == "fail"]
+    assert len(failed) == 1, finished  # patches apply in attempt-end order: the later conflicts
+    loser, winner = failed[0], ({"left", "right"} - set(failed)).pop()
+    assert finished[loser]["failure_class"] == "deterministic"  # not retried
+    assert "conflicting: same.txt" in finished[loser]["failure_reason"]
+    starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == loser]
+    assert len(starts) == 1
+    assert (work / "same.txt").read_text() == f"{winner}\n"
+    assert (work / f"{winner}.txt").exists() and not (work / f"{loser}.txt").exists()
+
+
+async def test_upload_workdir_over_the_limit_fails_the_attempt_naming_the_size(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "big.bin").write_bytes(b"\0" * (2 * 2**20))
+    root = tmp_path / "run"
+    result = await run_dot(tool_pipeline("echo never"), root, workdir=work)
+    assert result.status == "fail"
+    finished = named(root, "stage_attempt_finished")[-1]
+    assert finished["failure_class"] == "deterministic"
+    assert "big.bin (2.0 MiB)" in finished["failure_reason"]
+    assert not named(root, "stage_queued")  # refused before anything was submitted
+
+
 def start_driver(command: str, dot: Path, root: Path, cluster: Cluster) -> subprocess.Popen[bytes]:
     """``attractor-trio run|resume`` with ``--executor ray`` as a subprocess (the Ray driver)."""
     env = dict(os.environ)
