@@ -346,7 +346,9 @@ async def test_upload_workdir_over_the_limit_fails_the_attempt_naming_the_size(
     assert not named(root, "stage_queued")  # refused before anything was submitted
 
 
-def start_driver(command: str, dot: Path, root: Path, cluster: Cluster) -> subprocess.Popen[bytes]:
+def start_driver(
+    command: str, dot: Path, root: Path, cluster: Cluster, *extra: str
+) -> subprocess.Popen[bytes]:
     """``attractor-trio run|resume`` with ``--executor ray`` as a subprocess (the Ray driver)."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
@@ -365,11 +367,46 @@ def start_driver(command: str, dot: Path, root: Path, cluster: Cluster) -> subpr
             "--kill-grace",
             "1s",
             "--quiet",
+            *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def test_upload_workdir_from_the_run_config_with_a_git_workspace_commits_the_remote_change(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """Black box: run config ``executor: {kind: ray, upload_workdir: true}``, ``--workspace git``;
+    the remote stage's file arrives in the run's worktree and so in the attempt's commit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
+    (repo / "README").write_text("hello\n")
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
+    config = tmp_path / "c.yaml"
+    config.write_text("executor: {kind: ray, upload_workdir: true}\n")
+    dot = tmp_path / "p.dot"
+    dot.write_text(tool_pipeline("test ! -e .git && cat README > copy.txt"))
+    root = tmp_path / "run"
+    proc = start_driver(
+        "run", dot, root, cluster, "--config", str(config), "--workdir", str(repo),
+        "--workspace", "git", "--run-id", "r1",
+    )  # fmt: skip
+    stderr = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 0, stderr.decode(errors="replace")
+    shown = subprocess.run(
+        ["git", "show", "attractor/r1:copy.txt"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert shown.stdout == "hello\n"
+    assert not (repo / "copy.txt").exists()  # the user's checkout is never touched
 
 
 def wait_for_processes(proc: subprocess.Popen[bytes], marker: str, count: int) -> None:
