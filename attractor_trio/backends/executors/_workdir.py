@@ -346,8 +346,12 @@ def materialize(snapshot: Snapshot, dest: Path) -> None:
         elif entry.kind == "link":
             os.symlink(os.fsdecode(snapshot.blobs[entry.digest]), target)
         else:
-            target.write_bytes(snapshot.blobs[entry.digest])
-            os.chmod(target, entry.mode)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, entry.mode)
+            try:
+                write_all(fd, snapshot.blobs[entry.digest])
+                os.fchmod(fd, entry.mode)  # the umask applied to the create
+            finally:
+                os.close(fd)
     for path in sorted(snapshot.tree, key=_depth_order, reverse=True):
         if snapshot.tree[path].kind == "dir":  # last: a read-only directory gets its files first
             os.chmod(dest / path, snapshot.tree[path].mode)
