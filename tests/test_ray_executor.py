@@ -331,6 +331,19 @@ async def test_upload_workdir_branches_writing_one_file_the_later_patch_fails_de
     assert (work / f"{winner}.txt").exists() and not (work / f"{loser}.txt").exists()
 
 
+async def test_upload_workdir_a_canceled_attempt_brings_nothing_back(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    root = tmp_path / "run"
+    slow = tool_pipeline("echo x > partial.txt; sleep 30", attrs=', timeout="1s"')
+    result = await run_dot(slow, root, workdir=work, kill_grace=1.0)
+    assert result.status == "fail"
+    assert named(root, "stage_remote_started")  # it ran, and wrote in its copy
+    assert not (work / "partial.txt").exists()
+
+
 async def test_upload_workdir_over_the_limit_fails_the_attempt_naming_the_size(
     tmp_path: Path, cluster: Cluster, uploading: RayExecutor
 ) -> None:
