@@ -305,11 +305,15 @@ async def test_upload_workdir_runs_the_stage_in_a_snapshot_and_brings_its_change
 async def test_upload_workdir_branches_writing_one_file_the_later_patch_fails_deterministic(
     tmp_path: Path, cluster: Cluster, uploading: RayExecutor
 ) -> None:
-    work = tmp_path / "work"
+    work, barrier = tmp_path / "work", tmp_path / "barrier"
     work.mkdir()
+    barrier.mkdir()
+    # Both running (so both snapshots taken) before either writes: the conflict is certain.
+    both = f"touch {barrier}/$ATTRACTOR_NODE_ID; for i in $(seq 400); do "
+    both += f"[ -e {barrier}/left ] && [ -e {barrier}/right ] && break; sleep 0.05; done"
     branches = "\n".join(
         f"par -> {b} -> join\n {b} [shape=parallelogram, max_retries=2, "
-        f'tool_command="echo {b} > same.txt; echo {b} > {b}.txt"]'
+        f'tool_command="{both}; echo {b} > same.txt; echo {b} > {b}.txt"]'
         for b in ("left", "right")
     )
     source = f"""digraph p {{ start [shape=Mdiamond]; done [shape=Msquare]
@@ -327,6 +331,7 @@ async def test_upload_workdir_branches_writing_one_file_the_later_patch_fails_de
     assert "conflicting: same.txt" in finished[loser]["failure_reason"]
     starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == loser]
     assert len(starts) == 1
+    assert sorted(os.listdir(barrier)) == ["left", "right"]
     assert (work / "same.txt").read_text() == f"{winner}\n"
     assert (work / f"{winner}.txt").exists() and not (work / f"{loser}.txt").exists()
 
