@@ -14,7 +14,8 @@ nothing back. So the snapshot is our own value, put into Ray's object store once
 
 - :func:`take_snapshot` walks the driver's directory under the :class:`Rules` (``.git`` and the
   run's logs root are never shipped; ``.gitignore`` files and ``executor.upload_excludes`` are
-  honoured; sockets, FIFOs and devices are skipped) and refuses one over the size limit;
+  honoured, see ``_ignore.py``; sockets, FIFOs and devices are skipped) and refuses one over
+  the size limit;
 - :func:`materialize` writes it on the node; :func:`diff` compares the node's directory after the
   stage with the snapshot, under the *snapshot's* rules (ignored paths never come back);
 - :func:`apply_patch` checks every changed path against the driver's directory first (it must
@@ -26,17 +27,16 @@ nothing back. So the snapshot is our own value, put into Ray's object store once
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import os
-import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from attrs import frozen
 
 from ...persist.atomic import fsync_directory, replacing, write_all
+from ._ignore import Matcher
 from .base import WorkdirRefused
 
 __all__ = [
@@ -52,9 +52,6 @@ __all__ = [
     "take_snapshot",
 ]
 
-#: Never shipped, wherever they are: a repository's metadata belongs to the driver (its commits,
-#: its locks), and a stage's changes to it could not be merged back file by file.
-_ALWAYS_EXCLUDED = (".git",)
 _MODE_BITS = 0o777
 
 
@@ -109,123 +106,9 @@ class Change:
 
 @frozen
 class Patch:
+    """Everything one attempt changed, parents before children."""
+
     changes: tuple[Change, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return sum(len(c.data) for c in self.changes)
-
-
-# --- Ignore rules -------------------------------------------------------------------------------
-
-
-@frozen
-class _Glob:
-    base: str
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
-
-
-def _translate(pattern: str) -> str:
-    """A gitignore glob as a regular expression (``*``, ``?``, ``[…]``, ``**``, ``\\`` escapes)."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            at_segment_start = i == 0 or pattern[i - 1] == "/"
-            if pattern.startswith("**", i) and at_segment_start:
-                if i + 2 == n:
-                    out.append(".*")
-                    i += 2
-                    continue
-                if pattern[i + 2] == "/":
-                    out.append("(?:[^/]*/)*")
-                    i += 3
-                    continue
-            while i + 1 < n and pattern[i + 1] == "*":
-                i += 1
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            start = i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1
-            end = pattern.find("]", start + 1 if pattern[start : start + 1] == "]" else start)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body[:1] in ("!", "^"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-@functools.lru_cache(maxsize=4096)
-def _compile(base: str, line: str) -> _Glob | None:
-    text = line.rstrip("\r\n")
-    stripped = text.rstrip(" ")
-    if stripped.endswith("\\") and len(stripped) < len(text):
-        stripped += " "
-    if not stripped or stripped.startswith("#"):
-        return None
-    negate = stripped.startswith("!")
-    if negate or stripped.startswith(("\\!", "\\#")):  # \\! and \\# escape a literal ! or #
-        stripped = stripped[1:]
-    dir_only = stripped.endswith("/")
-    stripped = stripped.rstrip("/")
-    if not stripped:
-        return None
-    anchored = "/" in stripped
-    body = _translate(stripped.lstrip("/"))
-    regex = body if anchored else "(?:.*/)?" + body
-    return _Glob(base, re.compile(regex, re.DOTALL), negate, dir_only)
-
-
-def _globs(base: str, text: str) -> list[_Glob]:
-    return [g for line in text.splitlines() if (g := _compile(base, line)) is not None]
-
-
-def _matches(globs: Iterable[_Glob], path: str, is_dir: bool) -> bool:
-    """gitignore semantics: the last matching glob decides; a glob applies below its base."""
-    ignored = False
-    for glob in globs:
-        if glob.base:
-            if not path.startswith(glob.base + "/"):
-                continue
-            rel = path[len(glob.base) + 1 :]
-        else:
-            rel = path
-        if (not glob.dir_only or is_dir) and glob.regex.fullmatch(rel):
-            ignored = not glob.negate
-    return ignored
-
-
-class _Matcher:
-    def __init__(self, rules: Rules) -> None:
-        self._skip = set(rules.skip)
-        self._final = _globs("", "\n".join((*_ALWAYS_EXCLUDED, *rules.excludes)))
-        self._git: list[_Glob] = []
-        for base, text in rules.gitignores:
-            self.learn(base, text)
-
-    def learn(self, base: str, text: str) -> None:
-        self._git.extend(_globs(base, text))
-
-    def excluded(self, path: str, is_dir: bool) -> bool:
-        if path in self._skip:
-            return True
-        if _matches(self._final, path, is_dir):
-            return True
-        return _matches(self._git, path, is_dir)
 
 
 # --- Walking and reading ------------------------------------------------------------------------
@@ -251,7 +134,7 @@ def _kind(mode: int) -> str | None:
 def _walk(root: Path, rules: Rules, *, learn: bool) -> tuple[dict[str, _Found], Rules]:
     """Every path under ``root`` the rules keep; with ``learn``, also read the ``.gitignore``
     files met on the way (the driver), else use only the ones in ``rules`` (the node)."""
-    matcher = _Matcher(rules)
+    matcher = Matcher(rules.skip, rules.excludes, rules.gitignores)
     learned = list(rules.gitignores)
     found: dict[str, _Found] = {}
     pending = [""]
