@@ -282,7 +282,7 @@ async def test_upload_workdir_runs_the_stage_in_a_snapshot_and_brings_its_change
     root = work / "runs" / "r1"  # the run dir inside the work directory: never shipped
     first = (
         "pwd > where.txt; echo $ATTRACTOR_WORKDIR > env-workdir.txt; ls -a > listing.txt; "
-        "ls -A runs > in-runs.txt; "
+        "ls -A runs > in-runs.txt; mkdir -p runs/r1; echo no > runs/r1/forged.txt; "
         "tr a-z A-Z < input.txt > upper.txt; rm old.txt; mkdir -p out; echo x > out/new.txt"
     )
     result = await run_dot(tool_pipeline(first, "cat upper.txt"), root, workdir=work)
@@ -292,7 +292,8 @@ async def test_upload_workdir_runs_the_stage_in_a_snapshot_and_brings_its_change
     assert (work / "env-workdir.txt").read_text().strip() == where
     listing = (work / "listing.txt").read_text().split()
     assert "input.txt" in listing and "secret.env" not in listing
-    assert (work / "in-runs.txt").read_text() == ""  # the run dir stayed behind
+    assert (work / "in-runs.txt").read_text() == ""  # the run dir stayed behind,
+    assert not (root / "forged.txt").exists()  # and nothing the stage wrote there comes back
     assert (work / "upper.txt").read_text() == "HELLO\n"
     assert (work / "out" / "new.txt").read_text() == "x\n"
     assert not (work / "old.txt").exists()
