@@ -8,11 +8,13 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attractor_trio.backends.executors import _workdir
 from attractor_trio.backends.executors._workdir import (
     Entry,
     Rules,
@@ -130,6 +132,21 @@ def test_the_same_content_has_the_same_key_and_a_change_a_new_one(tmp_path: Path
     assert first.key == again.key
     (tmp_path / "a").write_text("2")
     assert snap(tmp_path).key != first.key
+
+
+def test_a_file_removed_while_the_snapshot_is_taken_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, {"a": "1", "b": "2"})
+    walk = _workdir._walk
+
+    def walk_then_remove(root: Path, rules: Rules, *, learn: bool) -> Any:
+        found = walk(root, rules, learn=learn)
+        (root / "b").unlink()  # e.g. an agent-loop file tool on the driver
+        return found
+
+    monkeypatch.setattr(_workdir, "_walk", walk_then_remove)
+    assert set(snap(tmp_path).tree) == {"a"}
 
 
 # --- the round trip -----------------------------------------------------------------------------

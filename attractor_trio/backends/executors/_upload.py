@@ -39,7 +39,9 @@ class WorkdirShipping:
         self._limit = settings.upload_limit_mb * 2**20
         self._excludes = tuple(settings.upload_excludes)
         self._refs: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._apply_lock = trio.Lock()
+        #: Snapshots and patches take turns (FIFO): a snapshot sees whole patches, and patches
+        #: apply one at a time in the order their attempts ended.
+        self._lock = trio.Lock()
 
     async def ship(self, cwd: Path, env: Mapping[str, str]) -> dict[str, Any]:
         """Snapshot ``cwd``; the attempt spec's ``upload`` entry (over the limit →
@@ -47,9 +49,10 @@ class WorkdirShipping:
         logs_root = env.get("ATTRACTOR_LOGS_ROOT", "")
         keep = _inside(Path(logs_root), cwd)
         rules = Rules(skip=(keep,) if keep else (), excludes=self._excludes)
-        snapshot = await trio.to_thread.run_sync(
-            functools.partial(take_snapshot, cwd, rules, limit=self._limit)
-        )
+        async with self._lock:  # never half-way through another attempt's patch
+            snapshot = await trio.to_thread.run_sync(
+                functools.partial(take_snapshot, cwd, rules, limit=self._limit)
+            )
         ref = self._refs.get(snapshot.key)
         if ref is None:
             import ray
@@ -69,7 +72,7 @@ class WorkdirShipping:
     async def bring_back(self, cwd: Path, patch: Patch) -> list[str]:
         """Apply an ended attempt's patch to ``cwd`` (after the patches of attempts that ended
         earlier); a conflict → :class:`WorkdirRefused`, nothing applied."""
-        async with self._apply_lock:
+        async with self._lock:
             return await trio.to_thread.run_sync(apply_patch, patch, cwd)
 
 

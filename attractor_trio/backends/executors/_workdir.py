@@ -146,17 +146,24 @@ def _walk(root: Path, rules: Rules, *, learn: bool) -> tuple[dict[str, _Found], 
             if text:
                 learned.append((rel, text))
                 matcher.learn(rel, text)
-        with os.scandir(directory) as entries:
-            for item in entries:
-                path = f"{rel}/{item.name}" if rel else item.name
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed while we walked (a driver-side writer): not part of the tree
+        for item in entries:
+            path = f"{rel}/{item.name}" if rel else item.name
+            try:
                 info = item.stat(follow_symlinks=False)
-                kind = _kind(info.st_mode)
-                if kind is None or matcher.excluded(path, kind == "dir"):
-                    continue
-                size = info.st_size if kind != "dir" else 0
-                found[path] = _Found(kind, stat.S_IMODE(info.st_mode) & _MODE_BITS, size)
-                if kind == "dir":
-                    pending.append(path)
+            except FileNotFoundError:
+                continue
+            kind = _kind(info.st_mode)
+            if kind is None or matcher.excluded(path, kind == "dir"):
+                continue
+            size = info.st_size if kind != "dir" else 0
+            found[path] = _Found(kind, stat.S_IMODE(info.st_mode) & _MODE_BITS, size)
+            if kind == "dir":
+                pending.append(path)
     return found, Rules(rules.skip, rules.excludes, tuple(learned))
 
 
@@ -210,7 +217,10 @@ def take_snapshot(root: Path, rules: Rules, *, limit: int) -> Snapshot:
     blobs: dict[str, bytes] = {}
     identity = hashlib.sha256(repr(rules).encode())
     for path in sorted(found):
-        entry, data = _read(root, path, found[path])
+        try:
+            entry, data = _read(root, path, found[path])
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed since the walk listed it (a driver-side writer)
         tree[path] = entry
         if entry.kind != "dir":
             blobs[entry.digest] = data
