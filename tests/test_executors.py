@@ -7,24 +7,34 @@ executor, that ``executor.resources`` reaches it, and that a lost executor fails
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import trio
 
 from attractor_trio.aio.process import ProcessResult, run_in_process_group
 from attractor_trio.backends.executors import ExecutorLost, use_executor
-from attractor_trio.backends.executors.base import WorkdirRefused, parse_resources
+from attractor_trio.backends.executors.base import (
+    WorkdirRefused,
+    current_stage,
+    parse_resources,
+)
 from attractor_trio.backends.executors.options import executor_settings
 from attractor_trio.cli.detach import recorded_options, reuse_recorded_options
 from attractor_trio.dot.validate import validate
 from attractor_trio.errors import ConfigError
 from attractor_trio.runconfig import parse_run_config
+from attractor_trio.testing.invariants import check_attempts_closed
 
-from .helpers import graph_of, named, read_json, run_dot
+from .helpers import events, graph_of, named, read_json, run_dot
 from .test_cli import cli
 
 TOOL = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
@@ -123,6 +133,96 @@ async def test_a_lost_executor_without_retries_fails_the_run_as_transient_infra(
     assert read_json(root / "t" / "status.json")["failure_reason"].startswith("ray node lost")
 
 
+class PlacingExecutor(FakeExecutor):
+    """Like a cluster: queues the attempt, then announces its start on "node-1" — or never
+    places it (``place=False``)."""
+
+    defers_start = True
+
+    def __init__(self, place: bool = True) -> None:
+        super().__init__()
+        self.place = place
+
+    async def run_process(self, argv: Sequence[str], **kwargs: object) -> ProcessResult:
+        stage = current_stage()
+        assert stage.start is not None
+        if stage.start.pending:
+            stage.emit("stage_queued", node_id=stage.node_id, attempt_id=stage.attempt_id)
+        if not self.place:
+            await trio.sleep_forever()
+        stage.start.announce(ray_node_id="node-1", host="h", queued_s=0.0)
+        return await super().run_process(argv, **kwargs)  # type: ignore[arg-type]
+
+
+def _node_events(root: Path, node_id: str) -> list[dict[str, object]]:
+    return [e for e in events(root) if e.get("node_id") == node_id]
+
+
+async def test_a_placed_attempt_starts_when_its_node_starts_it(tmp_path: Path) -> None:
+    """contract.md §10: ``stage_queued``, then the one ``stage_attempt_started`` with the node."""
+    root = tmp_path / "run"
+    with use_executor(PlacingExecutor()):
+        result = await run_dot(TOOL % "", root)
+    assert result.status == "success"
+    names = [e["event"] for e in _node_events(root, "t")]
+    assert names[:3] == ["stage_started", "stage_queued", "stage_attempt_started"]
+    assert names.count("stage_attempt_started") == 1
+    assert named(root, "stage_attempt_started")[1]["ray_node_id"] == "node-1"
+    assert not list(check_attempts_closed(events(root)))
+
+
+async def test_an_attempt_never_placed_still_starts_and_finishes_once(tmp_path: Path) -> None:
+    """Timed out while queued: its start is announced (without a node) before its end."""
+    root = tmp_path / "run"
+    with use_executor(PlacingExecutor(place=False)):
+        result = await run_dot(TOOL % ", timeout=0.3", root)
+    assert result.status == "fail"
+    names = [e["event"] for e in _node_events(root, "t")]
+    assert names[:4] == [
+        "stage_started",
+        "stage_queued",
+        "stage_attempt_started",
+        "stage_attempt_finished",
+    ]
+    assert "ray_node_id" not in named(root, "stage_attempt_started")[1]
+    assert not list(check_attempts_closed(events(root)))
+
+
+async def test_an_attempt_whose_work_is_not_one_process_starts_at_once(tmp_path: Path) -> None:
+    """A codergen stage whose backend is not one process (here: simulated; the agent loop's
+    model calls run in the driver) starts as locally, whatever the executor."""
+    root = tmp_path / "run"
+    source = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+        plan [prompt="Plan"]; start -> plan -> exit }"""
+    with use_executor(PlacingExecutor()):
+        result = await run_dot(source, root)
+    assert result.status == "success"
+    names = [e["event"] for e in _node_events(root, "plan")]
+    assert names[:2] == ["stage_started", "stage_attempt_started"]
+    assert "stage_queued" not in names
+
+
+def test_end_group_finds_an_attempts_group_through_its_scratch_dir(tmp_path: Path) -> None:
+    """A remote attempt canceled before the driver heard its pgid: the node-side end request
+    finds the group through the attempt's scratch dir, ends it and removes the dir."""
+    import tempfile
+
+    from attractor_trio.backends.executors import _remote
+
+    token = f"test{os.getpid()}"
+    scratch = Path(tempfile.mkdtemp(prefix=f"attractor-remote-{token}-"))
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (scratch / "group.pid").write_text(str(proc.pid))
+        assert _remote.end_group(None, 0.5, False, token)
+        assert proc.wait(timeout=5) == -signal.SIGTERM
+        assert not scratch.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_executor_resources_is_a_known_attribute() -> None:
     graph = graph_of(TOOL % ', executor.resources="{\\"GPU\\": 1}"')
     assert not [d for d in validate(graph) if d.rule == "unknown_attribute"]
@@ -159,6 +259,32 @@ def test_executor_ray_without_the_extra_is_exit_2_naming_it(
     assert code == 2
     assert "attractor-trio[ray]" in err and len(err.strip().splitlines()) == 1
     assert not root.exists()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_an_unreachable_ray_address_is_exit_2_before_the_run_directory_exists(
+    tmp_path: Path, detached: bool
+) -> None:
+    """contract.md §10: connect (or, detached, check the address) before the logs root is
+    created — one line naming the address, in seconds, not after Ray's minutes of retries."""
+    pytest.importorskip("ray")
+    address = f"127.0.0.1:{_closed_port()}"
+    root = tmp_path / "run"
+    argv = ["run", str(_pipeline(tmp_path)), "--executor", "ray", "--logs-root", str(root)]
+    argv += ["--ray-address", address, *(["--detach"] if detached else [])]
+    started = time.monotonic()
+    code, _, err = cli(*argv)
+    assert code == 2
+    assert address in err and len(err.strip().splitlines()) == 1, err
+    assert not root.exists()
+    assert time.monotonic() - started < 10
 
 
 def test_ray_address_without_the_ray_executor_is_refused(tmp_path: Path) -> None:

@@ -346,6 +346,24 @@ def test_attempt_started_after_cancel(clean: Observation) -> None:
     assert "attempt_after_cancel" in names(found)
 
 
+def test_a_start_announced_for_an_attempt_queued_before_the_cancel_is_not_new_work() -> None:
+    """contract.md §10: an attempt submitted to a cluster and canceled while queued has its
+    ``stage_attempt_started`` announced at its end, after the cancel request."""
+    from attractor_trio.testing.invariants import check_no_attempt_after_cancel
+
+    def event(seq: int, name: str, attempt: str = "") -> dict[str, Any]:
+        return {"seq": seq, "event": name, "branch": "", "node_id": "t", "attempt_id": attempt}
+
+    evs = [
+        event(1, "pipeline_started"),
+        event(2, "stage_queued", "t-1"),
+        event(3, "stage_attempt_started", "t-1"),
+        event(4, "stage_attempt_started", "t-2"),
+    ]
+    found = list(check_no_attempt_after_cancel(evs, cancel_seq=2))
+    assert len(found) == 1 and found[0].detail.startswith("seq 4 ")  # t-2, never queued
+
+
 def test_attempt_never_finished(clean: Observation) -> None:
     assert "attempt_not_closed" in names(
         check_invariants(without(clean, "stage_attempt_finished", "b"))

@@ -39,8 +39,9 @@ from attractor_trio.backends.cli_agents import CliAgentBackend  # noqa: E402
 from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
 from attractor_trio.backends.executors.ray import RayExecutor  # noqa: E402
 from attractor_trio.runconfig import ProviderConfig  # noqa: E402
+from attractor_trio.testing.invariants import check_attempts_closed  # noqa: E402
 
-from .helpers import named, read_json, run_dot  # noqa: E402
+from .helpers import assert_envelope_invariants, events, named, read_json, run_dot  # noqa: E402
 from .test_cancel_processes import marked_processes  # noqa: E402
 from .test_cli_agents import AGENTS  # noqa: E402
 
@@ -120,9 +121,24 @@ def tool_pipeline(*commands: str, attrs: str = "") -> str:
 def remote_nodes(root: Path) -> list[str]:
     """The Ray node ids the stages started on, in order (also while the run writes its log)."""
     try:
-        return [e["ray_node_id"] for e in named(root, "stage_remote_started")]
+        started = named(root, "stage_attempt_started")
     except (OSError, ValueError):
         return []
+    return [e["ray_node_id"] for e in started if "ray_node_id" in e]
+
+
+def assert_attempts_start_once_after_queued(root: Path) -> None:
+    """contract.md §10 + §4: per attempt, ``stage_queued`` then exactly one
+    ``stage_attempt_started`` (with the node it started on), closed exactly once."""
+    evs = events(root)
+    assert not list(check_attempts_closed(evs))
+    for queued in (e for e in evs if e["event"] == "stage_queued"):
+        starts = [
+            e
+            for e in evs
+            if e["event"] == "stage_attempt_started" and e["attempt_id"] == queued["attempt_id"]
+        ]
+        assert len(starts) == 1 and starts[0]["seq"] > queued["seq"]
 
 
 async def test_linear_pipeline_runs_every_stage_remotely(
@@ -142,6 +158,69 @@ async def test_linear_pipeline_runs_every_stage_remotely(
     assert len(named(root, "stage_queued")) == 2
     assert set(remote_nodes(root)) <= cluster.worker_ids()
     assert len(remote_nodes(root)) == 2
+    started = [e for e in named(root, "stage_attempt_started") if e["node_id"] in ("t0", "t1")]
+    assert all(e["host"] and e["queued_s"] >= 0 for e in started)
+    assert_attempts_start_once_after_queued(root)
+    assert_envelope_invariants(root)
+
+
+class _SpecRecorder:
+    """Stands in for the executor's Ray task handle and keeps what each submission carried."""
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.specs: list[dict[str, Any]] = []
+
+    def options(self, **options: Any) -> _SpecRecorder:
+        return _SpecRecorder._Bound(self, self.task.options(**options))  # type: ignore[return-value]
+
+    class _Bound:
+        def __init__(self, recorder: _SpecRecorder, task: Any) -> None:
+            self.recorder, self.task = recorder, task
+
+        def remote(self, spec: dict[str, Any]) -> Any:
+            self.recorder.specs.append(spec)
+            return self.task.remote(spec)
+
+
+#: A stage that uses its stage dir the way stages do: a status file, an artifact in a
+#: subdirectory, and its paths on stdout.
+_STAGE_DIR_USER = (
+    "mkdir -p $ATTRACTOR_STAGE_DIR/out && echo made-remotely > $ATTRACTOR_STAGE_DIR/out/a.txt; "
+    """echo '{"outcome": "partial_success", "notes": "from the node"}' > $ATTRACTOR_STATUS_PATH; """
+    "echo stage=$ATTRACTOR_STAGE_DIR; echo root=$ATTRACTOR_LOGS_ROOT"
+).replace('"', '\\"')
+
+
+async def test_the_remote_side_writes_nothing_under_the_logs_root(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """contract.md §10: no shared filesystem for the logs root. The task's arguments carry no
+    path under it, the stage sees node-local paths, and the driver writes what the stage
+    produced (status file, artifact, the tool wrapper's journal) where a local run has it."""
+    recorder = _SpecRecorder(executor._stream)
+    monkeypatch.setattr(executor, "_stream", recorder)
+    root = tmp_path / "run"
+    result = await run_dot(tool_pipeline(_STAGE_DIR_USER, "echo next"), root)
+    assert result.status == "success"
+    assert len(recorder.specs) == 2
+    for spec in recorder.specs:
+        sent = json.dumps({k: v for k, v in spec.items() if k != "inputs"})
+        assert str(root) not in sent  # tmp_path is absolute
+    stdout = (root / "t0" / "stdout.log").read_text()
+    seen = dict(line.split("=", 1) for line in stdout.splitlines())
+    assert not seen["stage"].startswith(str(root)) and seen["stage"].endswith("/t0")
+    assert not seen["root"].startswith(str(root))
+    # What the stage wrote on the node is in the driver's stage dir, as after a local run.
+    assert (root / "t0" / "out" / "a.txt").read_text() == "made-remotely\n"
+    assert (root / "t0" / ".tool-exit").read_text() == "0\n"
+    assert (root / ".tool-claims").is_dir() and len(list((root / ".tool-claims").iterdir())) == 2
+    decision = named(root, "status_ingestion_decision")[0]
+    assert decision["source"] == "canonical"
+    finished = [e for e in named(root, "stage_attempt_finished") if e["node_id"] == "t0"]
+    assert finished[0]["status"] == "partial_success"
+    assert read_json(root / "t0" / "status.json")["notes"] == "from the node"
+    assert (root / "t1" / "stdout.log").read_text() == "next\n"
 
 
 async def test_forty_branch_fanout_spreads_over_both_worker_nodes(
@@ -162,6 +241,7 @@ async def test_forty_branch_fanout_spreads_over_both_worker_nodes(
     assert len(remote_nodes(root)) == 40
     assert {e["status"] for e in named(root, "stage_attempt_finished")} == {"success"}
     assert set(remote_nodes(root)) == cluster.worker_ids()  # both nodes did work
+    assert_attempts_start_once_after_queued(root)
 
 
 async def test_silent_remote_stage_trips_the_watchdog(
@@ -174,7 +254,8 @@ async def test_silent_remote_stage_trips_the_watchdog(
     )
     final = read_json(root / "final.json")
     assert (result.status, final["exit_path"]) == ("fail", "watchdog")
-    assert named(root, "stage_remote_started")
+    assert remote_nodes(root)
+    assert_attempts_start_once_after_queued(root)
     await _no_survivors(marker)
 
 
@@ -202,16 +283,34 @@ async def test_executor_resources_pass_through_to_ray_scheduling(
 async def test_an_attempt_no_node_can_take_fails_as_transient_infra(
     tmp_path: Path, cluster: Cluster
 ) -> None:
+    """Queued longer than the stall timeout: not silence (the watchdog stays quiet), and no
+    heartbeat — the attempt has not started; the queue timeout fails it."""
     root = tmp_path / "run"
     attrs = ', executor.resources="{\\"nowhere\\": 1}"'
-    impatient = RayExecutor(ExecutorSettings(kind="ray", queue_timeout=1.0))
+    impatient = RayExecutor(ExecutorSettings(kind="ray", queue_timeout=2.0))
     with use_executor(impatient):
-        result = await run_dot(tool_pipeline("echo never", attrs=attrs), root)
+        result = await run_dot(
+            tool_pipeline("echo never", attrs=attrs),
+            root,
+            stall_timeout=1.0,
+            heartbeat_interval=0.3,
+        )
     status = read_json(root / "t0" / "status.json")
     assert result.status == "fail"
+    assert read_json(root / "final.json")["exit_path"] == "stage_failed"
     assert "could not place the attempt" in status["failure_reason"]
     finished = named(root, "stage_attempt_finished")[-1]
     assert finished["failure_class"] == "transient_infra"
+    names = [e["event"] for e in events(root) if e.get("node_id") == "t0"]
+    assert names[:4] == [
+        "stage_started",
+        "stage_queued",
+        "stage_attempt_started",
+        "stage_attempt_finished",
+    ]
+    assert not named(root, "watchdog_timeout") and not named(root, "stage_heartbeat")
+    assert "ray_node_id" not in named(root, "stage_attempt_started")[0]
+    assert_attempts_start_once_after_queued(root)
 
 
 async def test_killed_worker_node_fails_the_attempt_and_the_retry_runs_on_the_other_node(
@@ -346,7 +445,7 @@ async def test_upload_workdir_a_canceled_attempt_brings_nothing_back(
     slow = tool_pipeline("echo x > partial.txt; sleep 30", attrs=', timeout="1s"')
     result = await run_dot(slow, root, workdir=work, kill_grace=1.0)
     assert result.status == "fail"
-    assert named(root, "stage_remote_started")  # it ran, and wrote in its copy
+    assert remote_nodes(root)  # it ran, and wrote in its copy
     assert not (work / "partial.txt").exists()
 
 
@@ -494,6 +593,57 @@ def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
     assert not [e for e in named(root, "stage_attempt_finished") if e.get("adopted")]
     assert (root / "t0" / "stdout.log").read_text().endswith("again\n")
     assert len(remote_nodes(root)) == 2
+
+
+def _cli(*args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # the address must come from the flag, then the manifest
+    return subprocess.Popen(
+        [sys.executable, "-m", "attractor_trio", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(check: Any, what: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_detached_ray_run_interrupted_by_sigint_resumes_on_the_cluster(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """contract.md §10: ``resume`` reuses ``--executor ray --ray-address`` from the manifest and
+    re-runs the interrupted remote attempt as a new attempt on the cluster."""
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    first_time = f"if [ ! -e started ]; then touch started; exec -a {marker} sleep 300; fi"
+    dot.write_text(tool_pipeline(f"{first_time}; echo second run", "echo after"))
+    root = tmp_path / "run"
+    flags = ["--executor", "ray", "--ray-address", cluster.address, "--kill-grace", "1s"]
+    starter = _cli(
+        "run", str(dot), "--logs-root", str(root), "--workdir", str(tmp_path), "--detach", *flags
+    )
+    assert starter.wait(timeout=60) == 0, starter.stderr.read() if starter.stderr else ""
+    started = tmp_path / "started"  # the marker is on the wrapper's command line before that
+    _wait_for(lambda: started.exists() and marked_processes(marker), "the stage never started")
+    owner = json.loads((root / "run.lock.json").read_text())["pid"]
+    os.kill(owner, signal.SIGINT)
+    _wait_for(lambda: (root / "final.json").exists(), "the interrupted run never finalized", 30)
+    assert read_json(root / "final.json")["status"] == "canceled"
+    assert not marked_processes(marker)  # gone before final.json, also when canceled at once
+
+    resumer = _cli("resume", str(root), "--quiet")
+    assert resumer.wait(timeout=60) == 0, resumer.stderr.read() if resumer.stderr else ""
+    assert read_json(root / "final.json")["status"] == "success"
+    starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "t0"]
+    assert len(starts) == 2 and starts[0]["attempt_id"] != starts[1]["attempt_id"]
+    assert {e["ray_node_id"] for e in starts} <= cluster.worker_ids()  # both on the cluster
+    assert (root / "t0" / "stdout.log").read_text() == "second run\n"
+    assert (root / "t1" / "stdout.log").read_text() == "after\n"
 
 
 async def _no_survivors(marker: str, within: float = 8.0) -> None:

@@ -152,6 +152,10 @@ class CliAgentBackend:
         self.config = config
         self.template = CommandTemplate.parse(config.command, provider=config.name)
 
+    def runs_one_process(self, node: Node) -> bool:
+        """The attempt is the agent's process (see ``CodergenHandler.runs_one_process``)."""
+        return True
+
     def secret_env_names(self) -> list[str]:
         """The provider's key variable: its value is redacted (contract.md §10)."""
         return [self.config.api_key_env] if self.config.api_key_env else []

@@ -441,22 +441,25 @@ def run_command(
     engine.check_runnable(graph, backend=settings["backend"])
     workspace = _workspace(workspace_kind, allow_dirty, opts)
     _check_workspace(workspace, run_id, opts, root, settings["kill_grace"])
-    prepare_logs_root(root)
-    if opts["detach"]:
-        detach(["--logs-root", str(root), "--run-id", run_id], root)
-    if not opts["quiet"]:
-        click.echo(f"logs root: {root}", err=True)
-    options = _engine_options(
-        settings,
-        opts,
-        logs_root=root,
-        run_id=run_id,
-        context=initial,
-        argv=sys.argv,
-        manifest_options=recorded_options(opts),
-        workspace=workspace,
-    )
-    _drive(engine.start_run, graph, options, opts)
+    from ..backends.executors.options import running_executor
+
+    with running_executor(opts["executor_settings"], connect=not opts["detach"]):
+        prepare_logs_root(root)
+        if opts["detach"]:
+            detach(["--logs-root", str(root), "--run-id", run_id], root)
+        if not opts["quiet"]:
+            click.echo(f"logs root: {root}", err=True)
+        options = _engine_options(
+            settings,
+            opts,
+            logs_root=root,
+            run_id=run_id,
+            context=initial,
+            argv=sys.argv,
+            manifest_options=recorded_options(opts),
+            workspace=workspace,
+        )
+        _drive(engine.start_run, graph, options, opts)
 
 
 def _check_workspace(
@@ -531,10 +534,7 @@ def _drive(
         finally:
             await _close(options.backend)
 
-    from ..backends.executors.options import running_executor
-
-    with running_executor(opts["executor_settings"]):
-        result = trio.run(_with_signals, start, holder)
+    result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
     sys.exit(_exit_for(result, holder))
 
@@ -581,12 +581,15 @@ def resume_command(
     graph = load(logs_root / "graph.dot", max_size=opts["max_input_size"])
     settings = _settings(opts)
     engine.check_runnable(graph, backend=settings["backend"])
-    if opts["detach"]:
-        detach([], logs_root)
-    if not opts["quiet"]:
-        click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
-    options = _engine_options(settings, opts, logs_root=logs_root, context=_parse_sets(sets))
-    _drive(functools.partial(engine.resume_run, from_node=from_node), graph, options, opts)
+    from ..backends.executors.options import running_executor
+
+    with running_executor(opts["executor_settings"], connect=not opts["detach"]):
+        if opts["detach"]:
+            detach([], logs_root)
+        if not opts["quiet"]:
+            click.echo(f"resuming run {manifest.run_id} in {logs_root}", err=True)
+        options = _engine_options(settings, opts, logs_root=logs_root, context=_parse_sets(sets))
+        _drive(functools.partial(engine.resume_run, from_node=from_node), graph, options, opts)
 
 
 def register(group: click.Group) -> None:

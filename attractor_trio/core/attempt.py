@@ -57,6 +57,9 @@ class AttemptInfo:
     liveness: Any = None
     #: The git workspace the attempt works in (contract.md §10), or ``None``.
     workspace: Any = None
+    #: Announces the attempt's ``stage_attempt_started`` (an ``AttemptStart``; a remote
+    #: executor announces it when a node starts the process, contract.md §10), or ``None``.
+    start: Any = None
 
     @property
     def status_path(self) -> Path:

@@ -55,6 +55,12 @@ class CodergenHandler:
     def __init__(self, backend: CodergenBackend | None = None) -> None:
         self.backend: CodergenBackend = backend if backend is not None else SimulationBackend()
 
+    def runs_one_process(self, node: Node) -> bool:
+        """Whether the backend runs the attempt as one stage process (a CLI agent): then on a
+        cluster the attempt starts when a node starts it (contract.md §10)."""
+        runs = getattr(self.backend, "runs_one_process", None)
+        return bool(runs(node)) if callable(runs) else False
+
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)

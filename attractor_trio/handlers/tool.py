@@ -86,6 +86,11 @@ TAIL_BYTES = 2 * 1024
 class ToolHandler:
     """Runs a node's ``tool_command`` (S4.10-01..05)."""
 
+    def runs_one_process(self, node: Node) -> bool:
+        """The attempt *is* its process: on a cluster it starts when a node starts it
+        (contract.md §10, ``executors.defers_start``)."""
+        return True
+
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         command = node.tool_command
         if not command.strip():

@@ -70,10 +70,10 @@ _NAMES = {
     "stage_attempt_started": ("StageAttemptStarted", "One attempt of a node began."),
     "stage_attempt_finished": ("StageAttemptFinished", "One attempt of a node ended."),
     "stage_heartbeat": ("StageHeartbeat", "An attempt is still running (a report, not progress)."),
-    "stage_queued": ("StageQueued", "An attempt waits for cluster resources (--executor ray)."),
-    "stage_remote_started": (
-        "StageRemoteStarted",
-        "A queued attempt started on a Ray node (ray_node_id); the watchdog counts from here.",
+    "stage_queued": (
+        "StageQueued",
+        "An attempt waits for cluster resources (--executor ray); its stage_attempt_started "
+        "(with ray_node_id) follows when a node starts it.",
     ),
     "stage_retrying": ("StageRetrying", "A failed attempt will be retried after a delay."),
     "stage_retry_blocked": ("StageRetryBlocked", "A failure's class forbids a retry."),

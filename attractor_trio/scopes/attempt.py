@@ -23,7 +23,13 @@ import trio
 from attrs import define, evolve, field, frozen
 
 from ..aio.offload import write_bytes_durably
-from ..backends.executors.base import ExecutorFailure, StageContext, use_stage_context
+from ..backends.executors.base import (
+    AttemptStart,
+    ExecutorFailure,
+    StageContext,
+    defers_start,
+    use_stage_context,
+)
 from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus
@@ -160,13 +166,18 @@ class StageExecutor:
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
-        self.emit(
-            "stage_attempt_started",
-            node_id=node.id,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            attempt_id=attempt_id,
+        start = AttemptStart(
+            self.emit,
+            {
+                "node_id": node.id,
+                "attempt": attempt,
+                "max_attempts": max_attempts,
+                "attempt_id": attempt_id,
+            },
         )
+        if not defers_start(self.registry.resolve(node), node):
+            start.announce()
+        info = evolve(info, emit=start.emit, start=start)
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
             await self._commit(node, number, outcome)  # before the marker, its commit point
@@ -303,14 +314,14 @@ class StageExecutor:
                 failure_class=FailureClass.CANCELED,
             )
             _write_status(stage_dir / "status.json", canceled)
-            self.emit(
+            info.emit(
                 "cancellation_exit",
                 node_id=node.id,
                 attempt_id=attempt_id,
                 reason=reason,
                 scope=self._cancel_scope_name(),
             )
-            self._finished(node, attempt_id, canceled)
+            self._finished(info, canceled)
             raise
         finally:
             self.liveness.close_attempt(attempt_id)
@@ -320,17 +331,15 @@ class StageExecutor:
             await _write_status_durably(stage_dir / "status.json", outcome)
         else:
             _write_status(stage_dir / "status.json", outcome)
-        self._finished(node, attempt_id, outcome, adopted)
+        self._finished(info, outcome, adopted)
         return outcome
 
-    def _finished(
-        self, node: Node, attempt_id: str, outcome: Outcome, adopted: bool = False
-    ) -> None:
+    def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = {"adopted": True} if adopted else {}
-        self.emit(
+        info.emit(  # the attempt's emitter: a start still deferred is announced first
             "stage_attempt_finished",
-            node_id=node.id,
-            attempt_id=attempt_id,
+            node_id=info.node_id,
+            attempt_id=info.attempt_id,
             status=outcome.value,
             failure_reason=outcome.failure_reason,
             # The one classifier (contract.md §5): the class final.json reports for this failure,
@@ -379,6 +388,8 @@ class StageExecutor:
         while True:
             await trio.sleep(interval)
             elapsed = trio.current_time() - started
+            if info.start is not None and info.start.pending:
+                continue  # queued for a remote node: not started, nothing to report yet
             self.emit(
                 "stage_heartbeat",
                 node_id=info.node_id,
@@ -398,6 +409,10 @@ async def _call_handler(
         attempt_id=info.attempt_id,
         emit=info.emit,
         liveness=info.liveness,
+        start=info.start,
+        logs_root=info.logs_root,
+        stage_dir=info.stage_dir,
+        workdir=info.workdir,
     )
     try:
         with use_stage_context(stage):

@@ -278,8 +278,19 @@ def check_no_attempt_after_cancel(
         if point is None:
             continue
         seq, why = point
+        # Submitted to a cluster before the cancel (contract.md §10): its start, announced when
+        # it ends, is not new work.
+        queued = {
+            e.get("attempt_id")
+            for e in segment
+            if e.get("event") == "stage_queued" and e["seq"] <= seq
+        }
         for event in segment:
-            if event.get("event") == "stage_attempt_started" and event["seq"] > seq:
+            if (
+                event.get("event") == "stage_attempt_started"
+                and event["seq"] > seq
+                and event.get("attempt_id") not in queued
+            ):
                 yield Violation("attempt_after_cancel", f"{_where(event)} after {why} (seq {seq})")
 
 

@@ -7,9 +7,16 @@ that a killed worker cannot leave it behind. Its output goes to worker-local fil
 generator yields what is new every :data:`POLL_S` (so the driver writes the stage dir — no
 shared filesystem needed for logs — well within contract.md §10's 1 s), then the result.
 
+Nothing is written under the driver's logs root (``_staging.py``): the stage runs against a
+node-local mirror of its stage dir, and the files it wrote there travel back before the result.
+With ``upload_workdir`` (``_upload.py``) it runs in a node-local copy of the work directory too,
+and the result carries the patch of its changes.
+
 Items are plain dicts (cheap to serialize): ``started`` (node id, host, pid), ``group`` (the
 guard's pid = the group id, for the driver's kill request), ``out`` (stream 1/2, bytes),
-``result`` (exit code, duration) or ``error`` (an OSError starting the process).
+``file`` (a new or changed file of the mirror: relative path, chunk, last), then ``result``
+(exit code, duration, with an upload the ``patch``), ``refused`` (the patch is over the limit)
+or ``error`` (an OSError starting the process).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import _staging
 from ._upload import unpack
 
 POLL_S = 0.2
@@ -35,21 +43,70 @@ def attempt_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A Ray streaming-generator task body (see the module docstring)."""
     import ray
 
-    yield {
-        "kind": "started",
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="attractor-remote-"))
+    # Named after the attempt, and made before the start is reported, so that the driver's
+    # end_group finds the process group here even if it is canceled before it heard the pgid.
+    tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(spec.get("token", ""))))
     try:
+        yield {
+            "kind": "started",
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
         yield from _supervise(spec, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _scratch_prefix(token: str) -> str:
+    return f"attractor-remote-{token}-" if token else "attractor-remote-"
+
+
+def _find_group(token: str, within: float = 2.0) -> int | None:
+    """The group an attempt's scratch dir records; waits ``within`` for the guard to write it
+    (it does in milliseconds); ``None`` when the attempt left no scratch dir or no group."""
+    import glob
+    import time
+
+    if not token:
+        return None
+    pattern = os.path.join(tempfile.gettempdir(), _scratch_prefix(token) + "*")
+    deadline = time.monotonic() + within
+    while scratch := glob.glob(pattern):
+        for directory in scratch:
+            pid = _read_int(Path(directory) / "group.pid")
+            if pid is not None:
+                return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def _remove_scratch(token: str) -> None:
+    """A force-killed worker cannot remove its scratch dir: the driver's end request does."""
+    import glob
+
+    if token:
+        pattern = os.path.join(tempfile.gettempdir(), _scratch_prefix(token) + "*")
+        for directory in glob.glob(pattern):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
-    spec, finish = unpack(spec, tmp)  # upload_workdir: run in the node's copy of the work dir
+    # Two rewrites of driver paths, which never overlap: the driver already replaced every
+    # logs-root path outside the work directory by the placeholder (``_staging.Outbound``), and
+    # upload_workdir moves the work-directory paths — also a work directory inside the logs
+    # root (a git workspace's worktree), which the driver left as it was — to the node's copy.
+    spec, finish = unpack(spec, tmp)
+    mirror = tmp / "logs"
+    before = _staging.place_inputs(mirror, spec["dirs"], spec["inputs"])
+    spec = {
+        **spec,
+        "argv": _staging.substitute_all(spec["argv"], mirror),
+        "env": _staging.substitute_env(spec["env"], mirror),
+        "cwd": _staging.substitute(spec["cwd"], mirror),
+    }
     logs = (tmp / "stdout.log", tmp / "stderr.log")
     for log in logs:
         log.touch()
@@ -77,6 +134,7 @@ def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
     thread.join()
     if finish is not None:
         finish(outcome)  # the stage's changes to the copy, as a patch for the driver
+    yield from _staging.changed_files(mirror, before)
     yield outcome
 
 
@@ -126,11 +184,22 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def end_group(pgid: int, grace: float, kill_now: bool) -> bool:
+def end_group(pgid: int | None, grace: float, kill_now: bool, token: str) -> bool:
     """Runs on the attempt's node: SIGTERM → grace → SIGKILL the group; ``True`` once it is gone.
 
     The driver asks for this when it cancels an attempt, so cancellation reaches the remote
-    process group within the kill grace even when the worker itself is slow to die."""
+    process group within the kill grace even when the worker itself is slow to die. Without
+    ``pgid`` (canceled before the driver heard it) the group is found through the attempt's
+    scratch dir (``token``)."""
+    try:
+        return _end_group(pgid if pgid is not None else _find_group(token), grace, kill_now)
+    finally:
+        _remove_scratch(token)
+
+
+def _end_group(pgid: int | None, grace: float, kill_now: bool) -> bool:
+    if pgid is None:
+        return True
     import signal
     import time
 

@@ -8,8 +8,9 @@ one at a time, in the order attempts end, each checked against the driver's file
 (``_workdir.apply_patch``). A canceled attempt, or one whose node was lost, brings nothing back.
 
 Node (:func:`unpack`): fetch the snapshot, materialize it in the attempt's private temp
-directory, run the stage there (cwd and the environment's work-directory paths moved; the logs
-root stays), and after the process ends attach the diff to the attempt's result.
+directory, run the stage there (cwd and the environment's work-directory paths moved, also for
+a work directory inside the logs root; logs-root paths arrive as ``_staging``'s placeholder and
+go to the mirror after this), and after the process ends attach the diff to the result.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 from attrs import field, frozen
 
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
     "DEFAULT_UPLOAD_LIMIT_MB",
     "EXECUTOR_KINDS",
+    "AttemptStart",
     "Executor",
     "ExecutorFailure",
     "ExecutorLost",
@@ -33,6 +34,7 @@ __all__ = [
     "StageContext",
     "WorkdirRefused",
     "current_stage",
+    "defers_start",
     "orphans_outlive_the_driver",
     "parse_resources",
     "run_stage_process",
@@ -109,18 +111,58 @@ def _no_emit(event: str, **fields: Any) -> None:
     pass
 
 
+#: Events that may precede a deferred ``stage_attempt_started`` without announcing it.
+_BEFORE_START = frozenset({"stage_queued"})
+
+
+@final
+class AttemptStart:
+    """An attempt's one ``stage_attempt_started`` (contract.md §4), announced once.
+
+    Why deferred: with ``--executor ray`` an attempt whose whole work is one stage process
+    (a tool stage, a CLI agent) starts when a node starts it, not when it is submitted —
+    contract.md §10: ``stage_queued`` first, then ``stage_attempt_started`` with the Ray node
+    id. The executor announces it with those fields; any other event of the attempt, and the
+    attempt's end, announce it first without them, so every attempt still starts exactly once
+    and before anything else it reports."""
+
+    def __init__(self, emit: Callable[..., Any], fields: Mapping[str, Any]) -> None:
+        self._emit = emit
+        self._fields = dict(fields)
+        self.pending = True
+
+    def announce(self, **extra: Any) -> None:
+        """Emit ``stage_attempt_started`` (with ``extra``) unless it was emitted already."""
+        if self.pending:
+            self.pending = False
+            self._emit("stage_attempt_started", **self._fields, **extra)
+
+    def emit(self, event: str, **fields: Any) -> Any:
+        """The attempt's event emitter: announces the start before the attempt's first event."""
+        if event not in _BEFORE_START:
+            self.announce()
+        return self._emit(event, **fields)
+
+
 @frozen
 class StageContext:
     """What an executor needs to know about the attempt it runs a process for: the node's
-    ``executor.resources`` (raw JSON), where its events go, and its liveness node (which a
-    queued remote attempt holds: waiting for cluster resources is not silence). Set by the
-    attempt scope; executors sit below the scopes and cannot ask them."""
+    ``executor.resources`` (raw JSON), where its events go, its liveness node (which a
+    queued remote attempt holds: waiting for cluster resources is not silence), its start
+    (which a remote executor announces when a node starts the process), and where its logs
+    root, stage dir and workdir are (a remote attempt writes nothing under the logs root: the
+    driver does). Set by the attempt scope; executors sit below the scopes and cannot ask
+    them."""
 
     resources: str = ""
     node_id: str = ""
     attempt_id: str = ""
     emit: Callable[..., None] = _no_emit
     liveness: Any = None
+    start: AttemptStart | None = None
+    logs_root: Path | None = None
+    stage_dir: Path | None = None
+    workdir: Path | None = None
 
 
 _NO_STAGE = StageContext()  # frozen: safe to share
@@ -164,6 +206,18 @@ def orphans_outlive_the_driver() -> bool:
 
 def current_stage() -> StageContext:
     return _STAGE.get()
+
+
+def defers_start(handler: Any, node: Any) -> bool:
+    """Whether the attempt's ``stage_attempt_started`` waits for the remote start: an
+    executor that places processes on a cluster is installed, and the handler says the
+    attempt *is* one stage process (``runs_one_process(node)``). Anything else — the agent
+    loop, whose model calls run in the driver — starts at once, as locally."""
+    executor = _EXECUTOR.get()
+    if executor is None or not getattr(executor, "defers_start", False):
+        return False
+    runs_one_process = getattr(handler, "runs_one_process", None)
+    return bool(runs_one_process(node)) if callable(runs_one_process) else False
 
 
 def parse_resources(raw: str) -> dict[str, float]:

@@ -50,22 +50,29 @@ def executor_settings(
 
 
 @contextlib.contextmanager
-def running_executor(settings: ExecutorSettings) -> Iterator[None]:
+def running_executor(settings: ExecutorSettings, *, connect: bool = True) -> Iterator[None]:
     """Install the executor for the run (connecting to Ray first); close it afterwards.
 
-    Entered *before* ``trio.run``: trio copies this context into the run's tasks."""
+    Entered *before* the logs root is created (an unreachable cluster is exit 2 and no run
+    directory, contract.md §10) and before ``trio.run`` (trio copies this context into the
+    run's tasks). ``connect=False`` (``--detach``: the detached child connects) only checks
+    that the cluster's address answers."""
     if settings.kind == "local":
         yield
         return
-    from .ray import connect
+    from . import ray
 
     try:
-        executor = connect(settings)
+        executor = ray.connect(settings) if connect else None
+        if executor is None:
+            ray.probe(settings)
     except Exception as exc:  # Ray's connection errors are many; each is one line for the user
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot connect to Ray ({settings.address or 'local'}): {text}"
-        ) from None
+        where = ray.cluster_address(settings) or "a local Ray"
+        raise ConfigError(f"cannot connect to Ray ({where}): {text}") from None
+    if executor is None:
+        yield
+        return
     try:
         with use_executor(executor):
             yield

@@ -10,14 +10,16 @@ output — redacted here, so secrets never travel back into a file — to the st
 bumps liveness on growth: a busy remote stage keeps the run alive, a silent one trips the watchdog.
 
 Time queued for cluster resources is not silence: the attempt's liveness node is *held* from
-submission until the task reports its start (``stage_queued`` … ``stage_remote_started`` with
-the Ray node id); ``queue_timeout`` bounds the wait (``transient_infra``). Lost nodes and dead
-workers surface as Ray exceptions from the generator and become :class:`ExecutorLost`
-("ray node lost …" / "ray worker died …") — ``transient_infra``, retried per the node's policy,
-on whichever node Ray picks next. Cancellation: the driver force-cancels the task and asks the
-attempt's node to end the process group (SIGTERM → ``kill_grace`` → SIGKILL; SIGKILL at once
-after a second SIGINT), waiting at most ``kill_grace + 5 s``; the orphan guard that leads the
-remote group kills it anyway if its worker dies.
+submission until the task reports its start (``stage_queued`` … ``stage_attempt_started`` with
+the Ray node id, for an attempt that is one stage process: see ``base.AttemptStart``);
+``queue_timeout`` bounds the wait (``transient_infra``). The worker writes nothing under the
+logs root (``_staging.py``): the files the stage wrote travel back and are written here.
+Lost nodes and dead workers surface as Ray exceptions from the generator and become
+:class:`ExecutorLost` ("ray node lost …" / "ray worker died …") — ``transient_infra``, retried
+per the node's policy, on whichever node Ray picks next. Cancellation: the driver force-cancels
+the task and asks the attempt's node to end the process group (SIGTERM → ``kill_grace`` →
+SIGKILL; SIGKILL at once after a second SIGINT), waiting at most ``kill_grace + 5 s``; the
+orphan guard that leads the remote group kills it anyway if its worker dies.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,12 +41,22 @@ import trio
 from ...aio.process import ProcessResult, _grace_skip_event
 from ...core import redaction
 from ._dispatch import END, Dispatcher, Stream
+from ._staging import FileSink, Outbound
 from ._upload import WorkdirShipping
-from .base import ExecutorLost, ExecutorSettings, WorkdirRefused, current_stage
+from .base import ExecutorLost, ExecutorSettings, StageContext, WorkdirRefused, current_stage
 
-__all__ = ["RayExecutor", "connect", "missing_ray_message", "ray_available"]
+__all__ = [
+    "RayExecutor",
+    "cluster_address",
+    "connect",
+    "missing_ray_message",
+    "probe",
+    "ray_available",
+]
 
 _AFTER_GRACE_S = 5.0
+#: How long the address check waits for the cluster's port to accept a connection.
+_PROBE_S = 5.0
 #: Blocking Ray calls on the cancel path run in worker threads of their own, so a canceled
 #: 1,000-branch fan-out cannot starve the engine's other thread users (status ingestion, fsync).
 _THREADS = trio.CapacityLimiter(512)
@@ -68,11 +82,33 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def cluster_address(settings: ExecutorSettings) -> str:
+    """Address precedence per contract.md §10 (``settings.address`` is already
+    ``--ray-address`` > ``executor.address``), then ``RAY_ADDRESS``; ``""``: a local Ray."""
+    return settings.address or os.environ.get("RAY_ADDRESS", "")
+
+
+def probe(settings: ExecutorSettings) -> None:
+    """Fail fast when nothing listens at the cluster's address: ``ray.init`` would retry for
+    minutes, and the run must be refused before its logs root exists (contract.md §10)."""
+    address = cluster_address(settings)
+    if not address or address == "auto":
+        return  # a local Ray, or the one this machine's ``ray start`` recorded
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConnectionError(f"{address!r} is not host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_S).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers there: {exc.strerror or exc}") from None
+
+
 def connect(settings: ExecutorSettings) -> RayExecutor:
-    """Connect the driver (blocking, before the run starts); address precedence per contract.md
-    §10 (``settings.address`` is already ``--ray-address`` > ``executor.address``), then
-    ``RAY_ADDRESS``, then a local Ray started for the run (shut down by :meth:`close`)."""
-    address = settings.address or os.environ.get("RAY_ADDRESS", "")
+    """Connect the driver (blocking, before the logs root exists): the cluster at
+    :func:`cluster_address`, else a local Ray started for the run (shut down by
+    :meth:`close`)."""
+    probe(settings)
+    address = cluster_address(settings)
     local = not address
     if local or _is_loopback(address):
         # A cluster on this machine: keep the driver on loopback too (Ray would otherwise
@@ -115,6 +151,9 @@ class RayExecutor:
         self._dispatcher.close()
         ray.shutdown()
 
+    #: Attempts that are one stage process start when a node starts them (contract.md §10).
+    defers_start = True
+
     async def run_process(
         self,
         argv: Sequence[str],
@@ -127,37 +166,33 @@ class RayExecutor:
         on_output: Callable[[], None] | None,
         resources: Mapping[str, float],
     ) -> ProcessResult:
-        spec = {"argv": list(argv), "cwd": str(cwd), "env": env, "kill_grace": kill_grace}
-        if self._shipping is not None:  # upload_workdir: the stage runs in a snapshot of cwd
-            spec["upload"] = await self._shipping.ship(cwd, env)
-        options: dict[str, Any] = {}
-        if resources:
-            options["resources"] = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
-            if "CPU" in resources:
-                options["num_cpus"] = resources["CPU"]
-            if "GPU" in resources:
-                options["num_gpus"] = resources["GPU"]
         stage = current_stage()
-        emit, node_id, attempt_id = stage.emit, stage.node_id, stage.attempt_id
-        emit("stage_queued", node_id=node_id, attempt_id=attempt_id, executor="ray")
+        spec = _remote_spec(stage, argv, cwd, env, kill_grace, (stdout_path, stderr_path))
+        if self._shipping is not None:  # upload_workdir: the stage runs in a snapshot of cwd
+            spec["upload"] = await self._shipping.ship(cwd, env)  # the driver's paths
+        start = stage.start
+        queued = start is not None and start.pending
+        if queued:
+            stage.emit(
+                "stage_queued", node_id=stage.node_id, attempt_id=stage.attempt_id, executor="ray"
+            )
         hold = _LivenessHold(stage.liveness)
-        started = time.monotonic()
-        gen = self._stream.options(**options).remote(spec)
-        task = _RemoteTask(gen, self._dispatcher.follow(gen))
+        submitted = time.monotonic()
+        gen = self._stream.options(**_ray_options(resources)).remote(spec)
+        task = _RemoteTask(gen, self._dispatcher.follow(gen), spec["token"])
+        files = FileSink(stage.logs_root) if stage.logs_root is not None else None
         with _StageLogs(stdout_path, stderr_path) as logs:
             try:
                 with hold:
                     first = await self._wait_started(task)
                 task.node_id = first["node_id"]
-                emit(
-                    "stage_remote_started",
-                    node_id=node_id,
-                    attempt_id=attempt_id,
-                    ray_node_id=first["node_id"],
-                    host=first["host"],
-                    queued_s=round(time.monotonic() - started, 3),
-                )
-                result = await self._follow(task, logs, on_output)
+                if start is not None:
+                    start.announce(
+                        ray_node_id=first["node_id"],
+                        host=first["host"],
+                        queued_s=round(time.monotonic() - submitted, 3),
+                    )
+                result = await self._follow(task, logs, files, on_output)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await self._cancel(task, kill_grace)
@@ -189,7 +224,11 @@ class RayExecutor:
         )
 
     async def _follow(
-        self, task: _RemoteTask, logs: _StageLogs, on_output: Callable[[], None] | None
+        self,
+        task: _RemoteTask,
+        logs: _StageLogs,
+        files: FileSink | None,
+        on_output: Callable[[], None] | None,
     ) -> dict[str, Any]:
         while True:
             item = await task.next_item()
@@ -202,6 +241,9 @@ class RayExecutor:
                     on_output()
             elif kind == "group":
                 task.pgid = int(item["pgid"])
+            elif kind == "file":
+                if files is not None:
+                    files.receive(item)
             else:
                 logs.flush()
                 if on_output is not None and logs.grew_since_flush():
@@ -215,17 +257,58 @@ class RayExecutor:
         skip = _grace_skip_event(None).is_set()
         with trio.move_on_after(kill_grace + _AFTER_GRACE_S):
             ref = None
-            if task.pgid is not None and task.node_id:
+            if task.node_id:  # started: its group may live there (pgid known or not yet)
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 strategy = NodeAffinitySchedulingStrategy(task.node_id, soft=False)
                 ref = self._end_group.options(scheduling_strategy=strategy).remote(
-                    task.pgid, kill_grace, skip
+                    task.pgid, kill_grace, skip, task.token
                 )
             self._dispatcher.forget(task.stream)
             await _in_thread(functools.partial(_force_cancel, task.gen))
             if ref is not None:
                 await _in_thread(functools.partial(_get_quietly, ref))
+
+
+def _remote_spec(
+    stage: StageContext,
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    kill_grace: float,
+    logs: Sequence[Path],
+) -> dict[str, Any]:
+    """What the worker gets: no path under the logs root (``_staging.py``), the stage dir's
+    inputs instead."""
+    spec: dict[str, Any] = {
+        "kill_grace": kill_grace,
+        "dirs": [],
+        "inputs": [],
+        "token": secrets.token_hex(8),
+    }
+    if stage.logs_root is None or stage.stage_dir is None:
+        return {**spec, "argv": list(argv), "cwd": str(cwd), "env": dict(env)}
+    outbound = Outbound(stage.logs_root, stage.workdir or cwd, stage.stage_dir)
+    spec.update(
+        argv=[outbound.rewrite(a) for a in argv],
+        cwd=outbound.rewrite(str(cwd)),
+        env={k: outbound.rewrite(v) for k, v in env.items()},
+    )
+    spec["inputs"] = outbound.inputs(exclude=logs)
+    spec["dirs"] = sorted(outbound.dirs | {os.path.dirname(p) for p, _ in spec["inputs"]})
+    return spec
+
+
+def _ray_options(resources: Mapping[str, float]) -> dict[str, Any]:
+    """``executor.resources`` as Ray task options (``CPU``/``GPU`` have their own keys)."""
+    options: dict[str, Any] = {}
+    if resources:
+        options["resources"] = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
+        if "CPU" in resources:
+            options["num_cpus"] = resources["CPU"]
+        if "GPU" in resources:
+            options["num_gpus"] = resources["GPU"]
+    return options
 
 
 def _force_cancel(gen: Any) -> None:
@@ -254,9 +337,11 @@ async def _in_thread(fn: Callable[[], Any]) -> Any:
 class _RemoteTask:
     """One attempt's Ray generator, its stream of items, and what the driver learned."""
 
-    def __init__(self, gen: Any, stream: Stream) -> None:
+    def __init__(self, gen: Any, stream: Stream, token: str) -> None:
         self.gen = gen
         self.stream = stream
+        #: Names the attempt's scratch dir on its node (where end_group finds the group).
+        self.token = token
         self.node_id = ""
         self.pgid: int | None = None
 
