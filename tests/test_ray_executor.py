@@ -561,7 +561,7 @@ def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
 ) -> None:
     """contract.md §10: when the driver dies, its remote tasks die with it (Ray ends the dead
     job's workers; the guard's sentinel ends the stage's group), and ``resume`` re-runs them as
-    new attempts."""
+    new attempts (its journal lives in the node's mirror and never reached the driver)."""
     marker = f"atr-ray-{uuid.uuid4().hex}"
     dot = tmp_path / "p.dot"
     flag = tmp_path / "ran-once"
@@ -579,6 +579,9 @@ def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
             time.sleep(0.1)
         assert not marked_processes(marker), "a dead driver's remote stage survived"
         assert not (root / "final.json").exists()
+        # The journal never reached the driver: no remote pid for a resume to look at.
+        assert not list((root / "t0").glob(".tool-*"))
+        assert not list((root / ".tool-claims").glob("*"))
         resumed = start_driver("resume", dot, root, cluster)
         stderr = resumed.communicate(timeout=90)[1]
         assert resumed.returncode == 0, stderr.decode(errors="replace")

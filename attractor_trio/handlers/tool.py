@@ -31,8 +31,9 @@ claimed yet (the engine died between spawning ``bash`` and ``bash`` starting, an
 engine got there first) the resumed run claims the attempt itself, as ``revoked``: the late
 orphan then exits without running anything, and the command runs once, in the new attempt.
 Either way a command is never run twice because the engine died. Not so on an executor
-(contract.md §10): a remote attempt dies with its driver — its recorded exit code is the
-interruption — so ``resume`` runs it again as a new attempt instead of adopting it.
+(contract.md §10): a remote attempt dies with its driver, and its journal reaches the driver
+only with its other files, perhaps partly (``executors.base.orphans_outlive_the_driver``), so
+``resume`` runs it again as a new attempt instead of adopting it.
 
 The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
 :func:`~attractor_trio.aio.process.run_in_process_group` kills the whole group before the

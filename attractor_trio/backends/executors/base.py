@@ -198,9 +198,12 @@ def orphans_outlive_the_driver() -> bool:
     *adopt* it (wait for it, use its exit code) rather than run the command again.
 
     Locally yes: the process group does not depend on the engine. On an executor no — contract.md
-    §10: when the driver dies its remote tasks die with it (the orphan guard ends their groups,
-    so an exit code they left was an interruption, not an ending), and ``resume`` re-runs them as
-    new attempts. A remote pid would mean nothing on the driver's machine anyway."""
+    §10: when the driver dies its remote tasks die with it (the orphan guard ends their groups),
+    and ``resume`` re-runs them as new attempts. The journal a remote attempt leaves in the stage
+    dir is no evidence either way: it travels back with the attempt's other files once the
+    process has ended (``_staging.py``), one file at a time, so a driver that died meanwhile may
+    hold ``.tool-exit`` without the ``status.json`` behind it — or, with ``upload_workdir``,
+    without the patch applied. Only the attempt's end marker commits it."""
     return _EXECUTOR.get() is None
 
 
