@@ -497,7 +497,10 @@ def test_upload_workdir_from_the_run_config_with_a_git_workspace_commits_the_rem
     tmp_path: Path, cluster: Cluster
 ) -> None:
     """Black box: run config ``executor: {kind: ray, upload_workdir: true}``, ``--workspace git``;
-    the remote stage's file arrives in the run's worktree and so in the attempt's commit."""
+    the remote stage's file arrives in the run's worktree and so in the attempt's commit.
+
+    The worktree lies inside the logs root: the stage runs in the node's copy of it (not in the
+    logs-root mirror, not in the driver's worktree), and its stage-dir files still come back."""
     repo = tmp_path / "repo"
     repo.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
@@ -512,7 +515,11 @@ def test_upload_workdir_from_the_run_config_with_a_git_workspace_commits_the_rem
     config = tmp_path / "c.yaml"
     config.write_text("executor: {kind: ray, upload_workdir: true}\n")
     dot = tmp_path / "p.dot"
-    dot.write_text(tool_pipeline("test ! -e .git && cat README > copy.txt"))
+    stage = (
+        "test ! -e .git && cat README > copy.txt && pwd > where.txt && "
+        "echo $ATTRACTOR_WORKDIR > workdir.txt && echo made > $ATTRACTOR_STAGE_DIR/artifact.txt"
+    )
+    dot.write_text(tool_pipeline(stage))
     root = tmp_path / "run"
     proc = start_driver(
         "run", dot, root, cluster, "--config", str(config), "--workdir", str(repo),
@@ -525,6 +532,17 @@ def test_upload_workdir_from_the_run_config_with_a_git_workspace_commits_the_rem
     )
     assert shown.stdout == "hello\n"
     assert not (repo / "copy.txt").exists()  # the user's checkout is never touched
+
+    def committed(name: str) -> str:
+        show = ["git", "show", f"attractor/r1:{name}"]
+        return subprocess.run(show, cwd=repo, env=env, capture_output=True, text=True).stdout
+
+    where, worktree = committed("where.txt").strip(), str(root / "worktree")
+    assert where != worktree and not where.startswith(str(root) + "/")
+    copy = Path(where)  # the node's copy in the attempt's scratch dir, not its logs-root mirror
+    assert copy.name == "workdir" and copy.parent.name.startswith("attractor-remote-"), where
+    assert committed("workdir.txt").strip() == where
+    assert (root / "t0" / "artifact.txt").read_text() == "made\n"  # shipped back, written here
 
 
 def wait_for_processes(proc: subprocess.Popen[bytes], marker: str, count: int) -> None:
