@@ -402,6 +402,25 @@ async def test_upload_workdir_runs_the_stage_in_a_snapshot_and_brings_its_change
     assert set(remote_nodes(root)) <= cluster.worker_ids() and len(remote_nodes(root)) == 2
 
 
+async def test_upload_workdir_a_cli_agent_s_workdir_word_is_the_node_s_copy(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    """``{workdir}`` in a provider command points into the copy, like its cwd: what the agent
+    writes there comes back as the patch."""
+    work = tmp_path / "work"
+    work.mkdir()
+    script = 'pwd > "$1/pwd.txt"; echo "$1" > "$1/arg.txt"'
+    agent = shlex.join(["bash", "-c", script, "agent", "{workdir}"])
+    backend = CliAgentBackend(ProviderConfig(name="fake", kind="cli", command=agent, model="m"))
+    source = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+        plan [prompt="Write the plan"]; start -> plan -> exit }"""
+    result = await run_dot(source, tmp_path / "run", workdir=work, backend=backend)
+    assert result.status == "success"
+    where = (work / "pwd.txt").read_text().strip()  # written in the copy, came back
+    assert where != str(work)
+    assert (work / "arg.txt").read_text().strip() == where
+
+
 async def test_upload_workdir_branches_writing_one_file_the_later_patch_fails_deterministic(
     tmp_path: Path, cluster: Cluster, uploading: RayExecutor
 ) -> None:

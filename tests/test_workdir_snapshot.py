@@ -22,6 +22,7 @@ from attractor_trio.backends.executors._workdir import (
     apply_patch,
     diff,
     materialize,
+    rebase_argv,
     rebase_env,
     take_snapshot,
 )
@@ -291,6 +292,20 @@ def test_env_paths_move_to_the_node_s_copy_but_the_logs_root_stays() -> None:
         "OTHER": "/wx",
         "HOME": "/home/u",
     }
+
+
+def test_argv_words_in_the_work_directory_move_too() -> None:
+    """A CLI agent's ``{workdir}`` word: whole words only, the logs root kept."""
+    argv = ["agent", "/w", "-C", "/w/src", "/w/runs/r/t0/prompt.md", "--dir=/w", "/wx"]
+    assert rebase_argv(argv, "/w", "/n/copy", keep="/w/runs/r") == [
+        "agent",
+        "/n/copy",
+        "-C",
+        "/n/copy/src",
+        "/w/runs/r/t0/prompt.md",
+        "--dir=/w",
+        "/wx",
+    ]
 
 
 # --- apply(diff(a, b), a) == b for random trees --------------------------------------------------

@@ -8,9 +8,10 @@ one at a time, in the order attempts end, each checked against the driver's file
 (``_workdir.apply_patch``). A canceled attempt, or one whose node was lost, brings nothing back.
 
 Node (:func:`unpack`): fetch the snapshot, materialize it in the attempt's private temp
-directory, run the stage there (cwd and the environment's work-directory paths moved, also for
-a work directory inside the logs root; logs-root paths arrive as ``_staging``'s placeholder and
-go to the mirror after this), and after the process ends attach the diff to the result.
+directory, run the stage there (cwd and the work-directory paths of argv and environment
+moved, also for a work directory inside the logs root; logs-root paths arrive as
+``_staging``'s placeholder and go to the mirror after this), and after the process ends attach
+the diff to the result.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from typing import Any, final
 
 import trio
 
-from ._workdir import Patch, Rules, apply_patch, diff, materialize, rebase_env, take_snapshot
+from ._workdir import (
+    Patch,
+    Rules,
+    apply_patch,
+    diff,
+    materialize,
+    rebase_argv,
+    rebase_env,
+    take_snapshot,
+)
 from .base import ExecutorSettings, WorkdirRefused
 
 __all__ = ["WorkdirShipping", "unpack"]
@@ -104,6 +114,7 @@ def unpack(
     root, limit = upload["root"], int(upload["limit"])
     moved = rebase_env({"cwd": spec["cwd"]}, root, str(copy))["cwd"]
     env = rebase_env(spec["env"], root, str(copy), keep=upload["keep"])
+    argv = rebase_argv(spec["argv"], root, str(copy), keep=upload["keep"])
 
     def finish(outcome: dict[str, Any]) -> None:
         if outcome.get("kind") != "result":
@@ -114,4 +125,4 @@ def unpack(
             outcome.clear()
             outcome.update(kind="refused", message=str(exc))
 
-    return {**spec, "cwd": moved, "env": env}, finish
+    return {**spec, "argv": argv, "cwd": moved, "env": env}, finish

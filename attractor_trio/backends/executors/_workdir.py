@@ -30,7 +30,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from attrs import frozen
@@ -48,6 +48,7 @@ __all__ = [
     "apply_patch",
     "diff",
     "materialize",
+    "rebase_argv",
     "rebase_env",
     "take_snapshot",
 ]
@@ -417,12 +418,18 @@ def rebase_env(env: Mapping[str, str], old: str, new: str, *, keep: str = "") ->
     """The stage's environment with paths in the driver's work directory moved to the node's
     copy (``ATTRACTOR_WORKDIR``, the fallback status path, …) — except paths under ``keep``
     (the run's logs root, when it lies inside the work directory)."""
+    return {name: _moved(value, old, new, keep) for name, value in env.items()}
 
-    def moved(value: str) -> str:
-        if keep and (value == keep or value.startswith(keep + "/")):
-            return value
-        if value == old or value.startswith(old + "/"):
-            return new + value[len(old) :]
+
+def rebase_argv(argv: Sequence[str], old: str, new: str, *, keep: str = "") -> list[str]:
+    """The stage's argv with the same move as :func:`rebase_env`, word by word: a CLI agent's
+    ``{workdir}`` word points into the copy (a path embedded in a longer word does not move)."""
+    return [_moved(word, old, new, keep) for word in argv]
+
+
+def _moved(value: str, old: str, new: str, keep: str) -> str:
+    if keep and (value == keep or value.startswith(keep + "/")):
         return value
-
-    return {name: moved(value) for name, value in env.items()}
+    if value == old or value.startswith(old + "/"):
+        return new + value[len(old) :]
+    return value
