@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attractor_trio.backends.executors import _workdir
+from attractor_trio.backends.executors._staging import SCRATCH
 from attractor_trio.backends.executors._workdir import (
     Entry,
     Rules,
@@ -277,32 +278,32 @@ def test_files_the_snapshot_never_carried_stay_with_their_directory(tmp_path: Pa
     assert sorted(p.name for p in (driver / "pkg").iterdir()) == ["m.pyc"]
 
 
-def test_env_paths_move_to_the_node_s_copy_but_the_logs_root_stays() -> None:
+def test_env_paths_move_to_the_node_s_copy() -> None:
     env = {
         "ATTRACTOR_WORKDIR": "/w",
         "KILROY_STAGE_STATUS_FALLBACK_PATH": "/w/status.json",
-        "ATTRACTOR_STAGE_DIR": "/w/runs/r/t0",
+        "ATTRACTOR_STAGE_DIR": f"{SCRATCH}/t0",  # an inner logs root arrives as the placeholder
         "OTHER": "/wx",
         "HOME": "/home/u",
     }
-    assert rebase_env(env, "/w", "/n/copy", keep="/w/runs/r") == {
+    assert rebase_env(env, "/w", "/n/copy") == {
         "ATTRACTOR_WORKDIR": "/n/copy",
         "KILROY_STAGE_STATUS_FALLBACK_PATH": "/n/copy/status.json",
-        "ATTRACTOR_STAGE_DIR": "/w/runs/r/t0",
+        "ATTRACTOR_STAGE_DIR": f"{SCRATCH}/t0",
         "OTHER": "/wx",
         "HOME": "/home/u",
     }
 
 
 def test_argv_words_in_the_work_directory_move_too() -> None:
-    """A CLI agent's ``{workdir}`` word: whole words only, the logs root kept."""
-    argv = ["agent", "/w", "-C", "/w/src", "/w/runs/r/t0/prompt.md", "--dir=/w", "/wx"]
-    assert rebase_argv(argv, "/w", "/n/copy", keep="/w/runs/r") == [
+    """A CLI agent's ``{workdir}`` word: whole words only."""
+    argv = ["agent", "/w", "-C", "/w/src", f"{SCRATCH}/t0/prompt.md", "--dir=/w", "/wx"]
+    assert rebase_argv(argv, "/w", "/n/copy") == [
         "agent",
         "/n/copy",
         "-C",
         "/n/copy/src",
-        "/w/runs/r/t0/prompt.md",
+        f"{SCRATCH}/t0/prompt.md",
         "--dir=/w",
         "/wx",
     ]

@@ -57,9 +57,8 @@ class WorkdirShipping:
     async def ship(self, cwd: Path, env: Mapping[str, str]) -> dict[str, Any]:
         """Snapshot ``cwd``; the attempt spec's ``upload`` entry (over the limit →
         :class:`WorkdirRefused`)."""
-        logs_root = env.get("ATTRACTOR_LOGS_ROOT", "")
-        keep = _inside(Path(logs_root), cwd)
-        rules = Rules(skip=(keep,) if keep else (), excludes=self._excludes)
+        inner_logs_root = _inside(Path(env.get("ATTRACTOR_LOGS_ROOT", "")), cwd)  # never ships
+        rules = Rules(skip=(inner_logs_root,) if inner_logs_root else (), excludes=self._excludes)
         async with self._lock:  # never half-way through another attempt's patch
             snapshot = await trio.to_thread.run_sync(
                 functools.partial(take_snapshot, cwd, rules, limit=self._limit)
@@ -76,7 +75,6 @@ class WorkdirShipping:
         return {
             "snapshot": ref,
             "root": str(cwd),
-            "keep": logs_root if keep else "",
             "limit": self._limit,
         }
 
@@ -113,8 +111,9 @@ def unpack(
     materialize(snapshot, copy)
     root, limit = upload["root"], int(upload["limit"])
     moved = rebase_env({"cwd": spec["cwd"]}, root, str(copy))["cwd"]
-    env = rebase_env(spec["env"], root, str(copy), keep=upload["keep"])
-    argv = rebase_argv(spec["argv"], root, str(copy), keep=upload["keep"])
+    # An inner logs root's paths arrived as _staging's placeholder: only work-directory paths move.
+    env = rebase_env(spec["env"], root, str(copy))
+    argv = rebase_argv(spec["argv"], root, str(copy))
 
     def finish(outcome: dict[str, Any]) -> None:
         if outcome.get("kind") != "result":

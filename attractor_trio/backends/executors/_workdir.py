@@ -414,22 +414,20 @@ def _write(full: Path, entry: Entry, data: bytes) -> None:
             os.fsync(fd)
 
 
-def rebase_env(env: Mapping[str, str], old: str, new: str, *, keep: str = "") -> dict[str, str]:
+def rebase_env(env: Mapping[str, str], old: str, new: str) -> dict[str, str]:
     """The stage's environment with paths in the driver's work directory moved to the node's
-    copy (``ATTRACTOR_WORKDIR``, the fallback status path, …) — except paths under ``keep``
-    (the run's logs root, when it lies inside the work directory)."""
-    return {name: _moved(value, old, new, keep) for name, value in env.items()}
+    copy (``ATTRACTOR_WORKDIR``, the fallback status path, …). Paths in a logs root inside the
+    work directory do not reach this: the driver sent them as ``_staging``'s placeholder."""
+    return {name: _moved(value, old, new) for name, value in env.items()}
 
 
-def rebase_argv(argv: Sequence[str], old: str, new: str, *, keep: str = "") -> list[str]:
+def rebase_argv(argv: Sequence[str], old: str, new: str) -> list[str]:
     """The stage's argv with the same move as :func:`rebase_env`, word by word: a CLI agent's
     ``{workdir}`` word points into the copy (a path embedded in a longer word does not move)."""
-    return [_moved(word, old, new, keep) for word in argv]
+    return [_moved(word, old, new) for word in argv]
 
 
-def _moved(value: str, old: str, new: str, keep: str) -> str:
-    if keep and (value == keep or value.startswith(keep + "/")):
-        return value
+def _moved(value: str, old: str, new: str) -> str:
     if value == old or value.startswith(old + "/"):
         return new + value[len(old) :]
     return value
