@@ -1,6 +1,6 @@
 """The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process as a Ray task.
 
-Design (see ``specs/ray-executor.md``): the ``run`` process stays the driver — scope tree,
+Design (see ``ARCHITECTURE.md`` "Scale-out"): the ``run`` process stays the driver — scope tree,
 retries, run directory, events, ``final.json``. An attempt's process runs in a Ray
 *streaming-generator* task (``_remote.attempt_stream``, ``max_retries=0``: the engine's retry
 policy decides, and a silent Ray re-run would collide with the attempt-claim files). One driver
@@ -14,6 +14,8 @@ submission until the task reports its start (``stage_queued`` … ``stage_attemp
 the Ray node id, for an attempt that is one stage process: see ``base.AttemptStart``);
 ``queue_timeout`` bounds the wait (``transient_infra``). The worker writes nothing under the
 logs root (``_staging.py``): the files the stage wrote travel back and are written here.
+With ``upload_workdir`` the work directory travels too (``_upload.py``): a snapshot out, the
+stage's changes back as a patch applied here before ``run_process`` returns.
 Lost nodes and dead workers surface as Ray exceptions from the generator and become
 :class:`ExecutorLost` ("ray node lost …" / "ray worker died …") — ``transient_infra``, retried
 per the node's policy, on whichever node Ray picks next. Cancellation: the driver force-cancels
