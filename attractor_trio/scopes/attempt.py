@@ -26,7 +26,7 @@ from attrs import define, evolve, field, frozen
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
     AttemptStart,
-    ExecutorLost,
+    ExecutorFailure,
     StageContext,
     defers_start,
     use_stage_context,
@@ -466,8 +466,8 @@ async def _call_handler(
     try:
         with use_stage_context(stage):
             outcome = await handler.execute(node, context, graph, info.logs_root)
-    except ExecutorLost as exc:  # contract.md §10: a lost Ray node is infrastructure, retried
-        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="transient_infra")
+    except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
+        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
     except Exception as exc:
         return Outcome(
             StageStatus.FAIL,
