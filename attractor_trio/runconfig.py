@@ -93,7 +93,7 @@ class RunConfig:
 
 @frozen
 class _EnvDoc:
-    pass_: list[str] = field(factory=list)
+    pass_: tuple[str, ...] = ()
 
 
 @frozen
@@ -104,7 +104,7 @@ class _ProviderDoc:
     api_key_env: str = ""
     command: str = ""
     timeout: float | None = None
-    failover: list[str] = field(factory=list)
+    failover: tuple[str, ...] = ()
     mode: str = "agent_loop"
 
 
@@ -149,6 +149,13 @@ def _converter() -> cattrs.Converter:
             raise TypeError(f"expected a whole number, got {value!r}")
         return value
 
+    def str_list(value: Any, _type: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):  # a lone string would become a tuple of its characters
+            raise TypeError(f"expected a list of strings, got {type(value).__name__} {value!r}")
+        return tuple(strict_str(item, str) for item in value)
+
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], str_list)
+
     converter.register_structure_hook(
         _EnvDoc,
         make_dict_structure_fn(
@@ -158,13 +165,6 @@ def _converter() -> cattrs.Converter:
     converter.register_structure_hook(float | None, duration)
     converter.register_structure_hook(str, strict_str)
     converter.register_structure_hook(int | None, strict_int)
-
-    def str_list(value: Any, _type: Any) -> tuple[str, ...]:
-        if not isinstance(value, list):  # a lone string would become a tuple of its characters
-            raise TypeError(f"expected a list of strings, got {type(value).__name__} {value!r}")
-        return tuple(strict_str(item, str) for item in value)
-
-    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], str_list)
 
     def strict_bool(value: Any, _type: Any) -> bool:
         if not isinstance(value, bool):
@@ -277,7 +277,11 @@ _EXTRA = re.compile(r"extra fields found \((.+?)\) @ (\S+)")
 
 
 def _with_hint(message: str) -> str:
-    """Add a did-you-mean to cattrs' "extra fields found (x) @ $.path" messages."""
+    """Add a did-you-mean to cattrs' "extra fields found (x) @ $.path" messages, and say
+    what a list-of-strings key wants instead of cattrs' "expected tuple"."""
+    message = message.replace("$.env.pass_", "$.env.pass")  # the key, not the field's name
+    if "expected tuple @" in message:  # cattrs' words for the list-of-strings check
+        return message.replace("expected tuple", "expected a list of strings, e.g. [A, B]")
     match = _EXTRA.search(message)
     if match is None:
         return message

@@ -301,7 +301,10 @@ def test_ray_address_without_the_ray_executor_is_refused(tmp_path: Path) -> None
     [
         ("executor: {kind: ray, upload_limit_mb: 0}", "upload_limit_mb: must be at least 1"),
         ("executor: {upload_excludes: [1]}", "$.executor.upload_excludes"),
-        ("executor: {upload_excludes: .env}", "expected tuple @ $.executor.upload_excludes"),
+        (
+            "executor: {upload_excludes: .env}",
+            "expected a list of strings, e.g. [A, B] @ $.executor.upload_excludes",
+        ),
         ("executor: {kind: spark}", "$.executor.kind: must be local or ray"),
         ("executor: {num_cpus_per_stage: -1}", "num_cpus_per_stage: must be at least 0"),
         ("executor: {adress: x}", "did you mean 'address'"),
