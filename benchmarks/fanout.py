@@ -202,6 +202,7 @@ class LogSummary:
     branches_completed: int  # parallel_branch_completed, not canceled
     branch_stages_finished: int  # branch stage attempts that ended successfully
     canceled_attempts: int  # cancellation_exit
+    most_alive: int  # the most branches started and not yet completed at one time
     phases: Phases
 
 
@@ -209,6 +210,7 @@ def read_log(path: Path) -> LogSummary:
     """Count what the run's event log shows, and time its phases."""
     counts: Counter[str] = Counter()
     marks: dict[str, float] = {}
+    alive = most_alive = 0
     with path.open(encoding="utf-8") as log:
         for line in log:
             event = json.loads(line)
@@ -223,9 +225,12 @@ def read_log(path: Path) -> LogSummary:
                 if name == "parallel_branch_started":
                     counts["started"] += 1
                     marks.setdefault("first_branch", at)
+                    alive += 1
+                    most_alive = max(most_alive, alive)
                 elif name == "parallel_branch_completed":
                     counts["completed"] += event["status"] != "canceled"
                     marks["last_branch"] = at
+                    alive -= 1
                 elif not event["branch"]:
                     marks[name] = at
     return LogSummary(
@@ -234,6 +239,7 @@ def read_log(path: Path) -> LogSummary:
         branches_completed=counts["completed"],
         branch_stages_finished=counts["stages"],
         canceled_attempts=counts["canceled"],
+        most_alive=most_alive,
         phases=_phases(marks),
     )
 
@@ -357,7 +363,8 @@ def details(scenario: Scenario, m: Measurement) -> str:
     n, log, p = scenario.branches, m.log, m.log.phases
     lines = [
         f"{scenario.name}: {log.branches_completed:,} of {n:,} branches completed; "
-        f"{log.events / n:.1f} events per branch; graph load {m.load_s:.2f} s (not in wall)",
+        f"{log.events / n:.1f} events per branch; at most {log.most_alive:,} alive at once; "
+        f"graph load {m.load_s:.2f} s (not in wall)",
         f"   RSS before the run {m.rss_before_mb:.1f} MB, peak {m.rss_peak_mb:.1f} MB "
         f"(+{(m.rss_peak_mb - m.rss_before_mb) * 1024 / n:.1f} KB per branch)",
         f"   fsync: {m.fsyncs / n:.1f} per branch, {m.fsync_s:.2f} s = "
@@ -407,8 +414,8 @@ def linearity(sweep: list[tuple[int, Measurement]]) -> str:
     """Scenario c's table: RSS growth per width, and how well a straight line fits it."""
     lines = [
         "memory against width (scenario c, 1 s branches; growth = peak RSS - RSS before the run):",
-        f"   {'branches':>8} {'status':<9} {'fan-out s':>9} {'peak MB':>8} {'growth MB':>9} "
-        f"{'KB/branch':>9} {'off the line':>12}",
+        f"   {'branches':>8} {'status':<9} {'fan-out s':>9} {'most alive':>10} {'peak MB':>8} "
+        f"{'growth MB':>9} {'KB/branch':>9} {'off the line':>12}",
     ]
     points = [(n, m.rss_peak_mb - m.rss_before_mb) for n, m in sweep]
     fit = fit_line(points) if len(points) >= 2 else None
@@ -416,8 +423,8 @@ def linearity(sweep: list[tuple[int, Measurement]]) -> str:
         growth = points[index][1]
         off = f"{fit.deviations[index]:+.1%}" if fit else "-"
         lines.append(
-            f"   {n:>8,} {m.status:<9} {m.log.phases.fanout:>9.2f} {m.rss_peak_mb:>8.1f} "
-            f"{growth:>9.1f} {growth * 1024 / n:>9.1f} {off:>12}"
+            f"   {n:>8,} {m.status:<9} {m.log.phases.fanout:>9.2f} {m.log.most_alive:>10,} "
+            f"{m.rss_peak_mb:>8.1f} {growth:>9.1f} {growth * 1024 / n:>9.1f} {off:>12}"
         )
     if fit is not None:
         worst = max(abs(d) for d in fit.deviations)
