@@ -145,6 +145,11 @@ async def run_in_process_group(
             stderr=piped or err,
             process_group=0,
         )
+        if piped is None:
+            # The process has its own copies; ours would only cost two descriptors per running
+            # stage (a 1,000-branch tool fan-out held 2,000 of them for nothing).
+            out.close()
+            err.close()
         leader = _Leader(proc)
         async with _redacting_pumps(proc, (out, err), redactor):
             exit_code = await _supervise(leader, watcher, on_output, kill_grace, skip)

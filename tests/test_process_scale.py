@@ -1,4 +1,7 @@
-"""Ending many process groups at once costs a few ``/proc`` scans, not one per group.
+"""Many stage processes at once: a few ``/proc`` scans end them all, and a running stage
+holds no more descriptors than it needs (issue #22).
+
+Ending many process groups at once costs a few ``/proc`` scans, not one per group.
 
 Cancelling a 1,000-branch fan-out of tool stages ends 1,000 groups together. A scan of
 ``/proc`` then reads a thousand ``stat`` files and takes longer than the member poll interval;
@@ -9,13 +12,16 @@ scan is replaced by a slow fake so that the test does not need a thousand proces
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
 
 from attractor_trio.aio import process
+from attractor_trio.core import redaction
 
 #: The fake scan's cost: several poll intervals, like reading 1,000 ``stat`` files.
 SCAN_S = 0.05
@@ -72,3 +78,35 @@ async def test_a_scan_older_than_the_kill_cannot_say_the_group_is_gone(
             waited = trio.current_time() - began
     assert waited >= 0.2
     assert slow_proc.scans >= 2
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+async def test_a_running_stage_keeps_no_descriptor_of_its_log_files(tmp_path: Path) -> None:
+    """Without secrets to redact the process writes its logs itself, so the engine closes its
+    copies once the process has them: a 1,000-branch tool fan-out held two descriptors per
+    stage for nothing. What is left is the leader's pidfd (ours and trio's)."""
+    redaction.reset()
+    out = tmp_path / "out.log"
+    before = _open_descriptors()
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: process.run_in_process_group(
+                    ["bash", "-c", "echo started; sleep 30"],
+                    cwd=tmp_path,
+                    env=dict(os.environ),
+                    stdout_path=out,
+                    stderr_path=tmp_path / "err.log",
+                    kill_grace=1.0,
+                )
+            )
+            while not (out.exists() and out.read_text().strip()):  # noqa: ASYNC110 (a file)
+                await trio.sleep(0.01)
+            during = _open_descriptors()
+            nursery.cancel_scope.cancel()
+    assert during - before <= 2
+    assert out.read_text() == "started\n"
