@@ -47,7 +47,7 @@ def test_finished_branches_release_their_cancel_scopes(
             scopes.append(weakref.ref(scope))
         return scope
 
-    monkeypatch.setattr(parallel.trio, "CancelScope", recording)
+    monkeypatch.setattr(trio, "CancelScope", recording)
     alive_when_only_b0_runs: list[int] = []
     completed = 0
 
