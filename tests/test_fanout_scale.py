@@ -61,7 +61,6 @@ def _run(tmp_path: Path, dot: str, limit: Callable[[], None], *args: str) -> Pat
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="each branch log still holds a descriptor (next commit)")
 def test_a_fanout_wider_than_the_descriptor_limit_completes(tmp_path: Path) -> None:
     script = tmp_path / "sim.json"
     # Every branch works long enough for all of them to be alive together.
