@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from attractor_trio.aio import offload
 from attractor_trio.scopes import attempt
 from attractor_trio.scopes.engine import RunHandle
 
@@ -36,7 +37,7 @@ def _fan_out(branches: int) -> str:
 async def test_canceled_branches_write_their_status_files_together(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = attempt.write_bytes_durably
+    real = offload.write_bytes_durably
     writes: list[bytes] = []
     in_flight = most = 0
 
