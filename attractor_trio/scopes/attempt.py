@@ -348,7 +348,11 @@ class StageExecutor:
                 failure_reason=f"canceled: {reason}",
                 failure_class=FailureClass.CANCELED,
             )
-            _write_status(stage_dir / "status.json", canceled)
+            if self.branch:  # a fan-out's branches are canceled together: overlap their fsyncs
+                with trio.CancelScope(shield=True):
+                    await _write_status_durably(stage_dir / "status.json", canceled)
+            else:
+                _write_status(stage_dir / "status.json", canceled)
             info.emit(
                 "cancellation_exit",
                 node_id=node.id,
