@@ -33,6 +33,8 @@ from ..providers.base import ConfigurationError, ProviderError
 from ..providers.model import Adapter, Message, Request, Response
 from ..runconfig import MODES, ProviderConfig, RunConfig
 from .agent_loop.backend import AgentLoopBackend, Served, record_provider
+from .executors.base import session_executor
+from .remote_session import SessionSpec, runs_remotely, session_spec
 
 __all__ = ["NEVER_FAIL_OVER", "ApiBackend", "detect_kind", "make_adapter"]
 
@@ -163,6 +165,9 @@ class ApiBackend:
 
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
         if self.mode_for(node) == "agent_loop":
+            remote = session_executor()
+            if remote is not None and runs_remotely(context):
+                return await remote.run_session(self._session_spec(node, prompt, context))
             return await self._agent.run(node, prompt, context)
         attempt = require_attempt(node, Path.cwd())
         served = await self.complete(
@@ -170,6 +175,15 @@ class ApiBackend:
         )
         record_provider(attempt, served, mode="one_shot")
         return served.response.text
+
+    def _session_spec(self, node: Node, prompt: str, context: Context) -> SessionSpec:
+        """The agent-loop attempt as data for an executor that runs whole sessions."""
+        first = self._provider_for(node)
+        chain = [first, *self.config.providers[first].failover]
+        attempt = require_attempt(node, Path.cwd())
+        return session_spec(
+            self.config, self.default, self.env, chain, node, prompt, context, attempt
+        )
 
     async def complete(
         self, node: Node, draft: Request, attempt: AttemptInfo, *, start: int = 0

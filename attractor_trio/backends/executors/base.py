@@ -15,11 +15,12 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol, final
+from typing import Any, Protocol, cast, final
 
 from attrs import field, frozen
 
 from ...aio.process import ProcessResult, run_in_process_group
+from ...core.outcome import Outcome
 from ...errors import ConfigError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ExecutorFailure",
     "ExecutorLost",
     "ExecutorSettings",
+    "SessionRunner",
     "StageContext",
     "WorkdirRefused",
     "current_stage",
@@ -38,6 +40,7 @@ __all__ = [
     "orphans_outlive_the_driver",
     "parse_resources",
     "run_stage_process",
+    "session_executor",
     "use_executor",
     "use_stage_context",
 ]
@@ -102,6 +105,14 @@ class Executor(Protocol):
         on_output: Callable[[], None] | None,
         resources: Mapping[str, float],
     ) -> ProcessResult: ...
+
+
+class SessionRunner(Protocol):
+    """An executor that runs a whole agent-loop attempt where it places it: ``spec`` is a
+    ``remote_session.SessionSpec``; the value is the backend's (``str`` or ``Outcome``), a
+    provider error is raised again as the same class."""
+
+    async def run_session(self, spec: Any) -> str | Outcome: ...
 
 
 _EXECUTOR: ContextVar[Executor | None] = ContextVar("attractor_trio_executor", default=None)
@@ -221,6 +232,16 @@ def defers_start(handler: Any, node: Any) -> bool:
         return False
     runs_one_process = getattr(handler, "runs_one_process", None)
     return bool(runs_one_process(node)) if callable(runs_one_process) else False
+
+
+def session_executor() -> SessionRunner | None:
+    """The installed executor when it runs whole agent-loop sessions (it offers
+    ``run_session(spec)``, see ``backends/remote_session.py``), else ``None``: the session
+    runs here and only its stage processes go through :func:`run_stage_process`."""
+    executor = _EXECUTOR.get()
+    if executor is None or not callable(getattr(executor, "run_session", None)):
+        return None
+    return cast(SessionRunner, executor)
 
 
 def parse_resources(raw: str) -> dict[str, float]:

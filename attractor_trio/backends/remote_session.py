@@ -1,0 +1,184 @@
+"""An agent-loop attempt as data: everything a node needs to run the whole session itself.
+
+Why (contract.md §10 "Scale-out on Ray"): an executor that places attempts on other machines
+should run an agent-loop attempt — its model calls, file tools, ``shell`` commands and hooks —
+where its work directory is, not split between the driver and a node. The driver therefore
+describes the attempt as a :class:`SessionSpec` (picklable plain data: provider settings, the
+node, the prompt, the few context values the session reads, the attempt's facts, the stage
+environment) and an executor that offers ``run_session`` runs :func:`run_session_spec` wherever
+it likes.
+
+Secrets: the node's provider key reaches it only in ``SessionSpec.env``, the stage environment
+the driver builds (the allowlist plus the ``api_key_env`` of the node's provider chain) — never
+from the node's own environment. The session's ``shell`` commands still see that environment
+without ``*_API_KEY`` and friends (``agent_loop/env.py``).
+
+Errors: a provider error crosses the boundary as its kind and fields (:func:`error_to_wire`),
+not as the exception object (its ``raw`` payload may hold an HTTP response that does not
+pickle); :func:`error_from_wire` rebuilds the same class, so the attempt fails with the same
+failure class as locally.
+
+Not used by any executor the CLI installs yet: ``--executor ray`` still runs the agent loop in
+the driver (each ``shell`` command a Ray task) until ``RayExecutor`` grows ``run_session``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from attrs import field, frozen
+
+from ..context import Context
+from ..core.attempt import AttemptInfo, reset_attempt, set_attempt
+from ..core.outcome import Outcome
+from ..dot.graph import Node
+from ..providers.base import ProviderError, error_from_kind
+from ..runconfig import ProviderConfig, RunConfig
+from ..stage_env import stage_environment
+
+__all__ = [
+    "SESSION_CONTEXT_KEYS",
+    "SessionSpec",
+    "error_from_wire",
+    "error_to_wire",
+    "run_session_spec",
+    "run_session_to_wire",
+    "runs_remotely",
+    "session_result",
+    "session_spec",
+]
+
+#: The context values an agent-loop session reads (tool hooks of the graph, fidelity).
+SESSION_CONTEXT_KEYS: Final = (
+    "graph.tool_hooks.pre",
+    "graph.tool_hooks.post",
+    "graph.thread_id",
+    "internal.fidelity",
+    "internal.thread_key",
+)
+#: The attempt's facts that travel (the rest — emitters, liveness, artifacts — stay behind).
+_ATTEMPT_FIELDS: Final = (
+    "run_id",
+    "node_id",
+    "attempt",
+    "max_attempts",
+    "attempt_id",
+    "logs_root",
+    "stage_dir",
+    "workdir",
+    "predecessor_node",
+    "predecessor_outcome",
+    "branch",
+    "kill_grace",
+    "visit",
+)
+_ERROR_FIELDS: Final = ("provider", "status_code", "error_code", "retryable", "retry_after")
+
+
+@frozen
+class SessionSpec:
+    """One agent-loop attempt, self-contained (see the module docstring)."""
+
+    providers: Mapping[str, ProviderConfig]
+    default: str
+    node: Node
+    prompt: str
+    context: Mapping[str, Any] = field(factory=dict)
+    attempt: Mapping[str, Any] = field(factory=dict)
+    env: Mapping[str, str] = field(factory=dict)
+
+
+def runs_remotely(context: Context) -> bool:
+    """Whether an agent-loop attempt may leave the driver: not under fidelity ``full``, whose
+    conversation thread lives in the driver's backend instance (memory only)."""
+    return str(context.get("internal.fidelity") or "").strip().lower() != "full"
+
+
+def session_spec(
+    config: RunConfig,
+    default: str,
+    env: Mapping[str, str],
+    chain: list[str],
+    node: Node,
+    prompt: str,
+    context: Context,
+    attempt: AttemptInfo,
+) -> SessionSpec:
+    """The driver's half: ``chain`` names the node's provider and its failover providers,
+    whose ``api_key_env`` values are the only keys added to the stage environment."""
+    key_names = [config.providers[name].api_key_env for name in chain]
+    return SessionSpec(
+        providers={name: config.providers[name] for name in chain},
+        default=default,
+        node=node,
+        prompt=prompt,
+        context={k: context.get(k) for k in SESSION_CONTEXT_KEYS if context.get(k) is not None},
+        attempt={name: getattr(attempt, name) for name in _ATTEMPT_FIELDS},
+        env=stage_environment(attempt, extra_names=[n for n in key_names if n], inherited=env),
+    )
+
+
+async def run_session_spec(
+    spec: SessionSpec,
+    *,
+    emit: Callable[..., None],
+    progress: Callable[[], None],
+) -> str | Outcome:
+    """The node's half: the same ``ApiBackend`` → ``AgentLoopBackend`` code as locally, with
+    the provider rebuilt from ``spec`` and keys read from ``spec.env`` only."""
+    from .provider import ApiBackend
+
+    config = RunConfig(backend=spec.default, providers=dict(spec.providers))
+    backend = ApiBackend(config, spec.default, env=dict(spec.env))
+    attempt = AttemptInfo(**spec.attempt, emit=emit, progress=progress)
+    token = set_attempt(attempt)
+    try:
+        return await backend.run(spec.node, spec.prompt, Context(dict(spec.context)))
+    finally:
+        reset_attempt(token)
+        await backend.aclose()
+
+
+def error_to_wire(exc: ProviderError) -> dict[str, Any]:
+    """A provider error as plain data (its kind, message and fields; not ``raw``)."""
+    return {
+        "kind": exc.kind,
+        "message": exc.message,
+        **{name: getattr(exc, name) for name in _ERROR_FIELDS},
+    }
+
+
+def error_from_wire(wire: Mapping[str, Any]) -> ProviderError:
+    """The provider error :func:`error_to_wire` described: same class, message and fields."""
+    return error_from_kind(
+        str(wire["kind"]),
+        str(wire["message"]),
+        **{name: wire.get(name) for name in _ERROR_FIELDS if name in wire},
+    )
+
+
+async def run_session_to_wire(
+    spec: SessionSpec,
+    *,
+    emit: Callable[..., None],
+    progress: Callable[[], None],
+) -> dict[str, Any]:
+    """:func:`run_session_spec` with its end as plain data, for the trip back to the driver:
+    ``{"kind": "session_result", "value": …}`` or ``{"kind": "provider_error", "error": …}``."""
+    try:
+        value = await run_session_spec(spec, emit=emit, progress=progress)
+    except ProviderError as exc:
+        return {"kind": "provider_error", "error": error_to_wire(exc)}
+    return {"kind": "session_result", "value": value}
+
+
+def session_result(wire: Mapping[str, Any]) -> str | Outcome:
+    """The driver's end of :func:`run_session_to_wire`: the value, or the same provider error
+    raised again (so the attempt scope classifies it as it would locally)."""
+    if wire["kind"] == "provider_error":
+        raise error_from_wire(wire["error"])
+    value = wire["value"]
+    if not isinstance(value, str | Outcome):
+        raise TypeError(f"a remote agent session returned {type(value).__name__}")
+    return value
