@@ -154,6 +154,11 @@ class ApiBackend:
                 f"{provider.api_key_env} is not set; export it, or choose another --backend"
             )
 
+    def runs_one_process(self, node: Node) -> bool:
+        """An agent-loop attempt on an executor that runs whole sessions is one remote unit:
+        it starts when a node starts it (``CodergenHandler.runs_one_process``, contract.md §10)."""
+        return self.mode_for(node) == "agent_loop" and session_executor() is not None
+
     def mode_for(self, node: Node) -> str:
         """Node ``codergen_mode`` beats the provider's ``mode`` (contract.md §7)."""
         return node.codergen_mode or self.config.providers[self._provider_for(node)].mode
