@@ -372,9 +372,19 @@ class SessionExecutor(FakeExecutor):
     """Runs an agent-loop attempt as a node would: the spec crosses a pickle boundary, the
     session runs from it alone, its events and end come back as plain data."""
 
+    #: Its attempts start when its "node" starts them (``base.defers_start``).
+    defers_start = True
+
     def __init__(self) -> None:
         super().__init__()
         self.specs: list[Any] = []
+        #: Per stage process run here: whether its attempt had not started yet.
+        self.pending: list[bool] = []
+
+    async def run_process(self, argv: Sequence[str], **kwargs: Any) -> ProcessResult:
+        start = current_stage().start
+        self.pending.append(start is not None and start.pending)
+        return await super().run_process(argv, **kwargs)
 
     async def run_session(self, spec: Any) -> Any:
         from attractor_trio.backends.remote_session import run_session_to_wire, session_result
@@ -384,6 +394,9 @@ class SessionExecutor(FakeExecutor):
         assert driver is not None
         travelled = pickle.loads(pickle.dumps(spec))
         self.specs.append(travelled)
+        start = current_stage().start
+        assert start is not None and start.pending  # deferred until the node starts it
+        start.announce(ray_node_id="fake-node", host="fake-host", queued_s=0.0)
         shipped: list[tuple[str, dict[str, Any]]] = []
         with use_executor(None):  # the node runs its shell commands itself
             end = await run_session_to_wire(
@@ -441,6 +454,10 @@ async def test_an_executor_that_runs_sessions_gets_the_whole_agent_loop_attempt(
     result = await _run_agent(tmp_path, fake_server, executor)
     assert result.status == "success", result.failure_reason
     [spec] = executor.specs
+    [start] = [
+        e for e in named(tmp_path / "run", "stage_attempt_started") if e["node_id"] == "work"
+    ]
+    assert start["ray_node_id"] == "fake-node"
     assert spec.env["A_KEY"] == AGENT_KEY  # the key travels only in the stage environment
     assert set(spec.providers) == {"a"} and spec.node.id == "work"
     assert executor.calls == []  # the shell command ran on the "node", not as a remote process
@@ -490,7 +507,9 @@ async def test_a_provider_error_in_a_remote_session_fails_with_the_local_failure
 async def test_an_agent_loop_thread_under_fidelity_full_stays_in_the_driver(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
-    fake_server.script(fa.MESSAGES_PATH, text_turn("done"))
+    fake_server.script(
+        fa.MESSAGES_PATH, tool_turn(("shell", {"command": "echo hi"})), text_turn("done")
+    )
     executor = SessionExecutor()
     workdir = tmp_path / "repo"
     workdir.mkdir()
@@ -502,6 +521,10 @@ async def test_an_agent_loop_thread_under_fidelity_full_stays_in_the_driver(
     finally:
         await backend.aclose()
     assert result.status == "success" and executor.specs == []
+    assert executor.pending == [False]  # started at once, not by its first command
+    work = [e for e in events(tmp_path / "run") if e.get("attempt_id", "").startswith("work-")]
+    assert work[0]["event"] == "stage_attempt_started" and "ray_node_id" not in work[0]
+    assert [e["event"] for e in work].count("stage_attempt_started") == 1
 
 
 @pytest.mark.parametrize("kind", ERROR_KINDS)

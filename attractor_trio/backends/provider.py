@@ -61,6 +61,14 @@ def detect_kind(model: str) -> str | None:
     return None
 
 
+def _announce_start(node: Node) -> None:
+    """An attempt whose start was deferred for a remote session (``runs_one_process``) but
+    runs here after all starts at once, as any agent loop in the driver."""
+    start = require_attempt(node, Path.cwd()).start
+    if start is not None:
+        start.announce()
+
+
 def make_adapter(
     config: ProviderConfig, client: httpx.AsyncClient, env: Mapping[str, str]
 ) -> Adapter:
@@ -173,6 +181,8 @@ class ApiBackend:
             remote = session_executor()
             if remote is not None and runs_remotely(context):
                 return await remote.run_session(self._session_spec(node, prompt, context))
+            if remote is not None:  # the session stays here (see runs_remotely): it starts now
+                _announce_start(node)
             return await self._agent.run(node, prompt, context)
         attempt = require_attempt(node, Path.cwd())
         served = await self.complete(
