@@ -405,7 +405,8 @@ async def test_an_agent_loop_attempt_runs_whole_on_a_worker_node(
         tool_turn(("report_status", {"outcome": "success"})),
         text_turn("notes written"),
     )
-    result, root, workdir = await run_agent(tmp_path, fake_server)
+    hook = ', tool_hooks.post="echo hooked $ATTRACTOR_TOOL_NAME"'
+    result, root, workdir = await run_agent(tmp_path, fake_server, hook)
     assert result.status == "success", result.failure_reason
     [start] = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "work"]
     assert start["ray_node_id"] in cluster.worker_ids() and start["queued_s"] >= 0
@@ -421,6 +422,7 @@ async def test_an_agent_loop_attempt_runs_whole_on_a_worker_node(
     assert read_json(stage / "transcript.json")["stop_reason"] == "completed"
     assert read_json(stage / "provider_used.json")["provider"] == "a"
     assert "guard=" in (stage / "tools" / "shell-1.stdout").read_text()
+    assert "hooked shell" in (stage / "hooks" / "stdout.log").read_text()  # hooks ran there too
     calls = [c["tool"] for c in named(root, "agent_tool_call")]
     assert calls == ["write_file", "shell", "report_status"]
     assert {r.headers.get("x-api-key") for r in fake_server.requests} == {AGENT_KEY}
@@ -428,6 +430,23 @@ async def test_an_agent_loop_attempt_runs_whole_on_a_worker_node(
         if path.is_file():
             assert AGENT_KEY not in path.read_text(errors="replace"), path
     assert_envelope_invariants(root)
+
+
+async def test_upload_workdir_an_agent_session_works_in_the_node_s_copy(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor, fake_server: FakeServer
+) -> None:
+    fake_server.script(
+        fa.MESSAGES_PATH,
+        tool_turn(("write_file", {"file_path": "notes.txt", "content": "hello\n"})),
+        tool_turn(("shell", {"command": "pwd; cat notes.txt"})),
+        text_turn("done"),
+    )
+    result, _root, workdir = await run_agent(tmp_path, fake_server)
+    assert result.status == "success", result.failure_reason
+    answer = tool_results(fake_server.requests[2].json())[0]["content"]
+    where = answer.split()[0]
+    assert where != str(workdir) and "hello" in answer  # it ran in the node's copy …
+    assert (workdir / "notes.txt").read_text() == "hello\n"  # … and its change came back
 
 
 async def test_a_provider_error_in_a_remote_agent_session_keeps_its_failure_class(
