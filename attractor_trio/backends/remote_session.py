@@ -18,8 +18,8 @@ not as the exception object (its ``raw`` payload may hold an HTTP response that 
 pickle); :func:`error_from_wire` rebuilds the same class, so the attempt fails with the same
 failure class as locally.
 
-Not used by any executor the CLI installs yet: ``--executor ray`` still runs the agent loop in
-the driver (each ``shell`` command a Ray task) until ``RayExecutor`` grows ``run_session``.
+``RayExecutor.run_session`` (``executors/_session.py``) runs it as one Ray task. Fidelity
+``full`` stays in the driver (:func:`runs_remotely`): its conversation thread is driver memory.
 """
 
 from __future__ import annotations

@@ -225,8 +225,9 @@ def current_stage() -> StageContext:
 def defers_start(handler: Any, node: Any) -> bool:
     """Whether the attempt's ``stage_attempt_started`` waits for the remote start: an
     executor that places processes on a cluster is installed, and the handler says the
-    attempt *is* one stage process (``runs_one_process(node)``). Anything else — the agent
-    loop, whose model calls run in the driver — starts at once, as locally."""
+    attempt runs as one remote unit (``runs_one_process(node)``: one stage process, or a whole
+    agent-loop session on an executor that offers ``run_session``). Anything else starts at
+    once, as locally."""
     executor = _EXECUTOR.get()
     if executor is None or not getattr(executor, "defers_start", False):
         return False
