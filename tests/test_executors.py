@@ -378,13 +378,6 @@ class SessionExecutor(FakeExecutor):
     def __init__(self) -> None:
         super().__init__()
         self.specs: list[Any] = []
-        #: Per stage process run here: whether its attempt had not started yet.
-        self.pending: list[bool] = []
-
-    async def run_process(self, argv: Sequence[str], **kwargs: Any) -> ProcessResult:
-        start = current_stage().start
-        self.pending.append(start is not None and start.pending)
-        return await super().run_process(argv, **kwargs)
 
     async def run_session(self, spec: Any) -> Any:
         from attractor_trio.backends.remote_session import run_session_to_wire, session_result
@@ -504,27 +497,33 @@ async def test_a_provider_error_in_a_remote_session_fails_with_the_local_failure
     assert remote_end["failure_class"] == local_end["failure_class"] == "deterministic"
 
 
-async def test_an_agent_loop_thread_under_fidelity_full_stays_in_the_driver(
+async def test_a_fidelity_full_thread_travels_with_remote_sessions(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
-    fake_server.script(
-        fa.MESSAGES_PATH, tool_turn(("shell", {"command": "echo hi"})), text_turn("done")
-    )
+    dot = """digraph p { start [shape=Mdiamond]; done [shape=Msquare]
+      one [prompt="remember the word kiwi", fidelity="full", thread_id="t"]
+      two [prompt="which word?", fidelity="full", thread_id="t"]
+      three [prompt="fresh start"]
+      start -> one -> two -> three -> done }"""
+    fake_server.script(fa.MESSAGES_PATH, text_turn("noted"), text_turn("kiwi"), text_turn("hi"))
     executor = SessionExecutor()
     workdir = tmp_path / "repo"
     workdir.mkdir()
     backend = _agent_backend(fake_server)
-    dot = AGENT_DOT.replace("digraph p {", 'digraph p { default_fidelity="full"')
     try:
         with use_executor(executor), trio.fail_after(30):
             result = await run_dot(dot, tmp_path / "run", backend=backend, workdir=workdir)
     finally:
         await backend.aclose()
-    assert result.status == "success" and executor.specs == []
-    assert executor.pending == [False]  # started at once, not by its first command
-    work = [e for e in events(tmp_path / "run") if e.get("attempt_id", "").startswith("work-")]
-    assert work[0]["event"] == "stage_attempt_started" and "ray_node_id" not in work[0]
-    assert [e["event"] for e in work].count("stage_attempt_started") == 1
+    assert result.status == "success" and len(executor.specs) == 3
+
+    def user_texts(index: int) -> list[str]:
+        messages = fake_server.requests[index].json()["messages"]
+        return [b["text"] for m in messages if m["role"] == "user" for b in m["content"]]
+
+    assert executor.specs[1].thread == "t" and len(executor.specs[1].history) == 2
+    assert user_texts(1) == ["remember the word kiwi", "which word?"]
+    assert "remember the word kiwi" not in " ".join(user_texts(2))
 
 
 @pytest.mark.parametrize("kind", ERROR_KINDS)

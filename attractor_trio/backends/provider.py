@@ -33,8 +33,8 @@ from ..providers.base import ConfigurationError, ProviderError
 from ..providers.model import Adapter, Message, Request, Response
 from ..runconfig import MODES, ProviderConfig, RunConfig
 from .agent_loop.backend import AgentLoopBackend, Served, record_provider
-from .executors.base import session_executor
-from .remote_session import SessionSpec, runs_remotely, session_spec
+from .executors.base import SessionRunner, session_executor
+from .remote_session import session_spec
 
 __all__ = ["NEVER_FAIL_OVER", "ApiBackend", "detect_kind", "make_adapter"]
 
@@ -59,14 +59,6 @@ def detect_kind(model: str) -> str | None:
     if name.startswith("gemini"):
         return "gemini"
     return None
-
-
-def _announce_start(node: Node) -> None:
-    """An attempt whose start was deferred for a remote session (``runs_one_process``) but
-    runs here after all starts at once, as any agent loop in the driver."""
-    start = require_attempt(node, Path.cwd()).start
-    if start is not None:
-        start.announce()
 
 
 def make_adapter(
@@ -179,10 +171,8 @@ class ApiBackend:
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
         if self.mode_for(node) == "agent_loop":
             remote = session_executor()
-            if remote is not None and runs_remotely(context):
-                return await remote.run_session(self._session_spec(node, prompt, context))
-            if remote is not None:  # the session stays here (see runs_remotely): it starts now
-                _announce_start(node)
+            if remote is not None:  # the whole session runs where the executor places it
+                return await self._run_elsewhere(remote, node, prompt, context)
             return await self._agent.run(node, prompt, context)
         attempt = require_attempt(node, Path.cwd())
         served = await self.complete(
@@ -191,14 +181,26 @@ class ApiBackend:
         record_provider(attempt, served, mode="one_shot")
         return served.response.text
 
-    def _session_spec(self, node: Node, prompt: str, context: Context) -> SessionSpec:
-        """The agent-loop attempt as data for an executor that runs whole sessions."""
+    @property
+    def agent(self) -> AgentLoopBackend:
+        return self._agent
+
+    async def _run_elsewhere(
+        self, remote: SessionRunner, node: Node, prompt: str, context: Context
+    ) -> str | Outcome:
+        """The agent-loop attempt as data (``remote_session``) for an executor that runs whole
+        sessions; a fidelity ``full`` thread travels with it and comes back."""
         first = self._provider_for(node)
         chain = [first, *self.config.providers[first].failover]
         attempt = require_attempt(node, Path.cwd())
-        return session_spec(
-            self.config, self.default, self.env, chain, node, prompt, context, attempt
+        thread = self._agent.thread_of(node, context, attempt)
+        spec = session_spec(
+            self.config, self.default, self.env, chain, node, prompt, context, attempt, thread
         )
+        end = await remote.run_session(spec)
+        if end.history is not None:
+            self._agent.keep_thread(attempt.run_id, thread[0], end.history)
+        return end.value
 
     async def complete(
         self, node: Node, draft: Request, attempt: AttemptInfo, *, start: int = 0

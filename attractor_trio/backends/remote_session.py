@@ -18,8 +18,10 @@ not as the exception object (its ``raw`` payload may hold an HTTP response that 
 pickle); :func:`error_from_wire` rebuilds the same class, so the attempt fails with the same
 failure class as locally.
 
-``RayExecutor.run_session`` (``executors/_session.py``) runs it as one Ray task. Fidelity
-``full`` stays in the driver (:func:`runs_remotely`): its conversation thread is driver memory.
+Fidelity ``full``: the conversation thread lives in the driver's backend (memory only); the
+spec carries the thread's history so far, and the session's end brings the thread back.
+
+``RayExecutor.run_session`` (``executors/_session.py``) runs it as one Ray task.
 """
 
 from __future__ import annotations
@@ -34,17 +36,18 @@ from ..core.attempt import AttemptInfo, reset_attempt, set_attempt
 from ..core.outcome import Outcome
 from ..dot.graph import Node
 from ..providers.base import ProviderError, error_from_kind
+from ..providers.model import Message
 from ..runconfig import ProviderConfig, RunConfig
 from ..stage_env import stage_environment
 
 __all__ = [
     "SESSION_CONTEXT_KEYS",
+    "SessionEnd",
     "SessionSpec",
     "error_from_wire",
     "error_to_wire",
     "run_session_spec",
     "run_session_to_wire",
-    "runs_remotely",
     "session_result",
     "session_spec",
 ]
@@ -87,12 +90,18 @@ class SessionSpec:
     context: Mapping[str, Any] = field(factory=dict)
     attempt: Mapping[str, Any] = field(factory=dict)
     env: Mapping[str, str] = field(factory=dict)
+    #: Fidelity ``full``: the thread key and the conversation the session continues.
+    thread: str = ""
+    history: tuple[Message, ...] = ()
 
 
-def runs_remotely(context: Context) -> bool:
-    """Whether an agent-loop attempt may leave the driver: not under fidelity ``full``, whose
-    conversation thread lives in the driver's backend instance (memory only)."""
-    return str(context.get("internal.fidelity") or "").strip().lower() != "full"
+@frozen
+class SessionEnd:
+    """What the backend returns, and the thread's conversation after the session
+    (``None`` without a thread)."""
+
+    value: str | Outcome
+    history: tuple[Message, ...] | None = None
 
 
 def session_spec(
@@ -104,6 +113,7 @@ def session_spec(
     prompt: str,
     context: Context,
     attempt: AttemptInfo,
+    thread: tuple[str, tuple[Message, ...]] = ("", ()),
 ) -> SessionSpec:
     """The driver's half: ``chain`` names the node's provider and its failover providers,
     whose ``api_key_env`` values are the only keys added to the stage environment."""
@@ -116,6 +126,8 @@ def session_spec(
         context={k: context.get(k) for k in SESSION_CONTEXT_KEYS if context.get(k) is not None},
         attempt={name: getattr(attempt, name) for name in _ATTEMPT_FIELDS},
         env=stage_environment(attempt, extra_names=[n for n in key_names if n], inherited=env),
+        thread=thread[0],
+        history=thread[1],
     )
 
 
@@ -124,7 +136,7 @@ async def run_session_spec(
     *,
     emit: Callable[..., None],
     progress: Callable[[], None],
-) -> str | Outcome:
+) -> SessionEnd:
     """The node's half: the same ``ApiBackend`` → ``AgentLoopBackend`` code as locally, with
     the provider rebuilt from ``spec`` and keys read from ``spec.env`` only."""
     from .provider import ApiBackend
@@ -132,9 +144,12 @@ async def run_session_spec(
     config = RunConfig(backend=spec.default, providers=dict(spec.providers))
     backend = ApiBackend(config, spec.default, env=dict(spec.env))
     attempt = AttemptInfo(**spec.attempt, emit=emit, progress=progress)
+    backend.agent.keep_thread(attempt.run_id, spec.thread, spec.history)
     token = set_attempt(attempt)
     try:
-        return await backend.run(spec.node, spec.prompt, Context(dict(spec.context)))
+        value = await backend.run(spec.node, spec.prompt, Context(dict(spec.context)))
+        history = backend.agent.history_of(attempt.run_id, spec.thread)
+        return SessionEnd(value, history if spec.thread else None)
     finally:
         reset_attempt(token)
         await backend.aclose()
@@ -165,20 +180,21 @@ async def run_session_to_wire(
     progress: Callable[[], None],
 ) -> dict[str, Any]:
     """:func:`run_session_spec` with its end as plain data, for the trip back to the driver:
-    ``{"kind": "session_result", "value": …}`` or ``{"kind": "provider_error", "error": …}``."""
+    ``{"kind": "session_result", "end": <SessionEnd>}`` or
+    ``{"kind": "provider_error", "error": …}``."""
     try:
-        value = await run_session_spec(spec, emit=emit, progress=progress)
+        end = await run_session_spec(spec, emit=emit, progress=progress)
     except ProviderError as exc:
         return {"kind": "provider_error", "error": error_to_wire(exc)}
-    return {"kind": "session_result", "value": value}
+    return {"kind": "session_result", "end": end}
 
 
-def session_result(wire: Mapping[str, Any]) -> str | Outcome:
+def session_result(wire: Mapping[str, Any]) -> SessionEnd:
     """The driver's end of :func:`run_session_to_wire`: the value, or the same provider error
     raised again (so the attempt scope classifies it as it would locally)."""
     if wire["kind"] == "provider_error":
         raise error_from_wire(wire["error"])
-    value = wire["value"]
-    if not isinstance(value, str | Outcome):
-        raise TypeError(f"a remote agent session returned {type(value).__name__}")
-    return value
+    end = wire["end"]
+    if not isinstance(end, SessionEnd):
+        raise TypeError(f"a remote agent session returned {type(end).__name__}")
+    return end

@@ -15,13 +15,15 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol, cast, final
+from typing import TYPE_CHECKING, Any, Protocol, cast, final
 
 from attrs import field, frozen
 
 from ...aio.process import ProcessResult, run_in_process_group
-from ...core.outcome import Outcome
 from ...errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..remote_session import SessionEnd, SessionSpec
 
 __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
@@ -109,10 +111,10 @@ class Executor(Protocol):
 
 class SessionRunner(Protocol):
     """An executor that runs a whole agent-loop attempt where it places it: ``spec`` is a
-    ``remote_session.SessionSpec``; the value is the backend's (``str`` or ``Outcome``), a
-    provider error is raised again as the same class."""
+    ``remote_session.SessionSpec``, the value its ``SessionEnd``; a provider error is raised
+    again as the same class."""
 
-    async def run_session(self, spec: Any) -> str | Outcome: ...
+    async def run_session(self, spec: SessionSpec) -> SessionEnd: ...
 
 
 _EXECUTOR: ContextVar[Executor | None] = ContextVar("attractor_trio_executor", default=None)

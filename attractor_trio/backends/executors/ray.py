@@ -36,14 +36,13 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, final
+from typing import TYPE_CHECKING, Any, BinaryIO, final
 
 import trio
 
 from ...aio.process import ProcessResult, _grace_skip_event
 from ...core import redaction
 from ...core.attempt import require_attempt
-from ...core.outcome import Outcome
 from ._dispatch import END, Dispatcher, Stream
 from ._session import session_task_spec
 from ._staging import FileSink, Outbound
@@ -57,6 +56,9 @@ from .base import (
     current_stage,
     parse_resources,
 )
+
+if TYPE_CHECKING:
+    from ..remote_session import SessionEnd, SessionSpec
 
 __all__ = [
     "RayExecutor",
@@ -203,7 +205,7 @@ class RayExecutor:
             stderr_bytes=logs.written[1],
         )
 
-    async def run_session(self, session: Any) -> str | Outcome:
+    async def run_session(self, session: SessionSpec) -> SessionEnd:
         """A whole agent-loop attempt (``remote_session.SessionSpec``) as one Ray task
         (``_session.py``): its events re-emitted here in order (the event log redacts them),
         its progress bumping the attempt's liveness, its stage-dir files written here."""
