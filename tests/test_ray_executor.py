@@ -386,7 +386,7 @@ async def run_agent(
     config = RunConfig(backend="a", providers={"a": provider})
     backend = ApiBackend(config, "a", env={"A_KEY": AGENT_KEY})
     workdir, root = tmp_path / "repo", tmp_path / "run"
-    workdir.mkdir()
+    workdir.mkdir(parents=True)
     try:
         result = await run_dot(AGENT_DOT % attrs, root, backend=backend, workdir=workdir, **kwargs)
     finally:
@@ -458,6 +458,22 @@ async def test_a_provider_error_in_a_remote_agent_session_keeps_its_failure_clas
     [end] = [e for e in named(root, "stage_attempt_finished") if e["node_id"] == "work"]
     assert end["failure_class"] == "deterministic"
     assert len(remote_nodes(root)) == 1
+
+
+async def test_a_silent_remote_agent_session_trips_the_watchdog_a_streaming_one_does_not(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor, fake_server: FakeServer
+) -> None:
+    pieces = tuple(f"word{i} " for i in range(12))  # ~3 s of stream data, 0.25 s apart
+    streaming = fa.stream_reply(fa.stream_events([fa.TextBlock(pieces)]), 0.25)
+    fake_server.script(fa.MESSAGES_PATH, streaming, Reply(hang=True))  # busy run, then silent
+    busy, root, _ = await run_agent(tmp_path / "busy", fake_server, stall_timeout=2.0)
+    assert busy.status == "success", busy.failure_reason
+    assert (root / "work" / "response.md").read_text() == "".join(pieces)
+    silent, root, _ = await run_agent(
+        tmp_path / "silent", fake_server, stall_timeout=2.0, kill_grace=1.0
+    )
+    assert (silent.status, read_json(root / "final.json")["exit_path"]) == ("fail", "watchdog")
+    assert remote_nodes(root)
 
 
 @pytest.mark.parametrize("waits_on", ["model", "shell"])

@@ -71,6 +71,10 @@ def session_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A Ray streaming-generator task body (see the module docstring)."""
     import ray
 
+    # The engine's model and tool code loads before the start is reported: from the start on
+    # the watchdog counts, and a cold worker's imports are not the session's silence.
+    from .. import remote_session  # noqa: F401
+
     tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(spec.get("token", ""))))
     try:
         yield {
