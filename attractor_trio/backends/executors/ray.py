@@ -1,4 +1,5 @@
-"""The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process as a Ray task.
+"""The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process — and each whole
+agent-loop session (``run_session``, ``_session.py``) — as a Ray task.
 
 Design (see ``ARCHITECTURE.md`` "Scale-out"): the ``run`` process stays the driver — scope tree,
 retries, run directory, events, ``final.json``. An attempt's process runs in a Ray
