@@ -8,14 +8,17 @@ executor, that ``executor.resources`` reaches it, and that a lost executor fails
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,13 +31,19 @@ from attractor_trio.backends.executors.base import (
     parse_resources,
 )
 from attractor_trio.backends.executors.options import executor_settings
+from attractor_trio.backends.provider import ApiBackend
+from attractor_trio.backends.remote_session import error_from_wire, error_to_wire
 from attractor_trio.cli.detach import recorded_options, reuse_recorded_options
 from attractor_trio.dot.validate import validate
 from attractor_trio.errors import ConfigError
-from attractor_trio.runconfig import parse_run_config
+from attractor_trio.providers.base import ERROR_KINDS, error_from_kind
+from attractor_trio.runconfig import ProviderConfig, RunConfig, parse_run_config
 from attractor_trio.testing.invariants import check_attempts_closed
 
+from .fakes import anthropic as fa
+from .fakes.server import FakeServer, Reply
 from .helpers import events, graph_of, named, read_json, run_dot
+from .test_agent_e2e import text_turn, tool_results, tool_turn
 from .test_cli import cli
 
 TOOL = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
@@ -357,3 +366,180 @@ def test_the_local_executor_never_imports_ray(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip() == "False", done.stderr
+
+
+# --- an executor that runs whole agent-loop sessions (backends/remote_session.py) -------------
+
+
+class SessionExecutor(FakeExecutor):
+    """Runs an agent-loop attempt as a node would: the spec crosses a pickle boundary, the
+    session runs from it alone, its events and end come back as plain data."""
+
+    #: Its attempts start when its "node" starts them (``base.defers_start``).
+    defers_start = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.specs: list[Any] = []
+
+    async def run_session(self, spec: Any) -> Any:
+        from attractor_trio.backends.remote_session import run_session_to_wire, session_result
+        from attractor_trio.core.attempt import current_attempt
+
+        driver = current_attempt()
+        assert driver is not None
+        travelled = pickle.loads(pickle.dumps(spec))
+        self.specs.append(travelled)
+        start = current_stage().start
+        assert start is not None and start.pending  # deferred until the node starts it
+        start.announce(ray_node_id="fake-node", host="fake-host", queued_s=0.0)
+        shipped: list[tuple[str, dict[str, Any]]] = []
+        with use_executor(None):  # the node runs its shell commands itself
+            end = await run_session_to_wire(
+                travelled,
+                emit=lambda name, **fields: shipped.append((name, fields)),
+                progress=driver.progress,
+            )
+        for name, fields in pickle.loads(pickle.dumps(shipped)):
+            driver.emit(name, **fields)
+        return session_result(pickle.loads(pickle.dumps(end)))
+
+
+AGENT_KEY = "sk-test-REMOTE-5e55"
+AGENT_DOT = """digraph p { start [shape=Mdiamond]; done [shape=Msquare]
+  work [prompt="write a file and run a command"]
+  start -> work -> done }"""
+
+
+def _agent_backend(server: FakeServer) -> ApiBackend:
+    provider = ProviderConfig(
+        name="a",
+        kind="anthropic",
+        model="claude-test",
+        base_url=server.base_url,
+        api_key_env="A_KEY",
+        timeout=10,
+    )
+    return ApiBackend(
+        RunConfig(backend="a", providers={"a": provider}), "a", env={"A_KEY": AGENT_KEY}
+    )
+
+
+async def _run_agent(tmp_path: Path, server: FakeServer, executor: Any) -> Any:
+    workdir = tmp_path / "repo"
+    workdir.mkdir(parents=True, exist_ok=True)
+    backend = _agent_backend(server)
+    try:
+        with use_executor(executor), trio.fail_after(30):
+            return await run_dot(AGENT_DOT, tmp_path / "run", backend=backend, workdir=workdir)
+    finally:
+        await backend.aclose()
+
+
+async def test_an_executor_that_runs_sessions_gets_the_whole_agent_loop_attempt(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    fake_server.script(
+        fa.MESSAGES_PATH,
+        tool_turn(("write_file", {"file_path": "notes.txt", "content": "hello\n"})),
+        tool_turn(("shell", {"command": "echo pid=$$; env | grep -c A_KEY || true"})),
+        tool_turn(("report_status", {"outcome": "success"})),
+        text_turn("done"),
+    )
+    executor = SessionExecutor()
+    result = await _run_agent(tmp_path, fake_server, executor)
+    assert result.status == "success", result.failure_reason
+    [spec] = executor.specs
+    [start] = [
+        e for e in named(tmp_path / "run", "stage_attempt_started") if e["node_id"] == "work"
+    ]
+    assert start["ray_node_id"] == "fake-node"
+    assert spec.env["A_KEY"] == AGENT_KEY  # the key travels only in the stage environment
+    assert set(spec.providers) == {"a"} and spec.node.id == "work"
+    assert executor.calls == []  # the shell command ran on the "node", not as a remote process
+    assert (tmp_path / "repo" / "notes.txt").read_text() == "hello\n"
+    root = tmp_path / "run"
+    assert (root / "work" / "response.md").read_text() == "done"
+    assert read_json(root / "work" / "status.json")["outcome"] == "success"
+    assert read_json(root / "work" / "transcript.json")["stop_reason"] == "completed"
+    shell_answer = tool_results(fake_server.requests[2].json())[0]["content"]
+    assert "pid=" in shell_answer and "\n0" in shell_answer  # the shell never sees the key
+    assert [c["tool"] for c in named(root, "agent_tool_call")] == [
+        "write_file",
+        "shell",
+        "report_status",
+    ]
+    assert {r.headers.get("x-api-key") for r in fake_server.requests} == {AGENT_KEY}
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert AGENT_KEY not in path.read_text(errors="replace"), path
+
+
+async def test_a_provider_error_in_a_remote_session_fails_with_the_local_failure_class(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    denied = Reply.json(
+        {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}},
+        status=401,
+    )
+    fake_server.script(fa.MESSAGES_PATH, denied)
+    local = await _run_agent(tmp_path / "local", fake_server, None)
+    remote = await _run_agent(tmp_path / "remote", fake_server, SessionExecutor())
+    assert local.status == remote.status == "fail"
+    assert remote.failure_reason == local.failure_reason
+    [local_end] = [
+        e
+        for e in named(tmp_path / "local" / "run", "stage_attempt_finished")
+        if e["node_id"] == "work"
+    ]
+    [remote_end] = [
+        e
+        for e in named(tmp_path / "remote" / "run", "stage_attempt_finished")
+        if e["node_id"] == "work"
+    ]
+    assert remote_end["failure_class"] == local_end["failure_class"] == "deterministic"
+
+
+async def test_a_fidelity_full_thread_travels_with_remote_sessions(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    dot = """digraph p { start [shape=Mdiamond]; done [shape=Msquare]
+      one [prompt="remember the word kiwi", fidelity="full", thread_id="t"]
+      two [prompt="which word?", fidelity="full", thread_id="t"]
+      three [prompt="fresh start"]
+      start -> one -> two -> three -> done }"""
+    fake_server.script(fa.MESSAGES_PATH, text_turn("noted"), text_turn("kiwi"), text_turn("hi"))
+    executor = SessionExecutor()
+    workdir = tmp_path / "repo"
+    workdir.mkdir()
+    backend = _agent_backend(fake_server)
+    try:
+        with use_executor(executor), trio.fail_after(30):
+            result = await run_dot(dot, tmp_path / "run", backend=backend, workdir=workdir)
+    finally:
+        await backend.aclose()
+    assert result.status == "success" and len(executor.specs) == 3
+
+    def user_texts(index: int) -> list[str]:
+        messages = fake_server.requests[index].json()["messages"]
+        return [b["text"] for m in messages if m["role"] == "user" for b in m["content"]]
+
+    assert executor.specs[1].thread == "t" and len(executor.specs[1].history) == 2
+    assert user_texts(1) == ["remember the word kiwi", "which word?"]
+    assert "remember the word kiwi" not in " ".join(user_texts(2))
+
+
+@pytest.mark.parametrize("kind", ERROR_KINDS)
+def test_a_provider_error_crosses_the_wire_as_the_same_class(kind: str) -> None:
+    original = error_from_kind(
+        kind, "boom", provider="a", status_code=418, retry_after=2.5, raw=threading.Lock()
+    )
+    wire = pickle.loads(pickle.dumps(error_to_wire(original)))
+    again = error_from_wire(wire)
+    assert type(again) is type(original)
+    assert (again.failure_class, str(again), again.retry_after, again.retryable) == (
+        original.failure_class,
+        str(original),
+        2.5,
+        original.retryable,
+    )

@@ -38,10 +38,14 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 from attractor_trio.backends.cli_agents import CliAgentBackend  # noqa: E402
 from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
 from attractor_trio.backends.executors.ray import RayExecutor  # noqa: E402
-from attractor_trio.runconfig import ProviderConfig  # noqa: E402
+from attractor_trio.backends.provider import ApiBackend  # noqa: E402
+from attractor_trio.runconfig import ProviderConfig, RunConfig  # noqa: E402
 from attractor_trio.testing.invariants import check_attempts_closed  # noqa: E402
 
+from .fakes import anthropic as fa  # noqa: E402
+from .fakes.server import FakeServer, Reply  # noqa: E402
 from .helpers import assert_envelope_invariants, events, named, read_json, run_dot  # noqa: E402
+from .test_agent_e2e import text_turn, tool_results, tool_turn  # noqa: E402
 from .test_cancel_processes import marked_processes  # noqa: E402
 from .test_cli_agents import AGENTS  # noqa: E402
 
@@ -357,6 +361,147 @@ async def test_a_cli_agent_stage_runs_remotely(
     assert len(remote_nodes(root)) == 1
     assert "answer: " in (root / "plan" / "stdout.log").read_text()
     assert "thinking about" in (root / "plan" / "stderr.log").read_text()
+
+
+AGENT_KEY = "sk-test-RAYAGENT-77c1"
+AGENT_DOT = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+  work [prompt="write notes.txt and run a command"%s]
+  start -> work -> exit }"""
+
+
+async def run_agent(
+    tmp_path: Path, server: FakeServer, attrs: str = "", **kwargs: Any
+) -> tuple[Any, Path, Path]:
+    """An agent-loop stage against the fake Anthropic API; the key only in the backend's env
+    (neither the driver's nor a worker's environment has ``A_KEY``)."""
+    assert "A_KEY" not in os.environ
+    provider = ProviderConfig(
+        name="a",
+        kind="anthropic",
+        model="claude-test",
+        base_url=server.base_url,
+        api_key_env="A_KEY",
+        timeout=60,
+    )
+    config = RunConfig(backend="a", providers={"a": provider})
+    backend = ApiBackend(config, "a", env={"A_KEY": AGENT_KEY})
+    workdir, root = tmp_path / "repo", tmp_path / "run"
+    workdir.mkdir(parents=True)
+    try:
+        result = await run_dot(AGENT_DOT % attrs, root, backend=backend, workdir=workdir, **kwargs)
+    finally:
+        await backend.aclose()
+    return result, root, workdir
+
+
+async def test_an_agent_loop_attempt_runs_whole_on_a_worker_node(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor, fake_server: FakeServer
+) -> None:
+    proof = "echo guard=$(tr '\\0' ' ' < /proc/$PPID/cmdline); echo worker=$(cut -d' ' -f4 /proc/$PPID/stat)"
+    fake_server.script(
+        fa.MESSAGES_PATH,
+        tool_turn(("write_file", {"file_path": "notes.txt", "content": "hello\n"})),
+        tool_turn(("shell", {"command": proof, "timeout_ms": 20000})),
+        tool_turn(("report_status", {"outcome": "success"})),
+        text_turn("notes written"),
+    )
+    hook = ', tool_hooks.post="echo hooked $ATTRACTOR_TOOL_NAME"'
+    result, root, workdir = await run_agent(tmp_path, fake_server, hook)
+    assert result.status == "success", result.failure_reason
+    [start] = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "work"]
+    assert start["ray_node_id"] in cluster.worker_ids() and start["queued_s"] >= 0
+    assert_attempts_start_once_after_queued(root)
+    answer = tool_results(fake_server.requests[2].json())[0]["content"]
+    assert "_guard.py" in answer  # the shell ran on the node, under the orphan guard
+    worker = int(answer.rsplit("worker=", 1)[1].split()[0])
+    assert worker != os.getpid()  # … whose parent is the Ray worker, not this driver
+    assert (workdir / "notes.txt").read_text() == "hello\n"
+    stage = root / "work"
+    assert (stage / "response.md").read_text() == "notes written"
+    assert read_json(stage / "status.json")["outcome"] == "success"
+    assert read_json(stage / "transcript.json")["stop_reason"] == "completed"
+    assert read_json(stage / "provider_used.json")["provider"] == "a"
+    assert "guard=" in (stage / "tools" / "shell-1.stdout").read_text()
+    assert "hooked shell" in (stage / "hooks" / "stdout.log").read_text()  # hooks ran there too
+    calls = [c["tool"] for c in named(root, "agent_tool_call")]
+    assert calls == ["write_file", "shell", "report_status"]
+    assert {r.headers.get("x-api-key") for r in fake_server.requests} == {AGENT_KEY}
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert AGENT_KEY not in path.read_text(errors="replace"), path
+    assert_envelope_invariants(root)
+
+
+async def test_upload_workdir_an_agent_session_works_in_the_node_s_copy(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor, fake_server: FakeServer
+) -> None:
+    fake_server.script(
+        fa.MESSAGES_PATH,
+        tool_turn(("write_file", {"file_path": "notes.txt", "content": "hello\n"})),
+        tool_turn(("shell", {"command": "pwd; cat notes.txt"})),
+        text_turn("done"),
+    )
+    result, _root, workdir = await run_agent(tmp_path, fake_server)
+    assert result.status == "success", result.failure_reason
+    answer = tool_results(fake_server.requests[2].json())[0]["content"]
+    where = answer.split()[0]
+    assert where != str(workdir) and "hello" in answer  # it ran in the node's copy …
+    assert (workdir / "notes.txt").read_text() == "hello\n"  # … and its change came back
+
+
+async def test_a_provider_error_in_a_remote_agent_session_keeps_its_failure_class(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor, fake_server: FakeServer
+) -> None:
+    fake_server.script(fa.MESSAGES_PATH, fa.error_reply(401, "authentication_error", "bad key"))
+    result, root, _ = await run_agent(tmp_path, fake_server)
+    assert (result.status, result.failure_reason) == ("fail", "a: HTTP 401: bad key")
+    [end] = [e for e in named(root, "stage_attempt_finished") if e["node_id"] == "work"]
+    assert end["failure_class"] == "deterministic"
+    assert len(remote_nodes(root)) == 1
+
+
+async def test_a_silent_remote_agent_session_trips_the_watchdog_a_streaming_one_does_not(
+    tmp_path: Path, cluster: Cluster, executor: RayExecutor, fake_server: FakeServer
+) -> None:
+    pieces = tuple(f"word{i} " for i in range(12))  # ~3 s of stream data, 0.25 s apart
+    streaming = fa.stream_reply(fa.stream_events([fa.TextBlock(pieces)]), 0.25)
+    fake_server.script(fa.MESSAGES_PATH, streaming, Reply(hang=True))  # busy run, then silent
+    busy, root, _ = await run_agent(tmp_path / "busy", fake_server, stall_timeout=2.0)
+    assert busy.status == "success", busy.failure_reason
+    assert (root / "work" / "response.md").read_text() == "".join(pieces)
+    silent, root, _ = await run_agent(
+        tmp_path / "silent", fake_server, stall_timeout=2.0, kill_grace=1.0
+    )
+    assert (silent.status, read_json(root / "final.json")["exit_path"]) == ("fail", "watchdog")
+    assert remote_nodes(root)
+
+
+@pytest.mark.parametrize("waits_on", ["model", "shell"])
+async def test_a_timed_out_remote_agent_session_ends_with_no_survivors(
+    tmp_path: Path,
+    cluster: Cluster,
+    executor: RayExecutor,
+    fake_server: FakeServer,
+    waits_on: str,
+) -> None:
+    marker, ran = f"atr-agent-{uuid.uuid4().hex}", tmp_path / "ran"
+    command = f"touch {ran}; exec -a {marker} sleep 300"
+    if waits_on == "model":  # the command ends (its group with it), then the model hangs
+        command = f"(exec -a {marker}-bg sleep 300 &); touch {ran}"
+    fake_server.script(
+        fa.MESSAGES_PATH,
+        tool_turn(("shell", {"command": command, "timeout_ms": 600000})),
+        Reply(hang=True),
+    )
+    began = time.monotonic()
+    # The node timeout counts from submission: leave a loaded machine time to start the task.
+    result, root, _ = await run_agent(tmp_path, fake_server, ', timeout="10s"', kill_grace=1.0)
+    assert time.monotonic() - began < 10 + 1 + 5 + 5
+    assert result.status == "fail"
+    assert ran.exists()  # it got that far on the node
+    assert len(fake_server.requests) == (2 if waits_on == "model" else 1)
+    assert not marked_processes(marker)
+    assert not list(check_attempts_closed(events(root)))
 
 
 @pytest.fixture

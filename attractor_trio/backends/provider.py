@@ -33,6 +33,8 @@ from ..providers.base import ConfigurationError, ProviderError
 from ..providers.model import Adapter, Message, Request, Response
 from ..runconfig import MODES, ProviderConfig, RunConfig
 from .agent_loop.backend import AgentLoopBackend, Served, record_provider
+from .executors.base import SessionRunner, session_executor
+from .remote_session import session_spec
 
 __all__ = ["NEVER_FAIL_OVER", "ApiBackend", "detect_kind", "make_adapter"]
 
@@ -152,6 +154,11 @@ class ApiBackend:
                 f"{provider.api_key_env} is not set; export it, or choose another --backend"
             )
 
+    def runs_one_process(self, node: Node) -> bool:
+        """An agent-loop attempt on an executor that runs whole sessions is one remote unit:
+        it starts when a node starts it (``CodergenHandler.runs_one_process``, contract.md §10)."""
+        return self.mode_for(node) == "agent_loop" and session_executor() is not None
+
     def mode_for(self, node: Node) -> str:
         """Node ``codergen_mode`` beats the provider's ``mode`` (contract.md §7)."""
         return node.codergen_mode or self.config.providers[self._provider_for(node)].mode
@@ -163,6 +170,9 @@ class ApiBackend:
 
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
         if self.mode_for(node) == "agent_loop":
+            remote = session_executor()
+            if remote is not None:  # the whole session runs where the executor places it
+                return await self._run_elsewhere(remote, node, prompt, context)
             return await self._agent.run(node, prompt, context)
         attempt = require_attempt(node, Path.cwd())
         served = await self.complete(
@@ -170,6 +180,27 @@ class ApiBackend:
         )
         record_provider(attempt, served, mode="one_shot")
         return served.response.text
+
+    @property
+    def agent(self) -> AgentLoopBackend:
+        return self._agent
+
+    async def _run_elsewhere(
+        self, remote: SessionRunner, node: Node, prompt: str, context: Context
+    ) -> str | Outcome:
+        """The agent-loop attempt as data (``remote_session``) for an executor that runs whole
+        sessions; a fidelity ``full`` thread travels with it and comes back."""
+        first = self._provider_for(node)
+        chain = [first, *self.config.providers[first].failover]
+        attempt = require_attempt(node, Path.cwd())
+        thread = self._agent.thread_of(node, context, attempt)
+        spec = session_spec(
+            self.config, self.default, self.env, chain, node, prompt, context, attempt, thread
+        )
+        end = await remote.run_session(spec)
+        if end.history is not None:
+            self._agent.keep_thread(attempt.run_id, thread[0], end.history)
+        return end.value
 
     async def complete(
         self, node: Node, draft: Request, attempt: AttemptInfo, *, start: int = 0

@@ -130,6 +130,22 @@ class AgentLoopBackend:
         self.service = service
         self._threads: dict[tuple[str, str], tuple[Message, ...]] = {}
 
+    def thread_of(
+        self, node: Node, context: Context, attempt: AttemptInfo
+    ) -> tuple[str, tuple[Message, ...]]:
+        """The stage's thread key under fidelity ``full`` (``""`` otherwise) and the
+        conversation kept for it so far — what a session run elsewhere starts from."""
+        thread = _thread_key(node, context, attempt)
+        return thread, self.history_of(attempt.run_id, thread)
+
+    def history_of(self, run_id: str, thread: str) -> tuple[Message, ...]:
+        return self._threads.get((run_id, thread), ()) if thread else ()
+
+    def keep_thread(self, run_id: str, thread: str, history: Sequence[Message]) -> None:
+        """Continue ``thread`` from ``history`` (a session that ran elsewhere brought it back)."""
+        if thread:
+            self._threads[(run_id, thread)] = tuple(history)
+
     async def run(self, node: Node, prompt: str, context: Context) -> str | Outcome:
         attempt = current_attempt() or require_attempt(node, Path.cwd())
         try:

@@ -10,9 +10,10 @@
   ``*_TOKEN``, ``*_PASSWORD`` and ``*_CREDENTIAL`` variable (case-insensitive): the engine holds
   provider keys, and a model that runs ``env`` must not be able to print them into a log.
 * **Process lifetime.** Commands run through
-  :func:`~attractor_trio.backends.executors.run_stage_process` (a local process group, or a
-  Ray task with ``--executor ray``), so a timed-out or cancelled
-  command takes its whole process group with it (SIGTERM, ``kill_grace``, SIGKILL).
+  :func:`~attractor_trio.backends.executors.run_stage_process` (a local process group; with
+  ``--executor ray`` the whole session runs on a node, where it is a process group led by the
+  orphan guard), so a timed-out or cancelled command takes its whole process group with it
+  (SIGTERM, ``kill_grace``, SIGKILL).
 
 The filesystem helpers are synchronous on purpose: :class:`~.tools.ToolBox` runs them in a
 worker thread, and they are easy to test without trio.

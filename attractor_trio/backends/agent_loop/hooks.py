@@ -5,7 +5,8 @@ runs after it for logging and audit and can never block. A node's attribute over
 graph's, key by key — a node may set ``tool_hooks.pre=""`` to switch a graph-wide hook off.
 
 How a hook runs (decided): ``bash -c <hook>`` in the workdir, in its own process group through
-:func:`~attractor_trio.aio.process.run_in_process_group`, so a cancelled stage kills it like
+:func:`~attractor_trio.backends.executors.run_stage_process` (locally a process group; in an
+agent session on a Ray node, one led by the orphan guard), so a cancelled stage kills it like
 any stage process. That function gives processes ``/dev/null`` as stdin, so the metadata JSON
 is written to ``<stage_dir>/hooks/input.json`` and a two-line wrapper
 (``exec bash -c "$1" <"$0"``) makes it the hook's stdin; the hook text itself runs unchanged.
@@ -26,11 +27,12 @@ from typing import Any, Final
 
 from attrs import frozen
 
-from ...aio.process import ProcessResult, run_in_process_group
+from ...aio.process import ProcessResult
 from ...core import redaction
 from ...persist.atomic import utc_timestamp, write_text_atomic
 from ...persist.logtext import decode_tail, file_size
 from ...providers.model import ToolCall
+from ..executors.base import run_stage_process
 
 __all__ = [
     "HOOKS_LOG",
@@ -172,7 +174,7 @@ class HookRunner:
             "ATTRACTOR_TOOL_CALL_ID": call.id,
             "ATTRACTOR_HOOK_PHASE": phase,
         }
-        result = await run_in_process_group(
+        result = await run_stage_process(
             ["bash", "-c", _WRAPPER, str(input_path), hook],
             cwd=self.workdir,
             env=env,

@@ -197,8 +197,26 @@ def end_group(pgid: int | None, grace: float, kill_now: bool, token: str) -> boo
         _remove_scratch(token)
 
 
+def end_groups(grace: float, kill_now: bool, token: str) -> bool:
+    """Runs on the node of a whole agent-loop attempt (``_session.py``): ends every process
+    group its session still runs (each recorded in the attempt's scratch dir while it runs),
+    as :func:`end_group` ends one; ``True`` once they are all gone."""
+    import glob
+
+    try:
+        pattern = os.path.join(tempfile.gettempdir(), _scratch_prefix(token) + "*", "group-*.pid")
+        pids = [_read_int(Path(p)) for p in glob.glob(pattern)] if token else []
+        return _end_groups([p for p in pids if p is not None], grace, kill_now)
+    finally:
+        _remove_scratch(token)
+
+
 def _end_group(pgid: int | None, grace: float, kill_now: bool) -> bool:
-    if pgid is None:
+    return _end_groups([] if pgid is None else [pgid], grace, kill_now)
+
+
+def _end_groups(pgids: list[int], grace: float, kill_now: bool) -> bool:
+    if not pgids:
         return True
     import signal
     import time
@@ -206,13 +224,14 @@ def _end_group(pgid: int | None, grace: float, kill_now: bool) -> bool:
     from ...aio.process import live_group_members
 
     def alive() -> bool:  # zombies count as gone: a container's PID 1 may never reap them
-        return bool(live_group_members(pgid))
+        return any(live_group_members(pgid) for pgid in pgids)
 
     def signal_group(sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            pass
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, sig)
+            except OSError:
+                pass
 
     signal_group(signal.SIGKILL if kill_now else signal.SIGTERM)
     deadline = time.monotonic() + (0 if kill_now else grace)

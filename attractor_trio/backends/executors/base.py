@@ -15,12 +15,15 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol, final
+from typing import TYPE_CHECKING, Any, Protocol, cast, final
 
 from attrs import field, frozen
 
 from ...aio.process import ProcessResult, run_in_process_group
 from ...errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..remote_session import SessionEnd, SessionSpec
 
 __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
@@ -31,6 +34,7 @@ __all__ = [
     "ExecutorFailure",
     "ExecutorLost",
     "ExecutorSettings",
+    "SessionRunner",
     "StageContext",
     "WorkdirRefused",
     "current_stage",
@@ -38,6 +42,7 @@ __all__ = [
     "orphans_outlive_the_driver",
     "parse_resources",
     "run_stage_process",
+    "session_executor",
     "use_executor",
     "use_stage_context",
 ]
@@ -102,6 +107,14 @@ class Executor(Protocol):
         on_output: Callable[[], None] | None,
         resources: Mapping[str, float],
     ) -> ProcessResult: ...
+
+
+class SessionRunner(Protocol):
+    """An executor that runs a whole agent-loop attempt where it places it: ``spec`` is a
+    ``remote_session.SessionSpec``, the value its ``SessionEnd``; a provider error is raised
+    again as the same class."""
+
+    async def run_session(self, spec: SessionSpec) -> SessionEnd: ...
 
 
 _EXECUTOR: ContextVar[Executor | None] = ContextVar("attractor_trio_executor", default=None)
@@ -214,13 +227,24 @@ def current_stage() -> StageContext:
 def defers_start(handler: Any, node: Any) -> bool:
     """Whether the attempt's ``stage_attempt_started`` waits for the remote start: an
     executor that places processes on a cluster is installed, and the handler says the
-    attempt *is* one stage process (``runs_one_process(node)``). Anything else — the agent
-    loop, whose model calls run in the driver — starts at once, as locally."""
+    attempt runs as one remote unit (``runs_one_process(node)``: one stage process, or a whole
+    agent-loop session on an executor that offers ``run_session``). Anything else starts at
+    once, as locally."""
     executor = _EXECUTOR.get()
     if executor is None or not getattr(executor, "defers_start", False):
         return False
     runs_one_process = getattr(handler, "runs_one_process", None)
     return bool(runs_one_process(node)) if callable(runs_one_process) else False
+
+
+def session_executor() -> SessionRunner | None:
+    """The installed executor when it runs whole agent-loop sessions (it offers
+    ``run_session(spec)``, see ``backends/remote_session.py``), else ``None``: the session
+    runs here and only its stage processes go through :func:`run_stage_process`."""
+    executor = _EXECUTOR.get()
+    if executor is None or not callable(getattr(executor, "run_session", None)):
+        return None
+    return cast(SessionRunner, executor)
 
 
 def parse_resources(raw: str) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process as a Ray task.
+"""The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process — and each whole
+agent-loop session (``run_session``, ``_session.py``) — as a Ray task.
 
 Design (see ``ARCHITECTURE.md`` "Scale-out"): the ``run`` process stays the driver — scope tree,
 retries, run directory, events, ``final.json``. An attempt's process runs in a Ray
@@ -36,16 +37,29 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, final
+from typing import TYPE_CHECKING, Any, BinaryIO, final
 
 import trio
 
 from ...aio.process import ProcessResult, _grace_skip_event
 from ...core import redaction
+from ...core.attempt import require_attempt
 from ._dispatch import END, Dispatcher, Stream
+from ._session import session_task_spec
 from ._staging import FileSink, Outbound
 from ._upload import WorkdirShipping
-from .base import ExecutorLost, ExecutorSettings, StageContext, WorkdirRefused, current_stage
+from .base import (
+    ExecutorFailure,
+    ExecutorLost,
+    ExecutorSettings,
+    StageContext,
+    WorkdirRefused,
+    current_stage,
+    parse_resources,
+)
+
+if TYPE_CHECKING:
+    from ..remote_session import SessionEnd, SessionSpec
 
 __all__ = [
     "RayExecutor",
@@ -135,7 +149,7 @@ class RayExecutor:
     def __init__(self, settings: ExecutorSettings, *, started_local: bool = False) -> None:
         import ray
 
-        from . import _remote
+        from . import _remote, _session
 
         self.settings = settings
         self._started_local = started_local
@@ -143,6 +157,10 @@ class RayExecutor:
             _remote.attempt_stream
         )
         self._end_group = ray.remote(max_retries=0, num_cpus=0)(_remote.end_group)
+        self._session = ray.remote(max_retries=0, num_cpus=settings.num_cpus_per_stage)(
+            _session.session_stream
+        )
+        self._end_groups = ray.remote(max_retries=0, num_cpus=0)(_remote.end_groups)
         self._dispatcher = Dispatcher(_advance)
         self._shipping = WorkdirShipping(settings) if settings.upload_workdir else None
 
@@ -172,39 +190,13 @@ class RayExecutor:
         spec = _remote_spec(stage, argv, cwd, env, kill_grace, (stdout_path, stderr_path))
         if self._shipping is not None:  # upload_workdir: the stage runs in a snapshot of cwd
             spec["upload"] = await self._shipping.ship(cwd, env)  # the driver's paths
-        start = stage.start
-        queued = start is not None and start.pending
-        if queued:
-            stage.emit(
-                "stage_queued", node_id=stage.node_id, attempt_id=stage.attempt_id, executor="ray"
-            )
-        hold = _LivenessHold(stage.liveness)
-        submitted = time.monotonic()
-        gen = self._stream.options(**_ray_options(resources)).remote(spec)
-        task = _RemoteTask(gen, self._dispatcher.follow(gen), spec["token"])
-        files = FileSink(stage.logs_root) if stage.logs_root is not None else None
         with _StageLogs(stdout_path, stderr_path) as logs:
-            try:
-                with hold:
-                    first = await self._wait_started(task)
-                task.node_id = first["node_id"]
-                if start is not None:
-                    start.announce(
-                        ray_node_id=first["node_id"],
-                        host=first["host"],
-                        queued_s=round(time.monotonic() - submitted, 3),
-                    )
-                result = await self._follow(task, logs, files, on_output)
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._cancel(task, kill_grace)
-                raise
+            result = await self._run_remote(
+                self._stream, spec, stage, resources, kill_grace, logs, on_output, None
+            )
         if result["kind"] == "error":
             raise OSError(result["errno"], result["message"])
-        if result["kind"] == "refused":
-            raise WorkdirRefused(result["message"])
-        if self._shipping is not None:
-            await self._shipping.bring_back(cwd, result["patch"])
+        await self._bring_back(cwd, result)
         code = int(result["exit_code"])
         return ProcessResult(
             exit_code=code,
@@ -213,6 +205,79 @@ class RayExecutor:
             stdout_bytes=logs.written[0],
             stderr_bytes=logs.written[1],
         )
+
+    async def run_session(self, session: SessionSpec) -> SessionEnd:
+        """A whole agent-loop attempt (``remote_session.SessionSpec``) as one Ray task
+        (``_session.py``): its events re-emitted here in order (the event log redacts them),
+        its progress bumping the attempt's liveness, its stage-dir files written here."""
+        from ..remote_session import session_result
+
+        stage = current_stage()
+        attempt = require_attempt(session.node, Path.cwd())
+        workdir = Path(session.attempt["workdir"])
+        spec = session_task_spec(stage, session, attempt.kill_grace)
+        if self._shipping is not None:
+            spec["upload"] = await self._shipping.ship(workdir, session.env)
+        result = await self._run_remote(
+            self._session,
+            spec,
+            stage,
+            parse_resources(stage.resources),
+            attempt.kill_grace,
+            None,
+            attempt.progress,
+            attempt.emit,
+        )
+        if result["kind"] == "crash":
+            raise ExecutorFailure(f"the remote agent session crashed: {result['message']}")
+        await self._bring_back(workdir, result)
+        return session_result(result["session"])
+
+    async def _bring_back(self, cwd: Path, result: Mapping[str, Any]) -> None:
+        if result["kind"] == "refused":
+            raise WorkdirRefused(result["message"])
+        if self._shipping is not None:
+            await self._shipping.bring_back(cwd, result["patch"])
+
+    async def _run_remote(
+        self,
+        remote: Any,
+        spec: dict[str, Any],
+        stage: StageContext,
+        resources: Mapping[str, float],
+        kill_grace: float,
+        logs: _StageLogs | None,
+        on_output: Callable[[], None] | None,
+        on_event: Callable[..., Any] | None,
+    ) -> dict[str, Any]:
+        """Submit, announce the start when a node starts it, follow it to its result; on
+        any exit but the result, cancel it and end its process groups on its node."""
+        start = stage.start
+        if start is not None and start.pending:
+            stage.emit(
+                "stage_queued", node_id=stage.node_id, attempt_id=stage.attempt_id, executor="ray"
+            )
+        hold = _LivenessHold(stage.liveness)
+        submitted = time.monotonic()
+        gen = remote.options(**_ray_options(resources)).remote(spec)
+        task = _RemoteTask(gen, self._dispatcher.follow(gen), spec["token"])
+        task.session = on_event is not None
+        files = FileSink(stage.logs_root) if stage.logs_root is not None else None
+        try:
+            with hold:
+                first = await self._wait_started(task)
+            task.node_id = first["node_id"]
+            if start is not None:
+                start.announce(
+                    ray_node_id=first["node_id"],
+                    host=first["host"],
+                    queued_s=round(time.monotonic() - submitted, 3),
+                )
+            return await self._follow(task, logs, files, on_output, on_event)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._cancel(task, kill_grace)
+            raise
 
     async def _wait_started(self, task: _RemoteTask) -> dict[str, Any]:
         timeout = self.settings.queue_timeout
@@ -228,28 +293,36 @@ class RayExecutor:
     async def _follow(
         self,
         task: _RemoteTask,
-        logs: _StageLogs,
+        logs: _StageLogs | None,
         files: FileSink | None,
         on_output: Callable[[], None] | None,
+        on_event: Callable[..., Any] | None,
     ) -> dict[str, Any]:
         while True:
             item = await task.next_item()
             if item is END:
                 raise ExecutorLost("ray task ended without a result")
             kind = item["kind"]
-            if kind == "out":
+            if kind == "out" and logs is not None:
                 logs.append(item["stream"], item["data"])
                 if on_output is not None:
                     on_output()
+            elif kind == "progress":
+                if on_output is not None:
+                    on_output()
+            elif kind == "event":
+                if on_event is not None:
+                    on_event(item["name"], **item["fields"])
             elif kind == "group":
                 task.pgid = int(item["pgid"])
             elif kind == "file":
                 if files is not None:
                     files.receive(item)
             else:
-                logs.flush()
-                if on_output is not None and logs.grew_since_flush():
-                    on_output()
+                if logs is not None:
+                    logs.flush()
+                    if on_output is not None and logs.grew_since_flush():
+                        on_output()
                 return dict(item)
 
     async def _cancel(self, task: _RemoteTask, kill_grace: float) -> None:
@@ -263,9 +336,14 @@ class RayExecutor:
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
                 strategy = NodeAffinitySchedulingStrategy(task.node_id, soft=False)
-                ref = self._end_group.options(scheduling_strategy=strategy).remote(
-                    task.pgid, kill_grace, skip, task.token
-                )
+                if task.session:  # every group its session still runs
+                    ref = self._end_groups.options(scheduling_strategy=strategy).remote(
+                        kill_grace, skip, task.token
+                    )
+                else:
+                    ref = self._end_group.options(scheduling_strategy=strategy).remote(
+                        task.pgid, kill_grace, skip, task.token
+                    )
             self._dispatcher.forget(task.stream)
             await _in_thread(functools.partial(_force_cancel, task.gen))
             if ref is not None:
@@ -346,6 +424,8 @@ class _RemoteTask:
         self.token = token
         self.node_id = ""
         self.pgid: int | None = None
+        #: A whole agent-loop session: its node may run several groups (``end_groups``).
+        self.session = False
 
     async def next_item(self) -> Any:
         return await self.stream.next_item()
