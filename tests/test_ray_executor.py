@@ -756,6 +756,13 @@ def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
     resumed: subprocess.Popen[bytes] | None = None
     try:
         wait_for_processes(proc, marker, 2)
+        # The wrapper's own command line holds the marker too: wait for the stage's two
+        # renamed sleeps (argv[0]) and its flag, or the kill may land before the first run
+        # marked itself and the resume would run the 300 s sleep again.
+        _wait_for(
+            lambda: flag.exists() and _argv0s(marker) >= {marker, f"{marker}-gc"},
+            "the stage's own processes",
+        )
         proc.kill()  # SIGKILL: nothing in the driver runs any more
         proc.wait(timeout=10)
         deadline = time.monotonic() + 30
@@ -780,6 +787,11 @@ def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
     assert not [e for e in named(root, "stage_attempt_finished") if e.get("adopted")]
     assert (root / "t0" / "stdout.log").read_text().endswith("again\n")
     assert len(remote_nodes(root)) == 2
+
+
+def _argv0s(marker: str) -> set[str]:
+    """The argv[0] of every running process that carries ``marker`` (``exec -a`` sets it)."""
+    return {cmdline.split(" ", 1)[0] for _, cmdline in marked_processes(marker)}
 
 
 def _cli(*args: str) -> subprocess.Popen[bytes]:
