@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import trio
-from attrs import define, evolve, field, frozen
+from attrs import define, field, frozen
 
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
@@ -199,7 +199,6 @@ class StageExecutor:
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
             previous = marker.write(stage_dir, finished=False)
-        info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
@@ -214,7 +213,7 @@ class StageExecutor:
         )
         if not defers_start(self.registry.resolve(node), node):
             start.announce()
-        info = evolve(info, emit=start.emit, start=start)
+        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start)
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
             await self._commit(node, number, outcome)  # before the marker, its commit point
@@ -233,8 +232,20 @@ class StageExecutor:
             await self.workspace.commit_attempt(node.id, number, outcome.value)
 
     def _info(
-        self, node: Node, attempt: int, max_attempts: int, attempt_id: str, predecessor: str
+        self,
+        node: Node,
+        attempt: int,
+        max_attempts: int,
+        attempt_id: str,
+        predecessor: str,
+        start: AttemptStart | None = None,
     ) -> AttemptInfo:
+        """The attempt's info, with its liveness node opened (:meth:`_guarded` closes it: call
+        that right after) and ``start``'s emitter. Built whole, once: an ``evolve`` per added
+        field cost more than the rest of the record."""
+        live = self.liveness.open_attempt(
+            attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
+        )
         return AttemptInfo(
             run_id=self.run_id,
             node_id=node.id,
@@ -247,11 +258,14 @@ class StageExecutor:
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
             branch=self.branch,
-            emit=self.emit,
+            emit=self.emit if start is None else start.emit,
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
             visit=self.current_visit,
             workspace=self.workspace,
+            progress=live.bump,
+            liveness=live,
+            start=start,
         )
 
     async def _adopt_orphan(
@@ -339,13 +353,11 @@ class StageExecutor:
     async def _guarded(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], adopted: bool = False
     ) -> Any:
-        """Run ``call`` in the attempt scope; record the outcome, or the cancellation."""
+        """Run ``call`` in the attempt scope (``info``'s liveness node is open: closed here);
+        record the outcome, or the cancellation."""
         stage_dir = info.stage_dir
         attempt_id = info.attempt_id
-        live = self.liveness.open_attempt(
-            attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
-        )
-        info = evolve(info, progress=live.bump, liveness=live)
+        live: Liveness = info.liveness
         try:
             outcome = await self._run_handler(node, info, call, live)
         except BaseException as exc:
