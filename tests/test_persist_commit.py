@@ -365,3 +365,26 @@ async def test_a_stage_without_its_checkpoint_has_its_debt_paid_before_final_jso
     assert str(root / "a") in journal[:final]
     assert read_json(root / "a" / "status.json")["outcome"] == "success"  # the held file too
     assert not [name for name in os.listdir(root) if is_temp_file_name(name)]
+
+
+async def test_a_retried_attempts_status_is_on_disk_before_stage_retrying(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """A held status file waits for the stage boundary, but an attempt that will be retried
+    has no boundary: its ``status.json`` is written before ``stage_retrying`` (so it is there
+    during the backoff, and archived with the attempt's files)."""
+    root = tmp_path / "run"
+    seen: list[object] = []
+
+    def sink(envelope: dict[str, object]) -> None:
+        if envelope["event"] == "stage_retrying":
+            seen.append(read_json(root / "a" / "status.json")["failure_reason"])
+
+    retried = LINEAR.replace(
+        'a [shape=box, prompt="A"]', 'a [shape=box, prompt="A", max_retries=1]'
+    )
+    steps = {"a": [{"outcome": "fail", "failure_reason": "boom"}, {"outcome": "success"}]}
+    result = await run_dot(retried, root, steps=steps, sinks=[sink])
+    assert result.status == "success"
+    assert seen == ["boom"]
+    assert read_json(root / "a" / "attempt-1" / "status.json")["failure_reason"] == "boom"

@@ -128,6 +128,8 @@ class StageExecutor:
                 listed = _UNLISTED  # a retry lists what the attempt before it left
             decision = after_attempt(outcome, attempt, policy, node.allow_partial)
             if isinstance(decision, Retry):
+                if self.owed:  # the failed attempt's status.json, on disk during the backoff
+                    self.owed.sync()
                 delay = delay_for_attempt(policy.backoff, attempt, self.rng)
                 self.node_retries[node.id] = self.node_retries.get(node.id, 0) + 1
                 self.context.set(f"internal.retry_count.{node.id}", self.node_retries[node.id])
@@ -173,7 +175,7 @@ class StageExecutor:
         it (``None``: it does not exist), else ``_UNLISTED``."""
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
-        if self.owed:  # a retry: the previous attempt's status.json is on disk before archiving
+        if self.owed:  # held files (a retry's paid them already) are on disk before archiving
             self.owed.sync()
         # Every attempt's end is marked (the commit point a resume adopts) unless running it
         # again is harmless; only attempts whose handler can adopt a running orphan need
