@@ -9,18 +9,23 @@ order is emission order.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .persist.live import LiveWriter
 from .persist.progress import ProgressWriter
 
-__all__ = ["TERMINAL_EVENTS", "EventHub", "EventSink"]
+__all__ = ["OPEN_BRANCH_LOGS", "TERMINAL_EVENTS", "EventHub", "EventSink"]
 
 EventSink = Callable[[dict[str, Any]], None]
 TERMINAL_EVENTS = frozenset({"pipeline_completed", "pipeline_failed"})
 _ATTEMPT_EVENTS = frozenset({"stage_attempt_started", "stage_attempt_finished"})
+#: Branch logs kept open at once, the most recently written; the others give their descriptor
+#: back and reopen on their next event. A fan-out's branches are alive together, so holding
+#: one descriptor per branch log failed 1,000-branch fan-outs with EMFILE (issue #22).
+OPEN_BRANCH_LOGS: Final = 64
 
 
 class EventHub:
@@ -36,6 +41,7 @@ class EventHub:
         self._active: dict[str, dict[str, Any]] = {}
         live.follow_active_attempts(self._active)  # read at write time, never copied per event
         self._branches: dict[str, ProgressWriter] = {}
+        self._open_branch_logs: OrderedDict[str, ProgressWriter] = OrderedDict()
 
     @property
     def run_id(self) -> str:
@@ -48,6 +54,7 @@ class EventHub:
         if branch_writer is not None:
             # The branch's own file numbers from 1; the run's copy gets the run's seq.
             written = branch_writer.emit(event, branch, **fields)
+            self._keep_open(branch, branch_writer)
             envelope = self.writer.forward(written, branch_writer.last_line)
         else:
             envelope = self.writer.emit(event, branch, **fields)
@@ -78,12 +85,22 @@ class EventHub:
         """Give ``branch`` its own ``progress.ndjson`` (contract.md §2) until
         :meth:`close_branch`."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._branches[branch] = ProgressWriter(path, self.run_id)
+        writer = self._branches[branch] = ProgressWriter(path, self.run_id)
+        self._keep_open(branch, writer)
 
     def close_branch(self, branch: str) -> None:
+        self._open_branch_logs.pop(branch, None)
         writer = self._branches.pop(branch, None)
         if writer is not None:
             writer.close()
+
+    def _keep_open(self, branch: str, writer: ProgressWriter) -> None:
+        """``branch``'s log was just used: keep its descriptor, release the least recent."""
+        logs = self._open_branch_logs
+        logs[branch] = writer
+        logs.move_to_end(branch)
+        if len(logs) > OPEN_BRANCH_LOGS:
+            logs.popitem(last=False)[1].release()
 
     def close(self) -> None:
         """Release the log files once the run has finalized (a server hosting many runs in

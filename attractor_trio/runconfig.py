@@ -67,6 +67,10 @@ class ExecutorDoc:
     address: str = ""
     num_cpus_per_stage: int | None = None
     upload_workdir: bool = False
+    #: With ``upload_workdir``: the largest snapshot (and patch back) of one attempt, in MiB.
+    upload_limit_mb: int | None = None
+    #: With ``upload_workdir``: gitignore-syntax patterns never shipped (besides ``.gitignore``).
+    upload_excludes: tuple[str, ...] = ()
     queue_timeout: float | None = None
 
 
@@ -89,7 +93,7 @@ class RunConfig:
 
 @frozen
 class _EnvDoc:
-    pass_: list[str] = field(factory=list)
+    pass_: tuple[str, ...] = ()
 
 
 @frozen
@@ -100,7 +104,7 @@ class _ProviderDoc:
     api_key_env: str = ""
     command: str = ""
     timeout: float | None = None
-    failover: list[str] = field(factory=list)
+    failover: tuple[str, ...] = ()
     mode: str = "agent_loop"
 
 
@@ -144,6 +148,13 @@ def _converter() -> cattrs.Converter:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"expected a whole number, got {value!r}")
         return value
+
+    def str_list(value: Any, _type: Any) -> tuple[str, ...]:
+        if not isinstance(value, list):  # a lone string would become a tuple of its characters
+            raise TypeError(f"expected a list of strings, got {type(value).__name__} {value!r}")
+        return tuple(strict_str(item, str) for item in value)
+
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], str_list)
 
     converter.register_structure_hook(
         _EnvDoc,
@@ -246,11 +257,8 @@ def _check_executor(path: str, doc: ExecutorDoc | None) -> None:
         raise ConfigError(f"{path}: $.executor.kind: must be local or ray")
     if doc.num_cpus_per_stage is not None and doc.num_cpus_per_stage < 0:
         raise ConfigError(f"{path}: $.executor.num_cpus_per_stage: must be at least 0")
-    if doc.upload_workdir:
-        raise ConfigError(
-            f"{path}: $.executor.upload_workdir: not supported yet; put the work directory on "
-            "a filesystem every Ray node shares"
-        )
+    if doc.upload_limit_mb is not None and doc.upload_limit_mb < 1:
+        raise ConfigError(f"{path}: $.executor.upload_limit_mb: must be at least 1")
 
 
 _PROVIDER_FIELDS = (
@@ -269,7 +277,11 @@ _EXTRA = re.compile(r"extra fields found \((.+?)\) @ (\S+)")
 
 
 def _with_hint(message: str) -> str:
-    """Add a did-you-mean to cattrs' "extra fields found (x) @ $.path" messages."""
+    """Add a did-you-mean to cattrs' "extra fields found (x) @ $.path" messages, and say
+    what a list-of-strings key wants instead of cattrs' "expected tuple"."""
+    message = message.replace("$.env.pass_", "$.env.pass")  # the key, not the field's name
+    if "expected tuple @" in message:  # cattrs' words for the list-of-strings check
+        return message.replace("expected tuple", "expected a list of strings, e.g. [A, B]")
     match = _EXTRA.search(message)
     if match is None:
         return message
@@ -285,7 +297,15 @@ def _with_hint(message: str) -> str:
     return f"{message} ({'; '.join(hints)})" if hints else message
 
 
-_EXECUTOR_FIELDS = ("kind", "address", "num_cpus_per_stage", "upload_workdir", "queue_timeout")
+_EXECUTOR_FIELDS = (
+    "kind",
+    "address",
+    "num_cpus_per_stage",
+    "upload_workdir",
+    "upload_limit_mb",
+    "upload_excludes",
+    "queue_timeout",
+)
 _TOP_FIELDS = (
     "backend",
     "stall_timeout",

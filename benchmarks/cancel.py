@@ -188,7 +188,10 @@ def measure_fanout(work: Path, branches: int) -> FanoutResult:
             sleeps = sum(cmd.startswith("sleep") for _, cmd in running_marked(marker))
             return count >= branches and sleeps >= branches
 
-        if not wait_until(all_started, timeout=40) or proc.poll() is not None:
+        # Each look reads the whole event log and every process's environment: looking often
+        # would take the CPU the run needs to start its 1,000 processes on a busy machine.
+        start_budget = 40 + branches * 0.1
+        if not wait_until(all_started, timeout=start_budget, poll=0.25) or proc.poll() is not None:
             return FanoutResult(
                 branches, None, None, proc.poll(), None, 0, note="branches never started"
             )

@@ -1,13 +1,20 @@
-"""Fan-out benchmark: ``python benchmarks/fanout.py [--scenario a|b|all] [--profile]``.
+"""Fan-out benchmark: ``python benchmarks/fanout.py [--scenario a|b|c|all] [--profile]``.
 
-Two scenarios, each in a fresh subprocess so their peak RSS (``ru_maxrss``) does not mix:
+Three scenarios, each run in a fresh subprocess so their peak RSS (``ru_maxrss``) does not mix:
 
 * **a** — 1,000 branches of a simulated codergen stage that works for 1 s (sim step
-  ``delay: 1s``), ``max_parallel=1000``. Targets: wall ≤ 2 s, peak RSS ≤ 300 MB.
+  ``delay: 1s``), ``max_parallel=1000``. Targets (issue #22): the fan-out — from
+  ``parallel_started`` to ``parallel_completed`` in the event log — within 1.5 s, and peak
+  RSS ≤ 300 MB. The whole run's wall time is reported too.
 * **b** — 10,000 branches that answer at once (no delay), ``max_parallel=10000``. No
   targets: it reports wall, RSS, per-branch overhead and the event count. If it has not
   finished after ``--budget-b`` seconds (60) it is cancelled — the engine still finalizes —
   and the report says how many branches had completed by then.
+* **c** — memory against width: the 1 s branches of (a) at 1,000, 2,500, 5,000 and 10,000
+  branches (``--sweep``), one fresh process each. Reported: each run's peak RSS and its growth
+  over the process's RSS before the run, per branch; then the least-squares line through the
+  growths (slope in KB per branch, intercept) and how far each point lies from it — growth is
+  linear when the deviations are small and the per-branch figures flat.
 
 Both run ``start -> par -> {branches} -> join -> done`` through :func:`attractor_trio.run` on
 the real clock with durability on (fsync as in production) and the default heartbeat
@@ -66,7 +73,8 @@ class Scenario:
     delay_s: float
     max_parallel: int
     budget_s: float
-    wall_target_s: float | None = None
+    #: Target for the fan-out itself: ``parallel_started`` → ``parallel_completed``.
+    fanout_target_s: float | None = None
     rss_target_mb: float | None = None
 
     @property
@@ -184,6 +192,7 @@ class Phases:
     branches: float  # -> last parallel_branch_completed
     join: float  # -> parallel_completed (or the terminal event, if there is none)
     after: float  # -> the terminal event
+    fanout: float  # parallel_started -> parallel_completed: the issue's fan-out figure
 
 
 @frozen
@@ -193,6 +202,7 @@ class LogSummary:
     branches_completed: int  # parallel_branch_completed, not canceled
     branch_stages_finished: int  # branch stage attempts that ended successfully
     canceled_attempts: int  # cancellation_exit
+    most_alive: int  # the most branches started and not yet completed at one time
     phases: Phases
 
 
@@ -200,6 +210,7 @@ def read_log(path: Path) -> LogSummary:
     """Count what the run's event log shows, and time its phases."""
     counts: Counter[str] = Counter()
     marks: dict[str, float] = {}
+    alive = most_alive = 0
     with path.open(encoding="utf-8") as log:
         for line in log:
             event = json.loads(line)
@@ -214,9 +225,12 @@ def read_log(path: Path) -> LogSummary:
                 if name == "parallel_branch_started":
                     counts["started"] += 1
                     marks.setdefault("first_branch", at)
+                    alive += 1
+                    most_alive = max(most_alive, alive)
                 elif name == "parallel_branch_completed":
                     counts["completed"] += event["status"] != "canceled"
                     marks["last_branch"] = at
+                    alive -= 1
                 elif not event["branch"]:
                     marks[name] = at
     return LogSummary(
@@ -225,6 +239,7 @@ def read_log(path: Path) -> LogSummary:
         branches_completed=counts["completed"],
         branch_stages_finished=counts["stages"],
         canceled_attempts=counts["canceled"],
+        most_alive=most_alive,
         phases=_phases(marks),
     )
 
@@ -236,7 +251,8 @@ def _phases(marks: dict[str, float]) -> Phases:
     first = marks.get("first_branch", end)
     last = marks.get("last_branch", end)
     joined = marks.get("parallel_completed", end)
-    return Phases(first - begin, last - first, joined - last, end - joined)
+    fanned = marks.get("parallel_started", begin)
+    return Phases(first - begin, last - first, joined - last, end - joined, joined - fanned)
 
 
 def profile_report(profiler: cProfile.Profile) -> str:
@@ -260,13 +276,25 @@ def child_main(scenario: Scenario, root: Path, result_path: Path, profile: bool)
 
 # ------------------------------------------------------------------------------ the parent
 
+#: Scenario c's widths (``--sweep``): 1k, 2.5k, 5k and 10k branches.
+DEFAULT_SWEEP = (1000, 2500, 5000, 10_000)
+
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     chosen = [
-        Scenario("a", 1000, 1.0, 1000, budget_s=60.0, wall_target_s=2.0, rss_target_mb=300.0),
+        Scenario(
+            "a",
+            args.branches_a,
+            1.0,
+            args.branches_a,
+            budget_s=60.0,
+            fanout_target_s=1.5,
+            rss_target_mb=300.0,
+        ),
         Scenario("b", args.branches_b, 0.0, args.branches_b, budget_s=args.budget_b),
+        *(Scenario(f"c{n}", n, 1.0, n, budget_s=max(60.0, n / 50)) for n in args.sweep),
     ]
-    return [s for s in chosen if args.scenario in ("all", s.name)]
+    return [s for s in chosen if args.scenario in ("all", s.name[0])]
 
 
 def run_child(scenario: Scenario, root: Path, profile: bool) -> Measurement | str:
@@ -302,7 +330,7 @@ def verdict(value: float, target: float | None) -> str:
 
 def report(rows: list[tuple[Scenario, Measurement | str]], profiled: bool) -> None:
     header = (
-        f"{'scenario':<34} {'status':<9} {'wall s':>8} {'target':>7} {'':<4} "
+        f"{'scenario':<34} {'status':<9} {'wall s':>7} {'fan-out s':>9} {'target':>7} {'':<4} "
         f"{'ms/branch':>9} {'RSS MB':>7} {'target':>7} {'':<4} {'events':>8}"
     )
     print(header)
@@ -311,19 +339,22 @@ def report(rows: list[tuple[Scenario, Measurement | str]], profiled: bool) -> No
         if isinstance(measured, str):
             print(f"{scenario.title:<34} {measured}")
             continue
-        wall, rss = measured.wall_s, measured.rss_peak_mb
-        wall_target = f"≤{scenario.wall_target_s:g}" if scenario.wall_target_s else "-"
+        fanout, rss = measured.log.phases.fanout, measured.rss_peak_mb
+        fanout_target = f"≤{scenario.fanout_target_s:g}" if scenario.fanout_target_s else "-"
         rss_target = f"≤{scenario.rss_target_mb:g}" if scenario.rss_target_mb else "-"
         print(
-            f"{scenario.title:<34} {measured.status:<9} {wall:>8.2f} {wall_target:>7} "
-            f"{verdict(wall, scenario.wall_target_s):<4} "
-            f"{wall / scenario.branches * 1000:>9.3f} {rss:>7.1f} {rss_target:>7} "
+            f"{scenario.title:<34} {measured.status:<9} {measured.wall_s:>7.2f} {fanout:>9.2f} "
+            f"{fanout_target:>7} {verdict(fanout, scenario.fanout_target_s):<4} "
+            f"{measured.wall_s / scenario.branches * 1000:>9.3f} {rss:>7.1f} {rss_target:>7} "
             f"{verdict(rss, scenario.rss_target_mb):<4} {measured.log.events:>8,}"
         )
     print()
     for scenario, measured in rows:
         if not isinstance(measured, str):
             print(details(scenario, measured))
+    sweep = [(s.branches, m) for s, m in rows if s.name.startswith("c") and not isinstance(m, str)]
+    if sweep:
+        print(linearity(sweep))
     if profiled:
         print("(profiled: cProfile slows the runs down; the times above are not comparable)")
 
@@ -332,22 +363,24 @@ def details(scenario: Scenario, m: Measurement) -> str:
     n, log, p = scenario.branches, m.log, m.log.phases
     lines = [
         f"{scenario.name}: {log.branches_completed:,} of {n:,} branches completed; "
-        f"{log.events / n:.1f} events per branch; graph load {m.load_s:.2f} s (not in wall)",
+        f"{log.events / n:.1f} events per branch; at most {log.most_alive:,} alive at once; "
+        f"graph load {m.load_s:.2f} s (not in wall)",
         f"   RSS before the run {m.rss_before_mb:.1f} MB, peak {m.rss_peak_mb:.1f} MB "
         f"(+{(m.rss_peak_mb - m.rss_before_mb) * 1024 / n:.1f} KB per branch)",
         f"   fsync: {m.fsyncs / n:.1f} per branch, {m.fsync_s:.2f} s = "
         f"{m.fsync_s / m.wall_s:.0%} of wall",
         f"   phases: to the 1st branch {p.until_first_branch:.2f} s, branches {p.branches:.2f} s, "
-        f"join {p.join:.2f} s, after the join {p.after:.2f} s",
+        f"join {p.join:.2f} s, after the join {p.after:.2f} s; "
+        f"parallel_started → parallel_completed {p.fanout:.2f} s",
     ]
     if scenario.delay_s:
-        beyond = (m.wall_s - scenario.delay_s) / n * 1000
+        beyond = (p.fanout - scenario.delay_s) / n * 1000
         lines.append(
             f"   beyond the {scenario.delay_s:g} s of simulated work: {beyond:.3f} ms per branch"
         )
     if m.status == "canceled":
         lines.append(
-            f"   cancelled at the {scenario.budget_s:g} s budget (--budget-b): by then "
+            f"   cancelled at the {scenario.budget_s:g} s budget: by then "
             f"{log.branches_started:,} branches had started and {log.branch_stages_finished:,} "
             f"had finished their stage; {log.canceled_attempts:,} attempt(s) were cancelled, "
             f"which took {m.wall_s - scenario.budget_s:.1f} s after the deadline"
@@ -355,19 +388,86 @@ def details(scenario: Scenario, m: Measurement) -> str:
     return "\n".join(lines)
 
 
+@frozen
+class LinearFit:
+    """Least squares ``growth_mb = slope_mb * branches + intercept_mb`` over scenario c."""
+
+    slope_mb: float
+    intercept_mb: float
+    #: Per point: (measured - fitted) / measured, in the points' order.
+    deviations: tuple[float, ...]
+
+
+def fit_line(points: list[tuple[int, float]]) -> LinearFit:
+    """The least-squares line through ``(branches, growth MB)`` points (two or more)."""
+    count = len(points)
+    mean_x = sum(x for x, _ in points) / count
+    mean_y = sum(y for _, y in points) / count
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    intercept = mean_y - slope * mean_x
+    deviations = tuple((y - (slope * x + intercept)) / y if y else 0.0 for x, y in points)
+    return LinearFit(slope, intercept, deviations)
+
+
+def linearity(sweep: list[tuple[int, Measurement]]) -> str:
+    """Scenario c's table: RSS growth per width, and how well a straight line fits it."""
+    lines = [
+        "memory against width (scenario c, 1 s branches; growth = peak RSS - RSS before the run):",
+        f"   {'branches':>8} {'status':<9} {'fan-out s':>9} {'most alive':>10} {'peak MB':>8} "
+        f"{'growth MB':>9} {'KB/branch':>9} {'off the line':>12}",
+    ]
+    points = [(n, m.rss_peak_mb - m.rss_before_mb) for n, m in sweep]
+    fit = fit_line(points) if len(points) >= 2 else None
+    for index, (n, m) in enumerate(sweep):
+        growth = points[index][1]
+        off = f"{fit.deviations[index]:+.1%}" if fit else "-"
+        lines.append(
+            f"   {n:>8,} {m.status:<9} {m.log.phases.fanout:>9.2f} {m.log.most_alive:>10,} "
+            f"{m.rss_peak_mb:>8.1f} {growth:>9.1f} {growth * 1024 / n:>9.1f} {off:>12}"
+        )
+    if fit is not None:
+        worst = max(abs(d) for d in fit.deviations)
+        lines.append(
+            f"   least squares: {fit.slope_mb * 1024:.1f} KB per branch + "
+            f"{fit.intercept_mb:.1f} MB; largest deviation from the line {worst:.1%}"
+        )
+    return "\n".join(lines)
+
+
+def sweep_widths(text: str) -> tuple[int, ...]:
+    """``--sweep 1000,2500``: positive widths, comma-separated."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of widths: {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be at least 1: {text!r}")
+    return widths
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--scenario", choices=("a", "b", "all"), default="all")
+    parser.add_argument("--scenario", choices=("a", "b", "c", "all"), default="all")
+    parser.add_argument("--branches-a", type=int, default=1000, help="scenario a (1000)")
     parser.add_argument("--branches-b", type=int, default=10_000, help="scenario b (10000)")
     parser.add_argument(
         "--budget-b", type=float, default=60.0, help="seconds before b is cancelled (60)"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=sweep_widths,
+        default=DEFAULT_SWEEP,
+        help="scenario c's widths (1000,2500,5000,10000)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile top 15 per scenario")
     parser.add_argument("--tmp-dir", type=Path, help="where run dirs go (<repo>/.bench-tmp)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a Scenario as JSON
     args = parser.parse_args(argv)
-    if args.branches_b < 1 or args.budget_b <= 0:
-        parser.error("--branches-b must be at least 1 and --budget-b positive")
+    if args.branches_a < 1 or args.branches_b < 1 or args.budget_b <= 0:
+        parser.error("--branches-a and --branches-b must be at least 1 and --budget-b positive")
     return args
 
 

@@ -22,10 +22,16 @@ import trio
 
 from attractor_trio.aio.process import ProcessResult, run_in_process_group
 from attractor_trio.backends.executors import ExecutorLost, use_executor
-from attractor_trio.backends.executors.base import current_stage, parse_resources
+from attractor_trio.backends.executors.base import (
+    WorkdirRefused,
+    current_stage,
+    parse_resources,
+)
+from attractor_trio.backends.executors.options import executor_settings
 from attractor_trio.cli.detach import recorded_options, reuse_recorded_options
 from attractor_trio.dot.validate import validate
 from attractor_trio.errors import ConfigError
+from attractor_trio.runconfig import parse_run_config
 from attractor_trio.testing.invariants import check_attempts_closed
 
 from .helpers import events, graph_of, named, read_json, run_dot
@@ -39,8 +45,9 @@ TOOL = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
 class FakeExecutor:
     """Runs locally, records what it was asked; loses the first ``lose`` attempts."""
 
-    def __init__(self, lose: int = 0) -> None:
+    def __init__(self, lose: int = 0, failure: Exception | None = None) -> None:
         self.lose = lose
+        self.failure = failure or ExecutorLost("ray node lost: node 1234 died")
         self.calls: list[Mapping[str, float]] = []
 
     async def run_process(
@@ -57,7 +64,7 @@ class FakeExecutor:
     ) -> ProcessResult:
         self.calls.append(resources)
         if len(self.calls) <= self.lose:
-            raise ExecutorLost("ray node lost: node 1234 died")
+            raise self.failure
         return await run_in_process_group(
             argv,
             cwd=cwd,
@@ -97,6 +104,23 @@ async def test_a_lost_executor_fails_the_attempt_as_transient_infra_and_it_is_re
     )
     assert first["failure_reason"] == "ray node lost: node 1234 died"
     assert len(fake.calls) == 2
+
+
+async def test_a_refused_work_directory_fails_the_attempt_deterministic_without_retry(
+    tmp_path: Path,
+) -> None:
+    refused = WorkdirRefused("the work directory changed on the driver … (conflicting: f)")
+    fake = FakeExecutor(lose=5, failure=refused)
+    root = tmp_path / "run"
+    with use_executor(fake):
+        result = await run_dot(TOOL % ", max_retries=3", root)
+    assert result.status == "fail"
+    finished = named(root, "stage_attempt_finished")[-1]
+    assert (finished["failure_class"], finished["failure_reason"]) == (
+        "deterministic",
+        str(refused),
+    )
+    assert len(fake.calls) == 1
 
 
 async def test_a_lost_executor_without_retries_fails_the_run_as_transient_infra(
@@ -275,7 +299,12 @@ def test_ray_address_without_the_ray_executor_is_refused(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("doc", "fragment"),
     [
-        ("executor: {kind: ray, upload_workdir: true}", "upload_workdir: not supported yet"),
+        ("executor: {kind: ray, upload_limit_mb: 0}", "upload_limit_mb: must be at least 1"),
+        ("executor: {upload_excludes: [1]}", "$.executor.upload_excludes"),
+        (
+            "executor: {upload_excludes: .env}",
+            "expected a list of strings, e.g. [A, B] @ $.executor.upload_excludes",
+        ),
         ("executor: {kind: spark}", "$.executor.kind: must be local or ray"),
         ("executor: {num_cpus_per_stage: -1}", "num_cpus_per_stage: must be at least 0"),
         ("executor: {adress: x}", "did you mean 'address'"),
@@ -290,6 +319,19 @@ def test_bad_executor_configs_are_exit_2(tmp_path: Path, doc: str, fragment: str
     )
     assert code == 2 and fragment in err, err
     assert not root.exists()
+
+
+def test_upload_settings_come_from_the_run_config() -> None:
+    pytest.importorskip("ray")
+    doc = {"executor": {"kind": "ray", "upload_workdir": True, "upload_excludes": [".env"]}}
+    settings = executor_settings(None, None, parse_run_config(doc))
+    assert (settings.upload_workdir, settings.upload_limit_mb, settings.upload_excludes) == (
+        True,
+        256,
+        (".env",),
+    )
+    doc["executor"]["upload_limit_mb"] = 5
+    assert executor_settings(None, None, parse_run_config(doc)).upload_limit_mb == 5
 
 
 def test_executor_options_are_recorded_for_resume() -> None:

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attractor_trio.aio.process import ProcessResult
+from attractor_trio.backends.executors import use_executor
 from attractor_trio.context import Context
 from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
 from attractor_trio.dot.graph import Graph, Node
@@ -356,6 +357,30 @@ async def test_adopting_an_orphan_ingests_what_it_wrote(
     assert (outcome.status, outcome.failure_reason) == (StageStatus.FAIL, "orphan says no")
     assert _decision(events)["source"] == "workdir"
     assert json.loads(attempt.status_path.read_text())["failure_reason"] == "orphan says no"
+
+
+class _RemoteExecutor:
+    """Stands for a cluster executor: adopting must never start a process."""
+
+    async def run_process(self, *args: Any, **kwargs: Any) -> ProcessResult:
+        raise AssertionError("adopt started a process")
+
+
+async def test_a_remote_attempt_whose_journal_came_back_is_re_run_not_adopted(
+    attempt: AttemptInfo, events: Events
+) -> None:
+    """contract.md §10: a remote attempt's files reach the driver one by one after its process
+    ended; a driver killed after ``.tool-exit`` but before the ``status.json`` behind it (or
+    the ``upload_workdir`` patch) must not decide the attempt from them: it runs again."""
+    attempt.stage_dir.mkdir(parents=True)
+    (attempt.stage_dir / ".tool-started").write_text("999999999")  # a pid on another machine
+    (attempt.stage_dir / ".tool-exit").write_text("0\n")  # its status.json never arrived
+    with use_executor(_RemoteExecutor()), trio.fail_after(BOUND):
+        recording = current_attempt()
+        assert recording is not None
+        outcome = await ToolHandler().adopt(_node("unused"), Context(), GRAPH, recording)
+    assert outcome is None
+    assert events == []
 
 
 async def test_output_is_this_attempts_only(attempt: AttemptInfo) -> None:

@@ -4,6 +4,7 @@ abandons a write, and under a virtual clock everything runs inline."""
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,30 @@ def test_write_bytes_durably_leaves_the_old_file_when_fsync_fails(
         trio.run(write_bytes_durably, target, b'{"new": true}\n')
     assert read_json(target) == {"old": True}
     assert _temps(tmp_path) == []
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_waiting_durable_writes_hold_no_descriptor(tmp_path: Path) -> None:
+    """A thousand branches finishing together on a slow disk queue their status files; a
+    descriptor held per waiting write ran out of descriptors (EMFILE, issue #22)."""
+    pool = WritePool(1)
+    gate = threading.Event()
+    waiting = 50
+
+    async def main() -> int:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.run, lambda: gate.wait(10))  # the only thread is busy
+            before = _open_descriptors()
+            for index in range(waiting):
+                nursery.start_soon(write_bytes_durably, tmp_path / f"{index}.json", b"{}\n", pool)
+            await trio.testing.wait_all_tasks_blocked()
+            held = _open_descriptors() - before
+            gate.set()
+        return held
+
+    assert trio.run(main) <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}.json" for i in range(waiting))

@@ -359,24 +359,146 @@ async def test_a_cli_agent_stage_runs_remotely(
     assert "thinking about" in (root / "plan" / "stderr.log").read_text()
 
 
-def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) -> None:
-    marker = f"atr-ray-{uuid.uuid4().hex}"
-    dot = tmp_path / "p.dot"
-    dot.write_text(
-        tool_pipeline(f"exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300", "echo no")
+@pytest.fixture
+def uploading(cluster: Cluster) -> Iterator[RayExecutor]:
+    """``executor.upload_workdir: true``: stages run in a snapshot of the work directory."""
+    ray_executor = RayExecutor(
+        ExecutorSettings(kind="ray", queue_timeout=60.0, upload_workdir=True, upload_limit_mb=1)
     )
+    with use_executor(ray_executor):
+        yield ray_executor
+
+
+async def test_upload_workdir_runs_the_stage_in_a_snapshot_and_brings_its_changes_back(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input.txt").write_text("hello\n")
+    (work / "old.txt").write_text("to delete")
+    (work / ".gitignore").write_text("secret.env\n")
+    (work / "secret.env").write_text("TOKEN=never-shipped")
+    root = work / "runs" / "r1"  # the run dir inside the work directory: never shipped
+    first = (
+        "pwd > where.txt; echo $ATTRACTOR_WORKDIR > env-workdir.txt; ls -a > listing.txt; "
+        "ls -A runs > in-runs.txt; mkdir -p runs/r1; echo no > runs/r1/forged.txt; "
+        "tr a-z A-Z < input.txt > upper.txt; rm old.txt; mkdir -p out; echo x > out/new.txt"
+    )
+    result = await run_dot(tool_pipeline(first, "cat upper.txt"), root, workdir=work)
+    assert result.status == "success"
+    where = (work / "where.txt").read_text().strip()
+    assert where != str(work) and not where.startswith(str(work) + "/")  # not the driver's dir
+    assert (work / "env-workdir.txt").read_text().strip() == where
+    listing = (work / "listing.txt").read_text().split()
+    assert "input.txt" in listing and "secret.env" not in listing
+    assert (work / "in-runs.txt").read_text() == ""  # the run dir stayed behind,
+    assert not (root / "forged.txt").exists()  # and nothing the stage wrote there comes back
+    assert (work / "upper.txt").read_text() == "HELLO\n"
+    assert (work / "out" / "new.txt").read_text() == "x\n"
+    assert not (work / "old.txt").exists()
+    assert (work / "secret.env").read_text() == "TOKEN=never-shipped"
+    # The next stage's snapshot has the first stage's changes; logs stream back as before.
+    assert (root / "t1" / "stdout.log").read_text() == "HELLO\n"
+    assert set(remote_nodes(root)) <= cluster.worker_ids() and len(remote_nodes(root)) == 2
+
+
+async def test_upload_workdir_a_cli_agent_s_workdir_word_is_the_node_s_copy(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    """``{workdir}`` in a provider command points into the copy, like its cwd: what the agent
+    writes there comes back as the patch."""
+    work = tmp_path / "work"
+    work.mkdir()
+    script = 'pwd > "$1/pwd.txt"; echo "$1" > "$1/arg.txt"'
+    agent = shlex.join(["bash", "-c", script, "agent", "{workdir}"])
+    backend = CliAgentBackend(ProviderConfig(name="fake", kind="cli", command=agent, model="m"))
+    source = """digraph p { start [shape=Mdiamond]; exit [shape=Msquare]
+        plan [prompt="Write the plan"]; start -> plan -> exit }"""
+    result = await run_dot(source, tmp_path / "run", workdir=work, backend=backend)
+    assert result.status == "success"
+    where = (work / "pwd.txt").read_text().strip()  # written in the copy, came back
+    assert where != str(work)
+    assert (work / "arg.txt").read_text().strip() == where
+
+
+async def test_upload_workdir_branches_writing_one_file_the_later_patch_fails_deterministic(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work, barrier = tmp_path / "work", tmp_path / "barrier"
+    work.mkdir()
+    barrier.mkdir()
+    # Both running (so both snapshots taken) before either writes: the conflict is certain.
+    both = f"touch {barrier}/$ATTRACTOR_NODE_ID; for i in $(seq 400); do "
+    both += f"[ -e {barrier}/left ] && [ -e {barrier}/right ] && break; sleep 0.05; done"
+    branches = "\n".join(
+        f"par -> {b} -> join\n {b} [shape=parallelogram, max_retries=2, "
+        f'tool_command="{both}; echo {b} > same.txt; echo {b} > {b}.txt"]'
+        for b in ("left", "right")
+    )
+    source = f"""digraph p {{ start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component]; join [shape=tripleoctagon]
+        start -> par
+        {branches}
+        join -> done }}"""
     root = tmp_path / "run"
+    await run_dot(source, root, workdir=work)
+    finished = {e["node_id"]: e for e in named(root, "stage_attempt_finished")}
+    failed = [n for n in ("left", "right") if finished[n]["status"] == "fail"]
+    assert len(failed) == 1, finished  # patches apply in attempt-end order: the later conflicts
+    loser, winner = failed[0], ({"left", "right"} - set(failed)).pop()
+    assert finished[loser]["failure_class"] == "deterministic"  # not retried
+    assert "conflicting: same.txt" in finished[loser]["failure_reason"]
+    starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == loser]
+    assert len(starts) == 1
+    assert sorted(os.listdir(barrier)) == ["left", "right"]
+    assert (work / "same.txt").read_text() == f"{winner}\n"
+    assert (work / f"{winner}.txt").exists() and not (work / f"{loser}.txt").exists()
+
+
+async def test_upload_workdir_a_canceled_attempt_brings_nothing_back(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work, ran = tmp_path / "work", tmp_path / "ran"
+    work.mkdir()
+    root = tmp_path / "run"
+    # The node timeout counts from submission: leave a loaded machine time to start the task.
+    stage = f"echo x > partial.txt; touch {ran}; sleep 30"
+    slow = tool_pipeline(stage, attrs=', timeout="5s"')
+    result = await run_dot(slow, root, workdir=work, kill_grace=1.0)
+    assert result.status == "fail"
+    assert ran.exists()  # it ran, and wrote in its copy
+    assert not (work / "partial.txt").exists()
+
+
+async def test_upload_workdir_over_the_limit_fails_the_attempt_naming_the_size(
+    tmp_path: Path, cluster: Cluster, uploading: RayExecutor
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "big.bin").write_bytes(b"\0" * (2 * 2**20))
+    root = tmp_path / "run"
+    result = await run_dot(tool_pipeline("echo never"), root, workdir=work)
+    assert result.status == "fail"
+    finished = named(root, "stage_attempt_finished")[-1]
+    assert finished["failure_class"] == "deterministic"
+    assert "big.bin (2.0 MiB)" in finished["failure_reason"]
+    assert not named(root, "stage_queued")  # refused before anything was submitted
+
+
+def start_driver(
+    command: str, dot: Path, root: Path, cluster: Cluster, *extra: str
+) -> subprocess.Popen[bytes]:
+    """``attractor-trio run|resume`` with ``--executor ray`` as a subprocess (the Ray driver)."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
+    target = [str(dot), "--logs-root", str(root)] if command == "run" else [str(root)]
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "attractor_trio",
-            "run",
-            str(dot),
-            "--logs-root",
-            str(root),
+            command,
+            *target,
             "--executor",
             "ray",
             "--ray-address",
@@ -384,17 +506,84 @@ def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) 
             "--kill-grace",
             "1s",
             "--quiet",
+            *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def test_upload_workdir_from_the_run_config_with_a_git_workspace_commits_the_remote_change(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """Black box: run config ``executor: {kind: ray, upload_workdir: true}``, ``--workspace git``;
+    the remote stage's file arrives in the run's worktree and so in the attempt's commit.
+
+    The worktree lies inside the logs root: the stage runs in the node's copy of it (not in the
+    logs-root mirror, not in the driver's worktree), and its stage-dir files still come back."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
+    (repo / "README").write_text("hello\n")
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, env=env, capture_output=True)
+    config = tmp_path / "c.yaml"
+    config.write_text("executor: {kind: ray, upload_workdir: true}\n")
+    dot = tmp_path / "p.dot"
+    stage = (
+        "test ! -e .git && cat README > copy.txt && pwd > where.txt && "
+        "echo $ATTRACTOR_WORKDIR > workdir.txt && echo made > $ATTRACTOR_STAGE_DIR/artifact.txt"
+    )
+    dot.write_text(tool_pipeline(stage))
+    root = tmp_path / "run"
+    proc = start_driver(
+        "run", dot, root, cluster, "--config", str(config), "--workdir", str(repo),
+        "--workspace", "git", "--run-id", "r1",
+    )  # fmt: skip
+    stderr = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 0, stderr.decode(errors="replace")
+    shown = subprocess.run(
+        ["git", "show", "attractor/r1:copy.txt"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert shown.stdout == "hello\n"
+    assert not (repo / "copy.txt").exists()  # the user's checkout is never touched
+
+    def committed(name: str) -> str:
+        show = ["git", "show", f"attractor/r1:{name}"]
+        return subprocess.run(show, cwd=repo, env=env, capture_output=True, text=True).stdout
+
+    where, worktree = committed("where.txt").strip(), str(root / "worktree")
+    assert where != worktree and not where.startswith(str(root) + "/")
+    copy = Path(where)  # the node's copy in the attempt's scratch dir, not its logs-root mirror
+    assert copy.name == "workdir" and copy.parent.name.startswith("attractor-remote-"), where
+    assert committed("workdir.txt").strip() == where
+    assert (root / "t0" / "artifact.txt").read_text() == "made\n"  # shipped back, written here
+
+
+def wait_for_processes(proc: subprocess.Popen[bytes], marker: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(marked_processes(marker)) < count:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the remote stage never started"
+        time.sleep(0.05)
+
+
+def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) -> None:
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    dot.write_text(
+        tool_pipeline(f"exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300", "echo no")
+    )
+    root = tmp_path / "run"
+    proc = start_driver("run", dot, root, cluster)
     try:
-        deadline = time.monotonic() + 60
-        while len(marked_processes(marker)) < 2:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the remote stage never started"
-            time.sleep(0.05)
+        wait_for_processes(proc, marker, 2)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 130
     finally:
@@ -404,6 +593,48 @@ def test_sigint_leaves_no_process_on_any_node(tmp_path: Path, cluster: Cluster) 
     final = json.loads((root / "final.json").read_text())
     assert final["status"] == "canceled"
     assert not marked_processes(marker)  # gone before the driver wrote final.json and exited
+
+
+def test_a_killed_driver_takes_its_remote_stages_along_and_resume_reruns_them(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """contract.md §10: when the driver dies, its remote tasks die with it (Ray ends the dead
+    job's workers; the guard's sentinel ends the stage's group), and ``resume`` re-runs them as
+    new attempts (its journal lives in the node's mirror and never reached the driver)."""
+    marker = f"atr-ray-{uuid.uuid4().hex}"
+    dot = tmp_path / "p.dot"
+    flag = tmp_path / "ran-once"
+    first_time = f"touch {flag}; exec -a {marker}-gc sleep 300 & exec -a {marker} sleep 300"
+    dot.write_text(tool_pipeline(f"if [ ! -e {flag} ]; then {first_time}; fi; echo again"))
+    root = tmp_path / "run"
+    proc = start_driver("run", dot, root, cluster)
+    resumed: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for_processes(proc, marker, 2)
+        proc.kill()  # SIGKILL: nothing in the driver runs any more
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while marked_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not marked_processes(marker), "a dead driver's remote stage survived"
+        assert not (root / "final.json").exists()
+        # The journal never reached the driver: no remote pid for a resume to look at.
+        assert not list((root / "t0").glob(".tool-*"))
+        assert not list((root / ".tool-claims").glob("*"))
+        resumed = start_driver("resume", dot, root, cluster)
+        stderr = resumed.communicate(timeout=90)[1]
+        assert resumed.returncode == 0, stderr.decode(errors="replace")
+    finally:
+        for process in (proc, resumed):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    assert json.loads((root / "final.json").read_text())["status"] == "success"
+    starts = [e for e in named(root, "stage_attempt_started") if e["node_id"] == "t0"]
+    assert len({e["attempt_id"] for e in starts}) == 2  # the interrupted one re-ran as a new one
+    assert not [e for e in named(root, "stage_attempt_finished") if e.get("adopted")]
+    assert (root / "t0" / "stdout.log").read_text().endswith("again\n")
+    assert len(remote_nodes(root)) == 2
 
 
 def _cli(*args: str) -> subprocess.Popen[bytes]:

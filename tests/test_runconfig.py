@@ -61,6 +61,9 @@ def test_good_config() -> None:
         ({"max_parallel_default": "lots"}, "max_parallel_default"),
         ({"providers": {"a": {"kind": "openai", "base_url": "${NOPE}/v1"}}}, "NOPE is not set"),
         (["not", "a", "mapping"], "mapping at the top level"),
+        # A lone string is not a list: it used to become a tuple of its characters.
+        ({"env": {"pass": "GITHUB_TOKEN"}}, "list of strings, e.g. [A, B] @ $.env.pass"),
+        ({"providers": {"a": {"kind": "openai", "failover": "b"}}}, "providers['a'].failover"),
     ],
 )
 def test_bad_configs_name_the_key(doc: object, fragment: str) -> None:

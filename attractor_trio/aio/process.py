@@ -145,6 +145,11 @@ async def run_in_process_group(
             stderr=piped or err,
             process_group=0,
         )
+        if piped is None:
+            # The process has its own copies; ours would only cost two descriptors per running
+            # stage (a 1,000-branch tool fan-out held 2,000 of them for nothing).
+            out.close()
+            err.close()
         leader = _Leader(proc)
         async with _redacting_pumps(proc, (out, err), redactor):
             exit_code = await _supervise(leader, watcher, on_output, kill_grace, skip)
@@ -277,39 +282,65 @@ async def _wait_members_gone(pgid: int) -> None:
 
     SIGKILL is asynchronous: ``killpg`` returns before the targets are dead. Zombies count as
     gone — they hold no resources, and their new parent (often PID 1) reaps them, not us.
-    Polling ``/proc`` is the only way to watch a group; it costs about a millisecond.
+    Polling ``/proc`` is the only way to watch a group. Only a scan begun after this call (so
+    after the caller's ``killpg``) can say the group is gone: an older one may predate it.
     """
+    since = time.monotonic()
     while True:
-        if not _live_groups().get(pgid):
+        scan = _live_groups()
+        if scan.began >= since and not scan.groups.get(pgid):
             return
         await trio.sleep(_MEMBER_POLL_INTERVAL)
 
 
-_scan: tuple[float, dict[int, int]] = (-1.0, {})
+@frozen
+class _Scan:
+    """One pass over ``/proc``: live members per process group, and when it ran."""
+
+    groups: dict[int, int]
+    began: float
+    ended: float
+
+    def fresh(self, now: float) -> bool:
+        """Reused for half a poll interval, or as long as the scan itself took if that is
+        longer, so that scanning never takes more than about half of the trio thread."""
+        return now - self.ended < max(_MEMBER_POLL_INTERVAL / 2, self.ended - self.began)
 
 
-def _live_groups() -> dict[int, int]:
-    """``{pgid: live members}`` from one ``/proc`` scan, shared for half a poll interval.
+_scan = _Scan({}, -1.0, -1.0)
 
-    Cancelling a 100-branch fan-out ends 100 groups at once; one scan per poll answers them
-    all, where a scan per group (≈4 ms each on a busy machine) would serialize to ~0.4 s.
+
+def _live_groups() -> _Scan:
+    """``{pgid: live members}`` from one ``/proc`` scan, shared by every group being ended.
+
+    Cancelling a fan-out ends as many groups at once as it has branches; one scan answers
+    them all, where a scan per group would serialize (≈4 ms each on a busy machine for 100
+    groups). With 1,000 branches a scan reads 1,000 ``stat`` files and outlasts the poll
+    interval, so a scan is reused for as long as it took (:meth:`_Scan.fresh`): reusing it only
+    for half a poll interval made every group rescan, and ending 1,000 groups took minutes.
     """
     global _scan
-    now = time.monotonic()
-    if now - _scan[0] < _MEMBER_POLL_INTERVAL / 2:
-        return _scan[1]
+    began = time.monotonic()
+    if _scan.fresh(began):
+        return _scan
+    groups = _walk_proc()
+    _scan = _Scan(groups, began, time.monotonic())
+    return _scan
+
+
+def _walk_proc() -> dict[int, int]:
+    """Live (non-zombie) processes per process group, read from ``/proc`` (``{}`` without)."""
     groups: dict[int, int] = {}
     try:
         entries = os.scandir("/proc")
     except OSError:
-        return {}
+        return groups
     with entries:
         for entry in entries:
             if entry.name.isdigit():
                 pgid = _live_pgid(entry.name)
                 if pgid is not None:
                     groups[pgid] = groups.get(pgid, 0) + 1
-    _scan = (now, groups)
     return groups
 
 

@@ -82,6 +82,11 @@ class _Plan:
     branch_prefix: str
     token: str
 
+    @property
+    def stop_at(self) -> frozenset[str]:
+        """Where every branch's traversal stops: the fan-in, if there is one."""
+        return frozenset({self.join_node}) if self.join_node else frozenset()
+
 
 class ParallelHandler:
     """The ``parallel`` (component) handler."""
@@ -136,9 +141,12 @@ class _FanOut:
         self.attempt = attempt
         self.join = Join(plan.config)
         self.results: dict[str, dict[str, Any]] = {}
+        #: Cancel scopes of the branches still running, by key.
         self.scopes: dict[str, trio.CancelScope] = {}
+        self.started: set[str] = set()
         self.losers_cancelled = False
         self.log = DurableLog(plan.root / RESULTS_FILE_NAME)
+        self.stop_at = plan.stop_at  # one set for every branch
 
     async def run(self) -> Outcome:
         plan = self.plan
@@ -206,9 +214,10 @@ class _FanOut:
                 break
             scope = trio.CancelScope()
             self.scopes[key] = scope
+            self.started.add(key)
             nursery.start_soon(self._branch, key, start, index, limiter, slot, scope)
         for key in plan.keys:  # never started: losers of an early decision
-            if key not in self.results and key not in self.scopes:
+            if key not in self.results and key not in self.started:
                 self._record(
                     key,
                     {
@@ -246,6 +255,9 @@ class _FanOut:
             self._record(key, result)
             self._cancel_losers_if_decided()
         finally:
+            # A finished branch needs no canceling: a 10,000-branch fan-out would otherwise
+            # keep a scope per branch until its end.
+            self.scopes.pop(key, None)
             # Also when the whole run is cancelled: every started branch is closed in the log.
             self.attempt.emit(
                 "parallel_branch_completed",
@@ -265,7 +277,7 @@ class _FanOut:
         with trio.move_on_after(deadline) as timer:
             ended = await self.runner.run_branch(
                 start=start,
-                stop_at=frozenset({plan.join_node}) if plan.join_node else frozenset(),
+                stop_at=self.stop_at,
                 context=self.context.clone(),
                 branch=branch,
                 stage_root=plan.root / key,

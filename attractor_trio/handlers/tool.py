@@ -30,7 +30,10 @@ its recorded exit code instead of running the command a second time. When the or
 claimed yet (the engine died between spawning ``bash`` and ``bash`` starting, and the resumed
 engine got there first) the resumed run claims the attempt itself, as ``revoked``: the late
 orphan then exits without running anything, and the command runs once, in the new attempt.
-Either way a command is never run twice because the engine died.
+Either way a command is never run twice because the engine died. Not so on an executor
+(contract.md §10): a remote attempt dies with its driver, and its journal reaches the driver
+only with its other files, perhaps partly (``executors.base.orphans_outlive_the_driver``), so
+``resume`` runs it again as a new attempt instead of adopting it.
 
 The node ``timeout`` is not handled here: the engine's attempt scope carries the deadline, and
 :func:`~attractor_trio.aio.process.run_in_process_group` kills the whole group before the
@@ -48,7 +51,7 @@ import trio
 from attrs import frozen
 
 from ..aio.process import ProcessResult, live_group_members
-from ..backends.executors.base import run_stage_process
+from ..backends.executors.base import orphans_outlive_the_driver, run_stage_process
 from ..core.failures import DETERMINISTIC, STRUCTURAL
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..dot.graph import Graph, Node
@@ -130,6 +133,8 @@ class ToolHandler:
         Waits (inside the attempt's scope: its deadline and the run's cancellation apply)
         while the orphan is alive; kills its group if cancelled meanwhile.
         """
+        if not orphans_outlive_the_driver():
+            return None  # remote: it died with the driver; a new attempt runs it (contract.md §10)
         journal = _Journal(attempt)
         pid = journal.started_pid() or journal.claimed_pid()
         if pid is None:

@@ -26,7 +26,7 @@ from attrs import define, field, frozen
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
     AttemptStart,
-    ExecutorLost,
+    ExecutorFailure,
     StageContext,
     defers_start,
     use_stage_context,
@@ -372,7 +372,11 @@ class StageExecutor:
                 failure_reason=f"canceled: {reason}",
                 failure_class=FailureClass.CANCELED,
             )
-            _write_status(stage_dir / "status.json", canceled)
+            if self.branch:  # a fan-out's branches are canceled together: overlap their fsyncs
+                with trio.CancelScope(shield=True):
+                    await _write_status_durably(stage_dir / "status.json", canceled)
+            else:
+                _write_status(stage_dir / "status.json", canceled)
             info.emit(
                 "cancellation_exit",
                 node_id=node.id,
@@ -491,8 +495,8 @@ async def _call_handler(
     try:
         with use_stage_context(stage):
             outcome = await handler.execute(node, context, graph, info.logs_root)
-    except ExecutorLost as exc:  # contract.md §10: a lost Ray node is infrastructure, retried
-        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class="transient_infra")
+    except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
+        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
     except Exception as exc:
         return Outcome(
             StageStatus.FAIL,

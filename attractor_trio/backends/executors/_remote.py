@@ -9,11 +9,14 @@ shared filesystem needed for logs — well within contract.md §10's 1 s), then 
 
 Nothing is written under the driver's logs root (``_staging.py``): the stage runs against a
 node-local mirror of its stage dir, and the files it wrote there travel back before the result.
+With ``upload_workdir`` (``_upload.py``) it runs in a node-local copy of the work directory too,
+and the result carries the patch of its changes.
 
 Items are plain dicts (cheap to serialize): ``started`` (node id, host, pid), ``group`` (the
 guard's pid = the group id, for the driver's kill request), ``out`` (stream 1/2, bytes),
 ``file`` (a new or changed file of the mirror: relative path, chunk, last), then ``result``
-(exit code, duration) or ``error`` (an OSError starting the process).
+(exit code, duration, with an upload the ``patch``), ``refused`` (the patch is over the limit)
+or ``error`` (an OSError starting the process).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _staging
+from ._upload import unpack
 
 POLL_S = 0.2
 _CHUNK = 256 * 1024
@@ -90,6 +94,11 @@ def _remove_scratch(token: str) -> None:
 
 
 def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
+    # Two rewrites of driver paths, which never overlap: the driver already replaced every
+    # logs-root path outside the work directory by the placeholder (``_staging.Outbound``), and
+    # upload_workdir moves the work-directory paths — also a work directory inside the logs
+    # root (a git workspace's worktree), which the driver left as it was — to the node's copy.
+    spec, finish = unpack(spec, tmp)
     mirror = tmp / "logs"
     before = _staging.place_inputs(mirror, spec["dirs"], spec["inputs"])
     spec = {
@@ -123,6 +132,8 @@ def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
         if finished:
             break
     thread.join()
+    if finish is not None:
+        finish(outcome)  # the stage's changes to the copy, as a patch for the driver
     yield from _staging.changed_files(mirror, before)
     yield outcome
 

@@ -24,14 +24,18 @@ from ...errors import ConfigError
 
 __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
+    "DEFAULT_UPLOAD_LIMIT_MB",
     "EXECUTOR_KINDS",
     "AttemptStart",
     "Executor",
+    "ExecutorFailure",
     "ExecutorLost",
     "ExecutorSettings",
     "StageContext",
+    "WorkdirRefused",
     "current_stage",
     "defers_start",
+    "orphans_outlive_the_driver",
     "parse_resources",
     "run_stage_process",
     "use_executor",
@@ -41,13 +45,30 @@ __all__ = [
 EXECUTOR_KINDS = ("local", "ray")
 #: contract.md §10: an attempt that cannot be placed within this long fails as transient_infra.
 DEFAULT_QUEUE_TIMEOUT = 600.0
+#: contract.md §10: ``executor.upload_limit_mb``, the largest work-directory snapshot (and patch
+#: back) of one attempt.
+DEFAULT_UPLOAD_LIMIT_MB = 256
 
 
-class ExecutorLost(Exception):
+class ExecutorFailure(Exception):
+    """The executor could not run the attempt, or not bring its work back: the attempt scope
+    turns it into a ``fail`` outcome of class :attr:`failure_class` with this message."""
+
+    failure_class = "transient_infra"
+
+
+class ExecutorLost(ExecutorFailure):
     """The place running an attempt went away ("ray node lost …", "ray worker died …").
 
-    The attempt scope turns it into a ``fail`` outcome of class ``transient_infra``, so the
-    node's retry policy decides whether it runs again (elsewhere)."""
+    ``transient_infra``: the node's retry policy decides whether it runs again (elsewhere)."""
+
+
+class WorkdirRefused(ExecutorFailure):
+    """``executor.upload_workdir``: the work directory cannot travel (over the size limit) or the
+    stage's changes cannot come back (the driver's files changed since the snapshot). The same
+    attempt would fail the same way again, so ``deterministic``: no retry."""
+
+    failure_class = "deterministic"
 
 
 @frozen
@@ -58,6 +79,8 @@ class ExecutorSettings:
     address: str = ""
     num_cpus_per_stage: float = 1.0
     upload_workdir: bool = False
+    upload_limit_mb: int = DEFAULT_UPLOAD_LIMIT_MB
+    upload_excludes: tuple[str, ...] = ()
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
     extra: Mapping[str, str] = field(factory=dict)
 
@@ -168,6 +191,20 @@ def use_stage_context(stage: StageContext) -> Iterator[None]:
         yield
     finally:
         _STAGE.reset(token)
+
+
+def orphans_outlive_the_driver() -> bool:
+    """Whether a stage process a dead run started may still be running, so that ``resume`` should
+    *adopt* it (wait for it, use its exit code) rather than run the command again.
+
+    Locally yes: the process group does not depend on the engine. On an executor no — contract.md
+    §10: when the driver dies its remote tasks die with it (the orphan guard ends their groups),
+    and ``resume`` re-runs them as new attempts. The journal a remote attempt leaves in the stage
+    dir is no evidence either way: it travels back with the attempt's other files once the
+    process has ended (``_staging.py``), one file at a time, so a driver that died meanwhile may
+    hold ``.tool-exit`` without the ``status.json`` behind it — or, with ``upload_workdir``,
+    without the patch applied. Only the attempt's end marker commits it."""
+    return _EXECUTOR.get() is None
 
 
 def current_stage() -> StageContext:

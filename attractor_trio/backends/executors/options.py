@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 from ...errors import ConfigError
-from .base import DEFAULT_QUEUE_TIMEOUT, ExecutorSettings, use_executor
+from .base import DEFAULT_QUEUE_TIMEOUT, DEFAULT_UPLOAD_LIMIT_MB, ExecutorSettings, use_executor
 
 __all__ = ["RAY_SECRET_NAMES", "executor_settings", "running_executor"]
 
@@ -35,12 +35,16 @@ def executor_settings(
 
     if not ray_available():
         raise ConfigError(missing_ray_message())
-    cpus = doc.num_cpus_per_stage if doc is not None else None
-    queue_timeout = doc.queue_timeout if doc is not None else None
+    if doc is None:
+        return ExecutorSettings(kind="ray", address=ray_address or "")
+    cpus, queue_timeout, limit = doc.num_cpus_per_stage, doc.queue_timeout, doc.upload_limit_mb
     return ExecutorSettings(
         kind="ray",
-        address=ray_address or (doc.address if doc is not None else ""),
+        address=ray_address or doc.address,
         num_cpus_per_stage=float(cpus) if cpus is not None else 1.0,
+        upload_workdir=doc.upload_workdir,
+        upload_limit_mb=limit if limit is not None else DEFAULT_UPLOAD_LIMIT_MB,
+        upload_excludes=tuple(doc.upload_excludes),
         queue_timeout=queue_timeout if queue_timeout is not None else DEFAULT_QUEUE_TIMEOUT,
     )
 

@@ -1,6 +1,6 @@
 """The Ray executor (contract.md §10 "Scale-out on Ray"): each stage process as a Ray task.
 
-Design (see ``specs/ray-executor.md``): the ``run`` process stays the driver — scope tree,
+Design (see ``ARCHITECTURE.md`` "Scale-out"): the ``run`` process stays the driver — scope tree,
 retries, run directory, events, ``final.json``. An attempt's process runs in a Ray
 *streaming-generator* task (``_remote.attempt_stream``, ``max_retries=0``: the engine's retry
 policy decides, and a silent Ray re-run would collide with the attempt-claim files). One driver
@@ -14,6 +14,8 @@ submission until the task reports its start (``stage_queued`` … ``stage_attemp
 the Ray node id, for an attempt that is one stage process: see ``base.AttemptStart``);
 ``queue_timeout`` bounds the wait (``transient_infra``). The worker writes nothing under the
 logs root (``_staging.py``): the files the stage wrote travel back and are written here.
+With ``upload_workdir`` the work directory travels too (``_upload.py``): a snapshot out, the
+stage's changes back as a patch applied here before ``run_process`` returns.
 Lost nodes and dead workers surface as Ray exceptions from the generator and become
 :class:`ExecutorLost` ("ray node lost …" / "ray worker died …") — ``transient_infra``, retried
 per the node's policy, on whichever node Ray picks next. Cancellation: the driver force-cancels
@@ -42,7 +44,8 @@ from ...aio.process import ProcessResult, _grace_skip_event
 from ...core import redaction
 from ._dispatch import END, Dispatcher, Stream
 from ._staging import FileSink, Outbound
-from .base import ExecutorLost, ExecutorSettings, StageContext, current_stage
+from ._upload import WorkdirShipping
+from .base import ExecutorLost, ExecutorSettings, StageContext, WorkdirRefused, current_stage
 
 __all__ = [
     "RayExecutor",
@@ -141,6 +144,7 @@ class RayExecutor:
         )
         self._end_group = ray.remote(max_retries=0, num_cpus=0)(_remote.end_group)
         self._dispatcher = Dispatcher(_advance)
+        self._shipping = WorkdirShipping(settings) if settings.upload_workdir else None
 
     def close(self) -> None:
         """Disconnect (and stop the local Ray started for the run)."""
@@ -166,6 +170,8 @@ class RayExecutor:
     ) -> ProcessResult:
         stage = current_stage()
         spec = _remote_spec(stage, argv, cwd, env, kill_grace, (stdout_path, stderr_path))
+        if self._shipping is not None:  # upload_workdir: the stage runs in a snapshot of cwd
+            spec["upload"] = await self._shipping.ship(cwd, env)  # the driver's paths
         start = stage.start
         queued = start is not None and start.pending
         if queued:
@@ -195,6 +201,10 @@ class RayExecutor:
                 raise
         if result["kind"] == "error":
             raise OSError(result["errno"], result["message"])
+        if result["kind"] == "refused":
+            raise WorkdirRefused(result["message"])
+        if self._shipping is not None:
+            await self._shipping.bring_back(cwd, result["patch"])
         code = int(result["exit_code"])
         return ProcessResult(
             exit_code=code,

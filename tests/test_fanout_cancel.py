@@ -1,0 +1,76 @@
+"""Cancelling a wide fan-out records every branch's cancellation without queueing on the disk.
+
+Ctrl-C under 1,000 running branches (issue #22, ``benchmarks/cancel.py --branches 1000``) writes
+a ``canceled`` ``status.json`` per branch, each durable. Written one after another on the trio
+thread, their fsyncs queued behind each other; like a finished branch's, they go through the
+write pool, where they overlap. Real clock: the pool runs inline under a virtual one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from attractor_trio.aio import offload
+from attractor_trio.scopes import attempt
+from attractor_trio.scopes.engine import RunHandle
+
+from .helpers import read_json, run_dot
+
+BRANCHES = 12
+
+
+def _fan_out(branches: int) -> str:
+    lines = [
+        "digraph F {",
+        "  start [shape=Mdiamond]; done [shape=Msquare]",
+        f"  par [shape=component, max_parallel={branches}]; join [shape=tripleoctagon]",
+        "  start -> par; join -> done",
+    ]
+    lines += [f'  b{i} [shape=box, prompt="p"]; par -> b{i} -> join' for i in range(branches)]
+    return "\n".join([*lines, "}"])
+
+
+async def test_canceled_branches_write_their_status_files_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = offload.write_bytes_durably
+    writes: list[bytes] = []
+    in_flight = most = 0
+
+    async def counting(path: Path, data: bytes, *args: Any) -> None:
+        nonlocal in_flight, most
+        writes.append(data)
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await real(path, data, *args)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(attempt, "write_bytes_durably", counting)
+    handle = RunHandle()
+    started = 0
+
+    def cancel_once_all_run(event: dict[str, Any]) -> None:
+        nonlocal started
+        if event["event"] == "stage_attempt_started" and event["branch"]:
+            started += 1
+            if started == BRANCHES:
+                handle.cancel("stop requested")
+
+    root = tmp_path / "run"
+    steps = {f"b{i}": [{"delay": "60s"}] for i in range(BRANCHES)}
+    with trio.fail_after(30):
+        result = await run_dot(
+            _fan_out(BRANCHES), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
+        )
+    assert result.status == "canceled"
+    for index in range(BRANCHES):
+        status = read_json(root / "parallel" / "par" / f"b{index}" / f"b{index}" / "status.json")
+        assert status["failure_class"] == "canceled"
+    assert sum(b'"canceled"' in data for data in writes) == BRANCHES
+    assert most > 1  # they overlapped
