@@ -14,6 +14,9 @@ with short prompts) through :func:`attractor_trio.run` with full durability, and
   fresh directory per stage as the engine does, with nothing else around them);
 * the timed runs stop early when another would pass ``--budget`` seconds (30), so that the
   defaults finish in about a minute even while the engine is far off the target;
+* with ``--fake-fsync-ms MS`` (best with ``--tmpfs``), ``--repeat`` more runs with every fsync
+  a sleep of MS: a quiet disk of known latency, whose per-stage figure shows how many fsync
+  latencies a stage waits for even while the real disk is busy;
 * with ``--profile``, the top 15 ``attractor_trio`` functions by cumulative time from one more
   run under cProfile (which makes that run about three times slower; not counted in the budget);
 * if py-attractor (PyPI ``py-attractor`` 0.3.0, import name ``attractor``) is importable, the
@@ -156,6 +159,15 @@ def fsync_replaced(replacement: Callable[[int], None]) -> Iterator[None]:
 
 def _no_fsync(fd: int) -> None:
     """Durability switched off: the data reaches the page cache, never the disk."""
+
+
+def _sleeping_fsync(seconds: float) -> Callable[[int], None]:
+    """A quiet fake disk: every fsync takes ``seconds`` (and releases the GIL, as one does)."""
+
+    def fsync(fd: int) -> None:
+        time.sleep(seconds)
+
+    return fsync
 
 
 # ------------------------------------------------------------------------------- baseline
@@ -310,6 +322,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--budget", type=float, default=30.0, help="seconds for the timed runs; fewer if over (30)"
     )
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
+    parser.add_argument(
+        "--fake-fsync-ms",
+        type=float,
+        default=0.0,
+        help="also time --repeat runs with os.fsync a sleep of this many ms (with --tmpfs: a "
+        "quiet disk of known latency, which shows the fsync waits per stage on a busy machine)",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--tmp-dir", type=Path, help="where run dirs go (<repo>/.bench-tmp)")
     where.add_argument(
@@ -371,6 +390,18 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
         f"no-fsync run: {no_fsync / stages * 1000:.3f} ms per stage; durability costs "
         f"{sample.median / no_fsync:.2f}x (durable median / no-fsync)"
     )
+
+    if args.fake_fsync_ms > 0:
+        latency = args.fake_fsync_ms / 1000
+        with fsync_replaced(_sleeping_fsync(latency)):
+            fake = Sample(timed_runs(graph, fresh, args.repeat, args.budget), stages)
+        waits = (fake.median - no_fsync) / stages / latency
+        print(
+            f"fake disk, every fsync a {args.fake_fsync_ms:g} ms sleep: per stage median "
+            f"{fake.median / stages * 1000:.3f} ms (min {min(fake.seconds) / stages * 1000:.3f}, "
+            f"max {max(fake.seconds) / stages * 1000:.3f}); about {waits:.1f} fsync latencies "
+            "per stage above the no-fsync run (a sleep overshoots by its timer slack)"
+        )
 
     writes = max(1, round(meter.by_target[_DIRECTORY] / stages))
     floor = bare_write_floor(stages, writes, root / "floor")

@@ -140,14 +140,14 @@ async def test_cancel_at_every_phase(
             scope_box[0].cancel()
 
     elif phase == "status_write":
-        real_write = attempt_module._write_status
+        real_write = attempt_module.StageExecutor._write_final_status
 
-        def write_then_cancel(path: Path, outcome: Any) -> None:
+        def write_then_cancel(self: Any, path: Path, outcome: Any) -> None:
             if path.parent.name == "b":
                 scope_box[0].cancel()
-            real_write(path, outcome)
+            real_write(self, path, outcome)
 
-        monkeypatch.setattr(attempt_module, "_write_status", write_then_cancel)
+        monkeypatch.setattr(attempt_module.StageExecutor, "_write_final_status", write_then_cancel)
     else:
         real_save = write_checkpoint_bytes
 

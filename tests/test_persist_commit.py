@@ -167,6 +167,81 @@ def test_a_failed_owed_sync_fails_the_commit(
     assert _temps(tmp_path) == []
 
 
+def test_a_held_file_is_renamed_just_before_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    owed = DirectorySyncs()
+    owed.hold(stage / "status.json", b'{"outcome": "success"}\n')
+    assert owed
+    journal: list[str] = []
+    _journal_fsyncs(monkeypatch, journal)
+    _journal_renames(monkeypatch, journal, tmp_path)
+    RecyclingWriter(tmp_path / "checkpoint.json", owed).write(b"{}\n")
+    assert journal[2:4] == ["rename stage/status.json", "rename checkpoint.json"]
+    assert sorted(Path(p).parent for p in journal[:2]) == [tmp_path, stage]  # both temps
+    assert sorted(journal[4:]) == sorted([str(tmp_path), str(stage)])
+    assert read_json(stage / "status.json") == {"outcome": "success"}
+    assert not owed
+    assert _temps(stage) == []
+
+
+def test_a_failed_first_wait_renames_nothing_and_keeps_the_held_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither name moves unless both files are durable; the held file is written again by
+    the next commit (or by the end of the run)."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    target = tmp_path / "checkpoint.json"
+    owed = DirectorySyncs()
+    owed.hold(stage / "status.json", b"{}\n")
+    with monkeypatch.context() as patch:
+        fail_fsyncs(patch)
+        with pytest.raises(OSError, match="simulated"):
+            RecyclingWriter(target, owed).write(b"{}\n")
+    assert not target.exists() and not (stage / "status.json").exists()
+    assert _temps(stage) == [] and _temps(tmp_path) == []
+    owed.sync()
+    assert read_json(stage / "status.json") == {}
+
+
+def test_held_files_are_redacted(tmp_path: Path) -> None:
+    from attractor_trio.core import redaction
+
+    redaction.register_values(["hunter2-secret"])
+    try:
+        owed = DirectorySyncs()
+        owed.hold(tmp_path / "status.json", b'{"notes": "pw hunter2-secret"}')
+    finally:
+        redaction.reset()
+    owed.sync()
+    assert "hunter2-secret" not in (tmp_path / "status.json").read_text()
+
+
+def test_both_waits_of_a_boundary_are_concurrent_on_a_slow_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+) -> None:
+    """Each fake fsync waits until its partner is in flight: the status temp with the
+    checkpoint temp, then the stage directory with the run directory. One after another they
+    would never meet (the barrier breaks after its timeout and the write fails)."""
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    barrier = threading.Barrier(2, timeout=5)
+    calls: list[str] = []
+
+    def fsync(fd: int) -> None:
+        calls.append(_path_of(fd))
+        barrier.wait()
+
+    owed = DirectorySyncs()
+    owed.hold(stage / "status.json", b"{}\n")
+    monkeypatch.setattr(os, "fsync", fsync)
+    RecyclingWriter(tmp_path / "checkpoint.json", owed).write(b"{}\n")
+    assert len(calls) == 4
+
+
 # ------------------------------------------------------------------------ fsync_together
 
 
@@ -232,26 +307,38 @@ def test_every_fsync_finishes_before_an_error_is_raised(
 # ------------------------------------------------------------------------------- the engine
 
 
-async def test_a_stage_dir_is_durable_before_the_checkpoint_that_counts_it(
+def _is_temp_of(path: str, directory: Path) -> bool:
+    return Path(path).parent == directory and is_temp_file_name(Path(path).name)
+
+
+async def test_a_stage_boundary_is_two_waits_status_renamed_just_before_the_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stage boundary is one commit: the stage directory's fsync (its ``status.json``
-    rename) is paid with the checkpoint's file fsync, and before the checkpoint's rename."""
+    """The stage boundary is one commit of two waits: the status temp and the checkpoint temp
+    fsynced together, ``status.json`` renamed, then ``checkpoint.json``, then the stage
+    directory and the run directory fsynced together. The finished marker (the exactly-once
+    commit point, carrying the outcome) is renamed before both."""
     journal: list[str] = []
     root = tmp_path / "run"
     _journal_fsyncs(monkeypatch, journal)
     _journal_renames(monkeypatch, journal, root)
     result = await run_dot(LINEAR, root)
     assert result.status == "success"
+    previous = 0
     for stage in ("start", "a", "b", "exit"):
-        status = journal.index(f"rename {stage}/status.json")
+        status = journal.index(f"rename {stage}/status.json", previous)
         checkpoint = journal.index("rename checkpoint.json", status)
-        assert str(root / stage) in journal[status:checkpoint], stage
-        assert journal[checkpoint + 1] == str(root), stage  # then the run dir, before anything
-    for stage in ("a", "b"):  # paid at the boundary, not alone after the status file
-        status = journal.index(f"rename {stage}/status.json")
-        marker = journal.index(f"rename {stage}/.attempt.json", status)
-        assert journal.index(str(root / stage), status) > marker, stage
+        assert checkpoint == status + 1, stage  # renamed together, the status file first
+        wait_1 = journal[status - 2 : status]
+        assert sorted(_is_temp_of(p, root / stage) for p in wait_1) == [False, True], stage
+        assert sorted(_is_temp_of(p, root) for p in wait_1) == [False, True], stage
+        wait_2 = journal[checkpoint + 1 : checkpoint + 3]
+        assert sorted(wait_2) == sorted([str(root / stage), str(root)]), stage
+        previous = checkpoint
+    for stage in ("a", "b"):  # the commit point precedes both renames, and holds the outcome
+        marker = journal.index(f"rename {stage}/.attempt.json")
+        assert marker < journal.index(f"rename {stage}/status.json"), stage
+        assert read_json(root / stage / ".attempt.json")["outcome"]["outcome"] == "success"
     assert not [name for name in os.listdir(root) if is_temp_file_name(name)]
 
 
@@ -276,4 +363,28 @@ async def test_a_stage_without_its_checkpoint_has_its_debt_paid_before_final_jso
     assert result.exit_path == "internal_error"
     final = next(i for i, path in enumerate(journal) if ".final.json." in path)
     assert str(root / "a") in journal[:final]
+    assert read_json(root / "a" / "status.json")["outcome"] == "success"  # the held file too
     assert not [name for name in os.listdir(root) if is_temp_file_name(name)]
+
+
+async def test_a_retried_attempts_status_is_on_disk_before_stage_retrying(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """A held status file waits for the stage boundary, but an attempt that will be retried
+    has no boundary: its ``status.json`` is written before ``stage_retrying`` (so it is there
+    during the backoff, and archived with the attempt's files)."""
+    root = tmp_path / "run"
+    seen: list[object] = []
+
+    def sink(envelope: dict[str, object]) -> None:
+        if envelope["event"] == "stage_retrying":
+            seen.append(read_json(root / "a" / "status.json")["failure_reason"])
+
+    retried = LINEAR.replace(
+        'a [shape=box, prompt="A"]', 'a [shape=box, prompt="A", max_retries=1]'
+    )
+    steps = {"a": [{"outcome": "fail", "failure_reason": "boom"}, {"outcome": "success"}]}
+    result = await run_dot(retried, root, steps=steps, sinks=[sink])
+    assert result.status == "success"
+    assert seen == ["boom"]
+    assert read_json(root / "a" / "attempt-1" / "status.json")["failure_reason"] == "boom"

@@ -386,6 +386,42 @@ async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
     assert_segments(root, ["internal_error"])
 
 
+async def test_a_finished_stage_is_adopted_from_its_marker_when_status_json_never_landed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A main-line ``status.json`` is renamed only with the checkpoint of its stage boundary,
+    after the finished marker: an engine killed in between leaves the marker alone. The resume
+    adopts the outcome the marker records, without executing the stage again, and writes the
+    stage's ``status.json`` from it."""
+    from attractor_trio.scopes.run import RunScope
+
+    graph = graph_of(
+        """digraph any { start [shape=Mdiamond]; done [shape=Msquare]
+        x [type="count"]; y [type="count"]; start -> x -> y -> done }"""
+    )
+    counting = _Counting()
+    real = RunScope.save_checkpoint
+
+    def broken(self: RunScope, node_id: str) -> None:
+        if node_id == "x":
+            raise RuntimeError("disk on fire")
+        real(self, node_id)
+
+    monkeypatch.setattr(RunScope, "save_checkpoint", broken)
+    root = tmp_path / "run"
+    handlers = {"count": counting}
+    first = await attractor_trio.run(graph, logs_root=root, handlers=handlers)
+    assert first.exit_path == "internal_error" and counting.calls == ["x"]
+    (root / "x" / "status.json").unlink()  # as a kill before the boundary's renames leaves it
+    assert read_json(root / "x" / ".attempt.json")["outcome"]["outcome"] == "success"
+    monkeypatch.setattr(RunScope, "save_checkpoint", real)
+    result = await attractor_trio.resume(graph, logs_root=root, handlers=handlers)
+    assert result.status == "success"
+    assert counting.calls == ["x", "y"]
+    assert read_json(root / "x" / "status.json")["outcome"] == "success"
+    assert read_json(root / "checkpoint.json")["context"]["seen.x"] is True
+
+
 @pytest.mark.slow
 def test_resume_reuses_the_runs_pass_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--pass-env`` is one of the run's own options that ``resume`` reuses (contract.md §10)."""

@@ -367,10 +367,10 @@ _CRASH_AT_MARKER = """
 import os, signal, sys
 import attractor_trio.scopes.attempt as attempt
 write = attempt._Marker.write
-def crash(self, stage_dir, *, finished, interrupted=False):
-    if finished and self.node_id == "%s":
+def crash(self, stage_dir, **marker):
+    if marker["finished"] and self.node_id == "%s":
         os.kill(os.getpid(), signal.SIGKILL)  # after the stage's commit, before its marker
-    return write(self, stage_dir, finished=finished, interrupted=interrupted)
+    return write(self, stage_dir, **marker)
 attempt._Marker.write = crash
 from attractor_trio.cli.main import main
 sys.argv[0] = "attractor-trio"

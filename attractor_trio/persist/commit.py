@@ -6,13 +6,19 @@ stage directory, ``checkpoint.json``, the run directory — at 0.17-0.3 ms each 
 and the checkpoint's rename over the previous checkpoint freed the old file's blocks, which on
 a disk mounted with ``discard`` costs 85-150 µs more than a rename to a fresh name.
 
-* :class:`DirectorySyncs` collects the directory fsyncs a stage owes (the stage directory after
-  its ``status.json`` rename) so that the checkpoint at the same stage boundary issues them
-  together with its own file fsync, *before* its rename: the ordering the sequential recipe
-  gave — the status file is durable before the checkpoint that counts its stage is — holds,
-  and the boundary waits for one fsync latency where it waited for two. Nothing reads a stage
-  directory's durability before the checkpoint: the events in between are not fsynced, and the
-  ``.attempt.json`` marker never was.
+* :class:`DirectorySyncs` is what the next commit owes: a main-line stage's ``status.json``,
+  *held* (not yet written) until the checkpoint of the same stage boundary, and the directory
+  fsyncs of renames made before it. A boundary is two waits (issue #22's "one commit per stage
+  boundary"): (1) the status temp and the checkpoint temp, both complete, fsynced together;
+  ``status.json`` renamed, then ``checkpoint.json``; (2) the stage directory and the run
+  directory fsynced together; then ``checkpoint_saved``. A SIGKILL observes the finished
+  ``.attempt.json`` marker (the exactly-once commit point, unmoved) before ``status.json``,
+  and that before the checkpoint that counts the stage; the marker records the outcome
+  itself, so a resume adopting it needs no ``status.json`` (and writes it again). A
+  power loss finds each name naming a complete, fsynced file; its only new window (between
+  the renames and wait 2) may keep the checkpoint's rename and lose the status file's — the
+  checkpoint holds that stage's outcome, so the resume is consistent and only that stage's
+  ``status.json`` artifact is missing.
 * :func:`fsync_together` runs independent fsyncs concurrently on helper threads while the
   caller waits — unless fsync is cheap here (tmpfs, ``eatmydata``), where a thread hand-off
   would cost more than the fsyncs; it measures that as it goes.
@@ -32,11 +38,12 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, final
 
-from .atomic import StrPath, fsync_directory, remove_quietly, temp_name, write_all
+from ..core import redaction
+from .atomic import StrPath, remove_quietly, temp_name, write_all
 
 __all__ = ["DirectorySyncs", "RecyclingWriter", "fsync_together"]
 
@@ -107,19 +114,29 @@ def fsync_together(fds: Sequence[int]) -> None:
 
 @final
 class DirectorySyncs:
-    """Directory fsyncs owed to the next commit (:class:`RecyclingWriter` issues them with its
-    own file fsync). Not thread-safe: one traversal adds, the same thread commits."""
+    """What the next commit owes: directory fsyncs (a rename into the directory happened and
+    must become durable before the next commit), and files *held* for it — a main-line stage's
+    ``status.json``, written by :class:`RecyclingWriter` together with the checkpoint that
+    counts the stage (:meth:`hold`). Not thread-safe: one traversal adds, the same thread
+    commits."""
 
     def __init__(self) -> None:
         self._owed: dict[str, None] = {}  # an ordered set of directory paths
+        self._held: dict[str, bytes] = {}  # target path -> its (redacted) document
 
     def __bool__(self) -> bool:
-        return bool(self._owed)
+        return bool(self._owed or self._held)
 
     def defer(self, directory: StrPath) -> None:
         """``directory``'s fsync is owed (a rename into it happened and must become durable
         before the next commit)."""
         self._owed[os.fspath(directory)] = None
+
+    def hold(self, path: StrPath, data: bytes) -> None:
+        """Write ``data`` to ``path`` atomically and durably with the next commit, before its
+        rename (a later :meth:`hold` of the same path replaces this one). Redacted here, as
+        every file of a run is (contract.md §10)."""
+        self._held[os.fspath(path)] = redaction.file_bytes(path, data)
 
     def open_all(self) -> list[int]:
         """Descriptors of the owed directories (the caller fsyncs and closes them); the debt is
@@ -138,12 +155,74 @@ class DirectorySyncs:
         return fds
 
     def sync(self) -> None:
-        """Pay the debt now (the end of a run that has no checkpoint left to write)."""
-        fds = self.open_all()
+        """Pay the debt now, without a checkpoint (a retry about to archive the stage's files,
+        the end of a run): the held files' temps and the owed directories are fsynced together,
+        the temps renamed, then their directories fsynced."""
+        self.commit_before(None, lambda: None)
+
+    def commit_before(self, fd: int | None, rename: Callable[[], None]) -> None:
+        """The stage boundary's commit around the caller's own ``rename`` of the file open as
+        ``fd`` (the checkpoint's complete temp; ``None``: none). Two waits:
+
+        1. the held files are written to fresh temps, and those, ``fd`` and the owed directories
+           are fsynced together;
+        2. the held temps are renamed into place (in the order they were held), then ``rename``
+           runs, then the directories of every rename are fsynced together — the caller owes
+           its own directory with :meth:`defer` inside ``rename``.
+
+        A SIGKILL observes the renames in this order (a held ``status.json`` before the
+        checkpoint that counts its stage); a power loss finds every name naming a complete,
+        fsynced file, and at worst the checkpoint's rename durable without a held file's — the
+        checkpoint holds that stage's outcome, so only the artifact would be missing.
+        """
+        temps = self._write_held()
         try:
-            fsync_together(fds)
+            try:
+                directories = self.open_all()
+                try:
+                    own = [] if fd is None else [fd]
+                    fsync_together([*own, *(temp_fd for _, _, temp_fd in temps), *directories])
+                finally:
+                    _close_all(directories)
+            finally:
+                _close_all([temp_fd for _, _, temp_fd in temps])
+            for temp, target, _ in temps:
+                os.replace(temp, target)
+                self._held.pop(target, None)
+                self.defer(os.path.dirname(target))
+        except BaseException:
+            for temp, _, _ in temps:
+                remove_quietly(temp)
+            raise
+        rename()
+        directories = self.open_all()
+        try:
+            fsync_together(directories)
         finally:
-            _close_all(fds)
+            _close_all(directories)
+
+    def _write_held(self) -> list[tuple[str, str, int]]:
+        """Each held file written to a fresh temp next to it: ``(temp, target, open fd)``."""
+        temps: list[tuple[str, str, int]] = []
+        try:
+            for target, data in self._held.items():
+                temp = temp_name(target)
+                try:
+                    fd = os.open(temp, _NEW_FILE, 0o644)
+                except FileNotFoundError:  # the stage dir went away under the handler
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    fd = os.open(temp, _NEW_FILE, 0o644)
+                temps.append((temp, target, fd))
+                write_all(fd, data)
+        except BaseException:
+            for temp, _, fd in temps:
+                os.close(fd)
+                remove_quietly(temp)
+            raise
+        return temps
+
+
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def _close_all(fds: Sequence[int]) -> None:
@@ -157,9 +236,11 @@ class RecyclingWriter:
     temp file.
 
     Each :meth:`write`: overwrite the spare (a temp-named inode no reader knows) with the new
-    document, fsync it — together with the owed directory fsyncs —, hard-link the current target
-    to a fresh temp name (so the rename displaces nothing), rename the spare over the target,
-    fsync the directory. The linked old inode is the next spare.
+    document, fsync it — together with the held files' temps and the owed directory fsyncs —,
+    rename the held files, hard-link the current target to a fresh temp name (so the rename
+    displaces nothing), rename the spare over the target, fsync the directories of all those
+    renames together (:meth:`DirectorySyncs.commit_before`). The linked old inode is the next
+    spare.
 
     Crash safety. A SIGKILL while the spare is written leaves the target untouched (the spare is
     not the target); between the link and the rename the target is still the old, complete
@@ -177,27 +258,38 @@ class RecyclingWriter:
 
     def write(self, data: bytes) -> None:
         spare, fd = self._open_spare()
+        renamed: list[bool] = []
+
+        def rename() -> None:
+            self._replace(spare)
+            renamed.append(True)
+
         try:
             try:
                 os.lseek(fd, 0, os.SEEK_SET)
                 write_all(fd, data)
                 os.ftruncate(fd, len(data))  # a shorter document than the spare held
-                self._sync_with_owed(fd)
+                self.owed.commit_before(fd, rename)
             finally:
                 os.close(fd)
-            keep = self._keep_current()
-            try:
-                os.replace(spare, self.path)
-            except BaseException:
-                if keep is not None:
-                    remove_quietly(keep)
-                raise
         except BaseException:
-            remove_quietly(spare)
-            self._spare = None
+            if not renamed:
+                remove_quietly(spare)
+                self._spare = None
+            raise
+
+    def _replace(self, spare: Path) -> None:
+        """Step 2's own rename: the complete, fsynced spare over the target, whose displaced
+        inode becomes the next spare; the run directory's fsync is owed to the same wait."""
+        keep = self._keep_current()
+        try:
+            os.replace(spare, self.path)
+        except BaseException:
+            if keep is not None:
+                remove_quietly(keep)
             raise
         self._spare = keep
-        fsync_directory(self.path.parent)
+        self.owed.defer(self.path.parent)
 
     def _keep_current(self) -> Path | None:
         """Link the current target to a fresh temp name; that name, or ``None`` when there is
@@ -227,10 +319,3 @@ class RecyclingWriter:
         spare = Path(temp_name(self.path))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         return spare, os.open(spare, flags, 0o644)
-
-    def _sync_with_owed(self, fd: int) -> None:
-        directories = self.owed.open_all() if self.owed else []
-        try:
-            fsync_together([fd, *directories])
-        finally:
-            _close_all(directories)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import trio
-from attrs import define, evolve, field, frozen
+from attrs import define, field, frozen
 
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
@@ -33,14 +33,13 @@ from ..backends.executors.base import (
 )
 from ..context import Context
 from ..core.failures import effective_class
-from ..core.outcome import Outcome, StageStatus
+from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
 from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
-    directory_syncs_owed_to,
     dumps_json,
     write_bytes_atomic,
     write_json_atomic,
@@ -129,6 +128,8 @@ class StageExecutor:
                 listed = _UNLISTED  # a retry lists what the attempt before it left
             decision = after_attempt(outcome, attempt, policy, node.allow_partial)
             if isinstance(decision, Retry):
+                if self.owed:  # the failed attempt's status.json, on disk during the backoff
+                    self.owed.sync()
                 delay = delay_for_attempt(policy.backoff, attempt, self.rng)
                 self.node_retries[node.id] = self.node_retries.get(node.id, 0) + 1
                 self.context.set(f"internal.retry_count.{node.id}", self.node_retries[node.id])
@@ -174,6 +175,8 @@ class StageExecutor:
         it (``None``: it does not exist), else ``_UNLISTED``."""
         await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
         stage_dir = self.stage_root / node.id
+        if self.owed:  # held files (a retry's paid them already) are on disk before archiving
+            self.owed.sync()
         # Every attempt's end is marked (the commit point a resume adopts) unless running it
         # again is harmless; only attempts whose handler can adopt a running orphan need
         # their start marked too.
@@ -198,7 +201,6 @@ class StageExecutor:
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
             previous = marker.write(stage_dir, finished=False)
-        info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
@@ -213,7 +215,7 @@ class StageExecutor:
         )
         if not defers_start(self.registry.resolve(node), node):
             start.announce()
-        info = evolve(info, emit=start.emit, start=start)
+        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start)
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
             await self._commit(node, number, outcome)  # before the marker, its commit point
@@ -222,7 +224,7 @@ class StageExecutor:
                 marker.write(stage_dir, finished=False, interrupted=True)
             raise
         if committed:  # the commit point: a resume adopts this outcome
-            previous = marker.write(stage_dir, finished=True)
+            previous = marker.write(stage_dir, finished=True, outcome=outcome)
         return outcome, previous
 
     async def _commit(self, node: Node, number: int, outcome: Outcome) -> None:
@@ -232,8 +234,20 @@ class StageExecutor:
             await self.workspace.commit_attempt(node.id, number, outcome.value)
 
     def _info(
-        self, node: Node, attempt: int, max_attempts: int, attempt_id: str, predecessor: str
+        self,
+        node: Node,
+        attempt: int,
+        max_attempts: int,
+        attempt_id: str,
+        predecessor: str,
+        start: AttemptStart | None = None,
     ) -> AttemptInfo:
+        """The attempt's info, with its liveness node opened (:meth:`_guarded` closes it: call
+        that right after) and ``start``'s emitter. Built whole, once: an ``evolve`` per added
+        field cost more than the rest of the record."""
+        live = self.liveness.open_attempt(
+            attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
+        )
         return AttemptInfo(
             run_id=self.run_id,
             node_id=node.id,
@@ -246,11 +260,14 @@ class StageExecutor:
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
             branch=self.branch,
-            emit=self.emit,
+            emit=self.emit if start is None else start.emit,
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
             visit=self.current_visit,
             workspace=self.workspace,
+            progress=live.bump,
+            liveness=live,
+            start=start,
         )
 
     async def _adopt_orphan(
@@ -296,7 +313,9 @@ class StageExecutor:
             await self.workspace.adopt_attempt(
                 node.id, number, outcome.value, finished_in_engine=False
             )
-        _Marker(node.id, number, attempt, attempt_id, self.epoch).write(stage_dir, finished=True)
+        _Marker(node.id, number, attempt, attempt_id, self.epoch).write(
+            stage_dir, finished=True, outcome=outcome
+        )
         return outcome, attempt
 
     def _adopt_finished(
@@ -305,13 +324,20 @@ class StageExecutor:
         """The outcome of an attempt that finished after the last checkpoint (contract.md §10).
 
         The finished marker is the attempt's commit point: the engine died between it and the
-        checkpoint, so the attempt's ``status.json`` (written before the marker) is its outcome
-        and the stage is not executed again. Its ``stage_attempt_finished`` is already in the
-        log. A status file that cannot be read degrades to running the stage anew.
+        checkpoint, so the outcome it records is the attempt's and the stage is not executed
+        again. A main-line stage's ``status.json`` is renamed only with the checkpoint, so it
+        may be missing or the handler's own: it is written again from the marker. Its
+        ``stage_attempt_finished`` is already in the log. A marker without an outcome (an older
+        engine's) falls back to ``status.json``; neither readable degrades to running the stage
+        anew.
         """
-        outcome = read_status_file(stage_dir / "status.json")
-        if not isinstance(outcome, Outcome):  # absent, unreadable or invalid
-            return None
+        outcome = _marked_outcome(marker)
+        if outcome is None:
+            on_disk = read_status_file(stage_dir / "status.json")
+            if not isinstance(on_disk, Outcome):  # absent, unreadable or invalid
+                return None
+            outcome = on_disk
+        self._write_final_status(stage_dir / "status.json", outcome)
         number = int(marker["number"])
         self.node_attempts[node.id] = max(self.node_attempts.get(node.id, 0), number)
         note = "adopted the finished attempt a crashed engine had not checkpointed"
@@ -329,13 +355,11 @@ class StageExecutor:
     async def _guarded(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], adopted: bool = False
     ) -> Any:
-        """Run ``call`` in the attempt scope; record the outcome, or the cancellation."""
+        """Run ``call`` in the attempt scope (``info``'s liveness node is open: closed here);
+        record the outcome, or the cancellation."""
         stage_dir = info.stage_dir
         attempt_id = info.attempt_id
-        live = self.liveness.open_attempt(
-            attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
-        )
-        info = evolve(info, progress=live.bump, liveness=live)
+        live: Liveness = info.liveness
         try:
             outcome = await self._run_handler(node, info, call, live)
         except BaseException as exc:
@@ -374,14 +398,15 @@ class StageExecutor:
         return outcome
 
     def _write_final_status(self, path: Path, outcome: Outcome) -> None:
-        """A stage's outcome on the main line: its directory's fsync is owed to the checkpoint
-        that follows at this stage boundary (``persist/commit.py``), which pays it before its
-        own rename, so the status file is still durable before the checkpoint counts it."""
+        """A stage's outcome on the main line: held for the checkpoint at this stage boundary
+        (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
+        and renames it just before its own rename, so the status file is still durable before
+        the checkpoint counts it. A resume before that boundary adopts the outcome from the
+        finished ``.attempt.json`` marker instead (:meth:`_adopt_finished`)."""
         if self.owed is None:
             _write_status(path, outcome)
             return
-        with directory_syncs_owed_to(self.owed.defer):
-            _write_status(path, outcome)
+        self.owed.hold(path, dumps_json(outcome.to_json()).encode("utf-8"))
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = {"adopted": True} if adopted else {}
@@ -535,10 +560,16 @@ class _Marker:
     epoch: str
 
     def write(
-        self, stage_dir: Path, *, finished: bool, interrupted: bool = False
+        self,
+        stage_dir: Path,
+        *,
+        finished: bool,
+        interrupted: bool = False,
+        outcome: Outcome | None = None,
     ) -> dict[str, Any]:
-        """Replace the stage dir's marker (which exists: the attempt created it); the record."""
-        record = {
+        """Replace the stage dir's marker (which exists: the attempt created it); the record.
+        A finished marker carries the attempt's ``outcome`` (what a resume adopts)."""
+        record: dict[str, Any] = {
             "node_id": self.node_id,
             "number": self.number,
             "attempt": self.attempt,
@@ -547,6 +578,8 @@ class _Marker:
             "finished": finished,
             "interrupted": interrupted,
         }
+        if outcome is not None:
+            record["outcome"] = outcome.to_json()
         data = json.dumps(record).encode("utf-8")
         path = stage_dir / ATTEMPT_MARKER
         try:
@@ -555,6 +588,17 @@ class _Marker:
             stage_dir.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(path, data, durable=False)
         return record
+
+
+def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
+    """The outcome a finished marker records, or ``None`` (an older marker, or not valid)."""
+    document = marker.get("outcome")
+    if document is None:
+        return None
+    try:
+        return Outcome.from_json(document, source=ATTEMPT_MARKER)
+    except StatusFileError:
+        return None
 
 
 def _listing(stage_dir: Path) -> list[str] | None:
