@@ -233,7 +233,19 @@ def _start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """``py-spy record`` on the run from just before the SIGINT until it exits (``--profile``):
     where the cancel spends the trio thread's time. py-spy needs a moment to attach."""
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out)]
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ]
     )
     time.sleep(1.0)
     return spy
