@@ -175,7 +175,7 @@ class FanoutResult:
     note: str = ""
 
 
-def measure_fanout(work: Path, branches: int) -> FanoutResult:
+def measure_fanout(work: Path, branches: int, profile: Path | None = None) -> FanoutResult:
     marker = uuid.uuid4().hex
     began = time.monotonic()
     proc, root = start_run(work, fanout_pipeline(branches), marker, "--kill-grace", "5s")
@@ -196,6 +196,7 @@ def measure_fanout(work: Path, branches: int) -> FanoutResult:
                 branches, None, None, proc.poll(), None, 0, note="branches never started"
             )
         started = time.monotonic() - began
+        spy = _start_profile(proc.pid, profile) if profile is not None else None
         signalled, wall = time.monotonic(), time.time()
         proc.send_signal(signal.SIGINT)
         try:
@@ -203,6 +204,8 @@ def measure_fanout(work: Path, branches: int) -> FanoutResult:
         except subprocess.TimeoutExpired:
             code = None
         exit_s = time.monotonic() - signalled
+        if spy is not None:
+            spy.wait(timeout=30)
         survivors = len(running_marked(marker))
         final = root / "final.json"
         status = json.loads(final.read_text())["status"] if final.exists() else None
@@ -224,6 +227,28 @@ def measure_fanout(work: Path, branches: int) -> FanoutResult:
             proc.kill()
             proc.wait()
         kill_marked(marker)
+
+
+def _start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """``py-spy record`` on the run from just before the SIGINT until it exits (``--profile``):
+    where the cancel spends the trio thread's time. py-spy needs a moment to attach."""
+    spy = subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ]
+    )
+    time.sleep(1.0)
+    return spy
 
 
 @frozen
@@ -327,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--branches", type=int, default=100, help="fan-out width (100)")
     parser.add_argument("--tmp-dir", type=Path, help="where run directories go (system temp)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy record the run's cancel into this file (raw format)"
+    )
     args = parser.parse_args(argv)
     if args.branches < 1:
         parser.error("--branches must be at least 1")
@@ -335,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "fan").mkdir()
         (work / "dog").mkdir()
         print(f"cancel benchmark: {args.branches} branches, {os.cpu_count()} CPUs", flush=True)
-        fan = measure_fanout(work / "fan", args.branches)
+        fan = measure_fanout(work / "fan", args.branches, args.profile)
         dog = measure_watchdog(work / "dog")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ scan is replaced by a slow fake so that the test does not need a thousand proces
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +111,114 @@ async def test_a_running_stage_keeps_no_descriptor_of_its_log_files(tmp_path: Pa
             nursery.cancel_scope.cancel()
     assert during - before <= 2
     assert out.read_text() == "started\n"
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts tasks spawned and task steps (each time a task is resumed) while installed."""
+
+    def __init__(self) -> None:
+        self.spawned = 0
+        self.steps = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.spawned += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+async def test_groups_waited_for_together_are_polled_by_one_task(slow_proc: _SlowProc) -> None:
+    """Each waiting group used to poll ``/proc`` itself every 10 ms: ending 1,000 groups woke
+    the trio thread 100,000 times a second until they were gone. Now one task polls for all
+    and each waiter is woken once."""
+    groups = range(2000, 2000 + GROUPS)
+    slow_proc.live.update(dict.fromkeys(groups, 1))
+    steps = _Steps()
+
+    async def members_die() -> None:
+        await trio.sleep(0.4)  # many poll intervals
+        slow_proc.live.clear()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(members_die)
+            await trio.lowlevel.checkpoint()
+            trio.lowlevel.add_instrument(steps)
+            for pgid in groups:
+                nursery.start_soon(process._wait_members_gone, pgid)
+        trio.lowlevel.remove_instrument(steps)
+    # A waiter steps when it starts, when woken, when it finishes; the poller once per scan.
+    assert steps.steps <= 4 * GROUPS + slow_proc.scans + 20
+    assert steps.spawned == GROUPS + 1  # the waiters and one poller
+
+
+class _FakeLeader:
+    """A group leader that exits when told to (for the grace wait only)."""
+
+    def __init__(self) -> None:
+        self.exited = False
+        self._exit = trio.Event()
+
+    async def wait_exited(self) -> None:
+        await self._exit.wait()
+        self.exited = True
+
+
+async def test_graces_in_progress_share_one_task_for_the_skip() -> None:
+    """A grace that a second SIGINT may cut short used to need a nursery and a second task per
+    group (one waiting for the exit, one for the skip): 2,000 spawns to cancel 1,000 branches.
+    Now one system task per skip event cancels every grace in progress."""
+    skip = trio.Event()
+    steps = _Steps()
+    ended = 0
+
+    async def grace(leader: _FakeLeader) -> None:
+        nonlocal ended
+        await process._wait_exit_or_skip(leader, 60, skip)  # type: ignore[arg-type]
+        ended += 1
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            trio.lowlevel.add_instrument(steps)
+            for _ in range(GROUPS):
+                nursery.start_soon(grace, _FakeLeader())
+            await trio.sleep(0.05)
+            skip.set()
+        trio.lowlevel.remove_instrument(steps)
+    assert ended == GROUPS
+    assert steps.spawned == GROUPS + 1  # the graces and one skip watcher
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc to see the group empty")
+async def test_a_group_its_leader_took_along_is_not_sigkilled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When SIGTERM ended the whole group, a ``/proc`` scan shows it empty and the SIGKILL is
+    skipped: during a mass cancel each ``killpg`` costs the trio thread 0.2 to 0.8 ms."""
+    redaction.reset()
+    sent: list[int] = []
+    real_killpg = os.killpg
+
+    def killpg(pgid: int, sig: int) -> None:
+        sent.append(sig)
+        real_killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "killpg", killpg)
+    out = tmp_path / "out.log"
+    with trio.fail_after(15):
+        with trio.move_on_after(30) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    lambda: process.run_in_process_group(
+                        ["bash", "-c", "echo started; exec sleep 30"],
+                        cwd=tmp_path,
+                        env=dict(os.environ),
+                        stdout_path=out,
+                        stderr_path=tmp_path / "err.log",
+                        kill_grace=5.0,
+                    )
+                )
+                while not (out.exists() and out.read_text().strip()):  # noqa: ASYNC110 (a file)
+                    await trio.sleep(0.01)
+                scope.cancel()
+    assert sent == [signal.SIGTERM]
