@@ -12,6 +12,7 @@ scan is replaced by a slow fake so that the test does not need a thousand proces
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -222,3 +223,44 @@ async def test_a_group_its_leader_took_along_is_not_sigkilled(
                     await trio.sleep(0.01)
                 scope.cancel()
     assert sent == [signal.SIGTERM]
+
+
+async def test_a_scan_that_could_not_read_every_process_never_says_a_group_is_gone(
+    slow_proc: _SlowProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incomplete scan (``EMFILE`` in a wide fan-out) shows no group empty, and a group
+    waited for with ``kill`` is SIGKILLed on it — blind, as before the scans decided it."""
+    blind = [True]
+    walk = slow_proc.walk
+    monkeypatch.setattr(process, "_walk_proc", lambda: None if blind[0] else walk())
+    killed: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: killed.append((pgid, sig)))
+
+    async def sight_returns() -> None:
+        await trio.sleep(0.2)
+        blind[0] = False
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sight_returns)
+            began = trio.current_time()
+            await process._GroupWatch.current().wait_gone(9, time.monotonic(), kill=True)
+            waited = trio.current_time() - began
+    assert waited >= 0.2  # not gone on what the blind scans showed
+    assert killed == [(9, signal.SIGKILL)]
+
+
+def test_walk_proc_skips_processes_that_are_gone_and_gives_up_on_unreadable_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def gone(pid: str) -> int | None:
+        raise FileNotFoundError(pid)
+
+    monkeypatch.setattr(process, "_live_pgid", gone)
+    assert process._walk_proc() == {}
+
+    def unreadable(pid: str) -> int | None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(process, "_live_pgid", unreadable)
+    assert process._walk_proc() is None

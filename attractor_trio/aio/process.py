@@ -387,7 +387,7 @@ class _GroupWatch:
         """Wake the waiters whose group ``scan`` shows empty, if it began after they asked;
         SIGKILL the groups it shows alive whose waiters asked for that."""
         for pgid, waiters in list(self.waiting.items()):
-            alive = scan.groups.get(pgid, 0) > 0
+            alive = not scan.complete or scan.groups.get(pgid, 0) > 0
             for waiter in waiters:
                 if scan.began < waiter.since:
                     continue
@@ -413,11 +413,15 @@ _GROUP_WATCH: trio.lowlevel.RunVar[_GroupWatch] = trio.lowlevel.RunVar("attracto
 
 @frozen
 class _Scan:
-    """One pass over ``/proc``: live members per process group, and when it ran."""
+    """One pass over ``/proc``: live members per process group, and when it ran.
+
+    ``complete`` is false when some process could not be read for another reason than being
+    gone (``EMFILE`` in a wide fan-out, ``EACCES``): such a scan shows no group empty."""
 
     groups: dict[int, int]
     began: float
     ended: float
+    complete: bool = True
 
     def fresh(self, now: float) -> bool:
         """Reused for half a poll interval, or as long as the scan itself took if that is
@@ -442,29 +446,39 @@ def _live_groups() -> _Scan:
     if _scan.fresh(began):
         return _scan
     groups = _walk_proc()
-    _scan = _Scan(groups, began, time.monotonic())
+    _scan = _Scan(groups or {}, began, time.monotonic(), complete=groups is not None)
     return _scan
 
 
-def _walk_proc() -> dict[int, int]:
-    """Live (non-zombie) processes per process group, read from ``/proc`` (``{}`` without)."""
+def _walk_proc() -> dict[int, int] | None:
+    """Live (non-zombie) processes per process group, read from ``/proc`` (``{}`` without it);
+    ``None`` when ``/proc`` exists but some process could not be read (not because it was
+    gone): a group must never look empty because the scan could not see its members."""
     groups: dict[int, int] = {}
     try:
         entries = os.scandir("/proc")
     except OSError:
-        return groups
+        return None if _HAVE_PROC else groups
     with entries:
         for entry in entries:
             if entry.name.isdigit():
-                pgid = _live_pgid(entry.name)
+                try:
+                    pgid = _live_pgid(entry.name)
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # exited while we looked: gone
+                except OSError:
+                    return None
                 if pgid is not None:
                     groups[pgid] = groups.get(pgid, 0) + 1
     return groups
 
 
 def _live_pgid(pid: str) -> int | None:
-    fields = proc_stat_fields(pid)
-    if fields is None or len(fields) <= 2 or fields[0] in (b"Z", b"X"):
+    """The group of a live process, ``None`` for a zombie; raises ``OSError`` if unreadable."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) <= 2 or fields[0] in (b"Z", b"X"):
         return None
     return int(fields[2])
 
