@@ -26,7 +26,6 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ __all__ = [
     "Schema",
     "StrPath",
     "cleanup_temp_files",
-    "directory_syncs_owed_to",
     "dumps_json",
     "fsync_directory",
     "fsync_directory_fd",
@@ -279,30 +277,10 @@ def write_bytes_atomic(
     if not durable:
         return
     directory = Path(os.path.dirname(target))
-    defer = defer_directory_sync or _owed_to.get()
-    if defer is not None:
-        defer(directory)
+    if defer_directory_sync is not None:
+        defer_directory_sync(directory)
     else:
         fsync_directory(directory)
-
-
-#: Where the durable writes in this context owe their directory fsync (see
-#: :func:`directory_syncs_owed_to`); ``None``: each write pays its own.
-_owed_to: ContextVar[Callable[[Path], None] | None] = ContextVar(
-    "attractor_directory_syncs_owed_to", default=None
-)
-
-
-@contextlib.contextmanager
-def directory_syncs_owed_to(defer: Callable[[Path], None]) -> Iterator[None]:
-    """Inside the block (keep it free of checkpoints: trio tasks started inside would inherit
-    it), every durable write hands its directory fsync to ``defer`` instead of doing it: the
-    caller's next commit pays it (``commit.DirectorySyncs``)."""
-    token = _owed_to.set(defer)
-    try:
-        yield
-    finally:
-        _owed_to.reset(token)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,14 @@ _GUARD = str(Path(__file__).with_name("_guard.py"))
 
 def attempt_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A Ray streaming-generator task body (see the module docstring)."""
+    yield from remote_task(spec, _supervise)
+
+
+def remote_task(
+    spec: dict[str, Any], supervise: Callable[[dict[str, Any], Path], Iterator[dict[str, Any]]]
+) -> Iterator[dict[str, Any]]:
+    """The frame of every remote task: a scratch dir, the ``started`` report, ``supervise``'s
+    messages, the scratch dir removed. Shared by one-process attempts and agent sessions."""
     import ray
 
     # Named after the attempt, and made before the start is reported, so that the driver's
@@ -53,7 +61,7 @@ def attempt_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        yield from _supervise(spec, tmp)
+        yield from supervise(spec, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

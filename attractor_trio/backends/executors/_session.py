@@ -22,10 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import queue
-import shutil
-import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +31,7 @@ from typing import Any
 import attrs
 
 from . import _staging
-from ._remote import _GUARD, POLL_S, _scratch_prefix
+from ._remote import _GUARD, POLL_S, remote_task
 from ._upload import unpack
 from .base import StageContext
 
@@ -69,23 +66,11 @@ def session_task_spec(stage: StageContext, session: Any, kill_grace: float) -> d
 
 def session_stream(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A Ray streaming-generator task body (see the module docstring)."""
-    import ray
-
     # The engine's model and tool code loads before the start is reported: from the start on
     # the watchdog counts, and a cold worker's imports are not the session's silence.
     from .. import remote_session  # noqa: F401
 
-    tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(spec.get("token", ""))))
-    try:
-        yield {
-            "kind": "started",
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-        }
-        yield from _supervise(spec, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    yield from remote_task(spec, _supervise)
 
 
 def _supervise(spec: dict[str, Any], tmp: Path) -> Iterator[dict[str, Any]]:
