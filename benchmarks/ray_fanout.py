@@ -17,65 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from pathlib import Path
 
-for _name, _value in (
-    ("RAY_USAGE_STATS_ENABLED", "0"),
-    ("RAY_AUTH_MODE", "disabled"),
-    ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
-):
-    os.environ.setdefault(_name, _value)
+from _common import scratch_root
+from _ray import chain_dot, fanout_dot, local_cluster, timed_run
 
-import trio  # noqa: E402
-from _common import REPO, scratch_root  # noqa: E402
-
-sys.path.insert(0, str(REPO))
-
-from attractor_trio import load, run  # noqa: E402
-from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
+from attractor_trio.backends.executors import ExecutorSettings, use_executor
 
 
-def fanout_dot(count: int) -> str:
-    lines = [
-        "digraph F {",
-        "  start [shape=Mdiamond]; done [shape=Msquare]",
-        f"  par [shape=component, max_parallel={count}]; join [shape=tripleoctagon]",
-        "  start -> par; join -> done",
-    ]
-    for index in range(count):
-        lines.append(
-            f'  b{index} [shape=parallelogram, tool_command="true"]; par -> b{index} -> join'
-        )
-    return "\n".join([*lines, "}"]) + "\n"
-
-
-def chain_dot(count: int) -> str:
-    nodes = [f'  s{i} [shape=parallelogram, tool_command="true"]' for i in range(count)]
-    chain = " -> ".join(f"s{i}" for i in range(count))
-    return (
-        "digraph C {\n  start [shape=Mdiamond]; done [shape=Msquare]\n"
-        + "\n".join(nodes)
-        + f"\n  start -> {chain} -> done\n}}\n"
-    )
-
-
-def timed_run(dot: str, where: Path, name: str) -> float:
-    path = where / f"{name}.dot"
-    path.write_text(dot)
-    graph = load(path)
-
-    async def main() -> str:
-        result = await run(graph, logs_root=where / name, workdir=where, heartbeat_interval=None)
-        return str(result.status)
-
-    started = time.perf_counter()
-    status = trio.run(main)
-    wall = time.perf_counter() - started
-    if status != "success":
-        raise SystemExit(f"{name}: run ended {status}")
-    return wall
+def true(_index: int) -> str:
+    return "true"
 
 
 def main() -> None:
@@ -86,36 +37,23 @@ def main() -> None:
     parser.add_argument("--tmp-dir", type=Path)
     args = parser.parse_args()
 
-    import ray
-    from ray.cluster_utils import Cluster
-
     from attractor_trio.backends.executors.ray import RayExecutor
 
-    started = time.perf_counter()
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1"}
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=args.cpus_per_node, node_ip_address="127.0.0.1")
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    cluster_s = time.perf_counter() - started
-    rows = []
-    try:
-        with scratch_root(args.tmp_dir, "ray-fanout-") as where:
-            executor = RayExecutor(ExecutorSettings(kind="ray"))
-            local_fan = timed_run(fanout_dot(args.branches), where, "fan-local")
-            with use_executor(executor):
-                ray_fan = timed_run(fanout_dot(args.branches), where, "fan-ray")
-            local_chain = timed_run(chain_dot(args.chain), where, "chain-local")
-            with use_executor(executor):
-                ray_chain = timed_run(chain_dot(args.chain), where, "chain-ray")
-        rows = [
-            (f"{args.branches:,}-branch fan-out (`true`)", local_fan, ray_fan),
-            (f"{args.chain}-stage chain (`true`)", local_chain, ray_chain),
-        ]
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    with (
+        local_cluster(args.cpus_per_node) as cluster_s,
+        scratch_root(args.tmp_dir, "ray-fanout-") as where,
+    ):
+        executor = RayExecutor(ExecutorSettings(kind="ray"))
+        local_fan = timed_run(fanout_dot(args.branches, true), where, "fan-local", where)
+        with use_executor(executor):
+            ray_fan = timed_run(fanout_dot(args.branches, true), where, "fan-ray", where)
+        local_chain = timed_run(chain_dot(args.chain, true), where, "chain-local", where)
+        with use_executor(executor):
+            ray_chain = timed_run(chain_dot(args.chain, true), where, "chain-ray", where)
+    rows = [
+        (f"{args.branches:,}-branch fan-out (`true`)", local_fan, ray_fan),
+        (f"{args.chain}-stage chain (`true`)", local_chain, ray_chain),
+    ]
     slots = 2 * args.cpus_per_node
     print(
         f"cluster: head 0 CPUs + 2 workers x {args.cpus_per_node} CPUs ({slots} stage slots), "
