@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import attractor_trio
+from attractor_trio import Graph
 from attractor_trio.recovery import DIED_REASON, segments
 
 from .helpers import assert_envelope_invariants, events, graph_of, read_json
@@ -353,12 +355,12 @@ class _Counting:
         )
 
 
-async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
+async def _die_between_x_and_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The engine dies between a stage's finished marker and its checkpoint (here: the
-    checkpoint write fails, an internal error): the resume adopts the stage's outcome — its
-    context updates included — instead of executing it again."""
+) -> tuple[Graph, Path, _Counting, Callable[[], None]]:
+    """Run ``start -> x -> y -> done`` (counting handlers) with x's checkpoint write failing,
+    an internal error after x's finished marker: the engine's death at that point. The last
+    item puts the real checkpoint write back."""
     from attractor_trio.scopes.run import RunScope
 
     graph = graph_of(
@@ -375,10 +377,20 @@ async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
 
     monkeypatch.setattr(RunScope, "save_checkpoint", broken)
     root = tmp_path / "run"
-    handlers = {"count": counting}
-    first = await attractor_trio.run(graph, logs_root=root, handlers=handlers)
+    first = await attractor_trio.run(graph, logs_root=root, handlers={"count": counting})
     assert first.exit_path == "internal_error" and counting.calls == ["x"]
-    monkeypatch.setattr(RunScope, "save_checkpoint", real)
+    return graph, root, counting, lambda: monkeypatch.setattr(RunScope, "save_checkpoint", real)
+
+
+async def test_a_finished_stage_of_any_handler_is_adopted_not_executed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine dies between a stage's finished marker and its checkpoint (here: the
+    checkpoint write fails, an internal error): the resume adopts the stage's outcome — its
+    context updates included — instead of executing it again."""
+    graph, root, counting, heal = await _die_between_x_and_its_checkpoint(tmp_path, monkeypatch)
+    handlers = {"count": counting}
+    heal()  # the checkpoint writes again
     result = await attractor_trio.resume(graph, logs_root=root, handlers=handlers)
     assert result.status == "success"
     assert counting.calls == ["x", "y"]
@@ -393,28 +405,11 @@ async def test_a_finished_stage_is_adopted_from_its_marker_when_status_json_neve
     after the finished marker: an engine killed in between leaves the marker alone. The resume
     adopts the outcome the marker records, without executing the stage again, and writes the
     stage's ``status.json`` from it."""
-    from attractor_trio.scopes.run import RunScope
-
-    graph = graph_of(
-        """digraph any { start [shape=Mdiamond]; done [shape=Msquare]
-        x [type="count"]; y [type="count"]; start -> x -> y -> done }"""
-    )
-    counting = _Counting()
-    real = RunScope.save_checkpoint
-
-    def broken(self: RunScope, node_id: str) -> None:
-        if node_id == "x":
-            raise RuntimeError("disk on fire")
-        real(self, node_id)
-
-    monkeypatch.setattr(RunScope, "save_checkpoint", broken)
-    root = tmp_path / "run"
+    graph, root, counting, heal = await _die_between_x_and_its_checkpoint(tmp_path, monkeypatch)
     handlers = {"count": counting}
-    first = await attractor_trio.run(graph, logs_root=root, handlers=handlers)
-    assert first.exit_path == "internal_error" and counting.calls == ["x"]
     (root / "x" / "status.json").unlink()  # as a kill before the boundary's renames leaves it
     assert read_json(root / "x" / ".attempt.json")["outcome"]["outcome"] == "success"
-    monkeypatch.setattr(RunScope, "save_checkpoint", real)
+    heal()  # the checkpoint writes again
     result = await attractor_trio.resume(graph, logs_root=root, handlers=handlers)
     assert result.status == "success"
     assert counting.calls == ["x", "y"]
