@@ -29,6 +29,7 @@ from attractor_trio.backends.agent_loop import (
     truncate_lines,
     truncate_output,
 )
+from attractor_trio.core import redaction
 from attractor_trio.core.outcome import Outcome, StageStatus
 from attractor_trio.persist.status import StatusSources, ingest
 from attractor_trio.providers.model import ToolCall
@@ -482,6 +483,15 @@ def test_filter_env_is_a_case_insensitive_suffix_match() -> None:
         "PATH": "keep",
     }
     assert filter_env(env) == {"TOKENIZER": "keep", "API_KEY_FILE": "keep", "PATH": "keep"}
+
+
+@pytest.mark.parametrize(
+    "name", ["DB_PASSWORD_FILE", "GCP_CREDENTIALS", "AWS_CREDENTIAL", "MY_PASSWORD", "github_token"]
+)
+def test_the_shell_never_sees_a_name_the_redactor_treats_as_secret(name: str) -> None:
+    """One classifier: a value the engine would redact in its files never reaches the shell."""
+    assert redaction.is_secret_env_name(name) or name.upper().endswith("_CREDENTIAL")
+    assert filter_env({name: "value-long-enough", "PATH": "/bin"}) == {"PATH": "/bin"}
 
 
 async def test_shell_timeout_kills_the_process_group(box: ToolBox, workdir: Path) -> None:

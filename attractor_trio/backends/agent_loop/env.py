@@ -7,7 +7,8 @@
   writes ``../x``, ``/etc/passwd`` or through a symlink pointing out of the tree gets an error it
   can act on, not a file outside the stage's sandbox of responsibility.
 * **Secrets.** The shell sees the caller's environment minus every ``*_API_KEY``, ``*_SECRET``,
-  ``*_TOKEN``, ``*_PASSWORD`` and ``*_CREDENTIAL`` variable (case-insensitive): the engine holds
+  ``*_TOKEN``, ``*_PASSWORD`` and ``*_CREDENTIAL`` variable (case-insensitive) and every name the
+  redaction layer treats as a secret (``*PASSWORD*``, ``*_CREDENTIALS``): the engine holds
   provider keys, and a model that runs ``env`` must not be able to print them into a log.
 * **Process lifetime.** Commands run through
   :func:`~attractor_trio.backends.executors.run_stage_process` (a local process group; with
@@ -32,6 +33,7 @@ from typing import Final
 import trio
 from attrs import frozen
 
+from ...core.redaction import is_secret_env_name
 from ...persist.logtext import decode_head, decode_tail
 from ...persist.status import OWNERSHIP_KEYS
 from ..executors.base import run_stage_process
@@ -68,8 +70,13 @@ class ToolError(Exception):
 
 
 def is_secret_name(name: str) -> bool:
-    """``OPENAI_API_KEY``, ``github_token``, ``TOKEN`` — a bare suffix counts as a secret too."""
-    return ("_" + name.upper()).endswith(SECRET_SUFFIXES)
+    """``OPENAI_API_KEY``, ``github_token``, ``TOKEN`` — a bare suffix counts as a secret too.
+
+    The spec's suffixes, and every name the redaction layer treats as a secret
+    (``DB_PASSWORD_FILE``, ``GCP_CREDENTIALS``): a value the engine would redact in its own files
+    must not be printable by a model that runs ``env``.
+    """
+    return ("_" + name.upper()).endswith(SECRET_SUFFIXES) or is_secret_env_name(name)
 
 
 def filter_env(env: Mapping[str, str]) -> dict[str, str]:
