@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -607,3 +608,33 @@ async def test_the_command_shuts_down_gracefully_on_a_signal(
                 assert (await stream.rest())[-1]["event"] == "pipeline_failed"
         assert await process.wait() == exit_code
     assert final_of(runs_dir, run_id)["status"] == "canceled"
+
+
+@pytest.mark.slow
+async def test_the_command_raises_the_descriptor_soft_limit_like_run(tmp_path: Path) -> None:
+    """A server runs many fan-outs at once: under a soft limit of 1,024 a wide tool fan-out would
+    fail with EMFILE while the hard limit allows it (issue #22), so `serve` raises it as `run`
+    does."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard descriptor limit leaves nothing to raise")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    code = "import sys; from attractor_trio.cli.serve import serve_command; serve_command()"
+    argv = [sys.executable, "-c", code, "--port", "0", "--runs-dir", str(tmp_path / "runs")]
+    with trio.fail_after(BOUND):
+        process = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, preexec_fn=low_soft_limit
+        )
+        assert process.stdout is not None
+        buffered = b""
+        while b"\n" not in buffered:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "serve exited before printing its URL"
+            buffered += chunk
+        soft = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)[0]
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+    assert soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
@@ -34,6 +33,7 @@ from .detach import (
     recorded_options,
     reuse_recorded_options,
 )
+from .limits import raise_descriptor_limit
 
 if TYPE_CHECKING:
     from ..scopes.options import RunOptions
@@ -535,31 +535,10 @@ def _drive(
         finally:
             await _close(options.backend)
 
-    _raise_descriptor_limit()
+    raise_descriptor_limit()
     result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
     sys.exit(_exit_for(result, holder))
-
-
-#: Where the soft limit goes when the hard one is unlimited (Linux's default ``nr_open``).
-_DESCRIPTOR_CEILING = 1 << 20
-
-
-def _raise_descriptor_limit() -> None:
-    """Raise the soft limit on open descriptors to the hard one, as Go programs do at start.
-
-    A fan-out's running stages hold a few descriptors each (the leader's pidfds), so under the
-    usual soft limit of 1,024 a 1,000-branch tool fan-out failed with EMFILE while the hard
-    limit would have allowed it. Stage processes inherit the raised soft limit."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not POSIX
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = _DESCRIPTOR_CEILING if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):  # a platform that caps it lower
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @click.command("resume")
