@@ -253,6 +253,17 @@ def test_temp_names_are_unique_and_recognised(tmp_path: Path) -> None:
     assert atomic._temp_prefix != before
 
 
+@pytest.mark.parametrize("target", ["doc.json", "run/a/status.json", "/abs/run/checkpoint.json"])
+def test_a_temp_name_sits_next_to_its_target(target: str) -> None:
+    from attractor_trio.persist.atomic import temp_name
+
+    temp = temp_name(target)
+    assert os.path.dirname(temp) == os.path.dirname(target)
+    name = os.path.basename(temp)
+    assert is_temp_file_name(name) and name.startswith(f".{os.path.basename(target)}.")
+    assert temp_name(Path(target)) != temp
+
+
 _JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8))
 _JSON_VALUES = st.recursive(
     _JSON_LEAVES,

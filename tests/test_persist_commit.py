@@ -110,6 +110,38 @@ def test_a_failure_at_any_step_leaves_the_previous_document(
     assert os.listdir(tmp_path) == ["checkpoint.json"]
 
 
+@pytest.mark.parametrize("fail_after_rename", [False, True])
+def test_the_spare_is_truncated_whenever_the_new_document_is_shorter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_after_rename: bool
+) -> None:
+    """The writer skips ``ftruncate`` when it knows the spare holds no more bytes than the new
+    document; with a target left by an earlier process, or after a failed commit, it must
+    not guess: every document on disk is exactly the bytes written."""
+    target = tmp_path / "checkpoint.json"
+    target.write_bytes(b"x" * 500)  # a previous run's (longer) checkpoint
+    writer = RecyclingWriter(target)
+    real_fsync, calls = os.fsync, []
+
+    def second_wait_fails(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 1 and os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "directory fsync failed (simulated)")
+        real_fsync(fd)
+
+    sizes = [10, 300, 5, 400, 10, 50, 1, 200, 3, 3]  # a stale size at 5 would leave junk
+    for n, size in enumerate(sizes):
+        data = b"%d:" % n + b"y" * size
+        if fail_after_rename and n == 4:
+            with monkeypatch.context() as patch:
+                patch.setattr(os, "fsync", second_wait_fails)
+                with pytest.raises(OSError, match="simulated"):
+                    writer.write(data)
+        else:
+            writer.write(data)
+        assert target.read_bytes() == data, n
+    writer.close()
+
+
 def test_a_spare_removed_behind_the_writers_back_is_replaced(tmp_path: Path) -> None:
     target = tmp_path / "checkpoint.json"
     writer = RecyclingWriter(target)

@@ -61,6 +61,7 @@ __all__ = [
     "temp_name",
     "utc_timestamp",
     "write_all",
+    "write_all_at",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
@@ -403,10 +404,12 @@ def open_temp(target: Path) -> tuple[Path, int]:
 
 
 def temp_name(target: StrPath) -> str:
-    """A fresh temp file name next to ``target``, as :func:`cleanup_temp_files` expects."""
-    head, name = os.path.split(os.fspath(target))
-    token = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}"
-    return os.path.join(head, f".{name}.{token}.tmp")
+    """A fresh temp file name next to ``target``, as :func:`cleanup_temp_files` expects.
+
+    One f-string on ``rpartition`` rather than ``os.path.split`` and ``join``: every file a
+    stage writes asks for one."""
+    head, slash, name = os.fspath(target).rpartition("/")
+    return f"{head}{slash}.{name}.{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}.tmp"
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -417,6 +420,18 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view) :]
+
+
+def write_all_at(fd: int, data: bytes, offset: int) -> None:
+    """:func:`write_all` at ``offset`` (``pwrite``: no ``lseek`` first)."""
+    written = os.pwrite(fd, data, offset)
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
+    while view:
+        offset += written
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
 
 
 def remove_quietly(path: StrPath) -> None:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Final, final
 
 from ..core import redaction
-from .atomic import StrPath, remove_quietly, temp_name, write_all
+from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
 
 __all__ = ["DirectorySyncs", "RecyclingWriter", "fsync_together"]
 
@@ -254,7 +254,15 @@ class RecyclingWriter:
     def __init__(self, target: StrPath, owed: DirectorySyncs | None = None) -> None:
         self.path = Path(target)
         self.owed = owed if owed is not None else DirectorySyncs()
-        self._spare: Path | None = None
+        # Strings, not Paths: every stage renames and links here, and Path arithmetic and
+        # ``__fspath__`` cost more than those system calls on tmpfs.
+        self._target = os.fspath(target)
+        self._directory = os.path.dirname(self._target)
+        self._spare: str | None = None
+        #: How many bytes the spare holds, when known (it is the document written before the
+        #: current one): a longer or equal new document needs no ``ftruncate``.
+        self._spare_size: int | None = None
+        self._target_size: int | None = None
 
     def write(self, data: bytes) -> None:
         spare, fd = self._open_spare()
@@ -263,12 +271,14 @@ class RecyclingWriter:
         def rename() -> None:
             self._replace(spare)
             renamed.append(True)
+            # The displaced inode (the next spare) holds the document written before this one.
+            self._spare_size, self._target_size = self._target_size, len(data)
 
         try:
             try:
-                os.lseek(fd, 0, os.SEEK_SET)
-                write_all(fd, data)
-                os.ftruncate(fd, len(data))  # a shorter document than the spare held
+                write_all_at(fd, data, 0)
+                if self._spare_size is None or len(data) < self._spare_size:
+                    os.ftruncate(fd, len(data))  # a shorter document than the spare held
                 self.owed.commit_before(fd, rename)
             finally:
                 os.close(fd)
@@ -278,27 +288,27 @@ class RecyclingWriter:
                 self._spare = None
             raise
 
-    def _replace(self, spare: Path) -> None:
+    def _replace(self, spare: str) -> None:
         """Step 2's own rename: the complete, fsynced spare over the target, whose displaced
         inode becomes the next spare; the run directory's fsync is owed to the same wait."""
         keep = self._keep_current()
         try:
-            os.replace(spare, self.path)
+            os.replace(spare, self._target)
         except BaseException:
             if keep is not None:
                 remove_quietly(keep)
             raise
         self._spare = keep
-        self.owed.defer(self.path.parent)
+        self.owed.defer(self._directory)
 
-    def _keep_current(self) -> Path | None:
+    def _keep_current(self) -> str | None:
         """Link the current target to a fresh temp name; that name, or ``None`` when there is
         no target yet (asked only when there is no spare: afterwards the target is ours)."""
-        if self._spare is None and not os.path.lexists(self.path):
+        if self._spare is None and not os.path.lexists(self._target):
             return None
-        name = Path(temp_name(self.path))
+        name = temp_name(self._target)
         try:
-            os.link(self.path, name)
+            os.link(self._target, name)
         except FileNotFoundError:  # removed behind our back: nothing to displace
             return None
         return name
@@ -309,13 +319,13 @@ class RecyclingWriter:
             remove_quietly(self._spare)
             self._spare = None
 
-    def _open_spare(self) -> tuple[Path, int]:
+    def _open_spare(self) -> tuple[str, int]:
         spare = self._spare
         if spare is not None:
             try:
                 return spare, os.open(spare, os.O_WRONLY | os.O_CLOEXEC)
             except FileNotFoundError:  # removed behind our back: start a fresh one
                 self._spare = None
-        spare = Path(temp_name(self.path))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        return spare, os.open(spare, flags, 0o644)
+        self._spare_size = 0
+        spare = temp_name(self._target)
+        return spare, os.open(spare, _NEW_FILE, 0o644)
