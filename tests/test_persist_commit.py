@@ -336,6 +336,35 @@ def test_every_fsync_finishes_before_an_error_is_raised(
             os.close(fd)
 
 
+def test_a_helpers_error_is_raised_and_the_helpers_are_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+) -> None:
+    """The helper threads live on between waits (a thread per wait would cost more than the
+    hand-off saves), and an fsync failing on one is the caller's error."""
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    try:
+        fsync_together(fds)
+        helpers = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
+        for _ in range(20):
+            fsync_together(fds)
+        after = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
+        assert after == helpers and len(helpers) >= 2
+
+        def fsync(fd: int) -> None:
+            if fd == fds[2]:
+                raise OSError(5, "Input/output error (simulated)")
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        with pytest.raises(OSError, match="simulated"):
+            fsync_together(fds)
+        monkeypatch.undo()
+        monkeypatch.setattr(commit, "_fsync_cost", 1.0)
+        fsync_together(fds)  # and the helper that failed serves the next wait
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 # ------------------------------------------------------------------------------- the engine
 
 

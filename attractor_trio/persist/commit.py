@@ -33,7 +33,6 @@ at each step.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import os
 import threading
@@ -51,29 +50,75 @@ __all__ = ["DirectorySyncs", "RecyclingWriter", "fsync_together"]
 CHEAP_FSYNC_S: Final = 30e-6
 _HELPERS: Final = 3
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 #: A running estimate of what one fsync costs here (seconds), from the fsyncs the caller's
 #: thread ran; the first commit runs inline and measures.
 _fsync_cost = 0.0
 
 
+@final
+class _Helper:
+    """A thread that fsyncs the descriptors it is handed while the caller fsyncs its own.
+
+    Why not a ``ThreadPoolExecutor``: a wait is one hand-off there and back, and a pool's
+    ``submit``/``result`` (a future, a condition, a work queue, an idle semaphore) cost
+    30-50 µs of the 2-core machine per round trip against 5-20 µs for two plain locks; every
+    durable stage boundary waits twice. ``_go`` is released to start a batch, ``_done`` when
+    it is finished; only the thread that owns the helper (see :func:`_helpers_for`) uses it.
+    """
+
+    __slots__ = ("_done", "_fds", "_go", "error")
+
+    def __init__(self) -> None:
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._fds: Sequence[int] = ()
+        self.error: BaseException | None = None
+        threading.Thread(target=self._serve, name="attractor-trio-fsync", daemon=True).start()
+
+    def start(self, fds: Sequence[int]) -> None:
+        self._fds, self.error = fds, None
+        self._go.release()
+
+    def wait(self) -> BaseException | None:
+        """Block until the batch is done; its first error, if any."""
+        self._done.acquire()
+        return self.error
+
+    def _serve(self) -> None:
+        while True:
+            self._go.acquire()
+            error: BaseException | None = None
+            for fd in self._fds:
+                try:
+                    _fsync(fd)
+                except BaseException as exc:  # handed to the caller, which raises it
+                    error = error or exc
+            self.error = error
+            self._done.release()
+
+
+_local = threading.local()
+
+
+def _helpers_for(count: int) -> list[_Helper]:
+    """``count`` idle helpers of the calling thread (each thread that commits has its own, so
+    two runs committing from two threads never share one)."""
+    helpers: list[_Helper] | None = getattr(_local, "helpers", None)
+    if helpers is None:
+        helpers = _local.helpers = []
+    while len(helpers) < count:
+        helpers.append(_Helper())
+    return helpers[:count]
+
+
 def _reset_after_fork() -> None:
-    global _pool
-    _pool = None  # the parent's threads do not exist in the child
+    global _local
+    _local = threading.local()  # the parent's helper threads do not exist in the child
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def _helpers() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                _HELPERS, thread_name_prefix="attractor-trio-fsync"
-            )
-        return _pool
 
 
 def _fsync(fd: int) -> float:
@@ -97,19 +142,38 @@ def fsync_together(fds: Sequence[int]) -> None:
         for fd in fds:
             _fsync_cost = 0.8 * _fsync_cost + 0.2 * _fsync(fd)
         return
-    futures = [_helpers().submit(_fsync, fd) for fd in fds[1:]]
+    helpers = _helpers_for(min(len(fds) - 1, _HELPERS))
+    started: list[_Helper] = []
     failure: BaseException | None = None
     try:
-        _fsync_cost = 0.8 * _fsync_cost + 0.2 * _fsync(fds[0])
-    except OSError as exc:
-        failure = exc
-    for future in futures:  # every fsync finishes before the caller may close a descriptor
+        for index, helper in enumerate(helpers):
+            helper.start(fds[1 + index :: len(helpers)])
+            started.append(helper)
         try:
-            future.result()
+            _fsync_cost = 0.8 * _fsync_cost + 0.2 * _fsync(fds[0])
         except OSError as exc:
-            failure = failure or exc
+            failure = exc
+    finally:
+        _wait_for(started)  # every fsync finishes before the caller may close a descriptor
+    for helper in started:
+        failure = failure or helper.error
     if failure is not None:
         raise failure
+
+
+def _wait_for(helpers: list[_Helper]) -> None:
+    """Wait for each helper's batch. Interrupted (a ``KeyboardInterrupt`` in the wait), the
+    helpers not yet waited for are dropped from the thread's set — they finish on their own
+    and are never handed work again — and the interruption propagates."""
+    for position, helper in enumerate(helpers):
+        try:
+            helper.wait()
+        except BaseException:
+            owned: list[_Helper] = getattr(_local, "helpers", [])
+            for abandoned in helpers[position:]:
+                if abandoned in owned:
+                    owned.remove(abandoned)
+            raise
 
 
 @final
