@@ -15,6 +15,7 @@ the engine. Unknown top-level keys are ignored (forward compatibility); ``extra`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -171,9 +172,9 @@ class CheckpointEncoder:
         redact = redaction.current()
         out = [
             b'{"timestamp":',
-            _utf8(dumps_compact(timestamp or utc_timestamp())),
+            _str_json(timestamp or utc_timestamp()),
             b',"current_node":',
-            _utf8(dumps_compact(current_node)),
+            _str_json(current_node),
             b',"completed_nodes":',
         ]
         self._completed.encode_pieces(completed_nodes, out)
@@ -183,9 +184,9 @@ class CheckpointEncoder:
             b',"context":',
             _utf8(redact.json_text(context_json)),
             b',"logs":',
-            _utf8(dumps_compact(redact.value(list(logs)))),
+            _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
             b',"run_id":',
-            _utf8(dumps_compact(run_id)),
+            _str_json(run_id),
             b',"node_outcomes":',
         )
         self._outcomes.encode_pieces(node_outcomes, out)
@@ -193,11 +194,11 @@ class CheckpointEncoder:
         self._visits.encode_pieces(visits, out)
         out += (
             b',"failure_signatures":',
-            _utf8(dumps_compact(redact.value(dict(failure_signatures)))),
+            _object_json(redact.value(dict(failure_signatures))),
             b',"extra":{"restart_count":',
             _utf8(dumps_compact(restart_count)),
             b',"restart_failure_signatures":',
-            _utf8(dumps_compact(dict(restart_failure_signatures))),
+            _object_json(dict(restart_failure_signatures)),
             b',"node_attempts":',
         )
         self._attempts.encode_pieces(node_attempts, out)
@@ -206,6 +207,14 @@ class CheckpointEncoder:
             out += (b',"workspace":', _utf8(dumps_compact(dict(workspace))))
         out.append(b"}\n")
         return b"".join(out)
+
+
+def _str_json(text: str) -> bytes:
+    return encode_basestring(text).encode("utf-8")
+
+
+def _object_json(mapping: dict[str, Any]) -> bytes:
+    return _utf8(dumps_compact(mapping)) if mapping else b"{}"
 
 
 def _utf8(text: str) -> bytes:

@@ -186,32 +186,37 @@ class _ChunkedText:
     whose concatenation is ``",".join(fragments).encode()``. The owner tells it which
     positions changed (:meth:`changed`) or how many leading ones stayed (:meth:`keep`)."""
 
-    __slots__ = ("_chunk", "_sealed")
+    __slots__ = ("_chunk", "_sealed", "_stale")
 
     def __init__(self, chunk: int) -> None:
         self._chunk = chunk
-        self._sealed: list[bytes | None] = []  # chunk i: entries [i*chunk, (i+1)*chunk)
+        self._sealed: list[bytes] = []  # chunk i: entries [i*chunk, (i+1)*chunk)
+        self._stale: set[int] = set()  # sealed chunks whose text must be encoded again
 
     def reset(self) -> None:
         self._sealed.clear()
+        self._stale.clear()
 
     def changed(self, position: int) -> None:
         """The entry at ``position`` has new text."""
         index = position // self._chunk
         if index < len(self._sealed):
-            self._sealed[index] = None
+            self._stale.add(index)
 
     def keep(self, count: int) -> None:
         """Only the first ``count`` entries are still valid."""
-        del self._sealed[count // self._chunk :]
+        kept = count // self._chunk
+        del self._sealed[kept:]
+        if self._stale:
+            self._stale = {index for index in self._stale if index < kept}
 
     def pieces(self, fragments: Sequence[str], out: list[bytes]) -> None:
         chunk, sealed = self._chunk, self._sealed
-        for index, text in enumerate(sealed):
-            if text is None:
-                begin = index * chunk
-                text = sealed[index] = self._encode(fragments, begin, begin + chunk)
-            out.append(text)
+        for index in self._stale:
+            begin = index * chunk
+            sealed[index] = self._encode(fragments, begin, begin + chunk)
+        self._stale.clear()
+        out += sealed
         begin = len(sealed) * chunk
         while len(fragments) - begin >= chunk:
             text = self._encode(fragments, begin, begin + chunk)
