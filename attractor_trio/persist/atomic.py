@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..core import redaction
 from ..errors import AttractorError
@@ -152,13 +152,13 @@ def _indented(value: Any, newline: str) -> str:
 
     Why: with ``indent`` the json module runs its pure-Python encoder (CPython 3.11's C
     encoder has no indent), about 40 µs for a stage's ``status.json``, written at every stage;
-    this builds the same text with one C call per leaf. ``newline`` is the line break plus the
-    current indent. Anything that is not exactly a str/int/float/bool/None, list, tuple or dict
-    with string keys raises :class:`_NotPlain`, and the caller falls back to ``json.dumps``.
+    this builds the same text with one C call per leaf, and the leaves of a container without
+    a call of their own (most entries of a status file are strings and numbers). ``newline``
+    is the line break plus the current indent. Anything that is not exactly a
+    str/int/float/bool/None, list, tuple or dict with string keys raises :class:`_NotPlain`,
+    and the caller falls back to ``json.dumps``.
     """
     kind = type(value)
-    if kind is str:
-        return _encode_str(value)
     if kind is dict:
         if not value:
             return "{}"
@@ -167,18 +167,34 @@ def _indented(value: Any, newline: str) -> str:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            parts.append(f"{_encode_str(key)}: {_indented(item, inner)}")
+            text = _LEAVES.get(type(item), _indented)(item, inner)
+            parts.append(f"{_encode_str(key)}: {text}")
         return "{" + inner + ("," + inner).join(parts) + newline + "}"
     if kind is list or kind is tuple:
         if not value:
             return "[]"
         inner = newline + "  "
-        return (
-            "[" + inner + ("," + inner).join([_indented(i, inner) for i in value]) + newline + "]"
-        )
-    if kind is int or kind is float or kind is bool or value is None:
-        return _encode_scalar(value)
-    raise _NotPlain
+        leaves = _LEAVES
+        items = [leaves.get(type(item), _indented)(item, inner) for item in value]
+        return "[" + inner + ("," + inner).join(items) + newline + "]"
+    leaf = _LEAVES.get(kind)
+    if leaf is None:
+        raise _NotPlain
+    return leaf(value, newline)
+
+
+def _float_text(value: float, _newline: str) -> str:
+    return _encode_scalar(value)  # refuses NaN and infinities, as every document does
+
+
+#: The text of each JSON leaf type, by exact type (``(value, newline) -> text``).
+_LEAVES: Final[dict[type, Callable[[Any, str], str]]] = {
+    str: lambda value, _newline: _encode_str(value),
+    int: lambda value, _newline: int.__repr__(value),
+    bool: lambda value, _newline: "true" if value else "false",
+    type(None): lambda _value, _newline: "null",
+    float: _float_text,
+}
 
 
 def json_encoder(
