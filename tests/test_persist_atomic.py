@@ -227,12 +227,21 @@ def test_utc_timestamp_for_now_matches_the_datetime_path(monkeypatch: pytest.Mon
     assert before <= now <= after
     # The per-second prefix is refreshed when the second changes.
 
+    # The text is reused within one millisecond (and only within it).
     moments = iter(
-        [1_738_324_805_123_456_789, 1_738_324_805_999_000_000, 1_738_324_806_000_100_000]
+        [
+            1_738_324_805_123_456_789,
+            1_738_324_805_123_999_999,
+            1_738_324_805_124_000_000,
+            1_738_324_805_999_000_000,
+            1_738_324_806_000_100_000,
+        ]
     )
     monkeypatch.setattr(time, "time_ns", lambda: next(moments))  # what atomic.py calls
-    assert [utc_timestamp() for _ in range(3)] == [
+    assert [utc_timestamp() for _ in range(5)] == [
         "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.124Z",
         "2025-01-31T12:00:05.999Z",
         "2025-01-31T12:00:06.000Z",
     ]

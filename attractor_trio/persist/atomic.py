@@ -103,15 +103,22 @@ def utc_timestamp(now: datetime | None = None) -> str:
     timestamp form in run files and events. Naive datetimes are taken to be UTC.
 
     Every event gets one, so the current time takes a fast path: the text up to the second is
-    formatted once per second and reused."""
+    formatted once per second, and the whole text once per millisecond (a stage emits several
+    events within one)."""
     if now is None:
-        global _second_prefix
-        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        global _second_prefix, _millisecond_text
+        millis = time.time_ns() // 1_000_000
+        cached_millis, text = _millisecond_text
+        if millis == cached_millis:
+            return text
+        seconds, millis_part = divmod(millis, 1000)
         cached_second, prefix = _second_prefix
         if seconds != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
             _second_prefix = (seconds, prefix)
-        return f"{prefix}{nanos // 1_000_000:03d}Z"
+        text = f"{prefix}{millis_part:03d}Z"
+        _millisecond_text = (millis, text)
+        return text
     moment = now
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -120,6 +127,7 @@ def utc_timestamp(now: datetime | None = None) -> str:
 
 
 _second_prefix: tuple[int, str] = (-1, "")
+_millisecond_text: tuple[int, str] = (-1, "")
 
 
 def dumps_json(obj: Any, *, compact: bool = False) -> str:
