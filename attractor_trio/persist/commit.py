@@ -37,6 +37,7 @@ import errno
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, final
@@ -185,16 +186,19 @@ class DirectorySyncs:
     commits."""
 
     def __init__(self) -> None:
-        self._owed: dict[str, None] = {}  # an ordered set of directory paths
+        # An ordered set of directory paths, each with a descriptor of it that its owner keeps
+        # open (the run directory, where the checkpoint is renamed at every stage) or None.
+        self._owed: dict[str, int | None] = {}
         self._held: dict[str, bytes] = {}  # target path -> its (redacted) document
 
     def __bool__(self) -> bool:
         return bool(self._owed or self._held)
 
-    def defer(self, directory: StrPath) -> None:
+    def defer(self, directory: StrPath, fd: int | None = None) -> None:
         """``directory``'s fsync is owed (a rename into it happened and must become durable
-        before the next commit)."""
-        self._owed[os.fspath(directory)] = None
+        before the next commit). ``fd``: a descriptor of it that the caller keeps open (and
+        closes), fsynced instead of opening the directory again."""
+        self._owed[os.fspath(directory)] = fd
 
     def hold(self, path: StrPath, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically and durably with the next commit, before its
@@ -202,21 +206,28 @@ class DirectorySyncs:
         every file of a run is (contract.md §10)."""
         self._held[os.fspath(path)] = redaction.file_bytes(path, data)
 
-    def open_all(self) -> list[int]:
-        """Descriptors of the owed directories (the caller fsyncs and closes them); the debt is
-        cleared. A directory removed meanwhile owes nothing."""
+    def open_all(self) -> tuple[list[int], list[int]]:
+        """Descriptors of the owed directories to fsync, and those of them opened here (the
+        caller closes those); the debt is cleared. A directory removed meanwhile owes
+        nothing."""
         fds: list[int] = []
+        opened: list[int] = []
         try:
-            for directory in self._owed:
+            for directory, kept in self._owed.items():
+                if kept is not None:
+                    fds.append(kept)
+                    continue
                 try:
-                    fds.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     continue
+                fds.append(fd)
+                opened.append(fd)
         except BaseException:
-            _close_all(fds)
+            _close_all(opened)
             raise
         self._owed.clear()
-        return fds
+        return fds, opened
 
     def sync(self) -> None:
         """Pay the debt now, without a checkpoint (a retry about to archive the stage's files,
@@ -242,12 +253,12 @@ class DirectorySyncs:
         temps = self._write_held()
         try:
             try:
-                directories = self.open_all()
+                directories, opened = self.open_all()
                 try:
                     own = [] if fd is None else [fd]
                     fsync_together([*own, *(temp_fd for _, _, temp_fd in temps), *directories])
                 finally:
-                    _close_all(directories)
+                    _close_all(opened)
             finally:
                 _close_all([temp_fd for _, _, temp_fd in temps])
             for temp, target, _ in temps:
@@ -259,11 +270,11 @@ class DirectorySyncs:
                 remove_quietly(temp)
             raise
         rename()
-        directories = self.open_all()
+        directories, opened = self.open_all()
         try:
             fsync_together(directories)
         finally:
-            _close_all(directories)
+            _close_all(opened)
 
     def _write_held(self) -> list[tuple[str, str, int]]:
         """Each held file written to a fresh temp next to it: ``(temp, target, open fd)``."""
@@ -321,7 +332,8 @@ class RecyclingWriter:
         # Strings, not Paths: every stage renames and links here, and Path arithmetic and
         # ``__fspath__`` cost more than those system calls on tmpfs.
         self._target = os.fspath(target)
-        self._directory = os.path.dirname(self._target)
+        self._directory = os.path.dirname(self._target) or "."
+        self._directory_fd: int | None = None
         self._spare: str | None = None
         #: How many bytes the spare holds, when known (it is the document written before the
         #: current one): a longer or equal new document needs no ``ftruncate``.
@@ -363,7 +375,7 @@ class RecyclingWriter:
                 remove_quietly(keep)
             raise
         self._spare = keep
-        self.owed.defer(self._directory)
+        self.owed.defer(self._directory, self._directory_descriptor())
 
     def _keep_current(self) -> str | None:
         """Link the current target to a fresh temp name; that name, or ``None`` when there is
@@ -377,11 +389,26 @@ class RecyclingWriter:
             return None
         return name
 
+    def _directory_descriptor(self) -> int:
+        """The target's directory, kept open for the directory fsync of every write (an open
+        and a close fewer per stage). Renames still go by path: like the progress log's
+        descriptor, this assumes the run directory is not swapped under a running engine."""
+        fd = self._directory_fd
+        if fd is None:
+            fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._directory_fd = fd
+            self._close_directory = weakref.finalize(self, os.close, fd)
+        return fd
+
     def close(self) -> None:
-        """Remove the spare (the run is over; a resume starts without one)."""
+        """Remove the spare (the run is over; a resume starts without one) and let the
+        directory go."""
         if self._spare is not None:
             remove_quietly(self._spare)
             self._spare = None
+        if self._directory_fd is not None:
+            self._close_directory()  # closes the descriptor, once
+            self._directory_fd = None
 
     def _open_spare(self) -> tuple[str, int]:
         spare = self._spare
