@@ -97,9 +97,9 @@ class ProgressWriter:
         return self.append(event, branch, fields)
 
     def append(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`emit` with the fields as one dict (which becomes part of nothing: the
-        envelope is a new dict), so a caller that already holds them (the hub) does not
-        unpack and repack them per event."""
+        """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
+        dict), so a caller that already holds them (the hub) does not unpack and repack them
+        per event."""
         if not _ENVELOPE_KEY_SET.isdisjoint(fields):
             clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
             raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
