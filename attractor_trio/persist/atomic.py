@@ -175,7 +175,11 @@ def _indented(value: Any, newline: str) -> str:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            text = _LEAVES.get(type(item), _indented)(item, inner)
+            item_kind = type(item)
+            if item_kind is str:  # most entries, without a call through the table
+                text = _encode_str(item)
+            else:
+                text = _LEAVES.get(item_kind, _indented)(item, inner)
             parts.append(f"{_encode_str(key)}: {text}")
         return "{" + inner + ("," + inner).join(parts) + newline + "}"
     if kind is list or kind is tuple:
