@@ -365,6 +365,26 @@ def test_a_helpers_error_is_raised_and_the_helpers_are_reused(
             os.close(fd)
 
 
+def test_while_another_thread_uses_the_helpers_a_wait_runs_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+) -> None:
+    """The helper threads are the process's (at most three); a second thread committing at
+    the same moment does its fsyncs itself instead of starting more threads or waiting."""
+    threads: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: threads.append(threading.current_thread().name))
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    try:
+        with commit._helpers_lock:  # another thread's wait is using the helpers
+            fsync_together(fds)
+        assert threads == [threading.current_thread().name] * 3
+        threads.clear()
+        fsync_together(fds)
+        assert threads.count(threading.current_thread().name) == 1 and len(threads) == 3
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 # ------------------------------------------------------------------------------- the engine
 
 

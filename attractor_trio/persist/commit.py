@@ -64,7 +64,7 @@ class _Helper:
     ``submit``/``result`` (a future, a condition, a work queue, an idle semaphore) cost
     30-50 µs of the 2-core machine per round trip against 5-20 µs for two plain locks; every
     durable stage boundary waits twice. ``_go`` is released to start a batch, ``_done`` when
-    it is finished; only the thread that owns the helper (see :func:`_helpers_for`) uses it.
+    it is finished; only the thread holding ``_helpers_lock`` hands it work.
     """
 
     __slots__ = ("_done", "_fds", "_go", "error")
@@ -100,23 +100,24 @@ class _Helper:
             self._done.release()
 
 
-_local = threading.local()
+#: The helper threads (at most ``_HELPERS``, for the whole process), and the lock a wait holds
+#: while it uses them: a second thread committing at the same moment (two runs in two threads)
+#: runs its fsyncs inline rather than starting more threads.
+_helpers: list[_Helper] = []
+_helpers_lock = threading.Lock()
 
 
 def _helpers_for(count: int) -> list[_Helper]:
-    """``count`` idle helpers of the calling thread (each thread that commits has its own, so
-    two runs committing from two threads never share one)."""
-    helpers: list[_Helper] | None = getattr(_local, "helpers", None)
-    if helpers is None:
-        helpers = _local.helpers = []
-    while len(helpers) < count:
-        helpers.append(_Helper())
-    return helpers[:count]
+    """``count`` idle helpers (the caller holds ``_helpers_lock``)."""
+    while len(_helpers) < count:
+        _helpers.append(_Helper())
+    return _helpers[:count]
 
 
 def _reset_after_fork() -> None:
-    global _local
-    _local = threading.local()  # the parent's helper threads do not exist in the child
+    global _helpers, _helpers_lock
+    _helpers = []  # the parent's helper threads do not exist in the child
+    _helpers_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -139,10 +140,19 @@ def fsync_together(fds: Sequence[int]) -> None:
     raised after all have finished. Concurrently on helper threads when fsync costs real
     time here, so the caller waits about one fsync latency instead of ``len(fds)``."""
     global _fsync_cost
-    if len(fds) <= 1 or _fsync_cost < CHEAP_FSYNC_S:
+    if len(fds) <= 1 or _fsync_cost < CHEAP_FSYNC_S or not _helpers_lock.acquire(blocking=False):
         for fd in fds:
             _fsync_cost = 0.8 * _fsync_cost + 0.2 * _fsync(fd)
         return
+    try:
+        _fsync_with_helpers(fds)
+    finally:
+        _helpers_lock.release()
+
+
+def _fsync_with_helpers(fds: Sequence[int]) -> None:
+    """The caller fsyncs ``fds[0]``, the helpers the rest; the first error once all are done."""
+    global _fsync_cost
     helpers = _helpers_for(min(len(fds) - 1, _HELPERS))
     started: list[_Helper] = []
     failure: BaseException | None = None
@@ -164,16 +174,15 @@ def fsync_together(fds: Sequence[int]) -> None:
 
 def _wait_for(helpers: list[_Helper]) -> None:
     """Wait for each helper's batch. Interrupted (a ``KeyboardInterrupt`` in the wait), the
-    helpers not yet waited for are dropped from the thread's set — they finish on their own
-    and are never handed work again — and the interruption propagates."""
+    helpers not yet waited for are dropped — they finish on their own and are never handed
+    work again — and the interruption propagates."""
     for position, helper in enumerate(helpers):
         try:
             helper.wait()
         except BaseException:
-            owned: list[_Helper] = getattr(_local, "helpers", [])
             for abandoned in helpers[position:]:
-                if abandoned in owned:
-                    owned.remove(abandoned)
+                if abandoned in _helpers:
+                    _helpers.remove(abandoned)
             raise
 
 
