@@ -227,12 +227,21 @@ def test_utc_timestamp_for_now_matches_the_datetime_path(monkeypatch: pytest.Mon
     assert before <= now <= after
     # The per-second prefix is refreshed when the second changes.
 
+    # The text is reused within one millisecond (and only within it).
     moments = iter(
-        [1_738_324_805_123_456_789, 1_738_324_805_999_000_000, 1_738_324_806_000_100_000]
+        [
+            1_738_324_805_123_456_789,
+            1_738_324_805_123_999_999,
+            1_738_324_805_124_000_000,
+            1_738_324_805_999_000_000,
+            1_738_324_806_000_100_000,
+        ]
     )
     monkeypatch.setattr(time, "time_ns", lambda: next(moments))  # what atomic.py calls
-    assert [utc_timestamp() for _ in range(3)] == [
+    assert [utc_timestamp() for _ in range(5)] == [
         "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.124Z",
         "2025-01-31T12:00:05.999Z",
         "2025-01-31T12:00:06.000Z",
     ]
@@ -251,6 +260,17 @@ def test_temp_names_are_unique_and_recognised(tmp_path: Path) -> None:
     before = atomic._temp_prefix
     atomic._new_temp_prefix()  # what a forked child does first (os.register_at_fork)
     assert atomic._temp_prefix != before
+
+
+@pytest.mark.parametrize("target", ["doc.json", "run/a/status.json", "/abs/run/checkpoint.json"])
+def test_a_temp_name_sits_next_to_its_target(target: str) -> None:
+    from attractor_trio.persist.atomic import temp_name
+
+    temp = temp_name(target)
+    assert os.path.dirname(temp) == os.path.dirname(target)
+    name = os.path.basename(temp)
+    assert is_temp_file_name(name) and name.startswith(f".{os.path.basename(target)}.")
+    assert temp_name(Path(target)) != temp
 
 
 _JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8))

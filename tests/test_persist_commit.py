@@ -110,6 +110,38 @@ def test_a_failure_at_any_step_leaves_the_previous_document(
     assert os.listdir(tmp_path) == ["checkpoint.json"]
 
 
+@pytest.mark.parametrize("fail_after_rename", [False, True])
+def test_the_spare_is_truncated_whenever_the_new_document_is_shorter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_after_rename: bool
+) -> None:
+    """The writer skips ``ftruncate`` when it knows the spare holds no more bytes than the new
+    document; with a target left by an earlier process, or after a failed commit, it must
+    not guess: every document on disk is exactly the bytes written."""
+    target = tmp_path / "checkpoint.json"
+    target.write_bytes(b"x" * 500)  # a previous run's (longer) checkpoint
+    writer = RecyclingWriter(target)
+    real_fsync, calls = os.fsync, []
+
+    def second_wait_fails(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 1 and os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "directory fsync failed (simulated)")
+        real_fsync(fd)
+
+    sizes = [10, 300, 5, 400, 10, 50, 1, 200, 3, 3]  # a stale size at 5 would leave junk
+    for n, size in enumerate(sizes):
+        data = b"%d:" % n + b"y" * size
+        if fail_after_rename and n == 4:
+            with monkeypatch.context() as patch:
+                patch.setattr(os, "fsync", second_wait_fails)
+                with pytest.raises(OSError, match="simulated"):
+                    writer.write(data)
+        else:
+            writer.write(data)
+        assert target.read_bytes() == data, n
+    writer.close()
+
+
 def test_a_spare_removed_behind_the_writers_back_is_replaced(tmp_path: Path) -> None:
     target = tmp_path / "checkpoint.json"
     writer = RecyclingWriter(target)
@@ -299,6 +331,55 @@ def test_every_fsync_finishes_before_an_error_is_raised(
         with pytest.raises(OSError, match="simulated"):
             fsync_together(fds)
         assert sorted(finished) == sorted(fds[1:])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_helpers_error_is_raised_and_the_helpers_are_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+) -> None:
+    """The helper threads live on between waits (a thread per wait would cost more than the
+    hand-off saves), and an fsync failing on one is the caller's error."""
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    try:
+        fsync_together(fds)
+        helpers = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
+        for _ in range(20):
+            fsync_together(fds)
+        after = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
+        assert after == helpers and len(helpers) >= 2
+
+        def fsync(fd: int) -> None:
+            if fd == fds[2]:
+                raise OSError(5, "Input/output error (simulated)")
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        with pytest.raises(OSError, match="simulated"):
+            fsync_together(fds)
+        monkeypatch.undo()
+        monkeypatch.setattr(commit, "_fsync_cost", 1.0)
+        fsync_together(fds)  # and the helper that failed serves the next wait
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_while_another_thread_uses_the_helpers_a_wait_runs_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+) -> None:
+    """The helper threads are the process's (at most three); a second thread committing at
+    the same moment does its fsyncs itself instead of starting more threads or waiting."""
+    threads: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: threads.append(threading.current_thread().name))
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    try:
+        with commit._helpers_lock:  # another thread's wait is using the helpers
+            fsync_together(fds)
+        assert threads == [threading.current_thread().name] * 3
+        threads.clear()
+        fsync_together(fds)
+        assert threads.count(threading.current_thread().name) == 1 and len(threads) == 3
     finally:
         for fd in fds:
             os.close(fd)

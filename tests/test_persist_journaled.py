@@ -20,6 +20,7 @@ from attractor_trio.context import Context
 from attractor_trio.persist.atomic import dumps_json
 from attractor_trio.persist.checkpoint import Checkpoint, CheckpointEncoder
 from attractor_trio.persist.journaled import (
+    CHUNK,
     ArrayEncoder,
     JournaledDict,
     JournaledList,
@@ -65,15 +66,21 @@ def _apply_dict_op(target: dict[str, Any], op: tuple[Any, ...]) -> None:
 
 
 # Each op comes with "encode afterwards?", so both single changes and batches are checked.
+# ``chunk``: the encoders keep their text in sealed chunks of that many entries (CHUNK in the
+# engine); tiny chunks put chunk boundaries, sealing and re-sealing under every op sequence.
+chunks = st.sampled_from([1, 2, 3, CHUNK])
+
+
 @given(
     st.dictionaries(keys, values, max_size=4),
     st.lists(st.tuples(dict_ops, st.booleans()), max_size=40),
+    chunks,
 )
 def test_object_encoder_always_matches_a_full_encode(
-    initial: dict[str, Any], ops: list[tuple[tuple[Any, ...], bool]]
+    initial: dict[str, Any], ops: list[tuple[tuple[Any, ...], bool]], chunk: int
 ) -> None:
     journaled: JournaledDict[str, Any] = JournaledDict(initial)
-    _replay(journaled, dict(initial), ObjectEncoder(), ops, _apply_dict_op)
+    _replay(journaled, dict(initial), ObjectEncoder(chunk=chunk), ops, _apply_dict_op)
 
 
 def _replay(
@@ -143,12 +150,16 @@ def _apply_list_op(target: list[Any], op: tuple[Any, ...]) -> None:
         target *= op[1]
 
 
-@given(st.lists(values, max_size=4), st.lists(st.tuples(list_ops, st.booleans()), max_size=40))
+@given(
+    st.lists(values, max_size=4),
+    st.lists(st.tuples(list_ops, st.booleans()), max_size=40),
+    chunks,
+)
 def test_array_encoder_always_matches_a_full_encode(
-    initial: list[Any], ops: list[tuple[tuple[Any, ...], bool]]
+    initial: list[Any], ops: list[tuple[tuple[Any, ...], bool]], chunk: int
 ) -> None:
     journaled: JournaledList[Any] = JournaledList(initial)
-    _replay(journaled, list(initial), ArrayEncoder(), ops, _apply_list_op)
+    _replay(journaled, list(initial), ArrayEncoder(chunk=chunk), ops, _apply_list_op)
 
 
 LIST_OPS = [
@@ -354,6 +365,52 @@ def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
             Checkpoint(**fields, context=context.snapshot(), extra=extra).to_json(), compact=True
         )
         assert fast.decode("utf-8") == slow
+
+
+def test_a_long_run_checkpoint_matches_the_full_encode_across_sealed_chunks() -> None:
+    """Hundreds of stages (several sealed chunks per collection), with entries inside sealed
+    chunks changed again (a loop revisits early nodes), a retry count reset and a restart
+    clearing everything: every checkpoint is byte-identical to the full encode."""
+    encoder = CheckpointEncoder(dict)
+    completed: JournaledList[str] = JournaledList()
+    outcomes: JournaledDict[str, dict[str, Any]] = JournaledDict()
+    retries: JournaledDict[str, int] = JournaledDict()
+    visits: JournaledDict[str, int] = JournaledDict()
+    attempts: JournaledDict[str, int] = JournaledDict()
+    for index in range(5 * CHUNK + 3):
+        node = f"s{index % (3 * CHUNK)}"  # from stage 3*CHUNK on, early nodes come back
+        if index == 4 * CHUNK:
+            retries.clear()
+            outcomes.clear()
+            visits.clear()
+        completed.append(node)
+        outcomes[node] = {"status": "success", "notes": f"stage {index}"}
+        retries[node] = index % 3
+        visits[node] = visits.get(node, 0) + 1
+        attempts[node] = index % 3 + 1
+        if index % 5 == 0:
+            completed[index // 2] = f"rewritten {index}"  # a change inside a sealed chunk
+        fields: dict[str, Any] = {
+            "run_id": "run-1",
+            "current_node": node,
+            "completed_nodes": completed,
+            "node_retries": retries,
+            "logs": [],
+            "node_outcomes": outcomes,
+            "visits": visits,
+            "failure_signatures": {},
+            "timestamp": "2025-01-31T12:00:00.123Z",
+        }
+        fast = encoder.encode(
+            **fields,
+            context_json="{}",
+            restart_count=0,
+            restart_failure_signatures={},
+            node_attempts=attempts,
+        )
+        extra = {"restart_count": 0, "restart_failure_signatures": {}, "node_attempts": attempts}
+        slow = dumps_json(Checkpoint(**fields, context={}, extra=extra).to_json(), compact=True)
+        assert fast.decode("utf-8") == slow, index
 
 
 async def test_an_engine_run_encodes_each_checkpoint_entry_about_once(

@@ -314,3 +314,38 @@ def test_a_line_of_another_run_is_re_encoded(tmp_path: Path) -> None:
         copy = run.forward(local, other.last_line)
     assert copy["run_id"] == "run-a"
     assert read_progress(tmp_path / "a.ndjson")[0]["run_id"] == "run-a"
+
+
+json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=6)
+)
+json_values = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    run_id=st.text(min_size=1, max_size=8),
+    event=st.text(min_size=1, max_size=8),
+    branch=st.text(max_size=6),
+    fields=st.dictionaries(
+        st.text(max_size=6).filter(lambda k: k not in ("seq", "ts", "run_id", "event", "branch")),
+        json_values,
+        max_size=4,
+    ),
+)
+def test_each_line_is_json_dumps_of_the_envelope_byte_for_byte(
+    tmp_path: Path, run_id: str, event: str, branch: str, fields: dict[str, Any]
+) -> None:
+    """The writer builds the line from cached pieces instead of encoding the envelope whole;
+    the bytes must still be exactly ``json.dumps(envelope, ensure_ascii=False)``."""
+    path = tmp_path / f"p-{os.urandom(4).hex()}.ndjson"
+    with ProgressWriter(path, run_id) as writer:
+        envelope = writer.emit(event, branch, **fields)
+        line = writer.last_line
+    assert line == (json.dumps(envelope, ensure_ascii=False) + "\n").encode("utf-8")
+    assert path.read_bytes() == line
+    assert json.loads(line) == envelope

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..core import redaction
 from ..errors import AttractorError
@@ -61,6 +61,7 @@ __all__ = [
     "temp_name",
     "utc_timestamp",
     "write_all",
+    "write_all_at",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
@@ -102,15 +103,22 @@ def utc_timestamp(now: datetime | None = None) -> str:
     timestamp form in run files and events. Naive datetimes are taken to be UTC.
 
     Every event gets one, so the current time takes a fast path: the text up to the second is
-    formatted once per second and reused."""
+    formatted once per second, and the whole text once per millisecond (a stage emits several
+    events within one)."""
     if now is None:
-        global _second_prefix
-        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        global _second_prefix, _millisecond_text
+        millis = time.time_ns() // 1_000_000
+        cached_millis, text = _millisecond_text
+        if millis == cached_millis:
+            return text
+        seconds, millis_part = divmod(millis, 1000)
         cached_second, prefix = _second_prefix
         if seconds != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
             _second_prefix = (seconds, prefix)
-        return f"{prefix}{nanos // 1_000_000:03d}Z"
+        text = f"{prefix}{millis_part:03d}Z"
+        _millisecond_text = (millis, text)
+        return text
     moment = now
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -119,6 +127,7 @@ def utc_timestamp(now: datetime | None = None) -> str:
 
 
 _second_prefix: tuple[int, str] = (-1, "")
+_millisecond_text: tuple[int, str] = (-1, "")
 
 
 def dumps_json(obj: Any, *, compact: bool = False) -> str:
@@ -151,13 +160,13 @@ def _indented(value: Any, newline: str) -> str:
 
     Why: with ``indent`` the json module runs its pure-Python encoder (CPython 3.11's C
     encoder has no indent), about 40 µs for a stage's ``status.json``, written at every stage;
-    this builds the same text with one C call per leaf. ``newline`` is the line break plus the
-    current indent. Anything that is not exactly a str/int/float/bool/None, list, tuple or dict
-    with string keys raises :class:`_NotPlain`, and the caller falls back to ``json.dumps``.
+    this builds the same text with one C call per leaf, and the leaves of a container without
+    a call of their own (most entries of a status file are strings and numbers). ``newline``
+    is the line break plus the current indent. Anything that is not exactly a
+    str/int/float/bool/None, list, tuple or dict with string keys raises :class:`_NotPlain`,
+    and the caller falls back to ``json.dumps``.
     """
     kind = type(value)
-    if kind is str:
-        return _encode_str(value)
     if kind is dict:
         if not value:
             return "{}"
@@ -166,18 +175,38 @@ def _indented(value: Any, newline: str) -> str:
         for key, item in value.items():
             if type(key) is not str:
                 raise _NotPlain
-            parts.append(f"{_encode_str(key)}: {_indented(item, inner)}")
+            item_kind = type(item)
+            if item_kind is str:  # most entries, without a call through the table
+                text = _encode_str(item)
+            else:
+                text = _LEAVES.get(item_kind, _indented)(item, inner)
+            parts.append(f"{_encode_str(key)}: {text}")
         return "{" + inner + ("," + inner).join(parts) + newline + "}"
     if kind is list or kind is tuple:
         if not value:
             return "[]"
         inner = newline + "  "
-        return (
-            "[" + inner + ("," + inner).join([_indented(i, inner) for i in value]) + newline + "]"
-        )
-    if kind is int or kind is float or kind is bool or value is None:
-        return _encode_scalar(value)
-    raise _NotPlain
+        leaves = _LEAVES
+        items = [leaves.get(type(item), _indented)(item, inner) for item in value]
+        return "[" + inner + ("," + inner).join(items) + newline + "]"
+    leaf = _LEAVES.get(kind)
+    if leaf is None:
+        raise _NotPlain
+    return leaf(value, newline)
+
+
+def _float_text(value: float, _newline: str) -> str:
+    return _encode_scalar(value)  # refuses NaN and infinities, as every document does
+
+
+#: The text of each JSON leaf type, by exact type (``(value, newline) -> text``).
+_LEAVES: Final[dict[type, Callable[[Any, str], str]]] = {
+    str: lambda value, _newline: _encode_str(value),
+    int: lambda value, _newline: int.__repr__(value),
+    bool: lambda value, _newline: "true" if value else "false",
+    type(None): lambda _value, _newline: "null",
+    float: _float_text,
+}
 
 
 def json_encoder(
@@ -403,10 +432,12 @@ def open_temp(target: Path) -> tuple[Path, int]:
 
 
 def temp_name(target: StrPath) -> str:
-    """A fresh temp file name next to ``target``, as :func:`cleanup_temp_files` expects."""
-    head, name = os.path.split(os.fspath(target))
-    token = f"{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}"
-    return os.path.join(head, f".{name}.{token}.tmp")
+    """A fresh temp file name next to ``target``, as :func:`cleanup_temp_files` expects.
+
+    One f-string on ``rpartition`` rather than ``os.path.split`` and ``join``: every file a
+    stage writes asks for one."""
+    head, slash, name = os.fspath(target).rpartition("/")
+    return f"{head}{slash}.{name}.{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}.tmp"
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -417,6 +448,18 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)[written:]
     while view:
         view = view[os.write(fd, view) :]
+
+
+def write_all_at(fd: int, data: bytes, offset: int) -> None:
+    """:func:`write_all` at ``offset`` (``pwrite``: no ``lseek`` first)."""
+    written = os.pwrite(fd, data, offset)
+    if written == len(data):
+        return
+    view = memoryview(data)[written:]
+    while view:
+        offset += written
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
 
 
 def remove_quietly(path: StrPath) -> None:

@@ -15,6 +15,7 @@ the engine. Unknown top-level keys are ignored (forward compatibility); ``extra`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -166,29 +167,58 @@ class CheckpointEncoder:
         timestamp: str | None = None,
         workspace: Mapping[str, Any] | None = None,
     ) -> bytes:
-        extra = (
-            f'{{"restart_count":{dumps_compact(restart_count)},'
-            f'"restart_failure_signatures":{dumps_compact(dict(restart_failure_signatures))},'
-            f'"node_attempts":{self._attempts.encode(node_attempts)}}}'
-        )
+        # One list of UTF-8 pieces, joined once: the per-node collections arrive as their
+        # encoders' cached chunks, so nothing but that one join grows with the run.
         redact = redaction.current()
-        members: tuple[tuple[str, str], ...] = (
-            ("timestamp", dumps_compact(timestamp or utc_timestamp())),
-            ("current_node", dumps_compact(current_node)),
-            ("completed_nodes", self._completed.encode(completed_nodes)),
-            ("node_retries", self._retries.encode(node_retries)),
-            ("context", redact.json_text(context_json)),
-            ("logs", dumps_compact(redact.value(list(logs)))),
-            ("run_id", dumps_compact(run_id)),
-            ("node_outcomes", self._outcomes.encode(node_outcomes)),
-            ("visits", self._visits.encode(visits)),
-            ("failure_signatures", dumps_compact(redact.value(dict(failure_signatures)))),
-            ("extra", extra),
+        out = [
+            b'{"timestamp":',
+            _str_json(timestamp or utc_timestamp()),
+            b',"current_node":',
+            _str_json(current_node),
+            b',"completed_nodes":',
+        ]
+        self._completed.encode_pieces(completed_nodes, out)
+        out.append(b',"node_retries":')
+        self._retries.encode_pieces(node_retries, out)
+        out += (
+            b',"context":',
+            _utf8(redact.json_text(context_json)),
+            b',"logs":',
+            _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
+            b',"run_id":',
+            _str_json(run_id),
+            b',"node_outcomes":',
         )
+        self._outcomes.encode_pieces(node_outcomes, out)
+        out.append(b',"visits":')
+        self._visits.encode_pieces(visits, out)
+        out += (
+            b',"failure_signatures":',
+            _object_json(redact.value(dict(failure_signatures))),
+            b',"extra":{"restart_count":',
+            _utf8(dumps_compact(restart_count)),
+            b',"restart_failure_signatures":',
+            _object_json(dict(restart_failure_signatures)),
+            b',"node_attempts":',
+        )
+        self._attempts.encode_pieces(node_attempts, out)
+        out.append(b"}")
         if workspace is not None:
-            members += (("workspace", dumps_compact(dict(workspace))),)
-        text = "{" + ",".join(f'"{key}":{value}' for key, value in members) + "}\n"
-        return text.encode("utf-8")
+            out += (b',"workspace":', _utf8(dumps_compact(dict(workspace))))
+        out.append(b"}\n")
+        return b"".join(out)
+
+
+def _str_json(text: str) -> bytes:
+    return encode_basestring(text).encode("utf-8")
+
+
+def _object_json(mapping: dict[str, Any]) -> bytes:
+    return _utf8(dumps_compact(mapping)) if mapping else b"{}"
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8")
 
 
 def checkpoint_writer(logs_root: StrPath, owed: DirectorySyncs) -> RecyclingWriter:

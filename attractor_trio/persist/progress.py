@@ -45,6 +45,18 @@ _ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
 _encode_event: Final = json_encoder(separators=(", ", ": "))
+_encode_str: Final = json.encoder.encode_basestring
+#: Event names are few; their JSON text is kept rather than encoded per event.
+_EVENT_NAMES: dict[str, str] = {}
+
+
+def _event_name(event: str) -> str:
+    text = _EVENT_NAMES.get(event)
+    if text is None:
+        text = _encode_str(event)
+        if len(_EVENT_NAMES) < 1024:  # names come from code, but a plugin could invent many
+            _EVENT_NAMES[event] = text
+    return text
 
 
 @final
@@ -57,6 +69,7 @@ class ProgressWriter:
             raise ValueError(f"start_seq must be >= 1, got {start_seq}")
         self.path = Path(path)
         self.run_id = run_id
+        self._run_id_text = f'"run_id": {_encode_str(run_id)}, '
         self._next_seq = start_seq
         self._lock = threading.Lock()
         self._fd: int | None = os.open(
@@ -81,6 +94,12 @@ class ProgressWriter:
         """Append one event and return the envelope as written (for stdout/SSE/the event
         stream). Fields may not shadow envelope keys. An unserializable field raises before
         anything is written and without consuming a ``seq``."""
+        return self.append(event, branch, fields)
+
+    def append(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
+        dict), so a caller that already holds them (the hub) does not unpack and repack them
+        per event."""
         if not _ENVELOPE_KEY_SET.isdisjoint(fields):
             clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
             raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
@@ -140,17 +159,25 @@ class ProgressWriter:
         self.close()
 
     def _append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
+        # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
+        # cached per writer, and only the fields through the encoder.
+        encoded_fields = _encode_event(fields) if fields else "}"
+        tail = f'"event": {_event_name(event)}, "branch": {_encode_str(branch)}'
+        tail += encoded_fields if not fields else ", " + encoded_fields[1:]
         with self._lock:
             fd = self._require_open()
+            seq = self._next_seq
+            ts = utc_timestamp()
             envelope: dict[str, Any] = {
-                "seq": self._next_seq,
-                "ts": utc_timestamp(),
+                "seq": seq,
+                "ts": ts,
                 "run_id": self.run_id,
                 "event": event,
                 "branch": branch,
                 **fields,
             }
-            line = (_encode_event(envelope) + "\n").encode()
+            line = f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}{tail}\n'.encode()
             redactor = redaction.current()
             if redactor and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
@@ -158,7 +185,7 @@ class ProgressWriter:
                 envelope = redactor.value(envelope)
                 line = (_encode_event(envelope) + "\n").encode()
             self._write_line(fd, line)
-            self._next_seq += 1
+            self._next_seq = seq + 1
             self.last_line = line
             return envelope
 
