@@ -252,7 +252,7 @@ async def test_a_branch_without_a_timeout_opens_no_timeout_scope(
         timers.append(seconds)
         return real(seconds, **kwargs)
 
-    monkeypatch.setattr(parallel.trio, "move_on_after", recording)
+    monkeypatch.setattr(trio, "move_on_after", recording)
     assert (await run_dot(THREE, tmp_path / "untimed")).status == "success"
     assert timers == []
     timed = fanout("par -> a -> join\n par -> b -> join", attrs='branch_timeout="30s"')
