@@ -25,6 +25,8 @@ __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 #: How much of a codergen response the ``last_response`` context key keeps (the handler and
 #: the simulation backend both record it).
 RESPONSE_PREVIEW_CHARS: Final = 200
+#: Value types :meth:`Context.clone` shares instead of copying.
+_IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 
 
 class Context(Mapping[str, Any]):
@@ -116,8 +118,19 @@ class Context(Mapping[str, Any]):
         return "{" + ",".join(pieces) + "}"
 
     def clone(self) -> Context:
-        """An independent copy (deep-copied values, copied log) for a parallel branch."""
-        return Context(copy.deepcopy(self._values), self._logs)
+        """An independent copy (deep-copied values, copied log) for a parallel branch.
+
+        Every branch of a fan-out gets one, so it skips what needs no copy: the keys were
+        checked when they were set, and strings, numbers, booleans and ``None`` are shared
+        (immutable); the rest is deep-copied, a :class:`StageSummary` by its cheaper
+        :meth:`~StageSummary.__deepcopy__`."""
+        twin = Context.__new__(Context)
+        twin._values = {
+            key: value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+            for key, value in self._values.items()
+        }
+        twin._logs = list(self._logs)
+        return twin
 
 
 class StageSummary(list[Any]):
@@ -158,6 +171,16 @@ class StageSummary(list[Any]):
             [*(texts[-keep:] if keep else []), _dumps(entry)],
             [*(stages[-keep:] if keep else []), _checked(entry)],
         )
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StageSummary:
+        """A copy whose entries are copied and whose cached forms are reused (they are
+        immutable text and tuples): a parallel branch's context copy, every branch, once
+        took longer for this one value than for the rest of the context."""
+        current = self._current()
+        new = StageSummary.__new__(StageSummary)
+        list.__init__(new, copy.deepcopy(current._entries, memo))
+        new._remember(list(new), list(current._texts), list(current._stages))
         return new
 
     def json_text(self) -> str:

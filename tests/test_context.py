@@ -197,3 +197,34 @@ def test_a_cloned_context_keeps_a_working_summary() -> None:
         ("a", "success", ""),
         ("b", "success", ""),
     ]
+
+
+def test_a_cloned_summary_is_independent_and_encodes_as_the_original() -> None:
+    summary = StageSummary([["a", "success", ""]]).appended(["b", "fail", "why ü"], 200)
+    parent = Context({"internal.completed_summary": summary, "text": "t", "n": 1.5})
+    child = parent.clone()
+    copied = child["internal.completed_summary"]
+    assert type(copied) is StageSummary
+    assert (
+        copied.json_text()
+        == summary.json_text()
+        == json.dumps(summary, separators=(",", ":"), ensure_ascii=False)
+    )
+    assert copied.stages == summary.stages
+    copied[0].append("changed")  # a handler mutating its branch's copy
+    copied.append(["c", "success", ""])
+    assert summary == [["a", "success", ""], ["b", "fail", "why ü"]]
+    assert summary.json_text() == '[["a","success",""],["b","fail","why ü"]]'
+    assert child.snapshot_json() != parent.snapshot_json()
+    assert dict(parent.clone()) == dict(parent)
+
+
+def test_clone_copies_every_value_that_could_be_mutated() -> None:
+    mutable: dict[str, Any] = {"list": [1, [2]], "dict": {"k": {"v": 1}}, "set": {1}}
+    parent = Context({**mutable, "s": "x", "i": 1, "f": 1.0, "b": True, "none": None})
+    child = parent.clone()
+    for key in mutable:
+        assert child[key] == parent[key] and child[key] is not parent[key]
+    child["list"][1].append(3)
+    child["dict"]["k"]["v"] = 2
+    assert parent["list"] == [1, [2]] and parent["dict"] == {"k": {"v": 1}}

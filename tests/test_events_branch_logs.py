@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
-from attractor_trio.events import OPEN_BRANCH_LOGS, EventHub
+from attractor_trio import load, run
+from attractor_trio.backends.simulate import SimulationBackend
+from attractor_trio.events import (
+    MAX_OPEN_BRANCH_LOGS,
+    OPEN_BRANCH_LOGS,
+    EventHub,
+    branch_log_budget,
+    create_branch_log,
+)
 from attractor_trio.persist.live import LiveWriter
 from attractor_trio.persist.progress import ProgressWriter, read_progress
+from attractor_trio.scopes import run as run_scope
 
 BRANCHES = OPEN_BRANCH_LOGS * 3
 
@@ -27,8 +40,9 @@ def _open_descriptors() -> int:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> EventHub:
+    """A hub that keeps only the floor of branch logs open (as under a low descriptor limit)."""
     writer = ProgressWriter(tmp_path / "progress.ndjson", "run-1")
-    return EventHub(writer, LiveWriter(tmp_path, "run-1"))
+    return EventHub(writer, LiveWriter(tmp_path, "run-1"), open_branch_logs=OPEN_BRANCH_LOGS)
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
@@ -76,3 +90,95 @@ def test_a_released_writer_reopens_and_a_closed_one_refuses(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="closed"):
         writer.emit("c")
     assert [e["event"] for e in read_progress(tmp_path / "progress.ndjson")] == ["a", "b"]
+
+
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    return opened
+
+
+def test_within_the_budget_a_branch_log_is_opened_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A branch writes its log when its stage starts and again when it ends; with more
+    branches alive than logs kept open, each reopened its log to finish (issue #22)."""
+    writer = ProgressWriter(tmp_path / "progress.ndjson", "run-1")
+    hub = EventHub(writer, LiveWriter(tmp_path, "run-1"), open_branch_logs=BRANCHES)
+    for index in range(BRANCHES):  # as the engine does, on the write pool
+        create_branch_log(tmp_path / f"b{index}" / "progress.ndjson")
+    opened = _count_opens(monkeypatch)
+    for index in range(BRANCHES):
+        hub.open_branch(f"par/b{index}", tmp_path / f"b{index}" / "progress.ndjson")
+        hub.emit("stage_started", f"par/b{index}", node_id=f"b{index}")
+    for index in range(BRANCHES):
+        hub.emit("stage_completed", f"par/b{index}", node_id=f"b{index}")
+    branch_logs = [path for path in opened if path.endswith("progress.ndjson")]
+    assert len(branch_logs) == len(set(branch_logs)) == BRANCHES
+    hub.close()
+
+
+@pytest.mark.parametrize(
+    ("soft", "budget"),
+    [(128, OPEN_BRANCH_LOGS), (1024, 128), (20_000, 2500), (1 << 20, MAX_OPEN_BRANCH_LOGS)],
+)
+def test_the_budget_is_an_eighth_of_the_soft_descriptor_limit_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, soft: int, budget: int
+) -> None:
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _kind: (soft, resource.RLIM_INFINITY))
+    assert branch_log_budget() == budget
+
+
+def test_an_unlimited_soft_limit_keeps_the_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    infinity = resource.RLIM_INFINITY
+    monkeypatch.setattr(resource, "getrlimit", lambda _kind: (infinity, infinity))
+    assert branch_log_budget() == MAX_OPEN_BRANCH_LOGS
+
+
+def test_a_branch_log_is_created_with_its_directory_and_kept_if_it_exists(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "parallel" / "par" / "b0" / "progress.ndjson"
+    create_branch_log(log)
+    assert log.read_bytes() == b""
+    log.write_bytes(b'{"seq": 1}\n')
+    create_branch_log(log)  # a resumed fan-out's branch: its log goes on
+    assert log.read_bytes() == b'{"seq": 1}\n'
+
+
+def test_a_fanout_creates_its_branch_logs_on_the_write_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a directory and a file are a branch's slowest calls on a busy ext4 (300 µs);
+    on the trio thread every other branch waited for them (issue #22)."""
+    created: list[str] = []
+    real = create_branch_log
+
+    def recording(path: Path) -> None:
+        created.append(threading.current_thread().name)
+        real(path)
+
+    monkeypatch.setattr(run_scope, "create_branch_log", recording)
+    dot = """digraph f {
+        start [shape=Mdiamond]; done [shape=Msquare]
+        par [shape=component]; join [shape=tripleoctagon]
+        start -> par; par -> a -> join; par -> b -> join; join -> done
+    }"""
+    root = tmp_path / "run"
+    result = trio.run(partial(run, load(dot), logs_root=root, backend=SimulationBackend()))
+    assert result.status == "success"
+    assert len(created) == 2
+    assert all(name.startswith("attractor-trio-write-") for name in created)
+    for key in ("a", "b"):
+        events = read_progress(root / "parallel" / "par" / key / "progress.ndjson")
+        assert events[0]["seq"] == 1 and events[0]["event"] == "stage_started"

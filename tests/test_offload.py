@@ -145,6 +145,57 @@ def test_write_bytes_durably_leaves_the_old_file_when_fsync_fails(
     assert _temps(tmp_path) == []
 
 
+def _record_mkdirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Patch ``os.mkdir`` to note the name of the thread calling it (and still create)."""
+    threads: list[str] = []
+    real_mkdir = os.mkdir
+
+    def recording_mkdir(path: Any, mode: int = 0o777, *args: Any, **kwargs: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real_mkdir(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", recording_mkdir)
+    return threads
+
+
+def test_write_bytes_durably_into_an_existing_directory_makes_no_directory_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A branch's stage dir exists when its status file is written: a ``mkdir`` that finds it
+    there was 3 % of the trio thread's time in a 1,000-branch fan-out (issue #22)."""
+    mkdirs = _record_mkdirs(monkeypatch)
+    trio.run(write_bytes_durably, tmp_path / "status.json", b'{"new": true}\n')
+    assert read_json(tmp_path / "status.json") == {"new": True}
+    assert mkdirs == []
+
+
+def test_a_branch_status_file_makes_no_directory_call_on_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attractor_trio.core.outcome import Outcome, StageStatus
+    from attractor_trio.scopes.attempt import _write_status_durably
+
+    mkdirs = _record_mkdirs(monkeypatch)
+    trio.run(_write_status_durably, tmp_path / "status.json", Outcome(StageStatus.SUCCESS))
+    assert read_json(tmp_path / "status.json")["outcome"] == "success"
+    assert mkdirs == []
+
+
+def test_write_bytes_durably_creates_a_missing_directory_on_a_pool_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mkdirs = _record_mkdirs(monkeypatch)
+    synced = record_fsyncs(monkeypatch)
+    target = tmp_path / "gone" / "stage" / "status.json"
+
+    trio.run(write_bytes_durably, target, b'{"new": true}\n')
+
+    assert read_json(target) == {"new": True}
+    assert mkdirs and all(name.startswith("attractor-trio-write-") for name in mkdirs)
+    assert synced == ["file", "dir"]
+    assert _temps(target.parent) == []
+
+
 def _open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 

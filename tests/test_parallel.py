@@ -241,6 +241,25 @@ async def test_branch_timeout(tmp_path: Path, autojump_clock: Any) -> None:
     assert results[0]["failure_class"] == "transient_infra"
 
 
+async def test_a_branch_without_a_timeout_opens_no_timeout_scope(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel scope per branch for an infinite deadline was work for nothing (issue #22)."""
+    timers: list[float] = []
+    real = trio.move_on_after
+
+    def recording(seconds: float, **kwargs: Any) -> trio.CancelScope:
+        timers.append(seconds)
+        return real(seconds, **kwargs)
+
+    monkeypatch.setattr(trio, "move_on_after", recording)
+    assert (await run_dot(THREE, tmp_path / "untimed")).status == "success"
+    assert timers == []
+    timed = fanout("par -> a -> join\n par -> b -> join", attrs='branch_timeout="30s"')
+    assert (await run_dot(timed, tmp_path / "timed")).status == "success"
+    assert timers == [30.0, 30.0]
+
+
 async def test_nested_fan_out(tmp_path: Path, autojump_clock: Any) -> None:
     source = fanout(
         "par -> outer_a -> inner\n inner -> x -> inner_join\n inner -> y -> inner_join\n"

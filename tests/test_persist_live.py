@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from attractor_trio.persist.atomic import CorruptFileError
+from attractor_trio.persist.atomic import CorruptFileError, dumps_json
 from attractor_trio.persist.live import LIVE_STATES, LiveWriter, read_live
 
 
@@ -126,3 +126,40 @@ def test_followed_active_attempts_are_read_when_written_not_copied_per_update(
     snapshot = writer.snapshot()
     snapshot["active_attempts"][0]["node_id"] = "changed"  # a snapshot is a copy
     assert active["b-1"]["node_id"] == "b"
+
+
+def test_followed_active_attempts_are_written_byte_for_byte_as_dumps_json_lays_them_out(
+    tmp_path: Path,
+) -> None:
+    """Each open attempt is encoded once and spliced in (a fan-out has one per branch); the
+    file must stay exactly what ``dumps_json`` of the whole document gives, write after write,
+    as attempts open, close and reopen under the same key."""
+    clock = FakeClock()
+    writer = _writer(tmp_path, clock)
+    active: dict[str, dict[str, Any]] = {}
+    writer.follow_active_attempts(active)
+
+    def written_as_dumps_json() -> None:
+        expected = {**writer.snapshot(), "updated_at": _on_disk(tmp_path)["updated_at"]}
+        assert (tmp_path / "live.json").read_text(encoding="utf-8") == dumps_json(expected)
+
+    writer.update(state="running", last_event={"event": "x", "note": 'ünï "q"\n'})
+    written_as_dumps_json()
+    for round_ in range(4):
+        for index in range(3):
+            active[f"n{index}-{round_}"] = {
+                "node_id": f"n{index}",
+                "attempt_id": f"n{index}-{round_}",
+                "attempt": round_,
+                "branch": "par/ö" if index else "",
+                "nested": {"list": [1, 2.5, None, True], "empty": {}},
+            }
+        active.pop(f"n1-{round_ - 1}", None)
+        active["n2-0"] = dict(active.get("n2-0", {}), attempt=round_)  # replaced, not mutated
+        clock.now += 1
+        writer.update(current_node=f"n{round_}")
+        written_as_dumps_json()
+    active.clear()
+    writer.update(state="success")
+    written_as_dumps_json()
+    assert _on_disk(tmp_path)["active_attempts"] == []

@@ -11,8 +11,8 @@ fan-out's ``results.ndjson`` before it counts (branches finishing together share
 
 from __future__ import annotations
 
-import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -273,17 +273,20 @@ class _FanOut:
         self, key: str, start: str, branch: str, loser_scope: trio.CancelScope
     ) -> dict[str, Any]:
         plan = self.plan
-        deadline = math.inf if plan.branch_timeout is None else plan.branch_timeout
-        with trio.move_on_after(deadline) as timer:
-            ended = await self.runner.run_branch(
-                start=start,
-                stop_at=self.stop_at,
-                context=self.context.clone(),
-                branch=branch,
-                stage_root=plan.root / key,
-                attempt=self.attempt,
-                loser_scope=loser_scope,
-            )
+        run = partial(
+            self.runner.run_branch,
+            start=start,
+            stop_at=self.stop_at,
+            context=self.context.clone(),
+            branch=branch,
+            stage_root=plan.root / key,
+            attempt=self.attempt,
+            loser_scope=loser_scope,
+        )
+        if plan.branch_timeout is None:  # no scope of its own: one fewer per branch
+            return _as_result(await run())
+        with trio.move_on_after(plan.branch_timeout) as timer:
+            ended = await run()
         if timer.cancelled_caught:
             assert plan.branch_timeout is not None
             return {
@@ -292,18 +295,7 @@ class _FanOut:
                 f"{format_duration(plan.branch_timeout)}",
                 "failure_class": TRANSIENT_INFRA,
             }
-        outcome = ended.outcome
-        status = outcome.status.value
-        return {
-            "status": "success" if status == "skipped" else status,
-            "failure_reason": outcome.failure_reason,
-            "failure_class": outcome.failure_class,
-            "notes": outcome.notes,
-            "preferred_label": outcome.preferred_label,
-            "last_node": ended.last_node,
-            "completed_nodes": list(ended.completed_nodes),
-            "context_updates": outcome.context_updates,
-        }
+        return _as_result(ended)
 
     def _record(self, key: str, result: dict[str, Any]) -> None:
         self.results[key] = result
@@ -342,6 +334,22 @@ class _FanOut:
             failure_reason=(cause or {}).get("failure_reason") or joined.reason,
             failure_class=_aggregate_class(ordered),
         )
+
+
+def _as_result(ended: BranchResult) -> dict[str, Any]:
+    """A finished branch's record (``results.ndjson``, ``parallel.results``)."""
+    outcome = ended.outcome
+    status = outcome.status.value
+    return {
+        "status": "success" if status == "skipped" else status,
+        "failure_reason": outcome.failure_reason,
+        "failure_class": outcome.failure_class,
+        "notes": outcome.notes,
+        "preferred_label": outcome.preferred_label,
+        "last_node": ended.last_node,
+        "completed_nodes": list(ended.completed_nodes),
+        "context_updates": outcome.context_updates,
+    }
 
 
 def _reason_of(scope: trio.CancelScope) -> str:

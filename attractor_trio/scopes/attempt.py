@@ -528,8 +528,8 @@ os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64
 
 
 async def _write_status_durably(path: Path, outcome: Outcome) -> None:
-    """:func:`_write_status` with its fsyncs on the write pool (fan-out branches)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """:func:`_write_status` with its fsyncs on the write pool (fan-out branches); the pool
+    also creates the stage dir if it went away."""
     await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
 
 

@@ -15,12 +15,14 @@ import sys
 import time
 import traceback
 from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 from attrs import define, field, frozen
 
+from ..aio.offload import write_pool
 from ..aio.process import use_grace_skip
 from ..context import Context
 from ..core import redaction
@@ -31,7 +33,7 @@ from ..core.routing import Advance, Stop
 from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
 from ..dot.values import format_duration
-from ..events import EventHub
+from ..events import EventHub, create_branch_log
 from ..handlers.base import AttemptInfo, HandlerRegistry
 from ..handlers.parallel import BranchResult, ParallelHandler
 from ..persist.artifacts import ArtifactStore
@@ -39,6 +41,7 @@ from ..persist.atomic import utc_timestamp
 from ..persist.checkpoint import CheckpointEncoder, checkpoint_writer, write_checkpoint_bytes
 from ..persist.commit import DirectorySyncs, RecyclingWriter
 from ..persist.final import FinalRecord, write_final
+from ..persist.progress import PROGRESS_FILE_NAME
 from .attempt import StageExecutor
 from .cancel import only_cancelled
 from .liveness import Liveness
@@ -188,7 +191,9 @@ class RunScope:
 
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
-        self.hub.open_branch(branch, stage_root / "progress.ndjson")
+        log = stage_root / PROGRESS_FILE_NAME
+        await write_pool.run(partial(create_branch_log, log))
+        self.hub.open_branch(branch, log)
         try:
             state = TraversalState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
