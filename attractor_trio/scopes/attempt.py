@@ -34,7 +34,14 @@ from ..backends.executors.base import (
 from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus, StatusFileError
-from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
+from ..core.retry import (
+    Blocked,
+    Retry,
+    RetryPolicy,
+    after_attempt,
+    delay_for_attempt,
+    policy_for,
+)
 from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
@@ -99,17 +106,28 @@ class StageExecutor:
     workspace: Any = None
     #: The main line's stage boundary debts (``persist/commit.py``); ``None`` in a branch.
     owed: DirectorySyncs | None = None
+    #: node id → what every visit of that node needs and does not change during the run.
+    _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
+
+    def _plan(self, node: Node) -> _StagePlan:
+        """The node's :class:`_StagePlan`, built on its first visit (the graph, the registry
+        and the stage root do not change for this executor's lifetime)."""
+        plan = self._plans.get(node.id)
+        if plan is None or plan.node is not node:
+            plan = self._plans[node.id] = _StagePlan.of(node, self)
+        return plan
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
-        policy = policy_for(node, self.graph)
-        handler_type = self.registry.resolve_type(node)
+        plan = self._plan(node)
+        policy = plan.policy
+        handler_type = plan.handler_type
         self.stage_index += 1
         index = self.stage_index
         started = time.monotonic()
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
-        stage_dir = self.stage_root / node.id
+        stage_dir = plan.stage_dir
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
         # only if the stage dir lists one: a first visit has no stage dir at all.
         names = _listing(stage_dir)
@@ -123,10 +141,10 @@ class StageExecutor:
                 adopted = None
             else:
                 outcome, marker = await self._attempt(
-                    node, attempt, policy.max_attempts, predecessor, marker, listed
+                    node, attempt, policy.max_attempts, predecessor, marker, listed, plan
                 )
                 listed = _UNLISTED  # a retry lists what the attempt before it left
-            decision = after_attempt(outcome, attempt, policy, node.allow_partial)
+            decision = after_attempt(outcome, attempt, policy, plan.allow_partial)
             if isinstance(decision, Retry):
                 if self.owed:  # the failed attempt's status.json, on disk during the backoff
                     self.owed.sync()
@@ -169,19 +187,24 @@ class StageExecutor:
         predecessor: str,
         previous: dict[str, Any] | None,
         listed: object = _UNLISTED,
+        plan: _StagePlan | None = None,
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """One attempt; its outcome and the ``.attempt.json`` marker now on disk (``previous``
         is the one before it). ``listed``: the stage dir's names if the caller has just listed
         it (``None``: it does not exist), else ``_UNLISTED``."""
-        await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
-        stage_dir = self.stage_root / node.id
+        # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
+        # traversal yields to the scheduler before every stage and a retry sleeps first, so a
+        # second trip through the scheduler here only cost time.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        plan = plan or self._plan(node)
+        stage_dir = plan.stage_dir
         if self.owed:  # held files (a retry's paid them already) are on disk before archiving
             self.owed.sync()
         # Every attempt's end is marked (the commit point a resume adopts) unless running it
         # again is harmless; only attempts whose handler can adopt a running orphan need
         # their start marked too.
-        marked = hasattr(self.registry.resolve(node), "adopt")
-        committed = self.registry.resolve_type(node) not in _PURE_TYPES
+        marked = plan.marked
+        committed = plan.committed
         recorded = int(previous.get("number", 0)) if previous else 0
         # One listing answers both questions below; a stage dir that does not exist yet (the
         # usual first visit) has neither archives nor files to move, and is created here, once.
@@ -213,9 +236,9 @@ class StageExecutor:
                 "attempt_id": attempt_id,
             },
         )
-        if not defers_start(self.registry.resolve(node), node):
+        if not defers_start(plan.resolved(self.registry), node):
             start.announce()
-        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start)
+        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start, plan)
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
             await self._commit(node, number, outcome)  # before the marker, its commit point
@@ -241,6 +264,7 @@ class StageExecutor:
         attempt_id: str,
         predecessor: str,
         start: AttemptStart | None = None,
+        plan: _StagePlan | None = None,
     ) -> AttemptInfo:
         """The attempt's info, with its liveness node opened (:meth:`_guarded` closes it: call
         that right after) and ``start``'s emitter. Built whole, once: an ``evolve`` per added
@@ -255,7 +279,7 @@ class StageExecutor:
             max_attempts=max_attempts,
             attempt_id=attempt_id,
             logs_root=self.stage_root,
-            stage_dir=self.stage_root / node.id,
+            stage_dir=(plan or self._plan(node)).stage_dir,
             workdir=self.workdir,
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
@@ -423,16 +447,18 @@ class StageExecutor:
         )
 
     async def _execute_handler(self, node: Node, info: AttemptInfo) -> Outcome:
-        handler = self.registry.resolve(node)
-        return await _call_handler(handler, node, self.context, self.graph, info)
+        plan = self._plan(node)
+        handler = plan.resolved(self.registry)
+        return await _call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
     async def _run_handler(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], live: Liveness
     ) -> Outcome | None:
         """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
-        human = self.registry.resolve_type(node) == "wait.human"
+        plan = self._plan(node)
+        human = plan.human
         result: list[Outcome | None] = []
-        timeout = node.timeout
+        timeout = plan.timeout
         token = set_attempt(info)
         if human:
             live.hold(1)
@@ -478,11 +504,16 @@ class StageExecutor:
 
 
 async def _call_handler(
-    handler: Any, node: Node, context: Context, graph: Graph, info: AttemptInfo
+    handler: Any,
+    node: Node,
+    context: Context,
+    graph: Graph,
+    info: AttemptInfo,
+    resources: str | None = None,
 ) -> Outcome:
     """Handler exceptions become ``fail`` outcomes (S4.12-03); cancellation propagates."""
     stage = StageContext(
-        resources=node.get("executor.resources"),
+        resources=node.get("executor.resources") if resources is None else resources,
         node_id=info.node_id,
         attempt_id=info.attempt_id,
         emit=info.emit,
@@ -531,6 +562,51 @@ async def _write_status_durably(path: Path, outcome: Outcome) -> None:
     """:func:`_write_status` with its fsyncs on the write pool (fan-out branches)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
+
+
+@frozen
+class _StagePlan:
+    """What every attempt of one node needs and what cannot change during the run: decided
+    once per node instead of per attempt (handler lookups, attribute parsing, path joins
+    were several microseconds each, a few times per attempt)."""
+
+    node: Node
+    handler_type: str
+    #: ``None`` when no handler is registered: :meth:`resolved` then raises as the registry does.
+    handler: Any
+    policy: RetryPolicy
+    stage_dir: Path
+    #: The handler can adopt a running orphan: the attempt's start is marked too.
+    marked: bool
+    #: Not a pure handler: the attempt's end is marked (its commit point).
+    committed: bool
+    human: bool
+    timeout: float | None
+    allow_partial: bool
+    resources: str
+
+    @classmethod
+    def of(cls, node: Node, executor: StageExecutor) -> _StagePlan:
+        registry = executor.registry
+        handler_type = registry.resolve_type(node)
+        handler = registry.resolve_type_handler(handler_type)
+        return cls(
+            node=node,
+            handler_type=handler_type,
+            handler=handler,
+            policy=policy_for(node, executor.graph),
+            stage_dir=executor.stage_root / node.id,
+            marked=handler is not None and hasattr(handler, "adopt"),
+            committed=handler_type not in _PURE_TYPES,
+            human=handler_type == "wait.human",
+            timeout=node.timeout,
+            allow_partial=node.allow_partial,
+            resources=node.get("executor.resources"),
+        )
+
+    def resolved(self, registry: HandlerRegistry) -> Any:
+        """The handler (a missing one raises the registry's ``LookupError``, where it did)."""
+        return self.handler if self.handler is not None else registry.resolve(self.node)
 
 
 #: Handlers without side effects that only pass routing on: re-running one after a crash is
