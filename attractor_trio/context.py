@@ -253,9 +253,7 @@ def _checked(entry: Any) -> tuple[str, str, str] | None:
 
 def _dumps(value: Any) -> str:
     """Compact JSON as every persisted copy of the context is written."""
-    return json.dumps(
-        value, default=_jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
+    return _ENCODE(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -266,3 +264,11 @@ def _jsonable(value: Any) -> Any:
     if attrs.has(type(value)):
         return attrs.asdict(value)
     return str(value)
+
+
+#: ``json.dumps(value, default=_jsonable, ensure_ascii=False, separators=(",", ":"),
+#: allow_nan=False)``, with its encoder built once: ``json.dumps`` builds a new one per call
+#: whenever an option differs from its defaults (a few per stage).
+_ENCODE: Final = json.JSONEncoder(
+    default=_jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
