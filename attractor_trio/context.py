@@ -53,6 +53,11 @@ class Context(Mapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self._values
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """``Mapping.get`` without its ``KeyError`` round trip for a missing key (routing, the
+        preamble and the traversal ask for several keys per stage, some of them absent)."""
+        return self._values.get(key, default)
+
     def __repr__(self) -> str:
         return f"Context({self._values!r}, logs={len(self._logs)})"
 

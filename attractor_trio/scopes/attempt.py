@@ -132,7 +132,11 @@ class StageExecutor:
         # only if the stage dir lists one: a first visit has no stage dir at all.
         names = _listing(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
-        adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+        if marker is not None:
+            adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+        else:  # nothing to adopt; an unregistered handler type still fails here, as it did
+            adopted = None
+            plan.resolved(self.registry)
         # Without a marker nothing was adopted and the listing still holds.
         listed: object = names if marker is None else _UNLISTED
         while True:
@@ -168,7 +172,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                self._write_final_status(stage_dir / "status.json", final)
+                self._write_final_status(plan.status_path, final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -216,7 +220,7 @@ class StageExecutor:
         number = last + 1
         self.node_attempts[node.id] = number
         if names is None:
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            _make_stage_dir(stage_dir)
         elif _archive_previous_attempt(stage_dir, recorded or last, names):
             prune_archives(stage_dir, self.attempt_retention)
         previous = None  # archived with the files it described, if there was one
@@ -284,7 +288,8 @@ class StageExecutor:
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
             branch=self.branch,
-            emit=self.emit if start is None else start.emit,
+            # Once the start is announced its emitter only forwards: skip that layer.
+            emit=self.emit if start is None or not start.pending else start.emit,
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
             visit=self.current_visit,
@@ -381,7 +386,7 @@ class StageExecutor:
     ) -> Any:
         """Run ``call`` in the attempt scope (``info``'s liveness node is open: closed here);
         record the outcome, or the cancellation."""
-        stage_dir = info.stage_dir
+        status_path = self._plan(node).status_path
         attempt_id = info.attempt_id
         live: Liveness = info.liveness
         try:
@@ -398,9 +403,9 @@ class StageExecutor:
             )
             if self.branch:  # a fan-out's branches are canceled together: overlap their fsyncs
                 with trio.CancelScope(shield=True):
-                    await _write_status_durably(stage_dir / "status.json", canceled)
+                    await _write_status_durably(status_path, canceled)
             else:
-                _write_status(stage_dir / "status.json", canceled)
+                _write_status(status_path, canceled)
             info.emit(
                 "cancellation_exit",
                 node_id=node.id,
@@ -415,9 +420,9 @@ class StageExecutor:
         if outcome is None:
             return None
         if self.branch:  # many branches finish together: let their fsyncs overlap
-            await _write_status_durably(stage_dir / "status.json", outcome)
+            await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(stage_dir / "status.json", outcome)
+            self._write_final_status(status_path, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
@@ -576,6 +581,7 @@ class _StagePlan:
     handler: Any
     policy: RetryPolicy
     stage_dir: Path
+    status_path: Path
     #: The handler can adopt a running orphan: the attempt's start is marked too.
     marked: bool
     #: Not a pure handler: the attempt's end is marked (its commit point).
@@ -589,13 +595,15 @@ class _StagePlan:
     def of(cls, node: Node, executor: StageExecutor) -> _StagePlan:
         registry = executor.registry
         handler_type = registry.resolve_type(node)
+        stage_dir = executor.stage_root / node.id
         handler = registry.resolve_type_handler(handler_type)
         return cls(
             node=node,
             handler_type=handler_type,
             handler=handler,
             policy=policy_for(node, executor.graph),
-            stage_dir=executor.stage_root / node.id,
+            stage_dir=stage_dir,
+            status_path=stage_dir / "status.json",
             marked=handler is not None and hasattr(handler, "adopt"),
             committed=handler_type not in _PURE_TYPES,
             human=handler_type == "wait.human",
@@ -675,6 +683,18 @@ def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
         return Outcome.from_json(document, source=ATTEMPT_MARKER)
     except StatusFileError:
         return None
+
+
+def _make_stage_dir(stage_dir: Path) -> None:
+    """Create the stage dir (its parent, the stage root, exists: one ``mkdir`` call, without
+    ``Path.mkdir``'s layers), or the whole chain when something removed it."""
+    try:
+        os.mkdir(stage_dir)
+    except FileNotFoundError:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        if not stage_dir.is_dir():
+            raise
 
 
 def _listing(stage_dir: Path) -> list[str] | None:

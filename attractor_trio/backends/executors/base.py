@@ -196,14 +196,21 @@ def use_executor(executor: Executor | None) -> Iterator[None]:
         _EXECUTOR.reset(token)
 
 
-@contextlib.contextmanager
-def use_stage_context(stage: StageContext) -> Iterator[None]:
-    """Tell executors about the attempt whose handler runs in this context."""
-    token = _STAGE.set(stage)
-    try:
-        yield
-    finally:
-        _STAGE.reset(token)
+class use_stage_context:
+    """Tell executors about the attempt whose handler runs in this context. A class, not a
+    generator-based context manager: it is entered once per attempt, and the generator's
+    machinery cost several times the two context variable calls."""
+
+    __slots__ = ("_stage", "_token")
+
+    def __init__(self, stage: StageContext) -> None:
+        self._stage = stage
+
+    def __enter__(self) -> None:
+        self._token = _STAGE.set(self._stage)
+
+    def __exit__(self, *_exc: object) -> None:
+        _STAGE.reset(self._token)
 
 
 def orphans_outlive_the_driver() -> bool:
