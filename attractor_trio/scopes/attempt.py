@@ -47,6 +47,7 @@ from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
+    StrPath,
     dumps_json,
     write_bytes_atomic,
     write_json_atomic,
@@ -426,7 +427,7 @@ class StageExecutor:
         self._finished(info, outcome, adopted)
         return outcome
 
-    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
+    def _write_final_status(self, path: StrPath, outcome: Outcome) -> None:
         """A stage's outcome on the main line: held for the checkpoint at this stage boundary
         (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
         and renames it just before its own rename, so the status file is still durable before
@@ -547,13 +548,13 @@ async def _call_handler(
     return outcome
 
 
-def _write_status(path: Path, outcome: Outcome) -> None:
+def _write_status(path: StrPath, outcome: Outcome) -> None:
     """``status.json``, durably (the attempt made the stage dir)."""
     document = outcome.to_json()
     try:
         write_json_atomic(path, document)
     except FileNotFoundError:  # the stage dir went away under the handler
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, document)
 
 
@@ -563,10 +564,11 @@ _attempt_ids = random.Random(secrets.randbits(64))
 os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64)))
 
 
-async def _write_status_durably(path: Path, outcome: Outcome) -> None:
+async def _write_status_durably(path: StrPath, outcome: Outcome) -> None:
     """:func:`_write_status` with its fsyncs on the write pool (fan-out branches)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    await write_bytes_durably(target, dumps_json(outcome.to_json()).encode("utf-8"))
 
 
 @frozen
@@ -581,7 +583,8 @@ class _StagePlan:
     handler: Any
     policy: RetryPolicy
     stage_dir: Path
-    status_path: Path
+    #: The stage's ``status.json`` (a string: what the writers take, without a ``Path`` join).
+    status_path: str
     #: The handler can adopt a running orphan: the attempt's start is marked too.
     marked: bool
     #: Not a pure handler: the attempt's end is marked (its commit point).
@@ -603,7 +606,7 @@ class _StagePlan:
             handler=handler,
             policy=policy_for(node, executor.graph),
             stage_dir=stage_dir,
-            status_path=stage_dir / "status.json",
+            status_path=f"{os.fspath(stage_dir)}/status.json",
             marked=handler is not None and hasattr(handler, "adopt"),
             committed=handler_type not in _PURE_TYPES,
             human=handler_type == "wait.human",
@@ -665,7 +668,7 @@ class _Marker:
         if outcome is not None:
             record["outcome"] = outcome.to_json()
         data = json.dumps(record).encode("utf-8")
-        path = stage_dir / ATTEMPT_MARKER
+        path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:
             write_bytes_atomic(path, data, durable=False)
         except FileNotFoundError:  # the stage dir went away under the handler
