@@ -110,6 +110,21 @@ class StageExecutor:
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
 
+    #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give.
+    _policies: dict[tuple[str, str | None], RetryPolicy] = field(
+        factory=dict, init=False, repr=False
+    )
+
+    def _policy(self, node: Node) -> RetryPolicy:
+        """``policy_for(node, graph)``, once per spelling of the two attributes it reads from
+        a node (the graph's are fixed): most nodes of a pipeline share one. A spelling that
+        fails is not remembered, so each node reports its own error."""
+        key = (node.retry_policy, node.attrs.get("max_retries"))
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = policy_for(node, self.graph)
+        return policy
+
     def _plan(self, node: Node) -> _StagePlan:
         """The node's :class:`_StagePlan`, built on its first visit (the graph, the registry
         and the stage root do not change for this executor's lifetime)."""
@@ -604,7 +619,7 @@ class _StagePlan:
             node=node,
             handler_type=handler_type,
             handler=handler,
-            policy=policy_for(node, executor.graph),
+            policy=executor._policy(node),
             stage_dir=stage_dir,
             status_path=f"{os.fspath(stage_dir)}/status.json",
             marked=handler is not None and hasattr(handler, "adopt"),
