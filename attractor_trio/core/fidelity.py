@@ -139,9 +139,12 @@ def _stage_lines(
     shown = completed if detail.stages is None else completed[-detail.stages :]
     if len(shown) < total:
         lines.append(f"- ({total - len(shown)} earlier stages omitted)")
+    if not detail.notes_chars:  # one comprehension: every codergen prompt lists up to 20
+        lines += [f"- {node_id}: {status}" for node_id, status, _notes in shown]
+        return lines
     for node_id, status, notes in shown:
         text = f"- {node_id}: {status}"
-        if detail.notes_chars and notes.strip():
+        if notes.strip():
             text += f" — {_clip(' '.join(notes.split()), detail.notes_chars)}"
         lines.append(text)
     return lines

@@ -261,7 +261,8 @@ class StageExecutor:
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start, plan)
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
-            await self._commit(node, number, outcome)  # before the marker, its commit point
+            if self.workspace is not None:  # before the marker, its commit point
+                await self._commit(node, number, outcome)
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
                 marker.write(stage_dir, finished=False, interrupted=True)

@@ -427,21 +427,24 @@ class RunScope:
         )
 
 
-_ROUTING_FIELDS = (
-    "status",
-    "preferred_label",
-    "suggested_next_ids",
-    "failure_reason",
-    "failure_class",
-    "failure_signature",
-)
-
-
 def _compact(outcome: Outcome) -> dict[str, Any]:
-    """What resume needs of an outcome: the routing fields, empty ones left out. Context
-    updates are already in the checkpoint's context; notes live in the stage's status.json."""
-    doc = outcome.to_json()
-    return {k: doc[k] for k in _ROUTING_FIELDS if doc[k] not in ("", [])}
+    """What resume needs of an outcome: the routing fields (``status``, ``preferred_label``,
+    ``suggested_next_ids``, ``failure_reason``, ``failure_class``, ``failure_signature``, in that
+    order, as ``to_json`` spells them), empty ones left out. Context updates are already in the
+    checkpoint's context; notes live in the stage's status.json. Read field by field rather
+    than through ``to_json``: the checkpoint asks once per stage."""
+    doc: dict[str, Any] = {"status": outcome.value}
+    if outcome.preferred_label != "":
+        doc["preferred_label"] = outcome.preferred_label
+    if outcome.suggested_next_ids:
+        doc["suggested_next_ids"] = list(outcome.suggested_next_ids)
+    if outcome.failure_reason != "":
+        doc["failure_reason"] = outcome.failure_reason
+    if outcome.failure_class != "":
+        doc["failure_class"] = outcome.failure_class
+    if outcome.failure_signature != "":
+        doc["failure_signature"] = outcome.failure_signature
+    return doc
 
 
 def _finish_from_stop(stop: Stop) -> _Finish:
