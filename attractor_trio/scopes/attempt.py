@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 import trio
 from attrs import define, field, frozen
@@ -587,11 +587,11 @@ async def _write_status_durably(path: StrPath, outcome: Outcome) -> None:
     await write_bytes_durably(target, dumps_json(outcome.to_json()).encode("utf-8"))
 
 
-@frozen
-class _StagePlan:
+class _StagePlan(NamedTuple):
     """What every attempt of one node needs and what cannot change during the run: decided
     once per node instead of per attempt (handler lookups, attribute parsing, path joins
-    were several microseconds each, a few times per attempt)."""
+    were several microseconds each, a few times per attempt). A named tuple: built once per
+    node of the run, where an attrs class's ``__init__`` alone cost a few microseconds."""
 
     node: Node
     handler_type: str
@@ -614,21 +614,21 @@ class _StagePlan:
     def of(cls, node: Node, executor: StageExecutor) -> _StagePlan:
         registry = executor.registry
         handler_type = registry.resolve_type(node)
-        stage_dir = executor.stage_root / node.id
         handler = registry.resolve_type_handler(handler_type)
+        stage_dir = executor.stage_root / node.id
         return cls(
-            node=node,
-            handler_type=handler_type,
-            handler=handler,
-            policy=executor._policy(node),
-            stage_dir=stage_dir,
-            status_path=f"{os.fspath(stage_dir)}/status.json",
-            marked=handler is not None and hasattr(handler, "adopt"),
-            committed=handler_type not in _PURE_TYPES,
-            human=handler_type == "wait.human",
-            timeout=node.timeout,
-            allow_partial=node.allow_partial,
-            resources=node.get("executor.resources"),
+            node,
+            handler_type,
+            handler,
+            executor._policy(node),
+            stage_dir,
+            f"{stage_dir}/status.json",
+            handler is not None and hasattr(handler, "adopt"),
+            handler_type not in _PURE_TYPES,
+            handler_type == "wait.human",
+            node.timeout,
+            node.allow_partial,
+            node.get("executor.resources"),
         )
 
     def resolved(self, registry: HandlerRegistry) -> Any:
