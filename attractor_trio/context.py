@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Self, SupportsIndex
@@ -102,7 +103,7 @@ class Context(Mapping[str, Any]):
         A :class:`StageSummary` value is spliced in from its own cached text (it is the one
         large value, and it changes by one entry per stage); the rest is encoded in runs of
         plain values, so the text is exactly what one ``json.dumps`` of the dict gives."""
-        pieces: list[str] = []
+        out: list[str] = []  # the text's pieces, joined once (it is several kB)
         plain: dict[str, Any] = {}
         for key, value in self._values.items():
             text = value.json_text() if type(value) is StageSummary else None
@@ -110,14 +111,16 @@ class Context(Mapping[str, Any]):
                 plain[key] = value
                 continue
             if plain:
-                pieces.append(_dumps(plain)[1:-1])
+                out += (",", _dumps(plain)[1:-1])
                 plain = {}
-            pieces.append(f"{_dumps(key)}:{text}")
-        if not pieces:
+            out += (",", _dumps(key), ":", text)
+        if not out:
             return _dumps(plain)
         if plain:
-            pieces.append(_dumps(plain)[1:-1])
-        return "{" + ",".join(pieces) + "}"
+            out += (",", _dumps(plain)[1:-1])
+        out[0] = "{"  # the first piece's separator
+        out.append("}")
+        return "".join(out)
 
     def clone(self) -> Context:
         """An independent copy (deep-copied values, copied log) for a parallel branch."""
@@ -156,14 +159,15 @@ class StageSummary(list[Any]):
         """A new summary: these entries and ``entry``, the newest ``limit`` of them."""
         keep = max(limit - 1, 0)
         current = self._current()
-        texts, stages = current._texts, current._stages
+        drop = max(len(current) - keep, 0)  # one copy of each list, not a slice and a copy
         new = StageSummary.__new__(StageSummary)
-        list.__init__(new, current[-keep:] if keep else ())
+        list.__init__(new, itertools.islice(current, drop, None))
         list.append(new, entry)  # not the marking append: the cached forms follow below
-        new._remember(
-            [*(texts[-keep:] if keep else []), _dumps(entry)],
-            [*(stages[-keep:] if keep else []), _checked(entry)],
-        )
+        texts = current._texts[drop:]
+        texts.append(_dumps(entry))
+        stages = current._stages[drop:]
+        stages.append(_checked(entry))
+        new._remember(texts, stages)
         return new
 
     def json_text(self) -> str:

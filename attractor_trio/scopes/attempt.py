@@ -534,17 +534,20 @@ async def _call_handler(
     resources: str | None = None,
 ) -> Outcome:
     """Handler exceptions become ``fail`` outcomes (S4.12-03); cancellation propagates."""
-    stage = StageContext(
-        resources=node.get("executor.resources") if resources is None else resources,
-        node_id=info.node_id,
-        attempt_id=info.attempt_id,
-        emit=info.emit,
-        liveness=info.liveness,
-        start=info.start,
-        logs_root=info.logs_root,
-        stage_dir=info.stage_dir,
-        workdir=info.workdir,
-    )
+
+    def stage() -> StageContext:  # built only if an executor asks (see use_stage_context)
+        return StageContext(
+            resources=node.get("executor.resources") if resources is None else resources,
+            node_id=info.node_id,
+            attempt_id=info.attempt_id,
+            emit=info.emit,
+            liveness=info.liveness,
+            start=info.start,
+            logs_root=info.logs_root,
+            stage_dir=info.stage_dir,
+            workdir=info.workdir,
+        )
+
     try:
         with use_stage_context(stage):
             outcome = await handler.execute(node, context, graph, info.logs_root)

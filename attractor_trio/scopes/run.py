@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,12 @@ class RunScope:
         count = self.state.restart_count
         return self.logs_root / f"restart-{count}" if count else self.logs_root
 
+    def _emitter(self, branch: str) -> Callable[..., Any]:
+        """``emit(event, **fields)`` for ``branch``'s events. The main line's is the hub's own
+        ``emit`` (its ``branch`` defaults to the main line's ``""``): a forwarding closure was
+        one more call and one more copy of the fields for every event of every stage."""
+        return self.hub.bind(branch) if branch else self.hub.emit
+
     def executor(
         self, state: TraversalState | None = None, stage_root: Path | None = None, branch: str = ""
     ) -> StageExecutor:
@@ -268,7 +275,7 @@ class RunScope:
             graph=self.graph,
             registry=self.registry,
             context=state.context,
-            emit=self.hub.bind(branch),
+            emit=self._emitter(branch),
             run_id=self.run_id,
             stage_root=stage_root or self.stage_root(),
             workdir=self.workspace.workdir if self.workspace is not None else self.workdir,
@@ -354,7 +361,7 @@ class RunScope:
             graph=self.graph,
             state=self.state,
             executor=self.executor(),
-            emit=self.hub.bind(""),
+            emit=self._emitter(""),
             checkpoint=self.save_checkpoint,
             on_loop_restart=self.loop_restart,
             breaker=self.breaker,

@@ -179,7 +179,9 @@ class StageContext:
 
 
 _NO_STAGE = StageContext()  # frozen: safe to share
-_STAGE: ContextVar[StageContext] = ContextVar(
+#: The attempt's :class:`StageContext`, or how to build it: only an executor ever reads it,
+#: so without one installed (the usual local run) it is never built at all.
+_STAGE: ContextVar[StageContext | Callable[[], StageContext]] = ContextVar(
     "attractor_trio_stage",
     default=_NO_STAGE,
 )
@@ -203,7 +205,8 @@ class use_stage_context:
 
     __slots__ = ("_stage", "_token")
 
-    def __init__(self, stage: StageContext) -> None:
+    def __init__(self, stage: StageContext | Callable[[], StageContext]) -> None:
+        """``stage``, or a function that builds it when an executor first asks."""
         self._stage = stage
 
     def __enter__(self) -> None:
@@ -228,7 +231,8 @@ def orphans_outlive_the_driver() -> bool:
 
 
 def current_stage() -> StageContext:
-    return _STAGE.get()
+    stage = _STAGE.get()
+    return stage if isinstance(stage, StageContext) else stage()
 
 
 def defers_start(handler: Any, node: Any) -> bool:
@@ -311,5 +315,5 @@ async def run_stage_process(
         stderr_path=stderr_path,
         kill_grace=kill_grace,
         on_output=on_output,
-        resources=parse_resources(_STAGE.get().resources),
+        resources=parse_resources(current_stage().resources),
     )
