@@ -144,15 +144,18 @@ class StageExecutor:
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
         stage_dir = plan.stage_dir
+        plan.resolved(self.registry)  # an unregistered handler type fails here, before any file
+        # As the attempt would, but before the stage dir is made: a cancelled run leaves none.
+        await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
-        # only if the stage dir lists one: a first visit has no stage dir at all.
-        names = _listing(stage_dir)
+        # only if the stage dir lists one: a first visit has no stage dir at all (and makes it).
+        names = _listing_or_making(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
-        if marker is not None:
-            adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
-        else:  # nothing to adopt; an unregistered handler type still fails here, as it did
-            adopted = None
-            plan.resolved(self.registry)
+        adopted = (
+            await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+            if marker is not None
+            else None
+        )
         # Without a marker nothing was adopted and the listing still holds.
         listed: object = names if marker is None else _UNLISTED
         while True:
@@ -211,7 +214,7 @@ class StageExecutor:
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """One attempt; its outcome and the ``.attempt.json`` marker now on disk (``previous``
         is the one before it). ``listed``: the stage dir's names if the caller has just listed
-        it (``None``: it does not exist), else ``_UNLISTED``."""
+        it (``None``: it did not exist, and was made), else ``_UNLISTED``."""
         # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
         # traversal yields to the scheduler before every stage and a retry sleeps first, so a
         # second trip through the scheduler here only cost time.
@@ -226,18 +229,20 @@ class StageExecutor:
         marked = plan.marked
         committed = plan.committed
         recorded = int(previous.get("number", 0)) if previous else 0
-        # One listing answers both questions below; a stage dir that does not exist yet (the
-        # usual first visit) has neither archives nor files to move, and is created here, once.
-        names = _listing(stage_dir) if listed is _UNLISTED else cast("list[str] | None", listed)
+        # One listing answers both questions below; a stage dir that did not exist yet (the
+        # usual first visit) has neither archives nor files to move, and was created instead.
+        names = (
+            _listing_or_making(stage_dir)
+            if listed is _UNLISTED
+            else cast("list[str] | None", listed)
+        )
         # The archives count too: after a crash the checkpoint's count may lag behind them,
         # and with old archives pruned a restarted count would collide (contract.md §10).
         on_disk = 0 if names is None else last_attempt_in(names)
         last = max(self.node_attempts.get(node.id, 0), recorded, on_disk)
         number = last + 1
         self.node_attempts[node.id] = number
-        if names is None:
-            _make_stage_dir(stage_dir)
-        elif _archive_previous_attempt(stage_dir, recorded or last, names):
+        if names is not None and _archive_previous_attempt(stage_dir, recorded or last, names):
             prune_archives(stage_dir, self.attempt_retention)
         previous = None  # archived with the files it described, if there was one
         attempt_id = f"{node.id}-{number}-{_attempt_ids.getrandbits(24):06x}"
@@ -602,8 +607,7 @@ class _StagePlan(NamedTuple):
     handler: Any
     policy: RetryPolicy
     stage_dir: Path
-    #: The stage's ``status.json`` (a string: what the writers take, without a ``Path`` join).
-    status_path: str
+    status_path: Path
     #: The handler can adopt a running orphan: the attempt's start is marked too.
     marked: bool
     #: Not a pure handler: the attempt's end is marked (its commit point).
@@ -625,7 +629,7 @@ class _StagePlan(NamedTuple):
             handler,
             executor._policy(node),
             stage_dir,
-            f"{stage_dir}/status.json",
+            stage_dir / "status.json",
             handler is not None and hasattr(handler, "adopt"),
             handler_type not in _PURE_TYPES,
             handler_type == "wait.human",
@@ -707,24 +711,19 @@ def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
         return None
 
 
-def _make_stage_dir(stage_dir: Path) -> None:
-    """Create the stage dir (its parent, the stage root, exists: one ``mkdir`` call, without
-    ``Path.mkdir``'s layers), or the whole chain when something removed it."""
+def _listing_or_making(stage_dir: Path) -> list[str] | None:
+    """The names in ``stage_dir``; ``None`` when it did not exist, and has now been made.
+
+    ``mkdir`` first: on a first visit (the usual case) that one call both answers "is there
+    anything to adopt or archive?" (no) and makes the dir, where a listing that fails and then
+    a ``mkdir`` took two calls and an exception."""
     try:
         os.mkdir(stage_dir)
-    except FileNotFoundError:
-        stage_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        if not stage_dir.is_dir():
-            raise
-
-
-def _listing(stage_dir: Path) -> list[str] | None:
-    """The names in ``stage_dir``, or ``None`` when it does not exist."""
-    try:
         return os.listdir(stage_dir)
-    except FileNotFoundError:
-        return None
+    except FileNotFoundError:  # the stage root is gone (removed under the run): make it all
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    return None
 
 
 def _archive_previous_attempt(stage_dir: Path, previous: int, names: list[str]) -> bool:
