@@ -110,6 +110,10 @@ class StageExecutor:
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
 
+    #: The last outcome :meth:`_outcome_json` encoded, and its document.
+    _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
+        default=(None, {}), init=False, repr=False
+    )
     #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give.
     _policies: dict[tuple[str, str | None], RetryPolicy] = field(
         factory=dict, init=False, repr=False
@@ -273,7 +277,9 @@ class StageExecutor:
                 marker.write(stage_dir, finished=False, interrupted=True)
             raise
         if committed:  # the commit point: a resume adopts this outcome
-            previous = marker.write(stage_dir, finished=True, outcome=outcome)
+            previous = marker.write(
+                stage_dir, finished=True, outcome=outcome, document=self._outcome_json(outcome)
+            )
         return outcome, previous
 
     async def _commit(self, node: Node, number: int, outcome: Outcome) -> None:
@@ -457,7 +463,16 @@ class StageExecutor:
         if self.owed is None:
             _write_status(path, outcome)
             return
-        self.owed.hold(path, dumps_json(outcome.to_json()).encode("utf-8"))
+        self.owed.hold(path, dumps_json(self._outcome_json(outcome)).encode("utf-8"))
+
+    def _outcome_json(self, outcome: Outcome) -> dict[str, Any]:
+        """``outcome.to_json()``, built once for the status file and the finished marker that
+        follows it (nobody changes the document: both only encode it)."""
+        cached, document = self._last_outcome_json
+        if cached is not outcome:
+            document = outcome.to_json()
+            self._last_outcome_json = (outcome, document)
+        return document
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = {"adopted": True} if adopted else {}
@@ -676,6 +691,7 @@ class _Marker:
         finished: bool,
         interrupted: bool = False,
         outcome: Outcome | None = None,
+        document: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Replace the stage dir's marker (which exists: the attempt created it); the record.
         A finished marker carries the attempt's ``outcome`` (what a resume adopts)."""
@@ -688,8 +704,8 @@ class _Marker:
             "finished": finished,
             "interrupted": interrupted,
         }
-        if outcome is not None:
-            record["outcome"] = outcome.to_json()
+        if outcome is not None:  # ``document``: its ``to_json()``, when the caller has it
+            record["outcome"] = document if document is not None else outcome.to_json()
         data = json.dumps(record).encode("utf-8")
         path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:

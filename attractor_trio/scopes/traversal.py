@@ -128,13 +128,13 @@ class Traversal:
                     )
                     predecessor, node_id, incoming = node_id, jump, None
                     continue
-                outcome = await self._execute(node, predecessor, incoming)
+                outcome = await self._execute(node, predecessor, incoming, handler_type)
                 if outcome.status is StageStatus.FAIL:
                     return Stop(
                         ExitPath.STAGE_FAILED, outcome.failure_reason, outcome.failure_class
                     )
                 return Stop(ExitPath.COMPLETED)
-            outcome = await self._execute(node, predecessor, incoming)
+            outcome = await self._execute(node, predecessor, incoming, handler_type)
             if self.tripped is not None:
                 return self.tripped
             fan_in = after_fan_out(graph, node_id, outcome) if handler_type == "parallel" else None
@@ -161,7 +161,9 @@ class Traversal:
                     return result
             predecessor, node_id, incoming = node_id, decision.to_node, decision.edge
 
-    async def _execute(self, node: Node, predecessor: str, incoming: Edge | None) -> Outcome:
+    async def _execute(
+        self, node: Node, predecessor: str, incoming: Edge | None, handler_type: str
+    ) -> Outcome:
         state = self.state
         state.context.set("current_node", node.id)
         state.context.set("internal.fidelity", self._fidelity(node, incoming))
@@ -173,7 +175,7 @@ class Traversal:
         state.completed_nodes.append(node.id)
         state.node_outcomes[node.id] = outcome
         state.context.apply_updates(context_updates_after(outcome))
-        if self._node_facts(node.id)[1] != "start":
+        if handler_type != "start":
             _remember_summary(state.context, node.id, outcome)
         state.current_node = node.id
         self.tripped = self._observe_cycle(node.id, outcome)
