@@ -142,7 +142,9 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
         context=context,
         total=total if type(total) is int else None,
     )
-    return f"{preamble.rstrip()}\n{_PREAMBLE_SEPARATOR}{prompt}" if preamble.strip() else prompt
+    if not preamble or preamble.isspace():  # (``isspace``: no stripped copy just to ask)
+        return prompt
+    return f"{preamble.rstrip()}\n{_PREAMBLE_SEPARATOR}{prompt}"
 
 
 def _fidelity_mode(value: object) -> str:

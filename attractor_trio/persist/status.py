@@ -408,14 +408,18 @@ async def ingest_status(
     attempt: _Attempt, sources: StatusSources | None = None
 ) -> IngestionDecision:
     """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
-    decision = await _decide(attempt, sources or StatusSources.for_attempt(attempt))
+    sources = sources or StatusSources.for_attempt(attempt)
+    if _exists(sources.canonical) or _exists(sources.workdir) or _exists(sources.workdir_dot):
+        decision = await _decide(attempt, sources)
+    else:  # the common case, decided here: no file anywhere
+        decision = IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
     attempt.emit("status_ingestion_decision", **decision.event_fields())
     return decision
 
 
 async def _decide(attempt: _Attempt, sources: StatusSources) -> IngestionDecision:
-    if not (_exists(sources.canonical) or _exists(sources.workdir) or _exists(sources.workdir_dot)):
-        return IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
+    """Steps 2-5 when some status file exists: on a worker thread (it may pause to re-read a
+    torn fallback); a failed copy of a valid fallback is a ``deterministic`` failure."""
     try:
         return await trio.to_thread.run_sync(
             functools.partial(
