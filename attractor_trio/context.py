@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Self, SupportsIndex
@@ -159,9 +158,9 @@ class StageSummary(list[Any]):
         """A new summary: these entries and ``entry``, the newest ``limit`` of them."""
         keep = max(limit - 1, 0)
         current = self._current()
-        drop = max(len(current) - keep, 0)  # one copy of each list, not a slice and a copy
+        drop = max(len(current) - keep, 0)
         new = StageSummary.__new__(StageSummary)
-        list.__init__(new, itertools.islice(current, drop, None))
+        list.__init__(new, current[drop:])
         list.append(new, entry)  # not the marking append: the cached forms follow below
         texts = current._texts[drop:]
         texts.append(_dumps(entry))
