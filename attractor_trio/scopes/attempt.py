@@ -47,7 +47,6 @@ from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
-    StrPath,
     dumps_json,
     write_bytes_atomic,
     write_json_atomic,
@@ -109,7 +108,6 @@ class StageExecutor:
     owed: DirectorySyncs | None = None
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
-
     #: The last outcome :meth:`_outcome_json` encoded, and its document.
     _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
         default=(None, {}), init=False, repr=False
@@ -454,7 +452,7 @@ class StageExecutor:
         self._finished(info, outcome, adopted)
         return outcome
 
-    def _write_final_status(self, path: StrPath, outcome: Outcome) -> None:
+    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
         """A stage's outcome on the main line: held for the checkpoint at this stage boundary
         (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
         and renames it just before its own rename, so the status file is still durable before
@@ -589,13 +587,13 @@ async def _call_handler(
     return outcome
 
 
-def _write_status(path: StrPath, outcome: Outcome) -> None:
+def _write_status(path: Path, outcome: Outcome) -> None:
     """``status.json``, durably (the attempt made the stage dir)."""
     document = outcome.to_json()
     try:
         write_json_atomic(path, document)
     except FileNotFoundError:  # the stage dir went away under the handler
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, document)
 
 
@@ -605,11 +603,10 @@ _attempt_ids = random.Random(secrets.randbits(64))
 os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64)))
 
 
-async def _write_status_durably(path: StrPath, outcome: Outcome) -> None:
+async def _write_status_durably(path: Path, outcome: Outcome) -> None:
     """:func:`_write_status` with its fsyncs on the write pool (fan-out branches)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    await write_bytes_durably(target, dumps_json(outcome.to_json()).encode("utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
 
 
 class _StagePlan(NamedTuple):
