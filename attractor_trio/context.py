@@ -12,9 +12,8 @@ from __future__ import annotations
 import copy
 import enum
 import json
-import operator
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, Self, SupportsIndex
 
 import attrs
 
@@ -55,6 +54,11 @@ class Context(Mapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``Mapping.get`` without its ``KeyError`` round trip for a missing key (routing, the
+        preamble and the traversal ask for several keys per stage, some of them absent)."""
+        return self._values.get(key, default)
 
     def __repr__(self) -> str:
         return f"Context({self._values!r}, logs={len(self._logs)})"
@@ -100,7 +104,7 @@ class Context(Mapping[str, Any]):
         A :class:`StageSummary` value is spliced in from its own cached text (it is the one
         large value, and it changes by one entry per stage); the rest is encoded in runs of
         plain values, so the text is exactly what one ``json.dumps`` of the dict gives."""
-        pieces: list[str] = []
+        out: list[str] = []  # the text's pieces, joined once (it is several kB)
         plain: dict[str, Any] = {}
         for key, value in self._values.items():
             text = value.json_text() if type(value) is StageSummary else None
@@ -108,14 +112,16 @@ class Context(Mapping[str, Any]):
                 plain[key] = value
                 continue
             if plain:
-                pieces.append(_dumps(plain)[1:-1])
+                out += (",", _dumps(plain)[1:-1])
                 plain = {}
-            pieces.append(f"{_dumps(key)}:{text}")
-        if not pieces:
+            out += (",", _dumps(key), ":", text)
+        if not out:
             return _dumps(plain)
         if plain:
-            pieces.append(_dumps(plain)[1:-1])
-        return "{" + ",".join(pieces) + "}"
+            out += (",", _dumps(plain)[1:-1])
+        out[0] = "{"  # the first piece's separator
+        out.append("}")
+        return "".join(out)
 
     def clone(self) -> Context:
         """An independent copy (deep-copied values, copied log) for a parallel branch.
@@ -143,15 +149,17 @@ class StageSummary(list[Any]):
     entry's JSON text and checked form beside it, so :meth:`appended` and both readers cost
     O(1) entries; it equals, encodes and round-trips through a checkpoint as the plain list it
     replaces. The engine builds a new one per stage (:meth:`appended`) and never mutates one;
-    if someone else does, :meth:`json_text` and :attr:`stages` notice (length or entry
-    identity changed) and start over from the list itself.
+    if someone else does (through any of the list's mutating methods, which mark it changed,
+    or behind their back when the length changes), :meth:`json_text` and :attr:`stages`
+    notice and start over from the list itself. Marking instead of comparing every entry's
+    identity on each read keeps the three reads per stage O(1) for a summary of 200.
     """
 
-    __slots__ = ("_entries", "_stages", "_texts")
+    __slots__ = ("_changed", "_stages", "_texts")
 
     def __init__(self, entries: Iterable[Any] = ()) -> None:
         super().__init__(entries)
-        self._remember(list(self), [_dumps(e) for e in self], [_checked(e) for e in self])
+        self._remember([_dumps(e) for e in self], [_checked(e) for e in self])
 
     @classmethod
     def of(cls, value: Any) -> StageSummary:
@@ -163,14 +171,15 @@ class StageSummary(list[Any]):
         """A new summary: these entries and ``entry``, the newest ``limit`` of them."""
         keep = max(limit - 1, 0)
         current = self._current()
-        entries, texts, stages = current._entries, current._texts, current._stages
+        drop = max(len(current) - keep, 0)
         new = StageSummary.__new__(StageSummary)
-        list.__init__(new, [*(entries[-keep:] if keep else []), entry])
-        new._remember(
-            list(new),
-            [*(texts[-keep:] if keep else []), _dumps(entry)],
-            [*(stages[-keep:] if keep else []), _checked(entry)],
-        )
+        list.__init__(new, current[drop:])
+        list.append(new, entry)  # not the marking append: the cached forms follow below
+        texts = current._texts[drop:]
+        texts.append(_dumps(entry))
+        stages = current._stages[drop:]
+        stages.append(_checked(entry))
+        new._remember(texts, stages)
         return new
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StageSummary:
@@ -196,21 +205,68 @@ class StageSummary(list[Any]):
             return stages  # type: ignore[return-value]
         return [stage for stage in stages if stage is not None]
 
-    def _remember(
-        self,
-        entries: list[Any],
-        texts: list[str],
-        stages: list[tuple[str, str, str] | None],
-    ) -> None:
-        self._entries = entries
+    def _remember(self, texts: list[str], stages: list[tuple[str, str, str] | None]) -> None:
         self._texts = texts
         self._stages = stages
+        self._changed = False
 
     def _current(self) -> StageSummary:
         """``self`` when the cached forms still describe the list, else a fresh summary."""
-        if len(self) == len(self._entries) and all(map(operator.is_, self, self._entries)):
+        if not self._changed and len(self) == len(self._texts):
             return self
         return StageSummary(self)
+
+    # --- every mutating list method marks the cached forms stale ---------------------------
+    def _mark(self) -> None:
+        self._changed = True
+
+    def append(self, item: Any) -> None:
+        self._mark()
+        super().append(item)
+
+    def extend(self, items: Iterable[Any]) -> None:
+        self._mark()
+        super().extend(items)
+
+    def insert(self, index: SupportsIndex, item: Any) -> None:
+        self._mark()
+        super().insert(index, item)
+
+    def pop(self, index: SupportsIndex = -1) -> Any:
+        self._mark()
+        return super().pop(index)
+
+    def remove(self, item: Any) -> None:
+        self._mark()
+        super().remove(item)
+
+    def clear(self) -> None:
+        self._mark()
+        super().clear()
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        self._mark()
+        super().sort(*args, **kwargs)
+
+    def reverse(self) -> None:
+        self._mark()
+        super().reverse()
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._mark()
+        super().__setitem__(index, value)
+
+    def __delitem__(self, index: Any) -> None:
+        self._mark()
+        super().__delitem__(index)
+
+    def __iadd__(self, items: Iterable[Any]) -> Self:  # type: ignore[misc]
+        self._mark()
+        return super().__iadd__(items)
+
+    def __imul__(self, count: SupportsIndex) -> Self:
+        self._mark()
+        return super().__imul__(count)
 
 
 def _checked(entry: Any) -> tuple[str, str, str] | None:
@@ -228,9 +284,7 @@ def _checked(entry: Any) -> tuple[str, str, str] | None:
 
 def _dumps(value: Any) -> str:
     """Compact JSON as every persisted copy of the context is written."""
-    return json.dumps(
-        value, default=_jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
+    return _ENCODE(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -241,3 +295,11 @@ def _jsonable(value: Any) -> Any:
     if attrs.has(type(value)):
         return attrs.asdict(value)
     return str(value)
+
+
+#: ``json.dumps(value, default=_jsonable, ensure_ascii=False, separators=(",", ":"),
+#: allow_nan=False)``, with its encoder built once: ``json.dumps`` builds a new one per call
+#: whenever an option differs from its defaults (a few per stage).
+_ENCODE: Final = json.JSONEncoder(
+    default=_jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode

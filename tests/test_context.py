@@ -228,3 +228,34 @@ def test_clone_copies_every_value_that_could_be_mutated() -> None:
     child["list"][1].append(3)
     child["dict"]["k"]["v"] = 2
     assert parent["list"] == [1, [2]] and parent["dict"] == {"k": {"v": 1}}
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.append(["c", "success", ""]),
+        lambda s: s.extend([["c", "success", ""]]),
+        lambda s: s.insert(0, ["c", "success", ""]),
+        lambda s: s.pop(),
+        lambda s: s.remove(s[0]),
+        lambda s: s.clear(),
+        lambda s: s.sort(key=lambda entry: entry[0], reverse=True),
+        lambda s: s.reverse(),
+        lambda s: s.__setitem__(0, ["z", "fail", "edited"]),
+        lambda s: s.__setitem__(slice(0, 1), [["z", "fail", "edited"]]),
+        lambda s: s.__delitem__(0),
+        lambda s: s.__iadd__([["c", "success", ""]]),
+        lambda s: s.__imul__(2),
+    ],
+)
+def test_every_mutating_list_method_makes_a_summary_read_what_it_holds(
+    mutate: Any,
+) -> None:
+    """The cached encodings are trusted until a mutating method runs: after any of them, the
+    checkpoint text, the entries and the next append all follow the list itself."""
+    summary = StageSummary([["a", "success", "n"]]).appended(["b", "fail", "why"], 200)
+    mutate(summary)
+    plain = list(summary)
+    assert json.loads(Context({"k": summary}).snapshot_json())["k"] == plain
+    assert summary.stages == _completed_stages(plain)
+    assert list(summary.appended(["d", "success", ""], 200)) == [*plain, ["d", "success", ""]]

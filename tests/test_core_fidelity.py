@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from attractor_trio.core import (
     resolve_fidelity,
     resolve_thread_key,
 )
+from attractor_trio.core.fidelity import _DETAILS, _clip, _context_lines
+from attractor_trio.dot.conditions import stringify
 from attractor_trio.dot.graph import Edge, Graph, Node
 
 
@@ -219,3 +222,60 @@ def test_the_stated_count_is_the_true_total_when_older_stages_were_dropped() -> 
     # Without a total (or a stale, smaller one) the list's own length is the count.
     assert "Completed stages (3):" in preamble("compact", total=None)
     assert "Completed stages (3):" in preamble("compact", total=1)
+
+
+# --- the context part of a preamble, pinned against its first (plain) implementation ------
+
+_KEYS = st.sampled_from(
+    ["a", "b.c", "graph.goal", "internal.x", "internal", "last_response", "outcome", "Z", "é"]
+) | st.text(max_size=6)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(alphabet=" \t\n\xa0\u2028ab—", max_size=30)
+)
+_VALUES = _SCALARS | st.lists(_SCALARS, max_size=3) | st.dictionaries(st.text(max_size=3), _SCALARS)
+
+
+def _plain_context_lines(context: dict[str, Any], mode: str) -> list[str]:
+    """The context lines as first written: every key sorted and filtered, each value rendered
+    through ``stringify`` (the reference the cached key sets and the str fast path must match)."""
+    detail = _DETAILS[mode]
+
+    def render(value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str | int | float | bool):
+            text = stringify(value)
+        elif detail.nonscalar:
+            text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        else:
+            return None
+        return _clip(" ".join(text.split()), detail.value_chars)
+
+    shown = [
+        (key, render(context[key]))
+        for key in sorted(context)
+        if key != "graph.goal" and not key.startswith("internal.")
+    ]
+    values = [(key, text) for key, text in shown if text is not None]
+    if not values:
+        return []
+    kept = values if detail.max_keys is None else values[: detail.max_keys]
+    lines = ["", "Context:"] + [f"- {key} = {text}" for key, text in kept]
+    if len(kept) < len(values):
+        lines.append(f"- ({len(values) - len(kept)} more keys omitted)")
+    return lines
+
+
+@given(
+    contexts=st.lists(st.dictionaries(_KEYS, _VALUES, max_size=40), min_size=1, max_size=3),
+    mode=st.sampled_from(["compact", "summary:low", "summary:medium", "summary:high"]),
+)
+def test_context_lines_are_those_of_the_plain_implementation(
+    contexts: list[dict[str, Any]], mode: str
+) -> None:
+    for context in [*contexts, *contexts]:  # the second round reads the remembered key sets
+        assert _context_lines(context, _DETAILS[mode]) == _plain_context_lines(context, mode)

@@ -15,6 +15,7 @@ of (graph, node, outcome, context); conditions are parsed through the lru-cached
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,10 +28,12 @@ from .outcome import Outcome
 __all__ = [
     "SELECTION_METHODS",
     "EdgeChoice",
+    "OutgoingEdges",
     "best_by_weight_then_lexical",
     "condition_matches",
     "is_unconditional",
     "normalize_label",
+    "outgoing_table",
     "select_edge",
 ]
 
@@ -92,18 +95,85 @@ def select_edge(
     A malformed condition raises :class:`~attractor_trio.dot.conditions.ConditionSyntaxError`;
     validation rejects such graphs before a run starts.
     """
-    edges = graph.outgoing(node_id)
-    matched = condition_matches(edges, outcome, context)
-    if matched:
-        return EdgeChoice(best_by_weight_then_lexical(matched).edge, "condition")
-    unconditional = [edge for edge in edges if is_unconditional(edge)]
-    if not unconditional:
+    table = outgoing_table(graph, node_id)
+    if table.conditional:
+        status, label = outcome.value, outcome.preferred_label
+        matched = [
+            edge
+            for edge, condition in table.conditional
+            if evaluate_condition(condition, status, label, context)
+        ]
+        if matched:
+            return EdgeChoice(best_by_weight_then_lexical(matched).edge, "condition")
+    if table.default is None:
         return None
+    unconditional = table.unconditional
     return (
-        _by_preferred_label(unconditional, outcome.preferred_label)
-        or _by_suggested_ids(unconditional, outcome.suggested_next_ids)
-        or best_by_weight_then_lexical(unconditional)
+        (
+            _by_preferred_label(unconditional, outcome.preferred_label)
+            if outcome.preferred_label
+            else None
+        )
+        or (
+            _by_suggested_ids(unconditional, outcome.suggested_next_ids)
+            if outcome.suggested_next_ids
+            else None
+        )
+        or table.default
     )
+
+
+@frozen
+class OutgoingEdges:
+    """A node's outgoing edges sorted for selection, decided once per graph and node: every
+    visit used to re-split them into conditional and unconditional ones, re-read each
+    ``condition`` and ``weight`` attribute and re-rank the unconditional ones."""
+
+    #: All of them, in declaration order.
+    edges: tuple[Edge, ...]
+    #: ``(edge, its condition text)`` for the conditional ones, in declaration order.
+    conditional: tuple[tuple[Edge, str], ...]
+    #: The unconditional ones, in declaration order.
+    unconditional: tuple[Edge, ...]
+    #: Steps 4-5 over :attr:`unconditional` (``None`` when there is none).
+    default: EdgeChoice | None
+
+    @classmethod
+    def of(cls, edges: Sequence[Edge]) -> OutgoingEdges:
+        unconditional = tuple(edge for edge in edges if is_unconditional(edge))
+        return cls(
+            edges=tuple(edges),
+            conditional=tuple(
+                (edge, edge.condition) for edge in edges if not is_unconditional(edge)
+            ),
+            unconditional=unconditional,
+            default=best_by_weight_then_lexical(unconditional) if unconditional else None,
+        )
+
+
+def outgoing_table(graph: Graph, node_id: str) -> OutgoingEdges:
+    """``node_id``'s :class:`OutgoingEdges` in ``graph`` (built on first use; a graph is
+    immutable, so it stays valid for the graph's lifetime, and goes with it)."""
+    key = id(graph)
+    entry = _TABLES.get(key)
+    if entry is None or entry[0]() is not graph:
+        entry = _TABLES[key] = (weakref.ref(graph, lambda _ref: _forget(key, _ref)), {})
+    tables = entry[1]
+    table = tables.get(node_id)
+    if table is None:
+        table = tables[node_id] = OutgoingEdges.of(graph.outgoing(node_id))
+    return table
+
+
+#: ``id(graph)`` → (a weak reference to the graph, node id → its table).
+_TABLES: dict[int, tuple[weakref.ref[Graph], dict[str, OutgoingEdges]]] = {}
+
+
+def _forget(key: int, ref: weakref.ref[Graph]) -> None:
+    """The graph is gone: drop its tables (unless the id already belongs to a newer graph)."""
+    entry = _TABLES.get(key)
+    if entry is not None and entry[0] is ref:
+        del _TABLES[key]
 
 
 def _by_preferred_label(edges: Sequence[Edge], preferred_label: str) -> EdgeChoice | None:

@@ -139,21 +139,23 @@ def _stage_lines(
     shown = completed if detail.stages is None else completed[-detail.stages :]
     if len(shown) < total:
         lines.append(f"- ({total - len(shown)} earlier stages omitted)")
+    if not detail.notes_chars:  # one comprehension: every codergen prompt lists up to 20
+        lines += [f"- {node_id}: {status}" for node_id, status, _notes in shown]
+        return lines
     for node_id, status, notes in shown:
         text = f"- {node_id}: {status}"
-        if detail.notes_chars and notes.strip():
+        if notes.strip():
             text += f" — {_clip(' '.join(notes.split()), detail.notes_chars)}"
         lines.append(text)
     return lines
 
 
 def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
-    shown = [
-        (key, _render(context[key], detail))
-        for key in sorted(context)
-        if key not in _HIDDEN_KEYS and not key.startswith(_HIDDEN_PREFIXES)
-    ]
-    values = [(key, text) for key, text in shown if text is not None]
+    values = []
+    for key in _visible_keys(tuple(context)):
+        text = _render(context[key], detail)
+        if text is not None:
+            values.append((key, text))
     if not values:
         return []
     kept = values if detail.max_keys is None else values[: detail.max_keys]
@@ -163,11 +165,32 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     return lines
 
 
+def _visible_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` a preamble may show, sorted. Remembered per key set: a run's context has the
+    same keys from one stage to the next, and every codergen prompt asks."""
+    visible = _VISIBLE_KEYS.get(keys)
+    if visible is None:
+        if len(_VISIBLE_KEYS) >= _VISIBLE_KEYS_LIMIT:
+            _VISIBLE_KEYS.clear()
+        visible = _VISIBLE_KEYS[keys] = tuple(
+            key
+            for key in sorted(keys)
+            if key not in _HIDDEN_KEYS and not key.startswith(_HIDDEN_PREFIXES)
+        )
+    return visible
+
+
+_VISIBLE_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_VISIBLE_KEYS_LIMIT = 256
+
+
 def _render(value: Any, detail: _Detail) -> str | None:
     """One context value on one line, or ``None`` when this mode does not show it."""
     if value is None:
         return None
-    if isinstance(value, str | int | float | bool):
+    if type(value) is str:  # the usual value, which ``stringify`` returns as it is
+        text = value
+    elif isinstance(value, str | int | float | bool):
         text = stringify(value)
     elif detail.nonscalar:
         text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)

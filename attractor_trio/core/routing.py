@@ -101,7 +101,20 @@ def after_fan_out(graph: Graph, node_id: str, outcome: Outcome) -> Advance | Sto
 
 
 def _advance(edge: Edge, method: str) -> Advance:
-    return Advance(edge.to_node, edge, method, edge.loop_restart)
+    """The step along ``edge``; the same (immutable) object every time an edge is taken the
+    same way, instead of a new one and a re-read ``loop_restart`` per visit. Keyed by the
+    edge's identity: the cached step holds the edge, so the id cannot be reused meanwhile."""
+    key = (id(edge), method)
+    advance = _ADVANCES.get(key)
+    if advance is None:
+        if len(_ADVANCES) >= _ADVANCES_LIMIT:
+            _ADVANCES.clear()
+        advance = _ADVANCES[key] = Advance(edge.to_node, edge, method, edge.loop_restart)
+    return advance
+
+
+_ADVANCES: dict[tuple[int, str], Advance] = {}
+_ADVANCES_LIMIT = 4096
 
 
 def _route_failure(

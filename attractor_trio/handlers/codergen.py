@@ -11,6 +11,7 @@ error, contract.md §9); ``trio.Cancelled`` is never caught, so cancellation rea
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -29,7 +30,7 @@ from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.transforms import expand_variables
 from ..persist.atomic import write_text_atomic
-from ..persist.status import clear_stale_status, ingest_status
+from ..persist.status import StatusSources, clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
 
@@ -64,13 +65,14 @@ class CodergenHandler:
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
-        if not attempt.stage_dir.is_dir():  # the engine made it; a direct caller may not have
-            attempt.stage_dir.mkdir(parents=True, exist_ok=True)
+        sources = StatusSources.for_attempt(attempt)  # once: step 1 and steps 2-5 share them
         try:
-            clear_stale_status(attempt)
+            clear_stale_status(attempt, sources)
         except StatusFileError as exc:
             return _failed(str(exc), FailureClass.DETERMINISTIC)
-        write_text_atomic(attempt.stage_dir / "prompt.md", prompt, durable=False)
+        # The engine made the stage dir; a direct caller may not have (then it is made here,
+        # instead of a stat per stage to ask).
+        _write_artifact(attempt.stage_dir, "prompt.md", prompt)
         try:
             result = await self.backend.run(node, prompt, context)
         except ProviderError as exc:
@@ -79,7 +81,7 @@ class CodergenHandler:
             return _failed(f"{type(exc).__name__}: {exc}", failure_class_of(exc))
         if isinstance(result, Outcome):
             return result  # S4.5-04: the backend's own outcome is final
-        decision = await ingest_status(attempt)
+        decision = await ingest_status(attempt, sources)
         outcome = _succeeded(node, str(result), attempt)
         if decision.outcome is None:
             return outcome
@@ -89,13 +91,25 @@ class CodergenHandler:
         )
 
 
+def _write_artifact(stage_dir: Path, name: str, text: str) -> None:
+    """A stage text artifact (not durable: see ``write_text_atomic``), making the stage dir
+    when it is missing. The path as a string: a ``Path`` join costs more than the write's
+    own Python."""
+    path = f"{os.fspath(stage_dir)}/{name}"
+    try:
+        write_text_atomic(path, text, durable=False)
+    except FileNotFoundError:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text, durable=False)
+
+
 def _failed(reason: str, failure_class: str) -> Outcome:
     return Outcome(status=StageStatus.FAIL, failure_reason=reason, failure_class=failure_class)
 
 
 def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
-    write_text_atomic(attempt.stage_dir / "response.md", response, durable=False)
+    _write_artifact(attempt.stage_dir, "response.md", response)
     return Outcome(
         status=StageStatus.SUCCESS,
         notes=f"Stage completed: {node.id}",
@@ -128,7 +142,9 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
         context=context,
         total=total if type(total) is int else None,
     )
-    return f"{preamble.rstrip()}\n{_PREAMBLE_SEPARATOR}{prompt}" if preamble.strip() else prompt
+    if not preamble or preamble.isspace():  # (``isspace``: no stripped copy just to ask)
+        return prompt
+    return f"{preamble.rstrip()}\n{_PREAMBLE_SEPARATOR}{prompt}"
 
 
 def _fidelity_mode(value: object) -> str:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -78,6 +79,8 @@ READ_RETRY_PAUSE_S = 0.05
 _EXAMPLE = 'write one object like {"outcome": "success"}'
 # A missing directory on the way (``.attractor`` absent, or a file) means "no status file".
 _ABSENT_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR})
+#: What ``Path.exists`` treats as "does not exist" (``pathlib._IGNORED_ERRNOS``).
+_IGNORED_BY_EXISTS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP})
 
 
 class _AttemptPaths(Protocol):
@@ -193,9 +196,9 @@ def remove_stale(sources: StatusSources) -> None:
     Raises :class:`StatusFileError` when one cannot be removed (a directory in the way, no
     permission): the stage must fail rather than let an old file decide it.
     """
-    for _name, path in sources.all():
+    for path in (sources.canonical, sources.workdir, sources.workdir_dot):
         try:
-            path.unlink()
+            os.unlink(path)
         except OSError as exc:
             if exc.errno in _ABSENT_ERRNOS:
                 continue
@@ -332,6 +335,18 @@ def _judge(source: str, raw: bytes, owner: StatusOwner | None) -> _Seen:
         return _Seen(raw, problem=str(exc))
 
 
+def _exists(path: Path) -> bool:
+    """``path.exists()`` without its two layers of method calls (three per attempt): the
+    same errors mean absent, any other one is raised."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno in _IGNORED_BY_EXISTS:
+            return False
+        raise
+    return True
+
+
 def _copy_into_place(raw: bytes, fallback: Path, canonical: Path) -> None:
     """Step 4: the exact bytes the tool wrote become the canonical file; then the fallback goes."""
     canonical.parent.mkdir(parents=True, exist_ok=True)
@@ -382,21 +397,29 @@ class _Decider:
 # --- the two calls every stage kind makes --------------------------------------------------
 
 
-def clear_stale_status(attempt: _AttemptPaths) -> None:
-    """Step 1 for ``attempt``, before its work starts (raises like :func:`remove_stale`)."""
-    remove_stale(StatusSources.for_attempt(attempt))
+def clear_stale_status(attempt: _AttemptPaths, sources: StatusSources | None = None) -> None:
+    """Step 1 for ``attempt``, before its work starts (raises like :func:`remove_stale`).
+    ``sources``: the attempt's, when the caller has them already (it passes the same to
+    :func:`ingest_status`)."""
+    remove_stale(sources or StatusSources.for_attempt(attempt))
 
 
-async def ingest_status(attempt: _Attempt) -> IngestionDecision:
+async def ingest_status(
+    attempt: _Attempt, sources: StatusSources | None = None
+) -> IngestionDecision:
     """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
-    decision = await _decide(attempt, StatusSources.for_attempt(attempt))
+    sources = sources or StatusSources.for_attempt(attempt)
+    if _exists(sources.canonical) or _exists(sources.workdir) or _exists(sources.workdir_dot):
+        decision = await _decide(attempt, sources)
+    else:  # the common case, decided here: no file anywhere
+        decision = IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
     attempt.emit("status_ingestion_decision", **decision.event_fields())
     return decision
 
 
 async def _decide(attempt: _Attempt, sources: StatusSources) -> IngestionDecision:
-    if not any(path.exists() for _name, path in sources.all()):
-        return IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
+    """Steps 2-5 when some status file exists: on a worker thread (it may pause to re-read a
+    torn fallback); a failed copy of a valid fallback is a ``deterministic`` failure."""
     try:
         return await trio.to_thread.run_sync(
             functools.partial(

@@ -16,9 +16,9 @@ import random
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 import trio
 from attrs import define, field, frozen
@@ -34,7 +34,14 @@ from ..backends.executors.base import (
 from ..context import Context
 from ..core.failures import effective_class
 from ..core.outcome import Outcome, StageStatus, StatusFileError
-from ..core.retry import Blocked, Retry, after_attempt, delay_for_attempt, policy_for
+from ..core.retry import (
+    Blocked,
+    Retry,
+    RetryPolicy,
+    after_attempt,
+    delay_for_attempt,
+    policy_for,
+)
 from ..core.vocabulary import DEFAULT_KILL_GRACE, FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
@@ -99,22 +106,58 @@ class StageExecutor:
     workspace: Any = None
     #: The main line's stage boundary debts (``persist/commit.py``); ``None`` in a branch.
     owed: DirectorySyncs | None = None
+    #: node id → what every visit of that node needs and does not change during the run.
+    _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
+    #: The last outcome :meth:`_outcome_json` encoded, and its document.
+    _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
+        default=(None, {}), init=False, repr=False
+    )
+    #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give.
+    _policies: dict[tuple[str, str | None], RetryPolicy] = field(
+        factory=dict, init=False, repr=False
+    )
+
+    def _policy(self, node: Node) -> RetryPolicy:
+        """``policy_for(node, graph)``, once per spelling of the two attributes it reads from
+        a node (the graph's are fixed): most nodes of a pipeline share one. A spelling that
+        fails is not remembered, so each node reports its own error."""
+        key = (node.retry_policy, node.attrs.get("max_retries"))
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = policy_for(node, self.graph)
+        return policy
+
+    def _plan(self, node: Node) -> _StagePlan:
+        """The node's :class:`_StagePlan`, built on its first visit (the graph, the registry
+        and the stage root do not change for this executor's lifetime)."""
+        plan = self._plans.get(node.id)
+        if plan is None or plan.node is not node:
+            plan = self._plans[node.id] = _StagePlan.of(node, self)
+        return plan
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
         """Execute ``node`` with its retry policy; return its final outcome (S3.5)."""
-        policy = policy_for(node, self.graph)
-        handler_type = self.registry.resolve_type(node)
+        plan = self._plan(node)
+        policy = plan.policy
+        handler_type = plan.handler_type
         self.stage_index += 1
         index = self.stage_index
         started = time.monotonic()
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
-        stage_dir = self.stage_root / node.id
+        stage_dir = plan.stage_dir
+        plan.resolved(self.registry)  # an unregistered handler type fails here, before any file
+        # As the attempt would, but before the stage dir is made: a cancelled run leaves none.
+        await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
-        # only if the stage dir lists one: a first visit has no stage dir at all.
-        names = _listing(stage_dir)
+        # only if the stage dir lists one: a first visit has no stage dir at all (and makes it).
+        names = _listing_or_making(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
-        adopted = await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+        adopted = (
+            await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
+            if marker is not None
+            else None
+        )
         # Without a marker nothing was adopted and the listing still holds.
         listed: object = names if marker is None else _UNLISTED
         while True:
@@ -123,10 +166,10 @@ class StageExecutor:
                 adopted = None
             else:
                 outcome, marker = await self._attempt(
-                    node, attempt, policy.max_attempts, predecessor, marker, listed
+                    node, attempt, policy.max_attempts, predecessor, marker, listed, plan
                 )
                 listed = _UNLISTED  # a retry lists what the attempt before it left
-            decision = after_attempt(outcome, attempt, policy, node.allow_partial)
+            decision = after_attempt(outcome, attempt, policy, plan.allow_partial)
             if isinstance(decision, Retry):
                 if self.owed:  # the failed attempt's status.json, on disk during the backoff
                     self.owed.sync()
@@ -150,7 +193,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                self._write_final_status(stage_dir / "status.json", final)
+                self._write_final_status(plan.status_path, final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -169,32 +212,39 @@ class StageExecutor:
         predecessor: str,
         previous: dict[str, Any] | None,
         listed: object = _UNLISTED,
+        plan: _StagePlan | None = None,
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """One attempt; its outcome and the ``.attempt.json`` marker now on disk (``previous``
         is the one before it). ``listed``: the stage dir's names if the caller has just listed
-        it (``None``: it does not exist), else ``_UNLISTED``."""
-        await trio.lowlevel.checkpoint()  # never start an attempt inside a cancelled scope
-        stage_dir = self.stage_root / node.id
+        it (``None``: it did not exist, and was made), else ``_UNLISTED``."""
+        # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
+        # traversal yields to the scheduler before every stage and a retry sleeps first, so a
+        # second trip through the scheduler here only cost time.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        plan = plan or self._plan(node)
+        stage_dir = plan.stage_dir
         if self.owed:  # held files (a retry's paid them already) are on disk before archiving
             self.owed.sync()
         # Every attempt's end is marked (the commit point a resume adopts) unless running it
         # again is harmless; only attempts whose handler can adopt a running orphan need
         # their start marked too.
-        marked = hasattr(self.registry.resolve(node), "adopt")
-        committed = self.registry.resolve_type(node) not in _PURE_TYPES
+        marked = plan.marked
+        committed = plan.committed
         recorded = int(previous.get("number", 0)) if previous else 0
-        # One listing answers both questions below; a stage dir that does not exist yet (the
-        # usual first visit) has neither archives nor files to move, and is created here, once.
-        names = _listing(stage_dir) if listed is _UNLISTED else cast("list[str] | None", listed)
+        # One listing answers both questions below; a stage dir that did not exist yet (the
+        # usual first visit) has neither archives nor files to move, and was created instead.
+        names = (
+            _listing_or_making(stage_dir)
+            if listed is _UNLISTED
+            else cast("list[str] | None", listed)
+        )
         # The archives count too: after a crash the checkpoint's count may lag behind them,
         # and with old archives pruned a restarted count would collide (contract.md §10).
         on_disk = 0 if names is None else last_attempt_in(names)
         last = max(self.node_attempts.get(node.id, 0), recorded, on_disk)
         number = last + 1
         self.node_attempts[node.id] = number
-        if names is None:
-            stage_dir.mkdir(parents=True, exist_ok=True)
-        elif _archive_previous_attempt(stage_dir, recorded or last, names):
+        if names is not None and _archive_previous_attempt(stage_dir, recorded or last, names):
             prune_archives(stage_dir, self.attempt_retention)
         previous = None  # archived with the files it described, if there was one
         attempt_id = f"{node.id}-{number}-{_attempt_ids.getrandbits(24):06x}"
@@ -213,18 +263,21 @@ class StageExecutor:
                 "attempt_id": attempt_id,
             },
         )
-        if not defers_start(self.registry.resolve(node), node):
+        if not defers_start(plan.resolved(self.registry), node):
             start.announce()
-        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start)
+        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start, plan)
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler)
-            await self._commit(node, number, outcome)  # before the marker, its commit point
+            if self.workspace is not None:  # before the marker, its commit point
+                await self._commit(node, number, outcome)
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
                 marker.write(stage_dir, finished=False, interrupted=True)
             raise
         if committed:  # the commit point: a resume adopts this outcome
-            previous = marker.write(stage_dir, finished=True, outcome=outcome)
+            previous = marker.write(
+                stage_dir, finished=True, outcome=outcome, document=self._outcome_json(outcome)
+            )
         return outcome, previous
 
     async def _commit(self, node: Node, number: int, outcome: Outcome) -> None:
@@ -241,6 +294,7 @@ class StageExecutor:
         attempt_id: str,
         predecessor: str,
         start: AttemptStart | None = None,
+        plan: _StagePlan | None = None,
     ) -> AttemptInfo:
         """The attempt's info, with its liveness node opened (:meth:`_guarded` closes it: call
         that right after) and ``start``'s emitter. Built whole, once: an ``evolve`` per added
@@ -255,12 +309,13 @@ class StageExecutor:
             max_attempts=max_attempts,
             attempt_id=attempt_id,
             logs_root=self.stage_root,
-            stage_dir=self.stage_root / node.id,
+            stage_dir=(plan or self._plan(node)).stage_dir,
             workdir=self.workdir,
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
             branch=self.branch,
-            emit=self.emit if start is None else start.emit,
+            # Once the start is announced its emitter only forwards: skip that layer.
+            emit=self.emit if start is None or not start.pending else start.emit,
             kill_grace=self.kill_grace,
             artifacts=self.artifacts,
             visit=self.current_visit,
@@ -357,7 +412,7 @@ class StageExecutor:
     ) -> Any:
         """Run ``call`` in the attempt scope (``info``'s liveness node is open: closed here);
         record the outcome, or the cancellation."""
-        stage_dir = info.stage_dir
+        status_path = self._plan(node).status_path
         attempt_id = info.attempt_id
         live: Liveness = info.liveness
         try:
@@ -374,9 +429,9 @@ class StageExecutor:
             )
             if self.branch:  # a fan-out's branches are canceled together: overlap their fsyncs
                 with trio.CancelScope(shield=True):
-                    await _write_status_durably(stage_dir / "status.json", canceled)
+                    await _write_status_durably(status_path, canceled)
             else:
-                _write_status(stage_dir / "status.json", canceled)
+                _write_status(status_path, canceled)
             info.emit(
                 "cancellation_exit",
                 node_id=node.id,
@@ -391,9 +446,9 @@ class StageExecutor:
         if outcome is None:
             return None
         if self.branch:  # many branches finish together: let their fsyncs overlap
-            await _write_status_durably(stage_dir / "status.json", outcome)
+            await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(stage_dir / "status.json", outcome)
+            self._write_final_status(status_path, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
@@ -406,7 +461,16 @@ class StageExecutor:
         if self.owed is None:
             _write_status(path, outcome)
             return
-        self.owed.hold(path, dumps_json(outcome.to_json()).encode("utf-8"))
+        self.owed.hold(path, dumps_json(self._outcome_json(outcome)).encode("utf-8"))
+
+    def _outcome_json(self, outcome: Outcome) -> dict[str, Any]:
+        """``outcome.to_json()``, built once for the status file and the finished marker that
+        follows it (nobody changes the document: both only encode it)."""
+        cached, document = self._last_outcome_json
+        if cached is not outcome:
+            document = outcome.to_json()
+            self._last_outcome_json = (outcome, document)
+        return document
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = {"adopted": True} if adopted else {}
@@ -422,17 +486,21 @@ class StageExecutor:
             **extra,
         )
 
-    async def _execute_handler(self, node: Node, info: AttemptInfo) -> Outcome:
-        handler = self.registry.resolve(node)
-        return await _call_handler(handler, node, self.context, self.graph, info)
+    def _execute_handler(self, node: Node, info: AttemptInfo) -> Coroutine[Any, Any, Outcome]:
+        """The handler call as a coroutine for :meth:`_run_handler` to await: returned, not
+        awaited here, so the attempt's chain of frames is one shorter."""
+        plan = self._plan(node)
+        handler = plan.resolved(self.registry)
+        return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
     async def _run_handler(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], live: Liveness
     ) -> Outcome | None:
         """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
-        human = self.registry.resolve_type(node) == "wait.human"
+        plan = self._plan(node)
+        human = plan.human
         result: list[Outcome | None] = []
-        timeout = node.timeout
+        timeout = plan.timeout
         token = set_attempt(info)
         if human:
             live.hold(1)
@@ -478,20 +546,28 @@ class StageExecutor:
 
 
 async def _call_handler(
-    handler: Any, node: Node, context: Context, graph: Graph, info: AttemptInfo
+    handler: Any,
+    node: Node,
+    context: Context,
+    graph: Graph,
+    info: AttemptInfo,
+    resources: str | None = None,
 ) -> Outcome:
     """Handler exceptions become ``fail`` outcomes (S4.12-03); cancellation propagates."""
-    stage = StageContext(
-        resources=node.get("executor.resources"),
-        node_id=info.node_id,
-        attempt_id=info.attempt_id,
-        emit=info.emit,
-        liveness=info.liveness,
-        start=info.start,
-        logs_root=info.logs_root,
-        stage_dir=info.stage_dir,
-        workdir=info.workdir,
-    )
+
+    def stage() -> StageContext:  # built only if an executor asks (see use_stage_context)
+        return StageContext(
+            resources=node.get("executor.resources") if resources is None else resources,
+            node_id=info.node_id,
+            attempt_id=info.attempt_id,
+            emit=info.emit,
+            liveness=info.liveness,
+            start=info.start,
+            logs_root=info.logs_root,
+            stage_dir=info.stage_dir,
+            workdir=info.workdir,
+        )
+
     try:
         with use_stage_context(stage):
             outcome = await handler.execute(node, context, graph, info.logs_root)
@@ -533,6 +609,54 @@ async def _write_status_durably(path: Path, outcome: Outcome) -> None:
     await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
 
 
+class _StagePlan(NamedTuple):
+    """What every attempt of one node needs and what cannot change during the run: decided
+    once per node instead of per attempt (handler lookups, attribute parsing, path joins
+    were several microseconds each, a few times per attempt). A named tuple: built once per
+    node of the run, where an attrs class's ``__init__`` alone cost a few microseconds."""
+
+    node: Node
+    handler_type: str
+    #: ``None`` when no handler is registered: :meth:`resolved` then raises as the registry does.
+    handler: Any
+    policy: RetryPolicy
+    stage_dir: Path
+    status_path: Path
+    #: The handler can adopt a running orphan: the attempt's start is marked too.
+    marked: bool
+    #: Not a pure handler: the attempt's end is marked (its commit point).
+    committed: bool
+    human: bool
+    timeout: float | None
+    allow_partial: bool
+    resources: str
+
+    @classmethod
+    def of(cls, node: Node, executor: StageExecutor) -> _StagePlan:
+        registry = executor.registry
+        handler_type = registry.resolve_type(node)
+        handler = registry.resolve_type_handler(handler_type)
+        stage_dir = executor.stage_root / node.id
+        return cls(
+            node,
+            handler_type,
+            handler,
+            executor._policy(node),
+            stage_dir,
+            stage_dir / "status.json",
+            handler is not None and hasattr(handler, "adopt"),
+            handler_type not in _PURE_TYPES,
+            handler_type == "wait.human",
+            node.timeout,
+            node.allow_partial,
+            node.get("executor.resources"),
+        )
+
+    def resolved(self, registry: HandlerRegistry) -> Any:
+        """The handler (a missing one raises the registry's ``LookupError``, where it did)."""
+        return self.handler if self.handler is not None else registry.resolve(self.node)
+
+
 #: Handlers without side effects that only pass routing on: re-running one after a crash is
 #: harmless, so they skip the finished marker (a file operation per stage).
 _PURE_TYPES = frozenset({"start", "exit", "conditional"})
@@ -566,6 +690,7 @@ class _Marker:
         finished: bool,
         interrupted: bool = False,
         outcome: Outcome | None = None,
+        document: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Replace the stage dir's marker (which exists: the attempt created it); the record.
         A finished marker carries the attempt's ``outcome`` (what a resume adopts)."""
@@ -578,10 +703,10 @@ class _Marker:
             "finished": finished,
             "interrupted": interrupted,
         }
-        if outcome is not None:
-            record["outcome"] = outcome.to_json()
+        if outcome is not None:  # ``document``: its ``to_json()``, when the caller has it
+            record["outcome"] = document if document is not None else outcome.to_json()
         data = json.dumps(record).encode("utf-8")
-        path = stage_dir / ATTEMPT_MARKER
+        path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:
             write_bytes_atomic(path, data, durable=False)
         except FileNotFoundError:  # the stage dir went away under the handler
@@ -601,12 +726,19 @@ def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
         return None
 
 
-def _listing(stage_dir: Path) -> list[str] | None:
-    """The names in ``stage_dir``, or ``None`` when it does not exist."""
+def _listing_or_making(stage_dir: Path) -> list[str] | None:
+    """The names in ``stage_dir``; ``None`` when it did not exist, and has now been made.
+
+    ``mkdir`` first: on a first visit (the usual case) that one call both answers "is there
+    anything to adopt or archive?" (no) and makes the dir, where a listing that fails and then
+    a ``mkdir`` took two calls and an exception."""
     try:
+        os.mkdir(stage_dir)
+    except FileExistsError:
         return os.listdir(stage_dir)
-    except FileNotFoundError:
-        return None
+    except FileNotFoundError:  # the stage root is gone (removed under the run): make it all
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    return None
 
 
 def _archive_previous_attempt(stage_dir: Path, previous: int, names: list[str]) -> bool:

@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
@@ -265,6 +266,12 @@ class RunScope:
         count = self.state.restart_count
         return self.logs_root / f"restart-{count}" if count else self.logs_root
 
+    def _emitter(self, branch: str) -> Callable[..., Any]:
+        """``emit(event, **fields)`` for ``branch``'s events. The main line's is the hub's own
+        ``emit`` (its ``branch`` defaults to the main line's ``""``): a forwarding closure was
+        one more call and one more copy of the fields for every event of every stage."""
+        return self.hub.bind(branch) if branch else self.hub.emit
+
     def executor(
         self, state: TraversalState | None = None, stage_root: Path | None = None, branch: str = ""
     ) -> StageExecutor:
@@ -273,7 +280,7 @@ class RunScope:
             graph=self.graph,
             registry=self.registry,
             context=state.context,
-            emit=self.hub.bind(branch),
+            emit=self._emitter(branch),
             run_id=self.run_id,
             stage_root=stage_root or self.stage_root(),
             workdir=self.workspace.workdir if self.workspace is not None else self.workdir,
@@ -359,7 +366,7 @@ class RunScope:
             graph=self.graph,
             state=self.state,
             executor=self.executor(),
-            emit=self.hub.bind(""),
+            emit=self._emitter(""),
             checkpoint=self.save_checkpoint,
             on_loop_restart=self.loop_restart,
             breaker=self.breaker,
@@ -432,21 +439,24 @@ class RunScope:
         )
 
 
-_ROUTING_FIELDS = (
-    "status",
-    "preferred_label",
-    "suggested_next_ids",
-    "failure_reason",
-    "failure_class",
-    "failure_signature",
-)
-
-
 def _compact(outcome: Outcome) -> dict[str, Any]:
-    """What resume needs of an outcome: the routing fields, empty ones left out. Context
-    updates are already in the checkpoint's context; notes live in the stage's status.json."""
-    doc = outcome.to_json()
-    return {k: doc[k] for k in _ROUTING_FIELDS if doc[k] not in ("", [])}
+    """What resume needs of an outcome: the routing fields (``status``, ``preferred_label``,
+    ``suggested_next_ids``, ``failure_reason``, ``failure_class``, ``failure_signature``, in that
+    order, as ``to_json`` spells them), empty ones left out. Context updates are already in the
+    checkpoint's context; notes live in the stage's status.json. Read field by field rather
+    than through ``to_json``: the checkpoint asks once per stage."""
+    doc: dict[str, Any] = {"status": outcome.value}
+    if outcome.preferred_label != "":
+        doc["preferred_label"] = outcome.preferred_label
+    if outcome.suggested_next_ids:
+        doc["suggested_next_ids"] = list(outcome.suggested_next_ids)
+    if outcome.failure_reason != "":
+        doc["failure_reason"] = outcome.failure_reason
+    if outcome.failure_class != "":
+        doc["failure_class"] = outcome.failure_class
+    if outcome.failure_signature != "":
+        doc["failure_signature"] = outcome.failure_signature
+    return doc
 
 
 def _finish_from_stop(stop: Stop) -> _Finish:

@@ -85,11 +85,22 @@ class Traversal:
     #: ``main``, or the branch path (the ``scope`` of ``failure_cycle_break``).
     scope_name: str = "main"
     tripped: Stop | None = None
+    #: node id → whether it is terminal, and its handler type: asked two or three times per
+    #: visit, each an attribute lookup chain, and fixed for the graph's lifetime.
+    _facts: dict[str, tuple[bool, str]] = field(factory=dict, init=False, repr=False)
+
+    def _node_facts(self, node_id: str) -> tuple[bool, str]:
+        facts = self._facts.get(node_id)
+        if facts is None:
+            node = self.graph.nodes[node_id]
+            facts = self._facts[node_id] = (self.graph.is_terminal(node_id), node.handler_type)
+        return facts
 
     async def run(self, node_id: str, predecessor: str = "") -> Stop:
         """Walk from ``node_id`` until a terminal node or a stop; return why it ended."""
         graph = self.graph
         incoming: Edge | None = None
+        limit = VisitLimit(graph.max_node_visits)
         while True:
             # A checkpoint per step: once the run is cancelled, no goal-gate retry, loop
             # restart or next stage can start, even if every handler so far was synchronous.
@@ -97,7 +108,7 @@ class Traversal:
             if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
                 return Stop(ExitPath.COMPLETED)
             node = graph.nodes[node_id]
-            limit = VisitLimit(graph.max_node_visits)
+            terminal, handler_type = self._node_facts(node_id)
             visits = self.state.visits.get(node_id, 0) + 1
             if not limit.check(node_id, visits):
                 return Stop(
@@ -107,7 +118,7 @@ class Traversal:
                     node_id=node_id,
                 )
             self.state.visits[node_id] = visits
-            if graph.is_terminal(node_id):
+            if terminal:
                 jump = self._unsatisfied_gate()
                 if isinstance(jump, Stop):
                     return jump
@@ -117,18 +128,16 @@ class Traversal:
                     )
                     predecessor, node_id, incoming = node_id, jump, None
                     continue
-                outcome = await self._execute(node, predecessor, incoming)
+                outcome = await self._execute(node, predecessor, incoming, handler_type)
                 if outcome.status is StageStatus.FAIL:
                     return Stop(
                         ExitPath.STAGE_FAILED, outcome.failure_reason, outcome.failure_class
                     )
                 return Stop(ExitPath.COMPLETED)
-            outcome = await self._execute(node, predecessor, incoming)
+            outcome = await self._execute(node, predecessor, incoming, handler_type)
             if self.tripped is not None:
                 return self.tripped
-            fan_in = (
-                after_fan_out(graph, node_id, outcome) if node.handler_type == "parallel" else None
-            )
+            fan_in = after_fan_out(graph, node_id, outcome) if handler_type == "parallel" else None
             if isinstance(fan_in, Stop):
                 return fan_in
             if fan_in is not None:  # fan-out → fan-in: no edge_selected, the branches were edges
@@ -152,7 +161,9 @@ class Traversal:
                     return result
             predecessor, node_id, incoming = node_id, decision.to_node, decision.edge
 
-    async def _execute(self, node: Node, predecessor: str, incoming: Edge | None) -> Outcome:
+    async def _execute(
+        self, node: Node, predecessor: str, incoming: Edge | None, handler_type: str
+    ) -> Outcome:
         state = self.state
         state.context.set("current_node", node.id)
         state.context.set("internal.fidelity", self._fidelity(node, incoming))
@@ -164,7 +175,7 @@ class Traversal:
         state.completed_nodes.append(node.id)
         state.node_outcomes[node.id] = outcome
         state.context.apply_updates(context_updates_after(outcome))
-        if node.handler_type != "start":
+        if handler_type != "start":
             _remember_summary(state.context, node.id, outcome)
         state.current_node = node.id
         self.tripped = self._observe_cycle(node.id, outcome)

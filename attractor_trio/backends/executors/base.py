@@ -179,7 +179,9 @@ class StageContext:
 
 
 _NO_STAGE = StageContext()  # frozen: safe to share
-_STAGE: ContextVar[StageContext] = ContextVar(
+#: The attempt's :class:`StageContext`, or how to build it: only an executor ever reads it,
+#: so without one installed (the usual local run) it is never built at all.
+_STAGE: ContextVar[StageContext | Callable[[], StageContext]] = ContextVar(
     "attractor_trio_stage",
     default=_NO_STAGE,
 )
@@ -196,14 +198,22 @@ def use_executor(executor: Executor | None) -> Iterator[None]:
         _EXECUTOR.reset(token)
 
 
-@contextlib.contextmanager
-def use_stage_context(stage: StageContext) -> Iterator[None]:
-    """Tell executors about the attempt whose handler runs in this context."""
-    token = _STAGE.set(stage)
-    try:
-        yield
-    finally:
-        _STAGE.reset(token)
+class use_stage_context:
+    """Tell executors about the attempt whose handler runs in this context. A class, not a
+    generator-based context manager: it is entered once per attempt, and the generator's
+    machinery cost several times the two context variable calls."""
+
+    __slots__ = ("_stage", "_token")
+
+    def __init__(self, stage: StageContext | Callable[[], StageContext]) -> None:
+        """``stage``, or a function that builds it when an executor first asks."""
+        self._stage = stage
+
+    def __enter__(self) -> None:
+        self._token = _STAGE.set(self._stage)
+
+    def __exit__(self, *_exc: object) -> None:
+        _STAGE.reset(self._token)
 
 
 def orphans_outlive_the_driver() -> bool:
@@ -221,7 +231,8 @@ def orphans_outlive_the_driver() -> bool:
 
 
 def current_stage() -> StageContext:
-    return _STAGE.get()
+    stage = _STAGE.get()
+    return stage if isinstance(stage, StageContext) else stage()
 
 
 def defers_start(handler: Any, node: Any) -> bool:
@@ -304,5 +315,5 @@ async def run_stage_process(
         stderr_path=stderr_path,
         kill_grace=kill_grace,
         on_output=on_output,
-        resources=parse_resources(_STAGE.get().resources),
+        resources=parse_resources(current_stage().resources),
     )
