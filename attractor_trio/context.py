@@ -188,8 +188,8 @@ class StageSummary(list[Any]):
         took longer for this one value than for the rest of the context."""
         current = self._current()
         new = StageSummary.__new__(StageSummary)
-        list.__init__(new, copy.deepcopy(current._entries, memo))
-        new._remember(list(new), list(current._texts), list(current._stages))
+        list.__init__(new, copy.deepcopy(list.copy(current), memo))
+        new._remember(list(current._texts), list(current._stages))
         return new
 
     def json_text(self) -> str:
