@@ -25,6 +25,7 @@ from attractor_trio.core.outcome import Outcome
 from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.handlers.base import AttemptInfo, current_attempt
 from attractor_trio.persist import atomic
+from attractor_trio.scopes import attempt as attempt_scope
 from attractor_trio.testing import (
     Observation,
     Schedule,
@@ -99,6 +100,10 @@ class LeakyHandler(ScheduledHandler):
         return await super().execute(node, context, graph, logs_root)
 
     async def _report(self, info: AttemptInfo) -> None:
+        # Off the schedule's grid (its steps last multiples of 0.5 s): a report in the very
+        # instant the attempt ends would land before or after stage_attempt_finished as the
+        # scheduler happens to order that tick, and the counterexample would not replay.
+        await trio.sleep(0.25)
         while True:
             await trio.sleep(1.0)
             info.emit(
@@ -175,19 +180,27 @@ class SwallowingBackend(ScheduledBackend):
             return "done (honest)"
 
 
-def test_a_backend_that_swallows_cancellation_is_found() -> None:
-    # With heartbeats on, the attempt nursery's heartbeat task re-delivers the cancellation
-    # and the engine masks the swallow (see test_heartbeats_mask_a_swallowing_backend).
+def test_a_backend_that_swallows_cancellation_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The engine re-delivers the cancellation after a handler returns and so masks the swallow
+    # (see test_the_engine_masks_a_swallowing_backend): plant the bug with that defence off.
+    async def no_defence() -> None:
+        return None
+
+    monkeypatch.setattr(attempt_scope, "redeliver_cancellation", no_defence)
     schedule, found = shrunk_counterexample(
         {"cancellation_swallowed", "attempt_after_cancel", "run_not_canceled"},
-        lambda s: {"backend": SwallowingBackend(s), "heartbeat_interval": None},
+        lambda s: {"backend": SwallowingBackend(s)},
     )
     assert_small(schedule, found)
 
 
-def test_heartbeats_mask_a_swallowing_backend() -> None:
-    """The engine's own defence: the swallowed stall is still recorded as canceled."""
+@pytest.mark.parametrize("heartbeat_interval", [None, 10.0])
+def test_the_engine_masks_a_swallowing_backend(heartbeat_interval: float | None) -> None:
+    """The engine's own defence: the swallowed stall is still recorded as canceled, with or
+    without heartbeats."""
     schedule = Schedule({"a": (Step("stall"),)}, cancel_at=5)
-    obs, found = observe(schedule, backend=SwallowingBackend(schedule), heartbeat_interval=10.0)
+    obs, found = observe(
+        schedule, backend=SwallowingBackend(schedule), heartbeat_interval=heartbeat_interval
+    )
     assert found == []
     assert obs.result is not None and obs.result.status == "canceled"

@@ -1,8 +1,9 @@
-"""One stage: its retry loop, and each attempt as a cancel scope plus a nursery.
+"""One stage: its retry loop, and each attempt as a cancel scope.
 
-The attempt's nursery holds the handler and the heartbeat task, so a heartbeat cannot outlive
-its attempt: when the handler returns (or is cancelled) the nursery closes and the heartbeat
-goes with it. The node ``timeout`` is the scope's deadline; the run's cancellation reaches the
+An attempt joins the run's heartbeat queue (:mod:`.heartbeats`, one task for every attempt of
+the run) when its handler starts and leaves it when the handler returns or is cancelled, before
+``stage_attempt_finished``, so a heartbeat cannot outlive its attempt. The node ``timeout`` is
+the scope's deadline; the run's cancellation reaches the
 handler through the same tree, and a retry sleep is a checkpoint inside the run scope, so no
 retry can start once the run is cancelled.
 """
@@ -10,7 +11,6 @@ retry can start once the run is cancelled.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import secrets
@@ -55,6 +55,7 @@ from ..persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
 from ..persist.commit import DirectorySyncs
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
+from .heartbeats import Heartbeats
 from .liveness import Liveness
 from .retention import (
     ARCHIVE_PREFIX,
@@ -84,7 +85,8 @@ class StageExecutor:
     node_retries: dict[str, int]
     node_attempts: dict[str, int]
     rng: random.Random
-    heartbeat_interval: float | None = 30.0
+    #: The run's heartbeat queue (``None``: no ``stage_heartbeat``, e.g. a manager's child).
+    heartbeats: Heartbeats | None = None
     kill_grace: float = DEFAULT_KILL_GRACE
     branch: str = ""
     #: This traversal's node in the liveness tree (the run's root, or a branch's node).
@@ -496,53 +498,48 @@ class StageExecutor:
     async def _run_handler(
         self, node: Node, info: AttemptInfo, call: Callable[..., Any], live: Liveness
     ) -> Outcome | None:
-        """The attempt scope: deadline = node timeout; nursery = handler + heartbeat."""
+        """The attempt scope: deadline = node timeout; heartbeats from the run's one task."""
         plan = self._plan(node)
         human = plan.human
-        result: list[Outcome | None] = []
         timeout = plan.timeout
         token = set_attempt(info)
+        beats = self.heartbeats
+        beat = beats.start(info, live, self.emit) if beats is not None else None
         if human:
             live.hold(1)
         try:
-            if timeout is None and not self.heartbeat_interval:
-                # Nothing to bound and nothing beside the handler: the scope and the nursery
-                # (~20 µs a stage) would change nothing; outer cancellation arrives either way.
-                return await call(node, info)  # type: ignore[no-any-return]
-            with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-                async with trio.open_nursery() as nursery:
-                    if self.heartbeat_interval:
-                        nursery.start_soon(self._heartbeat, info, live, self.heartbeat_interval)
-                    result.append(await call(node, info))
-                    nursery.cancel_scope.cancel(reason="attempt finished")
+            if timeout is None:
+                # Nothing to bound: a scope would change nothing; outer cancellation arrives
+                # either way.
+                outcome: Outcome = await call(node, info)
+                await redeliver_cancellation()
+                return outcome
+            with trio.move_on_after(timeout):
+                outcome = await call(node, info)
+                await redeliver_cancellation()
+                return outcome
         finally:
+            if beat is not None:
+                Heartbeats.stop(beat)  # before stage_attempt_finished: none can follow it
             reset_attempt(token)
             if human:
                 live.hold(-1)
-        if scope.cancelled_caught and not result:
-            assert timeout is not None
-            return Outcome(
-                StageStatus.FAIL,
-                failure_reason=f"stage '{node.id}' timed out after {format_duration(timeout)}",
-                failure_class=FailureClass.TRANSIENT_INFRA,
-            )
-        return result[0]
+        return Outcome(
+            StageStatus.FAIL,
+            failure_reason=f"stage '{node.id}' timed out after {format_duration(timeout)}",
+            failure_class=FailureClass.TRANSIENT_INFRA,
+        )
 
-    async def _heartbeat(self, info: AttemptInfo, live: Liveness, interval: float) -> None:
-        """Reports liveness; never counts as progress (it does not bump anything)."""
-        started = trio.current_time()
-        while True:
-            await trio.sleep(interval)
-            elapsed = trio.current_time() - started
-            if info.start is not None and info.start.pending:
-                continue  # queued for a remote node: not started, nothing to report yet
-            self.emit(
-                "stage_heartbeat",
-                node_id=info.node_id,
-                attempt_id=info.attempt_id,
-                elapsed_s=round(elapsed, 3),
-                idle_s=round(live.idle(), 3),
-            )
+
+async def redeliver_cancellation() -> None:
+    """Raise :class:`trio.Cancelled` if the attempt was cancelled while its handler ran.
+
+    A handler (or a backend under it) that catches ``Cancelled`` and returns an outcome would
+    otherwise have its attempt recorded as finished after the run was cancelled. The attempt's
+    heartbeat nursery used to re-deliver the cancellation on exit as a side effect; the run's one
+    heartbeat task (:mod:`.heartbeats`) does not, so the attempt asks. A module attribute, so the
+    fuzz suite can plant the swallowing bug with the defence off."""
+    await trio.lowlevel.checkpoint_if_cancelled()
 
 
 async def _call_handler(

@@ -45,6 +45,7 @@ from ..persist.final import FinalRecord, write_final
 from ..persist.progress import PROGRESS_FILE_NAME
 from .attempt import StageExecutor
 from .cancel import only_cancelled
+from .heartbeats import Heartbeats
 from .liveness import Liveness
 from .retention import DEFAULT_ATTEMPT_RETENTION
 from .traversal import Traversal, TraversalState
@@ -160,6 +161,8 @@ class RunScope:
     #: Directory fsyncs the main traversal's stage owes its checkpoint (persist/commit.py).
     owed: DirectorySyncs = field(factory=DirectorySyncs)
     _checkpoint_file: RecyclingWriter | None = None
+    #: One queue and one task for every attempt's ``stage_heartbeat`` (``None``: no heartbeats).
+    heartbeats: Heartbeats | None = field(default=None, init=False)
 
     @property
     def breaker(self) -> CycleBreaker:
@@ -171,6 +174,8 @@ class RunScope:
         return self._breaker
 
     def __attrs_post_init__(self) -> None:
+        if self.heartbeat_interval:
+            self.heartbeats = Heartbeats(self.heartbeat_interval)
         if self.artifacts is None:
             self.artifacts = ArtifactStore(self.logs_root)
         handler = self.registry.resolve_type_handler("parallel")
@@ -290,7 +295,7 @@ class RunScope:
             branch=branch,
             run_cancelled=lambda: self.scope.cancel_called,
             rng=self.rng,
-            heartbeat_interval=self.heartbeat_interval,
+            heartbeats=self.heartbeats,
             kill_grace=self.kill_grace,
             liveness=self.liveness,
             artifacts=self.artifacts,
@@ -525,6 +530,8 @@ async def drive(
             async with trio.open_nursery() as nursery:
                 if run.stall_timeout:
                     nursery.start_soon(run.watchdog, run.stall_timeout)
+                if run.heartbeats is not None:
+                    nursery.start_soon(run.heartbeats.run)
                 if start is None:
                     stop = preset or Stop(ExitPath.COMPLETED)
                 else:
