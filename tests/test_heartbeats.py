@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,21 @@ class _Log:
         self.beats.append((trio.current_time(), fields["node_id"], fields["elapsed_s"]))
 
 
+@asynccontextmanager
+async def _running(interval: float) -> AsyncIterator[Heartbeats]:
+    """A heartbeat queue with its task running, stopped when the block ends."""
+    beats = Heartbeats(interval)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(beats.run)
+        yield beats
+        nursery.cancel_scope.cancel()
+
+
 async def test_each_attempt_beats_every_interval_from_its_own_start(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = _Log()
-    beats = Heartbeats(10.0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(beats.run)
+    async with _running(10.0) as beats:
         t0 = trio.current_time()
         a = beats.start(_info("a"), Liveness(), log.emit)
         await trio.sleep(3)
@@ -61,7 +71,6 @@ async def test_each_attempt_beats_every_interval_from_its_own_start(
         await trio.sleep(20)
         Heartbeats.stop(b)
         await trio.sleep(100)
-        nursery.cancel_scope.cancel()
     got = [(round(t - t0, 6), node, elapsed) for t, node, elapsed in log.beats]
     assert got == [
         (10.0, "a", 10.0),
@@ -77,15 +86,12 @@ async def test_a_stopped_attempt_never_beats_even_when_due_in_the_same_instant(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = _Log()
-    beats = Heartbeats(5.0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(beats.run)
+    async with _running(5.0) as beats:
         beat = beats.start(_info("a"), Liveness(), log.emit)
         await trio.sleep_until(beat.due)  # the run task and this one wake in the same tick
         Heartbeats.stop(beat)
         beaten_before_stop = len(log.beats)  # 0 or 1: whichever task the tick ran first
         await trio.sleep(60)
-        nursery.cancel_scope.cancel()
     assert beaten_before_stop <= 1
     assert len(log.beats) == beaten_before_stop
 
@@ -94,31 +100,25 @@ async def test_a_stopped_attempt_is_released_before_its_entry_leaves_the_queue(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A wide fan-out's finished branches must not stay alive for up to an interval."""
-    beats = Heartbeats(30.0)
     live = Liveness()
     watched = weakref.ref(live)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(beats.run)
+    async with _running(30.0) as beats:
         beat = beats.start(_info("a"), live, _Log().emit)
         del live
         Heartbeats.stop(beat)
         gc.collect()
         assert watched() is None
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_idle_queue_waits_and_wakes_for_the_next_attempt(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = _Log()
-    beats = Heartbeats(7.0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(beats.run)
+    async with _running(7.0) as beats:
         await trio.sleep(1000)  # nothing running: no beat, no busy loop (autojump would hang)
         t0 = trio.current_time()
         beats.start(_info("late"), Liveness(), log.emit)
         await trio.sleep(7.5)
-        nursery.cancel_scope.cancel()
     assert [(round(t - t0, 6), node) for t, node, _ in log.beats] == [(7.0, "late")]
 
 
@@ -126,13 +126,10 @@ async def test_an_attempt_still_queued_for_a_remote_node_does_not_beat(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     log = _Log()
-    beats = Heartbeats(2.0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(beats.run)
+    async with _running(2.0) as beats:
         beats.start(_info("queued", start=_Pending()), Liveness(), log.emit)
         beats.start(_info("running"), Liveness(), log.emit)
         await trio.sleep(5)
-        nursery.cancel_scope.cancel()
     assert [node for _, node, _ in log.beats] == ["running", "running"]
 
 

@@ -578,6 +578,22 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
 
 
+async def _serve_command(runs_dir: Path, **popen: Any) -> tuple[trio.Process, str]:
+    """`serve --port 0` as a real process, once it has printed the URL it listens on."""
+    code = "import sys; from attractor_trio.cli.serve import serve_command; serve_command()"
+    argv = [sys.executable, "-c", code, "--port", "0", "--runs-dir", str(runs_dir)]
+    process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, **popen)
+    assert process.stdout is not None
+    buffered = b""
+    while b"\n" not in buffered:
+        chunk = await process.stdout.receive_some()
+        assert chunk, "serve exited before printing its URL"
+        buffered += chunk
+    url = buffered.decode().splitlines()[0]
+    assert url.startswith("http://127.0.0.1:")
+    return process, url
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 async def test_the_command_shuts_down_gracefully_on_a_signal(
@@ -586,19 +602,9 @@ async def test_the_command_shuts_down_gracefully_on_a_signal(
     """contract.md §10: the in-flight run is canceled and gets its final.json, then the command
     exits 128 + the signal number, like `run`."""
     runs_dir = tmp_path / "runs"
-    code = "import sys; from attractor_trio.cli.serve import serve_command; serve_command()"
-    argv = [sys.executable, "-c", code, "--port", "0", "--runs-dir", str(runs_dir)]
     env = {**os.environ, "ATTRACTOR_TOKEN": "t0k"}
     with trio.fail_after(BOUND):
-        process = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, env=env)
-        assert process.stdout is not None
-        buffered = b""
-        while b"\n" not in buffered:
-            chunk = await process.stdout.receive_some()
-            assert chunk, "serve exited before printing its URL"
-            buffered += chunk
-        url = buffered.decode().splitlines()[0]
-        assert url.startswith("http://127.0.0.1:")
+        process, url = await _serve_command(runs_dir, env=env)
         headers = {"authorization": "Bearer t0k"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as client:
             run_id = await submit(client, LINEAR, sim_script=STALL_A)
@@ -622,18 +628,8 @@ async def test_the_command_raises_the_descriptor_soft_limit_like_run(tmp_path: P
     def low_soft_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
-    code = "import sys; from attractor_trio.cli.serve import serve_command; serve_command()"
-    argv = [sys.executable, "-c", code, "--port", "0", "--runs-dir", str(tmp_path / "runs")]
     with trio.fail_after(BOUND):
-        process = await trio.lowlevel.open_process(
-            argv, stdout=subprocess.PIPE, preexec_fn=low_soft_limit
-        )
-        assert process.stdout is not None
-        buffered = b""
-        while b"\n" not in buffered:
-            chunk = await process.stdout.receive_some()
-            assert chunk, "serve exited before printing its URL"
-            buffered += chunk
+        process, _url = await _serve_command(tmp_path / "runs", preexec_fn=low_soft_limit)
         soft = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)[0]
         process.send_signal(signal.SIGINT)
         assert await process.wait() == 130
