@@ -316,16 +316,51 @@ checkpoint_steps = st.lists(
 )
 
 
+def _run_collections() -> tuple[
+    JournaledList[str],
+    JournaledDict[str, dict[str, Any]],
+    JournaledDict[str, int],
+    JournaledDict[str, int],
+    JournaledDict[str, int],
+]:
+    """A run's journaled collections: completed, outcomes, retries, visits, attempts."""
+    return JournaledList(), JournaledDict(), JournaledDict(), JournaledDict(), JournaledDict()
+
+
+def _assert_encodes_as_the_full_checkpoint(
+    encoder: CheckpointEncoder,
+    fields: dict[str, Any],
+    context: Context,
+    *,
+    restart_count: int,
+    signatures: dict[str, Any],
+    attempts: JournaledDict[str, int],
+) -> None:
+    """The incremental encoder's bytes are the plain ``Checkpoint``'s compact JSON."""
+    fast = encoder.encode(
+        **fields,
+        context_json=context.snapshot_json(),
+        restart_count=restart_count,
+        restart_failure_signatures=signatures,
+        node_attempts=attempts,
+    )
+    extra = {
+        "restart_count": restart_count,
+        "restart_failure_signatures": signatures,
+        "node_attempts": attempts,
+    }
+    slow = dumps_json(
+        Checkpoint(**fields, context=context.snapshot(), extra=extra).to_json(), compact=True
+    )
+    assert fast.decode("utf-8") == slow
+
+
 @given(checkpoint_steps)
 def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
     steps: list[tuple[str, dict[str, Any], int, bool]],
 ) -> None:
     encoder = CheckpointEncoder(dict)
-    completed: JournaledList[str] = JournaledList()
-    outcomes: JournaledDict[str, dict[str, Any]] = JournaledDict()
-    retries: JournaledDict[str, int] = JournaledDict()
-    visits: JournaledDict[str, int] = JournaledDict()
-    attempts: JournaledDict[str, int] = JournaledDict()
+    completed, outcomes, retries, visits, attempts = _run_collections()
     context = Context({"graph.goal": "ship it"})
     for index, (node_id, outcome, retry, restart) in enumerate(steps):
         if restart:  # what a loop restart does to the collections
@@ -349,22 +384,9 @@ def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
             "failure_signatures": {"sig": index},
             "timestamp": "2025-01-31T12:00:00.123Z",
         }
-        extra = {
-            "restart_count": index,
-            "restart_failure_signatures": {"r": 1},
-            "node_attempts": attempts,
-        }
-        fast = encoder.encode(
-            **fields,
-            context_json=context.snapshot_json(),
-            restart_count=index,
-            restart_failure_signatures={"r": 1},
-            node_attempts=attempts,
+        _assert_encodes_as_the_full_checkpoint(
+            encoder, fields, context, restart_count=index, signatures={"r": 1}, attempts=attempts
         )
-        slow = dumps_json(
-            Checkpoint(**fields, context=context.snapshot(), extra=extra).to_json(), compact=True
-        )
-        assert fast.decode("utf-8") == slow
 
 
 def test_a_long_run_checkpoint_matches_the_full_encode_across_sealed_chunks() -> None:
@@ -372,11 +394,7 @@ def test_a_long_run_checkpoint_matches_the_full_encode_across_sealed_chunks() ->
     chunks changed again (a loop revisits early nodes), a retry count reset and a restart
     clearing everything: every checkpoint is byte-identical to the full encode."""
     encoder = CheckpointEncoder(dict)
-    completed: JournaledList[str] = JournaledList()
-    outcomes: JournaledDict[str, dict[str, Any]] = JournaledDict()
-    retries: JournaledDict[str, int] = JournaledDict()
-    visits: JournaledDict[str, int] = JournaledDict()
-    attempts: JournaledDict[str, int] = JournaledDict()
+    completed, outcomes, retries, visits, attempts = _run_collections()
     for index in range(5 * CHUNK + 3):
         node = f"s{index % (3 * CHUNK)}"  # from stage 3*CHUNK on, early nodes come back
         if index == 4 * CHUNK:
@@ -401,16 +419,9 @@ def test_a_long_run_checkpoint_matches_the_full_encode_across_sealed_chunks() ->
             "failure_signatures": {},
             "timestamp": "2025-01-31T12:00:00.123Z",
         }
-        fast = encoder.encode(
-            **fields,
-            context_json="{}",
-            restart_count=0,
-            restart_failure_signatures={},
-            node_attempts=attempts,
+        _assert_encodes_as_the_full_checkpoint(
+            encoder, fields, Context(), restart_count=0, signatures={}, attempts=attempts
         )
-        extra = {"restart_count": 0, "restart_failure_signatures": {}, "node_attempts": attempts}
-        slow = dumps_json(Checkpoint(**fields, context={}, extra=extra).to_json(), compact=True)
-        assert fast.decode("utf-8") == slow, index
 
 
 async def test_an_engine_run_encodes_each_checkpoint_entry_about_once(
