@@ -812,23 +812,21 @@ async def test_fan_in_asks_the_backend_to_rank(tmp_path: Path, autojump_clock: A
     assert context["parallel.fan_in.best_id"] == "c"
 
 
-@pytest.mark.parametrize("offload", [False, True], ids=["inline", "write-pool"])
-async def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offload: bool
+def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``.attempt.json`` is a JSON file in LOGS_ROOT like any other (contract.md §2): a SIGKILL
     between truncating it and writing it again used to leave it empty. Replaced by rename, the
-    file's inode changes with every write, and a failed write leaves the old marker whole —
-    inline (the main line) as on the write pool (a fan-out branch)."""
+    file's inode changes with every write, and a failed write leaves the old marker whole."""
     from attractor_trio.persist import atomic
     from attractor_trio.scopes import attempt as attempt_module
 
     stage_dir = tmp_path / "t1"
     first_marker = attempt_module._Marker("t1", 1, 1, "t1-1-aaa", "")
-    await first_marker.write(stage_dir, offload=offload, finished=False)
+    first_marker.write(stage_dir, finished=False)
     marker = stage_dir / ".attempt.json"
     first = marker.stat().st_ino
-    await first_marker.write(stage_dir, offload=offload, finished=True)
+    first_marker.write(stage_dir, finished=True)
     assert marker.stat().st_ino != first
     assert read_json(marker)["finished"] is True
 
@@ -837,9 +835,7 @@ async def test_the_attempt_marker_is_replaced_atomically_never_rewritten_in_plac
 
     monkeypatch.setattr(atomic, "write_all", disk_full)
     with pytest.raises(OSError):
-        await attempt_module._Marker("t1", 2, 2, "t1-2-bbb", "").write(
-            stage_dir, offload=offload, finished=False
-        )
+        attempt_module._Marker("t1", 2, 2, "t1-2-bbb", "").write(stage_dir, finished=False)
     assert read_json(marker) == {
         "node_id": "t1",
         "number": 1,

@@ -34,9 +34,9 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ..core import redaction
-from ..persist.atomic import fsync_directory_fd, replacing, write_all, write_bytes_atomic
+from ..persist.atomic import fsync_directory_fd, replacing, write_all
 
-__all__ = ["WritePool", "write_bytes_durably", "write_bytes_replacing", "write_pool"]
+__all__ = ["WritePool", "write_bytes_durably", "write_pool"]
 
 T = TypeVar("T")
 
@@ -161,31 +161,3 @@ def _replace_durably(path: Path, data: bytes) -> None:
         fsync_directory_fd(directory)
     finally:
         os.close(directory)
-
-
-async def write_bytes_replacing(
-    path: str, data: bytes, *, offload: bool, pool: WritePool = write_pool
-) -> None:
-    """``write_bytes_atomic(path, data, durable=False)`` — temp file and rename, no fsync — making
-    a missing parent directory; on ``pool`` when ``offload`` (a fan-out branch), else inline.
-
-    For a branch's stage artifacts and ``.attempt.json`` markers: each is two or three file
-    system metadata calls (~25 µs each on ext4), and on the trio thread a thousand branches
-    wait for one another's. Inline on the main line, where there is nothing to overlap them
-    with and a thread hop only costs. The bytes are redacted here, on the trio thread, so the
-    pool thread only does file system calls. Like every pool job this is not abandoned by a
-    cancellation: when it returns the file has been replaced (or the call raised).
-    """
-    data = redaction.file_bytes(path, data)
-    if offload:
-        await pool.run(partial(_write_replacing, path, data))
-    else:
-        _write_replacing(path, data)
-
-
-def _write_replacing(path: str, data: bytes) -> None:
-    try:
-        write_bytes_atomic(path, data, durable=False, redacted=True)
-    except FileNotFoundError:  # the stage dir went away under the handler, or is not made yet
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, data, durable=False, redacted=True)

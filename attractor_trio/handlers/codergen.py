@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from ..aio.offload import write_bytes_replacing
 from ..backends.simulate import SimulationBackend
 from ..context import RESPONSE_PREVIEW_CHARS, StageSummary
 from ..core.fidelity import (
@@ -30,6 +29,7 @@ from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.transforms import expand_variables
+from ..persist.atomic import write_text_atomic
 from ..persist.status import StatusSources, clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
@@ -72,7 +72,7 @@ class CodergenHandler:
             return _failed(str(exc), FailureClass.DETERMINISTIC)
         # The engine made the stage dir; a direct caller may not have (then it is made here,
         # instead of a stat per stage to ask).
-        await _write_artifact(attempt, "prompt.md", prompt)
+        _write_artifact(attempt.stage_dir, "prompt.md", prompt)
         try:
             result = await self.backend.run(node, prompt, context)
         except ProviderError as exc:
@@ -82,7 +82,7 @@ class CodergenHandler:
         if isinstance(result, Outcome):
             return result  # S4.5-04: the backend's own outcome is final
         decision = await ingest_status(attempt, sources)
-        outcome = await _succeeded(node, str(result), attempt)
+        outcome = _succeeded(node, str(result), attempt)
         if decision.outcome is None:
             return outcome
         # A status file (written by an agent's tool, or a CLI agent) decides the outcome.
@@ -91,21 +91,25 @@ class CodergenHandler:
         )
 
 
-async def _write_artifact(attempt: AttemptInfo, name: str, text: str) -> None:
-    """A stage text artifact (not durable, never torn: temp file and rename), making the stage
-    dir when it is missing; in a fan-out branch on the write pool (issue #22). The path as a
-    string: a ``Path`` join costs more than the write's own Python."""
-    path = f"{os.fspath(attempt.stage_dir)}/{name}"
-    await write_bytes_replacing(path, text.encode("utf-8"), offload=bool(attempt.branch))
+def _write_artifact(stage_dir: Path, name: str, text: str) -> None:
+    """A stage text artifact (not durable: see ``write_text_atomic``), making the stage dir
+    when it is missing. The path as a string: a ``Path`` join costs more than the write's
+    own Python."""
+    path = f"{os.fspath(stage_dir)}/{name}"
+    try:
+        write_text_atomic(path, text, durable=False)
+    except FileNotFoundError:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text, durable=False)
 
 
 def _failed(reason: str, failure_class: str) -> Outcome:
     return Outcome(status=StageStatus.FAIL, failure_reason=reason, failure_class=failure_class)
 
 
-async def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
+def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
-    await _write_artifact(attempt, "response.md", response)
+    _write_artifact(attempt.stage_dir, "response.md", response)
     return Outcome(
         status=StageStatus.SUCCESS,
         notes=f"Stage completed: {node.id}",

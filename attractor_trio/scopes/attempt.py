@@ -17,14 +17,13 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Coroutine
-from functools import partial
 from pathlib import Path
 from typing import Any, Final, NamedTuple, cast
 
 import trio
 from attrs import define, field, frozen
 
-from ..aio.offload import write_bytes_durably, write_bytes_replacing, write_pool
+from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
     AttemptStart,
     ExecutorFailure,
@@ -49,6 +48,7 @@ from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
     dumps_json,
+    write_bytes_atomic,
     write_json_atomic,
 )
 from ..persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
@@ -153,7 +153,7 @@ class StageExecutor:
         await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
         # only if the stage dir lists one: a first visit has no stage dir at all (and makes it).
-        names = await self._listing_or_making(stage_dir)
+        names = _listing_or_making(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
         adopted = (
             await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
@@ -236,7 +236,7 @@ class StageExecutor:
         # One listing answers both questions below; a stage dir that did not exist yet (the
         # usual first visit) has neither archives nor files to move, and was created instead.
         names = (
-            await self._listing_or_making(stage_dir)
+            _listing_or_making(stage_dir)
             if listed is _UNLISTED
             else cast("list[str] | None", listed)
         )
@@ -252,7 +252,7 @@ class StageExecutor:
         attempt_id = f"{node.id}-{number}-{_attempt_ids.getrandbits(24):06x}"
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
         if marked:
-            previous = await marker.write(stage_dir, offload=bool(self.branch), finished=False)
+            previous = marker.write(stage_dir, finished=False)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
@@ -274,18 +274,11 @@ class StageExecutor:
                 await self._commit(node, number, outcome)
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
-                # Not abandoned by the cancellation: the pool's wait cannot be aborted.
-                await marker.write(
-                    stage_dir, offload=bool(self.branch), finished=False, interrupted=True
-                )
+                marker.write(stage_dir, finished=False, interrupted=True)
             raise
         if committed:  # the commit point: a resume adopts this outcome
-            previous = await marker.write(
-                stage_dir,
-                offload=bool(self.branch),
-                finished=True,
-                outcome=outcome,
-                document=self._outcome_json(outcome),
+            previous = marker.write(
+                stage_dir, finished=True, outcome=outcome, document=self._outcome_json(outcome)
             )
         return outcome, previous
 
@@ -377,8 +370,8 @@ class StageExecutor:
             await self.workspace.adopt_attempt(
                 node.id, number, outcome.value, finished_in_engine=False
             )
-        await _Marker(node.id, number, attempt, attempt_id, self.epoch).write(
-            stage_dir, offload=False, finished=True, outcome=outcome
+        _Marker(node.id, number, attempt, attempt_id, self.epoch).write(
+            stage_dir, finished=True, outcome=outcome
         )
         return outcome, attempt
 
@@ -408,14 +401,6 @@ class StageExecutor:
         return outcome.evolve(notes=f"{outcome.notes}; {note}" if outcome.notes else note), int(
             marker["attempt"]
         )
-
-    async def _listing_or_making(self, stage_dir: Path) -> list[str] | None:
-        """:func:`_listing_or_making`; in a fan-out branch on the write pool, where a thousand
-        branches' ``mkdir`` calls overlap instead of running one after another on the trio
-        thread (issue #22). The pool's wait cannot be aborted: the answer always comes back."""
-        if self.branch:
-            return await write_pool.run(partial(_listing_or_making, stage_dir))
-        return _listing_or_making(stage_dir)
 
     def _cancel_scope_name(self) -> str:
         """``branch`` for a loser or fail-fast sibling (or a branch's own timeout), ``run``
@@ -695,23 +680,17 @@ class _Marker:
     attempt_id: str
     epoch: str
 
-    async def write(
+    def write(
         self,
         stage_dir: Path,
         *,
-        offload: bool,
         finished: bool,
         interrupted: bool = False,
         outcome: Outcome | None = None,
         document: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Replace the stage dir's marker (which exists: the attempt created it); the record.
-        A finished marker carries the attempt's ``outcome`` (what a resume adopts).
-
-        ``offload`` (a fan-out branch): the temp file and rename run on the write pool. The
-        wait for it cannot be aborted, so when this returns the marker is on disk even if the
-        attempt was cancelled meanwhile (the cancellation is delivered at the next
-        checkpoint), and when it raises the old marker is intact: never half-done."""
+        A finished marker carries the attempt's ``outcome`` (what a resume adopts)."""
         record: dict[str, Any] = {
             "node_id": self.node_id,
             "number": self.number,
@@ -725,7 +704,11 @@ class _Marker:
             record["outcome"] = document if document is not None else outcome.to_json()
         data = json.dumps(record).encode("utf-8")
         path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
-        await write_bytes_replacing(path, data, offload=offload)
+        try:
+            write_bytes_atomic(path, data, durable=False)
+        except FileNotFoundError:  # the stage dir went away under the handler
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, data, durable=False)
         return record
 
 
