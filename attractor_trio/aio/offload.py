@@ -13,6 +13,12 @@ with, writes inline. Measured on the CI machine's ext4 (``benchmarks/fanout.py``
 before results moved to ``group_commit.py``): inline 2.1-2.3 s, 1 thread 2.1-2.2 s, 2-4
 threads 1.84-1.93 s, 8 threads 1.9-2.1 s; on tmpfs, where fsync is free, inline is fastest.
 
+A job has to move an fsync or a slow create to pay for its hand-over. A branch's unsynced
+stage files (the stage dir, ``prompt.md``, ``response.md``, ``.attempt.json``) stay on the trio
+thread: as pool jobs they lengthened a 1,000-branch fan-out by 0.3-0.5 s on ext4 and tmpfs alike
+(with 1, 2 or 4 threads), though the trio thread's CPU did not grow: it waited instead
+(benchmarks/README.md, "Branch iP8").
+
 Semantics are those of a synchronous call: the caller waits until the write is done — a
 cancellation cannot abandon a half-done write (the task is woken only when it has finished, and
 the cancellation is delivered at its next checkpoint) — and exceptions propagate to the caller.
