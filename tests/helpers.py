@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
 from attractor_trio.dot import parse_dot
 from attractor_trio.dot.graph import Graph
 from attractor_trio.dot.transforms import apply_transforms
+from attractor_trio.runconfig import ProviderConfig, RunConfig
 from attractor_trio.scopes import engine
 
 
@@ -33,6 +35,40 @@ async def run_dot(
     kwargs.setdefault("heartbeat_interval", None)
     kwargs.setdefault("workdir", logs_root.parent)
     return await engine.run(graph_of(source), logs_root=logs_root, **kwargs)
+
+
+def fan_out_dot(branches: int) -> str:
+    """``start -> par`` fanning out to ``branches`` codergen nodes ``b0…`` (all at once), then
+    ``join -> done``."""
+    lines = [
+        "digraph F {",
+        "  start [shape=Mdiamond]; done [shape=Msquare]",
+        f"  par [shape=component, max_parallel={branches}]; join [shape=tripleoctagon]",
+        "  start -> par; join -> done",
+    ]
+    lines += [f'  b{i} [shape=box, prompt="p"]; par -> b{i} -> join' for i in range(branches)]
+    return "\n".join([*lines, "}"])
+
+
+def assert_in_no_file(root: Path, secret: str) -> None:
+    """No file under ``root`` contains ``secret`` (read as text, undecodable bytes replaced)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+
+
+def anthropic_backend_keyed_in_its_env(base_url: str, key: str, timeout: float) -> ApiBackend:
+    """An Anthropic-kind backend against ``base_url`` whose key (``A_KEY``) is only in the
+    backend's own environment, never in the process's."""
+    provider = ProviderConfig(
+        name="a",
+        kind="anthropic",
+        model="claude-test",
+        base_url=base_url,
+        api_key_env="A_KEY",
+        timeout=timeout,
+    )
+    return ApiBackend(RunConfig(backend="a", providers={"a": provider}), "a", env={"A_KEY": key})
 
 
 def events(logs_root: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from attractor_trio.runconfig import ProviderConfig, RunConfig, parse_run_config
 
 from .fakes import anthropic as fa
 from .fakes.server import FakeServer, Reply
-from .helpers import assert_envelope_invariants, named, read_json, run_dot
+from .helpers import assert_envelope_invariants, assert_in_no_file, named, read_json, run_dot
 
 pytestmark = pytest.mark.slow
 
@@ -146,9 +146,7 @@ async def test_stage_creates_edits_runs_and_reports(
     assert {t["name"] for t in first["tools"]} >= {"read_file", "shell", "report_status"}
     assert str(workdir) in first["system"][0]["text"]
     assert_envelope_invariants(root)
-    for path in root.rglob("*"):
-        if path.is_file():
-            assert KEY not in path.read_text(errors="replace"), path
+    assert_in_no_file(root, KEY)
 
 
 async def test_report_status_fail_routes_like_a_status_file(

@@ -37,12 +37,20 @@ from attractor_trio.cli.detach import recorded_options, reuse_recorded_options
 from attractor_trio.dot.validate import validate
 from attractor_trio.errors import ConfigError
 from attractor_trio.providers.base import ERROR_KINDS, error_from_kind
-from attractor_trio.runconfig import ProviderConfig, RunConfig, parse_run_config
+from attractor_trio.runconfig import parse_run_config
 from attractor_trio.testing.invariants import check_attempts_closed
 
 from .fakes import anthropic as fa
 from .fakes.server import FakeServer, Reply
-from .helpers import events, graph_of, named, read_json, run_dot
+from .helpers import (
+    anthropic_backend_keyed_in_its_env,
+    assert_in_no_file,
+    events,
+    graph_of,
+    named,
+    read_json,
+    run_dot,
+)
 from .test_agent_e2e import text_turn, tool_results, tool_turn
 from .test_cli import cli
 
@@ -412,17 +420,7 @@ AGENT_DOT = """digraph p { start [shape=Mdiamond]; done [shape=Msquare]
 
 
 def _agent_backend(server: FakeServer) -> ApiBackend:
-    provider = ProviderConfig(
-        name="a",
-        kind="anthropic",
-        model="claude-test",
-        base_url=server.base_url,
-        api_key_env="A_KEY",
-        timeout=10,
-    )
-    return ApiBackend(
-        RunConfig(backend="a", providers={"a": provider}), "a", env={"A_KEY": AGENT_KEY}
-    )
+    return anthropic_backend_keyed_in_its_env(server.base_url, AGENT_KEY, timeout=10)
 
 
 async def _run_agent(tmp_path: Path, server: FakeServer, executor: Any) -> Any:
@@ -470,9 +468,7 @@ async def test_an_executor_that_runs_sessions_gets_the_whole_agent_loop_attempt(
         "report_status",
     ]
     assert {r.headers.get("x-api-key") for r in fake_server.requests} == {AGENT_KEY}
-    for path in root.rglob("*"):
-        if path.is_file():
-            assert AGENT_KEY not in path.read_text(errors="replace"), path
+    assert_in_no_file(root, AGENT_KEY)
 
 
 async def test_a_provider_error_in_a_remote_session_fails_with_the_local_failure_class(

@@ -18,20 +18,9 @@ from attractor_trio.aio import offload
 from attractor_trio.scopes import attempt
 from attractor_trio.scopes.engine import RunHandle
 
-from .helpers import read_json, run_dot
+from .helpers import fan_out_dot, read_json, run_dot
 
 BRANCHES = 12
-
-
-def _fan_out(branches: int) -> str:
-    lines = [
-        "digraph F {",
-        "  start [shape=Mdiamond]; done [shape=Msquare]",
-        f"  par [shape=component, max_parallel={branches}]; join [shape=tripleoctagon]",
-        "  start -> par; join -> done",
-    ]
-    lines += [f'  b{i} [shape=box, prompt="p"]; par -> b{i} -> join' for i in range(branches)]
-    return "\n".join([*lines, "}"])
 
 
 async def test_canceled_branches_write_their_status_files_together(
@@ -66,7 +55,7 @@ async def test_canceled_branches_write_their_status_files_together(
     steps = {f"b{i}": [{"delay": "60s"}] for i in range(BRANCHES)}
     with trio.fail_after(30):
         result = await run_dot(
-            _fan_out(BRANCHES), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
+            fan_out_dot(BRANCHES), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
         )
     assert result.status == "canceled"
     for index in range(BRANCHES):

@@ -19,20 +19,9 @@ import trio.testing
 
 from attractor_trio.handlers import parallel
 
-from .helpers import run_dot
+from .helpers import fan_out_dot, run_dot
 
 BRANCHES = 30
-
-
-def _fan_out(branches: int) -> str:
-    lines = [
-        "digraph F {",
-        "  start [shape=Mdiamond]; done [shape=Msquare]",
-        f"  par [shape=component, max_parallel={branches}]; join [shape=tripleoctagon]",
-        "  start -> par; join -> done",
-    ]
-    lines += [f'  b{i} [shape=box, prompt="p"]; par -> b{i} -> join' for i in range(branches)]
-    return "\n".join([*lines, "}"])
 
 
 def test_finished_branches_release_their_cancel_scopes(
@@ -62,7 +51,7 @@ def test_finished_branches_release_their_cancel_scopes(
     steps = {"b0": [{"delay": "60s"}]}
 
     async def main() -> None:
-        result = await run_dot(_fan_out(BRANCHES), tmp_path / "run", steps=steps, sinks=[watch])
+        result = await run_dot(fan_out_dot(BRANCHES), tmp_path / "run", steps=steps, sinks=[watch])
         assert result.status == "success"
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

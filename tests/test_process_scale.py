@@ -87,27 +87,34 @@ def _open_descriptors() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+async def _started(nursery: trio.Nursery, tmp_path: Path, command: str, kill_grace: float) -> Path:
+    """Run ``bash -c command`` as a stage process in ``nursery``; its stdout log once the
+    command has printed its first line."""
+    out = tmp_path / "out.log"
+    nursery.start_soon(
+        lambda: process.run_in_process_group(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            stdout_path=out,
+            stderr_path=tmp_path / "err.log",
+            kill_grace=kill_grace,
+        )
+    )
+    while not (out.exists() and out.read_text().strip()):  # noqa: ASYNC110 (a file)
+        await trio.sleep(0.01)
+    return out
+
+
 async def test_a_running_stage_keeps_no_descriptor_of_its_log_files(tmp_path: Path) -> None:
     """Without secrets to redact the process writes its logs itself, so the engine closes its
     copies once the process has them: a 1,000-branch tool fan-out held two descriptors per
     stage for nothing. What is left is the leader's pidfd (ours and trio's)."""
     redaction.reset()
-    out = tmp_path / "out.log"
     before = _open_descriptors()
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                lambda: process.run_in_process_group(
-                    ["bash", "-c", "echo started; sleep 30"],
-                    cwd=tmp_path,
-                    env=dict(os.environ),
-                    stdout_path=out,
-                    stderr_path=tmp_path / "err.log",
-                    kill_grace=1.0,
-                )
-            )
-            while not (out.exists() and out.read_text().strip()):  # noqa: ASYNC110 (a file)
-                await trio.sleep(0.01)
+            out = await _started(nursery, tmp_path, "echo started; sleep 30", kill_grace=1.0)
             during = _open_descriptors()
             nursery.cancel_scope.cancel()
     assert during - before <= 2
@@ -205,22 +212,10 @@ async def test_a_group_its_leader_took_along_is_not_sigkilled(
         real_killpg(pgid, sig)
 
     monkeypatch.setattr(os, "killpg", killpg)
-    out = tmp_path / "out.log"
     with trio.fail_after(15):
         with trio.move_on_after(30) as scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    lambda: process.run_in_process_group(
-                        ["bash", "-c", "echo started; exec sleep 30"],
-                        cwd=tmp_path,
-                        env=dict(os.environ),
-                        stdout_path=out,
-                        stderr_path=tmp_path / "err.log",
-                        kill_grace=5.0,
-                    )
-                )
-                while not (out.exists() and out.read_text().strip()):  # noqa: ASYNC110 (a file)
-                    await trio.sleep(0.01)
+                await _started(nursery, tmp_path, "echo started; exec sleep 30", kill_grace=5.0)
                 scope.cancel()
     assert sent == [signal.SIGTERM]
 

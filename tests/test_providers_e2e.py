@@ -19,7 +19,7 @@ from attractor_trio.runconfig import ProviderConfig, RunConfig
 
 from .fakes import anthropic as fa
 from .fakes.server import FakeServer, Reply
-from .helpers import named, read_json, run_dot
+from .helpers import assert_in_no_file, named, read_json, run_dot
 
 pytestmark = pytest.mark.slow
 
@@ -65,12 +65,6 @@ async def _run(tmp_path: Path, server: FakeServer, dot: str = DOT, **kw: Any) ->
         await backend.aclose()
 
 
-def _no_key_anywhere(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            assert KEY not in path.read_text(errors="replace"), path
-
-
 async def test_success_writes_the_response(tmp_path: Path, fake_server: FakeServer) -> None:
     fake_server.script(r"^/v1/messages$", _ok("hello world"))
     result = await _run(tmp_path, fake_server)
@@ -78,7 +72,7 @@ async def test_success_writes_the_response(tmp_path: Path, fake_server: FakeServ
     assert (tmp_path / "run" / "work" / "response.md").read_text() == "hello world"
     request = fake_server.requests[0]
     assert request.headers["x-api-key"] == KEY and request.json()["model"] == "claude-test"
-    _no_key_anywhere(tmp_path / "run")
+    assert_in_no_file(tmp_path / "run", KEY)
 
 
 async def test_429_then_success_after_the_advertised_delay(
@@ -104,7 +98,7 @@ async def test_401_is_deterministic_and_never_fails_over(
     result = await _run(tmp_path, fake_server, failover=("b",))
     assert result.status == "fail" and result.failure_class == "deterministic"
     assert not [r for r in fake_server.requests if r.path.startswith("/b/")]
-    _no_key_anywhere(tmp_path / "run")
+    assert_in_no_file(tmp_path / "run", KEY)
 
 
 async def test_500_fails_over_to_the_listed_provider(

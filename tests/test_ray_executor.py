@@ -38,13 +38,20 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 from attractor_trio.backends.cli_agents import CliAgentBackend  # noqa: E402
 from attractor_trio.backends.executors import ExecutorSettings, use_executor  # noqa: E402
 from attractor_trio.backends.executors.ray import RayExecutor  # noqa: E402
-from attractor_trio.backends.provider import ApiBackend  # noqa: E402
-from attractor_trio.runconfig import ProviderConfig, RunConfig  # noqa: E402
+from attractor_trio.runconfig import ProviderConfig  # noqa: E402
 from attractor_trio.testing.invariants import check_attempts_closed  # noqa: E402
 
 from .fakes import anthropic as fa  # noqa: E402
 from .fakes.server import FakeServer, Reply  # noqa: E402
-from .helpers import assert_envelope_invariants, events, named, read_json, run_dot  # noqa: E402
+from .helpers import (  # noqa: E402
+    anthropic_backend_keyed_in_its_env,
+    assert_envelope_invariants,
+    assert_in_no_file,
+    events,
+    named,
+    read_json,
+    run_dot,
+)
 from .test_agent_e2e import text_turn, tool_results, tool_turn  # noqa: E402
 from .test_cancel_processes import marked_processes  # noqa: E402
 from .test_cli_agents import AGENTS  # noqa: E402
@@ -375,16 +382,7 @@ async def run_agent(
     """An agent-loop stage against the fake Anthropic API; the key only in the backend's env
     (neither the driver's nor a worker's environment has ``A_KEY``)."""
     assert "A_KEY" not in os.environ
-    provider = ProviderConfig(
-        name="a",
-        kind="anthropic",
-        model="claude-test",
-        base_url=server.base_url,
-        api_key_env="A_KEY",
-        timeout=60,
-    )
-    config = RunConfig(backend="a", providers={"a": provider})
-    backend = ApiBackend(config, "a", env={"A_KEY": AGENT_KEY})
+    backend = anthropic_backend_keyed_in_its_env(server.base_url, AGENT_KEY, timeout=60)
     workdir, root = tmp_path / "repo", tmp_path / "run"
     workdir.mkdir(parents=True)
     try:
@@ -426,9 +424,7 @@ async def test_an_agent_loop_attempt_runs_whole_on_a_worker_node(
     calls = [c["tool"] for c in named(root, "agent_tool_call")]
     assert calls == ["write_file", "shell", "report_status"]
     assert {r.headers.get("x-api-key") for r in fake_server.requests} == {AGENT_KEY}
-    for path in root.rglob("*"):
-        if path.is_file():
-            assert AGENT_KEY not in path.read_text(errors="replace"), path
+    assert_in_no_file(root, AGENT_KEY)
     assert_envelope_invariants(root)
 
 
