@@ -60,6 +60,9 @@ class AttemptInfo:
     #: Announces the attempt's ``stage_attempt_started`` (an ``AttemptStart``; a remote
     #: executor announces it when a node starts the process, contract.md §10), or ``None``.
     start: Any = None
+    #: The engine created the stage dir for this attempt (its ``mkdir`` succeeded): nothing in
+    #: it can be left from an earlier attempt or run (``persist/status.py`` step 1 relies on it).
+    fresh_stage_dir: bool = False
 
     @property
     def status_path(self) -> Path:
