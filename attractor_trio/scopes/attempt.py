@@ -220,8 +220,8 @@ class StageExecutor:
         is the one before it). ``listed``: the stage dir's names if the caller has just listed
         it (``None``: it did not exist, and was made), else ``_UNLISTED``."""
         # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
-        # traversal yields to the scheduler before every stage and a retry sleeps first, so a
-        # second trip through the scheduler here only cost time.
+        # traversal rations its trips through the scheduler (``Traversal._step_checkpoint``)
+        # and a retry sleeps first, so one here would only cost time.
         await trio.lowlevel.checkpoint_if_cancelled()
         plan = plan or self._plan(node)
         stage_dir = plan.stage_dir
