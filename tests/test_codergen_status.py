@@ -176,3 +176,31 @@ def test_only_the_attempts_own_mkdir_counts_as_a_fresh_stage_dir(tmp_path: Path)
     assert _listing_or_making(tmp_path / "new") == ["status.json"]
     assert _listing_or_making(tmp_path / "gone" / "stage") == []
     assert (tmp_path / "gone" / "stage").is_dir()
+
+
+def test_the_status_path_the_engine_made_is_handed_out_for_its_stage_dir_only(
+    tmp_path: Path,
+) -> None:
+    """``AttemptInfo.status_path`` gives the engine's own object (made once per node) while the
+    stage dir is the one it was made for, and joins a fresh one for any other stage dir."""
+    import attrs
+
+    from attractor_trio.core.attempt import AttemptInfo
+
+    stage_dir = tmp_path / "n"
+    known = stage_dir / "status.json"
+    info = AttemptInfo(
+        run_id="r",
+        node_id="n",
+        attempt=1,
+        max_attempts=1,
+        attempt_id="n-1",
+        logs_root=tmp_path,
+        stage_dir=stage_dir,
+        workdir=tmp_path,
+        known_status_path=(stage_dir, known),
+    )
+    assert info.status_path is known
+    moved = attrs.evolve(info, stage_dir=tmp_path / "elsewhere")
+    assert moved.status_path == tmp_path / "elsewhere" / "status.json"
+    assert attrs.evolve(info, known_status_path=None).status_path == known

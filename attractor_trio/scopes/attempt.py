@@ -308,6 +308,7 @@ class StageExecutor:
         live = self.liveness.open_attempt(
             attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
         )
+        plan = plan or self._plan(node)
         return AttemptInfo(
             run_id=self.run_id,
             node_id=node.id,
@@ -315,7 +316,7 @@ class StageExecutor:
             max_attempts=max_attempts,
             attempt_id=attempt_id,
             logs_root=self.stage_root,
-            stage_dir=(plan or self._plan(node)).stage_dir,
+            stage_dir=plan.stage_dir,
             workdir=self.workdir,
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
@@ -330,6 +331,7 @@ class StageExecutor:
             liveness=live,
             start=start,
             fresh_stage_dir=fresh_stage_dir,
+            known_status_path=plan.known_status_path,
         )
 
     async def _adopt_orphan(
@@ -633,6 +635,8 @@ class _StagePlan(NamedTuple):
     policy: RetryPolicy
     stage_dir: Path
     status_path: Path
+    #: ``(stage_dir, status_path)``, for ``AttemptInfo.known_status_path``.
+    known_status_path: tuple[Path, Path]
     #: The handler can adopt a running orphan: the attempt's start is marked too.
     marked: bool
     #: Not a pure handler: the attempt's end is marked (its commit point).
@@ -648,13 +652,15 @@ class _StagePlan(NamedTuple):
         handler_type = registry.resolve_type(node)
         handler = registry.resolve_type_handler(handler_type)
         stage_dir = executor.stage_root / node.id
+        status_path = stage_dir / "status.json"
         return cls(
             node,
             handler_type,
             handler,
             executor._policy(node),
             stage_dir,
-            stage_dir / "status.json",
+            status_path,
+            (stage_dir, status_path),
             handler is not None and hasattr(handler, "adopt"),
             handler_type not in _PURE_TYPES,
             handler_type == "wait.human",
