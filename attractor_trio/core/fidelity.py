@@ -38,7 +38,10 @@ DEFAULT_FIDELITY = "compact"
 
 
 def _mode(value: str) -> str:
-    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset."""
+    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset.
+    (Unset, the usual case for all three places asked per stage, returns at once.)"""
+    if not value:
+        return ""
     mode = value.strip().lower()
     return mode if mode in FIDELITY_MODES else ""
 
@@ -63,8 +66,10 @@ def resolve_thread_key(node: Node, edge: Edge | None, graph: Graph, previous_nod
         previous_node_id,
     )
     for candidate in candidates:
-        if candidate.strip():
-            return candidate.strip()
+        if candidate:  # (most are unset: no strip to find that out)
+            stripped = candidate.strip()
+            if stripped:
+                return stripped
     return node.id
 
 

@@ -340,16 +340,19 @@ def _judge(source: str, raw: bytes, owner: StatusOwner | None) -> _Seen:
         return _Seen(raw, problem=str(exc))
 
 
-def _exists(path: Path) -> bool:
-    """``path.exists()`` without its two layers of method calls (three per attempt): the
-    same errors mean absent, any other one is raised."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno in _IGNORED_BY_EXISTS:
-            return False
-        raise
-    return True
+def _any_exists(paths: StatusSources) -> bool:
+    """Whether any of ``paths`` exists, as ``path.exists()`` would say, without its two layers
+    of method calls per path (three paths per attempt): the same errors mean absent, any
+    other one is raised."""
+    for path in paths:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno in _IGNORED_BY_EXISTS:
+                continue
+            raise
+        return True
+    return False
 
 
 def _copy_into_place(raw: bytes, fallback: Path, canonical: Path) -> None:
@@ -425,8 +428,7 @@ async def ingest_status(
 ) -> IngestionDecision:
     """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
     sources = sources or StatusSources.for_attempt(attempt)
-    canonical, workdir, workdir_dot = sources
-    if _exists(canonical) or _exists(workdir) or _exists(workdir_dot):
+    if _any_exists(sources):
         decision = await _decide(attempt, sources)
         attempt.emit("status_ingestion_decision", **decision.event_fields())
         return decision
