@@ -413,11 +413,15 @@ def clear_stale_status(attempt: _AttemptPaths, sources: StatusSources | None = N
     The canonical file is not unlinked when the attempt's ``fresh_stage_dir`` says the engine
     created the stage dir for this attempt (its ``mkdir`` succeeded, so the dir did not exist
     a moment before): a directory that did not exist holds no file from an earlier attempt or
-    run, and nothing has been started for this attempt yet that could have written one since.
-    So the unlink could only ever answer "absent". The two fallbacks are always unlinked: the
-    work directory outlives attempts and runs, and other processes (a tool in a sibling
-    branch, an agent, an earlier run's leftovers) may have written there at any time. An
-    attempt object without ``fresh_stage_dir`` (a direct caller's stand-in) clears all three.
+    run, and nothing has been started for this attempt yet that could have written one since
+    (between that ``mkdir`` and this call the engine writes only the ``.attempt.json`` marker
+    and, after a resume, resets the git worktree, which is ``<logs_root>/worktree``, never a
+    stage dir). So the unlink could only ever answer "absent"; a file some other process
+    writes there after the ``mkdir`` is one it could as well have written after the unlink.
+    The two fallbacks are always unlinked: the work directory outlives attempts and runs, and
+    other processes (a tool in a sibling branch, an agent, an earlier run's leftovers) may
+    have written there at any time. An attempt object without ``fresh_stage_dir`` (a direct
+    caller's stand-in) clears all three.
     """
     fresh = getattr(attempt, "fresh_stage_dir", False) is True
     remove_stale(sources or StatusSources.for_attempt(attempt), canonical=not fresh)
