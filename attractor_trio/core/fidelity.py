@@ -156,17 +156,31 @@ def _stage_lines(
 
 
 def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
-    values = []
+    """One line per shown context value, after a header. Every codergen prompt builds these
+    (seven or so values in a plain run): a text value, the usual one, is rendered here rather
+    than through :func:`_render` and :func:`_clip`, and each line is made once, straight into
+    the result."""
+    limit = detail.value_chars
+    lines = ["", "Context:"]
     for key in _visible_keys(tuple(context)):
-        text = _render(context[key], detail)
-        if text is not None:
-            values.append((key, text))
-    if not values:
+        value = context[key]
+        if type(value) is str:  # ``_render``'s text case, inline
+            text = " ".join(value.split())
+            if len(text) > limit:
+                text = _clip(text, limit)
+        else:
+            rendered = _render(value, detail)
+            if rendered is None:
+                continue
+            text = rendered
+        lines.append(f"- {key} = {text}")
+    shown = len(lines) - 2
+    if not shown:
         return []
-    kept = values if detail.max_keys is None else values[: detail.max_keys]
-    lines = ["", "Context:"] + [f"- {key} = {text}" for key, text in kept]
-    if len(kept) < len(values):
-        lines.append(f"- ({len(values) - len(kept)} more keys omitted)")
+    max_keys = detail.max_keys
+    if max_keys is not None and shown > max_keys:
+        del lines[2 + max_keys :]
+        lines.append(f"- ({shown - max_keys} more keys omitted)")
     return lines
 
 
