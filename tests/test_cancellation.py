@@ -17,6 +17,7 @@ from attractor_trio.persist.checkpoint import write_checkpoint_bytes
 from attractor_trio.scopes import attempt as attempt_module
 from attractor_trio.scopes import engine
 from attractor_trio.scopes import run as run_module
+from attractor_trio.scopes import traversal as traversal_module
 
 from .helpers import assert_envelope_invariants, events, named, read_json, run_dot
 
@@ -170,3 +171,77 @@ async def test_cancel_at_every_phase(
     assert "c" not in started
     if phase == "checkpoint":
         assert read_json(root / "checkpoint.json")["current_node"] == "b"
+
+
+# --- the traversal's step checkpoint (scopes/traversal.py) -----------------------------------
+
+
+def _chain(stages: int) -> str:
+    ids = [f"s{i}" for i in range(stages)]
+    nodes = "; ".join(f'{node} [prompt="p"]' for node in ids)
+    return (
+        "digraph y { start [shape=Mdiamond]; done [shape=Msquare]; "
+        f"{nodes}; {' -> '.join(['start', *ids, 'done'])} }}"
+    )
+
+
+async def _steps_of_a_sibling_during(root: Path) -> int:
+    """How many times a sibling task got to run while a 30-stage synchronous chain ran."""
+    ran = 0
+    done = False
+
+    async def sibling() -> None:
+        nonlocal ran
+        while not done:
+            ran += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sibling)
+        await trio.lowlevel.checkpoint()
+        ran = 0
+        result = await run_dot(_chain(30), root)
+        done = True
+    assert result.status == "success"
+    return ran
+
+
+async def test_a_synchronous_chain_yields_to_other_tasks_once_per_interval(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Simulated stages never wait on anything: the traversal alone decides when the run's
+    other tasks get to run. With no interval it hands over before every step; with one
+    longer than the whole run, only at its first step — the trip through the scheduler is
+    what the interval rations, and the default keeps the wait short."""
+    monkeypatch.setattr(traversal_module, "YIELD_INTERVAL_S", 0.0)
+    every_step = await _steps_of_a_sibling_during(tmp_path / "every")
+    monkeypatch.setattr(traversal_module, "YIELD_INTERVAL_S", 3600.0)
+    rationed = await _steps_of_a_sibling_during(tmp_path / "rationed")
+    assert every_step >= 32  # start, 30 stages, done
+    assert rationed < 5  # the run's own few awaits (lock, start), not one per stage
+    assert traversal_module.YIELD_INTERVAL_S == 3600.0
+    monkeypatch.undo()
+    assert 0 < traversal_module.YIELD_INTERVAL_S <= 0.01
+
+
+async def test_a_cancel_stops_a_synchronous_chain_at_the_next_step_without_a_yield(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Between two yields the traversal still checks for cancellation before every step: a
+    cancel requested while ``a`` is recorded lets no later stage start."""
+    monkeypatch.setattr(traversal_module, "YIELD_INTERVAL_S", 3600.0)
+    root = tmp_path / "run"
+    scope_box: list[trio.CancelScope] = []
+    real_save = write_checkpoint_bytes
+
+    def save_then_cancel(root_: Any, data: bytes) -> Any:
+        if json.loads(data)["current_node"] == "a":
+            scope_box[0].cancel()
+        return real_save(root_, data)
+
+    monkeypatch.setattr(run_module, "write_checkpoint_bytes", save_then_cancel)
+    with trio.CancelScope() as scope:
+        scope_box.append(scope)
+        await run_dot(LINEAR, root)
+    _assert_consistent_cancel(root)
+    assert [e["node_id"] for e in named(root, "stage_started")] == ["start", "a"]

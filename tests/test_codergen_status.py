@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,129 @@ async def test_no_status_file_means_success(tmp_path: Path, autojump_clock: Any)
     assert not (tmp_path / "status.json").exists()  # stale removal (contract.md §3 step 1)
     sources = {e["source"] for e in named(root, "status_ingestion_decision")}
     assert sources == {"none"}
+
+
+# --- step 1 in a stage dir the attempt made (contract.md §3; persist/status.py) ---------------
+
+
+def _recording_unlinks(monkeypatch: Any) -> list[str]:
+    """Every path ``os.unlink`` is asked to remove from now on (the calls still happen)."""
+    unlinked: list[str] = []
+    real_unlink = os.unlink
+
+    def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        unlinked.append(os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", recording_unlink)
+    return unlinked
+
+
+async def test_a_stage_dir_the_attempt_made_is_not_cleared_but_the_workdir_is(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: Any
+) -> None:
+    """The attempt's own ``mkdir`` made ``agent/``: nothing can be stale in it, so its
+    ``status.json`` is not unlinked before the stage; the two fallbacks in the shared work
+    directory are, every attempt."""
+    root = tmp_path / "run"
+    unlinked = _recording_unlinks(monkeypatch)
+    result = await run_dot(DOT.replace('[label="fix"]', '[label="fix", weight=-1]'), root)
+    assert result.status == "success"
+    assert str(root / "agent" / "status.json") not in unlinked
+    assert unlinked.count(str(tmp_path / "status.json")) == 1  # one codergen stage ran
+    assert str(tmp_path / ".attractor" / "status.json") in unlinked
+
+
+async def test_a_stale_status_file_in_an_existing_stage_dir_is_still_removed(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: Any
+) -> None:
+    """A stage dir that exists before the attempt (a resume into it, a reused logs root) may
+    hold an old ``status.json`` that no marker accounts for: it is removed, not adopted."""
+    root = tmp_path / "run"
+    (root / "agent").mkdir(parents=True)
+    stale = root / "agent" / "status.json"
+    stale.write_text('{"outcome": "fail", "failure_reason": "stale, from an earlier run"}')
+    unlinked = _recording_unlinks(monkeypatch)
+    result = await run_dot(DOT.replace('[label="fix"]', '[label="fix", weight=-1]'), root)
+    assert result.status == "success", result.failure_reason
+    assert str(stale) in unlinked
+    [decision] = [e for e in named(root, "status_ingestion_decision") if e["node_id"] == "agent"]
+    assert decision["source"] == "none"
+
+
+class FailsFirstWithStatus:
+    """Attempt 1 reports ``fail`` (retryable) through the canonical status file; later
+    attempts write nothing, so only a stale file could make them fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, node: Any, prompt: str, context: Any) -> str:
+        attempt = current_attempt()
+        assert attempt is not None
+        if node.id == "agent":
+            self.calls += 1
+            if self.calls == 1:
+                doc = {"outcome": "retry", "failure_reason": "try again"}
+                attempt.status_path.write_text(json.dumps(doc))
+        return "done"
+
+
+async def test_a_retry_clears_the_status_file_of_the_attempt_before(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: Any
+) -> None:
+    """Attempt 2 finds the stage dir attempt 1 made and wrote into: not fresh, so its canonical
+    path is cleared again, and attempt 1's file cannot decide attempt 2."""
+    root = tmp_path / "run"
+    dot = DOT.replace('agent [prompt="work"]', 'agent [prompt="work", max_retries=2]')
+    unlinked = _recording_unlinks(monkeypatch)
+    backend = FailsFirstWithStatus()
+    result = await run_dot(
+        dot.replace('[label="fix"]', '[label="fix", weight=-1]'), root, backend=backend
+    )
+    assert result.status == "success", result.failure_reason
+    assert backend.calls == 2
+    assert unlinked.count(str(root / "agent" / "status.json")) == 1  # attempt 2's, not 1's
+    decisions = [e for e in named(root, "status_ingestion_decision") if e["node_id"] == "agent"]
+    assert [d["source"] for d in decisions] == ["canonical", "none"]
+
+
+def test_only_the_attempts_own_mkdir_counts_as_a_fresh_stage_dir(tmp_path: Path) -> None:
+    """``None`` (fresh) only when this call's ``mkdir`` made the dir; an existing dir gives its
+    listing, and one remade with its parents (the stage root went away) an empty listing:
+    ``exist_ok`` cannot say who made it."""
+    from attractor_trio.scopes.attempt import _listing_or_making
+
+    assert _listing_or_making(tmp_path / "new") is None
+    (tmp_path / "new" / "status.json").write_text("{}")
+    assert _listing_or_making(tmp_path / "new") == ["status.json"]
+    assert _listing_or_making(tmp_path / "gone" / "stage") == []
+    assert (tmp_path / "gone" / "stage").is_dir()
+
+
+def test_the_status_path_the_engine_made_is_handed_out_for_its_stage_dir_only(
+    tmp_path: Path,
+) -> None:
+    """``AttemptInfo.status_path`` gives the engine's own object (made once per node) while the
+    stage dir is the one it was made for, and joins a fresh one for any other stage dir."""
+    import attrs
+
+    from attractor_trio.core.attempt import AttemptInfo
+
+    stage_dir = tmp_path / "n"
+    known = stage_dir / "status.json"
+    info = AttemptInfo(
+        run_id="r",
+        node_id="n",
+        attempt=1,
+        max_attempts=1,
+        attempt_id="n-1",
+        logs_root=tmp_path,
+        stage_dir=stage_dir,
+        workdir=tmp_path,
+        known_status_path=(stage_dir, known),
+    )
+    assert info.status_path is known
+    moved = attrs.evolve(info, stage_dir=tmp_path / "elsewhere")
+    assert moved.status_path == tmp_path / "elsewhere" / "status.json"
+    assert attrs.evolve(info, known_status_path=None).status_path == known

@@ -141,7 +141,7 @@ _TEXT = st.text(max_size=12)
 _ENTRY = st.lists(_TEXT, min_size=0, max_size=4)
 
 
-def _plain_json(values: dict[str, Any]) -> str:
+def _plain_json(values: Any) -> str:
     return json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -173,6 +173,30 @@ def test_a_summary_encodes_and_reads_exactly_as_the_plain_list_would(
     expected = {**values, "internal.completed_summary": plain}
     assert context.snapshot_json() == _plain_json(expected)
     assert summary.stages == _completed_stages(plain)
+
+
+@given(
+    start=st.lists(st.one_of(_ENTRY, st.integers(), st.none()), max_size=6),
+    added=st.lists(st.one_of(_ENTRY, st.tuples(_TEXT, _TEXT, _TEXT).map(list)), max_size=12),
+    limit=st.integers(min_value=1, max_value=5),
+    asked=st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_a_summary_asked_for_its_text_after_every_stage_stays_exact(
+    start: list[Any], added: list[list[str]], limit: int, asked: list[bool]
+) -> None:
+    """As the engine uses it: the checkpoint asks for the JSON after (most) appends, the next
+    prompt for the entries. The text each summary carries over from the one before (cut, not
+    joined again) and the count of malformed entries it keeps (instead of looking at every
+    entry) give exactly what the plain list gives, whatever was dropped or added."""
+    plain = list(start)
+    summary = StageSummary.of(start)
+    for entry, ask in zip(added, asked, strict=False):
+        summary = summary.appended(list(entry), limit)
+        plain = [*plain, list(entry)][-limit:]
+        if ask:
+            assert summary.json_text() == _plain_json(plain)
+        assert summary.stages == _completed_stages(plain)
+    assert summary.json_text() == _plain_json(plain)
 
 
 def test_a_summary_mutated_in_place_is_encoded_from_what_it_holds() -> None:

@@ -43,6 +43,7 @@ def test_modes() -> None:
         (None, "summary:high", "", "summary:high"),
         ("bogus", "", "truncate", "truncate"),  # invalid values count as unset
         (" Summary:High ", "", "", "summary:high"),
+        ("   ", " ", "truncate", "truncate"),  # blank is unset, like empty
     ],
 )
 def test_resolve_fidelity(edge: str | None, node: str, graph: str, expected: str) -> None:
@@ -60,6 +61,7 @@ def test_resolve_fidelity(edge: str | None, node: str, graph: str, expected: str
         ("", "", "", ("outer", "inner"), "prev", "inner"),  # innermost subgraph class
         ("", "", "", (), "prev", "prev"),
         ("", "", "", (), "", "n"),  # first stage: its own id
+        ("  ", " ", "\t", (), " prev ", "prev"),  # blank is unset; the winner is stripped
     ],
 )
 def test_resolve_thread_key(

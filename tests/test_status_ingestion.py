@@ -29,6 +29,7 @@ from attractor_trio.persist.status import (
     Rejection,
     StatusOwner,
     StatusSources,
+    clear_stale_status,
     ingest,
     read_status_file,
     remove_stale,
@@ -401,6 +402,40 @@ def test_remove_stale_reports_a_directory_in_the_way(tmp_path: Path) -> None:
         f"{sources.workdir}: is a directory, where the stage's status file goes; "
         "remove or rename it"
     )
+
+
+def test_a_fresh_stage_dir_keeps_its_canonical_path_and_loses_the_fallbacks(
+    tmp_path: Path,
+) -> None:
+    """``fresh_stage_dir``: the engine's ``mkdir`` made the stage dir for this attempt, so the
+    canonical file is not unlinked (it could not exist); the work directory's fallbacks are.
+    Planted here to show which paths are touched: a real fresh dir holds no file."""
+    sources = _sources(tmp_path)
+    _write(sources, {name: "valid" for name in SOURCES})
+
+    class Attempt:
+        status_path = sources.canonical
+        workdir = sources.workdir.parent
+        fresh_stage_dir = True
+
+    clear_stale_status(Attempt(), sources)
+    assert [path.exists() for _, path in sources.all()] == [True, False, False]
+    Attempt.fresh_stage_dir = False  # any other stage dir: all three go
+    clear_stale_status(Attempt(), sources)
+    assert [path.exists() for _, path in sources.all()] == [False, False, False]
+
+
+def test_an_attempt_without_the_fresh_flag_clears_all_three(tmp_path: Path) -> None:
+    """A direct caller's attempt object (no ``fresh_stage_dir``) gets the full step 1."""
+    sources = _sources(tmp_path)
+    _write(sources, {name: "valid" for name in SOURCES})
+
+    class Attempt:
+        status_path = sources.canonical
+        workdir = sources.workdir.parent
+
+    clear_stale_status(Attempt())
+    assert [path.exists() for _, path in sources.all()] == [False, False, False]
 
 
 def test_sources_for_an_attempt(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from ..dot.graph import Node
 from .vocabulary import DEFAULT_KILL_GRACE
@@ -60,9 +60,20 @@ class AttemptInfo:
     #: Announces the attempt's ``stage_attempt_started`` (an ``AttemptStart``; a remote
     #: executor announces it when a node starts the process, contract.md §10), or ``None``.
     start: Any = None
+    #: The engine created the stage dir for this attempt (its ``mkdir`` succeeded): nothing in
+    #: it can be left from an earlier attempt or run (``persist/status.py`` step 1 relies on it).
+    fresh_stage_dir: bool = False
+    #: ``(stage_dir, stage_dir / "status.json")`` as the engine made them once for the node,
+    #: so :attr:`status_path` hands out that object (its text already formatted for the
+    #: system calls) instead of joining a new one per use; ignored unless ``stage_dir`` is
+    #: that very object (an ``evolve`` to another stage dir recomputes).
+    known_status_path: tuple[Path, Path] | None = field(default=None, eq=False, repr=False)
 
     @property
     def status_path(self) -> Path:
+        known = self.known_status_path
+        if known is not None and known[0] is self.stage_dir:
+            return known[1]
         return self.stage_dir / "status.json"
 
     def process_env(self) -> dict[str, str]:

@@ -38,7 +38,10 @@ DEFAULT_FIDELITY = "compact"
 
 
 def _mode(value: str) -> str:
-    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset."""
+    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset.
+    (Unset, the usual case for all three places asked per stage, returns at once.)"""
+    if not value:
+        return ""
     mode = value.strip().lower()
     return mode if mode in FIDELITY_MODES else ""
 
@@ -63,8 +66,10 @@ def resolve_thread_key(node: Node, edge: Edge | None, graph: Graph, previous_nod
         previous_node_id,
     )
     for candidate in candidates:
-        if candidate.strip():
-            return candidate.strip()
+        if candidate:  # (most are unset: no strip to find that out)
+            stripped = candidate.strip()
+            if stripped:
+                return stripped
     return node.id
 
 
@@ -151,17 +156,31 @@ def _stage_lines(
 
 
 def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
-    values = []
+    """One line per shown context value, after a header. Every codergen prompt builds these
+    (seven or so values in a plain run): a text value, the usual one, is rendered here rather
+    than through :func:`_render` and :func:`_clip`, and each line is made once, straight into
+    the result."""
+    limit = detail.value_chars
+    lines = ["", "Context:"]
     for key in _visible_keys(tuple(context)):
-        text = _render(context[key], detail)
-        if text is not None:
-            values.append((key, text))
-    if not values:
+        value = context[key]
+        if type(value) is str:  # ``_render``'s text case, inline
+            text = " ".join(value.split())
+            if len(text) > limit:
+                text = _clip(text, limit)
+        else:
+            rendered = _render(value, detail)
+            if rendered is None:
+                continue
+            text = rendered
+        lines.append(f"- {key} = {text}")
+    shown = len(lines) - 2
+    if not shown:
         return []
-    kept = values if detail.max_keys is None else values[: detail.max_keys]
-    lines = ["", "Context:"] + [f"- {key} = {text}" for key, text in kept]
-    if len(kept) < len(values):
-        lines.append(f"- ({len(values) - len(kept)} more keys omitted)")
+    max_keys = detail.max_keys
+    if max_keys is not None and shown > max_keys:
+        del lines[2 + max_keys :]
+        lines.append(f"- ({shown - max_keys} more keys omitted)")
     return lines
 
 

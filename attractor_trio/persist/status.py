@@ -9,7 +9,9 @@ A stage process may report its outcome in one of three places, in precedence ord
 The rules, each of which closes a way a run went wrong in practice:
 
 1. :func:`remove_stale` clears all three before the attempt starts, so a file left by an earlier
-   attempt (or run) can never decide this one.
+   attempt (or run) can never decide this one. (The canonical one is skipped in a stage dir
+   the engine has just created for the attempt: it cannot hold one, see
+   :func:`clear_stale_status`.)
 2. A fallback is consulted only when the canonical file is absent: the canonical path is the
    one the engine hands the process, so when it exists it is the process's answer.
 3. A file that carries ``run_id``/``node_id``/``attempt_id`` of someone else is rejected (the
@@ -45,7 +47,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import trio
 from attrs import frozen
@@ -105,9 +107,11 @@ class _Attempt(_AttemptPaths, Protocol):
     def emit(self) -> Callable[..., None]: ...
 
 
-@frozen
-class StatusSources:
-    """The three places an attempt's status may be written, in precedence order."""
+class StatusSources(NamedTuple):
+    """The three places an attempt's status may be written, in precedence order.
+
+    A named tuple: built once per attempt, where a frozen attrs class's ``__init__`` cost
+    more than the three paths it holds."""
 
     canonical: Path
     workdir: Path
@@ -115,8 +119,7 @@ class StatusSources:
 
     @classmethod
     def for_attempt(cls, attempt: _AttemptPaths) -> StatusSources:
-        workdir, workdir_dot = _fallback_paths(attempt.workdir)
-        return cls(canonical=attempt.status_path, workdir=workdir, workdir_dot=workdir_dot)
+        return cls(attempt.status_path, *_fallback_paths(attempt.workdir))
 
     def fallbacks(self) -> tuple[tuple[SourceName, Path], ...]:
         return (("workdir", self.workdir), ("workdir_dot", self.workdir_dot))
@@ -190,13 +193,15 @@ class IngestionDecision:
         }
 
 
-def remove_stale(sources: StatusSources) -> None:
+def remove_stale(sources: StatusSources, *, canonical: bool = True) -> None:
     """Step 1: remove every status file before the attempt starts; missing ones are fine.
 
-    Raises :class:`StatusFileError` when one cannot be removed (a directory in the way, no
-    permission): the stage must fail rather than let an old file decide it.
+    ``canonical=False`` leaves the canonical path alone: only for a stage dir that provably
+    holds no status file (see :func:`clear_stale_status`). Raises :class:`StatusFileError`
+    when one cannot be removed (a directory in the way, no permission): the stage must fail
+    rather than let an old file decide it.
     """
-    for path in (sources.canonical, sources.workdir, sources.workdir_dot):
+    for path in sources if canonical else sources[1:]:
         try:
             os.unlink(path)
         except OSError as exc:
@@ -335,16 +340,19 @@ def _judge(source: str, raw: bytes, owner: StatusOwner | None) -> _Seen:
         return _Seen(raw, problem=str(exc))
 
 
-def _exists(path: Path) -> bool:
-    """``path.exists()`` without its two layers of method calls (three per attempt): the
-    same errors mean absent, any other one is raised."""
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno in _IGNORED_BY_EXISTS:
-            return False
-        raise
-    return True
+def _any_exists(paths: StatusSources) -> bool:
+    """Whether any of ``paths`` exists, as ``path.exists()`` would say, without its two layers
+    of method calls per path (three paths per attempt): the same errors mean absent, any
+    other one is raised."""
+    for path in paths:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno in _IGNORED_BY_EXISTS:
+                continue
+            raise
+        return True
+    return False
 
 
 def _copy_into_place(raw: bytes, fallback: Path, canonical: Path) -> None:
@@ -400,8 +408,23 @@ class _Decider:
 def clear_stale_status(attempt: _AttemptPaths, sources: StatusSources | None = None) -> None:
     """Step 1 for ``attempt``, before its work starts (raises like :func:`remove_stale`).
     ``sources``: the attempt's, when the caller has them already (it passes the same to
-    :func:`ingest_status`)."""
-    remove_stale(sources or StatusSources.for_attempt(attempt))
+    :func:`ingest_status`).
+
+    The canonical file is not unlinked when the attempt's ``fresh_stage_dir`` says the engine
+    created the stage dir for this attempt (its ``mkdir`` succeeded, so the dir did not exist
+    a moment before): a directory that did not exist holds no file from an earlier attempt or
+    run, and nothing has been started for this attempt yet that could have written one since
+    (between that ``mkdir`` and this call the engine writes only the ``.attempt.json`` marker
+    and, after a resume, resets the git worktree, which is ``<logs_root>/worktree``, never a
+    stage dir). So the unlink could only ever answer "absent"; a file some other process
+    writes there after the ``mkdir`` is one it could as well have written after the unlink.
+    The two fallbacks are always unlinked: the work directory outlives attempts and runs, and
+    other processes (a tool in a sibling branch, an agent, an earlier run's leftovers) may
+    have written there at any time. An attempt object without ``fresh_stage_dir`` (a direct
+    caller's stand-in) clears all three.
+    """
+    fresh = getattr(attempt, "fresh_stage_dir", False) is True
+    remove_stale(sources or StatusSources.for_attempt(attempt), canonical=not fresh)
 
 
 async def ingest_status(
@@ -409,12 +432,22 @@ async def ingest_status(
 ) -> IngestionDecision:
     """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
     sources = sources or StatusSources.for_attempt(attempt)
-    if _exists(sources.canonical) or _exists(sources.workdir) or _exists(sources.workdir_dot):
+    if _any_exists(sources):
         decision = await _decide(attempt, sources)
-    else:  # the common case, decided here: no file anywhere
-        decision = IngestionDecision(attempt.node_id, attempt.attempt_id, "none")
-    attempt.emit("status_ingestion_decision", **decision.event_fields())
-    return decision
+        attempt.emit("status_ingestion_decision", **decision.event_fields())
+        return decision
+    # The common case, decided here: no file anywhere (the event's fields spelled out, as
+    # ``event_fields`` gives them for this decision).
+    node_id, attempt_id = attempt.node_id, attempt.attempt_id
+    attempt.emit(
+        "status_ingestion_decision",
+        node_id=node_id,
+        attempt_id=attempt_id,
+        source="none",
+        copied=False,
+        rejected=[],
+    )
+    return IngestionDecision(node_id, attempt_id, "none")
 
 
 async def _decide(attempt: _Attempt, sources: StatusSources) -> IngestionDecision:

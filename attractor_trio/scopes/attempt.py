@@ -220,8 +220,8 @@ class StageExecutor:
         is the one before it). ``listed``: the stage dir's names if the caller has just listed
         it (``None``: it did not exist, and was made), else ``_UNLISTED``."""
         # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
-        # traversal yields to the scheduler before every stage and a retry sleeps first, so a
-        # second trip through the scheduler here only cost time.
+        # traversal rations its trips through the scheduler (``Traversal._step_checkpoint``)
+        # and a retry sleeps first, so one here would only cost time.
         await trio.lowlevel.checkpoint_if_cancelled()
         plan = plan or self._plan(node)
         stage_dir = plan.stage_dir
@@ -267,9 +267,12 @@ class StageExecutor:
         )
         if not defers_start(plan.resolved(self.registry), node):
             start.announce()
-        info = self._info(node, attempt, max_attempts, attempt_id, predecessor, start, plan)
+        # ``names is None``: this attempt's ``mkdir`` made the stage dir (see AttemptInfo).
+        info = self._info(
+            node, attempt, max_attempts, attempt_id, predecessor, start, plan, names is None
+        )
         try:
-            outcome: Outcome = await self._guarded(node, info, self._execute_handler)
+            outcome: Outcome = await self._guarded(node, info, self._execute_handler, plan)
             if self.workspace is not None:  # before the marker, its commit point
                 await self._commit(node, number, outcome)
         except BaseException:
@@ -297,6 +300,7 @@ class StageExecutor:
         predecessor: str,
         start: AttemptStart | None = None,
         plan: _StagePlan | None = None,
+        fresh_stage_dir: bool = False,
     ) -> AttemptInfo:
         """The attempt's info, with its liveness node opened (:meth:`_guarded` closes it: call
         that right after) and ``start``'s emitter. Built whole, once: an ``evolve`` per added
@@ -304,6 +308,7 @@ class StageExecutor:
         live = self.liveness.open_attempt(
             attempt_id, {"node_id": node.id, "attempt_id": attempt_id, "branch": self.branch}
         )
+        plan = plan or self._plan(node)
         return AttemptInfo(
             run_id=self.run_id,
             node_id=node.id,
@@ -311,7 +316,7 @@ class StageExecutor:
             max_attempts=max_attempts,
             attempt_id=attempt_id,
             logs_root=self.stage_root,
-            stage_dir=(plan or self._plan(node)).stage_dir,
+            stage_dir=plan.stage_dir,
             workdir=self.workdir,
             predecessor_node=predecessor,
             predecessor_outcome=self.context.get_string("outcome") if predecessor else "",
@@ -325,6 +330,8 @@ class StageExecutor:
             progress=live.bump,
             liveness=live,
             start=start,
+            fresh_stage_dir=fresh_stage_dir,
+            known_status_path=plan.known_status_path,
         )
 
     async def _adopt_orphan(
@@ -361,7 +368,7 @@ class StageExecutor:
             result: Outcome | None = await handler.adopt(node, self.context, self.graph, info)
             return result
 
-        outcome = await self._guarded(node, info, adopt, adopted=True)
+        outcome = await self._guarded(node, info, adopt, self._plan(node), adopted=True)
         if outcome is None:
             return None
         number = int(marker["number"])
@@ -410,15 +417,20 @@ class StageExecutor:
         return "run"
 
     async def _guarded(
-        self, node: Node, info: AttemptInfo, call: Callable[..., Any], adopted: bool = False
+        self,
+        node: Node,
+        info: AttemptInfo,
+        call: Callable[..., Any],
+        plan: _StagePlan,
+        adopted: bool = False,
     ) -> Any:
         """Run ``call`` in the attempt scope (``info``'s liveness node is open: closed here);
         record the outcome, or the cancellation."""
-        status_path = self._plan(node).status_path
+        status_path = plan.status_path
         attempt_id = info.attempt_id
         live: Liveness = info.liveness
         try:
-            outcome = await self._run_handler(node, info, call, live)
+            outcome = await self._run_handler(node, info, call, live, plan)
         except BaseException as exc:
             cancelled = only_cancelled(exc)
             if cancelled is None:
@@ -496,10 +508,14 @@ class StageExecutor:
         return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
     async def _run_handler(
-        self, node: Node, info: AttemptInfo, call: Callable[..., Any], live: Liveness
+        self,
+        node: Node,
+        info: AttemptInfo,
+        call: Callable[..., Any],
+        live: Liveness,
+        plan: _StagePlan,
     ) -> Outcome | None:
         """The attempt scope: deadline = node timeout; heartbeats from the run's one task."""
-        plan = self._plan(node)
         human = plan.human
         timeout = plan.timeout
         token = set_attempt(info)
@@ -619,6 +635,8 @@ class _StagePlan(NamedTuple):
     policy: RetryPolicy
     stage_dir: Path
     status_path: Path
+    #: ``(stage_dir, status_path)``, for ``AttemptInfo.known_status_path``.
+    known_status_path: tuple[Path, Path]
     #: The handler can adopt a running orphan: the attempt's start is marked too.
     marked: bool
     #: Not a pure handler: the attempt's end is marked (its commit point).
@@ -634,13 +652,15 @@ class _StagePlan(NamedTuple):
         handler_type = registry.resolve_type(node)
         handler = registry.resolve_type_handler(handler_type)
         stage_dir = executor.stage_root / node.id
+        status_path = stage_dir / "status.json"
         return cls(
             node,
             handler_type,
             handler,
             executor._policy(node),
             stage_dir,
-            stage_dir / "status.json",
+            status_path,
+            (stage_dir, status_path),
             handler is not None and hasattr(handler, "adopt"),
             handler_type not in _PURE_TYPES,
             handler_type == "wait.human",
@@ -728,13 +748,19 @@ def _listing_or_making(stage_dir: Path) -> list[str] | None:
 
     ``mkdir`` first: on a first visit (the usual case) that one call both answers "is there
     anything to adopt or archive?" (no) and makes the dir, where a listing that fails and then
-    a ``mkdir`` took two calls and an exception."""
+    a ``mkdir`` took two calls and an exception.
+
+    ``None`` only when this call's own ``mkdir`` made the dir, which the attempt then knows to
+    be empty (``AttemptInfo.fresh_stage_dir``); a dir made through ``parents=True`` after the
+    stage root went away gives ``[]``: its ``exist_ok`` cannot tell whether someone else made
+    it first."""
     try:
         os.mkdir(stage_dir)
     except FileExistsError:
         return os.listdir(stage_dir)
     except FileNotFoundError:  # the stage root is gone (removed under the run): make it all
         stage_dir.mkdir(parents=True, exist_ok=True)
+        return []
     return None
 
 

@@ -141,7 +141,8 @@ class AttemptStart:
 
     def __init__(self, emit: Callable[..., Any], fields: Mapping[str, Any]) -> None:
         self._emit = emit
-        self._fields = dict(fields)
+        # Kept as given, not copied: the engine hands over a fresh dict per attempt.
+        self._fields = fields
         self.pending = True
 
     def announce(self, **extra: Any) -> None:
