@@ -86,6 +86,20 @@ def _counter(ticks: list[int], index: int) -> Callable[[], None]:
     return tick
 
 
+async def test_a_slice_shorter_than_the_tick_slack_still_ticks_every_slice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A tick is queued again only after the ticker's round: with a slice below the slack,
+    re-queueing it within the round served it over and over at the same instant."""
+    calls: list[float] = []
+    slice_s = TICK_SLACK / 5
+    with trio.fail_after(10):
+        await sleep_reporting_progress(0.1, lambda: calls.append(trio.current_time()), slice_s)
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert max(gaps) <= slice_s + 1e-9
+    assert len(calls) <= 0.1 / slice_s + 3  # once per slice, not over and over
+
+
 async def test_a_cancelled_sleeper_returns_at_once_and_gets_no_more_progress(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

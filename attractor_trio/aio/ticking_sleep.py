@@ -77,9 +77,12 @@ class _Ticker:
             self._serve(trio.current_time())
 
     def _serve(self, now: float) -> None:
+        """Wake the sleepers whose deadline has come, tick those whose tick is due within the
+        slack; each is served at most once per call (its next turn is queued afterwards, so
+        a slice shorter than the slack cannot spin here)."""
         heap = self._heap
         horizon = now + TICK_SLACK
-        later: list[_Sleeper] = []
+        again: list[tuple[float, _Sleeper]] = []
         while heap and heap[0][0] <= horizon:
             when, _, sleeper = heapq.heappop(heap)
             task = sleeper.task
@@ -89,13 +92,15 @@ class _Ticker:
                 sleeper.task = sleeper.progress = None
                 trio.lowlevel.reschedule(task)
             elif when == sleeper.deadline:
-                later.append(sleeper)  # its end is near, but not yet: never wake early
-            else:
-                self._tick(sleeper, task, now)
-        for sleeper in later:
-            heapq.heappush(heap, (sleeper.deadline, next(self._seq), sleeper))
+                again.append((when, sleeper))  # its end is near, but not yet: never wake early
+            elif self._tick(sleeper, task):
+                again.append((min(now + sleeper.slice, sleeper.deadline), sleeper))
+        for when, sleeper in again:
+            heapq.heappush(heap, (when, next(self._seq), sleeper))
 
-    def _tick(self, sleeper: _Sleeper, task: trio.lowlevel.Task, now: float) -> None:
+    @staticmethod
+    def _tick(sleeper: _Sleeper, task: trio.lowlevel.Task) -> bool:
+        """Report progress for ``sleeper``; whether it sleeps on (its callback did not fail)."""
         progress = sleeper.progress
         assert progress is not None
         try:
@@ -104,10 +109,8 @@ class _Ticker:
             sleeper.error = exc
             sleeper.task = sleeper.progress = None
             trio.lowlevel.reschedule(task)
-            return
-        heapq.heappush(
-            self._heap, (min(now + sleeper.slice, sleeper.deadline), next(self._seq), sleeper)
-        )
+            return False
+        return True
 
 
 _TICKER: trio.lowlevel.RunVar[_Ticker] = trio.lowlevel.RunVar("attractor_trio.ticking_sleep")
