@@ -9,14 +9,13 @@ order is emission order.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 from .persist.live import LiveWriter
-from .persist.progress import ProgressWriter
+from .persist.progress import ProgressWriter, open_log
 
 __all__ = [
     "MAX_OPEN_BRANCH_LOGS",
@@ -106,15 +105,19 @@ class EventHub:
             except OSError:
                 pass
 
-    def open_branch(self, branch: str, path: Path) -> None:
+    def open_branch(self, branch: str, path: Path, opened: tuple[int, int] | None = None) -> None:
         """Give ``branch`` its own ``progress.ndjson`` (contract.md §2) until
-        :meth:`close_branch`. The engine creates the file beforehand, off the trio thread
-        (:func:`create_branch_log`); its directory is made here only when it is missing."""
-        try:
-            writer = ProgressWriter(path, self.run_id)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = ProgressWriter(path, self.run_id)
+        :meth:`close_branch`. The engine opens the file beforehand, off the trio thread
+        (:func:`create_branch_log`), and hands its descriptor and size over as ``opened``;
+        without them it is opened here, its directory made only when it is missing."""
+        if opened is not None:
+            writer = ProgressWriter(path, self.run_id, opened=opened)
+        else:
+            try:
+                writer = ProgressWriter(path, self.run_id)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = ProgressWriter(path, self.run_id)
         self._branches[branch] = writer
         self._keep_open(branch, writer)
 
@@ -186,15 +189,19 @@ def branch_log_budget() -> int:
     return max(OPEN_BRANCH_LOGS, min(MAX_OPEN_BRANCH_LOGS, soft // 8))
 
 
-def create_branch_log(path: Path) -> None:
-    """Create a branch's directory and its empty ``progress.ndjson`` (kept if it exists), for
-    :meth:`EventHub.open_branch`; blocking, meant for the write pool.
+def create_branch_log(path: Path) -> tuple[int, int]:
+    """Create a branch's directory and its empty ``progress.ndjson`` (kept if it exists) and
+    open it for appending: the descriptor and the file's size, for :meth:`EventHub.open_branch`
+    (which owns the descriptor from then on); blocking, meant for the write pool.
 
     Why apart: creating a directory and a file are the two slowest calls a branch makes when
     it starts — 35 µs each on an idle ext4 here, 300 µs while other processes write — and on
     the trio thread every other branch waits them out; on the pool they overlap with the
-    other branches' work. The first event follows through :meth:`EventHub.open_branch`, so a
-    crash in between leaves an empty log, as a crash between opening and writing always
+    other branches' work. The descriptor is handed over rather than closed and opened again
+    on the trio thread: that second open cost the trio thread more than the whole job's
+    hand-over, because each system call there gives the GIL to a pool thread and waits to
+    get it back (issue #22). The first event follows through :meth:`EventHub.open_branch`, so
+    a crash in between leaves an empty log, as a crash between opening and writing always
     could."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+    return open_log(path)

@@ -31,6 +31,8 @@ from attractor_trio.persist.live import LiveWriter
 from attractor_trio.persist.progress import ProgressWriter, read_progress
 from attractor_trio.scopes import run as run_scope
 
+from .helpers import fan_out_dot
+
 BRANCHES = OPEN_BRANCH_LOGS * 3
 
 
@@ -111,11 +113,10 @@ def test_within_the_budget_a_branch_log_is_opened_once(
     branches alive than logs kept open, each reopened its log to finish (issue #22)."""
     writer = ProgressWriter(tmp_path / "progress.ndjson", "run-1")
     hub = EventHub(writer, LiveWriter(tmp_path, "run-1"), open_branch_logs=BRANCHES)
-    for index in range(BRANCHES):  # as the engine does, on the write pool
-        create_branch_log(tmp_path / f"b{index}" / "progress.ndjson")
     opened = _count_opens(monkeypatch)
-    for index in range(BRANCHES):
-        hub.open_branch(f"par/b{index}", tmp_path / f"b{index}" / "progress.ndjson")
+    for index in range(BRANCHES):  # opened on the write pool, as the engine does
+        path = tmp_path / f"b{index}" / "progress.ndjson"
+        hub.open_branch(f"par/b{index}", path, create_branch_log(path))
         hub.emit("stage_started", f"par/b{index}", node_id=f"b{index}")
     for index in range(BRANCHES):
         hub.emit("stage_completed", f"par/b{index}", node_id=f"b{index}")
@@ -149,11 +150,15 @@ def test_a_branch_log_is_created_with_its_directory_and_kept_if_it_exists(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "parallel" / "par" / "b0" / "progress.ndjson"
-    create_branch_log(log)
-    assert log.read_bytes() == b""
+    fd, size = create_branch_log(log)
+    os.close(fd)
+    assert (log.read_bytes(), size) == (b"", 0)
     log.write_bytes(b'{"seq": 1}\n')
-    create_branch_log(log)  # a resumed fan-out's branch: its log goes on
-    assert log.read_bytes() == b'{"seq": 1}\n'
+    fd, size = create_branch_log(log)  # a resumed fan-out's branch: its log goes on
+    os.write(fd, b'{"seq": 2}\n')
+    os.close(fd)
+    assert size == len(b'{"seq": 1}\n')
+    assert log.read_bytes() == b'{"seq": 1}\n{"seq": 2}\n'
 
 
 def test_a_fanout_creates_its_branch_logs_on_the_write_pool(
@@ -164,9 +169,9 @@ def test_a_fanout_creates_its_branch_logs_on_the_write_pool(
     created: list[str] = []
     real = create_branch_log
 
-    def recording(path: Path) -> None:
+    def recording(path: Path) -> tuple[int, int]:
         created.append(threading.current_thread().name)
-        real(path)
+        return real(path)
 
     monkeypatch.setattr(run_scope, "create_branch_log", recording)
     dot = """digraph f {
@@ -182,3 +187,26 @@ def test_a_fanout_creates_its_branch_logs_on_the_write_pool(
     for key in ("a", "b"):
         events = read_progress(root / "parallel" / "par" / key / "progress.ndjson")
         assert events[0]["seq"] == 1 and events[0]["event"] == "stage_started"
+
+
+def test_a_fanout_branch_log_is_opened_once_on_the_write_pool_not_again_on_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool created the log and closed it, and the trio thread opened it again: each
+    system call there hands the GIL to a pool thread and waits to get it back, which made
+    that open cost more than the whole job (issue #22). The descriptor is handed over now."""
+    opened_by: list[str] = []
+    real_open = os.open
+
+    def recording_open(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if os.fspath(path).endswith(f"{os.sep}progress.ndjson") and "parallel" in str(path):
+            opened_by.append(threading.current_thread().name)
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    result = trio.run(
+        partial(run, load(fan_out_dot(3)), logs_root=tmp_path / "run", backend=SimulationBackend())
+    )
+    assert result.status == "success"
+    assert len(opened_by) == 3
+    assert all(name.startswith("attractor-trio-write-") for name in opened_by)

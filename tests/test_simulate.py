@@ -296,6 +296,34 @@ async def test_delay_works_that_long_reporting_progress_each_slice(
     assert max(gaps) <= PROGRESS_SLICE + 1e-9
 
 
+class _TaskSteps(trio.abc.Instrument):
+    """Counts how often one task is resumed while installed."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += task is self.task
+
+
+async def test_a_delay_wakes_the_working_task_once_not_every_progress_slice(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Each slice used to be a ``trio.sleep`` of the stage's task (a cancel scope expiring
+    through its whole stack): in a 1,000-branch fan-out, 4 wake-ups per branch and second.
+    The ticks now come from one task per run; the working task wakes when the delay ends."""
+    calls: list[float] = []
+    steps = _TaskSteps(trio.lowlevel.current_task())
+    backend = backend_for({"implement": {"delay": "3s"}})
+    with attempt_with_progress(calls, tmp_path):
+        trio.lowlevel.add_instrument(steps)
+        await run(backend)
+        trio.lowlevel.remove_instrument(steps)
+    assert len(calls) >= 3.0 / PROGRESS_SLICE
+    assert steps.steps <= 2
+
+
 async def test_delay_without_an_engine_attempt_still_works(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -33,6 +33,7 @@ import trio
 import yaml
 from attrs import field, frozen
 
+from ..aio.ticking_sleep import sleep_reporting_progress
 from ..context import RESPONSE_PREVIEW_CHARS
 from ..core.attempt import current_attempt
 from ..core.failures import FAILURE_CLASSES, normalize_failure_class
@@ -219,12 +220,9 @@ def _progress_callback() -> Callable[[], None]:
 
 
 async def _work(seconds: float, progress: Callable[[], None]) -> None:
-    """Sleep ``seconds`` in slices, reporting progress each slice, like a chatty agent."""
-    deadline = trio.current_time() + seconds
-    while (remaining := deadline - trio.current_time()) > 0:
-        progress()
-        await trio.sleep(min(PROGRESS_SLICE, remaining))
-    progress()
+    """Sleep ``seconds``, reporting progress every slice, like a chatty agent: one wake-up at
+    the end, the ticks come from the run's one ticker task (``aio/ticking_sleep.py``)."""
+    await sleep_reporting_progress(seconds, progress, PROGRESS_SLICE)
 
 
 def _simulated_error(kind: str) -> Exception:

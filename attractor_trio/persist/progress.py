@@ -34,6 +34,7 @@ __all__ = [
     "PROGRESS_FILE_NAME",
     "ProgressWriter",
     "next_seq_for_resume",
+    "open_log",
     "read_progress",
 ]
 
@@ -59,12 +60,34 @@ def _event_name(event: str) -> str:
     return text
 
 
+_LOG_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+def open_log(path: StrPath) -> tuple[int, int]:
+    """Open (create if missing) an event log for appending: its descriptor and its size."""
+    fd = os.open(path, _LOG_FLAGS, 0o644)
+    try:
+        return fd, os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 @final
 class ProgressWriter:
     """Appends events to one ``progress.ndjson``; thread-safe (the engine may write from worker
     threads via ``trio.to_thread.run_sync``)."""
 
-    def __init__(self, path: StrPath, run_id: str, *, start_seq: int = 1) -> None:
+    def __init__(
+        self,
+        path: StrPath,
+        run_id: str,
+        *,
+        start_seq: int = 1,
+        opened: tuple[int, int] | None = None,
+    ) -> None:
+        """``opened``: the file's descriptor (opened as :func:`open_log` does) and its size,
+        when the caller opened it already — the writer owns the descriptor from then on."""
         if start_seq < 1:
             raise ValueError(f"start_seq must be >= 1, got {start_seq}")
         self.path = Path(path)
@@ -72,10 +95,9 @@ class ProgressWriter:
         self._run_id_text = f'"run_id": {_encode_str(run_id)}, '
         self._next_seq = start_seq
         self._lock = threading.Lock()
-        self._fd: int | None = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-        )
-        self._size = os.fstat(self._fd).st_size  # where a failed write must be cut back to
+        fd, size = opened or open_log(self.path)
+        self._fd: int | None = fd
+        self._size = size  # where a failed write must be cut back to
         self._closed = False
         #: The last line :meth:`emit` wrote (for :meth:`forward` into another writer).
         self.last_line = b""
@@ -216,9 +238,7 @@ class ProgressWriter:
         if self._fd is None:
             if self._closed:
                 raise ValueError(f"progress writer for {self.path} is closed")
-            self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-            )
+            self._fd = os.open(self.path, _LOG_FLAGS, 0o644)
         return self._fd
 
 

@@ -198,8 +198,7 @@ class RunScope:
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
         log = stage_root / PROGRESS_FILE_NAME
-        await write_pool.run(partial(create_branch_log, log))
-        self.hub.open_branch(branch, log)
+        self.hub.open_branch(branch, log, await write_pool.run(partial(create_branch_log, log)))
         try:
             state = TraversalState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
