@@ -19,7 +19,10 @@ Three scenarios, each run in a fresh subprocess so their peak RSS (``ru_maxrss``
 Both run ``start -> par -> {branches} -> join -> done`` through :func:`attractor_trio.run` on
 the real clock with durability on (fsync as in production) and the default heartbeat
 interval, under ``<repo>/.bench-tmp/`` (``--tmp-dir``): on tmpfs fsync is free and would
-flatter the numbers. Everything created is removed afterwards. Per-branch overhead is
+flatter the numbers. Each scenario's process is set up as ``attractor-trio run`` sets up
+its own once the pipeline is loaded (``cli/limits.py``: descriptor limit raised, startup heap
+frozen out of the garbage collector); ``--library`` leaves it as an application embedding
+:func:`attractor_trio.run` would, for comparison. Everything created is removed afterwards. Per-branch overhead is
 ``wall / branches``; for scenario a also ``(wall - delay) / branches``, the part that is not
 the simulated work. The table prints PASS/FAIL against the targets; the exit status is 0
 either way (a report, not a test). ``--profile`` runs the scenarios under cProfile (which
@@ -61,6 +64,7 @@ from attractor_trio.backends.simulate import (
     SimulationBackend,
     parse_sim_script,
 )
+from attractor_trio.cli import limits
 from attractor_trio.persist.atomic import write_json_atomic
 
 PROFILE_TOP = 15
@@ -149,10 +153,15 @@ async def run_within_budget(graph: Graph, scenario: Scenario, logs_root: Path) -
     return "canceled"
 
 
-def measure(scenario: Scenario, logs_root: Path, profiler: cProfile.Profile | None) -> Measurement:
+def measure(
+    scenario: Scenario, logs_root: Path, profiler: cProfile.Profile | None, library: bool
+) -> Measurement:
     begin = time.perf_counter()
     graph = load(build_fanout(scenario.branches, scenario.max_parallel))
     load_s = time.perf_counter() - begin
+    if not library:  # the process as `attractor-trio run` sets up its own, after the load
+        limits.claim_the_process()
+        limits.prepare_long_running_process()
     rss_before = peak_rss_mb()
     meter = FsyncMeter()
     with mock.patch.object(os, "fsync", meter), _profiling(profiler):
@@ -265,9 +274,11 @@ def profile_report(profiler: cProfile.Profile) -> str:
     return out.getvalue().replace(f"{REPO}{os.sep}", "")
 
 
-def child_main(scenario: Scenario, root: Path, result_path: Path, profile: bool) -> None:
+def child_main(
+    scenario: Scenario, root: Path, result_path: Path, profile: bool, library: bool
+) -> None:
     profiler = cProfile.Profile() if profile else None
-    measurement = measure(scenario, root / "run", profiler)
+    measurement = measure(scenario, root / "run", profiler, library)
     result_path.write_text(json.dumps(asdict(measurement)))
     if profiler is not None:
         print(f"--- cProfile, scenario {scenario.title}")
@@ -297,7 +308,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [s for s in chosen if args.scenario in ("all", s.name[0])]
 
 
-def run_child(scenario: Scenario, root: Path, profile: bool) -> Measurement | str:
+def run_child(scenario: Scenario, root: Path, profile: bool, library: bool) -> Measurement | str:
     """The scenario in a fresh interpreter; its measurement, or why there is none."""
     result_path = root / "measurement.json"
     command = [
@@ -308,6 +319,7 @@ def run_child(scenario: Scenario, root: Path, profile: bool) -> Measurement | st
         "--tmp-dir",
         str(root),
         *(["--profile"] if profile else []),
+        *(["--library"] if library else []),
     ]
     hard_limit = scenario.budget_s * (3 if profile else 1) + 120
     try:
@@ -463,6 +475,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scenario c's widths (1000,2500,5000,10000)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile top 15 per scenario")
+    parser.add_argument(
+        "--library",
+        action="store_true",
+        help="leave the process as an embedding application would (no descriptor limit raised, "
+        "no gc.freeze); by default it is set up as `attractor-trio run` sets up its own",
+    )
     parser.add_argument("--tmp-dir", type=Path, help="where run dirs go (<repo>/.bench-tmp)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # a Scenario as JSON
     args = parser.parse_args(argv)
@@ -476,7 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         root: Path = args.tmp_dir
         child_main(
-            Scenario(**json.loads(args.child)), root, root / "measurement.json", args.profile
+            Scenario(**json.loads(args.child)),
+            root,
+            root / "measurement.json",
+            args.profile,
+            args.library,
         )
         return 0
     began = time.perf_counter()
@@ -484,13 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_root(args.tmp_dir, "fanout-") as root:
         print(
             f"fan-out benchmark: run dirs under {root.parent} ({filesystem_type(root)}), "
-            f"durability on, real clock, {os.cpu_count()} CPUs"
+            f"durability on, real clock, {os.cpu_count()} CPUs; process set up "
+            + ("as a library caller's (--library)" if args.library else "as `attractor-trio run`'s")
         )
         for scenario in scenarios(args):
             scenario_root = root / scenario.name
             scenario_root.mkdir()
             print(f"running {scenario.title}, max_parallel={scenario.max_parallel} …", flush=True)
-            rows.append((scenario, run_child(scenario, scenario_root, args.profile)))
+            rows.append((scenario, run_child(scenario, scenario_root, args.profile, args.library)))
         floor = disk_floor(root / "floor")
         print()
         report(rows, args.profile)

@@ -16,6 +16,7 @@ from .._version import __version__
 from ..core.exit_codes import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from ..dot.graph import Diagnostic, Severity
 from ..errors import AttractorError, DotSyntaxError
+from .limits import claim_the_process
 from .run import max_input_size_option
 
 __all__ = ["main"]
@@ -37,6 +38,15 @@ class _OneLineError(click.ClickException):
 class _Main(click.Group):
     """The command group; a bad path or value (click's ``BadParameter``: a missing file, a
     directory where a file belongs, a bad duration) is reported on one line."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Called without arguments: started as the program (the console script, ``python -m``)
+        # on the process's own argv, so the process is ours to tune
+        # (``limits.claim_the_process``). Click's test runner calls ``main(args=...)``, and an
+        # embedding application passes its arguments.
+        if not args and "args" not in kwargs:
+            claim_the_process()
+        return super().__call__(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

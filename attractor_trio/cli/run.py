@@ -33,7 +33,7 @@ from .detach import (
     recorded_options,
     reuse_recorded_options,
 )
-from .limits import raise_descriptor_limit
+from .limits import prepare_long_running_process
 
 if TYPE_CHECKING:
     from ..scopes.options import RunOptions
@@ -535,7 +535,7 @@ def _drive(
         finally:
             await _close(options.backend)
 
-    raise_descriptor_limit()
+    prepare_long_running_process()
     result = trio.run(_with_signals, start, holder)
     _summary(result, opts["quiet"], opts["as_json"])
     sys.exit(_exit_for(result, holder))

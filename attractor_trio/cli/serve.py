@@ -25,7 +25,7 @@ import trio
 
 from ..core.exit_codes import EXIT_OK, EXIT_USAGE, SIGNAL_EXIT
 from ..dot.values import AttributeValueError, parse_duration
-from .limits import raise_descriptor_limit
+from .limits import prepare_long_running_process
 from .run import max_input_size_option
 
 __all__ = ["register", "serve_command"]
@@ -188,7 +188,7 @@ def serve_command(
         "max_body": max_input_size,
     }
     received: list[int] = []
-    raise_descriptor_limit()  # every run it serves is a fan-out's worth of descriptors, as in `run`
+    prepare_long_running_process()  # every run it serves may be a wide fan-out, as in `run`
     try:
         trio.run(_main, settings, received)
     except* OSError as group:
