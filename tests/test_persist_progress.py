@@ -287,6 +287,25 @@ def test_failed_write_leaves_no_fragment_behind(
     assert [(e["seq"], e["event"]) for e in read_progress(path)] == [(1, "a"), (2, "c")]
 
 
+def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write(2)`` may write part of a line (a signal): the writer writes the rest."""
+    path = tmp_path / "p.ndjson"
+    real_write = os.write
+    calls = {"n": 0}
+
+    def five_bytes_first(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        return real_write(fd, bytes(data)[:5] if calls["n"] == 1 else data)
+
+    with ProgressWriter(path, "r") as writer:
+        monkeypatch.setattr(os, "write", five_bytes_first)
+        writer.emit("a", node_id="n")
+        monkeypatch.undo()
+        writer.emit("b")
+    assert [(e["seq"], e["event"]) for e in read_progress(path)] == [(1, "a"), (2, "b")]
+    assert calls["n"] >= 2
+
+
 @pytest.mark.parametrize("with_line", [False, True], ids=["re-encoded", "renumbered"])
 def test_forwarding_the_written_line_gives_the_same_copy_as_re_encoding(
     tmp_path: Path, with_line: bool

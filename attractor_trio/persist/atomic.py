@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +49,7 @@ __all__ = [
     "is_str",
     "is_str_list",
     "is_temp_file_name",
+    "json_chunk_encoder",
     "json_encoder",
     "json_type_name",
     "open_temp",
@@ -220,16 +221,7 @@ def json_encoder(
     several per stage (events, checkpoint pieces). The text is the same; only a circular
     structure, which no run file holds, fails with ``RecursionError`` instead of ``ValueError``.
     """
-    base = json.JSONEncoder(
-        ensure_ascii=False, allow_nan=False, separators=separators, default=default
-    )
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has the C encoder
-        return base.encode
-    item_separator, key_separator = separators
-    encode = make(
-        None, base.default, _encode_str, None, key_separator, item_separator, False, False, False
-    )
+    encode = json_chunk_encoder(separators=separators, default=default)
 
     def encoded(value: Any) -> str:
         if type(value) is str:
@@ -237,6 +229,31 @@ def json_encoder(
         return "".join(encode(value, 0))
 
     return encoded
+
+
+def json_chunk_encoder(
+    *,
+    separators: tuple[str, str],
+    default: Callable[[Any], Any] | None = None,
+    ensure_ascii: bool = False,
+    allow_nan: bool = False,
+) -> Callable[[Any, int], Sequence[str]]:
+    """What :func:`json_encoder` joins: ``encode(container, 0)`` gives the text of a list or
+    dict (not of a bare string) as chunks, for a caller on a hot path (every event) that
+    saves the wrapper's call. ``ensure_ascii`` and ``allow_nan``: as plain ``json.dumps``
+    writes (the ``.attempt.json`` marker's format)."""
+    base = json.JSONEncoder(
+        ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=separators, default=default
+    )
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return lambda value, _level: (base.encode(value),)
+    item_separator, key_separator = separators
+    strings = json.encoder.encode_basestring_ascii if ensure_ascii else _encode_str
+    encode: Callable[[Any, int], Sequence[str]] = make(
+        None, base.default, strings, None, key_separator, item_separator, False, False, allow_nan
+    )
+    return encode
 
 
 _dumps_compact = json_encoder(separators=(",", ":"))

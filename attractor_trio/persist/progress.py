@@ -27,7 +27,14 @@ from types import TracebackType
 from typing import Any, Final, final
 
 from ..core import redaction
-from .atomic import CorruptFileError, StrPath, json_encoder, utc_timestamp, write_all
+from .atomic import (
+    CorruptFileError,
+    StrPath,
+    json_chunk_encoder,
+    json_encoder,
+    utc_timestamp,
+    write_all,
+)
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -45,6 +52,8 @@ _ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
 _encode_event: Final = json_encoder(separators=(", ", ": "))
+#: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
+_encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
 _encode_str: Final = json.encoder.encode_basestring
 #: Event names are few; their JSON text is kept rather than encoded per event.
 _EVENT_NAMES: dict[str, str] = {}
@@ -161,12 +170,20 @@ class ProgressWriter:
     def _append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
         # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
-        # cached per writer, and only the fields through the encoder.
-        encoded_fields = _encode_event(fields) if fields else "}"
-        tail = f'"event": {_event_name(event)}, "branch": {_encode_str(branch)}'
-        tail += encoded_fields if not fields else ", " + encoded_fields[1:]
+        # cached per writer, and only the fields through the encoder. One function from the
+        # fields to the ``write(2)``: a stage emits seven events, and every call layer and
+        # helper (the timestamp, the write loop) cost a noticeable part of each (issue #22).
+        name = _EVENT_NAMES.get(event) or _event_name(event)
+        branch_text = _encode_str(branch) if branch else '""'
+        if fields:
+            tail = (
+                f'"event": {name}, "branch": {branch_text}, '
+                + "".join(_encode_fields(fields, 0))[1:]
+            )
+        else:
+            tail = f'"event": {name}, "branch": {branch_text}}}'
         with self._lock:
-            fd = self._require_open()
+            fd = self._fd if self._fd is not None else self._require_open()
             seq = self._next_seq
             ts = utc_timestamp()
             envelope: dict[str, Any] = {
@@ -184,7 +201,17 @@ class ProgressWriter:
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
                 line = (_encode_event(envelope) + "\n").encode()
-            self._write_line(fd, line)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):  # a signal, a huge line: write the rest
+                    write_all(fd, line[written:])
+            except BaseException:
+                # Cut the fragment off again (disk full), so the file never holds a torn
+                # line *before* later events (as :meth:`_write_line`).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._size)
+                raise
+            self._size += len(line)
             self._next_seq = seq + 1
             self.last_line = line
             return envelope
