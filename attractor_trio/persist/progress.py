@@ -105,15 +105,6 @@ class ProgressWriter:
         anything is written and without consuming a ``seq``."""
         return self.append(event, branch, fields)
 
-    def append(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
-        dict), so a caller that already holds them (the hub) does not unpack and repack them
-        per event."""
-        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
-            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
-            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
-        return self._append(event, branch, fields)
-
     def forward(self, envelope: Mapping[str, Any], line: bytes | None = None) -> dict[str, Any]:
         """Copy an event written to a branch's file into this (the run's) file. The copy keeps
         ``event``, ``branch`` and the fields and gets this file's ``seq``, ``ts`` and ``run_id``
@@ -132,7 +123,7 @@ class ProgressWriter:
         if not isinstance(branch, str):
             raise ValueError(f"envelope 'branch' must be a string, got {branch!r}")
         fields = {k: v for k, v in envelope.items() if k not in ENVELOPE_KEYS}
-        return self._append(event, branch, fields)
+        return self.append(event, branch, fields)
 
     def sync(self) -> None:
         """fsync the log (events are flushed to the OS per event, but not to disk)."""
@@ -167,7 +158,13 @@ class ProgressWriter:
     ) -> None:
         self.close()
 
-    def _append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
+        dict), so a caller that already holds them (the hub) does not unpack and repack them
+        per event."""
+        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
+            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
+            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
         # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
         # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
         # cached per writer, and only the fields through the encoder. One function from the
