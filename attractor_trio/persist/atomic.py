@@ -322,9 +322,9 @@ def write_bytes_atomic(
         raise
     if not durable:
         return
-    directory = Path(os.path.dirname(target))
+    directory = os.path.dirname(target) or "."  # a string: no ``Path`` to build and format
     if defer_directory_sync is not None:
-        defer_directory_sync(directory)
+        defer_directory_sync(Path(directory))
     else:
         fsync_directory(directory)
 
