@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -281,7 +280,7 @@ def test_both_waits_of_a_boundary_are_concurrent_on_a_slow_disk(
 @pytest.fixture
 def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """fsync is expensive here (as measured so far), so fsyncs go to the helper threads."""
-    monkeypatch.setattr(commit, "_fsync_cost", 1.0)
+    monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
     yield
 
 
@@ -304,7 +303,7 @@ def test_on_a_cheap_disk_fsyncs_stay_on_the_callers_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On tmpfs a thread hand-off costs more than the fsyncs it would overlap."""
-    monkeypatch.setattr(commit, "_fsync_cost", 0.0)
+    monkeypatch.setattr(commit, "_slow_waits", 0)
     threads: list[str] = []
     monkeypatch.setattr(os, "fsync", lambda fd: threads.append(threading.current_thread().name))
     fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
@@ -359,7 +358,7 @@ def test_a_helpers_error_is_raised_and_the_helpers_are_reused(
         with pytest.raises(OSError, match="simulated"):
             fsync_together(fds)
         monkeypatch.undo()
-        monkeypatch.setattr(commit, "_fsync_cost", 1.0)
+        monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
         fsync_together(fds)  # and the helper that failed serves the next wait
     finally:
         for fd in fds:
@@ -390,8 +389,7 @@ def fake_fsync_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeFsyncTime]
     fake = _FakeFsyncTime([])
     monkeypatch.setattr(os, "fsync", fake.fsync)
     monkeypatch.setattr(commit, "_clock", fake.clock)
-    monkeypatch.setattr(commit, "_fsync_cost", 0.0)
-    monkeypatch.setattr(commit, "_recent_costs", deque(maxlen=commit._SAMPLES))
+    monkeypatch.setattr(commit, "_slow_waits", 0)
     yield fake
 
 
@@ -414,7 +412,7 @@ def test_stalled_fsyncs_on_a_cheap_disk_do_not_send_the_next_waits_to_helpers(
         for fd in fds:
             os.close(fd)
     assert set(fake.threads) == {threading.current_thread().name}
-    assert commit._fsync_cost < commit.CHEAP_FSYNC_S
+    assert commit._slow_waits == 0
 
 
 def test_a_slow_disk_sends_the_waits_to_the_helpers_and_a_cheap_one_back(
@@ -426,10 +424,10 @@ def test_a_slow_disk_sends_the_waits_to_the_helpers_and_a_cheap_one_back(
     me = threading.current_thread().name
     fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
     try:
-        fake.costs = [300e-6] * (3 * commit._SAMPLES + 3)
-        for _ in range(commit._SAMPLES):
+        fake.costs = [300e-6] * (3 * commit.SLOW_WAITS + 3)
+        for _ in range(commit.SLOW_WAITS):
             fsync_together(fds)  # measured inline
-        assert fake.threads == [me] * 3 * commit._SAMPLES
+        assert fake.threads == [me] * 3 * commit.SLOW_WAITS
         fake.threads.clear()
         fsync_together(fds)
         assert fake.threads.count(me) == 1 and len(fake.threads) == 3
@@ -456,7 +454,7 @@ def test_while_another_thread_uses_the_helpers_a_wait_runs_inline(
             fsync_together(fds)
         assert threads == [threading.current_thread().name] * 3
         threads.clear()
-        monkeypatch.setattr(commit, "_fsync_cost", 1.0)  # (the fake fsyncs measured cheap)
+        monkeypatch.setattr(commit, "_slow_waits", 1_000_000)  # (the fake fsyncs were cheap)
         fsync_together(fds)
         assert threads.count(threading.current_thread().name) == 1 and len(threads) == 3
     finally:

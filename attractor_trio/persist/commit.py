@@ -38,7 +38,6 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, final
@@ -52,30 +51,22 @@ __all__ = ["DirectorySyncs", "RecyclingWriter", "fsync_together"]
 CHEAP_FSYNC_S: Final = 30e-6
 _HELPERS: Final = 3
 
-#: What one fsync costs here (seconds): the least of the last :data:`_SAMPLES` waits' cost
-#: per fsync, measured on the caller's thread; the first commits run inline and measure.
-_fsync_cost = 0.0
-_SAMPLES: Final = 4
-_recent_costs: deque[float] = deque(maxlen=_SAMPLES)
+#: How many waits in a row measured fsync slow (at least :data:`CHEAP_FSYNC_S` per fsync, wall
+#: time on the caller's thread); from :data:`SLOW_WAITS` on, the fsyncs go to the helpers.
+#:
+#: Why a run of slow waits, not a running average of the cost: the measurement also counts
+#: whatever kept the thread from running when ``fsync`` returned — another process on the CPU
+#: (two cores shared by busy processes), a profiler pausing the process, the GIL held by
+#: another thread. On tmpfs one such stall (milliseconds) among 1-2 µs fsyncs pushed the
+#: average over the threshold, and the next stage boundaries paid thread hand-offs for
+#: nothing. A stall only ever adds time, and a disk is slow at every wait (ext4 here: 140 µs
+#: at the 5th percentile of 600 waits, none under 30 µs), so four slow waits in a row — the
+#: least of the last four over the threshold — happen only where fsync is slow; one cheap
+#: wait brings the fsyncs back inline.
+_slow_waits = 0
+SLOW_WAITS: Final = 4
 #: The clock the waits are measured with (a test substitutes its own).
 _clock: Callable[[], float] = time.perf_counter
-
-
-def _note_cost(seconds_per_fsync: float) -> None:
-    """Take one wait's cost per fsync into the estimate.
-
-    Why the least of the last few, not a running average: the measurement is wall time
-    around ``fsync``, which also counts whatever kept the thread from running when the call
-    returned — another process on the CPU (two cores shared by busy processes), a profiler
-    pausing the process, the GIL held by another thread. On tmpfs one such stall
-    (milliseconds) among 1-2 µs fsyncs pushed the average over :data:`CHEAP_FSYNC_S`, and the
-    next stage boundaries paid thread hand-offs for nothing. A stall only ever adds time, and
-    a disk is slow at every wait (ext4 here: 140 µs at the 5th percentile of 600 waits, none
-    under 30 µs), so the least of the last four is slow only where fsync is."""
-    global _fsync_cost
-    recent = _recent_costs
-    recent.append(seconds_per_fsync)
-    _fsync_cost = min(recent) if len(recent) == _SAMPLES else 0.0  # inline until measured
 
 
 @final
@@ -159,13 +150,15 @@ def fsync_together(fds: Sequence[int]) -> None:
     """fsync every descriptor in ``fds`` and return when all are durable, the first error
     raised after all have finished. Concurrently on helper threads when fsync costs real
     time here, so the caller waits about one fsync latency instead of ``len(fds)``."""
-    if len(fds) <= 1 or _fsync_cost < CHEAP_FSYNC_S or not _helpers_lock.acquire(blocking=False):
+    global _slow_waits
+    if len(fds) <= 1 or _slow_waits < SLOW_WAITS or not _helpers_lock.acquire(blocking=False):
         if not fds:
             return
         begin = _clock()
         for fd in fds:
             _fsync(fd)
-        _note_cost((_clock() - begin) / len(fds))
+        slow = _clock() - begin >= CHEAP_FSYNC_S * len(fds)
+        _slow_waits = _slow_waits + 1 if slow else 0
         return
     try:
         _fsync_with_helpers(fds)
@@ -174,7 +167,9 @@ def fsync_together(fds: Sequence[int]) -> None:
 
 
 def _fsync_with_helpers(fds: Sequence[int]) -> None:
-    """The caller fsyncs ``fds[0]``, the helpers the rest; the first error once all are done."""
+    """The caller fsyncs ``fds[0]``, the helpers the rest; the first error once all are done.
+    The caller's own fsync is the wait's measurement (:data:`_slow_waits`)."""
+    global _slow_waits
     helpers = _helpers_for(min(len(fds) - 1, _HELPERS))
     started: list[_Helper] = []
     failure: BaseException | None = None
@@ -185,7 +180,7 @@ def _fsync_with_helpers(fds: Sequence[int]) -> None:
         try:
             begin = _clock()
             _fsync(fds[0])
-            _note_cost(_clock() - begin)
+            _slow_waits = _slow_waits + 1 if _clock() - begin >= CHEAP_FSYNC_S else 0
         except OSError as exc:
             failure = exc
     finally:
