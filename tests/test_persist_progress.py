@@ -335,8 +335,14 @@ def test_a_line_of_another_run_is_re_encoded(tmp_path: Path) -> None:
     assert read_progress(tmp_path / "a.ndjson")[0]["run_id"] == "run-a"
 
 
+# Finite floats only: the writer refuses NaN and the infinities (not JSON; ``allow_nan=False``),
+# where ``json.dumps`` would write them — an infinity drawn here failed the byte-for-byte test.
 json_leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=6)
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
 )
 json_values = st.recursive(
     json_leaves,
