@@ -173,15 +173,20 @@ def _indented(value: Any, newline: str) -> str:
             return "{}"
         inner = newline + "  "
         parts = []
+        keys = _KEY_TEXTS
         for key, item in value.items():
-            if type(key) is not str:
-                raise _NotPlain
+            key_text = keys.get(key)
+            if key_text is None:
+                if type(key) is not str:
+                    raise _NotPlain
+                key_text = _encode_str(key) + ": "
+                if len(keys) < 4096:  # the keys of run files are few; other documents' may not be
+                    keys[key] = key_text
             item_kind = type(item)
             if item_kind is str:  # most entries, without a call through the table
-                text = _encode_str(item)
+                parts.append(key_text + _encode_str(item))
             else:
-                text = _LEAVES.get(item_kind, _indented)(item, inner)
-            parts.append(f"{_encode_str(key)}: {text}")
+                parts.append(key_text + _LEAVES.get(item_kind, _indented)(item, inner))
         return "{" + inner + ("," + inner).join(parts) + newline + "}"
     if kind is list or kind is tuple:
         if not value:
@@ -194,6 +199,11 @@ def _indented(value: Any, newline: str) -> str:
     if leaf is None:
         raise _NotPlain
     return leaf(value, newline)
+
+
+#: A dict key's text with the separator (``"key": ``), by key: status files and the like
+#: repeat the same few keys at every stage.
+_KEY_TEXTS: dict[str, str] = {}
 
 
 def _float_text(value: float, _newline: str) -> str:
