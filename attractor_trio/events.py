@@ -71,18 +71,18 @@ class EventHub:
 
     def emit_fields(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
         """:meth:`emit` with the fields as one dict: every stage emits several events, and
-        unpacking and repacking ``**fields`` at each layer cost more than writing the line."""
+        unpacking and repacking ``**fields`` at each layer cost more than writing the line.
+        For the same reason the live-state bookkeeping is inline here, not a call per step."""
         if self.closed:
             raise RuntimeError(f"event {event!r} emitted after the terminal event")
-        branch_writer = self._branches.get(branch) if branch else None
-        if branch_writer is not None:
-            # The branch's own file numbers from 1; the run's copy gets the run's seq.
-            written = branch_writer.append(event, branch, fields)
-            self._keep_open(branch, branch_writer)
-            envelope = self.writer.forward(written, branch_writer.last_line)
+        if branch:
+            envelope = self._emit_in_branch(event, branch, fields)
         else:
             envelope = self.writer.append(event, branch, fields)
-        self._track(envelope)
+        if event in _ATTEMPT_EVENTS:
+            self._track_attempt(event, envelope)
+        current = envelope.get("node_id") if event == "stage_started" and not branch else None
+        self.live.note_event(envelope, current or None)
         if self.sinks:
             for sink in list(self.sinks):
                 try:
@@ -92,6 +92,16 @@ class EventHub:
         if event in TERMINAL_EVENTS:
             self.closed = True
         return envelope
+
+    def _emit_in_branch(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Write to ``branch``'s own log when it has one (numbered from 1), and forward the
+        line to the run's log with the run's seq; else to the run's log only."""
+        branch_writer = self._branches.get(branch)
+        if branch_writer is None:
+            return self.writer.append(event, branch, fields)
+        written = branch_writer.append(event, branch, fields)
+        self._keep_open(branch, branch_writer)
+        return self.writer.forward(written, branch_writer.last_line)
 
     def _drop_sink(self, sink: EventSink) -> None:
         """A sink whose output is gone (the terminal closed: EIO; the reader of a pipe quit:
@@ -152,22 +162,19 @@ class EventHub:
 
         return emit
 
-    def _track(self, envelope: dict[str, Any]) -> None:
-        event = envelope["event"]
-        if event in _ATTEMPT_EVENTS:
-            key = envelope["attempt_id"]
-            if event == "stage_attempt_started":
-                self._active[key] = {
-                    "node_id": envelope["node_id"],
-                    "attempt_id": key,
-                    "attempt": envelope["attempt"],
-                    "branch": envelope["branch"],
-                    "started_at": envelope["ts"],
-                }
-            else:
-                self._active.pop(key, None)
-        current = envelope.get("node_id") if event == "stage_started" else None
-        self.live.note_event(envelope, current if current and not envelope["branch"] else None)
+    def _track_attempt(self, event: str, envelope: dict[str, Any]) -> None:
+        """Keep the open attempts that ``live.json`` lists (it follows ``_active``)."""
+        key = envelope["attempt_id"]
+        if event == "stage_attempt_started":
+            self._active[key] = {
+                "node_id": envelope["node_id"],
+                "attempt_id": key,
+                "attempt": envelope["attempt"],
+                "branch": envelope["branch"],
+                "started_at": envelope["ts"],
+            }
+        else:
+            self._active.pop(key, None)
 
 
 def branch_log_budget() -> int:

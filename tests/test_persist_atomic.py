@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -317,3 +318,21 @@ def test_the_prebuilt_encoder_refuses_what_json_refuses() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         encode({"x": object()})
     assert json_encoder(separators=(",", ":"), default=str)({"x": 1j}) == '{"x":"1j"}'
+
+
+def test_a_key_seen_before_is_written_the_same_from_its_cached_text() -> None:
+    """Keys' text is cached (run files repeat a few keys at every stage); a later document with
+    the same key — also as a ``str`` subclass, or next to an equal-looking int key — is still
+    exactly ``json.dumps``'s layout."""
+
+    class Name(str):
+        pass
+
+    documents: list[dict[Any, Any]] = [
+        {"status": "success", "notes": "ä"},
+        {Name("status"): "fail", 1: "one", "1": "text one"},
+        {"status": {"status": [1, 2.5, None, True]}},
+    ]
+    for document in documents:
+        expected = json.dumps(document, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+        assert dumps_json(document) == expected

@@ -280,7 +280,7 @@ def test_both_waits_of_a_boundary_are_concurrent_on_a_slow_disk(
 @pytest.fixture
 def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """fsync is expensive here (as measured so far), so fsyncs go to the helper threads."""
-    monkeypatch.setattr(commit, "_fsync_cost", 1.0)
+    monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
     yield
 
 
@@ -303,7 +303,7 @@ def test_on_a_cheap_disk_fsyncs_stay_on_the_callers_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On tmpfs a thread hand-off costs more than the fsyncs it would overlap."""
-    monkeypatch.setattr(commit, "_fsync_cost", 0.0)
+    monkeypatch.setattr(commit, "_slow_waits", 0)
     threads: list[str] = []
     monkeypatch.setattr(os, "fsync", lambda fd: threads.append(threading.current_thread().name))
     fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
@@ -358,8 +358,84 @@ def test_a_helpers_error_is_raised_and_the_helpers_are_reused(
         with pytest.raises(OSError, match="simulated"):
             fsync_together(fds)
         monkeypatch.undo()
-        monkeypatch.setattr(commit, "_fsync_cost", 1.0)
+        monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
         fsync_together(fds)  # and the helper that failed serves the next wait
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+class _FakeFsyncTime:
+    """``os.fsync`` that takes ``costs`` seconds of a fake clock, one by one, recording which
+    thread ran each; ``commit._clock`` reads that clock."""
+
+    def __init__(self, costs: list[float]) -> None:
+        self.now = 0.0
+        self.costs = costs
+        self.threads: list[str] = []
+        self._lock = threading.Lock()
+
+    def fsync(self, fd: int) -> None:
+        with self._lock:
+            self.now += self.costs.pop(0) if self.costs else 1e-6
+            self.threads.append(threading.current_thread().name)
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_fsync_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeFsyncTime]:
+    fake = _FakeFsyncTime([])
+    monkeypatch.setattr(os, "fsync", fake.fsync)
+    monkeypatch.setattr(commit, "_clock", fake.clock)
+    monkeypatch.setattr(commit, "_slow_waits", 0)
+    yield fake
+
+
+def test_stalled_fsyncs_on_a_cheap_disk_do_not_send_the_next_waits_to_helpers(
+    tmp_path: Path, fake_fsync_time: _FakeFsyncTime
+) -> None:
+    """The cost is wall time around ``fsync``, which also counts a stall of the thread (another
+    process on the CPU, a profiler's pause, the GIL held elsewhere). On tmpfs (1-2 µs) one
+    5 ms stall made the running average send the next dozen waits to the helper threads, a
+    hand-off each for nothing; stalls in three waits in a row do not either now."""
+    fake = fake_fsync_time
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    try:
+        for _ in range(5):
+            fsync_together(fds)
+        fake.costs = [1e-6, 5e-3, 1e-6] * 3  # a stall in each of the next three waits
+        for _ in range(10):
+            fsync_together(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert set(fake.threads) == {threading.current_thread().name}
+    assert commit._slow_waits == 0
+
+
+def test_a_slow_disk_sends_the_waits_to_the_helpers_and_a_cheap_one_back(
+    tmp_path: Path, fake_fsync_time: _FakeFsyncTime
+) -> None:
+    """Where every fsync costs real time (0.15-0.5 ms on ext4 here), the waits go to the
+    helpers once a few have measured it; when fsync turns cheap, they come back inline."""
+    fake = fake_fsync_time
+    me = threading.current_thread().name
+    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    try:
+        fake.costs = [300e-6] * (3 * commit.SLOW_WAITS + 3)
+        for _ in range(commit.SLOW_WAITS):
+            fsync_together(fds)  # measured inline
+        assert fake.threads == [me] * 3 * commit.SLOW_WAITS
+        fake.threads.clear()
+        fsync_together(fds)
+        assert fake.threads.count(me) == 1 and len(fake.threads) == 3
+        fake.costs = []  # 1 µs from now on
+        fsync_together(fds)  # on the helpers still, and measured cheap
+        fake.threads.clear()
+        fsync_together(fds)
+        assert fake.threads == [me] * 3
     finally:
         for fd in fds:
             os.close(fd)
@@ -378,6 +454,7 @@ def test_while_another_thread_uses_the_helpers_a_wait_runs_inline(
             fsync_together(fds)
         assert threads == [threading.current_thread().name] * 3
         threads.clear()
+        monkeypatch.setattr(commit, "_slow_waits", 1_000_000)  # (the fake fsyncs were cheap)
         fsync_together(fds)
         assert threads.count(threading.current_thread().name) == 1 and len(threads) == 3
     finally:

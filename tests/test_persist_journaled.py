@@ -67,8 +67,9 @@ def _apply_dict_op(target: dict[str, Any], op: tuple[Any, ...]) -> None:
 
 # Each op comes with "encode afterwards?", so both single changes and batches are checked.
 # ``chunk``: the encoders keep their text in sealed chunks of that many entries (CHUNK in the
-# engine); tiny chunks put chunk boundaries, sealing and re-sealing under every op sequence.
-chunks = st.sampled_from([1, 2, 3, CHUNK])
+# engine); tiny chunks put chunk boundaries, sealing and re-sealing under every op sequence,
+# and 5 a tail that grows over several ops before it is sealed.
+chunks = st.sampled_from([1, 2, 3, 5, CHUNK])
 
 
 @given(

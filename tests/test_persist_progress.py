@@ -287,6 +287,25 @@ def test_failed_write_leaves_no_fragment_behind(
     assert [(e["seq"], e["event"]) for e in read_progress(path)] == [(1, "a"), (2, "c")]
 
 
+def test_a_short_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``write(2)`` may write part of a line (a signal): the writer writes the rest."""
+    path = tmp_path / "p.ndjson"
+    real_write = os.write
+    calls = {"n": 0}
+
+    def five_bytes_first(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        return real_write(fd, bytes(data)[:5] if calls["n"] == 1 else data)
+
+    with ProgressWriter(path, "r") as writer:
+        monkeypatch.setattr(os, "write", five_bytes_first)
+        writer.emit("a", node_id="n")
+        monkeypatch.undo()
+        writer.emit("b")
+    assert [(e["seq"], e["event"]) for e in read_progress(path)] == [(1, "a"), (2, "b")]
+    assert calls["n"] >= 2
+
+
 @pytest.mark.parametrize("with_line", [False, True], ids=["re-encoded", "renumbered"])
 def test_forwarding_the_written_line_gives_the_same_copy_as_re_encoding(
     tmp_path: Path, with_line: bool
@@ -316,8 +335,14 @@ def test_a_line_of_another_run_is_re_encoded(tmp_path: Path) -> None:
     assert read_progress(tmp_path / "a.ndjson")[0]["run_id"] == "run-a"
 
 
+# Finite floats only: the writer refuses NaN and the infinities (not JSON; ``allow_nan=False``),
+# where ``json.dumps`` would write them — an infinity drawn here failed the byte-for-byte test.
 json_leaves = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=6)
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=6),
 )
 json_values = st.recursive(
     json_leaves,

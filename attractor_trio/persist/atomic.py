@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +49,7 @@ __all__ = [
     "is_str",
     "is_str_list",
     "is_temp_file_name",
+    "json_chunk_encoder",
     "json_encoder",
     "json_type_name",
     "open_temp",
@@ -172,15 +173,20 @@ def _indented(value: Any, newline: str) -> str:
             return "{}"
         inner = newline + "  "
         parts = []
+        keys = _KEY_TEXTS
         for key, item in value.items():
-            if type(key) is not str:
-                raise _NotPlain
+            key_text = keys.get(key)
+            if key_text is None:
+                if type(key) is not str:
+                    raise _NotPlain
+                key_text = _encode_str(key) + ": "
+                if len(keys) < 4096:  # the keys of run files are few; other documents' may not be
+                    keys[key] = key_text
             item_kind = type(item)
             if item_kind is str:  # most entries, without a call through the table
-                text = _encode_str(item)
+                parts.append(key_text + _encode_str(item))
             else:
-                text = _LEAVES.get(item_kind, _indented)(item, inner)
-            parts.append(f"{_encode_str(key)}: {text}")
+                parts.append(key_text + _LEAVES.get(item_kind, _indented)(item, inner))
         return "{" + inner + ("," + inner).join(parts) + newline + "}"
     if kind is list or kind is tuple:
         if not value:
@@ -193,6 +199,11 @@ def _indented(value: Any, newline: str) -> str:
     if leaf is None:
         raise _NotPlain
     return leaf(value, newline)
+
+
+#: A dict key's text with the separator (``"key": ``), by key: status files and the like
+#: repeat the same few keys at every stage.
+_KEY_TEXTS: dict[str, str] = {}
 
 
 def _float_text(value: float, _newline: str) -> str:
@@ -220,16 +231,7 @@ def json_encoder(
     several per stage (events, checkpoint pieces). The text is the same; only a circular
     structure, which no run file holds, fails with ``RecursionError`` instead of ``ValueError``.
     """
-    base = json.JSONEncoder(
-        ensure_ascii=False, allow_nan=False, separators=separators, default=default
-    )
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has the C encoder
-        return base.encode
-    item_separator, key_separator = separators
-    encode = make(
-        None, base.default, _encode_str, None, key_separator, item_separator, False, False, False
-    )
+    encode = json_chunk_encoder(separators=separators, default=default)
 
     def encoded(value: Any) -> str:
         if type(value) is str:
@@ -237,6 +239,31 @@ def json_encoder(
         return "".join(encode(value, 0))
 
     return encoded
+
+
+def json_chunk_encoder(
+    *,
+    separators: tuple[str, str],
+    default: Callable[[Any], Any] | None = None,
+    ensure_ascii: bool = False,
+    allow_nan: bool = False,
+) -> Callable[[Any, int], Sequence[str]]:
+    """What :func:`json_encoder` joins: ``encode(container, 0)`` gives the text of a list or
+    dict (not of a bare string) as chunks, for a caller on a hot path (every event) that
+    saves the wrapper's call. ``ensure_ascii`` and ``allow_nan``: as plain ``json.dumps``
+    writes (the ``.attempt.json`` marker's format)."""
+    base = json.JSONEncoder(
+        ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=separators, default=default
+    )
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has the C encoder
+        return lambda value, _level: (base.encode(value),)
+    item_separator, key_separator = separators
+    strings = json.encoder.encode_basestring_ascii if ensure_ascii else _encode_str
+    encode: Callable[[Any, int], Sequence[str]] = make(
+        None, base.default, strings, None, key_separator, item_separator, False, False, allow_nan
+    )
+    return encode
 
 
 _dumps_compact = json_encoder(separators=(",", ":"))
@@ -305,9 +332,9 @@ def write_bytes_atomic(
         raise
     if not durable:
         return
-    directory = Path(os.path.dirname(target))
+    directory = os.path.dirname(target) or "."  # a string: no ``Path`` to build and format
     if defer_directory_sync is not None:
-        defer_directory_sync(directory)
+        defer_directory_sync(Path(directory))
     else:
         fsync_directory(directory)
 

@@ -194,11 +194,12 @@ class CheckpointEncoder:
         self._visits.encode_pieces(visits, out)
         out += (
             b',"failure_signatures":',
-            _object_json(redact.value(dict(failure_signatures))),
+            # Usually empty: no copy, no redaction pass, no encoder call for those.
+            _object_json(redact.value(dict(failure_signatures))) if failure_signatures else b"{}",
             b',"extra":{"restart_count":',
             _utf8(dumps_compact(restart_count)),
             b',"restart_failure_signatures":',
-            _object_json(dict(restart_failure_signatures)),
+            _object_json(dict(restart_failure_signatures)) if restart_failure_signatures else b"{}",
             b',"node_attempts":',
         )
         self._attempts.encode_pieces(node_attempts, out)

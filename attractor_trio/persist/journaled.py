@@ -184,47 +184,74 @@ class _ChunkedText:
 
     ``fragments`` is the owner's list of entry texts in order; :meth:`pieces` yields bytes
     whose concatenation is ``",".join(fragments).encode()``. The owner tells it which
-    positions changed (:meth:`changed`) or how many leading ones stayed (:meth:`keep`)."""
+    positions changed (:meth:`changed`) or how many leading ones stayed (:meth:`keep`).
 
-    __slots__ = ("_chunk", "_sealed", "_stale")
+    The tail (the entries after the last sealed chunk) is kept encoded too and extended by
+    the entries appended since: a stage appends to most collections, and joining and encoding
+    the whole tail again — half a chunk on average, for each of five collections — was most
+    of a checkpoint's encoding."""
+
+    __slots__ = ("_chunk", "_sealed", "_stale", "_tail", "_tail_end")
 
     def __init__(self, chunk: int) -> None:
         self._chunk = chunk
         self._sealed: list[bytes] = []  # chunk i: entries [i*chunk, (i+1)*chunk)
         self._stale: set[int] = set()  # sealed chunks whose text must be encoded again
+        self._tail = b""  # entries [len(_sealed)*chunk, _tail_end), as :meth:`_encode` gives
+        self._tail_end = -1  # -1: no valid tail (encode it again)
 
     def reset(self) -> None:
         self._sealed.clear()
         self._stale.clear()
+        self._tail_end = -1
 
     def changed(self, position: int) -> None:
         """The entry at ``position`` has new text."""
         index = position // self._chunk
         if index < len(self._sealed):
             self._stale.add(index)
+        elif position < self._tail_end:
+            self._tail_end = -1
 
     def keep(self, count: int) -> None:
         """Only the first ``count`` entries are still valid."""
         kept = count // self._chunk
-        del self._sealed[kept:]
+        if kept < len(self._sealed):
+            del self._sealed[kept:]
+            self._tail_end = -1  # the tail starts elsewhere now
+        elif count < self._tail_end:
+            self._tail_end = -1
         if self._stale:
             self._stale = {index for index in self._stale if index < kept}
 
     def pieces(self, fragments: Sequence[str], out: list[bytes]) -> None:
         chunk, sealed = self._chunk, self._sealed
-        for index in self._stale:
-            begin = index * chunk
-            sealed[index] = self._encode(fragments, begin, begin + chunk)
-        self._stale.clear()
+        if self._stale:
+            for index in self._stale:
+                begin = index * chunk
+                sealed[index] = self._encode(fragments, begin, begin + chunk)
+            self._stale.clear()
         out += sealed
         begin = len(sealed) * chunk
-        while len(fragments) - begin >= chunk:
+        count = len(fragments)
+        while count - begin >= chunk:
             text = self._encode(fragments, begin, begin + chunk)
             sealed.append(text)
             out.append(text)
             begin += chunk
-        if begin < len(fragments):
-            out.append(self._encode(fragments, begin, len(fragments)))
+            self._tail_end = -1  # the tail was part of this chunk
+        if begin == count:
+            self._tail_end = -1
+            return
+        end = self._tail_end
+        if end <= begin or end > count:
+            tail = self._encode(fragments, begin, count)
+        elif end < count:
+            tail = self._tail + self._encode(fragments, end, count)  # "," first: end > 0
+        else:
+            tail = self._tail
+        self._tail, self._tail_end = tail, count
+        out.append(tail)
 
     @staticmethod
     def _encode(fragments: Sequence[str], begin: int, end: int) -> bytes:

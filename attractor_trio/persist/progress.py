@@ -27,7 +27,14 @@ from types import TracebackType
 from typing import Any, Final, final
 
 from ..core import redaction
-from .atomic import CorruptFileError, StrPath, json_encoder, utc_timestamp, write_all
+from .atomic import (
+    CorruptFileError,
+    StrPath,
+    json_chunk_encoder,
+    json_encoder,
+    utc_timestamp,
+    write_all,
+)
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -46,6 +53,8 @@ _ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
 _encode_event: Final = json_encoder(separators=(", ", ": "))
+#: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
+_encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
 _encode_str: Final = json.encoder.encode_basestring
 #: Event names are few; their JSON text is kept rather than encoded per event.
 _EVENT_NAMES: dict[str, str] = {}
@@ -118,15 +127,6 @@ class ProgressWriter:
         anything is written and without consuming a ``seq``."""
         return self.append(event, branch, fields)
 
-    def append(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
-        dict), so a caller that already holds them (the hub) does not unpack and repack them
-        per event."""
-        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
-            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
-            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
-        return self._append(event, branch, fields)
-
     def forward(self, envelope: Mapping[str, Any], line: bytes | None = None) -> dict[str, Any]:
         """Copy an event written to a branch's file into this (the run's) file. The copy keeps
         ``event``, ``branch`` and the fields and gets this file's ``seq``, ``ts`` and ``run_id``
@@ -145,7 +145,7 @@ class ProgressWriter:
         if not isinstance(branch, str):
             raise ValueError(f"envelope 'branch' must be a string, got {branch!r}")
         fields = {k: v for k, v in envelope.items() if k not in ENVELOPE_KEYS}
-        return self._append(event, branch, fields)
+        return self.append(event, branch, fields)
 
     def sync(self) -> None:
         """fsync the log (events are flushed to the OS per event, but not to disk)."""
@@ -180,15 +180,29 @@ class ProgressWriter:
     ) -> None:
         self.close()
 
-    def _append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def append(self, event: str, branch: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
+        dict), so a caller that already holds them (the hub) does not unpack and repack them
+        per event."""
+        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
+            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
+            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
         # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
         # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
-        # cached per writer, and only the fields through the encoder.
-        encoded_fields = _encode_event(fields) if fields else "}"
-        tail = f'"event": {_event_name(event)}, "branch": {_encode_str(branch)}'
-        tail += encoded_fields if not fields else ", " + encoded_fields[1:]
+        # cached per writer, and only the fields through the encoder. One function from the
+        # fields to the ``write(2)``: a stage emits seven events, and every call layer and
+        # helper (the timestamp, the write loop) cost a noticeable part of each (issue #22).
+        name = _EVENT_NAMES.get(event) or _event_name(event)
+        branch_text = _encode_str(branch) if branch else '""'
+        if fields:
+            tail = (
+                f'"event": {name}, "branch": {branch_text}, '
+                + "".join(_encode_fields(fields, 0))[1:]
+            )
+        else:
+            tail = f'"event": {name}, "branch": {branch_text}}}'
         with self._lock:
-            fd = self._require_open()
+            fd = self._fd if self._fd is not None else self._require_open()
             seq = self._next_seq
             ts = utc_timestamp()
             envelope: dict[str, Any] = {
@@ -206,7 +220,17 @@ class ProgressWriter:
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
                 line = (_encode_event(envelope) + "\n").encode()
-            self._write_line(fd, line)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):  # a signal, a huge line: write the rest
+                    write_all(fd, line[written:])
+            except BaseException:
+                # Cut the fragment off again (disk full), so the file never holds a torn
+                # line *before* later events (as :meth:`_write_line`).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._size)
+                raise
+            self._size += len(line)
             self._next_seq = seq + 1
             self.last_line = line
             return envelope

@@ -10,7 +10,6 @@ retry can start once the run is cancelled.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import secrets
@@ -51,7 +50,7 @@ from ..persist.atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from ..persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
+from ..persist.attempt_marker import ATTEMPT_MARKER, encode_attempt_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
@@ -722,7 +721,7 @@ class _Marker:
         }
         if outcome is not None:  # ``document``: its ``to_json()``, when the caller has it
             record["outcome"] = document if document is not None else outcome.to_json()
-        data = json.dumps(record).encode("utf-8")
+        data = encode_attempt_marker(record)
         path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:
             write_bytes_atomic(path, data, durable=False)
