@@ -16,18 +16,18 @@ Three scenarios, each run in a fresh subprocess so their peak RSS (``ru_maxrss``
   growths (slope in KB per branch, intercept) and how far each point lies from it — growth is
   linear when the deviations are small and the per-branch figures flat.
 
-Both run ``start -> par -> {branches} -> join -> done`` through :func:`attractor_trio.run` on
-the real clock with durability on (fsync as in production) and the default heartbeat
-interval, under ``<repo>/.bench-tmp/`` (``--tmp-dir``): on tmpfs fsync is free and would
-flatter the numbers. Each scenario's process is set up as ``attractor-trio run`` sets up
-its own once the pipeline is loaded (``cli/limits.py``: descriptor limit raised, startup heap
-frozen out of the garbage collector); ``--library`` leaves it as an application embedding
-:func:`attractor_trio.run` would, for comparison. Everything created is removed afterwards. Per-branch overhead is
-``wall / branches``; for scenario a also ``(wall - delay) / branches``, the part that is not
-the simulated work. The table prints PASS/FAIL against the targets; the exit status is 0
-either way (a report, not a test). ``--profile`` runs the scenarios under cProfile (which
-slows them down, so their times are not comparable) and prints the top 15 functions by own
-time — where the time goes — and the top 15 ``attractor_trio`` functions by cumulative time.
+Both run ``start -> par -> {branches} -> join -> done`` through :func:`attractor_trio.run` on the
+real clock with durability on (fsync as in production) and the default heartbeat interval, under
+``<repo>/.bench-tmp/`` (``--tmp-dir``): on tmpfs fsync is free and would flatter the numbers. Each
+scenario's process is set up as ``attractor-trio run`` sets up its own once the pipeline is loaded
+(``cli/limits.py``: descriptor limit raised, startup heap frozen out of the garbage collector);
+``--library`` leaves it as an application embedding :func:`attractor_trio.run` would, for
+comparison. Everything created is removed afterwards. Per-branch overhead is ``wall / branches``;
+for scenario a also ``(wall - delay) / branches``, the part that is not the simulated work. The
+table prints PASS/FAIL against the targets; the exit status is 0 either way (a report, not a test).
+``--profile`` runs the scenarios under cProfile (which slows them down, so their times are not
+comparable) and prints the top 15 functions by own time — where the time goes — and the top 15
+``attractor_trio`` functions by cumulative time.
 
 The engine's per-branch cost is mostly file-system calls (creating the branch's directories
 and files, fsync), so the numbers move with the disk's current load; the last line measures
