@@ -12,6 +12,7 @@ import pytest
 
 from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
+from attractor_trio.core.attempt import AttemptInfo
 from attractor_trio.dot import parse_dot
 from attractor_trio.dot.graph import Graph
 from attractor_trio.dot.transforms import apply_transforms
@@ -69,6 +70,22 @@ def anthropic_backend_keyed_in_its_env(base_url: str, key: str, timeout: float) 
         timeout=timeout,
     )
     return ApiBackend(RunConfig(backend="a", providers={"a": provider}), "a", env={"A_KEY": key})
+
+
+def attempt_info(root: Path, node_id: str = "n", **changes: Any) -> AttemptInfo:
+    """A first attempt (of one) at ``node_id`` of run ``r``: logs root ``root``, stage dir
+    ``root/node_id``, work directory ``root``; ``changes`` override any field."""
+    fields: dict[str, Any] = {
+        "run_id": "r",
+        "node_id": node_id,
+        "attempt": 1,
+        "max_attempts": 1,
+        "attempt_id": f"{node_id}-1",
+        "logs_root": root,
+        "stage_dir": root / node_id,
+        "workdir": root,
+    }
+    return AttemptInfo(**{**fields, **changes})
 
 
 def events(logs_root: Path) -> list[dict[str, Any]]:

@@ -49,6 +49,20 @@ def _assert_consistent_cancel(root: Path) -> None:
         assert (root / node / "status.json").exists(), node
 
 
+def _cancel_when_checkpointing(
+    monkeypatch: Any, node_id: str, scope_box: list[trio.CancelScope]
+) -> None:
+    """Cancel ``scope_box[0]`` while the checkpoint that records ``node_id`` is being written."""
+    real_save = write_checkpoint_bytes
+
+    def save_then_cancel(root_: Any, data: bytes) -> Any:
+        if json.loads(data)["current_node"] == node_id:
+            scope_box[0].cancel()
+        return real_save(root_, data)
+
+    monkeypatch.setattr(run_module, "write_checkpoint_bytes", save_then_cancel)
+
+
 async def test_cancel_during_backoff_sleep_starts_no_retry(
     tmp_path: Path, autojump_clock: Any
 ) -> None:
@@ -150,14 +164,7 @@ async def test_cancel_at_every_phase(
 
         monkeypatch.setattr(attempt_module.StageExecutor, "_write_final_status", write_then_cancel)
     else:
-        real_save = write_checkpoint_bytes
-
-        def save_then_cancel(root_: Any, data: bytes) -> Any:
-            if json.loads(data)["current_node"] == "b":
-                scope_box[0].cancel()
-            return real_save(root_, data)
-
-        monkeypatch.setattr(run_module, "write_checkpoint_bytes", save_then_cancel)
+        _cancel_when_checkpointing(monkeypatch, "b", scope_box)
 
     async with trio.open_nursery() as nursery:
         with trio.CancelScope() as scope:
@@ -232,14 +239,7 @@ async def test_a_cancel_stops_a_synchronous_chain_at_the_next_step_without_a_yie
     monkeypatch.setattr(traversal_module, "YIELD_INTERVAL_S", 3600.0)
     root = tmp_path / "run"
     scope_box: list[trio.CancelScope] = []
-    real_save = write_checkpoint_bytes
-
-    def save_then_cancel(root_: Any, data: bytes) -> Any:
-        if json.loads(data)["current_node"] == "a":
-            scope_box[0].cancel()
-        return real_save(root_, data)
-
-    monkeypatch.setattr(run_module, "write_checkpoint_bytes", save_then_cancel)
+    _cancel_when_checkpointing(monkeypatch, "a", scope_box)
     with trio.CancelScope() as scope:
         scope_box.append(scope)
         await run_dot(LINEAR, root)

@@ -9,7 +9,7 @@ from typing import Any
 
 from attractor_trio.handlers.base import current_attempt
 
-from .helpers import named, read_json, run_dot
+from .helpers import attempt_info, named, read_json, run_dot
 
 DOT = """digraph s { start [shape=Mdiamond]; done [shape=Msquare]; fixit [prompt="x"]
     agent [prompt="work"]
@@ -185,21 +185,9 @@ def test_the_status_path_the_engine_made_is_handed_out_for_its_stage_dir_only(
     stage dir is the one it was made for, and joins a fresh one for any other stage dir."""
     import attrs
 
-    from attractor_trio.core.attempt import AttemptInfo
-
     stage_dir = tmp_path / "n"
     known = stage_dir / "status.json"
-    info = AttemptInfo(
-        run_id="r",
-        node_id="n",
-        attempt=1,
-        max_attempts=1,
-        attempt_id="n-1",
-        logs_root=tmp_path,
-        stage_dir=stage_dir,
-        workdir=tmp_path,
-        known_status_path=(stage_dir, known),
-    )
+    info = attempt_info(tmp_path, stage_dir=stage_dir, known_status_path=(stage_dir, known))
     assert info.status_path is known
     moved = attrs.evolve(info, stage_dir=tmp_path / "elsewhere")
     assert moved.status_path == tmp_path / "elsewhere" / "status.json"

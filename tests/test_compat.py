@@ -15,13 +15,12 @@ import pytest
 from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.dot import load_dot
 from attractor_trio.dot.pipeline import load
-from attractor_trio.handlers.base import AttemptInfo
 from attractor_trio.runconfig import ProviderConfig, RunConfig
 from attractor_trio.testing import Schedule, Step, check_invariants, run_schedule
 from attractor_trio.testing.fuzz import targeted_schedules
 from attractor_trio.testing.strategies import custom_outcomes
 
-from .helpers import events, graph_of, named, read_json, run_dot
+from .helpers import attempt_info, events, graph_of, named, read_json, run_dot
 from .test_cli import EXAMPLES, cli
 from .test_provider_backend import Scripted
 
@@ -351,16 +350,7 @@ def test_kilroy_predecessor_variables_are_present_and_empty_without_predecessor(
     tmp_path: Path,
 ) -> None:
     """The start node has no predecessor; kilroy's stages expect the keys set, maybe empty."""
-    info = AttemptInfo(
-        run_id="r",
-        node_id="start",
-        attempt=1,
-        max_attempts=1,
-        attempt_id="start-1",
-        logs_root=tmp_path,
-        stage_dir=tmp_path / "start",
-        workdir=tmp_path / "work",
-    )
+    info = attempt_info(tmp_path, "start", workdir=tmp_path / "work")
     env = info.process_env()
     assert env["KILROY_PREDECESSOR_NODE"] == env["KILROY_PREDECESSOR_OUTCOME"] == ""
     assert env["KILROY_STAGE_STATUS_FALLBACK_PATH"] == str(tmp_path / "work" / "status.json")

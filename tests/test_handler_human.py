@@ -15,7 +15,7 @@ from attractor_trio.core.edges import select_edge
 from attractor_trio.core.outcome import Outcome, StageStatus
 from attractor_trio.dot.graph import Graph
 from attractor_trio.dot.parser import parse_dot
-from attractor_trio.handlers.base import AttemptInfo, Handler, reset_attempt, set_attempt
+from attractor_trio.handlers.base import Handler, reset_attempt, set_attempt
 from attractor_trio.handlers.human import WaitHumanHandler, choices_for
 from attractor_trio.interviewers import (
     Answer,
@@ -32,6 +32,8 @@ from attractor_trio.interviewers import (
     QueueInterviewer,
     RecordingInterviewer,
 )
+
+from .helpers import attempt_info
 
 REVIEW = """
 digraph Review {
@@ -62,17 +64,7 @@ def events(tmp_path: Path) -> Iterator[Events]:
     def emit(event: str, **fields: Any) -> None:
         recorded.append((event, fields))
 
-    info = AttemptInfo(
-        run_id="r1",
-        node_id="review_gate",
-        attempt=1,
-        max_attempts=1,
-        attempt_id="review_gate-1",
-        logs_root=tmp_path,
-        stage_dir=tmp_path / "review_gate",
-        workdir=tmp_path,
-        emit=emit,
-    )
+    info = attempt_info(tmp_path, "review_gate", run_id="r1", emit=emit)
     token = set_attempt(info)
     yield recorded
     reset_attempt(token)

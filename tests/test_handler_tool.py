@@ -39,6 +39,8 @@ from attractor_trio.handlers.tool import (
     tool_outcome,
 )
 
+from .helpers import attempt_info
+
 BOUND = 15
 GRAPH = Graph(name="g")
 
@@ -423,16 +425,7 @@ async def test_progress_reported_when_output_grows(tmp_path: Path, attempt: Atte
 
 async def test_missing_workdir_fails_with_a_clear_reason(tmp_path: Path) -> None:
     token = set_attempt(
-        AttemptInfo(
-            run_id="r",
-            node_id="build",
-            attempt=1,
-            max_attempts=1,
-            attempt_id="a",
-            logs_root=tmp_path,
-            stage_dir=tmp_path / "build",
-            workdir=tmp_path / "nowhere",
-        )
+        attempt_info(tmp_path, "build", attempt_id="a", workdir=tmp_path / "nowhere")
     )
     try:
         outcome = await ToolHandler().execute(_node("true"), Context(), GRAPH, tmp_path)

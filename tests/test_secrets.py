@@ -18,7 +18,7 @@ from attractor_trio.backends.cli_agents import CliAgentBackend
 from attractor_trio.cli.main import main
 from attractor_trio.context import Context
 from attractor_trio.core import redaction
-from attractor_trio.handlers.base import AttemptInfo, reset_attempt, set_attempt
+from attractor_trio.handlers.base import reset_attempt, set_attempt
 from attractor_trio.handlers.codergen import CodergenHandler
 from attractor_trio.persist.checkpoint import Checkpoint, save_checkpoint
 from attractor_trio.runconfig import ProviderConfig
@@ -26,7 +26,7 @@ from attractor_trio.server import create_app, open_run_manager
 from attractor_trio.server.manager import ServedRun
 from attractor_trio.stage_env import BASE_ALLOWLIST, stage_environment, use_env_passes
 
-from .helpers import graph_of
+from .helpers import attempt_info, graph_of
 from .test_server import LINEAR, served, sse, submit
 
 SECRET = "sk-proj-Zx81qLm0vT6secret"
@@ -170,16 +170,7 @@ async def test_a_cli_agent_also_gets_its_providers_key(
 ) -> None:
     monkeypatch.setenv("FAKE_AGENT_KEY", "agent-key-value")
     monkeypatch.setenv("OTHER_API_KEY", SECRET)
-    info = AttemptInfo(
-        run_id="r",
-        node_id="agent",
-        attempt=1,
-        max_attempts=1,
-        attempt_id="agent-1",
-        logs_root=tmp_path,
-        stage_dir=tmp_path / "agent",
-        workdir=tmp_path,
-    )
+    info = attempt_info(tmp_path, "agent")
     provider = ProviderConfig(
         name="fake",
         kind="cli",
@@ -205,16 +196,7 @@ def test_the_agent_loop_shell_and_hooks_get_the_same_environment(tmp_path: Path)
     function every stage uses (the LLM-driven shell additionally drops secret-looking names)."""
     from attractor_trio.backends.agent_loop import backend
 
-    info = AttemptInfo(
-        run_id="r",
-        node_id="n",
-        attempt=1,
-        max_attempts=1,
-        attempt_id="n-1",
-        logs_root=tmp_path,
-        stage_dir=tmp_path / "n",
-        workdir=tmp_path,
-    )
+    info = attempt_info(tmp_path)
     inherited = {"PATH": "/bin", "UNLISTED": "x", "OPENAI_API_KEY": SECRET, "PASSED_ONE": "y"}
     with use_env_passes(["PASSED_*"]):
         expected = stage_environment(info, inherited=inherited)
