@@ -1,4 +1,4 @@
-"""Sleep while reporting progress at least every slice, for every sleeper of a run from one task.
+"""Sleep while reporting progress at least every slice, for every sleeper from one task.
 
 The simulator's ``delay`` works for a while and counts as progress (contract.md §4), so it
 used to sleep in 0.25 s slices, calling its progress callback between them. Each slice was a
@@ -7,13 +7,14 @@ sleeper's whole stack — four task wake-ups and four cancel scopes per simulate
 1,000-branch fan-out that was about a tenth of the trio thread's time, most of it while
 branches were finishing (issue #22).
 
-Here every sleeper of a run parks with :func:`trio.lowlevel.wait_task_rescheduled` and one
-system task per run keeps them in a heap: it calls each sleeper's progress callback when its
-tick falls due (ticks due within :data:`TICK_SLACK` of one another are taken together, a
-little early, so a wide fan-out's ticks cost a handful of wake-ups instead of one each), and
-reschedules the sleeper at its deadline — never before it. The sleeper's task is woken once,
-at the end. Cancellation stays prompt: the abort callback takes the sleeper off the heap at
-once (the entry is dropped lazily, having let go of the task and the callback).
+Here every sleeper parks with :func:`trio.lowlevel.wait_task_rescheduled` and one system task
+per event loop (per ``trio.run``, shared by every run in it) keeps them in a heap: it calls each
+sleeper's progress callback when its tick falls due (ticks due within :data:`TICK_SLACK` of one
+another are taken together, a little early, so a wide fan-out's ticks cost a handful of
+wake-ups instead of one each), and reschedules the sleeper at its deadline — never before it.
+The sleeper's task is woken once, at the end. Cancellation stays prompt: the abort callback
+takes the sleeper off the heap at once (the entry is dropped lazily, having let go of the task
+and the callback).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class _Sleeper:
 
 
 class _Ticker:
-    """The run's heap of sleepers and the one system task that serves it."""
+    """The event loop's heap of sleepers and the one system task that serves it."""
 
     def __init__(self) -> None:
         #: ``(when, seq, sleeper)``: ``when`` is the sleeper's next tick or its deadline.
