@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import enum
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, Self, SupportsIndex
 
 import attrs
 
 from .dot.conditions import stringify
+from .jsontext import json_encoder
 
 __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 
@@ -326,31 +327,8 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _compact_encoder() -> Callable[[Any], str]:
-    """``json.dumps(value, default=_jsonable, ensure_ascii=False, separators=(",", ":"),
-    allow_nan=False)`` as one prebuilt function.
-
-    Why: ``JSONEncoder.encode`` builds its C encoder again on every call, which cost more
-    (about 2 µs) than encoding the small values a stage adds — and the context encodes a few
-    per stage (its summary entry, the checkpoint's plain values). The recipe is
-    ``persist.atomic.json_encoder``'s, which this layer cannot import; the text is the same,
-    only a circular structure, which JSON cannot hold, fails with ``RecursionError`` instead
-    of ``ValueError``."""
-    base = json.JSONEncoder(
-        default=_jsonable, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has the C encoder
-        return base.encode
-    encode_str = json.encoder.encode_basestring
-    encode = make(None, base.default, encode_str, None, ":", ",", False, False, False)
-
-    def encoded(value: Any) -> str:
-        if type(value) is str:
-            return encode_str(value)
-        return "".join(encode(value, 0))
-
-    return encoded
-
-
-_ENCODE: Final = _compact_encoder()
+#: ``json.dumps(value, default=_jsonable, ensure_ascii=False, separators=(",", ":"),
+#: allow_nan=False)`` from a prebuilt C encoder (``jsontext``): the context encodes a few
+#: small values per stage (its summary entry, the checkpoint's plain values), and rebuilding
+#: the encoder per call cost more than encoding them.
+_ENCODE: Final = json_encoder(separators=(",", ":"), default=_jsonable)

@@ -19,7 +19,7 @@ import attractor_trio
 
 #: Bottom to top. A unit imports only from layers below its own.
 LAYERS: list[list[str]] = [
-    ["_version", "errors"],
+    ["_version", "errors", "jsontext"],
     ["dot"],
     ["context", "core"],
     ["persist", "stage_env"],

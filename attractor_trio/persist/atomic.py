@@ -25,13 +25,15 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from ..core import redaction
 from ..errors import AttractorError
+from ..jsontext import encode_str as _encode_str
+from ..jsontext import json_chunk_encoder, json_encoder
 
 __all__ = [
     "Check",
@@ -153,7 +155,6 @@ class _NotPlain(Exception):
 
 
 _encode_scalar = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _indented(value: Any, newline: str) -> str:
@@ -220,52 +221,6 @@ _LEAVES: Final[dict[type, Callable[[Any, str], str]]] = {
 }
 
 
-def json_encoder(
-    *, separators: tuple[str, str], default: Callable[[Any], Any] | None = None
-) -> Callable[[Any], str]:
-    """``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=separators,
-    default=default)`` as one prebuilt function.
-
-    Why: ``json.dumps`` with any non-default option builds a ``JSONEncoder`` and then its C
-    encoder on every call, which costs more than encoding a small document; the engine encodes
-    several per stage (events, checkpoint pieces). The text is the same; only a circular
-    structure, which no run file holds, fails with ``RecursionError`` instead of ``ValueError``.
-    """
-    encode = json_chunk_encoder(separators=separators, default=default)
-
-    def encoded(value: Any) -> str:
-        if type(value) is str:
-            return _encode_str(value)
-        return "".join(encode(value, 0))
-
-    return encoded
-
-
-def json_chunk_encoder(
-    *,
-    separators: tuple[str, str],
-    default: Callable[[Any], Any] | None = None,
-    ensure_ascii: bool = False,
-    allow_nan: bool = False,
-) -> Callable[[Any, int], Sequence[str]]:
-    """What :func:`json_encoder` joins: ``encode(container, 0)`` gives the text of a list or
-    dict (not of a bare string) as chunks, for a caller on a hot path (every event) that
-    saves the wrapper's call. ``ensure_ascii`` and ``allow_nan``: as plain ``json.dumps``
-    writes (the ``.attempt.json`` marker's format)."""
-    base = json.JSONEncoder(
-        ensure_ascii=ensure_ascii, allow_nan=allow_nan, separators=separators, default=default
-    )
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has the C encoder
-        return lambda value, _level: (base.encode(value),)
-    item_separator, key_separator = separators
-    strings = json.encoder.encode_basestring_ascii if ensure_ascii else _encode_str
-    encode: Callable[[Any, int], Sequence[str]] = make(
-        None, base.default, strings, None, key_separator, item_separator, False, False, allow_nan
-    )
-    return encode
-
-
 _dumps_compact = json_encoder(separators=(",", ":"))
 
 
@@ -293,7 +248,6 @@ def write_bytes_atomic(
     exclusive: bool = False,
     durable: bool = True,
     redacted: bool = False,
-    defer_directory_sync: Callable[[Path], None] | None = None,
 ) -> None:
     """Write ``data`` to a same-directory temp file, fsync, move it to ``path``, fsync the dir.
 
@@ -303,10 +257,6 @@ def write_bytes_atomic(
 
     Every file of a run passes here, so this is where secrets are redacted (contract.md §10);
     ``redacted=True`` says the caller's encoder already did (the checkpoint, piece by piece).
-
-    ``defer_directory_sync`` receives the directory whose fsync is owed instead of that fsync
-    being done here: the caller's next commit pays it (``commit.DirectorySyncs``), before
-    anything that depends on the rename's durability.
     """
     if not redacted:
         data = redaction.file_bytes(path, data)
@@ -332,11 +282,7 @@ def write_bytes_atomic(
         raise
     if not durable:
         return
-    directory = os.path.dirname(target) or "."  # a string: no ``Path`` to build and format
-    if defer_directory_sync is not None:
-        defer_directory_sync(Path(directory))
-    else:
-        fsync_directory(directory)
+    fsync_directory(os.path.dirname(target) or ".")  # a string: no ``Path`` to build
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Final, final
 
 from ..core import redaction
+from ..jsontext import encode_str
 from .atomic import (
     CorruptFileError,
     StrPath,
@@ -55,7 +56,7 @@ _ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 _encode_event: Final = json_encoder(separators=(", ", ": "))
 #: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
 _encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
-_encode_str: Final = json.encoder.encode_basestring
+_encode_str: Final = encode_str
 #: Event names are few; their JSON text is kept rather than encoded per event.
 _EVENT_NAMES: dict[str, str] = {}
 
