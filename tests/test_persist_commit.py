@@ -278,6 +278,15 @@ def test_both_waits_of_a_boundary_are_concurrent_on_a_slow_disk(
 
 
 @pytest.fixture
+def fds(tmp_path: Path) -> Iterator[list[int]]:
+    """Three descriptors of one directory (fsyncing a directory is cheap), closed afterwards."""
+    opened = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
+    yield opened
+    for fd in opened:
+        os.close(fd)
+
+
+@pytest.fixture
 def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """fsync is expensive here (as measured so far), so fsyncs go to the helper threads."""
     monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
@@ -285,38 +294,28 @@ def slow_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_independent_fsyncs_run_concurrently_on_a_slow_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+    monkeypatch: pytest.MonkeyPatch, slow_disk: None, fds: list[int]
 ) -> None:
     """Each fake fsync waits until all three are in flight: run one after another, they
     would never meet (the barrier breaks after its timeout and the test fails)."""
     barrier = threading.Barrier(3, timeout=5)
     monkeypatch.setattr(os, "fsync", lambda fd: barrier.wait())
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
-        fsync_together(fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
+    fsync_together(fds)
 
 
 def test_on_a_cheap_disk_fsyncs_stay_on_the_callers_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, fds: list[int]
 ) -> None:
     """On tmpfs a thread hand-off costs more than the fsyncs it would overlap."""
     monkeypatch.setattr(commit, "_slow_waits", 0)
     threads: list[str] = []
     monkeypatch.setattr(os, "fsync", lambda fd: threads.append(threading.current_thread().name))
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
-        fsync_together(fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
+    fsync_together(fds)
     assert threads == [threading.current_thread().name] * 3
 
 
 def test_every_fsync_finishes_before_an_error_is_raised(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+    monkeypatch: pytest.MonkeyPatch, slow_disk: None, fds: list[int]
 ) -> None:
     finished: list[int] = []
 
@@ -326,43 +325,33 @@ def test_every_fsync_finishes_before_an_error_is_raised(
         finished.append(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
-        with pytest.raises(OSError, match="simulated"):
-            fsync_together(fds)
-        assert sorted(finished) == sorted(fds[1:])
-    finally:
-        for fd in fds:
-            os.close(fd)
+    with pytest.raises(OSError, match="simulated"):
+        fsync_together(fds)
+    assert sorted(finished) == sorted(fds[1:])
 
 
 def test_a_helpers_error_is_raised_and_the_helpers_are_reused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+    monkeypatch: pytest.MonkeyPatch, slow_disk: None, fds: list[int]
 ) -> None:
     """The helper threads live on between waits (a thread per wait would cost more than the
     hand-off saves), and an fsync failing on one is the caller's error."""
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
+    fsync_together(fds)
+    helpers = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
+    for _ in range(20):
         fsync_together(fds)
-        helpers = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
-        for _ in range(20):
-            fsync_together(fds)
-        after = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
-        assert after == helpers and len(helpers) >= 2
+    after = {t.ident for t in threading.enumerate() if t.name == "attractor-trio-fsync"}
+    assert after == helpers and len(helpers) >= 2
 
-        def fsync(fd: int) -> None:
-            if fd == fds[2]:
-                raise OSError(5, "Input/output error (simulated)")
+    def fsync(fd: int) -> None:
+        if fd == fds[2]:
+            raise OSError(5, "Input/output error (simulated)")
 
-        monkeypatch.setattr(os, "fsync", fsync)
-        with pytest.raises(OSError, match="simulated"):
-            fsync_together(fds)
-        monkeypatch.undo()
-        monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
-        fsync_together(fds)  # and the helper that failed serves the next wait
-    finally:
-        for fd in fds:
-            os.close(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="simulated"):
+        fsync_together(fds)
+    monkeypatch.undo()
+    monkeypatch.setattr(commit, "_slow_waits", 1_000_000)
+    fsync_together(fds)  # and the helper that failed serves the next wait
 
 
 class _FakeFsyncTime:
@@ -394,72 +383,57 @@ def fake_fsync_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeFsyncTime]
 
 
 def test_stalled_fsyncs_on_a_cheap_disk_do_not_send_the_next_waits_to_helpers(
-    tmp_path: Path, fake_fsync_time: _FakeFsyncTime
+    fake_fsync_time: _FakeFsyncTime, fds: list[int]
 ) -> None:
     """The cost is wall time around ``fsync``, which also counts a stall of the thread (another
     process on the CPU, a profiler's pause, the GIL held elsewhere). On tmpfs (1-2 µs) one
     5 ms stall made the running average send the next dozen waits to the helper threads, a
     hand-off each for nothing; stalls in three waits in a row do not either now."""
     fake = fake_fsync_time
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
-        for _ in range(5):
-            fsync_together(fds)
-        fake.costs = [1e-6, 5e-3, 1e-6] * 3  # a stall in each of the next three waits
-        for _ in range(10):
-            fsync_together(fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
+    for _ in range(5):
+        fsync_together(fds)
+    fake.costs = [1e-6, 5e-3, 1e-6] * 3  # a stall in each of the next three waits
+    for _ in range(10):
+        fsync_together(fds)
     assert set(fake.threads) == {threading.current_thread().name}
     assert commit._slow_waits == 0
 
 
 def test_a_slow_disk_sends_the_waits_to_the_helpers_and_a_cheap_one_back(
-    tmp_path: Path, fake_fsync_time: _FakeFsyncTime
+    fake_fsync_time: _FakeFsyncTime, fds: list[int]
 ) -> None:
     """Where every fsync costs real time (0.15-0.5 ms on ext4 here), the waits go to the
     helpers once a few have measured it; when fsync turns cheap, they come back inline."""
     fake = fake_fsync_time
     me = threading.current_thread().name
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
-        fake.costs = [300e-6] * (3 * commit.SLOW_WAITS + 3)
-        for _ in range(commit.SLOW_WAITS):
-            fsync_together(fds)  # measured inline
-        assert fake.threads == [me] * 3 * commit.SLOW_WAITS
-        fake.threads.clear()
-        fsync_together(fds)
-        assert fake.threads.count(me) == 1 and len(fake.threads) == 3
-        fake.costs = []  # 1 µs from now on
-        fsync_together(fds)  # on the helpers still, and measured cheap
-        fake.threads.clear()
-        fsync_together(fds)
-        assert fake.threads == [me] * 3
-    finally:
-        for fd in fds:
-            os.close(fd)
+    fake.costs = [300e-6] * (3 * commit.SLOW_WAITS + 3)
+    for _ in range(commit.SLOW_WAITS):
+        fsync_together(fds)  # measured inline
+    assert fake.threads == [me] * 3 * commit.SLOW_WAITS
+    fake.threads.clear()
+    fsync_together(fds)
+    assert fake.threads.count(me) == 1 and len(fake.threads) == 3
+    fake.costs = []  # 1 µs from now on
+    fsync_together(fds)  # on the helpers still, and measured cheap
+    fake.threads.clear()
+    fsync_together(fds)
+    assert fake.threads == [me] * 3
 
 
 def test_while_another_thread_uses_the_helpers_a_wait_runs_inline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_disk: None
+    monkeypatch: pytest.MonkeyPatch, slow_disk: None, fds: list[int]
 ) -> None:
     """The helper threads are the process's (at most three); a second thread committing at
     the same moment does its fsyncs itself instead of starting more threads or waiting."""
     threads: list[str] = []
     monkeypatch.setattr(os, "fsync", lambda fd: threads.append(threading.current_thread().name))
-    fds = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(3)]
-    try:
-        with commit._helpers_lock:  # another thread's wait is using the helpers
-            fsync_together(fds)
-        assert threads == [threading.current_thread().name] * 3
-        threads.clear()
-        monkeypatch.setattr(commit, "_slow_waits", 1_000_000)  # (the fake fsyncs were cheap)
+    with commit._helpers_lock:  # another thread's wait is using the helpers
         fsync_together(fds)
-        assert threads.count(threading.current_thread().name) == 1 and len(threads) == 3
-    finally:
-        for fd in fds:
-            os.close(fd)
+    assert threads == [threading.current_thread().name] * 3
+    threads.clear()
+    monkeypatch.setattr(commit, "_slow_waits", 1_000_000)  # (the fake fsyncs were cheap)
+    fsync_together(fds)
+    assert threads.count(threading.current_thread().name) == 1 and len(threads) == 3
 
 
 # ------------------------------------------------------------------------------- the engine
