@@ -134,17 +134,13 @@ async def test_p09_retry_on_failure(tmp_path: Path, autojump_clock: Any) -> None
     assert load_checkpoint(root).node_retries["flaky"] == 0
 
 
-async def test_only_the_attempt_that_made_the_stage_dir_writes_its_files_in_place(
-    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """contract.md §2: ``prompt.md``, ``response.md`` and the first ``.attempt.json`` of the
-    attempt whose ``mkdir`` made the stage dir are created in place; a retry in the same dir
-    (its predecessor's files archived) writes them by temp and rename."""
+def _journal_creates_and_renames(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[str]:
+    """``create <path>`` for every exclusive create of a file that is not a temp (a file
+    written in place), ``rename <path>`` for every ``os.replace``, relative to ``root``."""
     import os
 
     from attractor_trio.persist.atomic import is_temp_file_name
 
-    root = tmp_path / "run"
     journal: list[str] = []
     real_open, real_replace = os.open, os.replace
 
@@ -159,6 +155,17 @@ async def test_only_the_attempt_that_made_the_stage_dir_writes_its_files_in_plac
 
     monkeypatch.setattr(os, "open", open_)
     monkeypatch.setattr(os, "replace", replace)
+    return journal
+
+
+async def test_only_the_attempt_that_made_the_stage_dir_writes_its_files_in_place(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """contract.md §2: ``prompt.md``, ``response.md`` and the first ``.attempt.json`` of the
+    attempt whose ``mkdir`` made the stage dir are created in place; a retry in the same dir
+    (its predecessor's files archived) writes them by temp and rename."""
+    root = tmp_path / "run"
+    journal = _journal_creates_and_renames(monkeypatch, root)
     steps = {"flaky": [{"outcome": "fail", "failure_reason": "boom 1"}, {}]}
     result = await run_dot(RETRY, root, steps=steps)
     monkeypatch.undo()
@@ -177,6 +184,28 @@ async def test_only_the_attempt_that_made_the_stage_dir_writes_its_files_in_plac
     assert read_json(root / "flaky" / "attempt-1" / ".attempt.json")["number"] == 1
     assert read_json(root / "flaky" / ".attempt.json")["number"] == 2
     assert (root / "flaky" / "response.md").read_text() == "[Simulated] Response for stage: flaky"
+
+
+async def test_a_marked_start_is_created_in_place_and_the_finished_marker_replaces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool attempt marks its start too (it can adopt a running orphan): that first marker
+    is created in place in the dir its ``mkdir`` made, the finished one replaces it by rename
+    — a torn finished marker must never take the place of a whole start marker."""
+    source = """digraph T {
+        start [shape=Mdiamond]
+        exit [shape=Msquare]
+        t1 [shape=parallelogram, tool_command="true"]
+        start -> t1 -> exit
+    }"""
+    root = tmp_path / "run"
+    journal = _journal_creates_and_renames(monkeypatch, root)
+    result = await run_dot(source, root)
+    monkeypatch.undo()
+    assert result.status == "success"
+    markers = [entry for entry in journal if entry.endswith("t1/.attempt.json")]
+    assert markers == ["create t1/.attempt.json", "rename t1/.attempt.json"]
+    assert read_json(root / "t1" / ".attempt.json")["finished"] is True
 
 
 async def test_checkpoint_stores_only_the_routing_fields_of_each_outcome(
