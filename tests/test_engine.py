@@ -134,6 +134,80 @@ async def test_p09_retry_on_failure(tmp_path: Path, autojump_clock: Any) -> None
     assert load_checkpoint(root).node_retries["flaky"] == 0
 
 
+def _journal_creates_and_renames(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[str]:
+    """``create <path>`` for every exclusive create of a file that is not a temp (a file
+    written in place), ``rename <path>`` for every ``os.replace``, relative to ``root``."""
+    import os
+
+    from attractor_trio.persist.atomic import is_temp_file_name
+
+    journal: list[str] = []
+    real_open, real_replace = os.open, os.replace
+
+    def open_(path: str, flags: int, *args: Any) -> int:
+        if flags & os.O_EXCL and not is_temp_file_name(os.path.basename(path)):
+            journal.append(f"create {os.path.relpath(path, root)}")
+        return real_open(path, flags, *args)
+
+    def replace(source: str, target: str) -> None:
+        journal.append(f"rename {os.path.relpath(target, root)}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "replace", replace)
+    return journal
+
+
+async def test_only_the_attempt_that_made_the_stage_dir_writes_its_files_in_place(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """contract.md §2: ``prompt.md``, ``response.md`` and the first ``.attempt.json`` of the
+    attempt whose ``mkdir`` made the stage dir are created in place; a retry in the same dir
+    (its predecessor's files archived) writes them by temp and rename."""
+    root = tmp_path / "run"
+    journal = _journal_creates_and_renames(monkeypatch, root)
+    steps = {"flaky": [{"outcome": "fail", "failure_reason": "boom 1"}, {}]}
+    result = await run_dot(RETRY, root, steps=steps)
+    monkeypatch.undo()
+    assert result.status == "success"
+    flaky = [entry for entry in journal if " flaky/" in entry]
+    assert flaky == [
+        "create flaky/prompt.md",  # attempt 1: its mkdir made the dir
+        "create flaky/.attempt.json",
+        "rename flaky/status.json",  # its outcome, on disk during the backoff
+        "rename flaky/prompt.md",  # attempt 2: attempt 1's files are in attempt-1/
+        "rename flaky/response.md",
+        "rename flaky/.attempt.json",
+        "rename flaky/status.json",
+    ]
+    assert (root / "flaky" / "attempt-1" / "prompt.md").read_text().endswith("x")
+    assert read_json(root / "flaky" / "attempt-1" / ".attempt.json")["number"] == 1
+    assert read_json(root / "flaky" / ".attempt.json")["number"] == 2
+    assert (root / "flaky" / "response.md").read_text() == "[Simulated] Response for stage: flaky"
+
+
+async def test_a_marked_start_is_created_in_place_and_the_finished_marker_replaces_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool attempt marks its start too (it can adopt a running orphan): that first marker
+    is created in place in the dir its ``mkdir`` made, the finished one replaces it by rename
+    — a torn finished marker must never take the place of a whole start marker."""
+    source = """digraph T {
+        start [shape=Mdiamond]
+        exit [shape=Msquare]
+        t1 [shape=parallelogram, tool_command="true"]
+        start -> t1 -> exit
+    }"""
+    root = tmp_path / "run"
+    journal = _journal_creates_and_renames(monkeypatch, root)
+    result = await run_dot(source, root)
+    monkeypatch.undo()
+    assert result.status == "success"
+    markers = [entry for entry in journal if entry.endswith("t1/.attempt.json")]
+    assert markers == ["create t1/.attempt.json", "rename t1/.attempt.json"]
+    assert read_json(root / "t1" / ".attempt.json")["finished"] is True
+
+
 async def test_checkpoint_stores_only_the_routing_fields_of_each_outcome(
     tmp_path: Path, autojump_clock: Any
 ) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from attractor_trio.persist.attempt_marker import ATTEMPT_MARKER, read_attempt_marker
+
 STAGES = ("t1", "t2", "t3")
 
 # argv[1]: N (die right after the Nth commit) or -N (right before it); 0 never dies.
@@ -54,32 +56,34 @@ def _pipeline(tmp_path: Path) -> None:
     )
 
 
-def _cli(tmp_path: Path, kill_at: int) -> list[str]:
+def _cli(tmp_path: Path, kill_at: int, script: str = _KILL_AT_NTH_COMMIT) -> list[str]:
     """``run`` while the run has no manifest yet (``run`` refuses one that has), else ``resume``;
     ``kill_at=0`` never kills."""
     root = tmp_path / "run"
-    common = ["--quiet", "--stall-timeout", "0", "--workdir", str(tmp_path)]
+    common = ["--quiet", "--stall-timeout", "0", "--workdir", str(tmp_path), "--simulate"]
     if (root / "manifest.json").exists():
         args = ["resume", str(root), *common]
     else:
         args = ["run", str(tmp_path / "p.dot"), "--logs-root", str(root), *common]
-    return [sys.executable, "-c", _KILL_AT_NTH_COMMIT, str(kill_at), *args]
+    return [sys.executable, "-c", script, str(kill_at), *args]
 
 
-def _attempt(tmp_path: Path, kill_at: int) -> int:
-    done = subprocess.run(_cli(tmp_path, kill_at), capture_output=True, text=True, timeout=60)
+def _attempt(tmp_path: Path, kill_at: int, script: str = _KILL_AT_NTH_COMMIT) -> int:
+    done = subprocess.run(
+        _cli(tmp_path, kill_at, script), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode in (0, -signal.SIGKILL), done.stderr
     return done.returncode
 
 
-def _finish_and_check(tmp_path: Path) -> None:
+def _finish_and_check(tmp_path: Path, stages: list[str] | None = None) -> None:
     root = tmp_path / "run"
     if not (root / "final.json").exists():
         assert _attempt(tmp_path, 0) == 0
     final = json.loads((root / "final.json").read_text())
     assert final["status"] == "success", final
     ledger = (tmp_path / "ledger.txt").read_text().split()
-    assert ledger == list(STAGES), ledger
+    assert ledger == (list(STAGES) if stages is None else stages), ledger
 
 
 @pytest.mark.slow
@@ -113,3 +117,90 @@ def test_random_kills_of_the_run_and_its_resumes_run_every_stage_once(tmp_path: 
         kills += 1
     assert kills >= 2, "the run finished before the kills landed"
     _finish_and_check(tmp_path)
+
+
+# argv[1]: N (die right after the Nth file created in place, still empty) or -N (die halfway
+# through its write: a torn file); 0 never dies. The files a stage writes in place are those
+# of a stage dir its attempt made (contract.md §2).
+_KILL_AT_NTH_CREATE = """
+import os, signal, sys
+target, torn = abs(int(sys.argv[1])), sys.argv[1].startswith("-")
+IN_PLACE = ("prompt.md", "response.md", ".attempt.json")
+count, doomed = [0], set()
+real_open, real_write = os.open, os.write
+def open_(path, flags, *args, **kwargs):
+    fd = real_open(path, flags, *args, **kwargs)
+    if flags & os.O_EXCL and os.path.basename(os.fspath(path)) in IN_PLACE:
+        count[0] += 1
+        if count[0] == target:
+            if not torn:
+                os.kill(os.getpid(), signal.SIGKILL)
+            doomed.add(fd)
+    return fd
+def write(fd, data):
+    if fd in doomed:
+        real_write(fd, bytes(data)[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(fd, data)
+os.open, os.write = open_, write
+from attractor_trio.cli.main import main
+main(sys.argv[2:], prog_name="attractor-trio")
+"""
+
+
+def _mixed_pipeline(tmp_path: Path) -> None:
+    """Tool stages (their start marker is created in place) around a simulated codergen stage
+    (``prompt.md``, ``response.md`` and its finished marker)."""
+    (tmp_path / "p.dot").write_text(
+        "digraph inplace {\n"
+        "    start [shape=Mdiamond]\n    done [shape=Msquare]\n"
+        '    t1 [shape=parallelogram, tool_command="echo t1 >> ledger.txt"]\n'
+        '    c1 [shape=box, prompt="plan the work of c1"]\n'
+        '    t2 [shape=parallelogram, tool_command="echo t2 >> ledger.txt"]\n'
+        "    start -> t1 -> c1 -> t2 -> done\n}\n"
+    )
+
+
+def _no_torn_json_but_in_place_markers(root: Path) -> list[Path]:
+    """Every JSON document of the run parses, except ``.attempt.json`` files that read as
+    absent (contract.md §2); returns those."""
+    absent = []
+    for path in root.rglob("*.json"):
+        if path.name == ATTEMPT_MARKER and read_attempt_marker(path.parent) is None:
+            absent.append(path)
+            continue
+        json.loads(path.read_text())
+    return absent
+
+
+@pytest.mark.slow
+def test_a_kill_while_writing_each_in_place_file_then_resume_runs_every_stage_once(
+    tmp_path: Path,
+) -> None:
+    """Exhaustive over the files created in place: for N = 1, 2, … a run dies right after
+    creating its Nth such file (empty), and another halfway through writing it (torn); each
+    is resumed to the end. An empty or torn marker reads as absent, so its stage runs again
+    as a new attempt (nothing had committed it), every tool stage runs exactly once, and in
+    the end every file is whole."""
+    killed_at, absent_markers = [], 0
+    for n in range(1, 50):
+        outcomes = []
+        for kill_at in (n, -n):
+            case = tmp_path / f"kill{kill_at}"
+            case.mkdir()
+            _mixed_pipeline(case)
+            outcomes.append(_attempt(case, kill_at, _KILL_AT_NTH_CREATE))
+            absent_markers += len(_no_torn_json_but_in_place_markers(case / "run"))
+            if outcomes[-1] == 0:
+                continue
+            _finish_and_check(case, ["t1", "t2"])
+            run = case / "run"
+            assert _no_torn_json_but_in_place_markers(run) == []
+            assert (run / "c1" / "response.md").read_text() == "[Simulated] Response for stage: c1"
+            assert (run / "c1" / "prompt.md").read_text().endswith("plan the work of c1")
+        if outcomes == [0, 0]:
+            break
+        assert outcomes == [-signal.SIGKILL] * 2, (n, outcomes)
+        killed_at.append(n)
+    assert killed_at == [1, 2, 3, 4, 5], killed_at  # t1's marker, c1's three files, t2's marker
+    assert absent_markers >= 6, "the kills did not leave the empty and torn markers expected"

@@ -16,10 +16,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attractor_trio.core import redaction
 from attractor_trio.errors import AttractorError
 from attractor_trio.persist.atomic import (
     CorruptFileError,
     cleanup_temp_files,
+    create_in_place,
     dumps_json,
     is_temp_file_name,
     json_encoder,
@@ -121,6 +123,64 @@ def test_exclusive_write_refuses_existing_target_and_cleans_up(tmp_path: Path) -
         write_bytes_atomic(target, b"second\n", exclusive=True)
     assert target.read_bytes() == b"first\n"
     assert os.listdir(tmp_path) == ["final.json"]
+
+
+def test_a_fresh_write_creates_the_file_in_place_without_a_temp_or_a_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fresh``: the target sits in a stage dir the attempt created (contract.md §2), so it
+    is created where it is — and still redacted like every file of a run."""
+    redaction.register_values(["hunter22"])
+    opened: list[str] = []
+    real_open = os.open
+
+    def open_(path: str, flags: int, *args: Any) -> int:
+        opened.append(os.path.basename(path))
+        return real_open(path, flags, *args)
+
+    def no_rename(*_args: object) -> None:
+        raise AssertionError("renamed")
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "replace", no_rename)
+    write_text_atomic(tmp_path / "prompt.md", "the key is hunter22", durable=False, fresh=True)
+    monkeypatch.undo()
+    assert opened == ["prompt.md"]
+    assert (tmp_path / "prompt.md").read_text() == f"the key is {redaction.REDACTED}"
+
+
+def test_a_fresh_write_over_an_existing_file_replaces_it_atomically(tmp_path: Path) -> None:
+    """A backend may have written ``response.md`` first: then the usual recipe replaces it."""
+    target = tmp_path / "response.md"
+    target.write_text("the backend's")
+    inode = target.stat().st_ino
+    write_text_atomic(target, "the handler's", durable=False, fresh=True)
+    assert target.read_text() == "the handler's"
+    assert target.stat().st_ino != inode
+    assert os.listdir(tmp_path) == ["response.md"]
+
+
+def test_a_failed_in_place_write_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(_fd: int, _data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        create_in_place(tmp_path / "prompt.md", b"text")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(FileExistsError):  # exclusive: never over an existing file
+        create_in_place(tmp_path, b"text")
+
+
+def test_a_durable_in_place_write_fsyncs_the_file_then_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinds = record_fsyncs(monkeypatch)
+    create_in_place(tmp_path / "doc.json", b"{}", durable=True)
+    assert kinds == ["file", "dir"]
 
 
 def test_read_json_missing_file_is_file_not_found(tmp_path: Path) -> None:

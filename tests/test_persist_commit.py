@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,20 @@ def _journal_renames(monkeypatch: pytest.MonkeyPatch, journal: list[str], root: 
         real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", replace)
+
+
+def _journal_creates(monkeypatch: pytest.MonkeyPatch, journal: list[str], root: Path) -> None:
+    """Note ``create <path relative to root>`` for every exclusive create of a file that is
+    not a temp (a file written in place, contract.md §2)."""
+    real_open = os.open
+
+    def open_(path: str | os.PathLike[str], flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_EXCL and not is_temp_file_name(Path(path).name):
+            journal.append(f"create {Path(path).relative_to(root)}")
+        return fd
+
+    monkeypatch.setattr(os, "open", open_)
 
 
 # ------------------------------------------------------------------------- RecyclingWriter
@@ -449,11 +464,13 @@ async def test_a_stage_boundary_is_two_waits_status_renamed_just_before_the_chec
     """The stage boundary is one commit of two waits: the status temp and the checkpoint temp
     fsynced together, ``status.json`` renamed, then ``checkpoint.json``, then the stage
     directory and the run directory fsynced together. The finished marker (the exactly-once
-    commit point, carrying the outcome) is renamed before both."""
+    commit point, carrying the outcome) is in place before both: created in place, as are
+    ``prompt.md`` and ``response.md``, in a stage dir the attempt made (contract.md §2)."""
     journal: list[str] = []
     root = tmp_path / "run"
     _journal_fsyncs(monkeypatch, journal)
     _journal_renames(monkeypatch, journal, root)
+    _journal_creates(monkeypatch, journal, root)
     result = await run_dot(LINEAR, root)
     assert result.status == "success"
     previous = 0
@@ -468,8 +485,11 @@ async def test_a_stage_boundary_is_two_waits_status_renamed_just_before_the_chec
         assert sorted(wait_2) == sorted([str(root / stage), str(root)]), stage
         previous = checkpoint
     for stage in ("a", "b"):  # the commit point precedes both renames, and holds the outcome
-        marker = journal.index(f"rename {stage}/.attempt.json")
+        marker = journal.index(f"create {stage}/.attempt.json")
         assert marker < journal.index(f"rename {stage}/status.json"), stage
+        assert journal.index(f"create {stage}/response.md") < marker, stage
+        assert f"rename {stage}/.attempt.json" not in journal, stage
+        assert f"rename {stage}/prompt.md" not in journal, stage
         assert read_json(root / stage / ".attempt.json")["outcome"]["outcome"] == "success"
     assert not [name for name in os.listdir(root) if is_temp_file_name(name)]
 

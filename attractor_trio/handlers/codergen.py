@@ -72,7 +72,7 @@ class CodergenHandler:
             return _failed(str(exc), FailureClass.DETERMINISTIC)
         # The engine made the stage dir; a direct caller may not have (then it is made here,
         # instead of a stat per stage to ask).
-        _write_artifact(attempt.stage_dir, "prompt.md", prompt)
+        _write_artifact(attempt, "prompt.md", prompt)
         try:
             result = await self.backend.run(node, prompt, context)
         except ProviderError as exc:
@@ -91,16 +91,19 @@ class CodergenHandler:
         )
 
 
-def _write_artifact(stage_dir: Path, name: str, text: str) -> None:
+def _write_artifact(attempt: AttemptInfo, name: str, text: str) -> None:
     """A stage text artifact (not durable: see ``write_text_atomic``), making the stage dir
-    when it is missing. The path as a string: a ``Path`` join costs more than the write's
-    own Python."""
+    when it is missing. In a stage dir this attempt created it is written in place
+    (contract.md §2: no earlier attempt's text can be there). The path as a string: a
+    ``Path`` join costs more than the write's own Python."""
+    stage_dir = attempt.stage_dir
     path = f"{os.fspath(stage_dir)}/{name}"
+    fresh = attempt.fresh_stage_dir
     try:
-        write_text_atomic(path, text, durable=False)
+        write_text_atomic(path, text, durable=False, fresh=fresh)
     except FileNotFoundError:
         stage_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, text, durable=False)
+        write_text_atomic(path, text, durable=False, fresh=fresh)
 
 
 def _failed(reason: str, failure_class: str) -> Outcome:
@@ -109,7 +112,7 @@ def _failed(reason: str, failure_class: str) -> Outcome:
 
 def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
-    _write_artifact(attempt.stage_dir, "response.md", response)
+    _write_artifact(attempt, "response.md", response)
     return Outcome(
         status=StageStatus.SUCCESS,
         notes=f"Stage completed: {node.id}",

@@ -41,6 +41,7 @@ __all__ = [
     "Schema",
     "StrPath",
     "cleanup_temp_files",
+    "create_in_place",
     "dumps_json",
     "fsync_directory",
     "fsync_directory_fd",
@@ -231,14 +232,17 @@ def write_json_atomic(path: StrPath, obj: Any, *, compact: bool = False) -> None
     write_bytes_atomic(path, dumps_json(obj, compact=compact).encode("utf-8"))
 
 
-def write_text_atomic(path: StrPath, text: str, *, durable: bool = True) -> None:
+def write_text_atomic(
+    path: StrPath, text: str, *, durable: bool = True, fresh: bool = False
+) -> None:
     """Atomically replace ``path`` with ``text`` (UTF-8), e.g. ``graph.dot``.
 
     ``durable=False`` skips both fsyncs: the file is still never seen half-written (rename is
     atomic, and a killed process cannot tear it), but a power cut may lose it. For bulky stage
-    artifacts (``prompt.md``, ``response.md``); every JSON file stays durable.
+    artifacts (``prompt.md``, ``response.md``); every JSON file stays durable. ``fresh``: see
+    :func:`write_bytes_atomic`.
     """
-    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable, fresh=fresh)
 
 
 def write_bytes_atomic(
@@ -248,6 +252,7 @@ def write_bytes_atomic(
     exclusive: bool = False,
     durable: bool = True,
     redacted: bool = False,
+    fresh: bool = False,
 ) -> None:
     """Write ``data`` to a same-directory temp file, fsync, move it to ``path``, fsync the dir.
 
@@ -255,11 +260,22 @@ def write_bytes_atomic(
     with :class:`FileExistsError` when ``path`` exists: an *exclusive* create that readers can
     never observe half-written (used for ``run.lock.json`` and ``final.json``).
 
+    ``fresh=True`` says ``path`` is in a stage directory the current attempt created, so no
+    earlier text can sit there: the file is created in place (:func:`create_in_place`: no
+    temp, no rename; contract.md §2 says what a SIGKILL may leave). If the file exists after
+    all (a backend wrote it first) the temp-and-rename recipe replaces it as usual.
+
     Every file of a run passes here, so this is where secrets are redacted (contract.md §10);
     ``redacted=True`` says the caller's encoder already did (the checkpoint, piece by piece).
     """
     if not redacted:
         data = redaction.file_bytes(path, data)
+    if fresh and not exclusive:
+        try:
+            create_in_place(path, data, durable=durable)
+            return
+        except FileExistsError:
+            pass
     # ``replacing``'s recipe, inline: every stage writes four files this way, and the
     # generator-based context manager and Path arithmetic cost more than the system calls.
     target = os.fspath(path)
@@ -283,6 +299,33 @@ def write_bytes_atomic(
     if not durable:
         return
     fsync_directory(os.path.dirname(target) or ".")  # a string: no ``Path`` to build
+
+
+def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> None:
+    """Create ``path`` holding ``data`` (already redacted) in place: an exclusive create, one
+    write, close. Raises :class:`FileExistsError` if ``path`` exists, and removes the file
+    again if the write fails, so a failure leaves no partial file behind.
+
+    Why not the atomic recipe: for a file in a stage directory the current attempt has just
+    created (``prompt.md``, ``response.md``, the ``.attempt.json`` marker) there is no older
+    version a reader could lose, so the temp name, the rename and its directory update buy
+    nothing but three system calls and their Python. The price, stated in contract.md §2: a
+    SIGKILL during the write may leave the file empty or short, which every reader of these
+    files treats as absent."""
+    target = os.fspath(path)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        remove_quietly(target)
+        raise
+    if durable:
+        fsync_directory(os.path.dirname(target) or ".")
 
 
 @contextlib.contextmanager

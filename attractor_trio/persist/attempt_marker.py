@@ -30,7 +30,14 @@ def encode_attempt_marker(record: dict[str, Any]) -> bytes:
 
 
 def read_attempt_marker(stage_dir: Path) -> dict[str, Any] | None:
-    """The last attempt's marker, or ``None`` (absent, or torn by a crash: treated as absent)."""
+    """The last attempt's marker, or ``None``: absent, empty or torn reads as absent.
+
+    The first marker of an attempt in a stage dir it created is written in place
+    (contract.md §2), so a SIGKILL may leave it empty or cut short. Every proper prefix of
+    the one-line JSON object the marker is fails to parse (its closing brace is its last
+    byte), so such a file gives ``None`` here — exactly what the file's absence gives, and
+    what was on disk an instant before it was created. The attempt scope (adoption,
+    numbering) and the git workspace's resume read markers only through this function."""
     try:
         marker = json.loads((stage_dir / ATTEMPT_MARKER).read_text())
     except (OSError, ValueError):

@@ -12,7 +12,8 @@ a disk mounted with ``discard`` costs 85-150 µs more than a rename to a fresh n
   boundary"): (1) the status temp and the checkpoint temp, both complete, fsynced together;
   ``status.json`` renamed, then ``checkpoint.json``; (2) the stage directory and the run
   directory fsynced together; then ``checkpoint_saved``. A SIGKILL observes the finished
-  ``.attempt.json`` marker (the exactly-once commit point, unmoved) before ``status.json``,
+  ``.attempt.json`` marker (the exactly-once commit point, unmoved; in a stage dir the
+  attempt created, created in place) before ``status.json``,
   and that before the checkpoint that counts the stage; the marker records the outcome
   itself, so a resume adopting it needs no ``status.json`` (and writes it again). A
   power loss finds each name naming a complete, fsynced file; its only new window (between

@@ -250,8 +250,11 @@ class StageExecutor:
         previous = None  # archived with the files it described, if there was one
         attempt_id = f"{node.id}-{number}-{_attempt_ids.getrandbits(24):06x}"
         marker = _Marker(node.id, number, attempt, attempt_id, self.epoch)
+        # A stage dir this attempt's ``mkdir`` made holds no marker: the first one is created
+        # in place (contract.md §2), a later one of the same attempt replaces it.
+        fresh = names is None
         if marked:
-            previous = marker.write(stage_dir, finished=False)
+            previous = marker.write(stage_dir, finished=False, fresh=fresh)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
@@ -276,11 +279,17 @@ class StageExecutor:
                 await self._commit(node, number, outcome)
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
-                marker.write(stage_dir, finished=False, interrupted=True)
+                marker.write(
+                    stage_dir, finished=False, interrupted=True, fresh=fresh and not marked
+                )
             raise
         if committed:  # the commit point: a resume adopts this outcome
             previous = marker.write(
-                stage_dir, finished=True, outcome=outcome, document=self._outcome_json(outcome)
+                stage_dir,
+                finished=True,
+                outcome=outcome,
+                document=self._outcome_json(outcome),
+                fresh=fresh and not marked,
             )
         return outcome, previous
 
@@ -688,9 +697,12 @@ class _Marker:
     ``interrupted`` marks a cancelled attempt, which a resume runs again as a new attempt.
 
     Written without fsync on purpose: it only steers recovery after a crash (archive numbering,
-    adoption); a marker lost to a power cut degrades to re-running the attempt. But atomically
-    (temp file and rename), like every JSON file in the run directory: a SIGKILL between a
-    truncate and a write used to leave an empty ``.attempt.json`` (contract.md §2).
+    adoption); a marker lost to a power cut degrades to re-running the attempt. A marker that
+    replaces another is written atomically (temp file and rename): a SIGKILL between a truncate
+    and a write used to leave an empty ``.attempt.json`` over a finished one. The first marker
+    in a stage dir the attempt created is created in place (``fresh``, contract.md §2): a
+    SIGKILL may leave it empty or short, which ``read_attempt_marker`` reads as absent — and
+    absent is what the marker was an instant before, so nothing committed is lost.
     """
 
     node_id: str
@@ -707,9 +719,11 @@ class _Marker:
         interrupted: bool = False,
         outcome: Outcome | None = None,
         document: dict[str, Any] | None = None,
+        fresh: bool = False,
     ) -> dict[str, Any]:
-        """Replace the stage dir's marker (which exists: the attempt created it); the record.
-        A finished marker carries the attempt's ``outcome`` (what a resume adopts)."""
+        """Write the stage dir's marker (which exists: the attempt created it); the record.
+        A finished marker carries the attempt's ``outcome`` (what a resume adopts). ``fresh``:
+        the attempt made the stage dir and wrote no marker yet (created in place)."""
         record: dict[str, Any] = {
             "node_id": self.node_id,
             "number": self.number,
@@ -724,10 +738,10 @@ class _Marker:
         data = encode_attempt_marker(record)
         path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:
-            write_bytes_atomic(path, data, durable=False)
+            write_bytes_atomic(path, data, durable=False, fresh=fresh)
         except FileNotFoundError:  # the stage dir went away under the handler
             stage_dir.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(path, data, durable=False)
+            write_bytes_atomic(path, data, durable=False, fresh=fresh)
         return record
 
 
