@@ -194,6 +194,13 @@ class _FanOut:
         A slot is taken here, before the branch task exists, and released by the branch only
         after it has recorded its result — so a decision made by a finishing branch is seen
         before the next queued branch could start.
+
+        Only a branch that must wait for a slot passes through the scheduler here: while slots
+        are free nothing else runs between one start and the next, so no decision or
+        cancellation can arrive in between, and a checkpoint per branch only cost the trio
+        thread a scheduler round (an ``epoll_wait`` and the loop's bookkeeping) for each of a
+        wide fan-out's branches before the last could begin its work (issue #22). The
+        nursery's checkpoints still deliver a cancellation once the free slots are filled.
         """
         plan = self.plan
         limiter = trio.CapacityLimiter(plan.max_parallel)
@@ -208,14 +215,26 @@ class _FanOut:
             if self.join.decided:
                 break
             slot = object()
-            await limiter.acquire_on_behalf_of(slot)
-            if self.join.decided:
-                limiter.release_on_behalf_of(slot)
-                break
+            try:  # a free slot is taken without a trip through the scheduler (see above)
+                limiter.acquire_on_behalf_of_nowait(slot)
+            except trio.WouldBlock:
+                await limiter.acquire_on_behalf_of(slot)
+                if self.join.decided:
+                    limiter.release_on_behalf_of(slot)
+                    break
             scope = trio.CancelScope()
             self.scopes[key] = scope
             self.started.add(key)
-            nursery.start_soon(self._branch, key, start, index, limiter, slot, scope)
+            # Here, not in the branch's task: tasks started together run in no set order, and
+            # the log shows branches starting in declaration order. The task's first step
+            # always runs (a cancellation waits for its first checkpoint), so its ``finally``
+            # closes what this opens.
+            self.attempt.emit(
+                "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
+            )
+            nursery.start_soon(
+                self._branch, key, start, index, limiter, slot, scope, time.monotonic()
+            )
         for key in plan.keys:  # never started: losers of an early decision
             if key not in self.results and key not in self.started:
                 self._record(
@@ -236,14 +255,12 @@ class _FanOut:
         limiter: trio.CapacityLimiter,
         slot: object,
         scope: trio.CancelScope,
+        began: float,
     ) -> None:
+        """One branch, from its ``parallel_branch_started`` (which :meth:`_dispatch` emits)."""
         plan = self.plan
         branch = f"{plan.branch_prefix}/{key}"
         result: dict[str, Any] | None = None
-        began = time.monotonic()
-        self.attempt.emit(
-            "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
-        )
         try:
             with scope:
                 result = await self._run_one(key, start, branch, scope)

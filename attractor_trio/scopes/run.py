@@ -16,14 +16,13 @@ import time
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 from attrs import define, field, frozen
 
-from ..aio.offload import write_pool
+from ..aio.batched import BatchedCall
 from ..aio.process import use_grace_skip
 from ..context import Context
 from ..core import redaction
@@ -163,6 +162,11 @@ class RunScope:
     _checkpoint_file: RecyclingWriter | None = None
     #: One queue and one task for every attempt's ``stage_heartbeat`` (``None``: no heartbeats).
     heartbeats: Heartbeats | None = field(default=None, init=False)
+    #: Creates each fan-out branch's ``progress.ndjson`` on the write pool, the logs of
+    #: branches starting together in one job (``aio/batched.py``).
+    _branch_logs: BatchedCall[Path, tuple[int, int]] = field(
+        factory=lambda: BatchedCall(create_branch_log), init=False
+    )
 
     @property
     def breaker(self) -> CycleBreaker:
@@ -198,7 +202,8 @@ class RunScope:
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
         log = stage_root / PROGRESS_FILE_NAME
-        self.hub.open_branch(branch, log, await write_pool.run(partial(create_branch_log, log)))
+        self.hub.open_branch(branch, log, await self._branch_logs(log))
+        yielded_at = time.monotonic()  # that wait went through the scheduler
         try:
             state = TraversalState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
@@ -222,6 +227,7 @@ class RunScope:
                 stop_at=stop_at,
                 breaker=self.breaker,
                 scope_name=branch,
+                yielded_at=yielded_at,
             )
             stop = await traversal.run(start)
         finally:

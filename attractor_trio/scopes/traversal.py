@@ -92,8 +92,11 @@ class Traversal:
     #: node id → whether it is terminal, and its handler type: asked two or three times per
     #: visit, each an attribute lookup chain, and fixed for the graph's lifetime.
     _facts: dict[str, tuple[bool, str]] = field(factory=dict, init=False, repr=False)
-    #: ``time.monotonic()`` when this traversal last yielded to the scheduler (0: never).
-    _yielded_at: float = field(default=0.0, init=False, repr=False)
+    #: ``time.monotonic()`` when this traversal last yielded to the scheduler (0: never). A
+    #: caller that has just come back from the scheduler says so (``yielded_at=``): a fan-out
+    #: branch starts after its log was made on the write pool, and a trip more before its first
+    #: stage cost each of a wide fan-out's branches a scheduler round for nothing (issue #22).
+    _yielded_at: float = field(default=0.0, repr=False)
 
     async def _step_checkpoint(self) -> None:
         """Before every step: stop here if the run is cancelled, and let the run's other
