@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from attractor_trio import load, run
+from attractor_trio.aio.batched import BatchedCall
 from attractor_trio.backends.simulate import SimulationBackend
 from attractor_trio.events import (
     MAX_OPEN_BRANCH_LOGS,
@@ -210,3 +211,28 @@ def test_a_fanout_branch_log_is_opened_once_on_the_write_pool_not_again_on_the_t
     assert result.status == "success"
     assert len(opened_by) == 3
     assert all(name.startswith("attractor-trio-write-") for name in opened_by)
+
+
+def test_a_wide_fanout_creates_its_branch_logs_in_a_few_pool_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool job costs the trio thread a hand-over each way, more than creating one log;
+    branches starting together hand theirs over together (issue #22)."""
+    batchers: list[BatchedCall[Any, Any]] = []
+
+    class Recording(BatchedCall[Any, Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            batchers.append(self)
+
+    monkeypatch.setattr(run_scope, "BatchedCall", Recording)
+    root = tmp_path / "run"
+    result = trio.run(
+        partial(run, load(fan_out_dot(64)), logs_root=root, backend=SimulationBackend())
+    )
+    assert result.status == "success"
+    [batcher] = batchers
+    assert batcher.job_count <= 8  # 2 alone, then up to 32 logs each; one job per branch before
+    for index in range(64):
+        events = read_progress(root / "parallel" / "par" / f"b{index}" / "progress.ndjson")
+        assert events[0]["seq"] == 1 and events[0]["event"] == "stage_started"

@@ -18,8 +18,9 @@ slots free, do not wait for company.
 Each call keeps the semantics of :meth:`WritePool.run`, i.e. of a synchronous call: the caller
 waits until its call has run (a cancellation is delivered at the caller's next checkpoint,
 never in the middle), and gets its own result or its own exception — one failing call does
-not fail the others in its job. Under a virtual clock the pool runs jobs inline, and so does
-this.
+not fail the others in its job. Every call passes through the scheduler (the caller waits for
+a pool thread or for its leader), so a caller has just let other tasks run when it returns.
+Under a virtual clock the pool runs jobs inline, and so does this.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class BatchedCall(Generic[A, R]):
                 assert call.task is not None
                 trio.lowlevel.reschedule(call.task)
         if queued:  # the slot this job held goes to the first caller still waiting
-            trio.lowlevel.reschedule(queued.popleft().task)
+            leader = queued.popleft().task
+            assert leader is not None
+            trio.lowlevel.reschedule(leader)
 
 
 def _run_each(fn: Callable[[Any], Any], args: list[Any]) -> list[tuple[bool, Any]]:
