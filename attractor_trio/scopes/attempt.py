@@ -113,10 +113,9 @@ class StageExecutor:
     _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
         default=(None, {}), init=False, repr=False
     )
-    #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give.
-    _policies: dict[tuple[str, str | None], RetryPolicy] = field(
-        factory=dict, init=False, repr=False
-    )
+    #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give
+    #: (``policies=``: a dict the run's executors share, the graph being the same).
+    _policies: dict[tuple[str, str | None], RetryPolicy] = field(factory=dict, repr=False)
 
     def _policy(self, node: Node) -> RetryPolicy:
         """``policy_for(node, graph)``, once per spelling of the two attributes it reads from

@@ -29,6 +29,7 @@ from ..core import redaction
 from ..core.cycles import CycleBreaker, LoopRestartGate
 from ..core.failures import classify_failure, failure_signature
 from ..core.outcome import Outcome, StageStatus
+from ..core.retry import RetryPolicy
 from ..core.routing import Advance, Stop
 from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
@@ -47,7 +48,7 @@ from .cancel import only_cancelled
 from .heartbeats import Heartbeats
 from .liveness import Liveness
 from .retention import DEFAULT_ATTEMPT_RETENTION
-from .traversal import Traversal, TraversalState
+from .traversal import BranchState, Traversal, TraversalState
 from .watchdog import watch
 
 __all__ = ["RunHandle", "RunResult", "RunScope", "UnboundRunner", "drive"]
@@ -114,6 +115,10 @@ class _Finish:
     node_id: str = ""
 
 
+def _no_checkpoint(_node_id: str) -> None:
+    """A branch's traversal checkpoints nothing: the fan-out records its branches' results."""
+
+
 class UnboundRunner:
     """Placeholder until a run binds the parallel handler to itself."""
 
@@ -167,6 +172,13 @@ class RunScope:
     _branch_logs: BatchedCall[Path, tuple[int, int]] = field(
         factory=lambda: BatchedCall(create_branch_log), init=False
     )
+    #: Whether the run is cancelled: one callable for every executor of the run.
+    _run_cancelled: Callable[[], bool] = field(init=False, repr=False)
+    #: Retry policies by their spelling, for every executor of the run (one graph, so one
+    #: answer): a fan-out's branches each built their own from the same node attributes.
+    _policies: dict[tuple[str, str | None], RetryPolicy] = field(
+        factory=dict, init=False, repr=False
+    )
 
     @property
     def breaker(self) -> CycleBreaker:
@@ -178,6 +190,7 @@ class RunScope:
         return self._breaker
 
     def __attrs_post_init__(self) -> None:
+        self._run_cancelled = lambda: self.scope.cancel_called
         if self.heartbeat_interval:
             self.heartbeats = Heartbeats(self.heartbeat_interval)
         if self.artifacts is None:
@@ -205,9 +218,10 @@ class RunScope:
         self.hub.open_branch(branch, log, await self._branch_logs(log))
         yielded_at = time.monotonic()  # that wait went through the scheduler
         try:
-            state = TraversalState(context=context)
+            state = BranchState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
-            executor = self.executor(state, stage_root=stage_root, branch=branch)
+            emit = self.hub.bind(branch)  # one emitter for the branch's executor and traversal
+            executor = self.executor(state, stage_root=stage_root, branch=branch, emit=emit)
             if loser_scope is not None:
                 executor.branch_cancelled = lambda: loser_scope.cancel_called
             if attempt.workspace is not None:  # its own worktree, from the fan-out's head
@@ -222,8 +236,8 @@ class RunScope:
                 graph=self.graph,
                 state=state,
                 executor=executor,
-                emit=self.hub.bind(branch),
-                checkpoint=lambda _node_id: None,
+                emit=emit,
+                checkpoint=_no_checkpoint,
                 stop_at=stop_at,
                 breaker=self.breaker,
                 scope_name=branch,
@@ -283,14 +297,20 @@ class RunScope:
         return self.hub.bind(branch) if branch else self.hub.emit
 
     def executor(
-        self, state: TraversalState | None = None, stage_root: Path | None = None, branch: str = ""
+        self,
+        state: TraversalState | None = None,
+        stage_root: Path | None = None,
+        branch: str = "",
+        emit: Callable[..., Any] | None = None,
     ) -> StageExecutor:
+        """A stage executor for the main line or for ``branch`` (``emit``: the branch's
+        emitter, when the caller has bound one already)."""
         state = state or self.state
         return StageExecutor(
             graph=self.graph,
             registry=self.registry,
             context=state.context,
-            emit=self._emitter(branch),
+            emit=emit or self._emitter(branch),
             run_id=self.run_id,
             stage_root=stage_root or self.stage_root(),
             workdir=self.workspace.workdir if self.workspace is not None else self.workdir,
@@ -298,7 +318,8 @@ class RunScope:
             node_retries=state.node_retries,
             node_attempts=state.node_attempts,
             branch=branch,
-            run_cancelled=lambda: self.scope.cancel_called,
+            run_cancelled=self._run_cancelled,
+            policies=self._policies,
             rng=self.rng,
             heartbeats=self.heartbeats,
             kill_grace=self.kill_grace,

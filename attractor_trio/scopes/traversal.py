@@ -36,7 +36,7 @@ from ..dot.graph import Edge, Graph, Node
 from ..persist.journaled import JournaledDict, JournaledList
 from .attempt import StageExecutor
 
-__all__ = ["Traversal", "TraversalState"]
+__all__ = ["BranchState", "Traversal", "TraversalState"]
 
 #: How many completed stages the context's summary keeps (older ones are only counted).
 _SUMMARY_LIMIT = 200
@@ -69,6 +69,20 @@ class TraversalState:
     current_node: str = ""
     restart_count: int = 0
     restart_signatures: dict[str, int] = field(factory=dict)
+
+
+@define
+class BranchState(TraversalState):
+    """A fan-out branch's state: plain containers, because no checkpoint ever encodes it (the
+    run's checkpoint records the fan-out's results, not its branches' walks). The journaled
+    ones and their journals were five objects more per branch for the collector to walk, on
+    the trio thread, while a wide fan-out's branches start (issue #22)."""
+
+    completed_nodes: list[str] = field(factory=list)
+    node_outcomes: dict[str, Outcome] = field(factory=dict)
+    node_retries: dict[str, int] = field(factory=dict)
+    node_attempts: dict[str, int] = field(factory=dict)
+    visits: dict[str, int] = field(factory=dict)
 
 
 @define
