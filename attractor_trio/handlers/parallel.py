@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 from attrs import frozen
@@ -35,6 +35,9 @@ __all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler
 
 #: Where a fan-out records finished branches: ``parallel/<node>/results.ndjson``.
 RESULTS_FILE_NAME = "results.ndjson"
+
+#: How many branches the dispatcher starts between two trips through the scheduler.
+STARTS_PER_YIELD: Final = 32
 
 _LOSER = "branch canceled"
 _SUCCESSES = frozenset({"success", "partial_success"})
@@ -195,12 +198,14 @@ class _FanOut:
         after it has recorded its result — so a decision made by a finishing branch is seen
         before the next queued branch could start.
 
-        Only a branch that must wait for a slot passes through the scheduler here: while slots
-        are free nothing else runs between one start and the next, so no decision or
-        cancellation can arrive in between, and a checkpoint per branch only cost the trio
-        thread a scheduler round (an ``epoll_wait`` and the loop's bookkeeping) for each of a
-        wide fan-out's branches before the last could begin its work (issue #22). The
-        nursery's checkpoints still deliver a cancellation once the free slots are filled.
+        A free slot is taken without a trip through the scheduler, which a checkpoint per
+        branch cost each of a wide fan-out's branches (an ``epoll_wait`` and the loop's
+        bookkeeping) before the last could begin its work (issue #22). But the dispatcher
+        yields after every :data:`STARTS_PER_YIELD` starts, so the first branches begin their
+        work while later ones are still being started: their work ends first, and a fan-out
+        lasts until the last branch's finish has waited for all the finishes before it.
+        Nothing else runs between two yields, so no decision or cancellation can arrive
+        there; a branch that must wait for a slot passes through the scheduler anyway.
         """
         plan = self.plan
         limiter = trio.CapacityLimiter(plan.max_parallel)
@@ -235,6 +240,8 @@ class _FanOut:
             nursery.start_soon(
                 self._branch, key, start, index, limiter, slot, scope, time.monotonic()
             )
+            if len(self.started) % STARTS_PER_YIELD == 0:
+                await trio.lowlevel.checkpoint()
         for key in plan.keys:  # never started: losers of an early decision
             if key not in self.results and key not in self.started:
                 self._record(
