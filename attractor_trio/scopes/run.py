@@ -10,6 +10,7 @@ exit path because there is only one place that writes it and every path goes thr
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -115,6 +116,37 @@ class _Finish:
     node_id: str = ""
 
 
+def _set_up_branch(paths: tuple[Path, Path | None]) -> tuple[tuple[int, int], bool]:
+    """A fan-out branch's files, blocking (for the write pool): its ``progress.ndjson`` made
+    with its directory and opened (:func:`create_branch_log`), and the stage dir of its first
+    node (``None``: it runs none) — and whether this call made that dir.
+
+    Why here: ``mkdir`` is the slowest call a starting branch makes (35 µs on an idle ext4,
+    hundreds while other processes write), and on the trio thread every other branch waits
+    it out; here it overlaps with their work, in the job that makes the branch's log anyway.
+    The attempt that runs the stage then knows the dir as one its own ``mkdir`` made
+    (``StageExecutor.made_stage_dir``). A dir that exists already (a resumed fan-out) or
+    cannot be made is left to the attempt, which lists it or fails on it as it always did."""
+    log, first_stage_dir = paths
+    opened = create_branch_log(log)
+    if first_stage_dir is None:
+        return opened, False
+    try:
+        os.mkdir(first_stage_dir)
+    except OSError:
+        return opened, False
+    return opened, True
+
+
+def _remove_unused(stage_dir: Path) -> None:
+    """Remove a stage dir the branch's set-up made for a stage that never started (empty: a
+    cancelled run leaves no stage dir that no attempt used, as before)."""
+    try:
+        os.rmdir(stage_dir)
+    except OSError:
+        pass
+
+
 def _no_checkpoint(_node_id: str) -> None:
     """A branch's traversal checkpoints nothing: the fan-out records its branches' results."""
 
@@ -167,10 +199,10 @@ class RunScope:
     _checkpoint_file: RecyclingWriter | None = None
     #: One queue and one task for every attempt's ``stage_heartbeat`` (``None``: no heartbeats).
     heartbeats: Heartbeats | None = field(default=None, init=False)
-    #: Creates each fan-out branch's ``progress.ndjson`` on the write pool, the logs of
+    #: Makes each fan-out branch's files on the write pool (:func:`_set_up_branch`), those of
     #: branches starting together in one job (``aio/batched.py``).
-    _branch_logs: BatchedCall[Path, tuple[int, int]] = field(
-        factory=lambda: BatchedCall(create_branch_log), init=False
+    _branch_set_ups: BatchedCall[tuple[Path, Path | None], tuple[tuple[int, int], bool]] = field(
+        factory=lambda: BatchedCall(_set_up_branch), init=False
     )
     #: Whether the run is cancelled: one callable for every executor of the run.
     _run_cancelled: Callable[[], bool] = field(init=False, repr=False)
@@ -215,13 +247,17 @@ class RunScope:
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
         log = stage_root / PROGRESS_FILE_NAME
-        self.hub.open_branch(branch, log, await self._branch_logs(log))
+        first = stage_root / start if self._runs_a_stage(start, stop_at) else None
+        opened, made = await self._branch_set_ups((log, first))
         yielded_at = time.monotonic()  # that wait went through the scheduler
+        self.hub.open_branch(branch, log, opened)
+        executor: StageExecutor | None = None
         try:
             state = BranchState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
             emit = self.hub.bind(branch)  # one emitter for the branch's executor and traversal
             executor = self.executor(state, stage_root=stage_root, branch=branch, emit=emit)
+            executor.made_stage_dir = start if made else ""
             if loser_scope is not None:
                 executor.branch_cancelled = lambda: loser_scope.cancel_called
             if attempt.workspace is not None:  # its own worktree, from the fan-out's head
@@ -246,6 +282,8 @@ class RunScope:
             stop = await traversal.run(start)
         finally:
             self.hub.close_branch(branch)
+            if first is not None and made and (executor is None or executor.made_stage_dir):
+                _remove_unused(first)  # its stage never started (a cancellation came first)
         # Goal gates visited inside a branch count like any other visited gate (S3.4-01).
         for node_id, branch_outcome in state.node_outcomes.items():
             if self.graph.nodes[node_id].goal_gate:
@@ -263,6 +301,11 @@ class RunScope:
                 StageStatus.SUCCESS, notes="empty branch"
             )
         return BranchResult(outcome, last, tuple(state.completed_nodes))
+
+    def _runs_a_stage(self, node_id: str, stop_at: frozenset[str]) -> bool:
+        """Whether a branch starting at ``node_id`` runs it as its first stage (it is not the
+        fan-in, nor a terminal node a branch stops before)."""
+        return node_id not in stop_at and not self.graph.is_terminal(node_id)
 
     async def watchdog(self, stall: float) -> None:
         """Cancel the run when nothing anywhere has made progress for ``stall`` seconds."""
