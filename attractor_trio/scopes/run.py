@@ -200,9 +200,12 @@ class RunScope:
     #: One queue and one task for every attempt's ``stage_heartbeat`` (``None``: no heartbeats).
     heartbeats: Heartbeats | None = field(default=None, init=False)
     #: Makes each fan-out branch's files on the write pool (:func:`_set_up_branch`), those of
-    #: branches starting together in one job (``aio/batched.py``).
+    #: branches starting together in one job (``aio/batched.py``). Each call returns an open
+    #: descriptor, and up to ``jobs * chunk`` of them are open before the hub takes them over
+    #: (and closes all but its budget, at least 64, events.py): small jobs, so a process held
+    #: to 128 descriptors still runs a wide fan-out (``test_fanout_scale``).
     _branch_set_ups: BatchedCall[tuple[Path, Path | None], tuple[tuple[int, int], bool]] = field(
-        factory=lambda: BatchedCall(_set_up_branch), init=False
+        factory=lambda: BatchedCall(_set_up_branch, chunk=8, jobs=2), init=False
     )
     #: Whether the run is cancelled: one callable for every executor of the run.
     _run_cancelled: Callable[[], bool] = field(init=False, repr=False)
