@@ -5,7 +5,8 @@ semantics of a synchronous call (issue #22: a fan-out's branches creating their 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -13,6 +14,8 @@ import trio.testing
 
 from attractor_trio.aio.batched import BatchedCall
 from attractor_trio.aio.offload import WritePool
+
+T = TypeVar("T")
 
 
 def _calls_at_once(batched: BatchedCall[int, Any], count: int) -> dict[int, Any]:
@@ -68,6 +71,55 @@ def test_no_more_jobs_than_allowed_are_in_flight_at_once() -> None:
     assert _calls_at_once(batched, 30) == {index: index for index in range(30)}
     # A job runs its calls one after another: at most one call per job in flight.
     assert peak[0] <= 2
+
+
+class _GatedPool(WritePool):
+    """Runs each job on the trio thread once ``gate`` is set; counts jobs in flight."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.gate = trio.Event()
+        self.in_flight = 0
+        self.peak = 0
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self.gate.wait()
+            return fn()
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_caller_arriving_as_a_job_ends_does_not_start_a_job_beyond_the_limit() -> None:
+    """A finished leader hands its slot to the first queued caller, so a caller arriving in the
+    same scheduler round finds no free slot: never more than ``jobs`` jobs, i.e. never more
+    than ``jobs * chunk`` results (a branch log's descriptors) outstanding. Tasks of one round
+    run in random order, so the arrival falls before or after the hand-over: eight tries."""
+
+    async def one_try() -> int:
+        pool = _GatedPool()
+        batched = BatchedCall(lambda value: value, chunk=1, jobs=1, pool=pool)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(batched, 0)  # leads at once
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(batched, 1)  # queued behind it
+            await trio.testing.wait_all_tasks_blocked()
+
+            async def arrive_as_the_job_ends() -> None:
+                await pool.gate.wait()
+                await batched(2)
+
+            nursery.start_soon(arrive_as_the_job_ends)
+            await trio.testing.wait_all_tasks_blocked()
+            pool.gate.set()
+        return pool.peak
+
+    async def main() -> list[int]:
+        return [await one_try() for _ in range(8)]
+
+    assert trio.run(main) == [1] * 8
 
 
 def test_a_failing_call_fails_only_its_own_caller() -> None:

@@ -85,11 +85,13 @@ class BatchedCall(Generic[A, R]):
 
     async def __call__(self, arg: A) -> R:
         call = _Call(arg)
-        if self._in_flight >= self.jobs:
+        if self._in_flight < self.jobs:
+            self._in_flight += 1  # a free slot: lead a job now
+        else:
             call.task = trio.lowlevel.current_task()
             self._queued.append(call)
             await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
-        if call.result is None:  # a slot was free, or a finished leader handed one on
+        if call.result is None:  # holding a slot (its own, or one a finished leader handed on)
             await self._lead(call)
         assert call.result is not None
         succeeded, value = call.result
@@ -98,27 +100,28 @@ class BatchedCall(Generic[A, R]):
         return value  # type: ignore[no-any-return]
 
     async def _lead(self, own: _Call) -> None:
+        """Run ``own`` and the first queued calls as one job, holding a slot; then hand the
+        slot to the first caller still queued, or free it."""
         batch = [own]
         queued = self._queued
         while queued and len(batch) < self.chunk:
             batch.append(queued.popleft())
-        self._in_flight += 1
         self.job_count += 1
         try:
             results = await self._pool.run(partial(_run_each, self.fn, [c.arg for c in batch]))
         except BaseException as exc:  # not from a call (each is captured): fail them all
             results = [(False, exc)] * len(batch)
-        finally:
-            self._in_flight -= 1
         for call, result in zip(batch, results, strict=True):
             call.result = result
             if call is not own:
                 assert call.task is not None
                 trio.lowlevel.reschedule(call.task)
-        if queued:  # the slot this job held goes to the first caller still waiting
+        if queued:  # the slot passes on: no caller arriving meanwhile can take it
             leader = queued.popleft().task
             assert leader is not None
             trio.lowlevel.reschedule(leader)
+        else:
+            self._in_flight -= 1
 
 
 def _run_each(fn: Callable[[Any], Any], args: list[Any]) -> list[tuple[bool, Any]]:
