@@ -100,7 +100,7 @@ def test_a_caller_arriving_as_a_job_ends_does_not_start_a_job_beyond_the_limit()
 
     async def one_try() -> int:
         pool = _GatedPool()
-        batched = BatchedCall(lambda value: value, chunk=1, jobs=1, pool=pool)
+        batched: BatchedCall[int, int] = BatchedCall(lambda v: v, chunk=1, jobs=1, pool=pool)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(batched, 0)  # leads at once
             await trio.testing.wait_all_tasks_blocked()
