@@ -11,9 +11,10 @@ How: no thread or lock of its own; the queue lives on the trio thread. A caller 
 job slot free (fewer than ``jobs`` in flight) *leads*: it takes its own call and up to
 ``chunk - 1`` queued ones and runs them, one after another, as one pool job. Callers that find
 every slot taken queue and wait. When a job ends, its leader wakes the callers whose calls it
-ran, with their results, and wakes the first caller still queued to lead the next job. So
-while a job is in flight the next one's calls gather, and the first callers, who found the
-slots free, do not wait for company.
+ran, with their results, and hands its slot to the first caller still queued, which leads the
+next job (a caller arriving meanwhile finds no slot free: never more than ``jobs`` jobs, and
+``jobs * chunk`` results not yet taken). So while a job is in flight the next one's calls
+gather, and the first callers, who found the slots free, do not wait for company.
 
 Each call keeps the semantics of :meth:`WritePool.run`, i.e. of a synchronous call: the caller
 waits until its call has run (a cancellation is delivered at the caller's next checkpoint,
