@@ -68,3 +68,22 @@ def test_engine_benchmark_rejects_a_pipeline_without_stages() -> None:
     done = _run_benchmark("--stages", "0")
     assert done.returncode == 2
     assert "--stages and --repeat must be at least 1" in done.stderr
+
+
+@pytest.mark.slow
+def test_fanout_halves_reports_both_halves_and_cleans_up(tmp_path: Path) -> None:
+    """``benchmarks/fanout_halves.py`` (branch iS1's figures) still runs, on this tree."""
+    scratch = tmp_path / "bench"
+    scratch.mkdir()
+    script = SCRIPT.with_name("fanout_halves.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--branches", "20", "--tmp-dir", str(scratch)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"20 branches: window \d+\.\d+ s; work starts \+", done.stdout)
+    assert re.search(r"start half \d+\.\d+ ms, finish half \d+\.\d+ ms", done.stdout)
+    assert list(scratch.iterdir()) == []

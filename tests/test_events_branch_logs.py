@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from attractor_trio import load, run
+from attractor_trio.aio.batched import BatchedCall
 from attractor_trio.backends.simulate import SimulationBackend
 from attractor_trio.events import (
     MAX_OPEN_BRANCH_LOGS,
@@ -31,7 +32,7 @@ from attractor_trio.persist.live import LiveWriter
 from attractor_trio.persist.progress import ProgressWriter, read_progress
 from attractor_trio.scopes import run as run_scope
 
-from .helpers import fan_out_dot
+from .helpers import fan_out_dot, named, run_dot
 
 BRANCHES = OPEN_BRANCH_LOGS * 3
 
@@ -210,3 +211,111 @@ def test_a_fanout_branch_log_is_opened_once_on_the_write_pool_not_again_on_the_t
     assert result.status == "success"
     assert len(opened_by) == 3
     assert all(name.startswith("attractor-trio-write-") for name in opened_by)
+
+
+def test_a_wide_fanout_creates_its_branch_logs_in_a_few_pool_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool job costs the trio thread a hand-over each way, more than creating one log;
+    branches starting together hand theirs over together (issue #22)."""
+    batchers: list[BatchedCall[Any, Any]] = []
+
+    class Recording(BatchedCall[Any, Any]):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            batchers.append(self)
+
+    monkeypatch.setattr(run_scope, "BatchedCall", Recording)
+    root = tmp_path / "run"
+    result = trio.run(
+        partial(run, load(fan_out_dot(64)), logs_root=root, backend=SimulationBackend())
+    )
+    assert result.status == "success"
+    [batcher] = batchers
+    # Two alone, then full jobs (the last one or two shared out): a job per branch before.
+    assert batcher.job_count <= 2 + -(-62 // batcher.chunk) + 1 < 64
+    for index in range(64):
+        events = read_progress(root / "parallel" / "par" / f"b{index}" / "progress.ndjson")
+        assert events[0]["seq"] == 1 and events[0]["event"] == "stage_started"
+
+
+def test_a_fanout_branch_makes_its_first_stage_dir_on_the_write_pool_and_its_attempt_owns_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mkdir`` is a starting branch's slowest call on a busy disk: the job that makes its log
+    makes its first stage's dir too, and the attempt takes that dir as one its own ``mkdir``
+    made — nothing stale can be in it, so its ``status.json`` is not unlinked first, while the
+    work directory's two fallbacks still are (contract.md §3)."""
+    made: list[tuple[str, str]] = []
+    unlinked: list[str] = []
+    real_mkdir, real_unlink = os.mkdir, os.unlink
+
+    def recording_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        made.append((os.fspath(path), threading.current_thread().name))
+        real_mkdir(path, *args, **kwargs)
+
+    def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        unlinked.append(os.fspath(path))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", recording_mkdir)
+    monkeypatch.setattr(os, "unlink", recording_unlink)
+    root = tmp_path / "run"
+    result = trio.run(
+        partial(
+            run,
+            load(fan_out_dot(3)),
+            logs_root=root,
+            backend=SimulationBackend(),
+            workdir=tmp_path,
+        )
+    )
+    assert result.status == "success"
+    for index in range(3):
+        stage_dir = str(root / "parallel" / "par" / f"b{index}" / f"b{index}")
+        [(_, thread)] = [(path, name) for path, name in made if path == stage_dir]
+        assert thread.startswith("attractor-trio-write-")
+        assert f"{stage_dir}/status.json" not in unlinked
+        assert (Path(stage_dir) / "prompt.md").is_file()
+    assert unlinked.count(str(tmp_path / "status.json")) == 3  # one per branch attempt
+
+
+async def test_a_branch_stage_dir_that_exists_already_is_listed_and_cleared_as_before(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """A stage dir the set-up did not make (here: left by an earlier run) may hold a stale
+    ``status.json``: the attempt removes it instead of letting it decide the stage."""
+    root = tmp_path / "run"
+    stale = root / "parallel" / "par" / "b1" / "b1" / "status.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"outcome": "fail", "failure_reason": "stale, from an earlier run"}')
+    result = await run_dot(fan_out_dot(2), root)
+    assert result.status == "success", result.failure_reason
+    decisions = {e["node_id"]: e["source"] for e in named(root, "status_ingestion_decision")}
+    assert decisions == {"b0": "none", "b1": "none"}
+
+
+async def test_a_run_cancelled_before_its_branches_first_stages_leaves_no_stage_dir(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set-up makes a branch's first stage dir ahead of the stage; a branch cancelled
+    before that stage starts removes it again, so a cancelled run still leaves no stage dir
+    that no attempt used."""
+    handle = run_scope.RunHandle()
+    real = run_scope._set_up_branch
+
+    def set_up_then_cancel(paths: Any) -> Any:
+        done = real(paths)  # inline under the virtual clock, on the trio thread
+        handle.cancel("stop before the first stage")
+        return done
+
+    monkeypatch.setattr(
+        run_scope, "BatchedCall", lambda fn, **kwargs: BatchedCall(set_up_then_cancel, **kwargs)
+    )
+    root = tmp_path / "run"
+    result = await run_dot(fan_out_dot(3), root, handle=handle)
+    assert result.status == "canceled"
+    for index in range(3):
+        branch_dir = root / "parallel" / "par" / f"b{index}"
+        assert (branch_dir / "progress.ndjson").is_file()
+        assert not (branch_dir / f"b{index}").exists()

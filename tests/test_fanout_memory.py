@@ -58,3 +58,39 @@ def test_finished_branches_release_their_cancel_scopes(
     assert len(scopes) == BRANCHES  # one per branch was made
     # The slow branch's scope, and the one of the branch whose completion is being reported.
     assert alive_when_only_b0_runs == [2]
+
+
+def _tracked_objects_with_every_branch_waiting(root: Path, branches: int) -> int:
+    """How many objects the collector tracks once every branch of a fan-out is in its stage."""
+    counted: list[int] = []
+    started = 0
+
+    def watch(event: dict[str, Any]) -> None:
+        nonlocal started
+        if event["event"] == "stage_attempt_started" and event["branch"]:
+            started += 1
+            if started == branches:
+                gc.collect()
+                counted.append(len(gc.get_objects()))
+
+    steps = {f"b{index}": [{"delay": "60s"}] for index in range(branches)}
+
+    async def main() -> None:
+        result = await run_dot(fan_out_dot(branches), root, steps=steps, sinks=[watch])
+        assert result.status == "success"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    [count] = counted
+    return count
+
+
+def test_a_waiting_branch_holds_few_objects_for_the_collector(tmp_path: Path) -> None:
+    """Every object a waiting branch keeps is walked by each collection while a wide fan-out
+    starts and finishes, on the trio thread (issue #22). A branch's never-checkpointed state
+    holds plain containers, not journaled ones, and its executor and traversal share one
+    emitter and the run's callables: 109 tracked objects per waiting branch before, 96 now
+    (under the virtual clock; 101 and 85 on the real one)."""
+    few = _tracked_objects_with_every_branch_waiting(tmp_path / "few", 10)
+    many = _tracked_objects_with_every_branch_waiting(tmp_path / "many", 40)
+    per_branch = (many - few) / 30
+    assert per_branch <= 100, per_branch

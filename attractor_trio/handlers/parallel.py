@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 from attrs import frozen
@@ -35,6 +35,9 @@ __all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler
 
 #: Where a fan-out records finished branches: ``parallel/<node>/results.ndjson``.
 RESULTS_FILE_NAME = "results.ndjson"
+
+#: How many branches the dispatcher starts between two trips through the scheduler.
+STARTS_PER_YIELD: Final = 32
 
 _LOSER = "branch canceled"
 _SUCCESSES = frozenset({"success", "partial_success"})
@@ -194,6 +197,15 @@ class _FanOut:
         A slot is taken here, before the branch task exists, and released by the branch only
         after it has recorded its result — so a decision made by a finishing branch is seen
         before the next queued branch could start.
+
+        A free slot is taken without a trip through the scheduler, which a checkpoint per
+        branch cost each of a wide fan-out's branches (an ``epoll_wait`` and the loop's
+        bookkeeping) before the last could begin its work (issue #22). But the dispatcher
+        yields after every :data:`STARTS_PER_YIELD` starts, so the first branches begin their
+        work while later ones are still being started: their work ends first, and a fan-out
+        lasts until the last branch's finish has waited for all the finishes before it.
+        Nothing else runs between two yields, so no decision or cancellation can arrive
+        there; a branch that must wait for a slot passes through the scheduler anyway.
         """
         plan = self.plan
         limiter = trio.CapacityLimiter(plan.max_parallel)
@@ -208,14 +220,28 @@ class _FanOut:
             if self.join.decided:
                 break
             slot = object()
-            await limiter.acquire_on_behalf_of(slot)
-            if self.join.decided:
-                limiter.release_on_behalf_of(slot)
-                break
+            try:  # a free slot is taken without a trip through the scheduler (see above)
+                limiter.acquire_on_behalf_of_nowait(slot)
+            except trio.WouldBlock:
+                await limiter.acquire_on_behalf_of(slot)
+                if self.join.decided:
+                    limiter.release_on_behalf_of(slot)
+                    break
             scope = trio.CancelScope()
             self.scopes[key] = scope
             self.started.add(key)
-            nursery.start_soon(self._branch, key, start, index, limiter, slot, scope)
+            # Here, not in the branch's task: tasks started together run in no set order, and
+            # the log shows branches starting in declaration order. The task's first step
+            # always runs (a cancellation waits for its first checkpoint), so its ``finally``
+            # closes what this opens.
+            self.attempt.emit(
+                "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
+            )
+            nursery.start_soon(
+                self._branch, key, start, index, limiter, slot, scope, time.monotonic()
+            )
+            if len(self.started) % STARTS_PER_YIELD == 0:
+                await trio.lowlevel.checkpoint()
         for key in plan.keys:  # never started: losers of an early decision
             if key not in self.results and key not in self.started:
                 self._record(
@@ -236,14 +262,12 @@ class _FanOut:
         limiter: trio.CapacityLimiter,
         slot: object,
         scope: trio.CancelScope,
+        began: float,
     ) -> None:
+        """One branch, from its ``parallel_branch_started`` (which :meth:`_dispatch` emits)."""
         plan = self.plan
         branch = f"{plan.branch_prefix}/{key}"
         result: dict[str, Any] | None = None
-        began = time.monotonic()
-        self.attempt.emit(
-            "parallel_branch_started", node_id=plan.node.id, branch_key=key, index=index
-        )
         try:
             with scope:
                 result = await self._run_one(key, start, branch, scope)

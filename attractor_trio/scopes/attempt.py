@@ -107,16 +107,20 @@ class StageExecutor:
     workspace: Any = None
     #: The main line's stage boundary debts (``persist/commit.py``); ``None`` in a branch.
     owed: DirectorySyncs | None = None
+    #: The node whose stage dir the caller has just made for this executor's first stage, as
+    #: :func:`_listing_or_making` would have (so it is empty: ``AttemptInfo.fresh_stage_dir``);
+    #: ``""`` once that stage took it, or if there is none. A fan-out branch's set-up makes it
+    #: on the write pool with the branch's log (``RunScope.run_branch``).
+    made_stage_dir: str = ""
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
     #: The last outcome :meth:`_outcome_json` encoded, and its document.
     _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
         default=(None, {}), init=False, repr=False
     )
-    #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give.
-    _policies: dict[tuple[str, str | None], RetryPolicy] = field(
-        factory=dict, init=False, repr=False
-    )
+    #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give
+    #: (``policies=``: a dict the run's executors share, the graph being the same).
+    _policies: dict[tuple[str, str | None], RetryPolicy] = field(factory=dict, repr=False)
 
     def _policy(self, node: Node) -> RetryPolicy:
         """``policy_for(node, graph)``, once per spelling of the two attributes it reads from
@@ -152,7 +156,11 @@ class StageExecutor:
         await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
         # only if the stage dir lists one: a first visit has no stage dir at all (and makes it).
-        names = _listing_or_making(stage_dir)
+        if node.id == self.made_stage_dir:  # made a moment ago, for this visit: empty
+            self.made_stage_dir = ""
+            names = None
+        else:
+            names = _listing_or_making(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
         adopted = (
             await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)

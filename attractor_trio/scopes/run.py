@@ -10,26 +10,27 @@ exit path because there is only one place that writes it and every path goes thr
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 from attrs import define, field, frozen
 
-from ..aio.offload import write_pool
+from ..aio.batched import BatchedCall
 from ..aio.process import use_grace_skip
 from ..context import Context
 from ..core import redaction
 from ..core.cycles import CycleBreaker, LoopRestartGate
 from ..core.failures import classify_failure, failure_signature
 from ..core.outcome import Outcome, StageStatus
+from ..core.retry import RetryPolicy
 from ..core.routing import Advance, Stop
 from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
@@ -48,7 +49,7 @@ from .cancel import only_cancelled
 from .heartbeats import Heartbeats
 from .liveness import Liveness
 from .retention import DEFAULT_ATTEMPT_RETENTION
-from .traversal import Traversal, TraversalState
+from .traversal import BranchState, Traversal, TraversalState
 from .watchdog import watch
 
 __all__ = ["RunHandle", "RunResult", "RunScope", "UnboundRunner", "drive"]
@@ -115,6 +116,41 @@ class _Finish:
     node_id: str = ""
 
 
+def _set_up_branch(paths: tuple[Path, Path | None]) -> tuple[tuple[int, int], bool]:
+    """A fan-out branch's files, blocking (for the write pool): its ``progress.ndjson`` made
+    with its directory and opened (:func:`create_branch_log`), and the stage dir of its first
+    node (``None``: it runs none) — and whether this call made that dir.
+
+    Why here: ``mkdir`` is the slowest call a starting branch makes (35 µs on an idle ext4,
+    hundreds while other processes write), and on the trio thread every other branch waits
+    it out; here it overlaps with their work, in the job that makes the branch's log anyway.
+    The attempt that runs the stage then knows the dir as one its own ``mkdir`` made
+    (``StageExecutor.made_stage_dir``). A dir that exists already (a resumed fan-out) or
+    cannot be made is left to the attempt, which lists it or fails on it as it always did."""
+    log, first_stage_dir = paths
+    opened = create_branch_log(log)
+    if first_stage_dir is None:
+        return opened, False
+    try:
+        os.mkdir(first_stage_dir)
+    except OSError:
+        return opened, False
+    return opened, True
+
+
+def _remove_unused(stage_dir: Path) -> None:
+    """Remove a stage dir the branch's set-up made for a stage that never started (empty: a
+    cancelled run leaves no stage dir that no attempt used, as before)."""
+    try:
+        os.rmdir(stage_dir)
+    except OSError:
+        pass
+
+
+def _no_checkpoint(_node_id: str) -> None:
+    """A branch's traversal checkpoints nothing: the fan-out records its branches' results."""
+
+
 class UnboundRunner:
     """Placeholder until a run binds the parallel handler to itself."""
 
@@ -163,6 +199,21 @@ class RunScope:
     _checkpoint_file: RecyclingWriter | None = None
     #: One queue and one task for every attempt's ``stage_heartbeat`` (``None``: no heartbeats).
     heartbeats: Heartbeats | None = field(default=None, init=False)
+    #: Makes each fan-out branch's files on the write pool (:func:`_set_up_branch`), those of
+    #: branches starting together in one job (``aio/batched.py``). Each call returns an open
+    #: descriptor, and up to ``jobs * chunk`` of them are open before the hub takes them over
+    #: (and closes all but its budget, at least 64, events.py): small jobs, so a process held
+    #: to 128 descriptors still runs a wide fan-out (``test_fanout_scale``).
+    _branch_set_ups: BatchedCall[tuple[Path, Path | None], tuple[tuple[int, int], bool]] = field(
+        factory=lambda: BatchedCall(_set_up_branch, chunk=8, jobs=2), init=False
+    )
+    #: Whether the run is cancelled: one callable for every executor of the run.
+    _run_cancelled: Callable[[], bool] = field(init=False, repr=False)
+    #: Retry policies by their spelling, for every executor of the run (one graph, so one
+    #: answer): a fan-out's branches each built their own from the same node attributes.
+    _policies: dict[tuple[str, str | None], RetryPolicy] = field(
+        factory=dict, init=False, repr=False
+    )
 
     @property
     def breaker(self) -> CycleBreaker:
@@ -174,6 +225,7 @@ class RunScope:
         return self._breaker
 
     def __attrs_post_init__(self) -> None:
+        self._run_cancelled = lambda: self.scope.cancel_called
         if self.heartbeat_interval:
             self.heartbeats = Heartbeats(self.heartbeat_interval)
         if self.artifacts is None:
@@ -198,11 +250,17 @@ class RunScope:
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
         log = stage_root / PROGRESS_FILE_NAME
-        self.hub.open_branch(branch, log, await write_pool.run(partial(create_branch_log, log)))
+        first = stage_root / start if self._runs_a_stage(start, stop_at) else None
+        opened, made = await self._branch_set_ups((log, first))
+        yielded_at = time.monotonic()  # that wait went through the scheduler
+        self.hub.open_branch(branch, log, opened)
+        executor: StageExecutor | None = None
         try:
-            state = TraversalState(context=context)
+            state = BranchState(context=context)
             parent = attempt.liveness if attempt.liveness is not None else self.liveness
-            executor = self.executor(state, stage_root=stage_root, branch=branch)
+            emit = self.hub.bind(branch)  # one emitter for the branch's executor and traversal
+            executor = self.executor(state, stage_root=stage_root, branch=branch, emit=emit)
+            executor.made_stage_dir = start if made else ""
             if loser_scope is not None:
                 executor.branch_cancelled = lambda: loser_scope.cancel_called
             if attempt.workspace is not None:  # its own worktree, from the fan-out's head
@@ -217,15 +275,18 @@ class RunScope:
                 graph=self.graph,
                 state=state,
                 executor=executor,
-                emit=self.hub.bind(branch),
-                checkpoint=lambda _node_id: None,
+                emit=emit,
+                checkpoint=_no_checkpoint,
                 stop_at=stop_at,
                 breaker=self.breaker,
                 scope_name=branch,
+                yielded_at=yielded_at,
             )
             stop = await traversal.run(start)
         finally:
             self.hub.close_branch(branch)
+            if first is not None and made and (executor is None or executor.made_stage_dir):
+                _remove_unused(first)  # its stage never started (a cancellation came first)
         # Goal gates visited inside a branch count like any other visited gate (S3.4-01).
         for node_id, branch_outcome in state.node_outcomes.items():
             if self.graph.nodes[node_id].goal_gate:
@@ -243,6 +304,11 @@ class RunScope:
                 StageStatus.SUCCESS, notes="empty branch"
             )
         return BranchResult(outcome, last, tuple(state.completed_nodes))
+
+    def _runs_a_stage(self, node_id: str, stop_at: frozenset[str]) -> bool:
+        """Whether a branch starting at ``node_id`` runs it as its first stage (it is not the
+        fan-in, nor a terminal node a branch stops before)."""
+        return node_id not in stop_at and not self.graph.is_terminal(node_id)
 
     async def watchdog(self, stall: float) -> None:
         """Cancel the run when nothing anywhere has made progress for ``stall`` seconds."""
@@ -277,14 +343,20 @@ class RunScope:
         return self.hub.bind(branch) if branch else self.hub.emit
 
     def executor(
-        self, state: TraversalState | None = None, stage_root: Path | None = None, branch: str = ""
+        self,
+        state: TraversalState | None = None,
+        stage_root: Path | None = None,
+        branch: str = "",
+        emit: Callable[..., Any] | None = None,
     ) -> StageExecutor:
+        """A stage executor for the main line or for ``branch`` (``emit``: the branch's
+        emitter, when the caller has bound one already)."""
         state = state or self.state
         return StageExecutor(
             graph=self.graph,
             registry=self.registry,
             context=state.context,
-            emit=self._emitter(branch),
+            emit=emit or self._emitter(branch),
             run_id=self.run_id,
             stage_root=stage_root or self.stage_root(),
             workdir=self.workspace.workdir if self.workspace is not None else self.workdir,
@@ -292,7 +364,8 @@ class RunScope:
             node_retries=state.node_retries,
             node_attempts=state.node_attempts,
             branch=branch,
-            run_cancelled=lambda: self.scope.cancel_called,
+            run_cancelled=self._run_cancelled,
+            policies=self._policies,
             rng=self.rng,
             heartbeats=self.heartbeats,
             kill_grace=self.kill_grace,

@@ -36,7 +36,7 @@ from ..dot.graph import Edge, Graph, Node
 from ..persist.journaled import JournaledDict, JournaledList
 from .attempt import StageExecutor
 
-__all__ = ["Traversal", "TraversalState"]
+__all__ = ["BranchState", "Traversal", "TraversalState"]
 
 #: How many completed stages the context's summary keeps (older ones are only counted).
 _SUMMARY_LIMIT = 200
@@ -72,6 +72,20 @@ class TraversalState:
 
 
 @define
+class BranchState(TraversalState):
+    """A fan-out branch's state: plain containers, because no checkpoint ever encodes it (the
+    run's checkpoint records the fan-out's results, not its branches' walks). The journaled
+    ones and their journals were five objects more per branch for the collector to walk, on
+    the trio thread, while a wide fan-out's branches start (issue #22)."""
+
+    completed_nodes: list[str] = field(factory=list)
+    node_outcomes: dict[str, Outcome] = field(factory=dict)
+    node_retries: dict[str, int] = field(factory=dict)
+    node_attempts: dict[str, int] = field(factory=dict)
+    visits: dict[str, int] = field(factory=dict)
+
+
+@define
 class Traversal:
     graph: Graph
     state: TraversalState
@@ -92,8 +106,11 @@ class Traversal:
     #: node id → whether it is terminal, and its handler type: asked two or three times per
     #: visit, each an attribute lookup chain, and fixed for the graph's lifetime.
     _facts: dict[str, tuple[bool, str]] = field(factory=dict, init=False, repr=False)
-    #: ``time.monotonic()`` when this traversal last yielded to the scheduler (0: never).
-    _yielded_at: float = field(default=0.0, init=False, repr=False)
+    #: ``time.monotonic()`` when this traversal last yielded to the scheduler (0: never). A
+    #: caller that has just come back from the scheduler says so (``yielded_at=``): a fan-out
+    #: branch starts after its log was made on the write pool, and a trip more before its first
+    #: stage cost each of a wide fan-out's branches a scheduler round for nothing (issue #22).
+    _yielded_at: float = field(default=0.0, repr=False)
 
     async def _step_checkpoint(self) -> None:
         """Before every step: stop here if the run is cancelled, and let the run's other
