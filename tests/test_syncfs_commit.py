@@ -52,6 +52,7 @@ def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Log:
 
 
 def _reset_guard(monkeypatch: pytest.MonkeyPatch, sync: syncfs.Sync) -> None:
+    monkeypatch.setattr(syncfs, "syncfs_covers", lambda fd, device: True)  # any test filesystem
     monkeypatch.setattr(guard, "sync", sync)
     monkeypatch.setattr(guard, "available", True)
     monkeypatch.setattr(guard, "off_until", 0.0)
@@ -304,6 +305,40 @@ def test_a_cancelled_writer_in_a_batch_still_gets_its_write(tmp_path: Path, log:
     assert caught == [True, True, True]
     assert all(read_json(t) == {"name": t.parent.name} for t in targets)
     assert _syncfs_calls(log) == 2
+
+
+def test_a_filesystem_syncfs_does_not_cover_keeps_per_file_fsyncs(
+    tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(syncfs, "syncfs_covers", lambda fd, device: False)  # FUSE, NFS, ...
+    fsyncs = record_fsyncs(monkeypatch)
+    targets = _targets(tmp_path, 4)
+    assert set(_write_together(targets).values()) == {None}
+    assert fsyncs == ["file", "dir"] * 4
+    assert _syncfs_calls(log) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="statfs magic numbers")
+def test_syncfs_covers_the_local_journaling_filesystems_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(syncfs, "_covered_devices", {})
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        device = os.fstat(fd).st_dev
+        assert isinstance(syncfs.syncfs_covers(fd, device), bool)
+        monkeypatch.setattr(syncfs, "SYNCFS_FILESYSTEMS", frozenset())
+        monkeypatch.setattr(syncfs, "_covered_devices", {})
+        assert not syncfs.syncfs_covers(fd, device)
+        if Path("/dev/shm").is_dir():
+            monkeypatch.setattr(syncfs, "SYNCFS_FILESYSTEMS", frozenset({0x01021994}))
+            shm = os.open("/dev/shm", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert syncfs.syncfs_covers(shm, os.fstat(shm).st_dev)  # tmpfs's magic
+            finally:
+                os.close(shm)
+    finally:
+        os.close(fd)
 
 
 def test_a_slow_run_of_syncfs_turns_it_off_then_probation() -> None:

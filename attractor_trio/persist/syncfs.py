@@ -36,7 +36,7 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, final
+from typing import Any, Final, final
 
 from .atomic import fsync_directory, remove_quietly, temp_name, write_all
 
@@ -49,7 +49,7 @@ __all__ = [
     "guard",
     "libc_syncfs",
     "rename_all",
-    "sync_filesystems",
+    "syncfs_covers",
     "write_durably",
 ]
 
@@ -77,6 +77,48 @@ def libc_syncfs(fd: int) -> None:
     if _syncfs(fd) != 0:
         code = ctypes.get_errno()
         raise OSError(code, f"syncfs: {os.strerror(code)}")
+
+
+#: Filesystems (``statfs`` magic numbers) whose ``syncfs`` commits data and metadata like their
+#: fsync does: ext2/3/4, XFS, Btrfs, F2FS, overlayfs (it syncs its upper filesystem) and tmpfs
+#: (nothing to flush). Elsewhere — FUSE, whose ``syncfs`` may not reach the server an fsync
+#: reaches; network filesystems — the per-file recipe stays.
+SYNCFS_FILESYSTEMS: Final = frozenset(
+    {0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x794C7630, 0x01021994}
+)
+
+
+class _Statfs(ctypes.Structure):
+    # ``struct statfs`` starts with ``__fsword_t f_type`` (a long on Linux); the rest is room.
+    _fields_ = (("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 248))
+
+
+def _load_fstatfs() -> Callable[[int, Any], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fstatfs
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_int
+    return function
+
+
+_fstatfs: Final = _load_fstatfs()
+_covered_devices: dict[int, bool] = {}
+
+
+def syncfs_covers(fd: int, device: int) -> bool:
+    """Whether ``syncfs`` on the filesystem of ``fd`` (device ``device``) is as strong as its
+    fsync (:data:`SYNCFS_FILESYSTEMS`); asked once per device."""
+    known = _covered_devices.get(device)
+    if known is None:
+        buffer = _Statfs()
+        known = (
+            _fstatfs is not None
+            and _fstatfs(fd, ctypes.byref(buffer)) == 0
+            and buffer.f_type & 0xFFFFFFFF in SYNCFS_FILESYSTEMS
+        )
+        _covered_devices[device] = known
+    return known
 
 
 @final
@@ -147,12 +189,14 @@ class Pending:
     """One write of a batch: its target, its complete temp (:meth:`stage`), and how it ended —
     ``error`` is ``None`` once it is durable in place."""
 
-    __slots__ = ("device", "error", "path", "temp")
+    __slots__ = ("device", "error", "path", "temp", "together")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.temp: str | None = None
         self.device = 0
+        #: Whether its filesystem's ``syncfs`` may stand in for its fsyncs (:func:`syncfs_covers`).
+        self.together = False
         self.error: BaseException | None = None
 
     def stage(self, data: bytes) -> None:
@@ -168,6 +212,7 @@ class Pending:
         try:
             write_all(fd, data)
             self.device = os.fstat(fd).st_dev
+            self.together = syncfs_covers(fd, self.device)
         except BaseException:
             os.close(fd)
             remove_quietly(temp)
@@ -219,39 +264,55 @@ _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 def commit_together(batch: Sequence[Pending], guard: SyncfsGuard = guard) -> None:
     """Steps 2-4 for staged writes, on the calling thread; each item's failure lands in its
-    ``error``. A ``syncfs`` that fails before the renames leaves each write to the rest of the
-    per-file recipe (:func:`finish_alone`); one that fails after them, to its directory's fsync
-    (:func:`fsync_directories`)."""
-    if not sync_filesystems(batch, guard):
+    ``error``. Writes ``syncfs`` cannot cover (their filesystem, or their directory will not
+    open) get the rest of the per-file recipe (:func:`finish_alone`); so does every write when
+    a ``syncfs`` fails before the renames, and one that fails after them leaves the directories
+    to their own fsyncs (:func:`fsync_directories`)."""
+    handles: dict[int, int] = {}  # device -> a descriptor on it, for its syncfs
+    together: list[Pending] = []
+    try:
         for item in batch:
-            finish_alone(item, guard)
-        return
-    renamed = rename_all(batch)
-    if not sync_filesystems(renamed, guard):
-        fsync_directories(renamed)
+            if item.together and _handle_for(item, handles):
+                together.append(item)
+            else:
+                finish_alone(item, guard)
+        if not together:
+            return
+        if not _sync(handles, len(together), guard):
+            for item in together:
+                finish_alone(item, guard)
+            return
+        renamed = rename_all(together)
+        if not _sync(handles, len(renamed), guard):
+            fsync_directories(renamed)
+    finally:
+        for fd in handles.values():
+            os.close(fd)
 
 
-def sync_filesystems(batch: Sequence[Pending], guard: SyncfsGuard = guard) -> bool:
-    """Steps 2 and 4: one ``syncfs`` per filesystem the batch's targets are on, timed for the
-    guard; ``False`` when ``syncfs`` failed (it is then off for the process). The descriptor
-    is the target's directory, opened here: the temps are closed, and once renamed they are
-    gone."""
-    directories: dict[int, str] = {}
-    for item in batch:
-        if item.error is None:
-            directories.setdefault(item.device, os.path.dirname(item.path) or ".")
+def _handle_for(item: Pending, handles: dict[int, int]) -> bool:
+    """A descriptor on ``item``'s filesystem in ``handles`` (its directory, opened here: the
+    temps are closed, and once renamed they are gone); ``False`` if it cannot be opened."""
+    if item.device not in handles:
+        try:
+            directory = os.path.dirname(item.path) or "."
+            handles[item.device] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+    return True
+
+
+def _sync(handles: dict[int, int], replaced: int, guard: SyncfsGuard) -> bool:
+    """Steps 2 and 4: one ``syncfs`` per filesystem, timed for the guard; ``False`` when one
+    failed (``syncfs`` is then off for the process)."""
     begin = time.perf_counter()
     try:
-        for directory in directories.values():
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                guard.sync(fd)
-            finally:
-                os.close(fd)
+        for fd in handles.values():
+            guard.sync(fd)
     except OSError:
         guard.failed()
         return False
-    guard.measured_syncfs(time.perf_counter() - begin, len(batch))
+    guard.measured_syncfs(time.perf_counter() - begin, replaced)
     return True
 
 
