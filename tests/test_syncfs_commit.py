@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from attractor_trio.aio.offload import WritePool, write_bytes_durably
 from attractor_trio.persist import syncfs
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
 from attractor_trio.persist.syncfs import SyncfsGuard, guard
+from attractor_trio.scopes.engine import RunHandle
 
-from .helpers import record_fsyncs
+from .helpers import fan_out_dot, record_fsyncs, run_dot
 
 Log = list[tuple[str, Any]]
 
@@ -339,6 +341,53 @@ def test_syncfs_covers_the_local_journaling_filesystems_only(
                 os.close(shm)
     finally:
         os.close(fd)
+
+
+def test_a_write_kept_out_of_the_batches_fsyncs_by_itself(
+    tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsyncs = record_fsyncs(monkeypatch)
+    targets = _targets(tmp_path, 4)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(
+                    partial(write_bytes_durably, target, _document(target), together=False)
+                )
+
+    trio.run(main)
+    assert sorted(fsyncs) == ["dir"] * 4 + ["file"] * 4  # on the pool's threads at once
+    assert _syncfs_calls(log) == 0
+
+
+async def test_cancelled_branches_keep_their_status_writes_out_of_the_batches(
+    tmp_path: Path, log: Log
+) -> None:
+    """On the way out of a cancelled run a batch's first ``syncfs`` would also flush all the
+    run wrote without fsync; the cancelled branches' status files keep their own fsyncs."""
+    branches = 6
+    handle = RunHandle()
+    started = 0
+
+    def cancel_once_all_run(event: dict[str, Any]) -> None:
+        nonlocal started
+        if event["event"] == "stage_attempt_started" and event["branch"]:
+            started += 1
+            if started == branches:
+                handle.cancel("stop requested")
+
+    root = tmp_path / "run"
+    steps = {f"b{i}": [{"delay": "60s"}] for i in range(branches)}
+    with trio.fail_after(30):
+        result = await run_dot(
+            fan_out_dot(branches), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
+        )
+    assert result.status == "canceled"
+    for index in range(branches):
+        status = read_json(root / "parallel" / "par" / f"b{index}" / f"b{index}" / "status.json")
+        assert status["failure_class"] == "canceled"
+    assert _syncfs_calls(log) == 0
 
 
 def test_a_slow_run_of_syncfs_turns_it_off_then_probation() -> None:

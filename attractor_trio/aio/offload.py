@@ -138,7 +138,9 @@ def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
 write_pool: Final = WritePool()
 
 
-async def write_bytes_durably(path: Path, data: bytes, pool: WritePool = write_pool) -> None:
+async def write_bytes_durably(
+    path: Path, data: bytes, pool: WritePool = write_pool, *, together: bool = True
+) -> None:
     """:func:`~attractor_trio.persist.atomic.write_bytes_atomic` with its waits on ``pool``:
     the same temp file, fsync, rename and directory fsync, in the same order — or, when several
     such writes are pending at once, all of them committed together by two ``syncfs`` calls
@@ -151,9 +153,14 @@ async def write_bytes_durably(path: Path, data: bytes, pool: WritePool = write_p
     finishing together on a slow disk ran out of descriptors (EMFILE; issue #22). Where
     ``syncfs`` is missing or the guard has it off, and under a virtual clock, the whole
     per-file recipe is one pool job, as it always was.
+
+    ``together=False`` keeps this write out of the batches: for writes on the way out of a
+    cancelled run, where the batch's first ``syncfs`` would also flush everything the run wrote
+    without fsync since the last one (tool logs, prompts, markers) — 100 cancelled branches
+    took 0.1 s longer to exit that way (``benchmarks/cancel.py``).
     """
     data = redaction.file_bytes(path, data)
-    if _virtual_clock() or not guard.allows():
+    if not together or _virtual_clock() or not guard.allows():
         await pool.run(partial(write_durably, os.fspath(path), data))
         return
     item = Pending(os.fspath(path))
