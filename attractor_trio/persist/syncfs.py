@@ -19,8 +19,9 @@ The order of the recipe is kept, for the whole batch at once (:meth:`Pending.sta
 
 and only then does the caller report any of them done. Nothing is renamed before its data is
 synced, nothing reported before its directory is. A SIGKILL at any point leaves each target
-either the old document or the new, complete one (stray temps are removed at the next start, as
-for every writer); a power loss before step 4 ends may lose a rename, never tear a file.
+either the old document or the new, complete one (and the batch's temps, which nothing reads, as
+a killed per-file write leaves its one); a power loss before step 4 ends may lose a rename, never
+tear a file.
 
 When ``syncfs`` is missing (not Linux, no libc symbol) or fails, the batch falls back to the
 per-file recipe (:func:`write_durably`), and a failed ``syncfs`` is never tried again in this
@@ -189,14 +190,14 @@ class Pending:
     """One write of a batch: its target, its complete temp (:meth:`stage`), and how it ended —
     ``error`` is ``None`` once it is durable in place."""
 
-    __slots__ = ("device", "error", "path", "temp", "together")
+    __slots__ = ("by_syncfs", "device", "error", "path", "temp")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.temp: str | None = None
         self.device = 0
         #: Whether its filesystem's ``syncfs`` may stand in for its fsyncs (:func:`syncfs_covers`).
-        self.together = False
+        self.by_syncfs = False
         self.error: BaseException | None = None
 
     def stage(self, data: bytes) -> None:
@@ -212,7 +213,7 @@ class Pending:
         try:
             write_all(fd, data)
             self.device = os.fstat(fd).st_dev
-            self.together = syncfs_covers(fd, self.device)
+            self.by_syncfs = syncfs_covers(fd, self.device)
         except BaseException:
             os.close(fd)
             remove_quietly(temp)
@@ -272,7 +273,7 @@ def commit_together(batch: Sequence[Pending], guard: SyncfsGuard = guard) -> Non
     together: list[Pending] = []
     try:
         for item in batch:
-            if item.together and _handle_for(item, handles):
+            if item.by_syncfs and _handle_for(item, handles):
                 together.append(item)
             else:
                 finish_alone(item, guard)
