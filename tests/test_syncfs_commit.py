@@ -436,10 +436,19 @@ def test_the_real_syncfs_works_here_or_is_reported_missing(tmp_path: Path) -> No
 
 
 # A run whose first syncfs of a batch — the temps written, nothing renamed — or whose second —
-# renamed, the directories not yet synced — is replaced by a SIGKILL of the process.
+# renamed, the directories not yet synced — is replaced by a SIGKILL of the process. The first
+# write (it leads alone) takes 0.3 s, so that the others queue into a batch on any disk.
 _DIE_AT_SYNCFS = """
-import os, signal, sys
+import os, signal, sys, time
+import attractor_trio.aio.offload as offload
 from attractor_trio.persist.syncfs import guard, libc_syncfs
+alone = offload.finish_alone
+def slow_first(item, first=[True]):
+    if first[0]:
+        first[0] = False
+        time.sleep(0.3)
+    alone(item)
+offload.finish_alone = slow_first
 calls = [0]
 def die_at(fd, nth=int(os.environ["DIE_AT_SYNCFS"])):
     calls[0] += 1
