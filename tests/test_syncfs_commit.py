@@ -334,6 +334,7 @@ def test_syncfs_covers_the_local_journaling_filesystems_only(
         assert not syncfs.syncfs_covers(fd, device)
         if Path("/dev/shm").is_dir():
             monkeypatch.setattr(syncfs, "SYNCFS_FILESYSTEMS", frozenset({0x01021994}))
+            monkeypatch.setattr(syncfs, "_covered_devices", {})
             shm = os.open("/dev/shm", os.O_RDONLY | os.O_DIRECTORY)
             try:
                 assert syncfs.syncfs_covers(shm, os.fstat(shm).st_dev)  # tmpfs's magic
