@@ -30,13 +30,13 @@ async def test_canceled_branches_write_their_status_files_together(
     writes: list[bytes] = []
     in_flight = most = 0
 
-    async def counting(path: Path, data: bytes, *args: Any) -> None:
+    async def counting(path: Path, data: bytes, *args: Any, **kwargs: Any) -> None:
         nonlocal in_flight, most
         writes.append(data)
         in_flight += 1
         most = max(most, in_flight)
         try:
-            await real(path, data, *args)
+            await real(path, data, *args, **kwargs)
         finally:
             in_flight -= 1
 

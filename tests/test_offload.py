@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from attractor_trio.aio.offload import WritePool, write_bytes_durably
+from attractor_trio.persist import syncfs
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
 
 from .helpers import fail_fsyncs, record_fsyncs
@@ -184,6 +185,9 @@ def test_a_branch_status_file_makes_no_directory_call_on_the_trio_thread(
 def test_write_bytes_durably_creates_a_missing_directory_on_a_pool_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without ``syncfs`` the whole recipe is one pool job (with it, the temp is written on the
+    calling thread: ``test_syncfs_commit``)."""
+    monkeypatch.setattr(syncfs.guard, "available", False)
     mkdirs = _record_mkdirs(monkeypatch)
     synced = record_fsyncs(monkeypatch)
     target = tmp_path / "gone" / "stage" / "status.json"
@@ -193,6 +197,21 @@ def test_write_bytes_durably_creates_a_missing_directory_on_a_pool_thread(
     assert read_json(target) == {"new": True}
     assert mkdirs and all(name.startswith("attractor-trio-write-") for name in mkdirs)
     assert synced == ["file", "dir"]
+    assert _temps(target.parent) == []
+
+
+def test_write_bytes_durably_creates_a_missing_directory_with_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(syncfs.guard, "available", True)
+    monkeypatch.setattr(syncfs.guard, "off_until", 0.0)
+    synced = record_fsyncs(monkeypatch)
+    target = tmp_path / "gone" / "stage" / "status.json"
+
+    trio.run(write_bytes_durably, target, b'{"new": true}\n')
+
+    assert read_json(target) == {"new": True}
+    assert synced == ["file", "dir"]  # a lone write keeps its own fsyncs
     assert _temps(target.parent) == []
 
 

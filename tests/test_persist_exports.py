@@ -20,6 +20,7 @@ SUBMODULES = [
     "manifest",
     "progress",
     "status",
+    "syncfs",
 ]
 
 

@@ -13,6 +13,11 @@ with, writes inline. Measured on the CI machine's ext4 (``benchmarks/fanout.py``
 before results moved to ``group_commit.py``): inline 2.1-2.3 s, 1 thread 2.1-2.2 s, 2-4
 threads 1.84-1.93 s, 8 threads 1.9-2.1 s; on tmpfs, where fsync is free, inline is fastest.
 
+When several branches' ``status.json`` writes are pending at once they are committed together
+(:func:`write_bytes_durably`): two ``syncfs`` calls on the pool for the whole batch instead of two
+fsyncs per file (``persist/syncfs.py``, contract.md §2), which also removes a pool hand-off per
+write.
+
 A job has to move an fsync or a slow create to pay for its hand-over. A branch's unsynced
 stage files (the stage dir, ``prompt.md``, ``response.md``, ``.attempt.json``) stay on the trio
 thread: as pool jobs they lengthened a 1,000-branch fan-out by 0.3-0.5 s on ext4 and tmpfs alike
@@ -35,12 +40,18 @@ import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, final
 
 import trio
 
 from ..core import redaction
-from ..persist.atomic import fsync_directory_fd, replacing, write_all
+from ..persist.syncfs import (
+    Pending,
+    commit_together,
+    finish_alone,
+    guard,
+    write_durably,
+)
 
 __all__ = ["WritePool", "write_bytes_durably", "write_pool"]
 
@@ -127,43 +138,105 @@ def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
 write_pool: Final = WritePool()
 
 
-async def write_bytes_durably(path: Path, data: bytes, pool: WritePool = write_pool) -> None:
-    """:func:`~attractor_trio.persist.atomic.write_bytes_atomic` on ``pool``: the same temp
-    file, fsync, rename and directory fsync, in the same order, as one job.
+async def write_bytes_durably(
+    path: Path, data: bytes, pool: WritePool = write_pool, *, together: bool = True
+) -> None:
+    """:func:`~attractor_trio.persist.atomic.write_bytes_atomic` with its waits on ``pool``:
+    the same temp file, fsync, rename and directory fsync, in the same order — or, when several
+    such writes are pending at once, all of them committed together by two ``syncfs`` calls
+    (``persist/syncfs.py``, contract.md §2).
 
-    The whole recipe runs on a pool thread, descriptors included, so a descriptor is open only
-    while a thread works on it: at most two per pool thread, however many writes wait. When
-    the temp file was opened here and only its fsyncs went to the pool, each waiting write held
-    its temp file open, and a thousand branches finishing together on a slow disk ran out of
-    descriptors (EMFILE; issue #22). Measured on the 2-core machine (1,000 branches of 1 s):
-    the trio thread's CPU 3-6 % lower, the fan-out's duration unchanged within the noise.
+    Two pool jobs: the temp written and closed (file creation is the slow part of a write on a
+    disk that has just freed many inodes — 0.2-0.6 ms, against 25 µs — and stays off the trio
+    thread), then the commit, shared by the batch. No descriptor is held while a write waits
+    for its batch: when each waiting write held its temp file open, a thousand branches
+    finishing together on a slow disk ran out of descriptors (EMFILE; issue #22). Where
+    ``syncfs`` is missing or the guard has it off, and under a virtual clock, the whole
+    per-file recipe is one pool job, as it always was.
+
+    ``together=False`` keeps this write out of the batches: for writes on the way out of a
+    cancelled run, where the batch's first ``syncfs`` would also flush everything the run wrote
+    without fsync since the last one (tool logs, prompts, markers) — 100 cancelled branches
+    took 0.1 s longer to exit that way (``benchmarks/cancel.py``).
     """
     data = redaction.file_bytes(path, data)
-    await pool.run(partial(_write_durably, path, data))
+    if not together or _virtual_clock() or not guard.allows():
+        await pool.run(partial(write_durably, os.fspath(path), data))
+        return
+    item = Pending(os.fspath(path))
+    await pool.run(partial(item.stage, data))
+    await _batcher(pool).commit(item)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """The recipe of :func:`~attractor_trio.persist.atomic.write_bytes_atomic` (``data``
-    already redacted), on the calling thread.
+@final
+class _DurableBatches:
+    """Group commit of durable atomic writes, as ``group_commit.py`` does for log lines: no
+    background task. A writer with no batch in flight leads: it takes every queued write and
+    commits them — a lone write by the rest of the per-file recipe on the pool (a lone stage
+    keeps its own fsyncs), several by ``syncfs`` in one pool job (all temps synced → their
+    renames → one more ``syncfs`` covering the directories), or, while the guard has
+    ``syncfs`` off, each by the per-file recipe on the pool's threads at once. Writers arriving
+    meanwhile queue and wait; the first of them not yet covered leads the next batch. A writer
+    returns only when the batch holding its write has ended: its data synced before its
+    rename, its directory synced after."""
 
-    A missing parent directory is created here, on the pool thread, and only when the write
-    failed without it (a retry of the whole recipe is harmless: nothing was renamed). A
-    branch's stage dir exists when its ``status.json`` is written (the attempt made it), so a
-    ``mkdir`` beforehand on the trio thread found it there every time: 3 % of that thread's
-    time in a 1,000-branch fan-out (issue #22)."""
+    def __init__(self, pool: WritePool) -> None:
+        self._pool = pool
+        self._queued: list[Pending] = []
+        self._tickets = 0  # writes queued so far
+        self._committed = 0  # of those, how many a finished batch covered
+        self._in_flight: trio.Event | None = None
+
+    async def commit(self, item: Pending) -> None:
+        """Return once ``item`` (staged) is durable in place, or raise its failure. Like a
+        synchronous write, a cancellation does not abandon it: it is delivered at the caller's
+        next checkpoint."""
+        self._queued.append(item)
+        self._tickets += 1
+        ticket = self._tickets
+        with trio.CancelScope(shield=True):
+            while self._committed < ticket:
+                if self._in_flight is None:
+                    await self._commit_queued()
+                else:
+                    await self._in_flight.wait()
+        if item.error is not None:
+            raise item.error
+
+    async def _commit_queued(self) -> None:
+        done = self._in_flight = trio.Event()
+        batch, self._queued = self._queued, []
+        covers = self._tickets
+        try:
+            if len(batch) > 1 and guard.allows():  # temps synced, renamed, directories synced
+                await self._pool.run(partial(commit_together, batch))
+            else:
+                async with trio.open_nursery() as nursery:
+                    for item in batch:
+                        nursery.start_soon(self._pool.run, partial(finish_alone, item))
+        finally:
+            for item in batch:  # only an interrupted batch leaves temps behind
+                if item.temp is not None:
+                    item.discard()
+                    item.error = item.error or OSError("the durable write was interrupted")
+            self._committed = covers
+            self._in_flight = None
+            done.set()
+
+
+#: Each trio run's batches, per pool (their events belong to one run).
+_batches: Final[trio.lowlevel.RunVar[dict[WritePool, _DurableBatches]]] = trio.lowlevel.RunVar(
+    "attractor_trio_durable_batches"
+)
+
+
+def _batcher(pool: WritePool) -> _DurableBatches:
     try:
-        _replace_durably(path, data)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _replace_durably(path, data)
-
-
-def _replace_durably(path: Path, data: bytes) -> None:
-    with replacing(path) as fd:
-        write_all(fd, data)
-        os.fsync(fd)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fsync_directory_fd(directory)
-    finally:
-        os.close(directory)
+        table = _batches.get()
+    except LookupError:
+        table = {}
+        _batches.set(table)
+    batcher = table.get(pool)
+    if batcher is None:
+        batcher = table[pool] = _DurableBatches(pool)
+    return batcher

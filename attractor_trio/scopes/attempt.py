@@ -459,7 +459,7 @@ class StageExecutor:
             )
             if self.branch:  # a fan-out's branches are canceled together: overlap their fsyncs
                 with trio.CancelScope(shield=True):
-                    await _write_status_durably(status_path, canceled)
+                    await _write_status_durably(status_path, canceled, together=False)
             else:
                 _write_status(status_path, canceled)
             info.emit(
@@ -632,10 +632,14 @@ _attempt_ids = random.Random(secrets.randbits(64))
 os.register_at_fork(after_in_child=lambda: _attempt_ids.seed(secrets.randbits(64)))
 
 
-async def _write_status_durably(path: Path, outcome: Outcome) -> None:
-    """:func:`_write_status` with its fsyncs on the write pool (fan-out branches); the pool
-    also creates the stage dir if it went away."""
-    await write_bytes_durably(path, dumps_json(outcome.to_json()).encode("utf-8"))
+async def _write_status_durably(path: Path, outcome: Outcome, *, together: bool = True) -> None:
+    """:func:`_write_status` with its fsyncs on the write pool (fan-out branches), committed
+    together with other branches' when several are pending (``aio/offload.py``; not a
+    cancelled branch's: ``together=False``); the pool also creates the stage dir if it went
+    away."""
+    await write_bytes_durably(
+        path, dumps_json(outcome.to_json()).encode("utf-8"), together=together
+    )
 
 
 class _StagePlan(NamedTuple):
