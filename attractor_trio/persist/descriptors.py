@@ -10,8 +10,10 @@ needed (issue #22). So such an open that meets ``EMFILE`` asks every registered 
 one kept descriptor back and tries again, until it succeeds or nothing more can be given back,
 and only then raises.
 
-How: each call site keeps its plain ``os.open`` (no extra call on the path that succeeds) and
-hands an ``OSError`` to :func:`open_after_error`, which re-raises anything but ``EMFILE``.
+How: the run directory's writers open through :func:`open_fd`; the hottest call sites (every
+stage's files in ``atomic.py``) keep their plain ``os.open`` — no extra call on the path that
+succeeds — and hand an ``OSError`` to :func:`open_after_error`. Anything but ``EMFILE`` is
+raised as it was.
 A holder is any object with a ``give_back_descriptor() -> bool`` method, callable from any
 thread (the write pool's threads open files too); it is held weakly, so a finished run's hub
 that was never closed does not stay registered.
