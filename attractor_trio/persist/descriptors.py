@@ -68,32 +68,25 @@ def give_back_one() -> bool:
     return any(holder.give_back_descriptor() for holder in holders)
 
 
-def open_after_error(
-    error: OSError,
-    path: _Path,
-    flags: int,
-    mode: int = 0o777,
-    *,
-    dir_fd: int | None = None,
-) -> int:
+def open_after_error(error: OSError, path: _Path, flags: int, mode: int = 0o777) -> int:
     """``os.open(path, flags, mode)`` again after it failed with ``error``: raised as it is
     unless it is ``EMFILE``; then a kept descriptor is given back before each new try, and
     the last ``EMFILE`` is raised once there is none left to give back."""
     while error.errno == errno.EMFILE and give_back_one():
         try:
-            return os.open(path, flags, mode, dir_fd=dir_fd)
+            return os.open(path, flags, mode)
         except OSError as again:
             error = again
     raise error
 
 
-def open_fd(path: _Path, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+def open_fd(path: _Path, flags: int, mode: int = 0o777) -> int:
     """``os.open`` that gives a kept descriptor back and tries again on ``EMFILE`` (for call
     sites off the hot path; the others inline the ``try`` and call :func:`open_after_error`)."""
     try:
-        return os.open(path, flags, mode, dir_fd=dir_fd)
+        return os.open(path, flags, mode)
     except OSError as exc:
-        return open_after_error(exc, path, flags, mode, dir_fd=dir_fd)
+        return open_after_error(exc, path, flags, mode)
 
 
 #: Assumed open when they cannot be counted (no ``/proc/self/fd`` nor ``/dev/fd``).
