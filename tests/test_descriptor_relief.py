@@ -88,15 +88,21 @@ def test_a_stage_file_written_at_the_limit_takes_a_kept_branch_logs_descriptor(
 def test_a_branch_log_given_back_reopens_and_goes_on_numbering(
     hub: EventHub, tmp_path: Path
 ) -> None:
-    """Every branch writes again at the limit: each reopen takes another log's descriptor."""
+    """More branches than kept logs, then every branch writes again at the limit: each log
+    released by the budget reopens by taking another one's descriptor."""
+    branches = KEPT + 3
+    for index in range(KEPT, branches):  # the budget releases the first three logs
+        path = tmp_path / "parallel" / "par" / f"b{index}" / "progress.ndjson"
+        hub.open_branch(f"par/b{index}", path, create_branch_log(path))
+        hub.emit("stage_started", f"par/b{index}", node_id=f"b{index}")
     with _no_descriptor_left():
         for round_ in range(2):
-            for index in range(KEPT):
+            for index in range(branches):
                 hub.emit("stage_heartbeat", f"par/b{index}", node_id=f"b{index}", round=round_)
-    for index in range(KEPT):
+    for index in range(branches):
         assert _branch_seqs(tmp_path, index) == [1, 2, 3]
     run_log = read_progress(tmp_path / "progress.ndjson")
-    assert [event["seq"] for event in run_log] == list(range(1, 3 * KEPT + 1))
+    assert [event["seq"] for event in run_log] == list(range(1, 3 * branches + 1))
 
 
 @pytest.mark.parametrize(
