@@ -14,13 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from .persist import descriptors
 from .persist.live import LiveWriter
 from .persist.progress import ProgressWriter, open_log
 
 __all__ = [
+    "BRANCH_SET_UP_CHUNK",
+    "BRANCH_SET_UP_JOBS",
     "MAX_OPEN_BRANCH_LOGS",
     "OPEN_BRANCH_LOGS",
+    "SET_UP_DESCRIPTORS",
     "TERMINAL_EVENTS",
+    "TRANSIENT_DESCRIPTORS",
     "EventHub",
     "EventSink",
     "branch_log_budget",
@@ -37,6 +42,20 @@ OPEN_BRANCH_LOGS: Final = 64
 #: ... and at most; between the two, an eighth of the descriptors the process may open
 #: (:func:`branch_log_budget`).
 MAX_OPEN_BRANCH_LOGS: Final = 4096
+#: A fan-out's branch set-ups (``scopes/run.py``: :func:`create_branch_log` and the first
+#: stage's dir, ``aio/batched.py``): calls per write-pool job, and jobs in flight at once.
+BRANCH_SET_UP_CHUNK: Final = 8
+BRANCH_SET_UP_JOBS: Final = 2
+#: Branch logs the set-ups may hold open before the hub adopts them: every job in flight
+#: full, and the results of one more handed back but not yet taken by their branches.
+SET_UP_DESCRIPTORS: Final = (BRANCH_SET_UP_JOBS + 1) * BRANCH_SET_UP_CHUNK
+#: Descriptors kept free for opens that come and go while a fan-out runs: a stage file on
+#: the trio thread (``prompt.md``, a marker, ``live.json``, a checkpoint temp and its
+#: directory), a temp and its directory on each of the write pool's 4 threads, a batch
+#: commit's filesystem handles, a released branch log reopened before the least recent one
+#: is closed. An estimate with room to spare; an open that still meets ``EMFILE`` takes a
+#: kept branch log's descriptor (:meth:`EventHub.give_back_descriptor`).
+TRANSIENT_DESCRIPTORS: Final = 16
 
 
 class EventHub:
@@ -59,8 +78,10 @@ class EventHub:
         self._branches: dict[str, ProgressWriter] = {}
         self._open_branch_logs: OrderedDict[str, ProgressWriter] = OrderedDict()
         #: How many branch logs stay open (``None``: :func:`branch_log_budget`, taken now,
-        #: after ``run`` has raised the soft limit).
+        #: inside the run's event loop, after ``run`` has raised the soft limit); one fewer
+        #: each time another open needed a descriptor (:meth:`give_back_descriptor`).
         self.open_branch_logs = open_branch_logs or branch_log_budget()
+        descriptors.register(self)
 
     @property
     def run_id(self) -> str:
@@ -145,9 +166,31 @@ class EventHub:
         if len(logs) > self.open_branch_logs:
             logs.popitem(last=False)[1].release()
 
+    def give_back_descriptor(self) -> bool:
+        """Close the descriptor of the least recently written branch log still holding one
+        (it reopens on its next event), for an ``open`` that met ``EMFILE``
+        (``persist/descriptors.py``), and keep one log fewer open from now on: the budget did
+        not fit what else the process holds. Whether a descriptor was closed.
+
+        Called from any thread (the write pool's too): it only copies the kept logs (one C
+        call under the GIL) and closes one under that writer's lock, skipping a writer busy
+        writing; the trio thread's bookkeeping of which logs are kept is left alone."""
+        for _ in range(3):  # a copy interrupted by a change on another thread: again
+            try:
+                kept = list(self._open_branch_logs.values())
+            except RuntimeError:
+                continue
+            for writer in kept:
+                if writer.give_back():
+                    self.open_branch_logs = max(1, self.open_branch_logs - 1)
+                    return True
+            return False
+        return False
+
     def close(self) -> None:
         """Release the log files once the run has finalized (a server hosting many runs in
         one process must not keep a descriptor per finished run)."""
+        descriptors.unregister(self)
         for branch in list(self._branches):
             self.close_branch(branch)
         self.writer.close()
@@ -177,9 +220,18 @@ class EventHub:
             self._active.pop(key, None)
 
 
-def branch_log_budget() -> int:
+def branch_log_budget(held: int | None = None) -> int:
     """How many branch logs to keep open: an eighth of the soft descriptor limit, within
-    :data:`OPEN_BRANCH_LOGS` and :data:`MAX_OPEN_BRANCH_LOGS`.
+    :data:`OPEN_BRANCH_LOGS` and :data:`MAX_OPEN_BRANCH_LOGS` — but never more than fit
+    beside everything else the process may hold at once::
+
+        limit - held - SET_UP_DESCRIPTORS - TRANSIENT_DESCRIPTORS   (at least 1)
+
+    ``held``: the descriptors open now (default: counted, :func:`~attractor_trio.persist.
+    descriptors.open_descriptor_count`; the hub is made inside the run's event loop, so
+    they include trio's own, the run's log and lock, stdio, a host's). With a hard limit of
+    128 that leaves 64, as before, but with 96 it leaves about 40: the floor of 64 alone,
+    with the set-ups in flight and the run's own, was over the limit (issue #22).
 
     Why not always the floor: a branch's log is written when its stage starts and again when
     it ends, a stage's length later; with more branches alive than logs open, every branch
@@ -193,7 +245,11 @@ def branch_log_budget() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_OPEN_BRANCH_LOGS
-    return max(OPEN_BRANCH_LOGS, min(MAX_OPEN_BRANCH_LOGS, soft // 8))
+    wanted = max(OPEN_BRANCH_LOGS, min(MAX_OPEN_BRANCH_LOGS, soft // 8))
+    if held is None:
+        held = descriptors.open_descriptor_count()
+    room = soft - held - SET_UP_DESCRIPTORS - TRANSIENT_DESCRIPTORS
+    return max(1, min(wanted, room))
 
 
 def create_branch_log(path: Path) -> tuple[int, int]:

@@ -24,6 +24,8 @@ from attractor_trio.backends.simulate import SimulationBackend
 from attractor_trio.events import (
     MAX_OPEN_BRANCH_LOGS,
     OPEN_BRANCH_LOGS,
+    SET_UP_DESCRIPTORS,
+    TRANSIENT_DESCRIPTORS,
     EventHub,
     branch_log_budget,
     create_branch_log,
@@ -136,7 +138,38 @@ def test_the_budget_is_an_eighth_of_the_soft_descriptor_limit_within_bounds(
     import resource
 
     monkeypatch.setattr(resource, "getrlimit", lambda _kind: (soft, resource.RLIM_INFINITY))
-    assert branch_log_budget() == budget
+    assert branch_log_budget(held=20) == budget
+
+
+@pytest.mark.parametrize(
+    ("soft", "held", "budget"),
+    [
+        (96, 14, 96 - 14 - SET_UP_DESCRIPTORS - TRANSIENT_DESCRIPTORS),
+        (64, 14, 64 - 14 - SET_UP_DESCRIPTORS - TRANSIENT_DESCRIPTORS),
+        (1024, 1000, 1),  # a host holding nearly all: every event reopens its log
+        (1024, 20, 128),
+    ],
+)
+def test_the_budget_leaves_room_for_everything_else_the_process_may_hold(
+    monkeypatch: pytest.MonkeyPatch, soft: int, held: int, budget: int
+) -> None:
+    """Issue #22: under a hard limit of 96 the floor of 64 kept logs, the set-ups' descriptors
+    in flight and the run's own were over the limit; the budget is what is left."""
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _kind: (soft, soft))
+    assert branch_log_budget(held=held) == budget
+    assert held + budget + SET_UP_DESCRIPTORS + TRANSIENT_DESCRIPTORS <= soft or budget == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_the_budget_counts_the_descriptors_open_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    held = len(os.listdir("/proc/self/fd")) - 1
+    soft = held + SET_UP_DESCRIPTORS + TRANSIENT_DESCRIPTORS + 5
+    monkeypatch.setattr(resource, "getrlimit", lambda _kind: (soft, soft))
+    assert branch_log_budget() == 5
 
 
 def test_an_unlimited_soft_limit_keeps_the_maximum(monkeypatch: pytest.MonkeyPatch) -> None:

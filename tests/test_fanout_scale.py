@@ -14,12 +14,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 BRANCHES = 300
 #: Well under BRANCHES: a descriptor held per live branch cannot fit.
 DESCRIPTOR_LIMIT = 128
+#: Lower than the old floor of 64 kept branch logs plus what else a run holds: on ``main``
+#: before the budget counted every holder, this limit failed with EMFILE every time.
+TIGHT_DESCRIPTOR_LIMIT = 64
 
 
 def _wide_fanout(branches: int, stage: str = "shape=box") -> str:
@@ -35,9 +39,13 @@ def _wide_fanout(branches: int, stage: str = "shape=box") -> str:
     return "\n".join([*lines, "}"]) + "\n"
 
 
-def _limit_descriptors_hard() -> None:
+def _limit_descriptors_hard(limit: int = DESCRIPTOR_LIMIT) -> Callable[[], None]:
     """Soft and hard limit: the run cannot raise it, so what it holds must fit."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
+
+    def limit_them() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return limit_them
 
 
 def _limit_descriptors_soft() -> None:
@@ -60,16 +68,34 @@ def _run(tmp_path: Path, dot: str, limit: Callable[[], None], *args: str) -> Pat
     return logs
 
 
+def _most_alive_at_once(events: list[dict[str, Any]]) -> int:
+    """The most branch stages running at once, in the run log's order (by ``seq``)."""
+    alive = most = 0
+    for event in events:
+        if event["branch"] and event["event"] == "stage_attempt_started":
+            alive += 1
+            most = max(most, alive)
+        elif event["branch"] and event["event"] == "stage_attempt_finished":
+            alive -= 1
+    return most
+
+
 @pytest.mark.slow
-def test_a_fanout_wider_than_the_descriptor_limit_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", [DESCRIPTOR_LIMIT, TIGHT_DESCRIPTOR_LIMIT])
+def test_a_fanout_wider_than_the_descriptor_limit_completes(tmp_path: Path, limit: int) -> None:
+    """The property, not a speed: more branches alive at once than the process may hold
+    descriptors, and the run succeeds. The kept branch logs leave room for everything else
+    the run holds (events.branch_log_budget), so this holds however slowly the trio thread
+    gets to adopt the set-ups' descriptors (a CPU-starved run failed here with EMFILE)."""
     script = tmp_path / "sim.json"
-    # Every branch works long enough for all of them to be alive together.
+    # Every branch works long enough for many of them to be alive together (300 branches
+    # start in ~0.05 s on an idle machine, ~0.3 s with the CPU busy).
     steps = {f"b{i:04d}": [{"delay": "1500ms"}] for i in range(BRANCHES)}
     script.write_text(json.dumps({"nodes": steps}))
     logs = _run(
         tmp_path,
         _wide_fanout(BRANCHES),
-        _limit_descriptors_hard,
+        _limit_descriptors_hard(limit),
         "--simulate",
         "--sim-script",
         str(script),
@@ -77,11 +103,7 @@ def test_a_fanout_wider_than_the_descriptor_limit_completes(tmp_path: Path) -> N
     events = [json.loads(line) for line in (logs / "progress.ndjson").read_text().splitlines()]
     started = [e for e in events if e["event"] == "stage_attempt_started" and e["branch"]]
     assert len(started) == BRANCHES
-    # They overlapped: the last branch started before the first one finished its stage.
-    first_finished = next(
-        e["seq"] for e in events if e["event"] == "stage_attempt_finished" and e["branch"]
-    )
-    assert max(e["seq"] for e in started) < first_finished
+    assert _most_alive_at_once(events) > limit
     # Each branch still has its own complete log (contract.md §2).
     for index in (0, BRANCHES // 2, BRANCHES - 1):
         key = f"b{index:04d}"

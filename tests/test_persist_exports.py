@@ -12,6 +12,7 @@ SUBMODULES = [
     "atomic",
     "checkpoint",
     "commit",
+    "descriptors",
     "final",
     "journaled",
     "live",

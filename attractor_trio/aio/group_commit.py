@@ -35,6 +35,7 @@ import trio
 
 from ..core import redaction
 from ..persist.atomic import fsync_directory, write_all
+from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
 from .offload import WritePool, write_pool
 
@@ -101,11 +102,11 @@ class DurableLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
         try:
-            self._fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = open_fd(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
             return self._fd, True
         except FileExistsError:
             pass
-        self._fd = os.open(self.path, flags)
+        self._fd = open_fd(self.path, flags)
         if not _ends_a_line(self.path):  # a line torn by a crash: start on a fresh one
             write_all(self._fd, b"\n")
         return self._fd, False

@@ -34,6 +34,7 @@ from ..core import redaction
 from ..errors import AttractorError
 from ..jsontext import encode_str as _encode_str
 from ..jsontext import json_chunk_encoder, json_encoder
+from . import descriptors
 
 __all__ = [
     "Check",
@@ -77,6 +78,9 @@ StrPath = str | os.PathLike[str]
 # random token keeps concurrent writers of the same target apart, and the exact shape lets
 # cleanup_temp_files recognise *our* temps without touching anything else.
 _TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+#: A new file (exclusive create) and a directory to fsync, as ``os.open`` flags.
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+_DIRECTORY: Final = os.O_RDONLY | os.O_DIRECTORY
 
 
 class CorruptFileError(AttractorError):
@@ -280,7 +284,10 @@ def write_bytes_atomic(
     # generator-based context manager and Path arithmetic cost more than the system calls.
     target = os.fspath(path)
     temp = temp_name(target)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(temp, _NEW_FILE, 0o644)
+    except OSError as exc:  # EMFILE: a kept branch log gives its descriptor back
+        fd = descriptors.open_after_error(exc, temp, _NEW_FILE, 0o644)
     try:
         try:
             write_all(fd, data)
@@ -313,7 +320,10 @@ def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> Non
     SIGKILL during the write may leave the file empty or short, which every reader of these
     files treats as absent."""
     target = os.fspath(path)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(target, _NEW_FILE, 0o644)
+    except OSError as exc:  # EMFILE: a kept branch log gives its descriptor back
+        fd = descriptors.open_after_error(exc, target, _NEW_FILE, 0o644)
     try:
         try:
             write_all(fd, data)
@@ -388,7 +398,10 @@ def read_json_object(path: Path, what: str, schema: Schema | None = None) -> dic
 def fsync_directory(directory: StrPath) -> None:
     """Make a rename/link/unlink in ``directory`` durable. Filesystems that cannot fsync a
     directory (EINVAL) are tolerated: there is nothing more we can do there."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(directory, _DIRECTORY)
+    except OSError as exc:
+        fd = descriptors.open_after_error(exc, directory, _DIRECTORY)
     try:
         fsync_directory_fd(fd)
     finally:
@@ -444,7 +457,10 @@ def open_temp(target: Path) -> tuple[Path, int]:
     this process's writers and (with ``O_EXCL`` as the backstop) other processes', without
     asking the kernel for randomness on every write."""
     temp = Path(temp_name(target))
-    return temp, os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        return temp, os.open(temp, _NEW_FILE, 0o644)
+    except OSError as exc:
+        return temp, descriptors.open_after_error(exc, temp, _NEW_FILE, 0o644)
 
 
 def temp_name(target: StrPath) -> str:

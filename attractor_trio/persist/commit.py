@@ -45,6 +45,7 @@ from typing import Final, final
 
 from ..core import redaction
 from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
+from .descriptors import open_fd
 
 __all__ = ["DirectorySyncs", "RecyclingWriter", "fsync_together"]
 
@@ -247,7 +248,7 @@ class DirectorySyncs:
                     fds.append(kept)
                     continue
                 try:
-                    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fd = open_fd(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     continue
                 fds.append(fd)
@@ -312,10 +313,10 @@ class DirectorySyncs:
             for target, data in self._held.items():
                 temp = temp_name(target)
                 try:
-                    fd = os.open(temp, _NEW_FILE, 0o644)
+                    fd = open_fd(temp, _NEW_FILE, 0o644)
                 except FileNotFoundError:  # the stage dir went away under the handler
                     os.makedirs(os.path.dirname(target), exist_ok=True)
-                    fd = os.open(temp, _NEW_FILE, 0o644)
+                    fd = open_fd(temp, _NEW_FILE, 0o644)
                 temps.append((temp, target, fd))
                 write_all(fd, data)
         except BaseException:
@@ -424,7 +425,7 @@ class RecyclingWriter:
         descriptor, this assumes the run directory is not swapped under a running engine."""
         fd = self._directory_fd
         if fd is None:
-            fd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = open_fd(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             self._directory_fd = fd
             self._close_directory = weakref.finalize(self, os.close, fd)
         return fd
@@ -443,9 +444,9 @@ class RecyclingWriter:
         spare = self._spare
         if spare is not None:
             try:
-                return spare, os.open(spare, os.O_WRONLY | os.O_CLOEXEC)
+                return spare, open_fd(spare, os.O_WRONLY | os.O_CLOEXEC)
             except FileNotFoundError:  # removed behind our back: start a fresh one
                 self._spare = None
         self._spare_size = 0
         spare = temp_name(self._target)
-        return spare, os.open(spare, _NEW_FILE, 0o644)
+        return spare, open_fd(spare, _NEW_FILE, 0o644)

@@ -36,6 +36,7 @@ from .atomic import (
     utc_timestamp,
     write_all,
 )
+from .descriptors import open_fd
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -75,7 +76,7 @@ _LOG_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 
 def open_log(path: StrPath) -> tuple[int, int]:
     """Open (create if missing) an event log for appending: its descriptor and its size."""
-    fd = os.open(path, _LOG_FLAGS, 0o644)
+    fd = open_fd(path, _LOG_FLAGS, 0o644)
     try:
         return fd, os.fstat(fd).st_size
     except BaseException:
@@ -162,6 +163,21 @@ class ProgressWriter:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+    def give_back(self) -> bool:
+        """:meth:`release` from any thread, unless this writer is busy (its lock is taken:
+        perhaps by the very write whose ``open`` asks for a descriptor, which must not wait
+        for itself); whether a descriptor was closed. For ``persist/descriptors.py``."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._fd is None:
+                return False
+            os.close(self._fd)
+            self._fd = None
+            return True
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -263,7 +279,7 @@ class ProgressWriter:
         if self._fd is None:
             if self._closed:
                 raise ValueError(f"progress writer for {self.path} is closed")
-            self._fd = os.open(self.path, _LOG_FLAGS, 0o644)
+            self._fd = open_fd(self.path, _LOG_FLAGS, 0o644)
         return self._fd
 
 

@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
 from .atomic import fsync_directory, remove_quietly, temp_name, write_all
+from .descriptors import open_fd
 
 __all__ = [
     "Pending",
@@ -206,10 +207,10 @@ class Pending:
         directory is created (the stage dir went away under the handler)."""
         temp = temp_name(self.path)
         try:
-            fd = os.open(temp, _NEW_FILE, 0o644)
+            fd = open_fd(temp, _NEW_FILE, 0o644)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd = os.open(temp, _NEW_FILE, 0o644)
+            fd = open_fd(temp, _NEW_FILE, 0o644)
         try:
             write_all(fd, data)
             self.device = os.fstat(fd).st_dev
@@ -245,7 +246,7 @@ def finish_alone(item: Pending, guard: SyncfsGuard = guard) -> None:
     if temp is None:
         return
     try:
-        fd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_fd(temp, os.O_RDONLY | os.O_CLOEXEC)
         try:
             begin = time.perf_counter()
             os.fsync(fd)
@@ -297,7 +298,7 @@ def _handle_for(item: Pending, handles: dict[int, int]) -> bool:
     if item.device not in handles:
         try:
             directory = os.path.dirname(item.path) or "."
-            handles[item.device] = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            handles[item.device] = open_fd(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return False
     return True

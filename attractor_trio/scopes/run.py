@@ -35,7 +35,7 @@ from ..core.routing import Advance, Stop
 from ..core.vocabulary import CancelCause, ExitPath, FailureClass
 from ..dot.graph import Graph
 from ..dot.values import format_duration
-from ..events import EventHub, create_branch_log
+from ..events import BRANCH_SET_UP_CHUNK, BRANCH_SET_UP_JOBS, EventHub, create_branch_log
 from ..handlers.base import AttemptInfo, HandlerRegistry
 from ..handlers.parallel import BranchResult, ParallelHandler
 from ..persist.artifacts import ArtifactStore
@@ -201,11 +201,15 @@ class RunScope:
     heartbeats: Heartbeats | None = field(default=None, init=False)
     #: Makes each fan-out branch's files on the write pool (:func:`_set_up_branch`), those of
     #: branches starting together in one job (``aio/batched.py``). Each call returns an open
-    #: descriptor, and up to ``jobs * chunk`` of them are open before the hub takes them over
-    #: (and closes all but its budget, at least 64, events.py): small jobs, so a process held
-    #: to 128 descriptors still runs a wide fan-out (``test_fanout_scale``).
+    #: descriptor, and up to ``(jobs + 1) * chunk`` of them are open before the hub takes them
+    #: over (``events.SET_UP_DESCRIPTORS``, which the hub's budget of kept logs leaves room
+    #: for): small jobs, so a process held to 64 descriptors still runs a wide fan-out
+    #: (``test_fanout_scale``).
     _branch_set_ups: BatchedCall[tuple[Path, Path | None], tuple[tuple[int, int], bool]] = field(
-        factory=lambda: BatchedCall(_set_up_branch, chunk=8, jobs=2), init=False
+        factory=lambda: BatchedCall(
+            _set_up_branch, chunk=BRANCH_SET_UP_CHUNK, jobs=BRANCH_SET_UP_JOBS
+        ),
+        init=False,
     )
     #: Whether the run is cancelled: one callable for every executor of the run.
     _run_cancelled: Callable[[], bool] = field(init=False, repr=False)
