@@ -17,6 +17,7 @@ import trio.testing
 
 from attractor_trio.aio.group_commit import DurableLog, read_records
 from attractor_trio.aio.offload import WritePool, write_bytes_durably
+from attractor_trio.aio.waiters import OneShot
 from attractor_trio.persist import syncfs
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
 from attractor_trio.persist.syncfs import guard
@@ -138,3 +139,57 @@ def test_a_results_log_flush_wakes_each_appender_once(tmp_path: Path) -> None:
         steps = _queue_behind_a_busy_pool(pool, writer)
     _woken_once(steps.steps)
     assert sorted(r["id"] for r in read_records(path)) == list(range(WRITERS))
+
+
+def test_waiting_writers_enter_no_cancel_scope(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shielded scope per waiting write cost more than the rest of its wait (issue #22)."""
+    entered: list[str] = []
+    real_enter = trio.CancelScope.__enter__
+
+    def counting_enter(scope: trio.CancelScope) -> trio.CancelScope:
+        name = trio.lowlevel.current_task().name
+        if name.startswith("writer-"):
+            entered.append(name)
+        return real_enter(scope)
+
+    monkeypatch.setattr(trio.CancelScope, "__enter__", counting_enter)
+    pool = WritePool(1)
+    log = DurableLog(tmp_path / "results.ndjson", pool)
+
+    async def writer(index: int) -> None:
+        await write_bytes_durably(tmp_path / f"{index}.json", b"{}\n", pool)
+        await log.append({"id": index})
+
+    with log:
+        _queue_behind_a_busy_pool(pool, writer)
+    assert entered == []
+    assert len(read_records(tmp_path / "results.ndjson")) == WRITERS
+
+
+def test_a_cancelled_waiter_waits_for_the_shot_and_is_cancelled_after() -> None:
+    shot = OneShot()
+    seen: list[str] = []
+
+    async def waiter(scope: trio.CancelScope) -> None:
+        with scope:
+            await shot.wait()
+            seen.append("woken")
+            await trio.lowlevel.checkpoint()
+            seen.append("not reached")
+
+    async def main() -> bool:
+        scope = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, scope)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            seen.append("cancelled, still waiting")
+            shot.fire()
+        return scope.cancelled_caught
+
+    assert trio.run(main)
+    assert seen == ["cancelled, still waiting", "woken"]
+    assert shot.fired

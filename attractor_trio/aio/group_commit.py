@@ -31,13 +31,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, final
 
-import trio
-
 from ..core import redaction
 from ..persist.atomic import fsync_directory, write_all
 from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
 from .offload import WritePool, write_pool
+from .waiters import OneShot
 
 __all__ = ["DurableLog", "read_records"]
 
@@ -50,7 +49,7 @@ class _Flush:
 
     def __init__(self, line: bytes) -> None:
         self.lines = [line]
-        self.done = trio.Event()
+        self.done = OneShot()
         self.durable = False
 
 
@@ -82,17 +81,15 @@ class DurableLog:
         has ended."""
         line = redaction.current().json_bytes((dumps_compact(record) + "\n").encode("utf-8"))
         self._raise_if_failed()
-        joined = self._next
-        with trio.CancelScope(shield=True):
-            if joined is not None:
-                flush = joined
-                flush.lines.append(line)
-                await flush.done.wait()
-            else:
-                flush = self._next = _Flush(line)
-                while self._in_flight is not None:
-                    await self._in_flight.done.wait()
-                await self._flush(flush)
+        flush = self._next
+        if flush is not None:
+            flush.lines.append(line)
+            await flush.done.wait()  # uncancellable, like the pool job it waits for
+        else:
+            flush = self._next = _Flush(line)
+            while self._in_flight is not None:
+                await self._in_flight.done.wait()
+            await self._flush(flush)
         if not flush.durable:
             self._raise_if_failed()
 
@@ -110,7 +107,7 @@ class DurableLog:
             raise
         finally:
             self._in_flight = None
-            flush.done.set()
+            flush.done.fire()
 
     def _open(self) -> tuple[int, bool]:
         """The descriptor, opened on first use; whether this call created the file (its

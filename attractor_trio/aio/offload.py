@@ -52,6 +52,7 @@ from ..persist.syncfs import (
     stage_and_finish,
     write_durably,
 )
+from .waiters import OneShot
 
 __all__ = ["WritePool", "write_bytes_durably", "write_pool"]
 
@@ -174,7 +175,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.items: list[Pending] = []
-        self.done = trio.Event()
+        self.done = OneShot()
 
 
 @final
@@ -205,16 +206,15 @@ class _DurableBatches:
         write, a cancellation does not abandon it: it is delivered at the caller's next
         checkpoint."""
         batch = self._next
-        with trio.CancelScope(shield=True):
-            if batch is not None:
-                batch.items.append(item)
-                await batch.done.wait()
-            else:
-                batch = self._next = _Batch()
-                batch.items.append(item)
-                while self._in_flight is not None:
-                    await self._in_flight.done.wait()
-                await self._commit(batch)
+        if batch is not None:
+            batch.items.append(item)
+            await batch.done.wait()  # uncancellable, like the pool job it waits for
+        else:
+            batch = self._next = _Batch()
+            batch.items.append(item)
+            while self._in_flight is not None:
+                await self._in_flight.done.wait()
+            await self._commit(batch)
         if item.error is not None:
             raise item.error
 
@@ -227,10 +227,11 @@ class _DurableBatches:
                 await self._pool.run(partial(stage_and_commit, items))
             elif len(items) == 1:
                 await self._pool.run(partial(stage_and_finish, items[0]))
-            else:
-                async with trio.open_nursery() as nursery:
-                    for item in items:
-                        nursery.start_soon(self._pool.run, partial(stage_and_finish, item))
+            else:  # a nursery's exit is a checkpoint: shielded, as the pool jobs are
+                with trio.CancelScope(shield=True):
+                    async with trio.open_nursery() as nursery:
+                        for item in items:
+                            nursery.start_soon(self._pool.run, partial(stage_and_finish, item))
         except BaseException:  # the job did not finish: no write of it is known to be done
             for item in items:
                 item.discard()
@@ -238,7 +239,7 @@ class _DurableBatches:
             raise
         finally:
             self._in_flight = None
-            batch.done.set()
+            batch.done.fire()
 
 
 #: Each trio run's batches, per pool (their events belong to one run).
