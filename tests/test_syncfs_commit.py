@@ -443,13 +443,13 @@ _DIE_AT_SYNCFS = """
 import os, signal, sys, time
 import attractor_trio.aio.offload as offload
 from attractor_trio.persist.syncfs import guard, libc_syncfs
-alone = offload.finish_alone
+alone = offload.stage_and_finish
 def slow_first(item, first=[True]):
     if first[0]:
         first[0] = False
         time.sleep(0.3)
     alone(item)
-offload.finish_alone = slow_first
+offload.stage_and_finish = slow_first
 calls = [0]
 def die_at(fd, nth=int(os.environ["DIE_AT_SYNCFS"])):
     calls[0] += 1

@@ -10,8 +10,8 @@ fsync that covered it.
 
 How: no background task. The first appender with nothing in flight becomes the leader: it
 takes every queued line, writes them with one ``write(2)`` and fsyncs on the write pool.
-Appenders arriving meanwhile queue their lines and wait; when the flush ends, the first of
-them whose line is not yet covered leads the next one.
+Appenders arriving meanwhile join the next flush and wait for its end only (each is woken
+once); the one that opened it leads it when the flush in flight ends.
 
 Crash model: a line is written whole or torn at the end, and a torn line was never
 acknowledged (its fsync had not returned). The next writer starts on a fresh line, and
@@ -31,15 +31,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, final
 
-import trio
-
 from ..core import redaction
 from ..persist.atomic import fsync_directory, write_all
 from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
 from .offload import WritePool, write_pool
+from .waiters import OneShot
 
 __all__ = ["DurableLog", "read_records"]
+
+
+@final
+class _Flush:
+    """Lines written and fsynced together, and the event their appenders wait on."""
+
+    __slots__ = ("done", "durable", "lines")
+
+    def __init__(self, line: bytes) -> None:
+        self.lines = [line]
+        self.done = OneShot()
+        self.durable = False
 
 
 @final
@@ -55,44 +66,48 @@ class DurableLog:
         self.path = path
         self._pool = pool
         self._fd: int | None = None
-        self._queued: list[bytes] = []
-        self._appended = 0  # records handed to append() so far
-        self._durable = 0  # of those, how many a finished fsync covered
-        self._flush_done: trio.Event | None = None  # set when the flush in flight ends
+        self._next: _Flush | None = None  # the flush new lines join; not started yet
+        self._in_flight: _Flush | None = None
         self._failure: OSError | None = None
 
     async def append(self, record: Mapping[str, Any]) -> None:
         """Return once ``record`` is on disk. Serialization errors raise before anything is
         queued. Like a synchronous write, a cancellation does not abandon a queued record: it is
-        delivered at the caller's next checkpoint."""
+        delivered at the caller's next checkpoint.
+
+        A line joins the flush that has not started yet, and its appender waits for that
+        flush's end only — woken once, when its line is durable (or failed), not also when the
+        flush before ends; the appender that opened the flush leads it once the one in flight
+        has ended."""
         line = redaction.current().json_bytes((dumps_compact(record) + "\n").encode("utf-8"))
         self._raise_if_failed()
-        self._queued.append(line)
-        self._appended += 1
-        ticket = self._appended
-        with trio.CancelScope(shield=True):
-            while self._durable < ticket:
-                self._raise_if_failed()
-                if self._flush_done is None:
-                    await self._flush()
-                else:
-                    await self._flush_done.wait()
+        flush = self._next
+        if flush is not None:
+            flush.lines.append(line)
+            await flush.done.wait()  # uncancellable, like the pool job it waits for
+        else:
+            flush = self._next = _Flush(line)
+            while self._in_flight is not None:
+                await self._in_flight.done.wait()
+            await self._flush(flush)
+        if not flush.durable:
+            self._raise_if_failed()
 
-    async def _flush(self) -> None:
-        done = self._flush_done = trio.Event()
-        batch, self._queued = self._queued, []
-        covers = self._appended
+    async def _flush(self, flush: _Flush) -> None:
+        self._next = None  # later lines open the next flush
+        self._in_flight = flush
         try:
+            self._raise_if_failed()
             fd, created = self._open()
-            write_all(fd, b"".join(batch))
+            write_all(fd, b"".join(flush.lines))
             await self._pool.run(partial(_sync, fd, self.path.parent if created else None))
+            flush.durable = True
         except OSError as exc:
-            self._failure = exc
+            self._failure = self._failure or exc
             raise
         finally:
-            self._flush_done = None
-            done.set()
-        self._durable = covers
+            self._in_flight = None
+            flush.done.fire()
 
     def _open(self) -> tuple[int, bool]:
         """The descriptor, opened on first use; whether this call created the file (its

@@ -47,11 +47,12 @@ import trio
 from ..core import redaction
 from ..persist.syncfs import (
     Pending,
-    commit_together,
-    finish_alone,
     guard,
+    stage_and_commit,
+    stage_and_finish,
     write_durably,
 )
+from .waiters import OneShot
 
 __all__ = ["WritePool", "write_bytes_durably", "write_pool"]
 
@@ -146,13 +147,13 @@ async def write_bytes_durably(
     such writes are pending at once, all of them committed together by two ``syncfs`` calls
     (``persist/syncfs.py``, contract.md §2).
 
-    Two pool jobs: the temp written and closed (file creation is the slow part of a write on a
-    disk that has just freed many inodes — 0.2-0.6 ms, against 25 µs — and stays off the trio
-    thread), then the commit, shared by the batch. No descriptor is held while a write waits
-    for its batch: when each waiting write held its temp file open, a thousand branches
-    finishing together on a slow disk ran out of descriptors (EMFILE; issue #22). Where
-    ``syncfs`` is missing or the guard has it off, and under a virtual clock, the whole
-    per-file recipe is one pool job, as it always was.
+    One pool job per batch, not per write: it creates and writes the batch's temps (file
+    creation is the slow part of a write on a disk that has just freed many inodes — 0.2-0.6
+    ms, against 25 µs — and stays off the trio thread), then commits them. No descriptor is
+    held while a write waits for its batch (only its bytes): when each waiting write held its
+    temp file open, a thousand branches finishing together on a slow disk ran out of
+    descriptors (EMFILE; issue #22). Where ``syncfs`` is missing or the guard has it off, and
+    under a virtual clock, the whole per-file recipe is one pool job, as it always was.
 
     ``together=False`` keeps this write out of the batches: for writes on the way out of a
     cancelled run, where the batch's first ``syncfs`` would also flush everything the run wrote
@@ -163,65 +164,82 @@ async def write_bytes_durably(
     if not together or _virtual_clock() or not guard.allows():
         await pool.run(partial(write_durably, os.fspath(path), data))
         return
-    item = Pending(os.fspath(path))
-    await pool.run(partial(item.stage, data))
-    await _batcher(pool).commit(item)
+    await _batcher(pool).commit(Pending(os.fspath(path), data))
+
+
+@final
+class _Batch:
+    """Writes committed together by one pool job, and the event their writers wait on."""
+
+    __slots__ = ("done", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Pending] = []
+        self.done = OneShot()
 
 
 @final
 class _DurableBatches:
     """Group commit of durable atomic writes, as ``group_commit.py`` does for log lines: no
-    background task. A writer with no batch in flight leads: it takes every queued write and
-    commits them — a lone write by the rest of the per-file recipe on the pool (a lone stage
-    keeps its own fsyncs), several by ``syncfs`` in one pool job (all temps synced → their
+    background task. A write joins the batch that has not started yet; the writer that opens
+    that batch leads it: it waits for the batch in flight (if any) to end, then commits its
+    whole batch in one pool job — a lone write by the per-file recipe (a lone stage keeps its
+    own fsyncs), several by ``syncfs`` (every temp created and written → one ``syncfs`` → their
     renames → one more ``syncfs`` covering the directories), or, while the guard has
-    ``syncfs`` off, each by the per-file recipe on the pool's threads at once. Writers arriving
-    meanwhile queue and wait; the first of them not yet covered leads the next batch. A writer
-    returns only when the batch holding its write has ended: its data synced before its
-    rename, its directory synced after."""
+    ``syncfs`` off, each by the per-file recipe on the pool's threads at once. A writer returns
+    only when the batch holding its write has ended: its data synced before its rename, its
+    directory synced after.
+
+    Why this shape (issue #22): the batch job creates its writes' temps itself, so a write
+    costs its task no pool hand-off of its own (the hand-back from a pool thread is ~60 µs of
+    trio-thread time: GIL and a scheduler wake-up); and every writer waits on its own batch's
+    event, so it is woken once, when its write is done — not also when the batch before ends
+    to find it must wait again. No descriptor is held while a write waits: its bytes are."""
 
     def __init__(self, pool: WritePool) -> None:
         self._pool = pool
-        self._queued: list[Pending] = []
-        self._tickets = 0  # writes queued so far
-        self._committed = 0  # of those, how many a finished batch covered
-        self._in_flight: trio.Event | None = None
+        self._next: _Batch | None = None  # the batch new writes join; not started yet
+        self._in_flight: _Batch | None = None
 
     async def commit(self, item: Pending) -> None:
-        """Return once ``item`` (staged) is durable in place, or raise its failure. Like a
-        synchronous write, a cancellation does not abandon it: it is delivered at the caller's
-        next checkpoint."""
-        self._queued.append(item)
-        self._tickets += 1
-        ticket = self._tickets
-        with trio.CancelScope(shield=True):
-            while self._committed < ticket:
-                if self._in_flight is None:
-                    await self._commit_queued()
-                else:
-                    await self._in_flight.wait()
+        """Return once ``item`` is durable in place, or raise its failure. Like a synchronous
+        write, a cancellation does not abandon it: it is delivered at the caller's next
+        checkpoint."""
+        batch = self._next
+        if batch is not None:
+            batch.items.append(item)
+            await batch.done.wait()  # uncancellable, like the pool job it waits for
+        else:
+            batch = self._next = _Batch()
+            batch.items.append(item)
+            while self._in_flight is not None:
+                await self._in_flight.done.wait()
+            await self._commit(batch)
         if item.error is not None:
             raise item.error
 
-    async def _commit_queued(self) -> None:
-        done = self._in_flight = trio.Event()
-        batch, self._queued = self._queued, []
-        covers = self._tickets
+    async def _commit(self, batch: _Batch) -> None:
+        self._next = None  # later writes open the next batch
+        self._in_flight = batch
+        items = batch.items
         try:
-            if len(batch) > 1 and guard.allows():  # temps synced, renamed, directories synced
-                await self._pool.run(partial(commit_together, batch))
-            else:
-                async with trio.open_nursery() as nursery:
-                    for item in batch:
-                        nursery.start_soon(self._pool.run, partial(finish_alone, item))
+            if len(items) > 1 and guard.allows():  # temps synced, renamed, directories synced
+                await self._pool.run(partial(stage_and_commit, items))
+            elif len(items) == 1:
+                await self._pool.run(partial(stage_and_finish, items[0]))
+            else:  # a nursery's exit is a checkpoint: shielded, as the pool jobs are
+                with trio.CancelScope(shield=True):
+                    async with trio.open_nursery() as nursery:
+                        for item in items:
+                            nursery.start_soon(self._pool.run, partial(stage_and_finish, item))
+        except BaseException:  # the job did not finish: no write of it is known to be done
+            for item in items:
+                item.discard()
+                item.error = item.error or OSError("the durable write was interrupted")
+            raise
         finally:
-            for item in batch:  # only an interrupted batch leaves temps behind
-                if item.temp is not None:
-                    item.discard()
-                    item.error = item.error or OSError("the durable write was interrupted")
-            self._committed = covers
             self._in_flight = None
-            done.set()
+            batch.done.fire()
 
 
 #: Each trio run's batches, per pool (their events belong to one run).

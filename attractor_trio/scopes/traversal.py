@@ -147,9 +147,14 @@ class Traversal:
         incoming: Edge | None = None
         limit = VisitLimit(graph.max_node_visits)
         while True:
-            await self._step_checkpoint()
             if self.stop_at is not None and (node_id in self.stop_at or graph.is_terminal(node_id)):
+                # A branch at its fan-in: only the cancellation check of a step. Its trip
+                # through the scheduler would hand over to nobody in particular just before
+                # the branch ends anyway (its task yields on the way out) and cost each of a
+                # wide fan-out's finishes a scheduler round (issue #22).
+                await trio.lowlevel.checkpoint_if_cancelled()
                 return Stop(ExitPath.COMPLETED)
+            await self._step_checkpoint()
             node = graph.nodes[node_id]
             terminal, handler_type = self._node_facts(node_id)
             visits = self.state.visits.get(node_id, 0) + 1
