@@ -34,6 +34,7 @@ from typing import Any, final
 import trio
 
 from ..core import redaction
+from ..persist import pending
 from ..persist.atomic import fsync_directory, write_all
 from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
@@ -84,6 +85,7 @@ class DurableLog:
         covers = self._appended
         try:
             fd, created = self._open()
+            pending.flush_all()  # events emitted before these records: in the log first
             write_all(fd, b"".join(batch))
             await self._pool.run(partial(_sync, fd, self.path.parent if created else None))
         except OSError as exc:
