@@ -289,3 +289,23 @@ def test_a_sigkill_at_a_rename_finds_every_earlier_event_in_the_log(
     assert seen
     logged = [e["seq"] for e in read_progress(root / "progress.ndjson")]
     assert logged[: len(seen)] == seen
+
+
+@pytest.mark.usefixtures("buffering")
+def test_a_released_log_with_held_lines_writes_them_and_keeps_no_descriptor(
+    tmp_path: Path,
+) -> None:
+    """A branch log the hub released, written to and released again, must not be left to a
+    later flush: that flush would reopen every such log at once (``EMFILE`` in a fan-out
+    wider than the descriptor limit, ``test_fanout_scale``)."""
+    path = tmp_path / "progress.ndjson"
+    writer = ProgressWriter(path, "r")
+    try:
+        writer.release()
+        before = len(os.listdir("/proc/self/fd"))
+        writer.emit("after the release")
+        writer.release()
+        assert [e["event"] for e in read_progress(path)] == ["after the release"]
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        writer.close()

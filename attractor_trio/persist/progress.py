@@ -175,10 +175,14 @@ class ProgressWriter:
         alive together; a descriptor held per branch ran out of descriptors (``EMFILE``) in a
         1,000-branch fan-out under the usual limit of 1,024."""
         with self._lock:
-            if self._fd is not None:
+            # Held lines are written now, opening the file if need be: a released log keeps
+            # no descriptor, and a flush later would reopen every released log at once.
+            try:
                 self._write_pending()
-                os.close(self._fd)
-                self._fd = None
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
 
     def give_back(self) -> bool:
         """:meth:`release` from any thread, unless this writer is busy (its lock is taken:
