@@ -309,3 +309,35 @@ def test_a_released_log_with_held_lines_writes_them_and_keeps_no_descriptor(
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         writer.close()
+
+
+TOOL_CHAIN = (
+    "digraph T {\n  start [shape=Mdiamond]; done [shape=Msquare]\n"
+    '  a [shape=parallelogram, tool_command="echo a > a.txt"]\n'
+    '  b [shape=parallelogram, tool_command="echo b > b.txt"]\n'
+    "  start -> a -> b -> done\n}\n"
+)
+
+
+async def test_every_event_emitted_before_a_tool_starts_is_in_the_log_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tool stage's process can write files of its own as soon as it is started: the events
+    emitted before it are in the log by then."""
+    root = tmp_path / "run"
+    emitted: list[dict[str, Any]] = []
+    started = 0
+    real_open = trio.lowlevel.open_process
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        nonlocal started
+        started += 1
+        logged = {e["seq"] for e in read_progress(root / "progress.ndjson")}
+        missing = [e["seq"] for e in emitted if e["seq"] not in logged]
+        assert not missing, f"events {missing} not in the log when a tool started"
+        return await real_open(*args, **kwargs)
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", spy)
+    result = await run_dot(TOOL_CHAIN, root, sinks=[emitted.append])
+    assert result.status == "success", result.failure_reason
+    assert started == 2

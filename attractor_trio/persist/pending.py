@@ -10,7 +10,8 @@ them as one ``write(2)`` per file at the next flush point:
   while the engine waits on anything;
 - before any file is renamed or linked into place (``atomic.py``, ``commit.py``,
   ``syncfs.py``: :func:`flush_all`), so a SIGKILL still observes every event emitted before
-  a file that appeared (contract.md §2, §4);
+  a file that appeared (contract.md §2, §4); likewise before a stage's process starts
+  (``aio/process.py``: it may write files at once);
 - ``sync``/``release``/``give_back``/``close`` of the writer.
 
 Only the threads that registered buffer; an append from any other thread writes through at
