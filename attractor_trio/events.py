@@ -1,10 +1,12 @@
 """The run's event stream (contract.md §4): one hub that numbers, persists and fans out events.
 
 Emission is synchronous and ordered: :meth:`EventHub.emit` appends the line to
-``progress.ndjson`` (one ``write(2)``), updates ``live.json`` (throttled) and hands the
-envelope to every sink before returning. No queue sits between a stage and its log, so an
-event the engine emitted is on disk even if the process dies a moment later, and ``seq``
-order is emission order.
+``progress.ndjson``, updates ``live.json`` (throttled) and hands the envelope to every sink
+before returning. No queue or task sits between a stage and its log; the line itself may wait
+in the writer until the event loop next waits or a file of the run is renamed into place
+(``persist/pending.py``: one ``write(2)`` per batch), so an event emitted before a file
+appeared is in the log even if the process dies right after, and ``seq`` order is emission
+order.
 """
 
 from __future__ import annotations

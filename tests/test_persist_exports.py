@@ -19,6 +19,7 @@ SUBMODULES = [
     "lock",
     "logtext",
     "manifest",
+    "pending",
     "progress",
     "status",
     "syncfs",

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, final
 
 from ..core import redaction
+from ..persist import pending
 from ..persist.atomic import fsync_directory, write_all
 from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
@@ -99,6 +100,7 @@ class DurableLog:
         try:
             self._raise_if_failed()
             fd, created = self._open()
+            pending.flush_all()  # events emitted before these records: in the log first
             write_all(fd, b"".join(flush.lines))
             await self._pool.run(partial(_sync, fd, self.path.parent if created else None))
             flush.durable = True

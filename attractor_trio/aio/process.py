@@ -46,6 +46,7 @@ import trio
 from attrs import define, frozen
 
 from ..core import redaction
+from ..persist import pending
 from ..persist.logtext import file_size
 
 __all__ = [
@@ -138,6 +139,7 @@ async def run_in_process_group(
     redactor = redaction.current()
     with _open_log(stdout_path) as out, _open_log(stderr_path) as err:
         piped = subprocess.PIPE if redactor else None
+        pending.flush_all()  # the process may write files at once: earlier events are logged
         proc = await trio.lowlevel.open_process(
             list(argv),
             cwd=cwd,

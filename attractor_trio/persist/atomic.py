@@ -34,7 +34,7 @@ from ..core import redaction
 from ..errors import AttractorError
 from ..jsontext import encode_str as _encode_str
 from ..jsontext import json_chunk_encoder, json_encoder
-from . import descriptors
+from . import descriptors, pending
 
 __all__ = [
     "Check",
@@ -295,6 +295,7 @@ def write_bytes_atomic(
                 os.fsync(fd)
         finally:
             os.close(fd)
+        pending.flush_all()  # events emitted before this file appears are in the log first
         if exclusive:
             os.link(temp, target)
             os.unlink(temp)
@@ -351,6 +352,7 @@ def replacing(target: Path, *, exclusive: bool = False) -> Iterator[int]:
             yield fd
         finally:
             os.close(fd)
+        pending.flush_all()  # events emitted before this file appears are in the log first
         if exclusive:
             os.link(temp, target)
             os.unlink(temp)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Final, final
 
 from ..core import redaction
+from . import pending
 from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
 from .descriptors import open_fd
 
@@ -291,6 +292,7 @@ class DirectorySyncs:
                     _close_all(opened)
             finally:
                 _close_all([temp_fd for _, _, temp_fd in temps])
+            pending.flush_all()  # events emitted before these files appear: in the log first
             for temp, target, _ in temps:
                 os.replace(temp, target)
                 self._held.pop(target, None)
@@ -398,6 +400,7 @@ class RecyclingWriter:
         """Step 2's own rename: the complete, fsynced spare over the target, whose displaced
         inode becomes the next spare; the run directory's fsync is owed to the same wait."""
         keep = self._keep_current()
+        pending.flush_all()  # events emitted before the new checkpoint appears: logged first
         try:
             os.replace(spare, self._target)
         except BaseException:

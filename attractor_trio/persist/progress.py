@@ -4,11 +4,16 @@ Every line carries the envelope ``{seq, ts, run_id, event, branch, ...fields}``.
 file, starts at 1 and increases by exactly one per line; ``seq`` and ``ts`` are assigned under
 the same lock that orders the writes, so ``ts`` never goes backwards along ``seq``.
 
-Each event is one ``write(2)`` of a complete line on an ``O_APPEND`` descriptor — no user-space
-buffer can hold half an event. There is no fsync per event (that would make heartbeats cost a
-disk flush each); :meth:`ProgressWriter.sync` forces durability where it matters (the engine
-calls it before writing ``final.json``). A SIGKILL or power loss can therefore leave one torn
-*last* line. Readers skip it and :func:`next_seq_for_resume` cuts it off before appending.
+Events reach the OS in batches of complete lines, one ``write(2)`` per batch on an ``O_APPEND``
+descriptor (``pending.py``): while a run's event loop buffers, a line waits in memory until the
+loop is about to wait for anything, a file of the run is about to be renamed into place, or the
+writer syncs, releases or closes; any other append writes through at once. So a SIGKILL loses
+at most the events emitted since the last such point — never one emitted before a file that
+appeared — and no batch is ever half of an event. There is no fsync per batch (that would make
+heartbeats cost a disk flush each); :meth:`ProgressWriter.sync` forces durability where it
+matters (the engine calls it before writing ``final.json``). A SIGKILL or power loss can
+therefore leave one torn *last* line. Readers skip it and :func:`next_seq_for_resume` cuts it
+off before appending.
 
 Branch files (``parallel/<node>/<key>/progress.ndjson``) number their own events from 1; the
 run's file receives a copy of each via :meth:`ProgressWriter.forward`, renumbered with the run's
@@ -28,6 +33,7 @@ from typing import Any, Final, final
 
 from ..core import redaction
 from ..jsontext import encode_str
+from . import pending
 from .atomic import (
     CorruptFileError,
     StrPath,
@@ -110,6 +116,8 @@ class ProgressWriter:
         self._fd: int | None = fd
         self._size = size  # where a failed write must be cut back to
         self._closed = False
+        #: Lines emitted but not yet written (``pending.py``), oldest first.
+        self._pending: list[bytes] = []
         #: The last line :meth:`emit` wrote (for :meth:`forward` into another writer).
         self.last_line = b""
 
@@ -150,9 +158,16 @@ class ProgressWriter:
         return self.append(event, branch, fields)
 
     def sync(self) -> None:
-        """fsync the log (events are flushed to the OS per event, but not to disk)."""
+        """Write the held lines, then fsync the log."""
         with self._lock:
+            self._write_pending()
             os.fsync(self._require_open())
+
+    def flush(self) -> None:
+        """Write the held lines to the OS (one ``write(2)``); see ``pending.py``. A failed
+        write is cut back off the file and raises; its lines stay held for the next try."""
+        with self._lock:
+            self._write_pending()
 
     def release(self) -> None:
         """Give the descriptor back but stay open for events: the next one reopens the file
@@ -160,9 +175,14 @@ class ProgressWriter:
         alive together; a descriptor held per branch ran out of descriptors (``EMFILE``) in a
         1,000-branch fan-out under the usual limit of 1,024."""
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            # Held lines are written now, opening the file if need be: a released log keeps
+            # no descriptor, and a flush later would reopen every released log at once.
+            try:
+                self._write_pending()
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
 
     def give_back(self) -> bool:
         """:meth:`release` from any thread, unless this writer is busy (its lock is taken:
@@ -173,6 +193,8 @@ class ProgressWriter:
         try:
             if self._fd is None:
                 return False
+            with contextlib.suppress(OSError):  # they stay held, written on reopening
+                self._write_pending()
             os.close(self._fd)
             self._fd = None
             return True
@@ -180,11 +202,17 @@ class ProgressWriter:
             self._lock.release()
 
     def close(self) -> None:
+        """Write the held lines and give the descriptor back for good (the descriptor is
+        closed even if that write fails, which then raises)."""
         with self._lock:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            try:
+                self._write_pending()
+            finally:
+                self._closed = True
+                pending.mark(self, False)
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
 
     def __enter__(self) -> ProgressWriter:
         return self
@@ -219,7 +247,8 @@ class ProgressWriter:
         else:
             tail = f'"event": {name}, "branch": {branch_text}}}'
         with self._lock:
-            fd = self._fd if self._fd is not None else self._require_open()
+            if self._closed:
+                raise ValueError(f"progress writer for {self.path} is closed")
             seq = self._next_seq
             ts = utc_timestamp()
             envelope: dict[str, Any] = {
@@ -237,43 +266,64 @@ class ProgressWriter:
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
                 line = (_encode_event(envelope) + "\n").encode()
-            try:
-                written = os.write(fd, line)
-                if written != len(line):  # a signal, a huge line: write the rest
-                    write_all(fd, line[written:])
-            except BaseException:
-                # Cut the fragment off again (disk full), so the file never holds a torn
-                # line *before* later events (as :meth:`_write_line`).
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, self._size)
-                raise
-            self._size += len(line)
+            self._put(line)
             self._next_seq = seq + 1
             self.last_line = line
             return envelope
 
     def _renumber(self, envelope: Mapping[str, Any], line: bytes) -> dict[str, Any]:
         with self._lock:
-            fd = self._require_open()
+            if self._closed:
+                raise ValueError(f"progress writer for {self.path} is closed")
             seq = self._next_seq
             copy = {**envelope, "seq": seq}  # "seq" stays the first key
             head, comma, rest = line.partition(b",")
             if not (head.startswith(b'{"seq": ') and comma):
                 raise ValueError(f"not an event line of this format: {line[:80]!r}")
-            self._write_line(fd, b'{"seq": %d,' % seq + rest)
+            self._put(b'{"seq": %d,' % seq + rest)
             self._next_seq += 1
             return copy
 
-    def _write_line(self, fd: int, line: bytes) -> None:
-        """Write one line; if the write fails part-way (disk full), cut the fragment off again
-        so the file never holds a torn line *before* later events."""
+    def _put(self, line: bytes) -> None:
+        """Hold ``line`` while this thread buffers (``pending.py``), else write it now, after
+        any lines held before it. Under the lock."""
+        if pending.buffering_here():
+            if not self._pending:
+                pending.mark(self, True)
+            self._pending.append(line)
+            return
+        if self._pending:
+            self._pending.append(line)
+            try:
+                self._write_pending()
+            except BaseException:
+                self._pending.pop()  # not emitted: its seq is not consumed
+                raise
+        else:
+            self._write_line(line)
+
+    def _write_pending(self) -> None:
+        """Write the held lines as one batch. Under the lock."""
+        if not self._pending:
+            return
+        held = self._pending
+        self._write_line(held[0] if len(held) == 1 else b"".join(held))
+        held.clear()
+        pending.mark(self, False)
+
+    def _write_line(self, data: bytes) -> None:
+        """Write whole lines; if the write fails part-way (disk full), cut the fragment off
+        again so the file never holds a torn line *before* later events."""
+        fd = self._fd if self._fd is not None else self._require_open()
         try:
-            write_all(fd, line)
+            written = os.write(fd, data)
+            if written != len(data):  # a signal, a huge batch: write the rest
+                write_all(fd, data[written:])
         except BaseException:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, self._size)
             raise
-        self._size += len(line)
+        self._size += len(data)
 
     def _require_open(self) -> int:
         if self._fd is None:

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, final
 
+from . import pending
 from .atomic import fsync_directory, remove_quietly, temp_name, write_all
 from .descriptors import open_fd
 
@@ -286,6 +287,7 @@ def finish_alone(item: Pending, guard: SyncfsGuard = guard) -> None:
             guard.measured_fsync(time.perf_counter() - begin)
         finally:
             os.close(fd)
+        pending.flush_all()  # events emitted before this file appears are in the log first
         os.replace(temp, item.path)
         item.temp = None
         fsync_directory(os.path.dirname(item.path) or ".")
@@ -355,6 +357,7 @@ def rename_all(batch: Sequence[Pending]) -> list[Pending]:
     """Step 3: the synced temps over their targets, in order; the items renamed (a failed one
     keeps its error and loses its temp)."""
     renamed: list[Pending] = []
+    pending.flush_all()  # events emitted before these files appear are in the log first
     for item in batch:
         if item.temp is None:
             continue

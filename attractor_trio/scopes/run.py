@@ -24,6 +24,7 @@ import trio
 from attrs import define, field, frozen
 
 from ..aio.batched import BatchedCall
+from ..aio.event_flush import buffered_events
 from ..aio.process import use_grace_skip
 from ..context import Context
 from ..core import redaction
@@ -591,7 +592,7 @@ async def drive(
     enclosing = _ENCLOSING_RUN.get()
     token = _ENCLOSING_RUN.set(run)
     try:
-        with run.scope, use_grace_skip(run.grace_skip):
+        with run.scope, use_grace_skip(run.grace_skip), buffered_events():
             if run.resumed_from is not None:  # opens the new segment of the run's log
                 run.hub.emit("pipeline_resumed", at_node=start or "", **run.resumed_from)
             run.hub.emit(
