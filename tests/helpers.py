@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from attractor_trio.backends.provider import ApiBackend
 from attractor_trio.backends.simulate import SimulationBackend, parse_sim_script
@@ -49,6 +50,31 @@ def fan_out_dot(branches: int) -> str:
     ]
     lines += [f'  b{i} [shape=box, prompt="p"]; par -> b{i} -> join' for i in range(branches)]
     return "\n".join([*lines, "}"])
+
+
+async def run_fan_out_cancelled_once_all_run(root: Path, branches: int) -> engine.RunResult:
+    """A ``branches``-wide fan-out of 60 s simulated stages, cancelled once every branch's
+    attempt has started; asserts it ended ``canceled`` with a ``canceled`` status per branch."""
+    handle = engine.RunHandle()
+    started = 0
+
+    def cancel_once_all_run(event: dict[str, Any]) -> None:
+        nonlocal started
+        if event["event"] == "stage_attempt_started" and event["branch"]:
+            started += 1
+            if started == branches:
+                handle.cancel("stop requested")
+
+    steps = {f"b{i}": [{"delay": "60s"}] for i in range(branches)}
+    with trio.fail_after(30):
+        result = await run_dot(
+            fan_out_dot(branches), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
+        )
+    assert result.status == "canceled"
+    for index in range(branches):
+        status = read_json(root / "parallel" / "par" / f"b{index}" / f"b{index}" / "status.json")
+        assert status["failure_class"] == "canceled"
+    return result
 
 
 def assert_in_no_file(root: Path, secret: str) -> None:

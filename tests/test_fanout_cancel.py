@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from attractor_trio.aio import offload
 from attractor_trio.scopes import attempt
-from attractor_trio.scopes.engine import RunHandle
 
-from .helpers import fan_out_dot, read_json, run_dot
+from .helpers import run_fan_out_cancelled_once_all_run
 
 BRANCHES = 12
 
@@ -41,25 +39,6 @@ async def test_canceled_branches_write_their_status_files_together(
             in_flight -= 1
 
     monkeypatch.setattr(attempt, "write_bytes_durably", counting)
-    handle = RunHandle()
-    started = 0
-
-    def cancel_once_all_run(event: dict[str, Any]) -> None:
-        nonlocal started
-        if event["event"] == "stage_attempt_started" and event["branch"]:
-            started += 1
-            if started == BRANCHES:
-                handle.cancel("stop requested")
-
-    root = tmp_path / "run"
-    steps = {f"b{i}": [{"delay": "60s"}] for i in range(BRANCHES)}
-    with trio.fail_after(30):
-        result = await run_dot(
-            fan_out_dot(BRANCHES), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
-        )
-    assert result.status == "canceled"
-    for index in range(BRANCHES):
-        status = read_json(root / "parallel" / "par" / f"b{index}" / f"b{index}" / "status.json")
-        assert status["failure_class"] == "canceled"
+    await run_fan_out_cancelled_once_all_run(tmp_path / "run", BRANCHES)
     assert sum(b'"canceled"' in data for data in writes) == BRANCHES
     assert most > 1  # they overlapped

@@ -24,9 +24,8 @@ from attractor_trio.aio.offload import WritePool, write_bytes_durably
 from attractor_trio.persist import syncfs
 from attractor_trio.persist.atomic import is_temp_file_name, read_json
 from attractor_trio.persist.syncfs import SyncfsGuard, guard
-from attractor_trio.scopes.engine import RunHandle
 
-from .helpers import fan_out_dot, record_fsyncs, run_dot
+from .helpers import record_fsyncs, run_fan_out_cancelled_once_all_run
 
 Log = list[tuple[str, Any]]
 
@@ -367,27 +366,7 @@ async def test_cancelled_branches_keep_their_status_writes_out_of_the_batches(
 ) -> None:
     """On the way out of a cancelled run a batch's first ``syncfs`` would also flush all the
     run wrote without fsync; the cancelled branches' status files keep their own fsyncs."""
-    branches = 6
-    handle = RunHandle()
-    started = 0
-
-    def cancel_once_all_run(event: dict[str, Any]) -> None:
-        nonlocal started
-        if event["event"] == "stage_attempt_started" and event["branch"]:
-            started += 1
-            if started == branches:
-                handle.cancel("stop requested")
-
-    root = tmp_path / "run"
-    steps = {f"b{i}": [{"delay": "60s"}] for i in range(branches)}
-    with trio.fail_after(30):
-        result = await run_dot(
-            fan_out_dot(branches), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
-        )
-    assert result.status == "canceled"
-    for index in range(branches):
-        status = read_json(root / "parallel" / "par" / f"b{index}" / f"b{index}" / "status.json")
-        assert status["failure_class"] == "canceled"
+    await run_fan_out_cancelled_once_all_run(tmp_path / "run", 6)
     assert _syncfs_calls(log) == 0
 
 

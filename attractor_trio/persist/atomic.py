@@ -284,17 +284,9 @@ def write_bytes_atomic(
     # generator-based context manager and Path arithmetic cost more than the system calls.
     target = os.fspath(path)
     temp = temp_name(target)
+    fd = _create_new(temp)
     try:
-        fd = os.open(temp, _NEW_FILE, 0o644)
-    except OSError as exc:  # EMFILE: a kept branch log gives its descriptor back
-        fd = descriptors.open_after_error(exc, temp, _NEW_FILE, 0o644)
-    try:
-        try:
-            write_all(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fill_and_close(fd, data, durable)
         pending.flush_all()  # events emitted before this file appears are in the log first
         if exclusive:
             os.link(temp, target)
@@ -321,22 +313,32 @@ def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> Non
     SIGKILL during the write may leave the file empty or short, which every reader of these
     files treats as absent."""
     target = os.fspath(path)
+    fd = _create_new(target)  # outside the ``try``: an existing file is not ours to remove
     try:
-        fd = os.open(target, _NEW_FILE, 0o644)
-    except OSError as exc:  # EMFILE: a kept branch log gives its descriptor back
-        fd = descriptors.open_after_error(exc, target, _NEW_FILE, 0o644)
-    try:
-        try:
-            write_all(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fill_and_close(fd, data, durable)
     except BaseException:
         remove_quietly(target)
         raise
     if durable:
         fsync_directory(os.path.dirname(target) or ".")
+
+
+def _create_new(target: str) -> int:
+    """Exclusively create ``target`` for writing: its descriptor."""
+    try:
+        return os.open(target, _NEW_FILE, 0o644)
+    except OSError as exc:  # EMFILE: a kept branch log gives its descriptor back
+        return descriptors.open_after_error(exc, target, _NEW_FILE, 0o644)
+
+
+def _fill_and_close(fd: int, data: bytes, durable: bool) -> None:
+    """Write ``data`` to the new file ``fd`` (fsynced when ``durable``) and close it."""
+    try:
+        write_all(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
