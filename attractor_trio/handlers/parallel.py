@@ -29,6 +29,7 @@ from ..dot.graph import Graph, Node
 from ..dot.values import AttributeValueError, format_duration
 from ..errors import AttractorError
 from ..persist.atomic import read_json
+from ..persist.paths import child
 from .base import AttemptInfo, require_attempt
 
 __all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler"]
@@ -303,7 +304,7 @@ class _FanOut:
             stop_at=self.stop_at,
             context=self.context.clone(),
             branch=branch,
-            stage_root=plan.root / key,
+            stage_root=child(plan.root, key),
             attempt=self.attempt,
             loser_scope=loser_scope,
         )

@@ -52,6 +52,7 @@ from ..persist.atomic import (
 )
 from ..persist.attempt_marker import ATTEMPT_MARKER, encode_attempt_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
+from ..persist.paths import child
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .heartbeats import Heartbeats
@@ -684,8 +685,8 @@ class _StagePlan(NamedTuple):
         registry = executor.registry
         handler_type = registry.resolve_type(node)
         handler = registry.resolve_type_handler(handler_type)
-        stage_dir = executor.stage_root / node.id
-        status_path = stage_dir / "status.json"
+        stage_dir = child(executor.stage_root, node.id)
+        status_path = child(stage_dir, "status.json")
         return cls(
             node,
             handler_type,

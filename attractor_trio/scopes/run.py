@@ -43,6 +43,7 @@ from ..persist.atomic import utc_timestamp
 from ..persist.checkpoint import CheckpointEncoder, checkpoint_writer, write_checkpoint_bytes
 from ..persist.commit import DirectorySyncs, RecyclingWriter
 from ..persist.final import FinalRecord, write_final
+from ..persist.paths import child
 from ..persist.progress import PROGRESS_FILE_NAME
 from ..persist.sweep import FallbackSweep
 from .attempt import StageExecutor
@@ -268,8 +269,8 @@ class RunScope:
 
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
-        log = stage_root / PROGRESS_FILE_NAME
-        first = stage_root / start if self._runs_a_stage(start, stop_at) else None
+        log = child(stage_root, PROGRESS_FILE_NAME)
+        first = child(stage_root, start) if self._runs_a_stage(start, stop_at) else None
         sweep = self._sweep_ticket(attempt)
         opened, made, swept = await self._branch_set_ups((log, first, sweep))
         yielded_at = time.monotonic()  # that wait went through the scheduler
