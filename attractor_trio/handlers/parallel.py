@@ -1,12 +1,13 @@
 """Parallel fan-out (spec §4.8, contract.md §5): one nursery, one cancel scope per branch.
 
 Each branch is a :class:`BranchScope`-like task: a cancel scope (losers and fail-fast
-siblings are cancelled through it; none under a join that never leaves losers), an optional ``branch_timeout`` deadline, a slot from the
-fan-out's ``CapacityLimiter(max_parallel)``, and its own traversal over a cloned context until
-the fan-in. The join decision is the sans-IO :class:`~attractor_trio.core.join.Join`; this
-module only runs branches and feeds it. A finished branch's result is appended durably to the
-fan-out's ``results.ndjson`` before it counts (branches finishing together share an fsync:
-``aio/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
+siblings are cancelled through it; none under a join that never leaves losers), an optional
+``branch_timeout`` deadline, a slot from the fan-out's ``CapacityLimiter(max_parallel)``, and
+its own traversal over a cloned context until the fan-in. The join decision is the sans-IO
+:class:`~attractor_trio.core.join.Join`; this module only runs branches and feeds it. A
+finished branch's result is appended durably to the fan-out's ``results.ndjson`` before it
+counts (branches finishing together share an fsync: ``aio/group_commit.py``), so a resumed run
+re-runs only the branches that had not finished.
 """
 
 from __future__ import annotations

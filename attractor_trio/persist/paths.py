@@ -28,5 +28,6 @@ def child(parent: Path, name: str) -> Path:
     """``parent / name``, cheaper when ``name`` is a single plain component (see above)."""
     if _FAST and name and name != "." and "/" not in name:
         p: Any = parent
-        return p._from_parsed_parts(p._drv, p._root, [*p._parts, name])  # type: ignore[no-any-return]
+        joined: Path = p._from_parsed_parts(p._drv, p._root, [*p._parts, name])
+        return joined
     return parent / name
