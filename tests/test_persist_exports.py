@@ -19,8 +19,10 @@ SUBMODULES = [
     "lock",
     "logtext",
     "manifest",
+    "paths",
     "progress",
     "status",
+    "sweep",
     "syncfs",
 ]
 
