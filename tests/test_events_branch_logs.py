@@ -21,6 +21,8 @@ import trio
 from attractor_trio import load, run
 from attractor_trio.aio.batched import BatchedCall
 from attractor_trio.backends.simulate import SimulationBackend
+from attractor_trio.core.attempt import current_attempt
+from attractor_trio.core.outcome import Outcome, StageStatus
 from attractor_trio.events import (
     MAX_OPEN_BRANCH_LOGS,
     OPEN_BRANCH_LOGS,
@@ -280,7 +282,7 @@ def test_a_fanout_branch_makes_its_first_stage_dir_on_the_write_pool_and_its_att
     made — nothing stale can be in it, so its ``status.json`` is not unlinked first, while the
     work directory's two fallbacks still are (contract.md §3)."""
     made: list[tuple[str, str]] = []
-    unlinked: list[str] = []
+    unlinked: list[tuple[str, str]] = []
     real_mkdir, real_unlink = os.mkdir, os.unlink
 
     def recording_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
@@ -288,7 +290,7 @@ def test_a_fanout_branch_makes_its_first_stage_dir_on_the_write_pool_and_its_att
         real_mkdir(path, *args, **kwargs)
 
     def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        unlinked.append(os.fspath(path))
+        unlinked.append((os.fspath(path), threading.current_thread().name))
         real_unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "mkdir", recording_mkdir)
@@ -308,9 +310,83 @@ def test_a_fanout_branch_makes_its_first_stage_dir_on_the_write_pool_and_its_att
         stage_dir = str(root / "parallel" / "par" / f"b{index}" / f"b{index}")
         [(_, thread)] = [(path, name) for path, name in made if path == stage_dir]
         assert thread.startswith("attractor-trio-write-")
-        assert f"{stage_dir}/status.json" not in unlinked
+        assert f"{stage_dir}/status.json" not in [path for path, _ in unlinked]
         assert (Path(stage_dir) / "prompt.md").is_file()
-    assert unlinked.count(str(tmp_path / "status.json")) == 3  # one per branch attempt
+    # The work directory's fallbacks: removed on the write pool by the set-ups, at least once
+    # and at most once per branch (``test_a_wide_fanout_removes_the_work_directorys_...``).
+    swept = [thread for path, thread in unlinked if path == str(tmp_path / "status.json")]
+    assert 1 <= len(swept) <= 3
+    assert all(thread.startswith("attractor-trio-write-") for thread in swept)
+
+
+def test_a_wide_fanout_removes_the_work_directorys_fallbacks_a_few_times_off_the_trio_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The branches share one work directory: each first attempt unlinked its two fallbacks on
+    the trio thread (128 calls for 64 branches). The set-ups remove them on the write pool,
+    once per removal that began after a branch asked (``persist/sweep.py``) — a few times —
+    and a stale file planted before the fan-out still decides no branch (contract.md §3)."""
+    unlinked: list[tuple[str, str]] = []
+    real_unlink = os.unlink
+
+    def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        unlinked.append((os.fspath(path), threading.current_thread().name))
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", recording_unlink)
+    stale = '{"outcome": "fail", "failure_reason": "stale, from an earlier run"}'
+    (tmp_path / "status.json").write_text(stale)
+    (tmp_path / ".attractor").mkdir()
+    (tmp_path / ".attractor" / "status.json").write_text(stale)
+    root = tmp_path / "run"
+    result = trio.run(
+        partial(
+            run,
+            load(fan_out_dot(64)),
+            logs_root=root,
+            backend=SimulationBackend(),
+            workdir=tmp_path,
+        )
+    )
+    assert result.status == "success", result.failure_reason
+    decisions = [e["source"] for e in named(root, "status_ingestion_decision")]
+    assert decisions == ["none"] * 64
+    for fallback in (tmp_path / "status.json", tmp_path / ".attractor" / "status.json"):
+        threads = [thread for path, thread in unlinked if path == str(fallback)]
+        assert 1 <= len(threads) < 64 // 4, len(threads)
+        assert all(thread.startswith("attractor-trio-write-") for thread in threads)
+        assert not fallback.exists()
+
+
+class RetriesLeavingAFallback:
+    """A branch's attempt 1 asks for a retry after leaving a ``fail`` in the work directory's
+    ``status.json`` (its own outcome decides it: the file is not ingested); attempt 2 writes
+    nothing, so only that leftover could make it fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, node: Any, prompt: str, context: Any) -> Any:
+        attempt = current_attempt()
+        assert attempt is not None
+        self.calls += 1
+        if self.calls == 1:
+            (attempt.workdir / "status.json").write_text('{"outcome": "fail"}')
+            return Outcome(StageStatus.RETRY, failure_reason="try again")
+        return "done"
+
+
+async def test_a_branch_retry_clears_the_work_directory_itself(
+    tmp_path: Path, autojump_clock: Any
+) -> None:
+    """The set-up's removal serves a branch's first attempt only: a retry of that stage
+    removes what attempt 1 left in the work directory (contract.md §3 rule 1)."""
+    root = tmp_path / "run"
+    dot = fan_out_dot(1).replace('prompt="p"', 'prompt="p", max_retries=1')
+    result = await run_dot(dot, root, backend=RetriesLeavingAFallback())
+    assert result.status == "success", result.failure_reason
+    decisions = [e["source"] for e in named(root, "status_ingestion_decision")]
+    assert decisions == ["none"]
 
 
 async def test_a_branch_stage_dir_that_exists_already_is_listed_and_cleared_as_before(

@@ -51,7 +51,11 @@ def test_finished_branches_release_their_cancel_scopes(
     steps = {"b0": [{"delay": "60s"}]}
 
     async def main() -> None:
-        result = await run_dot(fan_out_dot(BRANCHES), tmp_path / "run", steps=steps, sinks=[watch])
+        # A join that can make losers (so each branch gets a scope), run to the same end.
+        dot = fan_out_dot(BRANCHES).replace(
+            "shape=component", f'shape=component, join_policy="k_of_n", k={BRANCHES}'
+        )
+        result = await run_dot(dot, tmp_path / "run", steps=steps, sinks=[watch])
         assert result.status == "success"
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

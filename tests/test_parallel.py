@@ -13,6 +13,7 @@ import trio
 
 from attractor_trio.aio.group_commit import read_records
 from attractor_trio.context import Context
+from attractor_trio.core.join import JoinConfig
 from attractor_trio.core.outcome import Outcome
 from attractor_trio.dot.graph import Graph, Node
 from attractor_trio.handlers import parallel
@@ -267,6 +268,33 @@ async def test_a_branch_without_a_timeout_opens_no_timeout_scope(
     timed = fanout("par -> a -> join\n par -> b -> join", attrs='branch_timeout="30s"')
     assert (await run_dot(timed, tmp_path / "timed")).status == "success"
     assert timers == [30.0, 30.0]
+
+
+async def test_branches_no_join_can_make_losers_open_no_cancel_scope(
+    tmp_path: Path, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait_all`` under ``continue`` decides when the last branch is recorded: no branch is
+    ever cancelled as a loser, so none gets a cancel scope of its own (issue #22: making,
+    entering and leaving one was ~3 % of a wide fan-out's start). A threshold policy that
+    runs the same branches to the same end still gives each its scope."""
+    made: list[int] = []
+    real = trio.CancelScope
+
+    def recording(*args: Any, **kwargs: Any) -> trio.CancelScope:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trio, "CancelScope", recording)
+    assert (await run_dot(THREE, tmp_path / "wait_all")).status == "success"
+    waiting_all = len(made)
+    k_of_3 = THREE.replace("shape=component", 'shape=component, join_policy="k_of_n", k=3')
+    assert (await run_dot(k_of_3, tmp_path / "k_of_n")).status == "success"
+    assert len(made) - waiting_all == waiting_all + 3
+    assert JoinConfig(total=3).may_decide_early is False
+    assert JoinConfig(total=3, error_policy="ignore").may_decide_early is False
+    assert JoinConfig(total=3, error_policy="fail_fast").may_decide_early is True
+    for policy in ("first_success", "k_of_n", "quorum"):
+        assert JoinConfig(total=3, policy=policy).may_decide_early is True
 
 
 async def test_nested_fan_out(tmp_path: Path, autojump_clock: Any) -> None:

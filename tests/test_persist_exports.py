@@ -19,9 +19,11 @@ SUBMODULES = [
     "lock",
     "logtext",
     "manifest",
+    "paths",
     "pending",
     "progress",
     "status",
+    "sweep",
     "syncfs",
 ]
 

@@ -63,6 +63,10 @@ class AttemptInfo:
     #: The engine created the stage dir for this attempt (its ``mkdir`` succeeded): nothing in
     #: it can be left from an earlier attempt or run (``persist/status.py`` step 1 relies on it).
     fresh_stage_dir: bool = False
+    #: With ``fresh_stage_dir``: the work directory's stale status files were removed for
+    #: this attempt already (a fan-out branch's set-up, ``persist/sweep.py``), so step 1 of
+    #: ``persist/status.py`` has nothing left to do.
+    fallbacks_cleared: bool = False
     #: ``(stage_dir, stage_dir / "status.json")`` as the engine made them once for the node,
     #: so :attr:`status_path` hands out that object (its text already formatted for the
     #: system calls) instead of joining a new one per use; ignored unless ``stage_dir`` is

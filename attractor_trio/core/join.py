@@ -95,6 +95,14 @@ class JoinConfig:
             raise AttributeValueError(problem)
 
     @property
+    def may_decide_early(self) -> bool:
+        """Whether the join can be decided while branches still run (:func:`_decide`): only a
+        threshold policy or ``fail_fast`` ever leaves losers to cancel. ``wait_all`` under
+        ``continue``/``ignore`` decides when the last branch is recorded, so its branches need
+        no cancel scope of their own (``handlers/parallel.py``)."""
+        return self.policy != "wait_all" or self.error_policy == "fail_fast"
+
+    @property
     def required(self) -> int | None:
         """Successes needed for ``success``; ``None`` for ``wait_all``, which has no threshold.
 

@@ -1,12 +1,13 @@
 """Parallel fan-out (spec §4.8, contract.md §5): one nursery, one cancel scope per branch.
 
 Each branch is a :class:`BranchScope`-like task: a cancel scope (losers and fail-fast
-siblings are cancelled through it), an optional ``branch_timeout`` deadline, a slot from the
-fan-out's ``CapacityLimiter(max_parallel)``, and its own traversal over a cloned context until
-the fan-in. The join decision is the sans-IO :class:`~attractor_trio.core.join.Join`; this
-module only runs branches and feeds it. A finished branch's result is appended durably to the
-fan-out's ``results.ndjson`` before it counts (branches finishing together share an fsync:
-``aio/group_commit.py``), so a resumed run re-runs only the branches that had not finished.
+siblings are cancelled through it; none under a join that never leaves losers), an optional
+``branch_timeout`` deadline, a slot from the fan-out's ``CapacityLimiter(max_parallel)``, and
+its own traversal over a cloned context until the fan-in. The join decision is the sans-IO
+:class:`~attractor_trio.core.join.Join`; this module only runs branches and feeds it. A
+finished branch's result is appended durably to the fan-out's ``results.ndjson`` before it
+counts (branches finishing together share an fsync: ``aio/group_commit.py``), so a resumed run
+re-runs only the branches that had not finished.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..dot.graph import Graph, Node
 from ..dot.values import AttributeValueError, format_duration
 from ..errors import AttractorError
 from ..persist.atomic import read_json
+from ..persist.paths import child
 from .base import AttemptInfo, require_attempt
 
 __all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler"]
@@ -150,6 +152,10 @@ class _FanOut:
         self.losers_cancelled = False
         self.log = DurableLog(plan.root / RESULTS_FILE_NAME)
         self.stop_at = plan.stop_at  # one set for every branch
+        #: Whether a branch may become a loser to cancel; if not, it gets no cancel scope:
+        #: making, entering and leaving one per branch was ~3 % of a wide fan-out's start on
+        #: the trio thread (issue #22), for a scope nothing would ever cancel.
+        self.cancels_losers = plan.config.may_decide_early
 
     async def run(self) -> Outcome:
         plan = self.plan
@@ -227,8 +233,9 @@ class _FanOut:
                 if self.join.decided:
                     limiter.release_on_behalf_of(slot)
                     break
-            scope = trio.CancelScope()
-            self.scopes[key] = scope
+            scope = None
+            if self.cancels_losers:
+                scope = self.scopes[key] = trio.CancelScope()
             self.started.add(key)
             # Here, not in the branch's task: tasks started together run in no set order, and
             # the log shows branches starting in declaration order. The task's first step
@@ -261,7 +268,7 @@ class _FanOut:
         index: int,
         limiter: trio.CapacityLimiter,
         slot: object,
-        scope: trio.CancelScope,
+        scope: trio.CancelScope | None,
         began: float,
     ) -> None:
         """One branch, from its ``parallel_branch_started`` (which :meth:`_dispatch` emits)."""
@@ -269,9 +276,13 @@ class _FanOut:
         branch = f"{plan.branch_prefix}/{key}"
         result: dict[str, Any] | None = None
         try:
-            with scope:
-                result = await self._run_one(key, start, branch, scope)
+            if scope is None:  # the join cannot make it a loser (``cancels_losers``)
+                result = await self._run_one(key, start, branch, None)
+            else:
+                with scope:
+                    result = await self._run_one(key, start, branch, scope)
             if result is None:  # cancelled as a loser
+                assert scope is not None
                 result = {"status": "canceled", "failure_reason": _reason_of(scope)}
             result.update(id=key, branch_key=key)
             if result["status"] != "canceled":
@@ -294,7 +305,7 @@ class _FanOut:
             limiter.release_on_behalf_of(slot)
 
     async def _run_one(
-        self, key: str, start: str, branch: str, loser_scope: trio.CancelScope
+        self, key: str, start: str, branch: str, loser_scope: trio.CancelScope | None
     ) -> dict[str, Any]:
         plan = self.plan
         run = partial(
@@ -303,7 +314,7 @@ class _FanOut:
             stop_at=self.stop_at,
             context=self.context.clone(),
             branch=branch,
-            stage_root=plan.root / key,
+            stage_root=child(plan.root, key),
             attempt=self.attempt,
             loser_scope=loser_scope,
         )

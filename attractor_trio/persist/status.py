@@ -420,10 +420,15 @@ def clear_stale_status(attempt: _AttemptPaths, sources: StatusSources | None = N
     writes there after the ``mkdir`` is one it could as well have written after the unlink.
     The two fallbacks are always unlinked: the work directory outlives attempts and runs, and
     other processes (a tool in a sibling branch, an agent, an earlier run's leftovers) may
-    have written there at any time. An attempt object without ``fresh_stage_dir`` (a direct
-    caller's stand-in) clears all three.
+    have written there at any time — except for the first attempt of a fan-out branch whose
+    set-up (which made its stage dir) also saw them removed after the branch asked for it
+    (``fallbacks_cleared``, ``persist/sweep.py``): nothing this attempt could see was written
+    before that removal. An attempt object without ``fresh_stage_dir`` (a direct caller's
+    stand-in) clears all three.
     """
     fresh = getattr(attempt, "fresh_stage_dir", False) is True
+    if fresh and getattr(attempt, "fallbacks_cleared", False) is True:
+        return  # a fan-out branch's set-up removed the fallbacks for it (``persist/sweep.py``)
     remove_stale(sources or StatusSources.for_attempt(attempt), canonical=not fresh)
 
 

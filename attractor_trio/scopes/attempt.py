@@ -52,6 +52,7 @@ from ..persist.atomic import (
 )
 from ..persist.attempt_marker import ATTEMPT_MARKER, encode_attempt_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
+from ..persist.paths import child
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .heartbeats import Heartbeats
@@ -112,6 +113,10 @@ class StageExecutor:
     #: ``""`` once that stage took it, or if there is none. A fan-out branch's set-up makes it
     #: on the write pool with the branch's log (``RunScope.run_branch``).
     made_stage_dir: str = ""
+    #: The node whose first attempt finds the work directory's stale status files removed
+    #: already, by the same set-up that made its stage dir (``persist/sweep.py``); ``""``
+    #: once that attempt took it, or if there is none.
+    fallbacks_swept: str = ""
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
     #: The last outcome :meth:`_outcome_json` encoded, and its document.
@@ -156,9 +161,12 @@ class StageExecutor:
         await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
         # only if the stage dir lists one: a first visit has no stage dir at all (and makes it).
+        swept = False
         if node.id == self.made_stage_dir:  # made a moment ago, for this visit: empty
             self.made_stage_dir = ""
             names = None
+            swept = node.id == self.fallbacks_swept
+            self.fallbacks_swept = ""
         else:
             names = _listing_or_making(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
@@ -175,9 +183,10 @@ class StageExecutor:
                 adopted = None
             else:
                 outcome, marker = await self._attempt(
-                    node, attempt, policy.max_attempts, predecessor, marker, listed, plan
+                    node, attempt, policy.max_attempts, predecessor, marker, listed, plan, swept
                 )
                 listed = _UNLISTED  # a retry lists what the attempt before it left
+                swept = False  # and clears the work directory itself
             decision = after_attempt(outcome, attempt, policy, plan.allow_partial)
             if isinstance(decision, Retry):
                 if self.owed:  # the failed attempt's status.json, on disk during the backoff
@@ -222,10 +231,13 @@ class StageExecutor:
         previous: dict[str, Any] | None,
         listed: object = _UNLISTED,
         plan: _StagePlan | None = None,
+        swept: bool = False,
     ) -> tuple[Outcome, dict[str, Any] | None]:
         """One attempt; its outcome and the ``.attempt.json`` marker now on disk (``previous``
         is the one before it). ``listed``: the stage dir's names if the caller has just listed
-        it (``None``: it did not exist, and was made), else ``_UNLISTED``."""
+        it (``None``: it did not exist, and was made), else ``_UNLISTED``. ``swept``: the
+        work directory's stale status files were removed for this attempt (a fan-out
+        branch's set-up, with the stage dir)."""
         # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
         # traversal rations its trips through the scheduler (``Traversal._step_checkpoint``)
         # and a retry sleeps first, so one here would only cost time.
@@ -279,7 +291,7 @@ class StageExecutor:
             start.announce()
         # ``names is None``: this attempt's ``mkdir`` made the stage dir (see AttemptInfo).
         info = self._info(
-            node, attempt, max_attempts, attempt_id, predecessor, start, plan, names is None
+            node, attempt, max_attempts, attempt_id, predecessor, start, plan, names is None, swept
         )
         try:
             outcome: Outcome = await self._guarded(node, info, self._execute_handler, plan)
@@ -317,6 +329,7 @@ class StageExecutor:
         start: AttemptStart | None = None,
         plan: _StagePlan | None = None,
         fresh_stage_dir: bool = False,
+        fallbacks_cleared: bool = False,
     ) -> AttemptInfo:
         """The attempt's info, with its liveness node opened (:meth:`_guarded` closes it: call
         that right after) and ``start``'s emitter. Built whole, once: an ``evolve`` per added
@@ -347,6 +360,7 @@ class StageExecutor:
             liveness=live,
             start=start,
             fresh_stage_dir=fresh_stage_dir,
+            fallbacks_cleared=fresh_stage_dir and fallbacks_cleared,
             known_status_path=plan.known_status_path,
         )
 
@@ -671,8 +685,8 @@ class _StagePlan(NamedTuple):
         registry = executor.registry
         handler_type = registry.resolve_type(node)
         handler = registry.resolve_type_handler(handler_type)
-        stage_dir = executor.stage_root / node.id
-        status_path = stage_dir / "status.json"
+        stage_dir = child(executor.stage_root, node.id)
+        status_path = child(stage_dir, "status.json")
         return cls(
             node,
             handler_type,

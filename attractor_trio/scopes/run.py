@@ -44,7 +44,9 @@ from ..persist.atomic import utc_timestamp
 from ..persist.checkpoint import CheckpointEncoder, checkpoint_writer, write_checkpoint_bytes
 from ..persist.commit import DirectorySyncs, RecyclingWriter
 from ..persist.final import FinalRecord, write_final
+from ..persist.paths import child
 from ..persist.progress import PROGRESS_FILE_NAME
+from ..persist.sweep import FallbackSweep
 from .attempt import StageExecutor
 from .cancel import only_cancelled
 from .heartbeats import Heartbeats
@@ -117,26 +119,37 @@ class _Finish:
     node_id: str = ""
 
 
-def _set_up_branch(paths: tuple[Path, Path | None]) -> tuple[tuple[int, int], bool]:
+#: A branch's set-up (:func:`_set_up_branch`): its log, its first stage's dir (``None``: it
+#: runs none), and the work directory's fallback sweep with the ticket the branch drew
+#: (``None``: its first attempt clears them itself).
+_SetUp = tuple[Path, "Path | None", "tuple[FallbackSweep, int] | None"]
+
+
+def _set_up_branch(paths: _SetUp) -> tuple[tuple[int, int], bool, bool]:
     """A fan-out branch's files, blocking (for the write pool): its ``progress.ndjson`` made
-    with its directory and opened (:func:`create_branch_log`), and the stage dir of its first
-    node (``None``: it runs none) — and whether this call made that dir.
+    with its directory and opened (:func:`create_branch_log`), the stage dir of its first
+    node — and whether this call made that dir, and whether the work directory's stale status
+    files are known removed for its first attempt (``persist/sweep.py``).
 
     Why here: ``mkdir`` is the slowest call a starting branch makes (35 µs on an idle ext4,
     hundreds while other processes write), and on the trio thread every other branch waits
     it out; here it overlaps with their work, in the job that makes the branch's log anyway.
     The attempt that runs the stage then knows the dir as one its own ``mkdir`` made
     (``StageExecutor.made_stage_dir``). A dir that exists already (a resumed fan-out) or
-    cannot be made is left to the attempt, which lists it or fails on it as it always did."""
-    log, first_stage_dir = paths
+    cannot be made is left to the attempt, which lists it or fails on it as it always did.
+    The same holds for the fallbacks: one removal here serves the branches whose set-ups
+    asked before it began (contract.md §3 rule 1), instead of two ``unlink`` calls per
+    branch on the trio thread; only for a stage dir this call made (the attempt that takes
+    it is the first, and the only one the sweep serves)."""
+    log, first_stage_dir, sweep = paths
     opened = create_branch_log(log)
     if first_stage_dir is None:
-        return opened, False
+        return opened, False, False
     try:
         os.mkdir(first_stage_dir)
     except OSError:
-        return opened, False
-    return opened, True
+        return opened, False, False
+    return opened, True, sweep is not None and sweep[0].sweep(sweep[1])
 
 
 def _remove_unused(stage_dir: Path) -> None:
@@ -206,7 +219,7 @@ class RunScope:
     #: over (``events.SET_UP_DESCRIPTORS``, which the hub's budget of kept logs leaves room
     #: for): small jobs, so a process held to 64 descriptors still runs a wide fan-out
     #: (``test_fanout_scale``).
-    _branch_set_ups: BatchedCall[tuple[Path, Path | None], tuple[tuple[int, int], bool]] = field(
+    _branch_set_ups: BatchedCall[_SetUp, tuple[tuple[int, int], bool, bool]] = field(
         factory=lambda: BatchedCall(
             _set_up_branch, chunk=BRANCH_SET_UP_CHUNK, jobs=BRANCH_SET_UP_JOBS
         ),
@@ -219,6 +232,9 @@ class RunScope:
     _policies: dict[tuple[str, str | None], RetryPolicy] = field(
         factory=dict, init=False, repr=False
     )
+    #: The run's work directory's stale status files, removed for many starting branches at
+    #: once (``persist/sweep.py``); made on the first fan-out without a git workspace.
+    _fallback_sweep: FallbackSweep | None = field(default=None, init=False, repr=False)
 
     @property
     def breaker(self) -> CycleBreaker:
@@ -254,9 +270,10 @@ class RunScope:
 
         ``loser_scope`` is the scope the fan-out cancels when this branch is no longer needed:
         an attempt it cancels says ``scope: branch`` (data, not the reason's wording)."""
-        log = stage_root / PROGRESS_FILE_NAME
-        first = stage_root / start if self._runs_a_stage(start, stop_at) else None
-        opened, made = await self._branch_set_ups((log, first))
+        log = child(stage_root, PROGRESS_FILE_NAME)
+        first = child(stage_root, start) if self._runs_a_stage(start, stop_at) else None
+        sweep = self._sweep_ticket(attempt)
+        opened, made, swept = await self._branch_set_ups((log, first, sweep))
         yielded_at = time.monotonic()  # that wait went through the scheduler
         self.hub.open_branch(branch, log, opened)
         executor: StageExecutor | None = None
@@ -266,6 +283,7 @@ class RunScope:
             emit = self.hub.bind(branch)  # one emitter for the branch's executor and traversal
             executor = self.executor(state, stage_root=stage_root, branch=branch, emit=emit)
             executor.made_stage_dir = start if made else ""
+            executor.fallbacks_swept = start if swept else ""
             if loser_scope is not None:
                 executor.branch_cancelled = lambda: loser_scope.cancel_called
             if attempt.workspace is not None:  # its own worktree, from the fan-out's head
@@ -309,6 +327,15 @@ class RunScope:
                 StageStatus.SUCCESS, notes="empty branch"
             )
         return BranchResult(outcome, last, tuple(state.completed_nodes))
+
+    def _sweep_ticket(self, attempt: AttemptInfo) -> tuple[FallbackSweep, int] | None:
+        """The fallback sweep a branch's set-up may do for its first attempt, with the branch's
+        ticket; ``None`` when the branch works in a git worktree of its own."""
+        if attempt.workspace is not None or self.workspace is not None:
+            return None
+        if self._fallback_sweep is None:
+            self._fallback_sweep = FallbackSweep(self.workdir)
+        return self._fallback_sweep, self._fallback_sweep.ticket()
 
     def _runs_a_stage(self, node_id: str, stop_at: frozenset[str]) -> bool:
         """Whether a branch starting at ``node_id`` runs it as its first stage (it is not the
