@@ -144,8 +144,8 @@ def _branch_log_set_up(path: Path) -> Path:
 
 def _durable_on_its_own(path: Path) -> Path:
     target = path.with_name("status.json")
-    item = Pending(os.fspath(target))
-    item.stage(b"{}")
+    item = Pending(os.fspath(target), b"{}")
+    item.stage()
     finish_alone(item)
     if item.error is not None:
         raise item.error

@@ -37,21 +37,9 @@ from ..persist.atomic import fsync_directory, write_all
 from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
 from .offload import WritePool, write_pool
-from .waiters import OneShot
+from .waiters import Batches
 
 __all__ = ["DurableLog", "read_records"]
-
-
-@final
-class _Flush:
-    """Lines written and fsynced together, and the event their appenders wait on."""
-
-    __slots__ = ("done", "durable", "lines")
-
-    def __init__(self, line: bytes) -> None:
-        self.lines = [line]
-        self.done = OneShot()
-        self.durable = False
 
 
 @final
@@ -67,8 +55,7 @@ class DurableLog:
         self.path = path
         self._pool = pool
         self._fd: int | None = None
-        self._next: _Flush | None = None  # the flush new lines join; not started yet
-        self._in_flight: _Flush | None = None
+        self._flushes: Batches[bytes] = Batches(self._flush)
         self._failure: OSError | None = None
 
     async def append(self, record: Mapping[str, Any]) -> None:
@@ -82,34 +69,20 @@ class DurableLog:
         has ended."""
         line = redaction.current().json_bytes((dumps_compact(record) + "\n").encode("utf-8"))
         self._raise_if_failed()
-        flush = self._next
-        if flush is not None:
-            flush.lines.append(line)
-            await flush.done.wait()  # uncancellable, like the pool job it waits for
-        else:
-            flush = self._next = _Flush(line)
-            while self._in_flight is not None:
-                await self._in_flight.done.wait()
-            await self._flush(flush)
-        if not flush.durable:
+        if not (await self._flushes.submit(line)).committed:
             self._raise_if_failed()
 
-    async def _flush(self, flush: _Flush) -> None:
-        self._next = None  # later lines open the next flush
-        self._in_flight = flush
+    async def _flush(self, lines: list[bytes]) -> None:
+        """Write ``lines`` with one ``write(2)`` and fsync them (:class:`Batches` commit)."""
         try:
             self._raise_if_failed()
             fd, created = self._open()
             pending.flush_all()  # events emitted before these records: in the log first
-            write_all(fd, b"".join(flush.lines))
+            write_all(fd, b"".join(lines))
             await self._pool.run(partial(_sync, fd, self.path.parent if created else None))
-            flush.durable = True
         except OSError as exc:
             self._failure = self._failure or exc
             raise
-        finally:
-            self._in_flight = None
-            flush.done.fire()
 
     def _open(self) -> tuple[int, bool]:
         """The descriptor, opened on first use; whether this call created the file (its

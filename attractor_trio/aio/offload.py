@@ -52,7 +52,7 @@ from ..persist.syncfs import (
     stage_and_finish,
     write_durably,
 )
-from .waiters import OneShot
+from .waiters import Batches
 
 __all__ = ["WritePool", "write_bytes_durably", "write_pool"]
 
@@ -168,27 +168,14 @@ async def write_bytes_durably(
 
 
 @final
-class _Batch:
-    """Writes committed together by one pool job, and the event their writers wait on."""
-
-    __slots__ = ("done", "items")
-
-    def __init__(self) -> None:
-        self.items: list[Pending] = []
-        self.done = OneShot()
-
-
-@final
 class _DurableBatches:
-    """Group commit of durable atomic writes, as ``group_commit.py`` does for log lines: no
-    background task. A write joins the batch that has not started yet; the writer that opens
-    that batch leads it: it waits for the batch in flight (if any) to end, then commits its
-    whole batch in one pool job — a lone write by the per-file recipe (a lone stage keeps its
-    own fsyncs), several by ``syncfs`` (every temp created and written → one ``syncfs`` → their
-    renames → one more ``syncfs`` covering the directories), or, while the guard has
-    ``syncfs`` off, each by the per-file recipe on the pool's threads at once. A writer returns
-    only when the batch holding its write has ended: its data synced before its rename, its
-    directory synced after.
+    """Group commit of durable atomic writes (:class:`~.waiters.Batches`, as
+    ``group_commit.py`` uses for log lines): each batch is committed in one pool job — a lone
+    write by the per-file recipe (a lone stage keeps its own fsyncs), several by ``syncfs``
+    (every temp created and written → one ``syncfs`` → their renames → one more ``syncfs``
+    covering the directories), or, while the guard has ``syncfs`` off, each by the per-file
+    recipe on the pool's threads at once. A writer returns only when the batch holding its
+    write has ended: its data synced before its rename, its directory synced after.
 
     Why this shape (issue #22): the batch job creates its writes' temps itself, so a write
     costs its task no pool hand-off of its own (the hand-back from a pool thread is ~60 µs of
@@ -198,30 +185,18 @@ class _DurableBatches:
 
     def __init__(self, pool: WritePool) -> None:
         self._pool = pool
-        self._next: _Batch | None = None  # the batch new writes join; not started yet
-        self._in_flight: _Batch | None = None
+        self._batches: Batches[Pending] = Batches(self._commit)
 
     async def commit(self, item: Pending) -> None:
         """Return once ``item`` is durable in place, or raise its failure. Like a synchronous
         write, a cancellation does not abandon it: it is delivered at the caller's next
         checkpoint."""
-        batch = self._next
-        if batch is not None:
-            batch.items.append(item)
-            await batch.done.wait()  # uncancellable, like the pool job it waits for
-        else:
-            batch = self._next = _Batch()
-            batch.items.append(item)
-            while self._in_flight is not None:
-                await self._in_flight.done.wait()
-            await self._commit(batch)
+        await self._batches.submit(item)
         if item.error is not None:
             raise item.error
 
-    async def _commit(self, batch: _Batch) -> None:
-        self._next = None  # later writes open the next batch
-        self._in_flight = batch
-        items = batch.items
+    async def _commit(self, items: list[Pending]) -> None:
+        """Stage and commit ``items`` in one pool job (:class:`Batches` commit)."""
         try:
             if len(items) > 1 and guard.allows():  # temps synced, renamed, directories synced
                 await self._pool.run(partial(stage_and_commit, items))
@@ -237,9 +212,6 @@ class _DurableBatches:
                 item.discard()
                 item.error = item.error or OSError("the durable write was interrupted")
             raise
-        finally:
-            self._in_flight = None
-            batch.done.fire()
 
 
 #: Each trio run's batches, per pool (their events belong to one run).

@@ -12,6 +12,7 @@ re-runs only the branches that had not finished.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,9 @@ from ..persist.paths import child
 from .base import AttemptInfo, require_attempt
 
 __all__ = ["RESULTS_FILE_NAME", "BranchResult", "BranchRunner", "ParallelHandler"]
+
+#: Entered in place of a branch's loser scope when it has none (reusable, no state).
+_NO_LOSER_SCOPE: Final = contextlib.nullcontext()
 
 #: Where a fan-out records finished branches: ``parallel/<node>/results.ndjson``.
 RESULTS_FILE_NAME = "results.ndjson"
@@ -276,11 +280,9 @@ class _FanOut:
         branch = f"{plan.branch_prefix}/{key}"
         result: dict[str, Any] | None = None
         try:
-            if scope is None:  # the join cannot make it a loser (``cancels_losers``)
-                result = await self._run_one(key, start, branch, None)
-            else:
-                with scope:
-                    result = await self._run_one(key, start, branch, scope)
+            # No scope if the join makes no losers (``cancels_losers``).
+            with scope if scope is not None else _NO_LOSER_SCOPE:
+                result = await self._run_one(key, start, branch, scope)
             if result is None:  # cancelled as a loser
                 assert scope is not None
                 result = {"status": "canceled", "failure_reason": _reason_of(scope)}

@@ -45,7 +45,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -70,6 +70,7 @@ __all__ = [
     "ingest_status",
     "read_status_file",
     "remove_stale",
+    "remove_stale_fallbacks",
 ]
 
 SourceName = Literal["canonical", "workdir", "workdir_dot"]
@@ -201,7 +202,17 @@ def remove_stale(sources: StatusSources, *, canonical: bool = True) -> None:
     when one cannot be removed (a directory in the way, no permission): the stage must fail
     rather than let an old file decide it.
     """
-    for path in sources if canonical else sources[1:]:
+    _remove_all(sources if canonical else sources[1:])
+
+
+def remove_stale_fallbacks(workdir: Path) -> None:
+    """Step 1 for the work directory's two fallbacks alone (``persist/sweep.py``: one removal
+    serving a fan-out's starting branches); raises as :func:`remove_stale` does."""
+    _remove_all(_fallback_paths(workdir))
+
+
+def _remove_all(paths: Sequence[Path]) -> None:
+    for path in paths:
         try:
             os.unlink(path)
         except OSError as exc:

@@ -26,7 +26,7 @@ import itertools
 from pathlib import Path
 
 from ..core.outcome import StatusFileError
-from .status import StatusSources, remove_stale
+from .status import remove_stale_fallbacks
 
 __all__ = ["FallbackSweep"]
 
@@ -36,8 +36,7 @@ class FallbackSweep:
     attempts that start together (see the module's docstring). One per run and work directory."""
 
     def __init__(self, workdir: Path) -> None:
-        canonical_unused = workdir / "status.json"  # never removed: canonical=False below
-        self.sources = StatusSources.for_attempt(_Paths(canonical_unused, workdir))
+        self.workdir = workdir
         self._tickets = itertools.count(1)
         #: The ticket of the latest removal that finished (0: none yet).
         self._done = 0
@@ -57,17 +56,9 @@ class FallbackSweep:
         began = next(self._tickets)
         self.removals += 1
         try:
-            remove_stale(self.sources, canonical=False)
+            remove_stale_fallbacks(self.workdir)
         except (StatusFileError, OSError):
             return False
         if began > self._done:
             self._done = began
         return True
-
-
-class _Paths:
-    """What :meth:`StatusSources.for_attempt` reads from an attempt."""
-
-    def __init__(self, status_path: Path, workdir: Path) -> None:
-        self.status_path = status_path
-        self.workdir = workdir

@@ -196,9 +196,9 @@ class Pending:
 
     __slots__ = ("by_syncfs", "data", "device", "error", "path", "temp")
 
-    def __init__(self, path: str, data: bytes | None = None) -> None:
+    def __init__(self, path: str, data: bytes) -> None:
         self.path = path
-        #: The bytes (already redacted) still to be staged, when the batch stages them.
+        #: The bytes (already redacted) still to be staged; dropped once they are.
         self.data = data
         self.temp: str | None = None
         self.device = 0
@@ -206,13 +206,11 @@ class Pending:
         self.by_syncfs = False
         self.error: BaseException | None = None
 
-    def stage(self, data: bytes | None = None) -> None:
-        """Step 1: write ``data`` (already redacted; default: the bytes given at creation) to a
-        fresh temp next to the target and close it — no descriptor is held while the write
-        waits for its batch. A missing parent directory is created (the stage dir went away
-        under the handler)."""
-        if data is None:
-            data, self.data = self.data or b"", None
+    def stage(self) -> None:
+        """Step 1: write the bytes to a fresh temp next to the target and close it — no
+        descriptor is held while the write waits for its batch. A missing parent directory is
+        created (the stage dir went away under the handler)."""
+        data, self.data = self.data, b""
         temp = temp_name(self.path)
         try:
             fd = open_fd(temp, _NEW_FILE, 0o644)
@@ -265,8 +263,8 @@ def stage_and_commit(batch: Sequence[Pending], guard: SyncfsGuard = guard) -> No
 def write_durably(path: str, data: bytes, guard: SyncfsGuard = guard) -> None:
     """The per-file recipe (``data`` already redacted): temp, fsync, rename, directory fsync, on
     the calling thread."""
-    item = Pending(path)
-    item.stage(data)
+    item = Pending(path, data)
+    item.stage()
     finish_alone(item, guard)
     if item.error is not None:
         raise item.error

@@ -113,10 +113,9 @@ class StageExecutor:
     #: ``""`` once that stage took it, or if there is none. A fan-out branch's set-up makes it
     #: on the write pool with the branch's log (``RunScope.run_branch``).
     made_stage_dir: str = ""
-    #: The node whose first attempt finds the work directory's stale status files removed
-    #: already, by the same set-up that made its stage dir (``persist/sweep.py``); ``""``
-    #: once that attempt took it, or if there is none.
-    fallbacks_swept: str = ""
+    #: Whether that set-up also removed the work directory's stale status files for the
+    #: stage's first attempt (``persist/sweep.py``); taken with :attr:`made_stage_dir`.
+    fallbacks_swept: bool = False
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
     #: The last outcome :meth:`_outcome_json` encoded, and its document.
@@ -165,8 +164,7 @@ class StageExecutor:
         if node.id == self.made_stage_dir:  # made a moment ago, for this visit: empty
             self.made_stage_dir = ""
             names = None
-            swept = node.id == self.fallbacks_swept
-            self.fallbacks_swept = ""
+            swept, self.fallbacks_swept = self.fallbacks_swept, False
         else:
             names = _listing_or_making(stage_dir)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
@@ -360,7 +358,7 @@ class StageExecutor:
             liveness=live,
             start=start,
             fresh_stage_dir=fresh_stage_dir,
-            fallbacks_cleared=fresh_stage_dir and fallbacks_cleared,
+            fallbacks_cleared=fallbacks_cleared,
             known_status_path=plan.known_status_path,
         )
 

@@ -283,7 +283,7 @@ class RunScope:
             emit = self.hub.bind(branch)  # one emitter for the branch's executor and traversal
             executor = self.executor(state, stage_root=stage_root, branch=branch, emit=emit)
             executor.made_stage_dir = start if made else ""
-            executor.fallbacks_swept = start if swept else ""
+            executor.fallbacks_swept = swept
             if loser_scope is not None:
                 executor.branch_cancelled = lambda: loser_scope.cancel_called
             if attempt.workspace is not None:  # its own worktree, from the fan-out's head
