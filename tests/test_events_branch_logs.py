@@ -35,6 +35,7 @@ from attractor_trio.events import (
 from attractor_trio.persist.live import LiveWriter
 from attractor_trio.persist.progress import ProgressWriter, read_progress
 from attractor_trio.scopes import run as run_scope
+from attractor_trio.scopes.engine import RunResult
 
 from .helpers import fan_out_dot, named, run_dot
 
@@ -296,15 +297,7 @@ def test_a_fanout_branch_makes_its_first_stage_dir_on_the_write_pool_and_its_att
     monkeypatch.setattr(os, "mkdir", recording_mkdir)
     monkeypatch.setattr(os, "unlink", recording_unlink)
     root = tmp_path / "run"
-    result = trio.run(
-        partial(
-            run,
-            load(fan_out_dot(3)),
-            logs_root=root,
-            backend=SimulationBackend(),
-            workdir=tmp_path,
-        )
-    )
+    result = _simulated_fan_out(3, root, workdir=tmp_path)
     assert result.status == "success"
     for index in range(3):
         stage_dir = str(root / "parallel" / "par" / f"b{index}" / f"b{index}")
@@ -339,15 +332,7 @@ def test_a_wide_fanout_removes_the_work_directorys_fallbacks_a_few_times_off_the
     (tmp_path / ".attractor").mkdir()
     (tmp_path / ".attractor" / "status.json").write_text(stale)
     root = tmp_path / "run"
-    result = trio.run(
-        partial(
-            run,
-            load(fan_out_dot(64)),
-            logs_root=root,
-            backend=SimulationBackend(),
-            workdir=tmp_path,
-        )
-    )
+    result = _simulated_fan_out(64, root, workdir=tmp_path)
     assert result.status == "success", result.failure_reason
     decisions = [e["source"] for e in named(root, "status_ingestion_decision")]
     assert decisions == ["none"] * 64
@@ -428,3 +413,16 @@ async def test_a_run_cancelled_before_its_branches_first_stages_leaves_no_stage_
         branch_dir = root / "parallel" / "par" / f"b{index}"
         assert (branch_dir / "progress.ndjson").is_file()
         assert not (branch_dir / f"b{index}").exists()
+
+
+def _simulated_fan_out(branches: int, root: Path, *, workdir: Path) -> RunResult:
+    """A ``branches``-wide fan-out of simulated stages in ``root``, working in ``workdir``."""
+    return trio.run(
+        partial(
+            run,
+            load(fan_out_dot(branches)),
+            logs_root=root,
+            backend=SimulationBackend(),
+            workdir=workdir,
+        )
+    )
