@@ -18,6 +18,7 @@ from typing import Any, Final, Self, SupportsIndex
 import attrs
 
 from .dot.conditions import stringify
+from .jsontext import encode_str as _encode_str
 from .jsontext import json_encoder
 
 __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
@@ -177,10 +178,16 @@ class StageSummary(list[Any]):
         new = StageSummary.__new__(StageSummary)
         list.__init__(new, current[drop:])
         list.append(new, entry)  # not the marking append: the cached forms follow below
-        text = _dumps(entry)
+        checked = _checked(entry)
+        # A well-formed entry's JSON without the encoder's call: three strings (as ``_dumps``
+        # gives them: ``json.dumps`` escapes a ``str`` with this very function).
+        text = (
+            f"[{_encode_str(checked[0])},{_encode_str(checked[1])},{_encode_str(checked[2])}]"
+            if checked is not None and len(entry) == 3 and type(entry[2]) is str
+            else _dumps(entry)
+        )
         texts = current._texts[drop:]
         texts.append(text)
-        checked = _checked(entry)
         stages = current._stages[drop:]
         stages.append(checked)
         malformed = current._malformed
@@ -295,8 +302,8 @@ def _spliced(text: str | None, texts: list[str], drop: int, added: str) -> str |
         return None
     start = 1 + sum(map(len, texts[:drop])) + drop  # "[" and the dropped entries' commas
     if start >= len(text) - 1:  # nothing left of the old entries
-        return "[" + added + "]"
-    return "[" + text[start:-1] + "," + added + "]"
+        return f"[{added}]"
+    return f"[{text[start:-1]},{added}]"  # (one copy of the kept text, where ``+`` made four)
 
 
 def _checked(entry: Any) -> tuple[str, str, str] | None:

@@ -18,7 +18,8 @@ from attractor_trio.core.edges import (
     outgoing_table,
     select_edge,
 )
-from attractor_trio.core.outcome import Outcome
+from attractor_trio.core.outcome import Outcome, StageStatus
+from attractor_trio.core.routing import Advance, Stop, route
 from attractor_trio.dot.graph import Edge, Graph
 from attractor_trio.scopes.run import _compact
 
@@ -107,6 +108,35 @@ def test_edge_selection_from_the_table_is_the_plain_selection(
         choice = select_edge(graph, "a", outcome, context)
         plain = _plain_select(graph, "a", outcome, context)
         assert (None if choice is None else (choice.edge, choice.method)) == plain
+
+
+@given(edge_lists(), st.lists(st.tuples(outcomes_st, contexts_st), min_size=1, max_size=4))
+def test_routing_with_the_tables_step_is_routing_along_the_plain_choice(
+    edges: list[Edge], visits: list[tuple[Outcome, dict[str, Any]]]
+) -> None:
+    """``route`` keeps the step of a node's default choice on its table (built once, reused
+    by later visits): every visit gets the step the plain selection describes, whichever
+    choice it makes, before and after the default's step was made."""
+    graph = graph_of(*edges)
+    for outcome, context in visits:
+        decision = route(graph, "a", outcome, context)
+        if outcome.status is StageStatus.FAIL:
+            continue  # failure routing never reads the default choice
+        plain = _plain_select(graph, "a", outcome, context)
+        if plain is None:
+            assert isinstance(decision, Stop)
+            continue
+        assert decision == Advance(plain[0].to_node, plain[0], plain[1], plain[0].loop_restart)
+
+
+def test_a_default_step_is_made_once_per_node() -> None:
+    graph = graph_of(edge("b", loop_restart="true"))
+    first = route(graph, "a", Outcome("success"), {})
+    assert first == Advance("b", graph.edges[0], "weight", loop_restart=True)
+    assert route(graph, "a", Outcome("partial_success"), {}) is first
+    labelled = route(graph, "a", Outcome("success", preferred_label="x"), {})
+    assert labelled == first  # no label matches: the default again, the same step
+    assert labelled is first
 
 
 def test_a_graphs_edge_tables_go_with_the_graph() -> None:

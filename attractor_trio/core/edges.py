@@ -35,6 +35,7 @@ __all__ = [
     "normalize_label",
     "outgoing_table",
     "select_edge",
+    "select_from",
 ]
 
 #: How an edge was chosen, as reported in the ``edge_selected`` event (contract.md §4).
@@ -95,7 +96,13 @@ def select_edge(
     A malformed condition raises :class:`~attractor_trio.dot.conditions.ConditionSyntaxError`;
     validation rejects such graphs before a run starts.
     """
-    table = outgoing_table(graph, node_id)
+    return select_from(outgoing_table(graph, node_id), outcome, context)
+
+
+def select_from(
+    table: OutgoingEdges, outcome: Outcome, context: Mapping[str, Any]
+) -> EdgeChoice | None:
+    """:func:`select_edge` over a node's :func:`outgoing_table` (which routing keeps)."""
     if table.conditional:
         status, label = outcome.value, outcome.preferred_label
         matched = [
@@ -123,31 +130,50 @@ def select_edge(
     )
 
 
-@frozen
 class OutgoingEdges:
     """A node's outgoing edges sorted for selection, decided once per graph and node: every
     visit used to re-split them into conditional and unconditional ones, re-read each
-    ``condition`` and ``weight`` attribute and re-rank the unconditional ones."""
+    ``condition`` and ``weight`` attribute and re-rank the unconditional ones.
 
-    #: All of them, in declaration order.
-    edges: tuple[Edge, ...]
-    #: ``(edge, its condition text)`` for the conditional ones, in declaration order.
-    conditional: tuple[tuple[Edge, str], ...]
-    #: The unconditional ones, in declaration order.
-    unconditional: tuple[Edge, ...]
-    #: Steps 4-5 over :attr:`unconditional` (``None`` when there is none).
-    default: EdgeChoice | None
+    A plain slotted class, not an attrs one: in a chain of stages every node is visited once,
+    so each table is built for one use, and the frozen class's ``__init__`` (and a ranking of
+    one edge) was most of a stage's routing. Nothing changes a table once built, except the
+    memo :attr:`step` (``routing`` keeps there the step :attr:`default` takes)."""
+
+    __slots__ = ("conditional", "default", "edges", "step", "unconditional")
+
+    def __init__(
+        self,
+        edges: tuple[Edge, ...],
+        conditional: tuple[tuple[Edge, str], ...],
+        unconditional: tuple[Edge, ...],
+        default: EdgeChoice | None,
+    ) -> None:
+        #: All of them, in declaration order.
+        self.edges = edges
+        #: ``(edge, its condition text)`` for the conditional ones, in declaration order.
+        self.conditional = conditional
+        #: The unconditional ones, in declaration order.
+        self.unconditional = unconditional
+        #: Steps 4-5 over :attr:`unconditional` (``None`` when there is none).
+        self.default = default
+        #: The routing step for :attr:`default`, once routing has made it (``None`` before).
+        self.step: Any = None
 
     @classmethod
     def of(cls, edges: Sequence[Edge]) -> OutgoingEdges:
+        if len(edges) == 1:  # the usual node: one edge, unranked ("weight": nothing tied)
+            edge = edges[0]
+            condition = edge.condition
+            if condition.strip():
+                return cls((edge,), ((edge, condition),), (), None)
+            return cls((edge,), (), (edge,), EdgeChoice(edge, "weight"))
         unconditional = tuple(edge for edge in edges if is_unconditional(edge))
         return cls(
-            edges=tuple(edges),
-            conditional=tuple(
-                (edge, edge.condition) for edge in edges if not is_unconditional(edge)
-            ),
-            unconditional=unconditional,
-            default=best_by_weight_then_lexical(unconditional) if unconditional else None,
+            tuple(edges),
+            tuple((edge, edge.condition) for edge in edges if not is_unconditional(edge)),
+            unconditional,
+            best_by_weight_then_lexical(unconditional) if unconditional else None,
         )
 
 

@@ -19,7 +19,13 @@ from typing import Any
 from attrs import frozen
 
 from ..dot.graph import Edge, Graph
-from .edges import best_by_weight_then_lexical, condition_matches, is_unconditional, select_edge
+from .edges import (
+    best_by_weight_then_lexical,
+    condition_matches,
+    is_unconditional,
+    outgoing_table,
+    select_from,
+)
 from .failures import STRUCTURAL
 from .fanout import find_fan_in
 from .outcome import Outcome, StageStatus, is_success_like
@@ -79,9 +85,16 @@ def route(
         return _route_failure(graph, node_id, outcome, context)
     if graph.is_terminal(node_id):
         return Stop(ExitPath.COMPLETED)
-    choice = select_edge(graph, node_id, outcome, context)
+    table = outgoing_table(graph, node_id)
+    choice = select_from(table, outcome, context)
     if choice is None:
         return Stop(ExitPath.NO_ROUTE, _no_route_reason(graph, node_id, outcome), STRUCTURAL)
+    if choice is table.default:  # the usual choice: its step is made once, kept on the table
+        step = table.step
+        if step is None:
+            edge = choice.edge
+            step = table.step = Advance(edge.to_node, edge, choice.method, edge.loop_restart)
+        return step  # type: ignore[no-any-return]
     return _advance(choice.edge, choice.method)
 
 

@@ -197,7 +197,10 @@ class CheckpointEncoder:
             # Usually empty: no copy, no redaction pass, no encoder call for those.
             _object_json(redact.value(dict(failure_signatures))) if failure_signatures else b"{}",
             b',"extra":{"restart_count":',
-            _utf8(dumps_compact(restart_count)),
+            # (an int's JSON is its decimal text: no encoder call for it, every checkpoint)
+            b"%d" % restart_count
+            if type(restart_count) is int
+            else _utf8(dumps_compact(restart_count)),
             b',"restart_failure_signatures":',
             _object_json(dict(restart_failure_signatures)) if restart_failure_signatures else b"{}",
             b',"node_attempts":',

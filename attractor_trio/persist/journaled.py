@@ -234,6 +234,14 @@ class _ChunkedText:
         out += sealed
         begin = len(sealed) * chunk
         count = len(fragments)
+        end = self._tail_end
+        if begin < end == count - 1 and count - begin < chunk:
+            # The usual stage: one entry appended to a valid tail (a shortcut of the general
+            # case below, which slices and joins for it).
+            tail = self._tail = self._tail + f",{fragments[end]}".encode()
+            self._tail_end = count
+            out.append(tail)
+            return
         while count - begin >= chunk:
             text = self._encode(fragments, begin, begin + chunk)
             sealed.append(text)
@@ -360,9 +368,10 @@ class ArrayEncoder:
                 self._source = None
             stable = 0
         fragments = self._fragments
-        del fragments[stable:]
-        self._text.keep(stable)
-        fragments.extend(_item(item) for item in items[stable:])
+        if stable < len(fragments):  # (else nothing was dropped, and ``keep`` changes nothing)
+            del fragments[stable:]
+            self._text.keep(stable)
+        fragments += map(_item, items[stable:])
         if out is None:
             out = []
         out.append(b"[")

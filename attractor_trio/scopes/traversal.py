@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import trio
-from attrs import define, field
+from attrs import define, field, setters
 
 from ..context import Context, StageSummary
 from ..core.cycles import (
@@ -53,9 +53,14 @@ def _journaled_dict(items: Mapping[str, Any]) -> dict[str, Any]:
     return items if isinstance(items, JournaledDict) else JournaledDict(items)
 
 
-@define
+@define(on_setattr=setters.NO_OP)
 class TraversalState:
-    """Everything a checkpoint holds about where a traversal is."""
+    """Everything a checkpoint holds about where a traversal is.
+
+    Assignments are plain (no attrs ``__setattr__`` running the converters): the traversal
+    sets ``current_node`` and the counters after every stage, and the journaled collections
+    are only ever mutated, never replaced (one replaced by a plain container would still be
+    encoded right, only whole)."""
 
     context: Context
     # Journaled, so the checkpoint after every stage re-encodes only what the stage changed
@@ -71,7 +76,7 @@ class TraversalState:
     restart_signatures: dict[str, int] = field(factory=dict)
 
 
-@define
+@define(on_setattr=setters.NO_OP)
 class BranchState(TraversalState):
     """A fan-out branch's state: plain containers, because no checkpoint ever encodes it (the
     run's checkpoint records the fan-out's results, not its branches' walks). The journaled
