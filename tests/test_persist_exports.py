@@ -19,6 +19,7 @@ SUBMODULES = [
     "lock",
     "logtext",
     "manifest",
+    "noop_fsync",
     "paths",
     "pending",
     "progress",

@@ -23,6 +23,9 @@ a disk mounted with ``discard`` costs 85-150 µs more than a rename to a fresh n
 * :func:`fsync_together` runs independent fsyncs concurrently on helper threads while the
   caller waits — unless fsync is cheap here (tmpfs, ``eatmydata``), where a thread hand-off
   would cost more than the fsyncs; it measures that as it goes.
+* Where fsync is a no-op (tmpfs, ramfs: ``noop_fsync.py``) a commit fsyncs nothing there and
+  opens no directory to fsync it — decided by the device of each file written, so a stage
+  directory on another filesystem is still fsynced; what a crash can observe is unchanged.
 * :class:`RecyclingWriter` replaces a file that is rewritten at every stage (the checkpoint)
   by the recipe — complete temp, fsync, rename, directory fsync — but the temp is the inode
   the previous replacement displaced, kept under a second temp name by a hard link and
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Final, final
 
 from ..core import redaction
-from . import pending
+from . import noop_fsync, pending
 from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
 from .descriptors import open_fd
 
@@ -276,6 +279,9 @@ class DirectorySyncs:
            runs, then the directories of every rename are fsynced together — the caller owes
            its own directory with :meth:`defer` inside ``rename``.
 
+        A temp on a filesystem whose fsync is a no-op (``noop_fsync.py``: one ``fstat`` of
+        its descriptor) is not fsynced, nor is its directory; ``fd`` is ``None`` there.
+
         A SIGKILL observes the renames in this order (a held ``status.json`` before the
         checkpoint that counts its stage); a power loss finds every name naming a complete,
         fsynced file, and at worst the checkpoint's rename durable without a held file's — the
@@ -287,46 +293,64 @@ class DirectorySyncs:
                 directories, opened = self.open_all()
                 try:
                     own = [] if fd is None else [fd]
-                    fsync_together([*own, *(temp_fd for _, _, temp_fd in temps), *directories])
+                    synced = [temp.fd for temp in temps if temp.synced]
+                    if own or synced or directories:
+                        fsync_together([*own, *synced, *directories])
                 finally:
                     _close_all(opened)
             finally:
-                _close_all([temp_fd for _, _, temp_fd in temps])
+                _close_all([temp.fd for temp in temps])
             pending.flush_all()  # events emitted before these files appear: in the log first
-            for temp, target, _ in temps:
-                os.replace(temp, target)
-                self._held.pop(target, None)
-                self.defer(os.path.dirname(target))
+            for temp in temps:
+                os.replace(temp.name, temp.target)
+                self._held.pop(temp.target, None)
+                if temp.synced:  # where fsync is a no-op, its directory's is too
+                    self.defer(os.path.dirname(temp.target))
         except BaseException:
-            for temp, _, _ in temps:
-                remove_quietly(temp)
+            for temp in temps:
+                remove_quietly(temp.name)
             raise
         rename()
-        directories, opened = self.open_all()
-        try:
-            fsync_together(directories)
-        finally:
-            _close_all(opened)
+        if self._owed:
+            directories, opened = self.open_all()
+            try:
+                fsync_together(directories)
+            finally:
+                _close_all(opened)
 
-    def _write_held(self) -> list[tuple[str, str, int]]:
-        """Each held file written to a fresh temp next to it: ``(temp, target, open fd)``."""
-        temps: list[tuple[str, str, int]] = []
+    def _write_held(self) -> list[_Temp]:
+        """Each held file written to a fresh temp next to it."""
+        temps: list[_Temp] = []
         try:
             for target, data in self._held.items():
-                temp = temp_name(target)
+                name = temp_name(target)
                 try:
-                    fd = open_fd(temp, _NEW_FILE, 0o644)
+                    fd = open_fd(name, _NEW_FILE, 0o644)
                 except FileNotFoundError:  # the stage dir went away under the handler
                     os.makedirs(os.path.dirname(target), exist_ok=True)
-                    fd = open_fd(temp, _NEW_FILE, 0o644)
-                temps.append((temp, target, fd))
+                    fd = open_fd(name, _NEW_FILE, 0o644)
+                temp = _Temp(name, target, fd)
+                temps.append(temp)
                 write_all(fd, data)
+                temp.synced = not noop_fsync.skips_fsync(fd)
         except BaseException:
-            for temp, _, fd in temps:
-                os.close(fd)
-                remove_quietly(temp)
+            for temp in temps:
+                os.close(temp.fd)
+                remove_quietly(temp.name)
             raise
         return temps
+
+
+@final
+class _Temp:
+    """A held file's complete temp: its name, its target, its open descriptor, and whether it
+    is fsynced (not where fsync is a no-op: ``noop_fsync.py``)."""
+
+    __slots__ = ("fd", "name", "synced", "target")
+
+    def __init__(self, name: str, target: str, fd: int) -> None:
+        self.name, self.target, self.fd = name, target, fd
+        self.synced = True
 
 
 _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -347,7 +371,8 @@ class RecyclingWriter:
     rename the held files, hard-link the current target to a fresh temp name (so the rename
     displaces nothing), rename the spare over the target, fsync the directories of all those
     renames together (:meth:`DirectorySyncs.commit_before`). The linked old inode is the next
-    spare.
+    spare. On tmpfs and ramfs, where fsync is a no-op (``noop_fsync.py``, decided once, from
+    the first spare's device), the writer issues none and never opens the directory.
 
     Crash safety. A SIGKILL while the spare is written leaves the target untouched (the spare is
     not the target); between the link and the rename the target is still the old, complete
@@ -367,6 +392,8 @@ class RecyclingWriter:
         self._directory = os.path.dirname(self._target) or "."
         self._directory_fd: int | None = None
         self._spare: str | None = None
+        #: Whether fsync is a no-op where the target lives; ``None`` until the first spare.
+        self._noop: bool | None = None
         #: How many bytes the spare holds, when known (it is the document written before the
         #: current one): a longer or equal new document needs no ``ftruncate``.
         self._spare_size: int | None = None
@@ -387,7 +414,7 @@ class RecyclingWriter:
                 write_all_at(fd, data, 0)
                 if self._spare_size is None or len(data) < self._spare_size:
                     os.ftruncate(fd, len(data))  # a shorter document than the spare held
-                self.owed.commit_before(fd, rename)
+                self.owed.commit_before(None if self._noop else fd, rename)
             finally:
                 os.close(fd)
         except BaseException:
@@ -408,7 +435,8 @@ class RecyclingWriter:
                 remove_quietly(keep)
             raise
         self._spare = keep
-        self.owed.defer(self._directory, self._directory_descriptor())
+        if not self._noop:
+            self.owed.defer(self._directory, self._directory_descriptor())
 
     def _keep_current(self) -> str | None:
         """Link the current target to a fresh temp name; that name, or ``None`` when there is
@@ -452,4 +480,7 @@ class RecyclingWriter:
                 self._spare = None
         self._spare_size = 0
         spare = temp_name(self._target)
-        return spare, open_fd(spare, _NEW_FILE, 0o644)
+        fd = open_fd(spare, _NEW_FILE, 0o644)
+        if self._noop is None:
+            self._noop = noop_fsync.skips_fsync(fd)
+        return spare, fd
