@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from attractor_trio.persist import noop_fsync
+from attractor_trio.persist import noop_fsync, syncfs
 from attractor_trio.persist.atomic import fsync_directory, write_bytes_atomic
 from attractor_trio.persist.commit import DirectorySyncs, RecyclingWriter
 
-from .helpers import run_dot
+from .helpers import fan_out_dot, run_dot
 
 SHM = Path("/dev/shm")
 EXT4_MAGIC = 0xEF53
@@ -136,6 +136,20 @@ async def test_a_chain_on_tmpfs_issues_no_fsync_and_opens_no_directory_to_fsync(
     assert fsyncs == Counter()
     stage_dirs = [path for path in opened if Path(path).name in ("start", "a", "b", "exit")]
     assert stage_dirs == []  # (the run directory's flock still opens it once)
+
+
+async def test_a_fan_out_on_tmpfs_issues_no_fsync_nor_syncfs(
+    shm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The branches' ``status.json`` (the write pool, group commit by ``syncfs``) and the
+    fan-out's ``results.ndjson`` (its own group commit) too."""
+    root = shm_dir / "run"
+    fsyncs = _record_fsyncs(monkeypatch, root)
+    synced_filesystems: list[int] = []
+    monkeypatch.setattr(syncfs.guard, "sync", synced_filesystems.append)
+    result = await run_dot(fan_out_dot(6), root)
+    assert result.status == "success"
+    assert fsyncs == Counter() and synced_filesystems == []
 
 
 async def test_a_chain_on_a_disk_fsyncs_what_it_always_did(
