@@ -20,7 +20,8 @@ import pytest
 
 from attractor_trio.persist import noop_fsync, syncfs
 from attractor_trio.persist.atomic import fsync_directory, write_bytes_atomic
-from attractor_trio.persist.commit import DirectorySyncs, RecyclingWriter
+from attractor_trio.persist.commit import DirectorySyncs
+from attractor_trio.persist.recycling import RecyclingWriter
 
 from .helpers import fan_out_dot, run_dot
 

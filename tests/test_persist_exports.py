@@ -23,6 +23,7 @@ SUBMODULES = [
     "paths",
     "pending",
     "progress",
+    "recycling",
     "status",
     "sweep",
     "syncfs",
