@@ -7,7 +7,8 @@ with short prompts) through :func:`attractor_trio.run` with full durability, and
   1.5 ms/stage target on a real disk (issue #22; PASS/FAIL is printed; the exit status is 0
   either way: a report, not a test);
 * from one extra run with ``os.fsync`` wrapped by a timing shim: fsyncs per stage, ms per fsync,
-  the share of wall time spent in fsync, and which files the fsyncs were for;
+  the share of wall time spent in fsync, and which files the fsyncs were for (on tmpfs none:
+  the engine skips a no-op fsync there, ``persist/noop_fsync.py``, and the line says so);
 * two baselines measured in the same process, so the numbers mean something on any disk:
   a *no-fsync* run (``os.fsync`` replaced by a no-op: what the engine costs without durability)
   and the *bare-write floor* (the same number of ``write_json_atomic`` calls per stage, into a
@@ -16,7 +17,8 @@ with short prompts) through :func:`attractor_trio.run` with full durability, and
   defaults finish in about a minute even while the engine is far off the target;
 * with ``--fake-fsync-ms MS`` (best with ``--tmpfs``), ``--repeat`` more runs with every fsync
   a sleep of MS: a quiet disk of known latency, whose per-stage figure shows how many fsync
-  latencies a stage waits for even while the real disk is busy;
+  latencies a stage waits for even while the real disk is busy (the engine is told to fsync
+  on tmpfs too for these runs);
 * with ``--profile``, the top 15 ``attractor_trio`` functions by cumulative time from one more
   run under cProfile (which makes that run about three times slower; not counted in the budget);
 * if py-attractor (PyPI ``py-attractor`` 0.3.0, import name ``attractor``) is importable, the
@@ -65,6 +67,7 @@ from attrs import frozen
 sys.path.insert(0, str(REPO))
 
 from attractor_trio import Graph, SimulationBackend, load, run
+from attractor_trio.persist import noop_fsync
 from attractor_trio.persist.atomic import write_json_atomic
 
 TARGET_MS_PER_STAGE = 1.5  # durable, on a real disk (issue #22)
@@ -75,6 +78,9 @@ PROFILE_TOP = 15
 # The atomic writer's temp names: `.<target>.<16 hex>.tmp` (see persist/atomic.py).
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{16}\.tmp$")
 _DIRECTORY = "(directory)"
+#: Durable atomic files a stage writes (``status.json``, ``checkpoint.json``): the bare-write
+#: floor's count where no directory fsync says it (on tmpfs none is issued).
+_DURABLE_FILES_PER_STAGE = 2
 # About the size of a stage's status.json, so the floor writes what the engine writes.
 _BASELINE_DOC = {
     "outcome": "success",
@@ -158,6 +164,18 @@ def fsync_replaced(replacement: Callable[[int], None]) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def fsync_on_every_filesystem() -> Iterator[None]:
+    """Inside the block the engine fsyncs on tmpfs too, as on a disk (it skips a no-op fsync
+    otherwise: ``persist/noop_fsync.py``), so that a fake disk's fsyncs are all waited for."""
+    with mock.patch.object(noop_fsync, "NOOP_FSYNC_FILESYSTEMS", frozenset()):
+        noop_fsync.forget()
+        try:
+            yield
+        finally:
+            noop_fsync.forget()
+
+
 def _no_fsync(fd: int) -> None:
     """Durability switched off: the data reaches the page cache, never the disk."""
 
@@ -224,7 +242,14 @@ def report_runs(sample: Sample, on_tmpfs: bool) -> float:
     return per(mid)
 
 
-def report_fsync(meter: TargetFsyncMeter, wall: float, stages: int) -> None:
+def report_fsync(meter: TargetFsyncMeter, wall: float, stages: int, root: Path) -> None:
+    if not meter.calls and noop_fsync.directory_skips_fsync(root):
+        print(
+            "fsync (one metered run): 0 fsyncs per stage — none issued: the run directories "
+            f"are on {filesystem_type(root)}, whose fsync is a no-op in the kernel, so the "
+            "engine skips it there (contract.md §2; persist/noop_fsync.py)"
+        )
+        return
     ms_each = meter.seconds / meter.calls * 1000 if meter.calls else 0.0
     print(
         f"fsync (one metered run): {meter.calls / stages:.2f} fsyncs per stage, "
@@ -394,7 +419,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
     meter = TargetFsyncMeter()
     with fsync_replaced(meter):
         metered = run_engine(graph, next(fresh))
-    report_fsync(meter, metered, stages)
+    report_fsync(meter, metered, stages, root)
 
     with fsync_replaced(_no_fsync):
         no_fsync = run_engine(graph, next(fresh))
@@ -405,7 +430,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
 
     if args.fake_fsync_ms > 0:
         latency = args.fake_fsync_ms / 1000
-        with fsync_replaced(_sleeping_fsync(latency)):
+        with fsync_replaced(_sleeping_fsync(latency)), fsync_on_every_filesystem():
             fake = Sample(timed_runs(graph, fresh, args.repeat, args.budget), stages)
         waits = (fake.median - no_fsync) / stages / latency
         print(
@@ -415,7 +440,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> None:
             "per stage above the no-fsync run (a sleep overshoots by its timer slack)"
         )
 
-    writes = max(1, round(meter.by_target[_DIRECTORY] / stages))
+    writes = round(meter.by_target[_DIRECTORY] / stages) or _DURABLE_FILES_PER_STAGE
     floor = bare_write_floor(stages, writes, root / "floor")
     print(
         f"bare-write floor: {writes} write_json_atomic per stage in a fresh dir: "

@@ -55,6 +55,8 @@ def test_engine_benchmark_on_tmpfs_judges_the_ratio_with_py_attractor() -> None:
     out = done.stdout
     assert "run dirs under /dev/shm (tmpfs" in out
     assert "the target is for a real disk" in out
+    # No silent 0: the engine skips tmpfs's no-op fsync (contract.md §2), and the line says so.
+    assert "0 fsyncs per stage — none issued: the run directories are on tmpfs" in out
     try:
         importlib.import_module("attractor")
     except ImportError:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,22 @@ def test_a_kill_after_every_commit_point_then_resume_runs_every_stage_once(
     tmp_path: Path,
 ) -> None:
     """Exhaustive: N = 1, 2, … until a run gets through without reaching its Nth commit."""
+    _kill_after_every_commit_point(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_on_tmpfs_a_kill_after_every_commit_point_then_resume_runs_every_stage_once() -> None:
+    """The same on tmpfs, where the engine issues no fsync (contract.md §2): the renames and
+    their order are what a kill observes, and they are unchanged."""
+    shm = Path(tempfile.mkdtemp(prefix="attractor-trio-test-", dir="/dev/shm"))
+    try:
+        _kill_after_every_commit_point(shm)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def _kill_after_every_commit_point(tmp_path: Path) -> None:
     killed_at = []
     for n in range(1, 200):
         case = tmp_path / f"kill-{n}"

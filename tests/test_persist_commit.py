@@ -16,7 +16,8 @@ import attractor_trio.scopes.run as run_module
 from attractor_trio.persist import commit
 from attractor_trio.persist.atomic import cleanup_temp_files, is_temp_file_name, read_json
 from attractor_trio.persist.checkpoint import write_checkpoint_bytes
-from attractor_trio.persist.commit import DirectorySyncs, RecyclingWriter, fsync_together
+from attractor_trio.persist.commit import DirectorySyncs, fsync_together
+from attractor_trio.persist.recycling import RecyclingWriter
 
 from .helpers import fail_fsyncs, run_dot
 
@@ -34,7 +35,15 @@ def _temps(directory: Path) -> list[str]:
 
 
 def _path_of(fd: int) -> str:
-    return os.readlink(f"/proc/self/fd/{fd}")
+    """The name of ``fd``'s file now. The checkpoint writer keeps its inodes open for the run,
+    and ``/proc`` names a kept descriptor by the name it had (``checkpoint.json (deleted)``)
+    once that name was renamed over: the inode's current name in the same directory then."""
+    path = os.readlink(f"/proc/self/fd/{fd}")
+    if path.endswith(" (deleted)"):
+        inode = os.fstat(fd).st_ino
+        with os.scandir(os.path.dirname(path)) as entries:
+            return next(entry.path for entry in entries if entry.inode() == inode)
+    return path
 
 
 def _journal_fsyncs(monkeypatch: pytest.MonkeyPatch, journal: list[str]) -> None:

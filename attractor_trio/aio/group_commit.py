@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, final
 
 from ..core import redaction
-from ..persist import pending
+from ..persist import noop_fsync, pending
 from ..persist.atomic import fsync_directory, write_all
 from ..persist.descriptors import open_fd
 from ..persist.journaled import dumps_compact
@@ -127,6 +127,8 @@ class DurableLog:
 
 
 def _sync(fd: int, directory: Path | None) -> None:
+    if noop_fsync.skips_fsync(fd):  # tmpfs, ramfs: nor its directory (the same filesystem)
+        return
     os.fsync(fd)
     if directory is not None:
         fsync_directory(directory)

@@ -34,7 +34,7 @@ from ..core import redaction
 from ..errors import AttractorError
 from ..jsontext import encode_str as _encode_str
 from ..jsontext import json_chunk_encoder, json_encoder
-from . import descriptors, pending
+from . import descriptors, noop_fsync, pending
 
 __all__ = [
     "Check",
@@ -286,7 +286,7 @@ def write_bytes_atomic(
     temp = temp_name(target)
     fd = _create_new(temp)
     try:
-        _fill_and_close(fd, data, durable)
+        synced = _fill_and_close(fd, data, durable)
         pending.flush_all()  # events emitted before this file appears are in the log first
         if exclusive:
             os.link(temp, target)
@@ -296,9 +296,8 @@ def write_bytes_atomic(
     except BaseException:
         remove_quietly(temp)
         raise
-    if not durable:
-        return
-    fsync_directory(os.path.dirname(target) or ".")  # a string: no ``Path`` to build
+    if synced:  # the temp's directory is the target's: its fsync is a no-op where the temp's was
+        _fsync_directory_of(target)
 
 
 def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> None:
@@ -315,12 +314,12 @@ def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> Non
     target = os.fspath(path)
     fd = _create_new(target)  # outside the ``try``: an existing file is not ours to remove
     try:
-        _fill_and_close(fd, data, durable)
+        synced = _fill_and_close(fd, data, durable)
     except BaseException:
         remove_quietly(target)
         raise
-    if durable:
-        fsync_directory(os.path.dirname(target) or ".")
+    if synced:
+        _fsync_directory_of(target)
 
 
 def _create_new(target: str) -> int:
@@ -331,14 +330,24 @@ def _create_new(target: str) -> int:
         return descriptors.open_after_error(exc, target, _NEW_FILE, 0o644)
 
 
-def _fill_and_close(fd: int, data: bytes, durable: bool) -> None:
-    """Write ``data`` to the new file ``fd`` (fsynced when ``durable``) and close it."""
+def _fill_and_close(fd: int, data: bytes, durable: bool) -> bool:
+    """Write ``data`` to the new file ``fd`` (fsynced when ``durable``) and close it. Whether
+    it was fsynced: not when fsync is a no-op on its filesystem (``noop_fsync.py``), and then
+    the directory it was created in needs none either."""
     try:
         write_all(fd, data)
-        if durable:
+        if durable and noop_fsync.skips_fsync(fd):
+            durable = False
+        elif durable:
             os.fsync(fd)
     finally:
         os.close(fd)
+    return durable
+
+
+def _fsync_directory_of(target: str) -> None:
+    """fsync the directory of ``target``, a string (no ``Path`` to build)."""
+    _open_and_fsync_directory(os.path.dirname(target) or ".")
 
 
 @contextlib.contextmanager
@@ -401,7 +410,13 @@ def read_json_object(path: Path, what: str, schema: Schema | None = None) -> dic
 
 def fsync_directory(directory: StrPath) -> None:
     """Make a rename/link/unlink in ``directory`` durable. Filesystems that cannot fsync a
-    directory (EINVAL) are tolerated: there is nothing more we can do there."""
+    directory (EINVAL) are tolerated: there is nothing more we can do there. Where fsync is a
+    no-op (tmpfs, ramfs: ``noop_fsync.py``) the directory is not even opened."""
+    if not noop_fsync.directory_skips_fsync(directory):
+        _open_and_fsync_directory(directory)
+
+
+def _open_and_fsync_directory(directory: StrPath) -> None:
     try:
         fd = os.open(directory, _DIRECTORY)
     except OSError as exc:

@@ -39,8 +39,9 @@ from .atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from .commit import DirectorySyncs, RecyclingWriter
+from .commit import DirectorySyncs
 from .journaled import ArrayEncoder, ObjectEncoder, dumps_compact
+from .recycling import RecyclingWriter
 
 __all__ = [
     "CHECKPOINT_FILE_NAME",

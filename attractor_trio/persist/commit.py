@@ -23,10 +23,13 @@ a disk mounted with ``discard`` costs 85-150 µs more than a rename to a fresh n
 * :func:`fsync_together` runs independent fsyncs concurrently on helper threads while the
   caller waits — unless fsync is cheap here (tmpfs, ``eatmydata``), where a thread hand-off
   would cost more than the fsyncs; it measures that as it goes.
-* :class:`RecyclingWriter` replaces a file that is rewritten at every stage (the checkpoint)
-  by the recipe — complete temp, fsync, rename, directory fsync — but the temp is the inode
-  the previous replacement displaced, kept under a second temp name by a hard link and
-  overwritten in place: nothing is freed and nothing created per write.
+* Where fsync is a no-op (tmpfs, ramfs: ``noop_fsync.py``) a commit fsyncs nothing there and
+  opens no directory to fsync it — decided by the device of each file written, so a stage
+  directory on another filesystem is still fsynced; what a crash can observe is unchanged.
+* :class:`~.recycling.RecyclingWriter` (``recycling.py``) replaces a file that is rewritten at
+  every stage (the checkpoint) by the recipe — complete temp, fsync, rename, directory fsync —
+  but the temp is the inode the previous replacement displaced, kept under a second temp name
+  by a hard link and overwritten in place: nothing is freed and nothing created per write.
 
 Crash safety is argued next to each piece; ``tests/test_persist_commit.py`` kills a writer
 at each step.
@@ -38,17 +41,15 @@ import errno
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Final, final
 
 from ..core import redaction
-from . import pending
-from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
+from . import noop_fsync, pending
+from .atomic import StrPath, remove_quietly, temp_name, write_all
 from .descriptors import open_fd
 
-__all__ = ["DirectorySyncs", "RecyclingWriter", "fsync_together"]
+__all__ = ["DirectorySyncs", "fsync_together"]
 
 #: Below this many seconds per fsync (a page-cache-only filesystem) the fsyncs run inline.
 CHEAP_FSYNC_S: Final = 30e-6
@@ -212,9 +213,9 @@ def _wait_for(helpers: list[_Helper]) -> None:
 class DirectorySyncs:
     """What the next commit owes: directory fsyncs (a rename into the directory happened and
     must become durable before the next commit), and files *held* for it — a main-line stage's
-    ``status.json``, written by :class:`RecyclingWriter` together with the checkpoint that
-    counts the stage (:meth:`hold`). Not thread-safe: one traversal adds, the same thread
-    commits."""
+    ``status.json``, written by :class:`~.recycling.RecyclingWriter` together with the
+    checkpoint that counts the stage (:meth:`hold`). Not thread-safe: one traversal adds, the
+    same thread commits."""
 
     def __init__(self) -> None:
         # An ordered set of directory paths, each with a descriptor of it that its owner keeps
@@ -276,6 +277,9 @@ class DirectorySyncs:
            runs, then the directories of every rename are fsynced together — the caller owes
            its own directory with :meth:`defer` inside ``rename``.
 
+        A temp on a filesystem whose fsync is a no-op (``noop_fsync.py``: one ``fstat`` of
+        its descriptor) is not fsynced, nor is its directory; ``fd`` is ``None`` there.
+
         A SIGKILL observes the renames in this order (a held ``status.json`` before the
         checkpoint that counts its stage); a power loss finds every name naming a complete,
         fsynced file, and at worst the checkpoint's rename durable without a held file's — the
@@ -287,46 +291,64 @@ class DirectorySyncs:
                 directories, opened = self.open_all()
                 try:
                     own = [] if fd is None else [fd]
-                    fsync_together([*own, *(temp_fd for _, _, temp_fd in temps), *directories])
+                    synced = [temp.fd for temp in temps if temp.synced]
+                    if own or synced or directories:
+                        fsync_together([*own, *synced, *directories])
                 finally:
                     _close_all(opened)
             finally:
-                _close_all([temp_fd for _, _, temp_fd in temps])
+                _close_all([temp.fd for temp in temps])
             pending.flush_all()  # events emitted before these files appear: in the log first
-            for temp, target, _ in temps:
-                os.replace(temp, target)
-                self._held.pop(target, None)
-                self.defer(os.path.dirname(target))
+            for temp in temps:
+                os.replace(temp.name, temp.target)
+                self._held.pop(temp.target, None)
+                if temp.synced:  # where fsync is a no-op, its directory's is too
+                    self.defer(os.path.dirname(temp.target))
         except BaseException:
-            for temp, _, _ in temps:
-                remove_quietly(temp)
+            for temp in temps:
+                remove_quietly(temp.name)
             raise
         rename()
-        directories, opened = self.open_all()
-        try:
-            fsync_together(directories)
-        finally:
-            _close_all(opened)
+        if self._owed:
+            directories, opened = self.open_all()
+            try:
+                fsync_together(directories)
+            finally:
+                _close_all(opened)
 
-    def _write_held(self) -> list[tuple[str, str, int]]:
-        """Each held file written to a fresh temp next to it: ``(temp, target, open fd)``."""
-        temps: list[tuple[str, str, int]] = []
+    def _write_held(self) -> list[_Temp]:
+        """Each held file written to a fresh temp next to it."""
+        temps: list[_Temp] = []
         try:
             for target, data in self._held.items():
-                temp = temp_name(target)
+                name = temp_name(target)
                 try:
-                    fd = open_fd(temp, _NEW_FILE, 0o644)
+                    fd = open_fd(name, _NEW_FILE, 0o644)
                 except FileNotFoundError:  # the stage dir went away under the handler
                     os.makedirs(os.path.dirname(target), exist_ok=True)
-                    fd = open_fd(temp, _NEW_FILE, 0o644)
-                temps.append((temp, target, fd))
+                    fd = open_fd(name, _NEW_FILE, 0o644)
+                temp = _Temp(name, target, fd)
+                temps.append(temp)
                 write_all(fd, data)
+                temp.synced = not noop_fsync.skips_fsync(fd)
         except BaseException:
-            for temp, _, fd in temps:
-                os.close(fd)
-                remove_quietly(temp)
+            for temp in temps:
+                os.close(temp.fd)
+                remove_quietly(temp.name)
             raise
         return temps
+
+
+@final
+class _Temp:
+    """A held file's complete temp: its name, its target, its open descriptor, and whether it
+    is fsynced (not where fsync is a no-op: ``noop_fsync.py``)."""
+
+    __slots__ = ("fd", "name", "synced", "target")
+
+    def __init__(self, name: str, target: str, fd: int) -> None:
+        self.name, self.target, self.fd = name, target, fd
+        self.synced = True
 
 
 _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -335,121 +357,3 @@ _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 def _close_all(fds: Sequence[int]) -> None:
     for fd in fds:
         os.close(fd)
-
-
-@final
-class RecyclingWriter:
-    """Atomically replaces one file, again and again, reusing the displaced inode as the next
-    temp file.
-
-    Each :meth:`write`: overwrite the spare (a temp-named inode no reader knows) with the new
-    document, fsync it — together with the held files' temps and the owed directory fsyncs —,
-    rename the held files, hard-link the current target to a fresh temp name (so the rename
-    displaces nothing), rename the spare over the target, fsync the directories of all those
-    renames together (:meth:`DirectorySyncs.commit_before`). The linked old inode is the next
-    spare.
-
-    Crash safety. A SIGKILL while the spare is written leaves the target untouched (the spare is
-    not the target); between the link and the rename the target is still the old, complete
-    document; after the rename it is the new one, fsynced before the rename. Spares are named as
-    :func:`~.atomic.cleanup_temp_files` expects, so a killed run's are removed at the next
-    start; :meth:`close` removes the last one when the run ends. A power loss finds the target
-    naming either complete document. Redaction is the caller's (the checkpoint's encoder redacts
-    piece by piece).
-    """
-
-    def __init__(self, target: StrPath, owed: DirectorySyncs | None = None) -> None:
-        self.path = Path(target)
-        self.owed = owed if owed is not None else DirectorySyncs()
-        # Strings, not Paths: every stage renames and links here, and Path arithmetic and
-        # ``__fspath__`` cost more than those system calls on tmpfs.
-        self._target = os.fspath(target)
-        self._directory = os.path.dirname(self._target) or "."
-        self._directory_fd: int | None = None
-        self._spare: str | None = None
-        #: How many bytes the spare holds, when known (it is the document written before the
-        #: current one): a longer or equal new document needs no ``ftruncate``.
-        self._spare_size: int | None = None
-        self._target_size: int | None = None
-
-    def write(self, data: bytes) -> None:
-        spare, fd = self._open_spare()
-        renamed: list[bool] = []
-
-        def rename() -> None:
-            self._replace(spare)
-            renamed.append(True)
-            # The displaced inode (the next spare) holds the document written before this one.
-            self._spare_size, self._target_size = self._target_size, len(data)
-
-        try:
-            try:
-                write_all_at(fd, data, 0)
-                if self._spare_size is None or len(data) < self._spare_size:
-                    os.ftruncate(fd, len(data))  # a shorter document than the spare held
-                self.owed.commit_before(fd, rename)
-            finally:
-                os.close(fd)
-        except BaseException:
-            if not renamed:
-                remove_quietly(spare)
-                self._spare = None
-            raise
-
-    def _replace(self, spare: str) -> None:
-        """Step 2's own rename: the complete, fsynced spare over the target, whose displaced
-        inode becomes the next spare; the run directory's fsync is owed to the same wait."""
-        keep = self._keep_current()
-        pending.flush_all()  # events emitted before the new checkpoint appears: logged first
-        try:
-            os.replace(spare, self._target)
-        except BaseException:
-            if keep is not None:
-                remove_quietly(keep)
-            raise
-        self._spare = keep
-        self.owed.defer(self._directory, self._directory_descriptor())
-
-    def _keep_current(self) -> str | None:
-        """Link the current target to a fresh temp name; that name, or ``None`` when there is
-        no target yet (asked only when there is no spare: afterwards the target is ours)."""
-        if self._spare is None and not os.path.lexists(self._target):
-            return None
-        name = temp_name(self._target)
-        try:
-            os.link(self._target, name)
-        except FileNotFoundError:  # removed behind our back: nothing to displace
-            return None
-        return name
-
-    def _directory_descriptor(self) -> int:
-        """The target's directory, kept open for the directory fsync of every write (an open
-        and a close fewer per stage). Renames still go by path: like the progress log's
-        descriptor, this assumes the run directory is not swapped under a running engine."""
-        fd = self._directory_fd
-        if fd is None:
-            fd = open_fd(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._directory_fd = fd
-            self._close_directory = weakref.finalize(self, os.close, fd)
-        return fd
-
-    def close(self) -> None:
-        """Remove the spare (the run is over; a resume starts without one) and let the
-        directory go."""
-        if self._spare is not None:
-            remove_quietly(self._spare)
-            self._spare = None
-        if self._directory_fd is not None:
-            self._close_directory()  # closes the descriptor, once
-            self._directory_fd = None
-
-    def _open_spare(self) -> tuple[str, int]:
-        spare = self._spare
-        if spare is not None:
-            try:
-                return spare, open_fd(spare, os.O_WRONLY | os.O_CLOEXEC)
-            except FileNotFoundError:  # removed behind our back: start a fresh one
-                self._spare = None
-        self._spare_size = 0
-        spare = temp_name(self._target)
-        return spare, open_fd(spare, _NEW_FILE, 0o644)

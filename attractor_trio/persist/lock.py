@@ -25,6 +25,7 @@ from typing import Any, Final, final
 import attrs
 
 from ..errors import AttractorError
+from . import noop_fsync
 from .atomic import (
     CorruptFileError,
     Schema,
@@ -118,6 +119,7 @@ def acquire_run_lock(logs_root: StrPath, run_id: str) -> RunLock:
     path = root / LOCK_FILE_NAME
     info = RunLockInfo(pid=os.getpid(), run_id=run_id, acquired_at=utc_timestamp())
     content = dumps_json(info.to_json()).encode("utf-8")
+    noop_fsync.forget()  # which filesystems skip fsync is decided afresh for every run
     with _directory_guard(root):
         try:
             write_bytes_atomic(path, content, exclusive=True)

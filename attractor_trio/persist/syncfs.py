@@ -25,9 +25,10 @@ tear a file.
 
 When ``syncfs`` is missing (not Linux, no libc symbol) or fails, the batch falls back to the
 per-file recipe (:func:`write_durably`), and a failed ``syncfs`` is never tried again in this
-process. :class:`SyncfsGuard` falls back for a while when a ``syncfs`` takes much longer than the
-per-file fsyncs it replaced would have — another program's dirty data on the same filesystem is
-then being flushed on our clock.
+process. :class:`SyncfsGuard` falls back for a while when a ``syncfs`` takes much longer than
+the per-file fsyncs it replaced would have — another program's dirty data on the same
+filesystem is then being flushed on our clock. On tmpfs and ramfs, whose fsync is a no-op
+(``noop_fsync.py``), a write is only renamed: neither fsync nor ``syncfs``.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, final
+from typing import Final, final
 
 from . import pending
 from .atomic import fsync_directory, remove_quietly, temp_name, write_all
 from .descriptors import open_fd
+from .noop_fsync import device_skips_fsync, fs_magic
 
 __all__ = [
     "Pending",
@@ -93,21 +95,6 @@ SYNCFS_FILESYSTEMS: Final = frozenset(
 )
 
 
-class _Statfs(ctypes.Structure):
-    # ``struct statfs`` starts with ``__fsword_t f_type`` (a long on Linux); the rest is room.
-    _fields_ = (("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 248))
-
-
-def _load_fstatfs() -> Callable[[int, Any], int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).fstatfs
-    except (OSError, AttributeError):
-        return None
-    function.restype = ctypes.c_int
-    return function
-
-
-_fstatfs: Final = _load_fstatfs()
 _covered_devices: dict[int, bool] = {}
 
 
@@ -116,13 +103,7 @@ def syncfs_covers(fd: int, device: int) -> bool:
     fsync (:data:`SYNCFS_FILESYSTEMS`); asked once per device."""
     known = _covered_devices.get(device)
     if known is None:
-        buffer = _Statfs()
-        known = (
-            _fstatfs is not None
-            and _fstatfs(fd, ctypes.byref(buffer)) == 0
-            and buffer.f_type & 0xFFFFFFFF in SYNCFS_FILESYSTEMS
-        )
-        _covered_devices[device] = known
+        known = _covered_devices[device] = fs_magic(fd) in SYNCFS_FILESYSTEMS
     return known
 
 
@@ -194,7 +175,7 @@ class Pending:
     """One write of a batch: its target, its complete temp (:meth:`stage`), and how it ended —
     ``error`` is ``None`` once it is durable in place."""
 
-    __slots__ = ("by_syncfs", "data", "device", "error", "path", "temp")
+    __slots__ = ("by_syncfs", "data", "device", "error", "noop_fsync", "path", "temp")
 
     def __init__(self, path: str, data: bytes) -> None:
         self.path = path
@@ -204,6 +185,9 @@ class Pending:
         self.device = 0
         #: Whether its filesystem's ``syncfs`` may stand in for its fsyncs (:func:`syncfs_covers`).
         self.by_syncfs = False
+        #: Whether fsync is a no-op on its filesystem (tmpfs, ramfs: ``noop_fsync.py``): then
+        #: it is only renamed, without any fsync or ``syncfs``.
+        self.noop_fsync = False
         self.error: BaseException | None = None
 
     def stage(self) -> None:
@@ -220,7 +204,8 @@ class Pending:
         try:
             write_all(fd, data)
             self.device = os.fstat(fd).st_dev
-            self.by_syncfs = syncfs_covers(fd, self.device)
+            self.noop_fsync = device_skips_fsync(self.device, fd)
+            self.by_syncfs = not self.noop_fsync and syncfs_covers(fd, self.device)
         except BaseException:
             os.close(fd)
             remove_quietly(temp)
@@ -277,6 +262,9 @@ def finish_alone(item: Pending, guard: SyncfsGuard = guard) -> None:
     temp = item.temp
     if temp is None:
         return
+    if item.noop_fsync:
+        _rename_alone(item, temp)
+        return
     try:
         fd = open_fd(temp, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -289,6 +277,17 @@ def finish_alone(item: Pending, guard: SyncfsGuard = guard) -> None:
         os.replace(temp, item.path)
         item.temp = None
         fsync_directory(os.path.dirname(item.path) or ".")
+    except Exception as exc:
+        item.discard()
+        item.error = exc
+
+
+def _rename_alone(item: Pending, temp: str) -> None:
+    """The recipe where fsync is a no-op: the complete temp renamed, nothing to fsync."""
+    try:
+        pending.flush_all()  # events emitted before this file appears are in the log first
+        os.replace(temp, item.path)
+        item.temp = None
     except Exception as exc:
         item.discard()
         item.error = exc

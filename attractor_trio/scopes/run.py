@@ -42,10 +42,11 @@ from ..handlers.parallel import BranchResult, ParallelHandler
 from ..persist.artifacts import ArtifactStore
 from ..persist.atomic import utc_timestamp
 from ..persist.checkpoint import CheckpointEncoder, checkpoint_writer, write_checkpoint_bytes
-from ..persist.commit import DirectorySyncs, RecyclingWriter
+from ..persist.commit import DirectorySyncs
 from ..persist.final import FinalRecord, write_final
 from ..persist.paths import child
 from ..persist.progress import PROGRESS_FILE_NAME
+from ..persist.recycling import RecyclingWriter
 from ..persist.sweep import FallbackSweep
 from .attempt import StageExecutor
 from .cancel import only_cancelled
