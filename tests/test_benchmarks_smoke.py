@@ -36,7 +36,8 @@ def test_engine_benchmark_reports_and_cleans_up(tmp_path: Path) -> None:
     out = done.stdout
     assert "file creation where the runs go:" in out and "µs per mkdir or create" in out
     assert "per stage: median" in out
-    assert "target ≤ 1.5 ms durable: PASS" in out or "target ≤ 1.5 ms durable: FAIL" in out
+    # PASS or FAIL on a disk; on a tmpfs (a machine whose /tmp is one) why it does not apply.
+    assert "target ≤ 1.5 ms durable: " in out
     assert "fsyncs per stage" in out and "ms per fsync" in out
     assert "no-fsync run:" in out
     assert "bare-write floor:" in out
@@ -46,6 +47,7 @@ def test_engine_benchmark_reports_and_cleans_up(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+@pytest.mark.noop_fsync
 def test_engine_benchmark_on_tmpfs_judges_the_ratio_with_py_attractor() -> None:
     """``--tmpfs``: where fsync is free the durable target does not apply; the peer ratio does."""
     done = _run_benchmark("--stages", "20", "--repeat", "1", "--tmpfs")

@@ -97,6 +97,7 @@ def test_a_kill_after_every_commit_point_then_resume_runs_every_stage_once(
 
 
 @pytest.mark.slow
+@pytest.mark.noop_fsync
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
 def test_on_tmpfs_a_kill_after_every_commit_point_then_resume_runs_every_stage_once() -> None:
     """The same on tmpfs, where the engine issues no fsync (contract.md §2): the renames and

@@ -25,6 +25,9 @@ from attractor_trio.persist.recycling import RecyclingWriter
 
 from .helpers import fan_out_dot, run_dot
 
+#: The real skipping of no-op fsyncs on tmpfs (tests/conftest.py turns it off elsewhere).
+pytestmark = pytest.mark.noop_fsync
+
 SHM = Path("/dev/shm")
 EXT4_MAGIC = 0xEF53
 LINEAR = """digraph G {
@@ -159,6 +162,18 @@ async def test_a_chain_on_a_disk_fsyncs_what_it_always_did(
     if _is_tmpfs(tmp_path):
         pytest.skip("the test's temporary directory is on tmpfs here")
     root = tmp_path / "run"
+    fsyncs = _record_fsyncs(monkeypatch, root)
+    assert (await run_dot(LINEAR, root)).status == "success"
+    assert fsyncs == FSYNCS_ON_A_DISK
+
+
+async def test_fsync_always_in_the_environment_fsyncs_tmpfs_as_a_disk(
+    shm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ATTRACTOR_TRIO_FSYNC_ALWAYS=1`` (what the test suite sets for every other test) is
+    read at the run's start: a chain on tmpfs then makes a disk's fsyncs."""
+    monkeypatch.setenv(noop_fsync.FSYNC_ALWAYS_ENV, "1")
+    root = shm_dir / "run"
     fsyncs = _record_fsyncs(monkeypatch, root)
     assert (await run_dot(LINEAR, root)).status == "success"
     assert fsyncs == FSYNCS_ON_A_DISK

@@ -19,6 +19,9 @@ import pytest
 from attractor_trio.persist.atomic import cleanup_temp_files, is_temp_file_name
 from attractor_trio.persist.recycling import RecyclingWriter
 
+#: The real skipping of no-op fsyncs on tmpfs (tests/conftest.py turns it off elsewhere).
+pytestmark = pytest.mark.noop_fsync
+
 SHM = Path("/dev/shm")
 
 

@@ -18,6 +18,11 @@ filesystem type (``statfs`` magic number) is asked once per device and cached; a
 forgets the cache (:func:`forget`: a device number can be reused by a later mount). Anything
 unknown — no ``statfs`` in the C library, a failing ``stat`` — counts as a real disk: fsync as
 before.
+
+``ATTRACTOR_TRIO_FSYNC_ALWAYS=1`` in the environment turns the skipping off (read at import and
+at every run start): every filesystem is fsynced as a disk. The test suite sets it, so that its
+tests of fsync order and counts mean the same on a machine whose ``/tmp`` is a tmpfs (Fedora,
+Arch); the tests of this module unset it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = [
+    "FSYNC_ALWAYS_ENV",
     "NOOP_FSYNC_FILESYSTEMS",
     "device_skips_fsync",
     "directory_skips_fsync",
@@ -71,8 +77,18 @@ def fs_magic(target: int | str) -> int | None:
     return buffer.f_type & 0xFFFFFFFF if ok else None
 
 
+#: The environment variable that makes every filesystem count as a disk (``1``; see above).
+FSYNC_ALWAYS_ENV: Final = "ATTRACTOR_TRIO_FSYNC_ALWAYS"
+
+
+def _fsync_always() -> bool:
+    return os.environ.get(FSYNC_ALWAYS_ENV, "") == "1"
+
+
 #: Device (``st_dev``) -> whether its filesystem's fsync is a no-op.
 _by_device: dict[int, bool] = {}
+#: Whether :data:`FSYNC_ALWAYS_ENV` was set when last read (at import, by :func:`forget`).
+_always = _fsync_always()
 
 
 def device_skips_fsync(device: int, target: int | str) -> bool:
@@ -80,7 +96,7 @@ def device_skips_fsync(device: int, target: int | str) -> bool:
     path) lives; the filesystem is asked once per device."""
     known = _by_device.get(device)
     if known is None:
-        known = _by_device[device] = fs_magic(target) in NOOP_FSYNC_FILESYSTEMS
+        known = _by_device[device] = not _always and fs_magic(target) in NOOP_FSYNC_FILESYSTEMS
     return known
 
 
@@ -107,6 +123,8 @@ def fsync(fd: int) -> None:
 
 
 def forget() -> None:
-    """Ask every device again: a run starts (a device number freed by an unmount can come back
-    as another filesystem's)."""
+    """Ask every device again, and read :data:`FSYNC_ALWAYS_ENV` again: a run starts (a device
+    number freed by an unmount can come back as another filesystem's)."""
+    global _always
     _by_device.clear()
+    _always = _fsync_always()
