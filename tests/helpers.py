@@ -39,6 +39,16 @@ async def run_dot(
     return await engine.run(graph_of(source), logs_root=logs_root, **kwargs)
 
 
+#: Two codergen stages in a chain: the least run with a stage boundary between stages.
+TWO_STAGE_CHAIN = """digraph G {
+    start [shape=Mdiamond]
+    exit  [shape=Msquare]
+    a [shape=box, prompt="A"]
+    b [shape=box, prompt="B"]
+    start -> a -> b -> exit
+}"""
+
+
 def fan_out_dot(branches: int) -> str:
     """``start -> par`` fanning out to ``branches`` codergen nodes ``b0…`` (all at once), then
     ``join -> done``."""

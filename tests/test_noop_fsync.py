@@ -23,6 +23,7 @@ from attractor_trio.persist.atomic import fsync_directory, write_bytes_atomic
 from attractor_trio.persist.commit import DirectorySyncs
 from attractor_trio.persist.recycling import RecyclingWriter
 
+from .helpers import TWO_STAGE_CHAIN as LINEAR
 from .helpers import fan_out_dot, run_dot
 
 #: The real skipping of no-op fsyncs on tmpfs (tests/conftest.py turns it off elsewhere).
@@ -30,14 +31,6 @@ pytestmark = pytest.mark.noop_fsync
 
 SHM = Path("/dev/shm")
 EXT4_MAGIC = 0xEF53
-LINEAR = """digraph G {
-    start [shape=Mdiamond]
-    exit  [shape=Msquare]
-    a [shape=box, prompt="A"]
-    b [shape=box, prompt="B"]
-    start -> a -> b -> exit
-}"""
-
 #: What that run fsyncs on a disk, by name relative to the run directory (a temp named
 #: ``.<target>.TMP``): taken from the tree before this change (main at 8c2c54b) on ext4.
 FSYNCS_ON_A_DISK = Counter(
@@ -108,6 +101,13 @@ def _record_fsyncs(monkeypatch: pytest.MonkeyPatch, root: Path) -> Counter[str]:
     return fsyncs
 
 
+async def _chain_fsyncs(root: Path, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The fsyncs of a successful :data:`LINEAR` run in ``root``, by name."""
+    fsyncs = _record_fsyncs(monkeypatch, root)
+    assert (await run_dot(LINEAR, root)).status == "success"
+    return fsyncs
+
+
 def _record_directory_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     opened: list[str] = []
     real_open = os.open
@@ -161,10 +161,7 @@ async def test_a_chain_on_a_disk_fsyncs_what_it_always_did(
 ) -> None:
     if _is_tmpfs(tmp_path):
         pytest.skip("the test's temporary directory is on tmpfs here")
-    root = tmp_path / "run"
-    fsyncs = _record_fsyncs(monkeypatch, root)
-    assert (await run_dot(LINEAR, root)).status == "success"
-    assert fsyncs == FSYNCS_ON_A_DISK
+    assert await _chain_fsyncs(tmp_path / "run", monkeypatch) == FSYNCS_ON_A_DISK
 
 
 async def test_fsync_always_in_the_environment_fsyncs_tmpfs_as_a_disk(
@@ -173,10 +170,7 @@ async def test_fsync_always_in_the_environment_fsyncs_tmpfs_as_a_disk(
     """``ATTRACTOR_TRIO_FSYNC_ALWAYS=1`` (what the test suite sets for every other test) is
     read at the run's start: a chain on tmpfs then makes a disk's fsyncs."""
     monkeypatch.setenv(noop_fsync.FSYNC_ALWAYS_ENV, "1")
-    root = shm_dir / "run"
-    fsyncs = _record_fsyncs(monkeypatch, root)
-    assert (await run_dot(LINEAR, root)).status == "success"
-    assert fsyncs == FSYNCS_ON_A_DISK
+    assert await _chain_fsyncs(shm_dir / "run", monkeypatch) == FSYNCS_ON_A_DISK
 
 
 async def test_tmpfs_that_statfs_calls_a_disk_is_fsynced_as_a_disk(
@@ -185,10 +179,7 @@ async def test_tmpfs_that_statfs_calls_a_disk_is_fsynced_as_a_disk(
     """The decision is the filesystem type's, not the path's: the same tmpfs directory,
     reported as ext4, gets every fsync of the disk run."""
     _fake_ext4(monkeypatch)
-    root = shm_dir / "run"
-    fsyncs = _record_fsyncs(monkeypatch, root)
-    assert (await run_dot(LINEAR, root)).status == "success"
-    assert fsyncs == FSYNCS_ON_A_DISK
+    assert await _chain_fsyncs(shm_dir / "run", monkeypatch) == FSYNCS_ON_A_DISK
 
 
 async def test_where_statfs_cannot_be_asked_everything_is_fsynced(
@@ -196,10 +187,7 @@ async def test_where_statfs_cannot_be_asked_everything_is_fsynced(
 ) -> None:
     monkeypatch.setattr(noop_fsync, "_fstatfs", None)
     monkeypatch.setattr(noop_fsync, "_statfs", None)
-    root = shm_dir / "run"
-    fsyncs = _record_fsyncs(monkeypatch, root)
-    assert (await run_dot(LINEAR, root)).status == "success"
-    assert fsyncs == FSYNCS_ON_A_DISK
+    assert await _chain_fsyncs(shm_dir / "run", monkeypatch) == FSYNCS_ON_A_DISK
 
 
 # ------------------------------------------------------------- across a filesystem boundary

@@ -19,15 +19,8 @@ from attractor_trio.persist.checkpoint import write_checkpoint_bytes
 from attractor_trio.persist.commit import DirectorySyncs, fsync_together
 from attractor_trio.persist.recycling import RecyclingWriter
 
+from .helpers import TWO_STAGE_CHAIN as LINEAR
 from .helpers import fail_fsyncs, run_dot
-
-LINEAR = """digraph G {
-    start [shape=Mdiamond]
-    exit  [shape=Msquare]
-    a [shape=box, prompt="A"]
-    b [shape=box, prompt="B"]
-    start -> a -> b -> exit
-}"""
 
 
 def _temps(directory: Path) -> list[str]:
