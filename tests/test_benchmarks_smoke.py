@@ -91,3 +91,39 @@ def test_fanout_halves_reports_both_halves_and_cleans_up(tmp_path: Path) -> None
     assert re.search(r"20 branches: window \d+\.\d+ s; work starts \+", done.stdout)
     assert re.search(r"start half \d+\.\d+ ms, finish half \d+\.\d+ ms", done.stdout)
     assert list(scratch.iterdir()) == []
+
+
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT.with_name(name)), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_stage_floor_reports_both_layouts_and_cleans_up(tmp_path: Path) -> None:
+    """``benchmarks/stage_floor.py`` (the system calls of a stage, ours and py-attractor's)."""
+    done = _run_script(
+        "stage_floor.py", "--stages", "5", "--repeat", "1", "--tmp-dir", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    for layout in ("ours", "peer"):
+        assert re.search(rf"^{layout}: median \d+\.\d µs per stage", done.stdout, re.MULTILINE)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ab_alternates_two_trees_and_rejects_a_non_tree(tmp_path: Path) -> None:
+    """``benchmarks/ab.py`` on this tree against itself: a figure per tree and the ratio; a
+    directory that is not a source tree is refused with exit status 2."""
+    repo = str(SCRIPT.parents[1])
+    common = ("--stages", "5", "--rounds", "1", "--runs", "1", "--tmp-dir", str(tmp_path))
+    done = _run_script("ab.py", repo, repo, *common)
+    assert done.returncode == 0, done.stderr
+    assert len(re.findall(r": wall min \d+\.\d median .* CPU min \d+\.\d", done.stdout)) == 2
+    assert re.search(r"^B/A, CPU min: \d\.\d{3}$", done.stdout, re.MULTILINE)
+    refused = _run_script("ab.py", repo, str(tmp_path), *common)
+    assert refused.returncode == 2
+    assert "not a source tree" in refused.stderr
