@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from attractor_trio.core.attempt import AttemptInfo
 from attractor_trio.dot import parse_dot
 from attractor_trio.dot.graph import Graph
 from attractor_trio.dot.transforms import apply_transforms
+from attractor_trio.events import EventSink
 from attractor_trio.runconfig import ProviderConfig, RunConfig
 from attractor_trio.scopes import engine
 
@@ -62,23 +64,30 @@ def fan_out_dot(branches: int) -> str:
     return "\n".join([*lines, "}"])
 
 
-async def run_fan_out_cancelled_once_all_run(root: Path, branches: int) -> engine.RunResult:
-    """A ``branches``-wide fan-out of 60 s simulated stages, cancelled once every branch's
-    attempt has started; asserts it ended ``canceled`` with a ``canceled`` status per branch."""
-    handle = engine.RunHandle()
+def when_every_branch_started(branches: int, action: Callable[[], None]) -> EventSink:
+    """An event sink that calls ``action`` once, when the ``branches``-th branch attempt has
+    started (every branch of a fan-out is then in its stage)."""
     started = 0
 
-    def cancel_once_all_run(event: dict[str, Any]) -> None:
+    def sink(event: dict[str, Any]) -> None:
         nonlocal started
         if event["event"] == "stage_attempt_started" and event["branch"]:
             started += 1
             if started == branches:
-                handle.cancel("stop requested")
+                action()
 
+    return sink
+
+
+async def run_fan_out_cancelled_once_all_run(root: Path, branches: int) -> engine.RunResult:
+    """A ``branches``-wide fan-out of 60 s simulated stages, cancelled once every branch's
+    attempt has started; asserts it ended ``canceled`` with a ``canceled`` status per branch."""
+    handle = engine.RunHandle()
+    cancel = when_every_branch_started(branches, lambda: handle.cancel("stop requested"))
     steps = {f"b{i}": [{"delay": "60s"}] for i in range(branches)}
     with trio.fail_after(30):
         result = await run_dot(
-            fan_out_dot(branches), root, steps=steps, handle=handle, sinks=[cancel_once_all_run]
+            fan_out_dot(branches), root, steps=steps, handle=handle, sinks=[cancel]
         )
     assert result.status == "canceled"
     for index in range(branches):

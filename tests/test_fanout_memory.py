@@ -19,7 +19,7 @@ import trio.testing
 
 from attractor_trio.handlers import parallel
 
-from .helpers import fan_out_dot, run_dot
+from .helpers import fan_out_dot, run_dot, when_every_branch_started
 
 BRANCHES = 30
 
@@ -67,16 +67,12 @@ def test_finished_branches_release_their_cancel_scopes(
 def _tracked_objects_with_every_branch_waiting(root: Path, branches: int) -> int:
     """How many objects the collector tracks once every branch of a fan-out is in its stage."""
     counted: list[int] = []
-    started = 0
 
-    def watch(event: dict[str, Any]) -> None:
-        nonlocal started
-        if event["event"] == "stage_attempt_started" and event["branch"]:
-            started += 1
-            if started == branches:
-                gc.collect()
-                counted.append(len(gc.get_objects()))
+    def count_tracked() -> None:
+        gc.collect()
+        counted.append(len(gc.get_objects()))
 
+    watch = when_every_branch_started(branches, count_tracked)
     steps = {f"b{index}": [{"delay": "60s"}] for index in range(branches)}
 
     async def main() -> None:
