@@ -263,6 +263,27 @@ def test_nan_is_refused_like_every_persisted_document() -> None:
         encoder.encode(mapping)
 
 
+def test_an_entry_whose_encoding_failed_is_encoded_by_the_next_call() -> None:
+    """A failed encode leaves nothing stale behind: the entry it could not encode (and the
+    entries after it) are in the next call's text, not lost with the journal."""
+    failing = {"x"}
+
+    def convert(value: Any) -> Any:
+        if value in failing:
+            raise ValueError(value)
+        return value
+
+    mapping: JournaledDict[str, str] = JournaledDict()
+    encoder = ObjectEncoder(convert)
+    encoder.encode(mapping)
+    mapping["a"] = "x"
+    mapping["b"] = "y"
+    with pytest.raises(ValueError):
+        encoder.encode(mapping)
+    failing.clear()
+    assert encoder.encode(mapping) == '{"a":"x","b":"y"}'
+
+
 @pytest.mark.parametrize(
     "copier", [copy.copy, copy.deepcopy, lambda v: pickle.loads(pickle.dumps(v))]
 )

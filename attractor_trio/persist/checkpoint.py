@@ -149,6 +149,7 @@ class CheckpointEncoder:
         self._outcomes = ObjectEncoder(convert_outcome, redact=True)
         self._visits = ObjectEncoder()
         self._attempts = ObjectEncoder()
+        self._names: dict[str, bytes] = {}
 
     def encode(
         self,
@@ -169,32 +170,34 @@ class CheckpointEncoder:
         workspace: Mapping[str, Any] | None = None,
     ) -> bytes:
         # One list of UTF-8 pieces, joined once: the per-node collections arrive as their
-        # encoders' cached chunks, so nothing but that one join grows with the run.
+        # encoders' cached chunks, so nothing but that one join grows with the run. The
+        # collections' brackets are in the constant pieces around them.
         redact = redaction.current()
         out = [
             b'{"timestamp":',
-            _str_json(timestamp or utc_timestamp()),
+            # (the engine's own timestamp is digits, "-", ":", "T", "." and "Z": no escaping)
+            _str_json(timestamp) if timestamp else f'"{utc_timestamp()}"'.encode(),
             b',"current_node":',
-            _str_json(current_node),
-            b',"completed_nodes":',
+            self._name_json(current_node),
+            b',"completed_nodes":[',
         ]
-        self._completed.encode_pieces(completed_nodes, out)
-        out.append(b',"node_retries":')
-        self._retries.encode_pieces(node_retries, out)
+        self._completed.encode_entries(completed_nodes, out)
+        out.append(b'],"node_retries":{')
+        self._retries.encode_entries(node_retries, out)
         out += (
-            b',"context":',
-            _utf8(redact.json_text(context_json)),
+            b'},"context":',
+            redact.json_text(context_json).encode(),
             b',"logs":',
             _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
             b',"run_id":',
-            _str_json(run_id),
-            b',"node_outcomes":',
+            self._name_json(run_id),
+            b',"node_outcomes":{',
         )
-        self._outcomes.encode_pieces(node_outcomes, out)
-        out.append(b',"visits":')
-        self._visits.encode_pieces(visits, out)
+        self._outcomes.encode_entries(node_outcomes, out)
+        out.append(b'},"visits":{')
+        self._visits.encode_entries(visits, out)
         out += (
-            b',"failure_signatures":',
+            b'},"failure_signatures":',
             # Usually empty: no copy, no redaction pass, no encoder call for those.
             _object_json(redact.value(dict(failure_signatures))) if failure_signatures else b"{}",
             b',"extra":{"restart_count":',
@@ -204,14 +207,22 @@ class CheckpointEncoder:
             else _utf8(dumps_compact(restart_count)),
             b',"restart_failure_signatures":',
             _object_json(dict(restart_failure_signatures)) if restart_failure_signatures else b"{}",
-            b',"node_attempts":',
+            b',"node_attempts":{',
         )
-        self._attempts.encode_pieces(node_attempts, out)
-        out.append(b"}")
+        self._attempts.encode_entries(node_attempts, out)
+        out.append(b"}}")
         if workspace is not None:
             out += (b',"workspace":', _utf8(dumps_compact(dict(workspace))))
         out.append(b"}\n")
         return b"".join(out)
+
+    def _name_json(self, name: str) -> bytes:
+        """A node id's or the run id's JSON string, encoded once per run (the names are the
+        graph's few, and every checkpoint writes two of them)."""
+        text = self._names.get(name)
+        if text is None:
+            text = self._names[name] = _str_json(name)
+        return text
 
 
 def _str_json(text: str) -> bytes:
