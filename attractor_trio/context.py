@@ -19,7 +19,7 @@ import attrs
 
 from .dot.conditions import stringify
 from .jsontext import encode_str as _encode_str
-from .jsontext import json_encoder
+from .jsontext import json_chunk_encoder, json_encoder
 
 __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 
@@ -67,7 +67,7 @@ class Context(Mapping[str, Any]):
 
     # --- spec S5.1-02 ---------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
+        if type(key) is not str and not isinstance(key, str):  # (a str: no isinstance call)
             raise TypeError(f"context keys are strings, got {type(key).__name__}: {key!r}")
         self._values[key] = value
 
@@ -78,8 +78,12 @@ class Context(Mapping[str, Any]):
 
     def apply_updates(self, updates: Mapping[str, Any]) -> None:
         """Set every key of ``updates`` in order (a stage's ``context_updates``, S3.2-07)."""
-        for key, value in updates.items():
-            self.set(key, value)
+        values = self._values
+        for key, value in updates.items():  # a ``str`` key without a call to :meth:`set`
+            if type(key) is str:
+                values[key] = value
+            else:
+                self.set(key, value)
 
     def append_log(self, entry: str) -> None:
         self._logs.append(entry)
@@ -114,13 +118,13 @@ class Context(Mapping[str, Any]):
                 plain[key] = value
                 continue
             if plain:
-                out += (",", _dumps(plain)[1:-1])
+                out += (",", "".join(_CHUNKS(plain, 0))[1:-1])
                 plain = {}
-            out += (",", _dumps(key), ":", text)
+            out += (",", _encode_str(key), ":", text)  # (keys are ``str``: checked when set)
         if not out:
             return _dumps(plain)
         if plain:
-            out += (",", _dumps(plain)[1:-1])
+            out += (",", "".join(_CHUNKS(plain, 0))[1:-1])
         out[0] = "{"  # the first piece's separator
         out.append("}")
         return "".join(out)
@@ -339,3 +343,6 @@ def _jsonable(value: Any) -> Any:
 #: small values per stage (its summary entry, the checkpoint's plain values), and rebuilding
 #: the encoder per call cost more than encoding them.
 _ENCODE: Final = json_encoder(separators=(",", ":"), default=_jsonable)
+#: What ``_ENCODE`` joins for a container (:meth:`Context.snapshot_json`'s runs of plain
+#: values, every checkpoint): the same encoder, without two call layers.
+_CHUNKS: Final = json_chunk_encoder(separators=(",", ":"), default=_jsonable)

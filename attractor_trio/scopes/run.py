@@ -428,7 +428,7 @@ class RunScope:
         if self._checkpoint_file is None:
             self._checkpoint_file = checkpoint_writer(self.logs_root, self.owed)
         write_checkpoint_bytes(self._checkpoint_file, data)
-        self.hub.emit("checkpoint_saved", node_id=node_id)
+        self.hub.emit_fields("checkpoint_saved", "", {"node_id": node_id})  # (no ** repacking)
 
     def _settle_checkpoint_file(self) -> None:
         """Before ``final.json``: pay the directory fsyncs a stage that ended without its
