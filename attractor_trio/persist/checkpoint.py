@@ -137,8 +137,9 @@ class CheckpointEncoder:
     per-node collections cost O(entries changed) instead of O(nodes so far) when the engine
     keeps them in :class:`~.journaled.JournaledDict` / :class:`~.journaled.JournaledList`
     (see ``journaled.py`` for why; ``tests/test_persist_journaled.py`` checks the
-    equivalence). The context arrives already encoded (:meth:`Context.snapshot_json`): its
-    values may be mutable and are small, so it is encoded whole.
+    equivalence). The context arrives already encoded (:meth:`Context.snapshot_json`, or its
+    UTF-8 pieces from :meth:`Context.snapshot_pieces`): its values may be mutable and are
+    small, so it is encoded whole.
     """
 
     def __init__(self, convert_outcome: Callable[[Any], Any]) -> None:
@@ -158,7 +159,7 @@ class CheckpointEncoder:
         current_node: str,
         completed_nodes: Sequence[str],
         node_retries: Mapping[str, int],
-        context_json: str,
+        context_json: str | Sequence[bytes],
         logs: Sequence[str],
         node_outcomes: Mapping[str, Any],
         visits: Mapping[str, int],
@@ -184,9 +185,14 @@ class CheckpointEncoder:
         self._completed.encode_entries(completed_nodes, out)
         out.append(b'],"node_retries":{')
         self._retries.encode_entries(node_retries, out)
+        out.append(b'},"context":')
+        if isinstance(context_json, str):
+            out.append(redact.json_text(context_json).encode())
+        elif redact:
+            out.append(redact.json_text(b"".join(context_json).decode()).encode())
+        else:
+            out += context_json  # (:meth:`Context.snapshot_pieces`: copied once, by the join)
         out += (
-            b'},"context":',
-            redact.json_text(context_json).encode(),
             b',"logs":',
             _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
             b',"run_id":',

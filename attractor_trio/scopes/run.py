@@ -415,7 +415,7 @@ class RunScope:
             current_node=node_id,
             completed_nodes=state.completed_nodes,
             node_retries=state.node_retries,
-            context_json=state.context.snapshot_json(),
+            context_json=state.context.snapshot_pieces(),
             logs=state.context.logs,
             node_outcomes=state.node_outcomes,
             visits=state.visits,
