@@ -150,7 +150,6 @@ class CheckpointEncoder:
         self._outcomes = ObjectEncoder(convert_outcome, redact=True)
         self._visits = ObjectEncoder()
         self._attempts = ObjectEncoder()
-        self._names: dict[str, bytes] = {}
 
     def encode(
         self,
@@ -179,7 +178,7 @@ class CheckpointEncoder:
             # (the engine's own timestamp is digits, "-", ":", "T", "." and "Z": no escaping)
             _str_json(timestamp) if timestamp else f'"{utc_timestamp()}"'.encode(),
             b',"current_node":',
-            self._name_json(current_node),
+            encode_basestring(current_node).encode(),
             b',"completed_nodes":[',
         ]
         self._completed.encode_entries(completed_nodes, out)
@@ -196,7 +195,7 @@ class CheckpointEncoder:
             b',"logs":',
             _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
             b',"run_id":',
-            self._name_json(run_id),
+            encode_basestring(run_id).encode(),
             b',"node_outcomes":{',
         )
         self._outcomes.encode_entries(node_outcomes, out)
@@ -221,14 +220,6 @@ class CheckpointEncoder:
             out += (b',"workspace":', _utf8(dumps_compact(dict(workspace))))
         out.append(b"}\n")
         return b"".join(out)
-
-    def _name_json(self, name: str) -> bytes:
-        """A node id's or the run id's JSON string, encoded once per run (the names are the
-        graph's few, and every checkpoint writes two of them)."""
-        text = self._names.get(name)
-        if text is None:
-            text = self._names[name] = _str_json(name)
-        return text
 
 
 def _str_json(text: str) -> bytes:
