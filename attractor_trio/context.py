@@ -19,7 +19,7 @@ import attrs
 
 from .dot.conditions import stringify
 from .jsontext import encode_str as _encode_str
-from .jsontext import json_encoder
+from .jsontext import json_chunk_encoder, json_encoder
 
 __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 
@@ -67,7 +67,7 @@ class Context(Mapping[str, Any]):
 
     # --- spec S5.1-02 ---------------------------------------------------------------------
     def set(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
+        if type(key) is not str and not isinstance(key, str):  # (a str: no isinstance call)
             raise TypeError(f"context keys are strings, got {type(key).__name__}: {key!r}")
         self._values[key] = value
 
@@ -78,8 +78,12 @@ class Context(Mapping[str, Any]):
 
     def apply_updates(self, updates: Mapping[str, Any]) -> None:
         """Set every key of ``updates`` in order (a stage's ``context_updates``, S3.2-07)."""
-        for key, value in updates.items():
-            self.set(key, value)
+        values = self._values
+        for key, value in updates.items():  # a ``str`` key without a call to :meth:`set`
+            if type(key) is str:
+                values[key] = value
+            else:
+                self.set(key, value)
 
     def append_log(self, entry: str) -> None:
         self._logs.append(entry)
@@ -99,31 +103,40 @@ class Context(Mapping[str, Any]):
         return dict(json.loads(json.dumps(self._values, default=_jsonable)))
 
     def snapshot_json(self) -> str:
-        """:meth:`snapshot` as compact JSON text, without the round trip through objects: the
-        checkpoint writes it after every stage. Coercions are those of :meth:`snapshot`; NaN and
-        infinities are refused (``ValueError``), as every persisted document refuses them.
+        """:meth:`snapshot` as compact JSON text, without the round trip through objects.
+        Coercions are those of :meth:`snapshot`; NaN and infinities are refused
+        (``ValueError``), as every persisted document refuses them."""
+        return b"".join(self.snapshot_pieces()).decode("utf-8")
 
-        A :class:`StageSummary` value is spliced in from its own cached text (it is the one
-        large value, and it changes by one entry per stage); the rest is encoded in runs of
-        plain values, so the text is exactly what one ``json.dumps`` of the dict gives."""
-        out: list[str] = []  # the text's pieces, joined once (it is several kB)
+    def snapshot_pieces(self) -> list[bytes]:
+        """:meth:`snapshot_json` as UTF-8 pieces, for the checkpoint (after every stage), which
+        joins them into its own document.
+
+        A :class:`StageSummary` value is its own cached bytes (it is the one large value, and
+        it changes by one entry per stage): copied once per checkpoint, into the checkpoint,
+        where joining the context's text, encoding it and joining it again made three copies.
+        The rest is encoded in runs of plain values, so the text is exactly what one
+        ``json.dumps`` of the dict gives."""
+        out: list[bytes] = []
+        opening = "{"  # the text before the next summary's key: "{" or "," and plain values
         plain: dict[str, Any] = {}
         for key, value in self._values.items():
-            text = value.json_text() if type(value) is StageSummary else None
-            if text is None:
+            if type(value) is not StageSummary:
                 plain[key] = value
                 continue
             if plain:
-                out += (",", _dumps(plain)[1:-1])
+                opening += "".join(_CHUNKS(plain, 0))[1:-1] + ","
                 plain = {}
-            out += (",", _dumps(key), ":", text)
+            # (keys are ``str``: checked when set)
+            out += (f"{opening}{_encode_str(key)}:".encode(), value.json_bytes())
+            opening = ","
         if not out:
-            return _dumps(plain)
-        if plain:
-            out += (",", _dumps(plain)[1:-1])
-        out[0] = "{"  # the first piece's separator
-        out.append("}")
-        return "".join(out)
+            out.append(_dumps(plain).encode())
+        elif plain:
+            out.append(f",{''.join(_CHUNKS(plain, 0))[1:-1]}}}".encode())
+        else:
+            out.append(b"}")
+        return out
 
     def clone(self) -> Context:
         """An independent copy (deep-copied values, copied log) for a parallel branch.
@@ -162,7 +175,7 @@ class StageSummary(list[Any]):
     def __init__(self, entries: Iterable[Any] = ()) -> None:
         super().__init__(entries)
         stages = [_checked(e) for e in self]
-        self._remember([_dumps(e) for e in self], stages, stages.count(None))
+        self._remember([_dumps(e).encode() for e in self], stages, stages.count(None))
 
     @classmethod
     def of(cls, value: Any) -> StageSummary:
@@ -185,7 +198,7 @@ class StageSummary(list[Any]):
             f"[{_encode_str(checked[0])},{_encode_str(checked[1])},{_encode_str(checked[2])}]"
             if checked is not None and len(entry) == 3 and type(entry[2]) is str
             else _dumps(entry)
-        )
+        ).encode()
         texts = current._texts[drop:]
         texts.append(text)
         stages = current._stages[drop:]
@@ -209,11 +222,15 @@ class StageSummary(list[Any]):
         return new
 
     def json_text(self) -> str:
-        """The summary as compact JSON (what ``json.dumps`` gives for the list): joined once,
-        then carried over by :meth:`appended` (the checkpoint asks after every stage)."""
+        """The summary as compact JSON (what ``json.dumps`` gives for the list)."""
+        return self.json_bytes().decode("utf-8")
+
+    def json_bytes(self) -> bytes:
+        """:meth:`json_text` in UTF-8: joined once, then carried over by :meth:`appended` (the
+        checkpoint asks after every stage, and writes bytes)."""
         current = self._current()
         if current._text is None:
-            current._text = "[" + ",".join(current._texts) + "]"
+            current._text = b"[" + b",".join(current._texts) + b"]"
         return current._text
 
     @property
@@ -227,12 +244,12 @@ class StageSummary(list[Any]):
         return [stage for stage in current._stages if stage is not None]
 
     def _remember(
-        self, texts: list[str], stages: list[tuple[str, str, str] | None], malformed: int
+        self, texts: list[bytes], stages: list[tuple[str, str, str] | None], malformed: int
     ) -> None:
-        self._texts = texts
+        self._texts = texts  # each entry's JSON, UTF-8
         self._stages = stages
         self._malformed = malformed
-        self._text: str | None = None
+        self._text: bytes | None = None
         self._changed = False
 
     def _current(self) -> StageSummary:
@@ -294,16 +311,16 @@ class StageSummary(list[Any]):
         return super().__imul__(count)
 
 
-def _spliced(text: str | None, texts: list[str], drop: int, added: str) -> str | None:
-    """The JSON text of ``texts`` without its first ``drop`` entries and with ``added``, cut
-    from ``text`` (the JSON of ``texts``, or ``None`` when it was never asked for): one copy
-    of the text instead of a join of every entry."""
+def _spliced(text: bytes | None, texts: list[bytes], drop: int, added: bytes) -> bytes | None:
+    """The JSON of ``texts`` without its first ``drop`` entries and with ``added``, cut from
+    ``text`` (the JSON of ``texts``, or ``None`` when it was never asked for): one copy of the
+    kept text (a ``memoryview`` of it joined), not a join of every entry."""
     if text is None:
         return None
     start = 1 + sum(map(len, texts[:drop])) + drop  # "[" and the dropped entries' commas
     if start >= len(text) - 1:  # nothing left of the old entries
-        return f"[{added}]"
-    return f"[{text[start:-1]},{added}]"  # (one copy of the kept text, where ``+`` made four)
+        return b"[" + added + b"]"
+    return b"".join((b"[", memoryview(text)[start:-1], b",", added, b"]"))
 
 
 def _checked(entry: Any) -> tuple[str, str, str] | None:
@@ -339,3 +356,6 @@ def _jsonable(value: Any) -> Any:
 #: small values per stage (its summary entry, the checkpoint's plain values), and rebuilding
 #: the encoder per call cost more than encoding them.
 _ENCODE: Final = json_encoder(separators=(",", ":"), default=_jsonable)
+#: What ``_ENCODE`` joins for a container (:meth:`Context.snapshot_json`'s runs of plain
+#: values, every checkpoint): the same encoder, without two call layers.
+_CHUNKS: Final = json_chunk_encoder(separators=(",", ":"), default=_jsonable)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attractor_trio.context import Context
+from attractor_trio.context import Context, StageSummary
 from attractor_trio.persist.atomic import dumps_json
 from attractor_trio.persist.checkpoint import Checkpoint, CheckpointEncoder
 from attractor_trio.persist.journaled import (
@@ -263,6 +263,27 @@ def test_nan_is_refused_like_every_persisted_document() -> None:
         encoder.encode(mapping)
 
 
+def test_an_entry_whose_encoding_failed_is_encoded_by_the_next_call() -> None:
+    """A failed encode leaves nothing stale behind: the entry it could not encode (and the
+    entries after it) are in the next call's text, not lost with the journal."""
+    failing = {"x"}
+
+    def convert(value: Any) -> Any:
+        if value in failing:
+            raise ValueError(value)
+        return value
+
+    mapping: JournaledDict[str, str] = JournaledDict()
+    encoder = ObjectEncoder(convert)
+    encoder.encode(mapping)
+    mapping["a"] = "x"
+    mapping["b"] = "y"
+    with pytest.raises(ValueError):
+        encoder.encode(mapping)
+    failing.clear()
+    assert encoder.encode(mapping) == '{"a":"x","b":"y"}'
+
+
 @pytest.mark.parametrize(
     "copier", [copy.copy, copy.deepcopy, lambda v: pickle.loads(pickle.dumps(v))]
 )
@@ -336,11 +357,13 @@ def _assert_encodes_as_the_full_checkpoint(
     restart_count: int,
     signatures: dict[str, Any],
     attempts: JournaledDict[str, int],
+    pieces: bool = False,
 ) -> None:
-    """The incremental encoder's bytes are the plain ``Checkpoint``'s compact JSON."""
+    """The incremental encoder's bytes are the plain ``Checkpoint``'s compact JSON, whether the
+    context arrives as text or as the engine's UTF-8 pieces (``pieces``)."""
     fast = encoder.encode(
         **fields,
-        context_json=context.snapshot_json(),
+        context_json=context.snapshot_pieces() if pieces else context.snapshot_json(),
         restart_count=restart_count,
         restart_failure_signatures=signatures,
         node_attempts=attempts,
@@ -374,6 +397,10 @@ def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
         visits[node_id] = visits.get(node_id, 0) + 1
         attempts[node_id] = retry + 1
         context.set("last_stage", node_id)
+        # A summary between plain values: the pieces carry its cached bytes (non-ASCII too).
+        summary = StageSummary.of(context.get("summary")).appended([node_id, "success", "é"], 3)
+        context.set("summary", summary)
+        context.set("after", index)
         fields: dict[str, Any] = {
             "run_id": "run-1",
             "current_node": node_id,
@@ -386,7 +413,13 @@ def test_checkpoint_encoder_writes_what_the_full_checkpoint_writes(
             "timestamp": "2025-01-31T12:00:00.123Z",
         }
         _assert_encodes_as_the_full_checkpoint(
-            encoder, fields, context, restart_count=index, signatures={"r": 1}, attempts=attempts
+            encoder,
+            fields,
+            context,
+            restart_count=index,
+            signatures={"r": 1},
+            attempts=attempts,
+            pieces=index % 2 == 1,
         )
 
 

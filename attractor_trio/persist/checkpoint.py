@@ -137,8 +137,9 @@ class CheckpointEncoder:
     per-node collections cost O(entries changed) instead of O(nodes so far) when the engine
     keeps them in :class:`~.journaled.JournaledDict` / :class:`~.journaled.JournaledList`
     (see ``journaled.py`` for why; ``tests/test_persist_journaled.py`` checks the
-    equivalence). The context arrives already encoded (:meth:`Context.snapshot_json`): its
-    values may be mutable and are small, so it is encoded whole.
+    equivalence). The context arrives already encoded (:meth:`Context.snapshot_json`, or its
+    UTF-8 pieces from :meth:`Context.snapshot_pieces`): its values may be mutable and are
+    small, so it is encoded whole.
     """
 
     def __init__(self, convert_outcome: Callable[[Any], Any]) -> None:
@@ -157,7 +158,7 @@ class CheckpointEncoder:
         current_node: str,
         completed_nodes: Sequence[str],
         node_retries: Mapping[str, int],
-        context_json: str,
+        context_json: str | Sequence[bytes],
         logs: Sequence[str],
         node_outcomes: Mapping[str, Any],
         visits: Mapping[str, int],
@@ -169,32 +170,39 @@ class CheckpointEncoder:
         workspace: Mapping[str, Any] | None = None,
     ) -> bytes:
         # One list of UTF-8 pieces, joined once: the per-node collections arrive as their
-        # encoders' cached chunks, so nothing but that one join grows with the run.
+        # encoders' cached chunks, so nothing but that one join grows with the run. The
+        # collections' brackets are in the constant pieces around them.
         redact = redaction.current()
         out = [
             b'{"timestamp":',
-            _str_json(timestamp or utc_timestamp()),
+            # (the engine's own timestamp is digits, "-", ":", "T", "." and "Z": no escaping)
+            _str_json(timestamp) if timestamp else f'"{utc_timestamp()}"'.encode(),
             b',"current_node":',
-            _str_json(current_node),
-            b',"completed_nodes":',
+            encode_basestring(current_node).encode(),
+            b',"completed_nodes":[',
         ]
-        self._completed.encode_pieces(completed_nodes, out)
-        out.append(b',"node_retries":')
-        self._retries.encode_pieces(node_retries, out)
+        self._completed.encode_entries(completed_nodes, out)
+        out.append(b'],"node_retries":{')
+        self._retries.encode_entries(node_retries, out)
+        out.append(b'},"context":')
+        if isinstance(context_json, str):
+            out.append(redact.json_text(context_json).encode())
+        elif redact:
+            out.append(redact.json_text(b"".join(context_json).decode()).encode())
+        else:
+            out += context_json  # (:meth:`Context.snapshot_pieces`: copied once, by the join)
         out += (
-            b',"context":',
-            _utf8(redact.json_text(context_json)),
             b',"logs":',
             _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
             b',"run_id":',
-            _str_json(run_id),
-            b',"node_outcomes":',
+            encode_basestring(run_id).encode(),
+            b',"node_outcomes":{',
         )
-        self._outcomes.encode_pieces(node_outcomes, out)
-        out.append(b',"visits":')
-        self._visits.encode_pieces(visits, out)
+        self._outcomes.encode_entries(node_outcomes, out)
+        out.append(b'},"visits":{')
+        self._visits.encode_entries(visits, out)
         out += (
-            b',"failure_signatures":',
+            b'},"failure_signatures":',
             # Usually empty: no copy, no redaction pass, no encoder call for those.
             _object_json(redact.value(dict(failure_signatures))) if failure_signatures else b"{}",
             b',"extra":{"restart_count":',
@@ -204,10 +212,10 @@ class CheckpointEncoder:
             else _utf8(dumps_compact(restart_count)),
             b',"restart_failure_signatures":',
             _object_json(dict(restart_failure_signatures)) if restart_failure_signatures else b"{}",
-            b',"node_attempts":',
+            b',"node_attempts":{',
         )
-        self._attempts.encode_pieces(node_attempts, out)
-        out.append(b"}")
+        self._attempts.encode_entries(node_attempts, out)
+        out.append(b"}}")
         if workspace is not None:
             out += (b',"workspace":', _utf8(dumps_compact(dict(workspace))))
         out.append(b"}\n")

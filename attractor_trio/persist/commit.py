@@ -47,7 +47,7 @@ from typing import Final, final
 from ..core import redaction
 from . import noop_fsync, pending
 from .atomic import StrPath, remove_quietly, temp_name, write_all
-from .descriptors import open_fd
+from .descriptors import open_after_error, open_fd
 
 __all__ = ["DirectorySyncs", "fsync_together"]
 
@@ -288,16 +288,19 @@ class DirectorySyncs:
         temps = self._write_held()
         try:
             try:
-                directories, opened = self.open_all()
-                try:
-                    own = [] if fd is None else [fd]
-                    synced = [temp.fd for temp in temps if temp.synced]
-                    if own or synced or directories:
-                        fsync_together([*own, *synced, *directories])
-                finally:
-                    _close_all(opened)
+                # The usual boundary (one held file; nothing owed; where fsync is a no-op,
+                # nothing to fsync) takes no directory list and no fsync call at all.
+                fsyncs = [] if fd is None else [fd]
+                for temp in temps:
+                    if temp.synced:
+                        fsyncs.append(temp.fd)
+                if self._owed:
+                    self._fsync_owed_with(fsyncs)
+                elif fsyncs:
+                    fsync_together(fsyncs)
             finally:
-                _close_all([temp.fd for temp in temps])
+                for temp in temps:
+                    os.close(temp.fd)
             pending.flush_all()  # events emitted before these files appear: in the log first
             for temp in temps:
                 os.replace(temp.name, temp.target)
@@ -310,27 +313,37 @@ class DirectorySyncs:
             raise
         rename()
         if self._owed:
-            directories, opened = self.open_all()
-            try:
-                fsync_together(directories)
-            finally:
-                _close_all(opened)
+            self._fsync_owed_with([])
+
+    def _fsync_owed_with(self, fds: list[int]) -> None:
+        """fsync ``fds`` and the owed directories together; the debt is cleared."""
+        directories, opened = self.open_all()
+        try:
+            fsync_together([*fds, *directories])
+        finally:
+            _close_all(opened)
 
     def _write_held(self) -> list[_Temp]:
-        """Each held file written to a fresh temp next to it."""
+        """Each held file written to a fresh temp next to it (the common path inlines
+        :func:`~.descriptors.open_fd`, :func:`~.atomic.write_all` and
+        :func:`~.noop_fsync.skips_fsync`: a call each fewer, every stage boundary)."""
         temps: list[_Temp] = []
         try:
             for target, data in self._held.items():
                 name = temp_name(target)
                 try:
-                    fd = open_fd(name, _NEW_FILE, 0o644)
+                    fd = os.open(name, _NEW_FILE, 0o644)
                 except FileNotFoundError:  # the stage dir went away under the handler
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     fd = open_fd(name, _NEW_FILE, 0o644)
+                except OSError as exc:
+                    fd = open_after_error(exc, name, _NEW_FILE, 0o644)
                 temp = _Temp(name, target, fd)
                 temps.append(temp)
-                write_all(fd, data)
-                temp.synced = not noop_fsync.skips_fsync(fd)
+                written = os.write(fd, data)
+                if written != len(data):
+                    write_all(fd, data[written:])
+                temp.synced = not noop_fsync.device_skips_fsync(os.fstat(fd).st_dev, fd)
         except BaseException:
             for temp in temps:
                 os.close(temp.fd)

@@ -282,9 +282,11 @@ class ObjectEncoder:
         redact: bool = False,
         chunk: int = CHUNK,
     ) -> None:
-        self._convert = convert
+        # ``None`` for no conversion: an entry's encoding skips a call (every stage, three
+        # of the checkpoint's collections).
+        self._convert = None if convert is _identity else convert
         self._redact = redact
-        self._source: object = None
+        self._source: JournaledDict[Any, Any] | None = None
         self._keys: dict[Any, int] = {}  # key -> its position in _fragments
         self._fragments: list[str] = []
         self._text = _ChunkedText(chunk)
@@ -297,14 +299,33 @@ class ObjectEncoder:
         self, mapping: Mapping[Any, Any], out: list[bytes] | None = None
     ) -> list[bytes]:
         """The mapping's JSON as UTF-8 pieces appended to ``out`` (a new list by default)."""
-        if isinstance(mapping, JournaledDict) and mapping is self._source:
-            reset, changed = mapping.take_changes()
-            if reset:
-                self._rebuild(mapping)
-            else:
-                keys, fragments, text = self._keys, self._fragments, self._text
+        if out is None:
+            out = []
+        out.append(b"{")
+        self.encode_entries(mapping, out)
+        out.append(b"}")
+        return out
+
+    def encode_entries(self, mapping: Mapping[Any, Any], out: list[bytes]) -> None:
+        """:meth:`encode_pieces` without the braces: the checkpoint's encoder has them in its
+        own constant pieces (two appends fewer per collection, every stage).
+
+        The usual stage reads the journal in place (no copy of it, no call to take it) and
+        empties it once the entries are encoded; should an entry's encoding fail, the next
+        call starts over from the whole mapping."""
+        source = self._source
+        if source is None or mapping is not source or source._reset:
+            self._restart(mapping)
+        elif source._changed:
+            changed = source._changed
+            keys, fragments, text, convert = self._keys, self._fragments, self._text, self._convert
+            try:
                 for key in changed:
-                    fragment = self._fragment(key, mapping[key])
+                    value = source[key]
+                    if convert is None and type(key) is str and type(value) is int:
+                        fragment = f"{encode_basestring(key)}:{value}"  # (``_fragment``'s)
+                    else:
+                        fragment = self._fragment(key, value)
                     position = keys.get(key)
                     if position is None:
                         keys[key] = len(fragments)
@@ -312,19 +333,21 @@ class ObjectEncoder:
                     else:
                         fragments[position] = fragment
                         text.changed(position)
-        else:
-            if isinstance(mapping, JournaledDict):
-                mapping.take_changes()
-                self._source = mapping
-            else:
-                self._source = None  # a plain mapping: nothing tells us what changed
-            self._rebuild(mapping)
-        if out is None:
-            out = []
-        out.append(b"{")
+            except BaseException:
+                self._source = None
+                raise
+            changed.clear()
         self._text.pieces(self._fragments, out)
-        out.append(b"}")
-        return out
+
+    def _restart(self, mapping: Mapping[Any, Any]) -> None:
+        """Encode the whole mapping, and follow its journal from here on if it keeps one."""
+        self._source = None
+        if isinstance(mapping, JournaledDict):
+            mapping.take_changes()
+            self._rebuild(mapping)
+            self._source = mapping
+        else:
+            self._rebuild(mapping)  # a plain mapping: nothing tells us what changed
 
     def _rebuild(self, mapping: Mapping[Any, Any]) -> None:
         self._text.reset()
@@ -333,7 +356,8 @@ class ObjectEncoder:
         self._keys = {key: position for position, key in enumerate(mapping)}
 
     def _fragment(self, key: Any, value: Any) -> str:
-        value = self._convert(value)
+        if self._convert is not None:
+            value = self._convert(value)
         if type(key) is str and type(value) is int:  # most entries: a node id and a count
             return f"{encode_basestring(key)}:{value}"
         text = dumps_compact({key: value})[1:-1]
@@ -348,7 +372,7 @@ class ArrayEncoder:
     """Encodes one sequence as a JSON array, re-encoding only what follows its stable prefix."""
 
     def __init__(self, *, chunk: int = CHUNK) -> None:
-        self._source: object = None
+        self._source: JournaledList[Any] | None = None
         self._fragments: list[str] = []
         self._text = _ChunkedText(chunk)
 
@@ -358,23 +382,37 @@ class ArrayEncoder:
 
     def encode_pieces(self, items: Sequence[Any], out: list[bytes] | None = None) -> list[bytes]:
         """The sequence's JSON as UTF-8 pieces appended to ``out`` (a new list by default)."""
-        if isinstance(items, JournaledList) and items is self._source:
-            stable = min(items.take_stable(), len(self._fragments))
+        if out is None:
+            out = []
+        out.append(b"[")
+        self.encode_entries(items, out)
+        out.append(b"]")
+        return out
+
+    def encode_entries(self, items: Sequence[Any], out: list[bytes]) -> None:
+        """:meth:`encode_pieces` without the brackets (see :meth:`ObjectEncoder.encode_entries`).
+        The usual stage appended one item: it is encoded alone, without a slice and a map."""
+        source = self._source
+        fragments = self._fragments
+        if source is not None and items is source:
+            stable = source._stable  # (:meth:`JournaledList.take_stable`, read in place)
+            count = source._stable = len(source)
+            have = len(fragments)
+            if stable > have:
+                stable = have
         else:
             if isinstance(items, JournaledList):
                 items.take_stable()
                 self._source = items
             else:
                 self._source = None
-            stable = 0
-        fragments = self._fragments
-        if stable < len(fragments):  # (else nothing was dropped, and ``keep`` changes nothing)
+            stable, count, have = 0, len(items), len(fragments)
+        if stable < have:  # (else nothing was dropped, and ``keep`` changes nothing)
             del fragments[stable:]
             self._text.keep(stable)
-        fragments += map(_item, items[stable:])
-        if out is None:
-            out = []
-        out.append(b"[")
+        if count - stable == 1:
+            item = items[stable]
+            fragments.append(encode_basestring(item) if type(item) is str else _item(item))
+        else:
+            fragments += map(_item, items[stable:])
         self._text.pieces(fragments, out)
-        out.append(b"]")
-        return out

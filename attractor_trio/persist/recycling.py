@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Final, final
 
-from . import noop_fsync, pending
+from . import noop_fsync
 from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
 from .commit import DirectorySyncs
 from .descriptors import open_fd
@@ -96,34 +96,38 @@ class RecyclingWriter:
         #: current one): a longer or equal new document needs no ``ftruncate``.
         self._spare_size: int | None = None
         self._target_size: int | None = None
+        self._writing: tuple[str, int, bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        spare, fd = self._spare_descriptor()
-        renamed: list[bool] = []
-
-        def rename() -> None:
-            self._replace(spare, fd, data)
-            renamed.append(True)
-            # The displaced inode (the next spare) holds the document written before this one.
-            self._spare_size, self._target_size = self._target_size, len(data)
-
+        spare, fd = self._spare, self._fds.spare
+        if spare is None or fd is None:
+            spare, fd = self._spare_descriptor()
+        # What :meth:`_rename` renames (a bound method for ``commit_before``, not a closure
+        # built per write); ``None`` once renamed.
+        self._writing = (spare, fd, data)
         try:
-            write_all_at(fd, data, 0)
+            written = os.pwrite(fd, data, 0)
+            if written != len(data):
+                write_all_at(fd, data[written:], written)
             if self._spare_size is None or len(data) < self._spare_size:
                 os.ftruncate(fd, len(data))  # a shorter document than the spare held
-            self.owed.commit_before(None if self._noop else fd, rename)
+            self.owed.commit_before(None if self._noop else fd, self._rename)
         except BaseException:
-            if not renamed:
+            if self._writing is not None:  # not renamed
+                self._writing = None
                 self._drop_spare()
             raise
 
-    def _replace(self, spare: str, fd: int, data: bytes) -> None:
-        """Step 2's own rename: the complete, fsynced spare (open as ``fd``) over the target,
-        whose displaced inode becomes the next spare; the run directory's fsync is owed to
-        the same wait."""
+    def _rename(self) -> None:
+        """Step 2's own rename: the complete, fsynced spare over the target, whose displaced
+        inode becomes the next spare; the run directory's fsync is owed to the same wait.
+
+        No :func:`~.pending.flush_all` of its own: :meth:`DirectorySyncs.commit_before`, its
+        only caller, flushed the held events just before, and nothing in between emits."""
+        assert self._writing is not None
+        spare, fd, data = self._writing
         directory = None if self._noop else self._directory_descriptor()
         keep = self._keep_current()
-        pending.flush_all()  # events emitted before the new checkpoint appears: logged first
         try:
             try:
                 os.replace(spare, self._target)
@@ -142,8 +146,11 @@ class RecyclingWriter:
         elif keep is not None:
             fds.spare = displaced  # ``None`` for a target we did not write: opened by name
         self._spare = keep
+        # The displaced inode (the next spare) holds the document written before this one.
+        self._spare_size, self._target_size = self._target_size, len(data)
         if directory is not None:
             self.owed.defer(self._directory, directory)
+        self._writing = None
 
     def _replace_from_fresh_temp(self, data: bytes) -> int:
         """The spare's name was removed behind our back, and its inode (open as

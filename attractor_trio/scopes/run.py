@@ -415,7 +415,7 @@ class RunScope:
             current_node=node_id,
             completed_nodes=state.completed_nodes,
             node_retries=state.node_retries,
-            context_json=state.context.snapshot_json(),
+            context_json=state.context.snapshot_pieces(),
             logs=state.context.logs,
             node_outcomes=state.node_outcomes,
             visits=state.visits,
@@ -428,7 +428,7 @@ class RunScope:
         if self._checkpoint_file is None:
             self._checkpoint_file = checkpoint_writer(self.logs_root, self.owed)
         write_checkpoint_bytes(self._checkpoint_file, data)
-        self.hub.emit("checkpoint_saved", node_id=node_id)
+        self.hub.emit_fields("checkpoint_saved", "", {"node_id": node_id})  # (no ** repacking)
 
     def _settle_checkpoint_file(self) -> None:
         """Before ``final.json``: pay the directory fsyncs a stage that ended without its

@@ -316,5 +316,9 @@ def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
     count = context.get(COMPLETED_COUNT_KEY)
     count = count if type(count) is int else len(summary)  # a checkpoint from before the key
     entry = [node_id, outcome.value, outcome.notes or outcome.failure_reason]
-    context.set(COMPLETED_SUMMARY_KEY, summary.appended(entry, _SUMMARY_LIMIT))
-    context.set(COMPLETED_COUNT_KEY, count + 1)
+    context.apply_updates(  # (one call for both keys: this runs after every stage)
+        {
+            COMPLETED_SUMMARY_KEY: summary.appended(entry, _SUMMARY_LIMIT),
+            COMPLETED_COUNT_KEY: count + 1,
+        }
+    )
