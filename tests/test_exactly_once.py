@@ -1,7 +1,8 @@
 """Exactly once across crashes (contract.md §10): a SIGKILL at every file-system commit point.
 
-The engine process kills itself right after its Nth commit (``os.replace``/``os.rename``, or
-the ``os.link`` that creates ``final.json`` and the lock) — the instants at which what is on
+The engine process kills itself right after its Nth commit (``os.replace``/``os.rename``, the
+checkpoint's ``exchange.rename_exchange``, or the ``os.link`` that creates ``final.json`` and
+the lock) — the instants at which what is on
 disk changes. For every N a fresh run is killed there and resumed until it finishes; each tool
 stage appends its node id to a ledger, which must list every stage exactly once. The kill
 between a stage's finished marker and the checkpoint rename is among them (it used to run the
@@ -42,6 +43,8 @@ def wrap(real):
         return result
     return commit
 os.replace, os.rename, os.link = wrap(os.replace), wrap(os.rename), wrap(os.link)
+from attractor_trio.persist import exchange  # the checkpoint's names swapped in one call
+exchange.rename_exchange = wrap(exchange.rename_exchange)
 from attractor_trio.cli.main import main
 main(sys.argv[2:], prog_name="attractor-trio")
 """

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import attractor_trio.scopes.run as run_module
-from attractor_trio.persist import commit
+from attractor_trio.persist import commit, exchange
 from attractor_trio.persist.atomic import cleanup_temp_files, is_temp_file_name, read_json
 from attractor_trio.persist.checkpoint import write_checkpoint_bytes
 from attractor_trio.persist.commit import DirectorySyncs, fsync_together
@@ -51,14 +51,22 @@ def _journal_fsyncs(monkeypatch: pytest.MonkeyPatch, journal: list[str]) -> None
 
 
 def _journal_renames(monkeypatch: pytest.MonkeyPatch, journal: list[str], root: Path) -> None:
-    """Note ``rename <target relative to root>`` for every ``os.replace``."""
-    real_replace = os.replace
+    """Note ``rename <target relative to root>`` for every ``os.replace``, and for every
+    exchange of a spare's name with its target's (the checkpoint's rename where it can)."""
+    real_replace, real_exchange = os.replace, exchange.rename_exchange
 
     def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
         journal.append(f"rename {Path(target).relative_to(root)}")
         real_replace(source, target)
 
+    def swap(spare: str, target: str) -> bool:
+        done = real_exchange(spare, target)
+        if done:
+            journal.append(f"rename {Path(target).relative_to(root)}")
+        return done
+
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(exchange, "rename_exchange", swap)
 
 
 def _journal_creates(monkeypatch: pytest.MonkeyPatch, journal: list[str], root: Path) -> None:
@@ -103,10 +111,14 @@ def test_the_displaced_inode_is_the_next_temp_so_nothing_is_created_or_freed(
     assert inodes[2] == inodes[0] and inodes[3] == inodes[1] and inodes[0] != inodes[1]
 
 
-@pytest.mark.parametrize("step", ["link", "replace", "fsync"])
+@pytest.mark.parametrize("step", ["link", "replace", "fsync", "rename_exchange"])
 def test_a_failure_at_any_step_leaves_the_previous_document(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
+    """``link`` and ``replace`` are the recipe's steps where names cannot be exchanged (made
+    so here); ``rename_exchange`` is the one call that replaces them where they can."""
+    if step in ("link", "replace"):
+        monkeypatch.setattr(exchange, "rename_exchange", lambda first, second: False)
     target = tmp_path / "checkpoint.json"
     writer = RecyclingWriter(target)
     writer.write(b'{"n": 1}\n')
@@ -116,7 +128,7 @@ def test_a_failure_at_any_step_leaves_the_previous_document(
         raise OSError(5, f"{step} failed (simulated)")
 
     with monkeypatch.context() as patch:
-        patch.setattr(os, step, broken)
+        patch.setattr(exchange if step == "rename_exchange" else os, step, broken)
         with pytest.raises(OSError, match="simulated"):
             writer.write(b'{"n": 3}\n')
     assert read_json(target) == {"n": 2}

@@ -13,6 +13,7 @@ SUBMODULES = [
     "checkpoint",
     "commit",
     "descriptors",
+    "exchange",
     "final",
     "journaled",
     "live",

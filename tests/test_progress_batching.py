@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from attractor_trio.aio.event_flush import buffered_events
-from attractor_trio.persist import pending
+from attractor_trio.persist import exchange, pending
 from attractor_trio.persist.progress import ProgressWriter, read_progress
 
 from .helpers import fan_out_dot, run_dot
@@ -97,6 +97,7 @@ async def test_every_event_emitted_before_a_rename_is_in_the_log_at_the_rename(
 
     monkeypatch.setattr(os, "replace", check(os.replace))
     monkeypatch.setattr(os, "link", check(os.link))
+    monkeypatch.setattr(exchange, "rename_exchange", check(exchange.rename_exchange))
     result = await run_dot(source, root, sinks=[emitted.append])
     assert result.status == "success"
     assert checked >= 10
@@ -255,6 +256,8 @@ def killing(real):
     return at_rename
 
 os.replace, os.link = killing(real_replace), killing(real_link)
+from attractor_trio.persist import exchange  # the checkpoint's names swapped in one call
+exchange.rename_exchange = killing(exchange.rename_exchange)
 sink = lambda envelope: os.write(side_fd, b"%d\\n" % envelope["seq"])
 trio.run(partial(run, load(open(source).read()), logs_root=root, backend=SimulationBackend(),
                  heartbeat_interval=None, sinks=[sink], workdir=os.path.dirname(root)))

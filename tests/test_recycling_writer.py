@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from attractor_trio.persist.atomic import cleanup_temp_files, is_temp_file_name
+from attractor_trio.persist import exchange
+from attractor_trio.persist.atomic import cleanup_temp_files, is_temp_file_name, read_json
 from attractor_trio.persist.recycling import RecyclingWriter
 
 #: The real skipping of no-op fsyncs on tmpfs (tests/conftest.py turns it off elsewhere).
@@ -162,3 +163,61 @@ def test_a_writer_never_closed_releases_its_descriptors_when_collected(
     del writer
     gc.collect()
     assert _open_descriptors() == before
+
+
+def test_where_names_can_be_exchanged_the_spare_keeps_one_name_and_nothing_is_linked(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """persist/exchange.py: once the target is the writer's own, each write swaps the spare's
+    and the target's names in one call (no ``link``, no new temp name), and the spare's name
+    then holds the document before."""
+    if not exchange.rename_exchange_available(directory):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    target = directory / "checkpoint.json"
+    writer = RecyclingWriter(target)
+    writer.write(b'{"n": 0}\n')
+    links: list[object] = []
+    real_link = os.link
+
+    def link(*args: Any, **kwargs: Any) -> None:
+        links.append(args)
+        real_link(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    names = set()
+    for n in range(1, 6):
+        writer.write(b'{"n": %d}\n' % n)
+        assert read_json(target) == {"n": n}
+        (spare,) = (name for name in os.listdir(directory) if is_temp_file_name(name))
+        assert read_json(directory / spare) == {"n": n - 1}
+        names.add(spare)
+    assert links == [] and len(names) == 1
+    writer.close()
+    assert os.listdir(directory) == ["checkpoint.json"]
+
+
+@pytest.mark.parametrize("exchanges", [True, False], ids=["exchange", "link-and-rename"])
+def test_both_ways_recycle_the_two_inodes_and_leave_the_same_documents(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, exchanges: bool
+) -> None:
+    """Where names cannot be exchanged (``rename_exchange`` says so: an old kernel, a
+    filesystem that refuses it) the writer keeps to ``link`` + ``rename``, with the same
+    documents, the same two inodes in turn, and one spare at a time."""
+    if not exchanges:
+        monkeypatch.setattr(exchange, "rename_exchange", lambda first, second: False)
+    elif not exchange.rename_exchange_available(directory):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    target = directory / "checkpoint.json"
+    writer = RecyclingWriter(target)
+    inodes = []
+    for n in range(6):
+        writer.write(b'{"n": %d, "pad": "%s"}\n' % (n, b"x" * (50 - 7 * n)))
+        assert read_json(target)["n"] == n
+        inodes.append(target.stat().st_ino)
+        assert len([name for name in os.listdir(directory) if is_temp_file_name(name)]) == (
+            1 if n else 0
+        )
+    assert inodes[0::2] == [inodes[0]] * 3 and inodes[1::2] == [inodes[1]] * 3
+    assert inodes[0] != inodes[1]
+    writer.close()
+    assert os.listdir(directory) == ["checkpoint.json"]

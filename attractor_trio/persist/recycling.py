@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Final, final
 
-from . import noop_fsync
+from . import exchange, noop_fsync
 from .atomic import StrPath, remove_quietly, temp_name, write_all, write_all_at
 from .commit import DirectorySyncs
 from .descriptors import open_fd
@@ -97,6 +97,9 @@ class RecyclingWriter:
         self._spare_size: int | None = None
         self._target_size: int | None = None
         self._writing: tuple[str, int, bytes] | None = None
+        #: Whether the spare and the target can swap names in one call (``exchange.py``);
+        #: ``None`` until asked, ``False`` after a "not here": ``link`` + ``rename`` then.
+        self._exchanges: bool | None = None
 
     def write(self, data: bytes) -> None:
         spare, fd = self._spare, self._fds.spare
@@ -123,10 +126,19 @@ class RecyclingWriter:
         inode becomes the next spare; the run directory's fsync is owed to the same wait.
 
         No :func:`~.pending.flush_all` of its own: :meth:`DirectorySyncs.commit_before`, its
-        only caller, flushed the held events just before, and nothing in between emits."""
+        only caller, flushed the held events just before, and nothing in between emits.
+        Once the target is ours, the two swap names (:meth:`_exchanged`)."""
         assert self._writing is not None
         spare, fd, data = self._writing
         directory = None if self._noop else self._directory_descriptor()
+        fds = self._fds
+        if fds.target is not None and self._exchanged(spare):
+            fds.target, fds.spare = fd, fds.target  # the spare's name: the displaced document
+            self._spare_size, self._target_size = self._target_size, len(data)
+            if directory is not None:
+                self.owed.defer(self._directory, directory)
+            self._writing = None
+            return
         keep = self._keep_current()
         try:
             try:
@@ -151,6 +163,21 @@ class RecyclingWriter:
         if directory is not None:
             self.owed.defer(self._directory, directory)
         self._writing = None
+
+    def _exchanged(self, spare: str) -> bool:
+        """Swap the spare's and the target's names in one call: the target names the new
+        document, the spare's name the displaced one — what :meth:`_keep_current`'s link and
+        the rename achieve in two calls and a new temp name. ``False`` (nothing changed) where
+        that cannot be done, or when either name was removed behind our back: the recipe
+        notices which and copes."""
+        if self._exchanges is False:
+            return False
+        try:
+            done = exchange.rename_exchange(spare, self._target)
+        except FileNotFoundError:
+            return False
+        self._exchanges = done
+        return done
 
     def _replace_from_fresh_temp(self, data: bytes) -> int:
         """The spare's name was removed behind our back, and its inode (open as
