@@ -260,8 +260,8 @@ class ProgressWriter:
                 **fields,
             }
             line = f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}{tail}\n'.encode()
-            redactor = redaction.current()
-            if redactor and redactor.found_in_bytes(line):
+            redactor = redaction.active  # None: nothing to redact (one read, no call)
+            if redactor is not None and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
