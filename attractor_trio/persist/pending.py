@@ -21,9 +21,18 @@ once (nobody would flush it while trio sleeps in ``epoll``).
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Final, Protocol
 
-__all__ = ["Flushable", "buffering_here", "buffering_off", "buffering_on", "flush_all", "mark"]
+__all__ = [
+    "Flushable",
+    "buffering_here",
+    "buffering_off",
+    "buffering_on",
+    "buffering_threads",
+    "flush_all",
+    "mark",
+]
 
 
 class Flushable(Protocol):
@@ -33,8 +42,11 @@ class Flushable(Protocol):
 #: Writers holding lines not yet written. Added to and removed from under the writer's lock,
 #: read (copied) from any thread: one C call under the GIL each.
 _dirty: set[Flushable] = set()
-#: Threads whose appends buffer, with how many runs (nested ones) asked for it.
+#: Threads whose appends buffer, with how many runs (nested ones) asked for it. Changed in
+#: place only, never rebound: ``progress.py`` tests it inline per event as
+#: :data:`buffering_threads` (a call to :func:`buffering_here` was two per event).
 _buffering: dict[int, int] = {}
+buffering_threads: Final[Mapping[int, int]] = _buffering
 
 
 def buffering_here() -> bool:

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -39,10 +40,11 @@ from .atomic import (
     StrPath,
     json_chunk_encoder,
     json_encoder,
-    utc_timestamp,
+    utc_timestamp_of_millis,
     write_all,
 )
 from .descriptors import open_fd
+from .pending import buffering_threads
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -64,6 +66,8 @@ _encode_event: Final = json_encoder(separators=(", ", ": "))
 #: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
 _encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
 _encode_str: Final = encode_str
+_time_ns: Final = time.time_ns
+_get_ident: Final = threading.get_ident
 #: Event names are few; their JSON text is kept rather than encoded per event.
 _EVENT_NAMES: dict[str, str] = {}
 
@@ -120,6 +124,10 @@ class ProgressWriter:
         self._pending: list[bytes] = []
         #: The last line :meth:`emit` wrote (for :meth:`forward` into another writer).
         self.last_line = b""
+        #: The millisecond of the last event's ``ts`` and its text: the events of a stage
+        #: mostly fall within one, and the text depends on nothing else.
+        self._ts_millis = -1
+        self._ts_text = ""
 
     @classmethod
     def resume(cls, path: StrPath, run_id: str) -> ProgressWriter:
@@ -250,7 +258,11 @@ class ProgressWriter:
             if self._closed:
                 raise ValueError(f"progress writer for {self.path} is closed")
             seq = self._next_seq
-            ts = utc_timestamp()
+            millis = _time_ns() // 1_000_000
+            if millis != self._ts_millis:
+                self._ts_text = utc_timestamp_of_millis(millis)
+                self._ts_millis = millis
+            ts = self._ts_text
             envelope: dict[str, Any] = {
                 "seq": seq,
                 "ts": ts,
@@ -266,7 +278,13 @@ class ProgressWriter:
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
                 line = (_encode_event(envelope) + "\n").encode()
-            self._put(line)
+            if buffering_threads and _get_ident() in buffering_threads:
+                held = self._pending  # :meth:`_put`'s first case, inline: the usual one
+                if not held:
+                    pending.mark(self, True)
+                held.append(line)
+            else:
+                self._put(line)
             self._next_seq = seq + 1
             self.last_line = line
             return envelope
