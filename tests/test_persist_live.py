@@ -163,3 +163,20 @@ def test_followed_active_attempts_are_written_byte_for_byte_as_dumps_json_lays_t
     writer.update(state="success")
     written_as_dumps_json()
     assert _on_disk(tmp_path)["active_attempts"] == []
+
+
+def test_a_noted_line_is_last_event_until_a_later_update_replaces_it(tmp_path: Path) -> None:
+    """The hub notes each event's line; it is parsed only when a snapshot is taken/written."""
+    clock = FakeClock()
+    writer = _writer(tmp_path, clock)
+    line = b'{"seq": 3, "ts": "t", "event": "stage_started", "x": [1, 2.5]}\n'
+    assert writer.note_line(line, "a") is True  # the first write is never throttled
+    assert _on_disk(tmp_path)["last_event"] == json.loads(line)
+    assert writer.note_line(line.replace(b"3", b"4"), None) is False
+    assert writer.snapshot()["last_event"]["seq"] == 4 and writer.pending
+    writer.update(last_event={"seq": 5})
+    writer.note_line(line.replace(b"3", b"6"))
+    writer.update(last_event={"seq": 7})
+    assert writer.flush() is True
+    assert _on_disk(tmp_path)["last_event"] == {"seq": 7}
+    assert _on_disk(tmp_path)["current_node"] == "a"

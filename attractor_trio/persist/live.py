@@ -14,6 +14,7 @@ each. Throttling rules:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +72,8 @@ class LiveWriter:
         #: The followed attempts' JSON text as laid out in the document, by ``id`` of the
         #: entry (which is kept beside it, so the ``id`` cannot be reused while cached).
         self._entry_texts: dict[int, tuple[Mapping[str, Any], str]] = {}
+        #: The run log's line of the last event noted, not yet parsed into ``last_event``.
+        self._last_line: bytes | None = None
 
     def follow_active_attempts(self, source: Mapping[str, Mapping[str, Any]]) -> None:
         """Take ``active_attempts`` from ``source``'s values whenever a snapshot is taken or
@@ -110,20 +113,24 @@ class LiveWriter:
                 "last_event": None if last_event is None else dict(last_event),
             }
             self._snapshot.update({k: v for k, v in changes.items() if v is not None})
+            if last_event is not None:
+                self._last_line = None  # a line noted before is older than this
             self._pending = True
             if state_changed or self._throttle_allows():
                 self._write()
                 return True
             return False
 
-    def note_event(self, envelope: Mapping[str, Any], current_node: str | None = None) -> bool:
-        """``update(last_event=envelope, current_node=current_node)``, the hub's call for every
-        event: the same merge and throttle, without the general method's bookkeeping."""
+    def note_line(self, line: bytes, current_node: str | None = None) -> bool:
+        """``update(last_event=json.loads(line), current_node=current_node)``, the hub's call
+        for every event: ``line`` is the run log's line of the event (the envelope as
+        written, redacted if it had to be). It is kept as it is and parsed only when a
+        snapshot is taken or written (:meth:`_take_line`): four times a second at most,
+        where a copy of the envelope per event cost more than the rest of this method."""
         with self._lock:
-            snapshot = self._snapshot
-            snapshot["last_event"] = dict(envelope)
+            self._last_line = line
             if current_node is not None:
-                snapshot["current_node"] = current_node
+                self._snapshot["current_node"] = current_node
             self._pending = True
             last = self._last_write  # :meth:`_throttle_allows`, inline: this runs per event
             if last is None or self._clock() - last >= self.min_interval:
@@ -144,7 +151,15 @@ class LiveWriter:
         with self._lock:
             return self._current()
 
+    def _take_line(self) -> None:
+        """Parse the line :meth:`note_line` kept into ``last_event`` (once). Under the lock."""
+        line = self._last_line
+        if line is not None:
+            self._snapshot["last_event"] = json.loads(line)
+            self._last_line = None
+
     def _current(self) -> dict[str, Any]:
+        self._take_line()
         current = dict(self._snapshot)
         if self._active_source is not None:
             # list() first: one C-level copy, so a mutation elsewhere cannot interleave.
@@ -166,6 +181,7 @@ class LiveWriter:
         thousand of them on every write (four a second) was 3 % of the trio thread's time in
         a 1,000-branch fan-out, and grew with the width (issue #22). Each followed attempt is
         encoded once, when it is first written, and spliced into the rest of the document."""
+        self._take_line()
         if self._active_source is None:
             return dumps_json({**self._snapshot, "updated_at": self._now()})
         entries = list(self._active_source.values())  # one C-level copy, as in _current

@@ -122,7 +122,8 @@ class ProgressWriter:
         self._closed = False
         #: Lines emitted but not yet written (``pending.py``), oldest first.
         self._pending: list[bytes] = []
-        #: The last line :meth:`emit` wrote (for :meth:`forward` into another writer).
+        #: The last line written (for :meth:`forward` into another writer, and for
+        #: ``live.json``: ``events.py``).
         self.last_line = b""
         #: The millisecond of the last event's ``ts`` and its text: the events of a stage
         #: mostly fall within one, and the text depends on nothing else.
@@ -298,8 +299,10 @@ class ProgressWriter:
             head, comma, rest = line.partition(b",")
             if not (head.startswith(b'{"seq": ') and comma):
                 raise ValueError(f"not an event line of this format: {line[:80]!r}")
-            self._put(b'{"seq": %d,' % seq + rest)
+            line = b'{"seq": %d,' % seq + rest
+            self._put(line)
             self._next_seq += 1
+            self.last_line = line
             return copy
 
     def _put(self, line: bytes) -> None:
