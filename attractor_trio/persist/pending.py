@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 __all__ = [
     "Flushable",
@@ -30,6 +30,7 @@ __all__ = [
     "buffering_off",
     "buffering_on",
     "buffering_threads",
+    "dirty_writers",
     "flush_all",
     "mark",
 ]
@@ -40,8 +41,11 @@ class Flushable(Protocol):
 
 
 #: Writers holding lines not yet written. Added to and removed from under the writer's lock,
-#: read (copied) from any thread: one C call under the GIL each.
+#: read (copied) from any thread: one C call under the GIL each. ``progress.py`` adds and
+#: discards inline, as :data:`dirty_writers` (the same set, never rebound), where a call to
+#: :func:`mark` was one per batch each way.
 _dirty: set[Flushable] = set()
+dirty_writers: Final[set[Any]] = _dirty
 #: Threads whose appends buffer, with how many runs (nested ones) asked for it. Changed in
 #: place only, never rebound: ``progress.py`` tests it inline per event as
 #: :data:`buffering_threads` (a call to :func:`buffering_here` was two per event).

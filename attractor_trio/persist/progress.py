@@ -44,7 +44,7 @@ from .atomic import (
     write_all,
 )
 from .descriptors import open_fd
-from .pending import buffering_threads
+from .pending import buffering_threads, dirty_writers
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -176,7 +176,11 @@ class ProgressWriter:
         """Write the held lines to the OS (one ``write(2)``); see ``pending.py``. A failed
         write is cut back off the file and raises; its lines stay held for the next try."""
         with self._lock:
-            self._write_pending()
+            held = self._pending  # :meth:`_write_pending`, inline: a flush point per stage
+            if held:
+                self._write_line(held[0] if len(held) == 1 else b"".join(held))
+                held.clear()
+                dirty_writers.discard(self)
 
     def release(self) -> None:
         """Give the descriptor back but stay open for events: the next one reopens the file
@@ -282,7 +286,7 @@ class ProgressWriter:
             if buffering_threads and _get_ident() in buffering_threads:
                 held = self._pending  # :meth:`_put`'s first case, inline: the usual one
                 if not held:
-                    pending.mark(self, True)
+                    dirty_writers.add(self)  # pending.mark(self, True), inline
                 held.append(line)
             else:
                 self._put(line)
