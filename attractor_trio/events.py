@@ -77,6 +77,7 @@ class EventHub:
         self.closed = False
         self._active: dict[str, dict[str, Any]] = {}
         live.follow_active_attempts(self._active)  # read at write time, never copied per event
+        live.follow_log(writer)  # its last line is live.json's last_event, parsed when written
         self._branches: dict[str, ProgressWriter] = {}
         self._open_branch_logs: OrderedDict[str, ProgressWriter] = OrderedDict()
         #: How many branch logs stay open (``None``: :func:`branch_log_budget`, taken now,
@@ -99,8 +100,9 @@ class EventHub:
         One call layer for the main line (the engine's ``emit`` is this method): a stage
         emits seven events, and every layer and helper between the caller and the log cost
         a noticeable part of each. For the same reason the live-state bookkeeping is inline
-        here, and ``live.json`` is handed the line written rather than a copy of the envelope
-        (:meth:`~.persist.live.LiveWriter.note_line`)."""
+        here: ``live.json`` follows the run log's last line
+        (:meth:`~.persist.live.LiveWriter.follow_log`), and is written when its throttle
+        allows, tested here rather than by a call per event."""
         if self.closed:
             raise RuntimeError(f"event {event!r} emitted after the terminal event")
         writer = self.writer
@@ -110,8 +112,11 @@ class EventHub:
             envelope = writer.append(event, branch, fields)
         if event in _ATTEMPT_EVENTS:
             self._track_attempt(event, envelope)
-        current = envelope.get("node_id") if event == "stage_started" and not branch else None
-        self.live.note_line(writer.last_line, current or None)
+        live = self.live
+        if event == "stage_started" and not branch and envelope.get("node_id"):
+            live.note_current(envelope["node_id"])
+        if live.clock() - live.written_at >= live.min_interval:  # live.due(), inline
+            live.flush()  # the event is the writer's last line: live.json is behind
         if self.sinks:
             for sink in list(self.sinks):
                 try:
