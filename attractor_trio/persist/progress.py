@@ -253,10 +253,8 @@ class ProgressWriter:
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
         if fields:
-            tail = (
-                f'"event": {name}, "branch": {branch_text}, '
-                + "".join(_encode_fields(fields, 0))[1:]
-            )
+            encoded = "".join(_encode_fields(fields, 0))
+            tail = f'"event": {name}, "branch": {branch_text}, {encoded[1:]}'
         else:
             tail = f'"event": {name}, "branch": {branch_text}}}'
         with self._lock:
