@@ -77,6 +77,7 @@ class EventHub:
         self.closed = False
         self._active: dict[str, dict[str, Any]] = {}
         live.follow_active_attempts(self._active)  # read at write time, never copied per event
+        live.follow_log(writer)  # its last line is live.json's last_event, parsed when written
         self._branches: dict[str, ProgressWriter] = {}
         self._open_branch_logs: OrderedDict[str, ProgressWriter] = OrderedDict()
         #: How many branch logs stay open (``None``: :func:`branch_log_budget`, taken now,
@@ -89,23 +90,33 @@ class EventHub:
     def run_id(self) -> str:
         return self.writer.run_id
 
-    def emit(self, event: str, branch: str = "", **fields: Any) -> dict[str, Any]:
-        return self.emit_fields(event, branch, fields)
+    def emit(self, event: str, branch: str = "", /, **fields: Any) -> dict[str, Any]:
+        """Write ``event`` (its ``fields`` beside the envelope) to the run's log, and to
+        ``branch``'s own when it has one; note it for ``live.json``; hand the envelope as
+        written to every sink, and return it. ``event`` and ``branch`` are positional only,
+        so a field of either name reaches the writer, which refuses it (``ValueError``)
+        whichever way the event came: :meth:`emit_fields` and :meth:`bind` pass here.
 
-    def emit_fields(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`emit` with the fields as one dict: every stage emits several events, and
-        unpacking and repacking ``**fields`` at each layer cost more than writing the line.
-        For the same reason the live-state bookkeeping is inline here, not a call per step."""
+        One call layer for the main line (the engine's ``emit`` is this method): a stage
+        emits seven events, and every layer and helper between the caller and the log cost
+        a noticeable part of each. For the same reason the live-state bookkeeping is inline
+        here: ``live.json`` follows the run log's last line
+        (:meth:`~.persist.live.LiveWriter.follow_log`), and is written when its throttle
+        allows, tested here rather than by a call per event."""
         if self.closed:
             raise RuntimeError(f"event {event!r} emitted after the terminal event")
+        writer = self.writer
         if branch:
             envelope = self._emit_in_branch(event, branch, fields)
         else:
-            envelope = self.writer.append(event, branch, fields)
+            envelope = writer.append(event, branch, fields)
         if event in _ATTEMPT_EVENTS:
             self._track_attempt(event, envelope)
-        current = envelope.get("node_id") if event == "stage_started" and not branch else None
-        self.live.note_event(envelope, current or None)
+        live = self.live
+        if event == "stage_started" and not branch and envelope.get("node_id"):
+            live.note_current(envelope["node_id"])
+        if live.clock() - live.written_at >= live.min_interval:  # live.due(), inline
+            live.flush()  # the event is the writer's last line: live.json is behind
         if self.sinks:
             for sink in list(self.sinks):
                 try:
@@ -115,6 +126,10 @@ class EventHub:
         if event in TERMINAL_EVENTS:
             self.closed = True
         return envelope
+
+    def emit_fields(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`emit` with the fields as one dict."""
+        return self.emit(event, branch, **fields)
 
     def _emit_in_branch(self, event: str, branch: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Write to ``branch``'s own log when it has one (numbered from 1), and forward the
@@ -200,10 +215,10 @@ class EventHub:
     def bind(self, branch: str) -> Callable[..., dict[str, Any]]:
         """An ``emit`` whose events carry ``branch``."""
 
-        emit_fields = self.emit_fields
+        hub_emit = self.emit
 
         def emit(event: str, **fields: Any) -> dict[str, Any]:
-            return emit_fields(event, branch, fields)
+            return hub_emit(event, branch, **fields)
 
         return emit
 

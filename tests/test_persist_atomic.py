@@ -27,6 +27,7 @@ from attractor_trio.persist.atomic import (
     json_encoder,
     read_json,
     utc_timestamp,
+    utc_timestamp_of_millis,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -221,6 +222,20 @@ def test_utc_timestamp_has_milliseconds_and_z() -> None:
         "2025-01-31T12:00:00.000Z"
     )
     assert utc_timestamp(datetime(2025, 1, 31, 12, 0, 0)) == "2025-01-31T12:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2025, 1, 31, 12, 0, 5, 123999, tzinfo=UTC),
+        datetime(2025, 1, 31, 12, 0, 5, 0, tzinfo=UTC),
+        datetime(2025, 1, 31, 12, 0, 5, 999000, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 7000, tzinfo=UTC),
+    ],
+)
+def test_utc_timestamp_of_millis_is_the_text_of_that_millisecond(moment: datetime) -> None:
+    millis = int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+    assert utc_timestamp_of_millis(millis) == utc_timestamp(moment)
 
 
 def test_cleanup_removes_only_our_temp_files(tmp_path: Path) -> None:

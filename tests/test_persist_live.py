@@ -163,3 +163,35 @@ def test_followed_active_attempts_are_written_byte_for_byte_as_dumps_json_lays_t
     writer.update(state="success")
     written_as_dumps_json()
     assert _on_disk(tmp_path)["active_attempts"] == []
+
+
+class _Log:
+    last_line = b""
+
+
+def test_the_followed_log_s_last_line_is_last_event_until_an_update_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """The hub's writer is followed: its new last line is a pending change, parsed only when
+    a snapshot is taken or written; an explicit ``last_event`` wins over lines before it."""
+    clock = FakeClock()
+    writer, log = _writer(tmp_path, clock), _Log()
+    writer.follow_log(log)
+    assert writer.flush() is True  # the first snapshot, no event yet
+    assert _on_disk(tmp_path)["last_event"] is None and not writer.pending
+    line = b'{"seq": 3, "ts": "t", "event": "stage_started", "x": [1, 2.5]}\n'
+    log.last_line = line
+    assert writer.pending and writer.snapshot()["last_event"] == json.loads(line)
+    assert writer.pending  # a snapshot is not a write
+    writer.note_current("a")
+    assert not writer.due()  # within the interval
+    clock.now += 0.25
+    assert writer.due() and writer.flush() is True
+    assert _on_disk(tmp_path)["last_event"] == json.loads(line)
+    assert _on_disk(tmp_path)["current_node"] == "a" and not writer.pending
+    log.last_line = line.replace(b"3", b"6")
+    writer.update(last_event={"seq": 7})
+    assert writer.flush() is True
+    assert _on_disk(tmp_path)["last_event"] == {"seq": 7}
+    log.last_line = line.replace(b"3", b"8")
+    assert writer.snapshot()["last_event"]["seq"] == 8

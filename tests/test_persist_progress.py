@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attractor_trio.persist import progress
 from attractor_trio.persist.atomic import CorruptFileError
 from attractor_trio.persist.progress import (
     ProgressWriter,
@@ -374,3 +375,32 @@ def test_each_line_is_json_dumps_of_the_envelope_byte_for_byte(
     assert line == (json.dumps(envelope, ensure_ascii=False) + "\n").encode("utf-8")
     assert path.read_bytes() == line
     assert json.loads(line) == envelope
+
+
+def test_ts_is_the_clock_s_millisecond_for_every_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keeps the last ``ts`` text while the clock stays within its millisecond:
+    events get the same text within one, a new one in the next, across seconds too."""
+    moments = iter(
+        [
+            1_738_324_805_123_456_789,
+            1_738_324_805_123_999_999,
+            1_738_324_805_124_000_000,
+            1_738_324_805_999_000_000,
+            1_738_324_806_000_100_000,
+            1_738_324_806_000_900_000,
+        ]
+    )
+    monkeypatch.setattr(progress, "_time_ns", lambda: next(moments))  # what append reads
+    with ProgressWriter(tmp_path / "progress.ndjson", "r") as writer:
+        stamps = [writer.emit("e")["ts"] for _ in range(6)]
+    assert stamps == [
+        "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.123Z",
+        "2025-01-31T12:00:05.124Z",
+        "2025-01-31T12:00:05.999Z",
+        "2025-01-31T12:00:06.000Z",
+        "2025-01-31T12:00:06.000Z",
+    ]
+    assert [e["ts"] for e in read_progress(tmp_path / "progress.ndjson")] == stamps

@@ -59,6 +59,18 @@ def test_registered_secrets_accumulate_and_reset_forgets_them() -> None:
     assert redaction.current().text("first-secret") == "first-secret"
 
 
+def test_active_is_the_redactor_only_while_it_holds_a_secret() -> None:
+    """The per-event paths read ``redaction.active``: ``None`` means nothing to redact."""
+    redaction.reset()
+    assert redaction.active is None
+    redaction.register_values([""])  # no secret at all: still nothing to do
+    assert redaction.active is None
+    redactor = redaction.register_values(["first-secret"])
+    assert redaction.active is redactor is redaction.current()
+    redaction.reset()
+    assert redaction.active is None
+
+
 def test_without_secrets_everything_is_returned_as_is() -> None:
     empty = Redactor()
     data = b'{"a": "b"}'

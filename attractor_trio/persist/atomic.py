@@ -65,6 +65,7 @@ __all__ = [
     "shape_problem",
     "temp_name",
     "utc_timestamp",
+    "utc_timestamp_of_millis",
     "write_all",
     "write_all_at",
     "write_bytes_atomic",
@@ -119,12 +120,12 @@ def utc_timestamp(now: datetime | None = None) -> str:
         cached_millis, text = _millisecond_text
         if millis == cached_millis:
             return text
-        seconds, millis_part = divmod(millis, 1000)
+        seconds, millis_part = divmod(millis, 1000)  # utc_timestamp_of_millis, inline
         cached_second, prefix = _second_prefix
         if seconds != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
             _second_prefix = (seconds, prefix)
-        text = f"{prefix}{millis_part:03d}Z"
+        text = prefix + _MILLIS_TEXTS[millis_part]
         _millisecond_text = (millis, text)
         return text
     moment = now
@@ -134,6 +135,21 @@ def utc_timestamp(now: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def utc_timestamp_of_millis(millis: int) -> str:
+    """:func:`utc_timestamp` of ``millis`` milliseconds since the epoch, for a caller that
+    read the clock itself and keeps the text while the millisecond lasts (the event log:
+    ``progress.py``). The text up to the second is formatted once per second."""
+    global _second_prefix
+    seconds, millis_part = divmod(millis, 1000)
+    cached_second, prefix = _second_prefix
+    if seconds != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+        _second_prefix = (seconds, prefix)
+    return prefix + _MILLIS_TEXTS[millis_part]
+
+
+#: ``f"{n:03d}Z"`` for every millisecond of a second: an index instead of a format per text.
+_MILLIS_TEXTS: Final = tuple(f"{n:03d}Z" for n in range(1000))
 _second_prefix: tuple[int, str] = (-1, "")
 _millisecond_text: tuple[int, str] = (-1, "")
 

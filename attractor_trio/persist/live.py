@@ -14,11 +14,13 @@ each. Throttling rules:
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from .atomic import (
     StrPath,
@@ -38,11 +40,22 @@ LIVE_STATES: Final = ("starting", "running", "finalizing", "success", "fail", "c
 _EMPTY_ACTIVE: Final = '\n  "active_attempts": []'
 
 
+class _LastLine(Protocol):
+    """What :meth:`LiveWriter.follow_log` reads: a ``ProgressWriter``'s ``last_line``."""
+
+    @property
+    def last_line(self) -> bytes: ...
+
+
 @final
 class LiveWriter:
     """Keeps the latest run snapshot and writes it to ``live.json`` under the throttle rules.
     Thread-safe. ``clock`` (monotonic seconds) and ``now`` (the ``updated_at`` text) are
-    injectable so tests control time."""
+    injectable so tests control time.
+
+    The run's events reach it by :meth:`follow_log`, not by a call per event: the hub tests
+    the throttle itself (:meth:`due`'s test, inline) and calls :meth:`flush` only when it
+    allows a write."""
 
     def __init__(
         self,
@@ -55,7 +68,8 @@ class LiveWriter:
     ) -> None:
         self.path = Path(logs_root) / LIVE_FILE_NAME
         self.min_interval = min_interval
-        self._clock = clock
+        #: Public for the hub's inline throttle test (:meth:`due`), as is ``written_at``.
+        self.clock = clock
         self._now = now
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {
@@ -65,12 +79,17 @@ class LiveWriter:
             "active_attempts": [],
             "last_event": None,
         }
-        self._last_write: float | None = None
+        #: ``clock()`` at the last write (``-inf``: none yet, so the first is never held back).
+        self.written_at = -math.inf
         self._pending = True
         self._active_source: Mapping[str, Mapping[str, Any]] | None = None
         #: The followed attempts' JSON text as laid out in the document, by ``id`` of the
         #: entry (which is kept beside it, so the ``id`` cannot be reused while cached).
         self._entry_texts: dict[int, tuple[Mapping[str, Any], str]] = {}
+        #: The run's log (:meth:`follow_log`), and its line that ``last_event`` holds (or
+        #: that an :meth:`update` with ``last_event`` came after).
+        self._log: _LastLine | None = None
+        self._taken = b""
 
     def follow_active_attempts(self, source: Mapping[str, Mapping[str, Any]]) -> None:
         """Take ``active_attempts`` from ``source``'s values whenever a snapshot is taken or
@@ -87,7 +106,8 @@ class LiveWriter:
     @property
     def pending(self) -> bool:
         """Whether the snapshot has changes that are not on disk yet."""
-        return self._pending
+        log = self._log
+        return self._pending or (log is not None and log.last_line is not self._taken)
 
     def update(
         self,
@@ -110,31 +130,42 @@ class LiveWriter:
                 "last_event": None if last_event is None else dict(last_event),
             }
             self._snapshot.update({k: v for k, v in changes.items() if v is not None})
+            if last_event is not None and self._log is not None:
+                self._taken = self._log.last_line  # the log's line so far is older than this
             self._pending = True
             if state_changed or self._throttle_allows():
                 self._write()
                 return True
             return False
 
-    def note_event(self, envelope: Mapping[str, Any], current_node: str | None = None) -> bool:
-        """``update(last_event=envelope, current_node=current_node)``, the hub's call for every
-        event: the same merge and throttle, without the general method's bookkeeping."""
+    def follow_log(self, log: _LastLine) -> None:
+        """Take ``last_event`` from ``log.last_line`` (the run's log writer: the line it
+        wrote last, the envelope as written, redacted if it had to be) whenever a snapshot
+        is taken or written; a line it has not taken yet is a pending change.
+
+        Why not a call per event that copies the envelope in: a stage emits seven events
+        and ``live.json`` is written four times a second at most; that call, its lock and
+        the copy were a tenth of an event's cost (issue #22). The line is parsed only when
+        it is needed, and an object written once is never changed."""
         with self._lock:
-            snapshot = self._snapshot
-            snapshot["last_event"] = dict(envelope)
-            if current_node is not None:
-                snapshot["current_node"] = current_node
+            self._log = log
+            self._taken = log.last_line
+
+    def note_current(self, node: str) -> None:
+        """Set ``current_node`` (the hub's call when a main-line stage starts), unwritten:
+        the hub's throttle test follows."""
+        with self._lock:
+            self._snapshot["current_node"] = node
             self._pending = True
-            last = self._last_write  # :meth:`_throttle_allows`, inline: this runs per event
-            if last is None or self._clock() - last >= self.min_interval:
-                self._write()
-                return True
-            return False
+
+    def due(self) -> bool:
+        """Whether the throttle allows a write now (the hub tests this inline per event)."""
+        return self.clock() - self.written_at >= self.min_interval
 
     def flush(self) -> bool:
         """Write pending changes now, regardless of the throttle; return whether it wrote."""
         with self._lock:
-            if not self._pending:
+            if not self.pending:
                 return False
             self._write()
             return True
@@ -144,7 +175,18 @@ class LiveWriter:
         with self._lock:
             return self._current()
 
+    def _take_line(self) -> None:
+        """Parse the followed log's new line into ``last_event`` (once). Under the lock."""
+        log = self._log
+        if log is not None:
+            line = log.last_line
+            if line is not self._taken:
+                self._snapshot["last_event"] = json.loads(line)
+                self._taken = line
+                self._pending = True  # taken for a snapshot is not written yet
+
     def _current(self) -> dict[str, Any]:
+        self._take_line()
         current = dict(self._snapshot)
         if self._active_source is not None:
             # list() first: one C-level copy, so a mutation elsewhere cannot interleave.
@@ -152,11 +194,11 @@ class LiveWriter:
         return current
 
     def _throttle_allows(self) -> bool:
-        return self._last_write is None or self._clock() - self._last_write >= self.min_interval
+        return self.clock() - self.written_at >= self.min_interval
 
     def _write(self) -> None:
         write_bytes_atomic(self.path, self._document().encode("utf-8"))
-        self._last_write = self._clock()
+        self.written_at = self.clock()
         self._pending = False
 
     def _document(self) -> str:
@@ -166,6 +208,7 @@ class LiveWriter:
         thousand of them on every write (four a second) was 3 % of the trio thread's time in
         a 1,000-branch fan-out, and grew with the width (issue #22). Each followed attempt is
         encoded once, when it is first written, and spliced into the rest of the document."""
+        self._take_line()
         if self._active_source is None:
             return dumps_json({**self._snapshot, "updated_at": self._now()})
         entries = list(self._active_source.values())  # one C-level copy, as in _current

@@ -21,9 +21,19 @@ once (nobody would flush it while trio sleeps in ``epoll``).
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Final, Protocol
 
-__all__ = ["Flushable", "buffering_here", "buffering_off", "buffering_on", "flush_all", "mark"]
+__all__ = [
+    "Flushable",
+    "buffering_here",
+    "buffering_off",
+    "buffering_on",
+    "buffering_threads",
+    "dirty_writers",
+    "flush_all",
+    "mark",
+]
 
 
 class Flushable(Protocol):
@@ -31,10 +41,16 @@ class Flushable(Protocol):
 
 
 #: Writers holding lines not yet written. Added to and removed from under the writer's lock,
-#: read (copied) from any thread: one C call under the GIL each.
+#: read (copied) from any thread: one C call under the GIL each. ``progress.py`` adds and
+#: discards inline, as :data:`dirty_writers` (the same set, never rebound), where a call to
+#: :func:`mark` was one per batch each way.
 _dirty: set[Flushable] = set()
-#: Threads whose appends buffer, with how many runs (nested ones) asked for it.
+dirty_writers: Final[set[Any]] = _dirty
+#: Threads whose appends buffer, with how many runs (nested ones) asked for it. Changed in
+#: place only, never rebound: ``progress.py`` tests it inline per event as
+#: :data:`buffering_threads` (a call to :func:`buffering_here` was two per event).
 _buffering: dict[int, int] = {}
+buffering_threads: Final[Mapping[int, int]] = _buffering
 
 
 def buffering_here() -> bool:

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -39,10 +40,11 @@ from .atomic import (
     StrPath,
     json_chunk_encoder,
     json_encoder,
-    utc_timestamp,
+    utc_timestamp_of_millis,
     write_all,
 )
 from .descriptors import open_fd
+from .pending import buffering_threads, dirty_writers
 
 __all__ = [
     "ENVELOPE_KEYS",
@@ -64,6 +66,8 @@ _encode_event: Final = json_encoder(separators=(", ", ": "))
 #: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
 _encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
 _encode_str: Final = encode_str
+_time_ns: Final = time.time_ns
+_get_ident: Final = threading.get_ident
 #: Event names are few; their JSON text is kept rather than encoded per event.
 _EVENT_NAMES: dict[str, str] = {}
 
@@ -118,8 +122,13 @@ class ProgressWriter:
         self._closed = False
         #: Lines emitted but not yet written (``pending.py``), oldest first.
         self._pending: list[bytes] = []
-        #: The last line :meth:`emit` wrote (for :meth:`forward` into another writer).
+        #: The last line written (for :meth:`forward` into another writer, and for
+        #: ``live.json``: ``events.py``).
         self.last_line = b""
+        #: The millisecond of the last event's ``ts`` and its text: the events of a stage
+        #: mostly fall within one, and the text depends on nothing else.
+        self._ts_millis = -1
+        self._ts_text = ""
 
     @classmethod
     def resume(cls, path: StrPath, run_id: str) -> ProgressWriter:
@@ -167,7 +176,11 @@ class ProgressWriter:
         """Write the held lines to the OS (one ``write(2)``); see ``pending.py``. A failed
         write is cut back off the file and raises; its lines stay held for the next try."""
         with self._lock:
-            self._write_pending()
+            held = self._pending  # :meth:`_write_pending`, inline: a flush point per stage
+            if held:
+                self._write_line(held[0] if len(held) == 1 else b"".join(held))
+                held.clear()
+                dirty_writers.discard(self)
 
     def release(self) -> None:
         """Give the descriptor back but stay open for events: the next one reopens the file
@@ -240,17 +253,19 @@ class ProgressWriter:
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
         if fields:
-            tail = (
-                f'"event": {name}, "branch": {branch_text}, '
-                + "".join(_encode_fields(fields, 0))[1:]
-            )
+            encoded = "".join(_encode_fields(fields, 0))
+            tail = f'"event": {name}, "branch": {branch_text}, {encoded[1:]}'
         else:
             tail = f'"event": {name}, "branch": {branch_text}}}'
         with self._lock:
             if self._closed:
                 raise ValueError(f"progress writer for {self.path} is closed")
             seq = self._next_seq
-            ts = utc_timestamp()
+            millis = _time_ns() // 1_000_000
+            if millis != self._ts_millis:
+                self._ts_text = utc_timestamp_of_millis(millis)
+                self._ts_millis = millis
+            ts = self._ts_text
             envelope: dict[str, Any] = {
                 "seq": seq,
                 "ts": ts,
@@ -260,13 +275,19 @@ class ProgressWriter:
                 **fields,
             }
             line = f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}{tail}\n'.encode()
-            redactor = redaction.current()
-            if redactor and redactor.found_in_bytes(line):
+            redactor = redaction.active  # None: nothing to redact (one read, no call)
+            if redactor is not None and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
                 # is the one written, and the line stays valid JSON (contract.md §10).
                 envelope = redactor.value(envelope)
                 line = (_encode_event(envelope) + "\n").encode()
-            self._put(line)
+            if buffering_threads and _get_ident() in buffering_threads:
+                held = self._pending  # :meth:`_put`'s first case, inline: the usual one
+                if not held:
+                    dirty_writers.add(self)  # pending.mark(self, True), inline
+                held.append(line)
+            else:
+                self._put(line)
             self._next_seq = seq + 1
             self.last_line = line
             return envelope
@@ -280,8 +301,10 @@ class ProgressWriter:
             head, comma, rest = line.partition(b",")
             if not (head.startswith(b'{"seq": ') and comma):
                 raise ValueError(f"not an event line of this format: {line[:80]!r}")
-            self._put(b'{"seq": %d,' % seq + rest)
+            line = b'{"seq": %d,' % seq + rest
+            self._put(line)
             self._next_seq += 1
+            self.last_line = line
             return copy
 
     def _put(self, line: bytes) -> None:
