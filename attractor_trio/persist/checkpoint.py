@@ -172,7 +172,7 @@ class CheckpointEncoder:
         # One list of UTF-8 pieces, joined once: the per-node collections arrive as their
         # encoders' cached chunks, so nothing but that one join grows with the run. The
         # collections' brackets are in the constant pieces around them.
-        redact = redaction.current()
+        active = redaction.active  # ``None`` while no secret is registered: nothing to redact
         out = [
             b'{"timestamp":',
             # (the engine's own timestamp is digits, "-", ":", "T", "." and "Z": no escaping)
@@ -186,14 +186,14 @@ class CheckpointEncoder:
         self._retries.encode_entries(node_retries, out)
         out.append(b'},"context":')
         if isinstance(context_json, str):
-            out.append(redact.json_text(context_json).encode())
-        elif redact:
-            out.append(redact.json_text(b"".join(context_json).decode()).encode())
+            out.append((active.json_text(context_json) if active else context_json).encode())
+        elif active is not None:
+            out.append(active.json_text(b"".join(context_json).decode()).encode())
         else:
             out += context_json  # (:meth:`Context.snapshot_pieces`: copied once, by the join)
         out += (
             b',"logs":',
-            _utf8(dumps_compact(redact.value(list(logs)))) if logs else b"[]",
+            _utf8(dumps_compact(redaction.current().value(list(logs)))) if logs else b"[]",
             b',"run_id":',
             encode_basestring(run_id).encode(),
             b',"node_outcomes":{',
@@ -204,7 +204,11 @@ class CheckpointEncoder:
         out += (
             b'},"failure_signatures":',
             # Usually empty: no copy, no redaction pass, no encoder call for those.
-            _object_json(redact.value(dict(failure_signatures))) if failure_signatures else b"{}",
+            (
+                _object_json(redaction.current().value(dict(failure_signatures)))
+                if failure_signatures
+                else b"{}"
+            ),
             b',"extra":{"restart_count":',
             # (an int's JSON is its decimal text: no encoder call for it, every checkpoint)
             b"%d" % restart_count

@@ -362,8 +362,8 @@ class ObjectEncoder:
             return f"{encode_basestring(key)}:{value}"
         text = dumps_compact({key: value})[1:-1]
         if self._redact:
-            secrets = redaction.current()
-            if secrets and secrets.found_in_text(text):
+            secrets = redaction.active  # (``None`` while no secret is registered)
+            if secrets is not None and secrets.found_in_text(text):
                 text = dumps_compact(secrets.value({key: value}))[1:-1]
         return text
 
