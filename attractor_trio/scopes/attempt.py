@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, TypeAlias, cast
 
 import trio
 from attrs import define, field, frozen
@@ -52,7 +52,6 @@ from ..persist.atomic import (
 )
 from ..persist.attempt_marker import ATTEMPT_MARKER, encode_attempt_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
-from ..persist.paths import child
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .heartbeats import Heartbeats
@@ -63,10 +62,12 @@ from .retention import (
     last_attempt_in,
     prune_archives,
 )
+from .stage_plan import StagePlan as _StagePlan
 
 __all__ = ["StageExecutor"]
 
 Emit = Callable[..., Any]
+StrPath: TypeAlias = str | os.PathLike[str]
 #: ``_attempt``'s ``listed`` when the caller has not listed the stage dir.
 _UNLISTED: Final = object()
 
@@ -141,7 +142,9 @@ class StageExecutor:
         and the stage root do not change for this executor's lifetime)."""
         plan = self._plans.get(node.id)
         if plan is None or plan.node is not node:
-            plan = self._plans[node.id] = _StagePlan.of(node, self)
+            plan = self._plans[node.id] = _StagePlan.of(
+                node, self.registry, self._policy(node), self.stage_root, self.workdir
+            )
         return plan
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
@@ -166,7 +169,7 @@ class StageExecutor:
             names = None
             swept, self.fallbacks_swept = self.fallbacks_swept, False
         else:
-            names = _listing_or_making(stage_dir)
+            names = _listing_or_making(plan.stage_dir_text)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
         adopted = (
             await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
@@ -209,7 +212,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                self._write_final_status(plan.status_path, final)
+                self._write_final_status(plan.status_text, final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -253,7 +256,7 @@ class StageExecutor:
         # One listing answers both questions below; a stage dir that did not exist yet (the
         # usual first visit) has neither archives nor files to move, and was created instead.
         names = (
-            _listing_or_making(stage_dir)
+            _listing_or_making(plan.stage_dir_text)
             if listed is _UNLISTED
             else cast("list[str] | None", listed)
         )
@@ -272,7 +275,7 @@ class StageExecutor:
         # in place (contract.md §2), a later one of the same attempt replaces it.
         fresh = names is None
         if marked:
-            previous = marker.write(stage_dir, finished=False, fresh=fresh)
+            previous = marker.write(plan.stage_dir_text, finished=False, fresh=fresh)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
@@ -298,12 +301,15 @@ class StageExecutor:
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
                 marker.write(
-                    stage_dir, finished=False, interrupted=True, fresh=fresh and not marked
+                    plan.stage_dir_text,
+                    finished=False,
+                    interrupted=True,
+                    fresh=fresh and not marked,
                 )
             raise
         if committed:  # the commit point: a resume adopts this outcome
             previous = marker.write(
-                stage_dir,
+                plan.stage_dir_text,
                 finished=True,
                 outcome=outcome,
                 document=self._outcome_json(outcome),
@@ -490,11 +496,11 @@ class StageExecutor:
         if self.branch:  # many branches finish together: let their fsyncs overlap
             await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(status_path, outcome)
+            self._write_final_status(plan.status_text, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
-    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
+    def _write_final_status(self, path: StrPath, outcome: Outcome) -> None:
         """A stage's outcome on the main line: held for the checkpoint at this stage boundary
         (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
         and renames it just before its own rename, so the status file is still durable before
@@ -628,13 +634,13 @@ async def _call_handler(
     return outcome
 
 
-def _write_status(path: Path, outcome: Outcome) -> None:
+def _write_status(path: StrPath, outcome: Outcome) -> None:
     """``status.json``, durably (the attempt made the stage dir)."""
     document = outcome.to_json()
     try:
         write_json_atomic(path, document)
     except FileNotFoundError:  # the stage dir went away under the handler
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         write_json_atomic(path, document)
 
 
@@ -652,63 +658,6 @@ async def _write_status_durably(path: Path, outcome: Outcome, *, together: bool 
     await write_bytes_durably(
         path, dumps_json(outcome.to_json()).encode("utf-8"), together=together
     )
-
-
-class _StagePlan(NamedTuple):
-    """What every attempt of one node needs and what cannot change during the run: decided
-    once per node instead of per attempt (handler lookups, attribute parsing, path joins
-    were several microseconds each, a few times per attempt). A named tuple: built once per
-    node of the run, where an attrs class's ``__init__`` alone cost a few microseconds."""
-
-    node: Node
-    handler_type: str
-    #: ``None`` when no handler is registered: :meth:`resolved` then raises as the registry does.
-    handler: Any
-    policy: RetryPolicy
-    stage_dir: Path
-    status_path: Path
-    #: ``(stage_dir, status_path)``, for ``AttemptInfo.known_status_path``.
-    known_status_path: tuple[Path, Path]
-    #: The handler can adopt a running orphan: the attempt's start is marked too.
-    marked: bool
-    #: Not a pure handler: the attempt's end is marked (its commit point).
-    committed: bool
-    human: bool
-    timeout: float | None
-    allow_partial: bool
-    resources: str
-
-    @classmethod
-    def of(cls, node: Node, executor: StageExecutor) -> _StagePlan:
-        registry = executor.registry
-        handler_type = registry.resolve_type(node)
-        handler = registry.resolve_type_handler(handler_type)
-        stage_dir = child(executor.stage_root, node.id)
-        status_path = child(stage_dir, "status.json")
-        return cls(
-            node,
-            handler_type,
-            handler,
-            executor._policy(node),
-            stage_dir,
-            status_path,
-            (stage_dir, status_path),
-            handler is not None and hasattr(handler, "adopt"),
-            handler_type not in _PURE_TYPES,
-            handler_type == "wait.human",
-            node.timeout,
-            node.allow_partial,
-            node.get("executor.resources"),
-        )
-
-    def resolved(self, registry: HandlerRegistry) -> Any:
-        """The handler (a missing one raises the registry's ``LookupError``, where it did)."""
-        return self.handler if self.handler is not None else registry.resolve(self.node)
-
-
-#: Handlers without side effects that only pass routing on: re-running one after a crash is
-#: harmless, so they skip the finished marker (a file operation per stage).
-_PURE_TYPES = frozenset({"start", "exit", "conditional"})
 
 
 @frozen
@@ -737,7 +686,7 @@ class _Marker:
 
     def write(
         self,
-        stage_dir: Path,
+        stage_dir: StrPath,
         *,
         finished: bool,
         interrupted: bool = False,
@@ -764,7 +713,7 @@ class _Marker:
         try:
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
         except FileNotFoundError:  # the stage dir went away under the handler
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            os.makedirs(stage_dir, exist_ok=True)
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
         return record
 
@@ -780,7 +729,7 @@ def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
         return None
 
 
-def _listing_or_making(stage_dir: Path) -> list[str] | None:
+def _listing_or_making(stage_dir: StrPath) -> list[str] | None:
     """The names in ``stage_dir``; ``None`` when it did not exist, and has now been made.
 
     ``mkdir`` first: on a first visit (the usual case) that one call both answers "is there
@@ -796,7 +745,7 @@ def _listing_or_making(stage_dir: Path) -> list[str] | None:
     except FileExistsError:
         return os.listdir(stage_dir)
     except FileNotFoundError:  # the stage root is gone (removed under the run): make it all
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(stage_dir, exist_ok=True)
         return []
     return None
 
