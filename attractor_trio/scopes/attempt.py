@@ -28,7 +28,8 @@ from ..backends.executors.base import (
     ExecutorFailure,
     StageContext,
     defers_start,
-    use_stage_context,
+    reset_stage_context,
+    set_stage_context,
 )
 from ..context import Context
 from ..core.failures import effective_class
@@ -398,7 +399,7 @@ class StageExecutor:
             return None  # died mid-attempt: the attempt runs anew
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
 
-        async def adopt(node: Node, info: AttemptInfo) -> Outcome | None:
+        async def adopt(node: Node, info: AttemptInfo, _plan: _StagePlan) -> Outcome | None:
             result: Outcome | None = await handler.adopt(node, self.context, self.graph, info)
             return result
 
@@ -534,10 +535,11 @@ class StageExecutor:
             **extra,
         )
 
-    def _execute_handler(self, node: Node, info: AttemptInfo) -> Coroutine[Any, Any, Outcome]:
+    def _execute_handler(
+        self, node: Node, info: AttemptInfo, plan: _StagePlan
+    ) -> Coroutine[Any, Any, Outcome]:
         """The handler call as a coroutine for :meth:`_run_handler` to await: returned, not
         awaited here, so the attempt's chain of frames is one shorter."""
-        plan = self._plan(node)
         handler = plan.resolved(self.registry)
         return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
@@ -561,11 +563,11 @@ class StageExecutor:
             if timeout is None:
                 # Nothing to bound: a scope would change nothing; outer cancellation arrives
                 # either way.
-                outcome: Outcome = await call(node, info)
+                outcome: Outcome = await call(node, info, plan)
                 await redeliver_cancellation()
                 return outcome
             with trio.move_on_after(timeout):
-                outcome = await call(node, info)
+                outcome = await call(node, info, plan)
                 await redeliver_cancellation()
                 return outcome
         finally:
@@ -615,9 +617,9 @@ async def _call_handler(
             workdir=info.workdir,
         )
 
+    token = set_stage_context(stage)  # ``use_stage_context``, without its object and calls
     try:
-        with use_stage_context(stage):
-            outcome = await handler.execute(node, context, graph, info.logs_root)
+        outcome = await handler.execute(node, context, graph, info.logs_root)
     except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
         return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
     except Exception as exc:
@@ -625,6 +627,8 @@ async def _call_handler(
             StageStatus.FAIL,
             failure_reason=f"handler raised {type(exc).__name__}: {exc}",
         )
+    finally:
+        reset_stage_context(token)
     if not isinstance(outcome, Outcome):
         return Outcome(
             StageStatus.FAIL,
