@@ -17,10 +17,10 @@ import shutil
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 import trio
-from attrs import define, field, frozen
+from attrs import define, field
 
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
@@ -47,12 +47,11 @@ from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
-    dumps_json,
     write_bytes_atomic,
-    write_json_atomic,
 )
-from ..persist.attempt_marker import ATTEMPT_MARKER, encode_attempt_marker, read_attempt_marker
+from ..persist.attempt_marker import ATTEMPT_MARKER, encode_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
+from ..persist.outcome_text import marker_outcome_text, status_text
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .heartbeats import Heartbeats
@@ -120,10 +119,6 @@ class StageExecutor:
     fallbacks_swept: bool = False
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
-    #: The last outcome :meth:`_outcome_json` encoded, and its document.
-    _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
-        default=(None, {}), init=False, repr=False
-    )
     #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give
     #: (``policies=``: a dict the run's executors share, the graph being the same).
     _policies: dict[tuple[str, str | None], RetryPolicy] = field(factory=dict, repr=False)
@@ -313,7 +308,6 @@ class StageExecutor:
                 plan.stage_dir_text,
                 finished=True,
                 outcome=outcome,
-                document=self._outcome_json(outcome),
                 fresh=fresh and not marked,
             )
         return outcome, previous
@@ -510,16 +504,7 @@ class StageExecutor:
         if self.owed is None:
             _write_status(path, outcome)
             return
-        self.owed.hold(path, dumps_json(self._outcome_json(outcome)).encode("utf-8"))
-
-    def _outcome_json(self, outcome: Outcome) -> dict[str, Any]:
-        """``outcome.to_json()``, built once for the status file and the finished marker that
-        follows it (nobody changes the document: both only encode it)."""
-        cached, document = self._last_outcome_json
-        if cached is not outcome:
-            document = outcome.to_json()
-            self._last_outcome_json = (outcome, document)
-        return document
+        self.owed.hold(path, status_text(outcome).encode("utf-8"))
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = {"adopted": True} if adopted else {}
@@ -640,12 +625,12 @@ async def _call_handler(
 
 def _write_status(path: StrPath, outcome: Outcome) -> None:
     """``status.json``, durably (the attempt made the stage dir)."""
-    document = outcome.to_json()
+    data = status_text(outcome).encode("utf-8")
     try:
-        write_json_atomic(path, document)
+        write_bytes_atomic(path, data)
     except FileNotFoundError:  # the stage dir went away under the handler
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_json_atomic(path, document)
+        write_bytes_atomic(path, data)
 
 
 #: The random part of attempt ids: unique enough with the node and number beside it, and
@@ -659,13 +644,10 @@ async def _write_status_durably(path: Path, outcome: Outcome, *, together: bool 
     together with other branches' when several are pending (``aio/offload.py``; not a
     cancelled branch's: ``together=False``); the pool also creates the stage dir if it went
     away."""
-    await write_bytes_durably(
-        path, dumps_json(outcome.to_json()).encode("utf-8"), together=together
-    )
+    await write_bytes_durably(path, status_text(outcome).encode("utf-8"), together=together)
 
 
-@frozen
-class _Marker:
+class _Marker(NamedTuple):
     """``.attempt.json``: which attempt the stage dir's files belong to, and how it ended.
 
     ``finished`` is the attempt's commit point (after its ``status.json``): a resume adopts
@@ -680,6 +662,8 @@ class _Marker:
     in a stage dir the attempt created is created in place (``fresh``, contract.md §2): a
     SIGKILL may leave it empty or short, which ``read_attempt_marker`` reads as absent — and
     absent is what the marker was an instant before, so nothing committed is lost.
+
+    A named tuple: one per attempt, where an attrs class's ``__init__`` cost more.
     """
 
     node_id: str
@@ -695,31 +679,38 @@ class _Marker:
         finished: bool,
         interrupted: bool = False,
         outcome: Outcome | None = None,
-        document: dict[str, Any] | None = None,
         fresh: bool = False,
     ) -> dict[str, Any]:
-        """Write the stage dir's marker (which exists: the attempt created it); the record.
-        A finished marker carries the attempt's ``outcome`` (what a resume adopts). ``fresh``:
-        the attempt made the stage dir and wrote no marker yet (created in place)."""
-        record: dict[str, Any] = {
-            "node_id": self.node_id,
-            "number": self.number,
-            "attempt": self.attempt,
-            "attempt_id": self.attempt_id,
-            "epoch": self.epoch,
-            "finished": finished,
-            "interrupted": interrupted,
-        }
-        if outcome is not None:  # ``document``: its ``to_json()``, when the caller has it
-            record["outcome"] = document if document is not None else outcome.to_json()
-        data = encode_attempt_marker(record)
+        """Write the stage dir's marker (which exists: the attempt created it); the record,
+        without the outcome (its readers ask only for the ``number``). A finished marker
+        carries the attempt's ``outcome`` (what a resume adopts). ``fresh``: the attempt
+        made the stage dir and wrote no marker yet (created in place)."""
+        node_id, number, attempt, attempt_id, epoch = self
+        data = encode_marker(
+            node_id,
+            number,
+            attempt,
+            attempt_id,
+            epoch,
+            finished,
+            interrupted,
+            None if outcome is None else marker_outcome_text(outcome),
+        )
         path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
         except FileNotFoundError:  # the stage dir went away under the handler
             os.makedirs(stage_dir, exist_ok=True)
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
-        return record
+        return {
+            "node_id": node_id,
+            "number": number,
+            "attempt": attempt,
+            "attempt_id": attempt_id,
+            "epoch": epoch,
+            "finished": finished,
+            "interrupted": interrupted,
+        }
 
 
 def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
