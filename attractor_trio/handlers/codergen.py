@@ -30,7 +30,7 @@ from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.transforms import expand_variables
-from ..persist.atomic import write_text_atomic
+from ..persist.atomic import write_bytes_atomic
 from ..persist.status import StatusSources, clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
@@ -108,11 +108,12 @@ def _write_artifact(attempt: AttemptInfo, stage_dir: str, name: str, text: str) 
     there). The path as a string: a ``Path`` join costs more than the write's own Python."""
     path = f"{stage_dir}/{name}"
     fresh = attempt.fresh_stage_dir
+    data = text.encode("utf-8")  # ``write_text_atomic``'s encoding, without its call
     try:
-        write_text_atomic(path, text, durable=False, fresh=fresh)
+        write_bytes_atomic(path, data, durable=False, fresh=fresh)
     except FileNotFoundError:
         os.makedirs(stage_dir, exist_ok=True)
-        write_text_atomic(path, text, durable=False, fresh=fresh)
+        write_bytes_atomic(path, data, durable=False, fresh=fresh)
 
 
 def _failed(reason: str, failure_class: str) -> Outcome:
