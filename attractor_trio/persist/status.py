@@ -199,13 +199,16 @@ class Rejection:
         return {"source": self.source, "path": str(self.path), "reason": self.reason}
 
 
-@frozen
+@frozen(slots=False)
 class IngestionDecision:
     """What ingestion found: the deciding source (or ``none``) and every rejected file.
 
     ``outcome`` is the status that decides the attempt, ``None`` when no valid file was found
     (the exit code decides). ``failed`` marks a rejected canonical file: ``outcome`` is then a
     ``deterministic`` failure carrying the rejection reason.
+
+    Not slotted: one per attempt, read once or twice, and a frozen attrs class fills a slot
+    with a method call each (seven), where it fills ``__dict__`` directly.
     """
 
     node_id: str

@@ -70,6 +70,9 @@ Emit = Callable[..., Any]
 StrPath: TypeAlias = str | os.PathLike[str]
 #: ``_attempt``'s ``listed`` when the caller has not listed the stage dir.
 _UNLISTED: Final = object()
+#: ``stage_attempt_finished``'s extra fields (never changed: only unpacked).
+_ADOPTED: Final = {"adopted": True}
+_NOTHING: Final[dict[str, Any]] = {}
 
 
 @define
@@ -507,7 +510,7 @@ class StageExecutor:
         self.owed.hold(path, status_text(outcome).encode("utf-8"))
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
-        extra = {"adopted": True} if adopted else {}
+        extra = _ADOPTED if adopted else _NOTHING
         info.emit(  # the attempt's emitter: a start still deferred is announced first
             "stage_attempt_finished",
             node_id=info.node_id,
