@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_FIDELITY",
     "FIDELITY_MODES",
     "build_preamble",
+    "preamble_for",
     "resolve_fidelity",
     "resolve_thread_key",
 ]
@@ -119,6 +120,19 @@ def build_preamble(
     normalized = mode.strip().lower()
     if normalized not in FIDELITY_MODES:
         raise ValueError(f"unknown fidelity {mode!r}: expected one of {', '.join(FIDELITY_MODES)}")
+    return preamble_for(normalized, goal, run_id, completed, context, total)
+
+
+def preamble_for(
+    normalized: str,
+    goal: str,
+    run_id: str,
+    completed: Sequence[tuple[str, str, str]],
+    context: Mapping[str, Any],
+    total: int | None,
+) -> str:
+    """:func:`build_preamble` for a mode already normalized and known (the codergen handler
+    has just done both: once per prompt is enough)."""
     if normalized == "full":
         return ""
     lines = [f"Goal: {goal}" if goal else "Goal: (none)", f"Run: {run_id}"]

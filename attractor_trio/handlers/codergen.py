@@ -24,7 +24,7 @@ from ..core.fidelity import (
     COMPLETED_SUMMARY_KEY,
     DEFAULT_FIDELITY,
     FIDELITY_MODES,
-    build_preamble,
+    preamble_for,
 )
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.vocabulary import FailureClass
@@ -147,13 +147,8 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
     if mode == "full" or not completed:
         return prompt
     total = context.get(COMPLETED_COUNT_KEY)
-    preamble = build_preamble(
-        mode,
-        goal=graph.goal,
-        run_id=run_id,
-        completed=completed,
-        context=context,
-        total=total if type(total) is int else None,
+    preamble = preamble_for(  # ``build_preamble``: ``mode`` is normalized and known already
+        mode, graph.goal, run_id, completed, context, total if type(total) is int else None
     )
     if not preamble or preamble.isspace():  # (``isspace``: no stripped copy just to ask)
         return prompt

@@ -117,7 +117,7 @@ class StatusSources(NamedTuple):
     A named tuple: built once per attempt, where a frozen attrs class's ``__init__`` cost
     more than the three paths it holds. ``texts``: the three as strings, for the system
     calls of steps 1 and 2 (a ``Path`` costs two Python calls there each time); ``()``
-    means "use the paths"."""
+    means "use the paths" (``sources.texts or sources[:3]``)."""
 
     canonical: Path
     workdir: Path
@@ -143,10 +143,6 @@ class StatusSources(NamedTuple):
 
     def all(self) -> tuple[tuple[SourceName, Path], ...]:
         return (("canonical", self.canonical), *self.fallbacks())
-
-    def targets(self) -> tuple[StrPath, StrPath, StrPath]:
-        """The three, as the system calls take them (the texts when known)."""
-        return self.texts or (self.canonical, self.workdir, self.workdir_dot)
 
 
 def known_sources(status_path: Path, status_text: str, workdir: Path) -> StatusSources:
@@ -245,7 +241,7 @@ def remove_stale(sources: StatusSources, *, canonical: bool = True) -> None:
     when one cannot be removed (a directory in the way, no permission): the stage must fail
     rather than let an old file decide it.
     """
-    targets = sources.targets()
+    targets = sources.texts or sources[:3]
     _remove_all(targets if canonical else targets[1:])
 
 
@@ -492,7 +488,7 @@ async def ingest_status(
 ) -> IngestionDecision:
     """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
     sources = sources or StatusSources.for_attempt(attempt)
-    if _any_exists(sources.targets()):
+    if _any_exists(sources.texts or sources[:3]):
         decision = await _decide(attempt, sources)
         attempt.emit("status_ingestion_decision", **decision.event_fields())
         return decision
