@@ -211,7 +211,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                self._write_final_status(plan.status_text, final)
+                self._write_final_status(plan.status_path, final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -494,11 +494,11 @@ class StageExecutor:
         if self.branch:  # many branches finish together: let their fsyncs overlap
             await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(plan.status_text, outcome)
+            self._write_final_status(plan.status_path, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
-    def _write_final_status(self, path: StrPath, outcome: Outcome) -> None:
+    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
         """A stage's outcome on the main line: held for the checkpoint at this stage boundary
         (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
         and renames it just before its own rename, so the status file is still durable before
