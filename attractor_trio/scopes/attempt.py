@@ -48,6 +48,7 @@ from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
     write_bytes_atomic,
+    write_json_atomic,
 )
 from ..persist.attempt_marker import ATTEMPT_MARKER, encode_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
@@ -628,12 +629,14 @@ async def _call_handler(
 
 def _write_status(path: StrPath, outcome: Outcome) -> None:
     """``status.json``, durably (the attempt made the stage dir)."""
-    data = status_text(outcome).encode("utf-8")
+    # The generic writer, as before: off the usual path (a cancellation, a run without a
+    # commit), and the fuzz suite plants its torn-write bug there (``test_fuzz_planted``).
+    document = outcome.to_json()
     try:
-        write_bytes_atomic(path, data)
+        write_json_atomic(path, document)
     except FileNotFoundError:  # the stage dir went away under the handler
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_bytes_atomic(path, data)
+        write_json_atomic(path, document)
 
 
 #: The random part of attempt ids: unique enough with the node and number beside it, and
