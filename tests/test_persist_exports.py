@@ -20,6 +20,7 @@ SUBMODULES = [
     "logtext",
     "manifest",
     "noop_fsync",
+    "outcome_text",
     "paths",
     "pending",
     "progress",
