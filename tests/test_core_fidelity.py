@@ -16,7 +16,7 @@ from attractor_trio.core import (
     resolve_fidelity,
     resolve_thread_key,
 )
-from attractor_trio.core.fidelity import _DETAILS, _clip, _context_lines
+from attractor_trio.core.fidelity import _DETAILS, _clip, _context_lines, _stage_lines
 from attractor_trio.dot.conditions import stringify
 from attractor_trio.dot.graph import Edge, Graph, Node
 
@@ -281,3 +281,30 @@ def test_context_lines_are_those_of_the_plain_implementation(
 ) -> None:
     for context in [*contexts, *contexts]:  # the second round reads the remembered key sets
         assert _context_lines(context, _DETAILS[mode]) == _plain_context_lines(context, mode)
+
+
+@given(
+    entries=st.lists(
+        st.tuples(st.text(max_size=4), st.sampled_from(["success", "fail", "x\ny"]), st.just("")),
+        max_size=30,
+    ),
+    steps=st.lists(st.integers(min_value=0, max_value=30), max_size=12),
+)
+def test_stage_lines_are_the_plain_ones_whichever_windows_follow_each_other(
+    entries: list[tuple[str, str, str]], steps: list[int]
+) -> None:
+    """``_stage_block`` remembers the last window's text and moves it on by one stage when
+    the next window is that one shifted; any sequence of windows (grown, shifted, repeated,
+    shrunk, unrelated) still gives the lines formatted one by one."""
+    detail = _DETAILS["compact"]
+    run: list[tuple[str, str, str]] = []
+    for count in [*range(len(entries) + 1), *steps]:  # a run growing, then arbitrary ones
+        run = entries[:count] if count >= len(run) else [*entries[:count]]
+        shown = run[-20:]
+        plain = (
+            ["", f"Completed stages ({len(run)}):"] if run else ["", "Completed stages: none yet"]
+        )
+        if len(shown) < len(run):
+            plain.append(f"- ({len(run) - len(shown)} earlier stages omitted)")
+        plain += [f"- {node_id}: {status}" for node_id, status, _ in shown]
+        assert "\n".join(_stage_lines(run, len(run), detail)) == "\n".join(plain)

@@ -21,6 +21,7 @@ SUBMODULES = [
     "logtext",
     "manifest",
     "noop_fsync",
+    "outcome_text",
     "paths",
     "pending",
     "progress",

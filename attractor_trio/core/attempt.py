@@ -13,20 +13,42 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from attrs import field, frozen
 
 from ..dot.graph import Node
 from .vocabulary import DEFAULT_KILL_GRACE
 
-__all__ = ["AttemptInfo", "current_attempt", "require_attempt", "reset_attempt", "set_attempt"]
+__all__ = [
+    "AttemptInfo",
+    "KnownPaths",
+    "current_attempt",
+    "require_attempt",
+    "reset_attempt",
+    "set_attempt",
+]
 
 EmitFn = Callable[..., None]
 
 
 def _noop(*_args: Any, **_kwargs: Any) -> None:
     return None
+
+
+class KnownPaths(NamedTuple):
+    """An :attr:`AttemptInfo.known_status_path` with more in it: what the engine derived once
+    for the node's stage dir and the executor's work directory, as text for the system calls
+    (``os.fspath`` of a ``Path`` is two Python calls, and an attempt makes about ten).
+    ``sources`` is the attempt's ``persist.status.StatusSources`` (core does not import
+    persist). Valid only while ``stage_dir`` and ``workdir`` are those very objects."""
+
+    stage_dir: Path
+    status_path: Path
+    #: ``os.fspath(stage_dir)``.
+    stage_dir_text: str
+    workdir: Path
+    sources: Any
 
 
 @frozen
@@ -71,7 +93,10 @@ class AttemptInfo:
     #: so :attr:`status_path` hands out that object (its text already formatted for the
     #: system calls) instead of joining a new one per use; ignored unless ``stage_dir`` is
     #: that very object (an ``evolve`` to another stage dir recomputes).
-    known_status_path: tuple[Path, Path] | None = field(default=None, eq=False, repr=False)
+    #: A :class:`KnownPaths` carries more (the text forms, the status sources).
+    known_status_path: tuple[Path, Path] | KnownPaths | None = field(
+        default=None, eq=False, repr=False
+    )
 
     @property
     def status_path(self) -> Path:

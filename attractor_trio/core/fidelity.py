@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_FIDELITY",
     "FIDELITY_MODES",
     "build_preamble",
+    "preamble_for",
     "resolve_fidelity",
     "resolve_thread_key",
 ]
@@ -119,6 +120,19 @@ def build_preamble(
     normalized = mode.strip().lower()
     if normalized not in FIDELITY_MODES:
         raise ValueError(f"unknown fidelity {mode!r}: expected one of {', '.join(FIDELITY_MODES)}")
+    return preamble_for(normalized, goal, run_id, completed, context, total)
+
+
+def preamble_for(
+    normalized: str,
+    goal: str,
+    run_id: str,
+    completed: Sequence[tuple[str, str, str]],
+    context: Mapping[str, Any],
+    total: int | None,
+) -> str:
+    """:func:`build_preamble` for a mode already normalized and known (the codergen handler
+    has just done both: once per prompt is enough)."""
     if normalized == "full":
         return ""
     lines = [f"Goal: {goal}" if goal else "Goal: (none)", f"Run: {run_id}"]
@@ -144,8 +158,9 @@ def _stage_lines(
     shown = completed if detail.stages is None else completed[-detail.stages :]
     if len(shown) < total:
         lines.append(f"- ({total - len(shown)} earlier stages omitted)")
-    if not detail.notes_chars:  # one comprehension: every codergen prompt lists up to 20
-        lines += [f"- {node_id}: {status}" for node_id, status, _notes in shown]
+    if not detail.notes_chars:  # every codergen prompt lists up to 20: see ``_stage_block``
+        if shown:
+            lines.append(_stage_block(shown))
         return lines
     for node_id, status, notes in shown:
         text = f"- {node_id}: {status}"
@@ -155,6 +170,32 @@ def _stage_lines(
     return lines
 
 
+def _stage_block(shown: Sequence[tuple[str, str, str]]) -> str:
+    """The ``- node_id: status`` lines of ``shown`` (not empty), joined. Remembered from one
+    call to the next: a run's next prompt usually shows the same window moved on by the
+    stage that just completed, so the text loses its first line and gains one (rather than
+    twenty lines formatted and joined again, every codergen prompt). The window is compared
+    with the remembered one entry by entry (the same entry objects, mostly: C compares them
+    by identity first), so any other window is formatted anew."""
+    global _last_block
+    last_shown, last_text = _last_block
+    if shown == last_shown:
+        return last_text
+    if len(shown) > 1 and len(shown) == len(last_shown) and shown[:-1] == last_shown[1:]:
+        dropped, _, _ = last_shown[0]
+        dropped_status = last_shown[0][1]
+        node_id, status, _ = shown[-1]
+        cut = len(f"- {dropped}: {dropped_status}\n")
+        text = f"{last_text[cut:]}\n- {node_id}: {status}"
+    else:
+        text = "\n".join([f"- {node_id}: {status}" for node_id, status, _notes in shown])
+    _last_block = (shown, text)
+    return text
+
+
+_last_block: tuple[Sequence[tuple[str, str, str]], str] = ((), "")
+
+
 def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     """One line per shown context value, after a header. Every codergen prompt builds these
     (seven or so values in a plain run): a text value, the usual one, is rendered here rather
@@ -162,18 +203,24 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     the result."""
     limit = detail.value_chars
     lines = ["", "Context:"]
+    known = _TEXT_LINES
     for key in _visible_keys(tuple(context)):
         value = context[key]
-        if type(value) is str:  # ``_render``'s text case, inline
-            text = " ".join(value.split())
-            if len(text) > limit:
-                text = _clip(text, limit)
-        else:
-            rendered = _render(value, detail)
-            if rendered is None:
-                continue
-            text = rendered
-        lines.append(f"- {key} = {text}")
+        if type(value) is str:  # ``_render``'s text case, inline, and remembered
+            line = known.get((limit, key, value))
+            if line is None:
+                text = " ".join(value.split())
+                if len(text) > limit:
+                    text = _clip(text, limit)
+                line = f"- {key} = {text}"
+                if len(known) >= _TEXT_LINES_LIMIT:
+                    known.clear()
+                known[limit, key, value] = line
+            lines.append(line)
+            continue
+        rendered = _render(value, detail)
+        if rendered is not None:
+            lines.append(f"- {key} = {rendered}")
     shown = len(lines) - 2
     if not shown:
         return []
@@ -182,6 +229,13 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
         del lines[2 + max_keys :]
         lines.append(f"- ({shown - max_keys} more keys omitted)")
     return lines
+
+
+#: (limit, key, text value) → its line: most values (the outcome, the empty failure fields)
+#: are the same from one prompt to the next, and their line was split, joined and formatted
+#: again every time.
+_TEXT_LINES: dict[tuple[int, str, str], str] = {}
+_TEXT_LINES_LIMIT = 1024
 
 
 def _visible_keys(keys: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,18 +18,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..backends.simulate import SimulationBackend
 from ..context import RESPONSE_PREVIEW_CHARS, StageSummary
+from ..core.attempt import KnownPaths
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
     COMPLETED_SUMMARY_KEY,
     DEFAULT_FIDELITY,
     FIDELITY_MODES,
-    build_preamble,
+    preamble_for,
 )
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from ..core.vocabulary import FailureClass
 from ..dot.graph import Graph, Node
 from ..dot.transforms import expand_variables
-from ..persist.atomic import write_text_atomic
+from ..persist.atomic import write_bytes_atomic
 from ..persist.status import StatusSources, clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
@@ -66,13 +67,14 @@ class CodergenHandler:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
         sources = StatusSources.for_attempt(attempt)  # once: step 1 and steps 2-5 share them
+        stage_dir = _stage_dir_text(attempt)
         try:
             clear_stale_status(attempt, sources)
         except StatusFileError as exc:
             return _failed(str(exc), FailureClass.DETERMINISTIC)
         # The engine made the stage dir; a direct caller may not have (then it is made here,
         # instead of a stat per stage to ask).
-        _write_artifact(attempt, "prompt.md", prompt)
+        _write_artifact(attempt, stage_dir, "prompt.md", prompt)
         try:
             result = await self.backend.run(node, prompt, context)
         except ProviderError as exc:
@@ -82,7 +84,7 @@ class CodergenHandler:
         if isinstance(result, Outcome):
             return result  # S4.5-04: the backend's own outcome is final
         decision = await ingest_status(attempt, sources)
-        outcome = _succeeded(node, str(result), attempt)
+        outcome = _succeeded(node, str(result), attempt, stage_dir)
         if decision.outcome is None:
             return outcome
         # A status file (written by an agent's tool, or a CLI agent) decides the outcome.
@@ -91,28 +93,36 @@ class CodergenHandler:
         )
 
 
-def _write_artifact(attempt: AttemptInfo, name: str, text: str) -> None:
-    """A stage text artifact (not durable: see ``write_text_atomic``), making the stage dir
-    when it is missing. In a stage dir this attempt created it is written in place
-    (contract.md §2: no earlier attempt's text can be there). The path as a string: a
-    ``Path`` join costs more than the write's own Python."""
-    stage_dir = attempt.stage_dir
-    path = f"{os.fspath(stage_dir)}/{name}"
+def _stage_dir_text(attempt: AttemptInfo) -> str:
+    """``os.fspath(attempt.stage_dir)``, as the engine formatted it once (``KnownPaths``)."""
+    known = attempt.known_status_path
+    if type(known) is KnownPaths and known.stage_dir is attempt.stage_dir:
+        return known.stage_dir_text
+    return os.fspath(attempt.stage_dir)
+
+
+def _write_artifact(attempt: AttemptInfo, stage_dir: str, name: str, text: str) -> None:
+    """A stage text artifact (not durable: see ``write_text_atomic``) in ``stage_dir`` (the
+    attempt's, as text), making the stage dir when it is missing. In a stage dir this
+    attempt created it is written in place (contract.md §2: no earlier attempt's text can be
+    there). The path as a string: a ``Path`` join costs more than the write's own Python."""
+    path = f"{stage_dir}/{name}"
     fresh = attempt.fresh_stage_dir
+    data = text.encode("utf-8")  # ``write_text_atomic``'s encoding, without its call
     try:
-        write_text_atomic(path, text, durable=False, fresh=fresh)
+        write_bytes_atomic(path, data, durable=False, fresh=fresh)
     except FileNotFoundError:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, text, durable=False, fresh=fresh)
+        os.makedirs(stage_dir, exist_ok=True)
+        write_bytes_atomic(path, data, durable=False, fresh=fresh)
 
 
 def _failed(reason: str, failure_class: str) -> Outcome:
     return Outcome(status=StageStatus.FAIL, failure_reason=reason, failure_class=failure_class)
 
 
-def _succeeded(node: Node, response: str, attempt: AttemptInfo) -> Outcome:
+def _succeeded(node: Node, response: str, attempt: AttemptInfo, stage_dir: str) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
-    _write_artifact(attempt, "response.md", response)
+    _write_artifact(attempt, stage_dir, "response.md", response)
     return Outcome(
         status=StageStatus.SUCCESS,
         notes=f"Stage completed: {node.id}",
@@ -137,13 +147,8 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
     if mode == "full" or not completed:
         return prompt
     total = context.get(COMPLETED_COUNT_KEY)
-    preamble = build_preamble(
-        mode,
-        goal=graph.goal,
-        run_id=run_id,
-        completed=completed,
-        context=context,
-        total=total if type(total) is int else None,
+    preamble = preamble_for(  # ``build_preamble``: ``mode`` is normalized and known already
+        mode, graph.goal, run_id, completed, context, total if type(total) is int else None
     )
     if not preamble or preamble.isspace():  # (``isspace``: no stripped copy just to ask)
         return prompt

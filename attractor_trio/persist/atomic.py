@@ -328,9 +328,21 @@ def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> Non
     SIGKILL during the write may leave the file empty or short, which every reader of these
     files treats as absent."""
     target = os.fspath(path)
-    fd = _create_new(target)  # outside the ``try``: an existing file is not ours to remove
+    # Outside the ``try``: an existing file is not ours to remove. ``_create_new`` and (not
+    # durable) ``_fill_and_close`` inline: every stage creates three files here.
     try:
-        synced = _fill_and_close(fd, data, durable)
+        fd = os.open(target, _NEW_FILE, 0o644)
+    except OSError as exc:  # EMFILE: a kept branch log gives its descriptor back
+        fd = descriptors.open_after_error(exc, target, _NEW_FILE, 0o644)
+    try:
+        if durable:
+            synced = _fill_and_close(fd, data, durable)
+        else:
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            return
     except BaseException:
         remove_quietly(target)
         raise

@@ -14,7 +14,13 @@ from typing import Any, Final
 
 from .atomic import json_chunk_encoder
 
-__all__ = ["ATTEMPT_MARKER", "encode_attempt_marker", "read_attempt_marker"]
+__all__ = [
+    "ATTEMPT_MARKER",
+    "encode_attempt_marker",
+    "encode_marker",
+    "marker_json_chunks",
+    "read_attempt_marker",
+]
 
 ATTEMPT_MARKER: Final = ".attempt.json"
 _REQUIRED_KEYS: Final = ("number", "attempt", "attempt_id")
@@ -22,11 +28,74 @@ _REQUIRED_KEYS: Final = ("number", "attempt", "attempt_id")
 _encode: Final = json_chunk_encoder(separators=(", ", ": "), ensure_ascii=True, allow_nan=True)
 
 
+#: The marker's encoder, as chunks of text (``json.dumps`` of a list or dict is their join).
+marker_json_chunks: Final = _encode
+_encode_ascii: Final = json.encoder.encode_basestring_ascii
+#: The marker's text from ``finished`` on, by (finished, interrupted).
+_STATES: Final = {
+    (finished, interrupted): (
+        f', "finished": {json.dumps(finished)}, "interrupted": {json.dumps(interrupted)}'
+    )
+    for finished in (False, True)
+    for interrupted in (False, True)
+}
+
+
 def encode_attempt_marker(record: dict[str, Any]) -> bytes:
     """The marker's bytes: ``json.dumps(record).encode()``, byte for byte (the format markers
     have always had), without ``json.dumps`` building a new C encoder at every call — which
     cost more than encoding the marker, written once per attempt."""
     return "".join(_encode(record, 0)).encode("utf-8")
+
+
+def encode_marker(
+    node_id: str,
+    number: int,
+    attempt: int,
+    attempt_id: str,
+    epoch: str,
+    finished: bool,
+    interrupted: bool,
+    outcome: str | None = None,
+) -> bytes:
+    """``encode_attempt_marker`` of the record the attempt scope writes (these keys in this
+    order, then ``"outcome"`` when ``outcome``, that value's JSON text, is given), spelled
+    out: the C encoder took a few hundred instructions per key and string, and a marker has
+    about thirty of them (with its outcome), all but a few the same at every stage.
+    Anything but exact ``str``/``int``/``bool`` takes :func:`encode_attempt_marker`."""
+    if not (
+        type(node_id) is str
+        and type(number) is int
+        and type(attempt) is int
+        and type(attempt_id) is str
+        and type(epoch) is str
+        and type(finished) is bool
+        and type(interrupted) is bool
+    ):
+        text = "".join(
+            _encode(
+                {
+                    "node_id": node_id,
+                    "number": number,
+                    "attempt": attempt,
+                    "attempt_id": attempt_id,
+                    "epoch": epoch,
+                    "finished": finished,
+                    "interrupted": interrupted,
+                },
+                0,
+            )
+        )[:-1]
+    else:
+        epoch_text = _encode_ascii(epoch) if epoch else '""'
+        text = (
+            f'{{"node_id": {_encode_ascii(node_id)}, "number": {number}, "attempt": {attempt}, '
+            f'"attempt_id": {_encode_ascii(attempt_id)}, "epoch": {epoch_text}'
+            f"{_STATES[finished, interrupted]}"
+        )
+    if outcome is not None:
+        text = f'{text}, "outcome": {outcome}'
+    return f"{text}}}".encode()
 
 
 def read_attempt_marker(stage_dir: Path) -> dict[str, Any] | None:

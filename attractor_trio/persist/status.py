@@ -47,11 +47,12 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
 import trio
 from attrs import frozen
 
+from ..core.attempt import KnownPaths
 from ..core.failures import DETERMINISTIC
 from ..core.outcome import Outcome, StageStatus, StatusFileError
 from .atomic import write_bytes_atomic
@@ -68,11 +69,13 @@ __all__ = [
     "clear_stale_status",
     "ingest",
     "ingest_status",
+    "known_sources",
     "read_status_file",
     "remove_stale",
     "remove_stale_fallbacks",
 ]
 
+StrPath: TypeAlias = str | os.PathLike[str]
 SourceName = Literal["canonical", "workdir", "workdir_dot"]
 #: The keys that tie a status file to one attempt; ``null`` counts as absent.
 OWNERSHIP_KEYS = ("run_id", "node_id", "attempt_id")
@@ -112,14 +115,27 @@ class StatusSources(NamedTuple):
     """The three places an attempt's status may be written, in precedence order.
 
     A named tuple: built once per attempt, where a frozen attrs class's ``__init__`` cost
-    more than the three paths it holds."""
+    more than the three paths it holds. ``texts``: the three as strings, for the system
+    calls of steps 1 and 2 (a ``Path`` costs two Python calls there each time); ``()``
+    means "use the paths" (``sources.texts or sources[:3]``)."""
 
     canonical: Path
     workdir: Path
     workdir_dot: Path
+    texts: tuple[str, str, str] | tuple[()] = ()
 
     @classmethod
     def for_attempt(cls, attempt: _AttemptPaths) -> StatusSources:
+        """The attempt's sources: the ones the engine made for its stage dir and work
+        directory (``KnownPaths``) while the attempt still names those, else new ones."""
+        known = getattr(attempt, "known_status_path", None)
+        if (
+            type(known) is KnownPaths
+            and known.stage_dir is getattr(attempt, "stage_dir", None)
+            and known.workdir is attempt.workdir
+        ):
+            sources: StatusSources = known.sources
+            return sources
         return cls(attempt.status_path, *_fallback_paths(attempt.workdir))
 
     def fallbacks(self) -> tuple[tuple[SourceName, Path], ...]:
@@ -127,6 +143,26 @@ class StatusSources(NamedTuple):
 
     def all(self) -> tuple[tuple[SourceName, Path], ...]:
         return (("canonical", self.canonical), *self.fallbacks())
+
+
+def known_sources(status_path: Path, status_text: str, workdir: Path) -> StatusSources:
+    """A node's :class:`StatusSources` with their texts (the engine builds one per node:
+    ``status_text`` is ``os.fspath(status_path)``); the work directory's two are made once
+    while it stays the same object."""
+    global _last_fallbacks
+    last, paths, texts = _last_fallbacks
+    if last is not workdir:
+        paths = _fallback_paths(workdir)
+        texts = (os.fspath(paths[0]), os.fspath(paths[1]))
+        _last_fallbacks = (workdir, paths, texts)
+    return StatusSources(status_path, *paths, (status_text, *texts))
+
+
+_last_fallbacks: tuple[Path | None, tuple[Path, Path], tuple[str, str]] = (
+    None,
+    (Path(), Path()),
+    ("", ""),
+)
 
 
 @frozen
@@ -159,13 +195,16 @@ class Rejection:
         return {"source": self.source, "path": str(self.path), "reason": self.reason}
 
 
-@frozen
+@frozen(slots=False)
 class IngestionDecision:
     """What ingestion found: the deciding source (or ``none``) and every rejected file.
 
     ``outcome`` is the status that decides the attempt, ``None`` when no valid file was found
     (the exit code decides). ``failed`` marks a rejected canonical file: ``outcome`` is then a
     ``deterministic`` failure carrying the rejection reason.
+
+    Not slotted: one per attempt, read once or twice, and a frozen attrs class fills a slot
+    with a method call each (seven), where it fills ``__dict__`` directly.
     """
 
     node_id: str
@@ -202,7 +241,8 @@ def remove_stale(sources: StatusSources, *, canonical: bool = True) -> None:
     when one cannot be removed (a directory in the way, no permission): the stage must fail
     rather than let an old file decide it.
     """
-    _remove_all(sources if canonical else sources[1:])
+    targets = sources.texts or sources[:3]
+    _remove_all(targets if canonical else targets[1:])
 
 
 def remove_stale_fallbacks(workdir: Path) -> None:
@@ -211,14 +251,14 @@ def remove_stale_fallbacks(workdir: Path) -> None:
     _remove_all(_fallback_paths(workdir))
 
 
-def _remove_all(paths: Sequence[Path]) -> None:
+def _remove_all(paths: Sequence[StrPath]) -> None:
     for path in paths:
         try:
             os.unlink(path)
         except OSError as exc:
             if exc.errno in _ABSENT_ERRNOS:
                 continue
-            if path.is_dir():
+            if os.path.isdir(path):
                 raise StatusFileError(
                     f"{path}: is a directory, where the stage's status file goes; "
                     "remove or rename it"
@@ -351,7 +391,7 @@ def _judge(source: str, raw: bytes, owner: StatusOwner | None) -> _Seen:
         return _Seen(raw, problem=str(exc))
 
 
-def _any_exists(paths: StatusSources) -> bool:
+def _any_exists(paths: Sequence[StrPath]) -> bool:
     """Whether any of ``paths`` exists, as ``path.exists()`` would say, without its two layers
     of method calls per path (three paths per attempt): the same errors mean absent, any
     other one is raised."""
@@ -448,7 +488,7 @@ async def ingest_status(
 ) -> IngestionDecision:
     """Steps 2-5 for ``attempt``; emits its ``status_ingestion_decision`` and returns it."""
     sources = sources or StatusSources.for_attempt(attempt)
-    if _any_exists(sources):
+    if _any_exists(sources.texts or sources[:3]):
         decision = await _decide(attempt, sources)
         attempt.emit("status_ingestion_decision", **decision.event_fields())
         return decision

@@ -17,10 +17,10 @@ import shutil
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, Final, NamedTuple, TypeAlias, cast
 
 import trio
-from attrs import define, field, frozen
+from attrs import define, field
 
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
@@ -28,7 +28,8 @@ from ..backends.executors.base import (
     ExecutorFailure,
     StageContext,
     defers_start,
-    use_stage_context,
+    reset_stage_context,
+    set_stage_context,
 )
 from ..context import Context
 from ..core.failures import effective_class
@@ -46,13 +47,12 @@ from ..dot.graph import Graph, Node
 from ..dot.values import format_duration
 from ..handlers.base import AttemptInfo, HandlerRegistry, reset_attempt, set_attempt
 from ..persist.atomic import (
-    dumps_json,
     write_bytes_atomic,
     write_json_atomic,
 )
-from ..persist.attempt_marker import ATTEMPT_MARKER, encode_attempt_marker, read_attempt_marker
+from ..persist.attempt_marker import ATTEMPT_MARKER, encode_marker, read_attempt_marker
 from ..persist.commit import DirectorySyncs
-from ..persist.paths import child
+from ..persist.outcome_text import marker_outcome_text, status_text
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
 from .heartbeats import Heartbeats
@@ -63,12 +63,17 @@ from .retention import (
     last_attempt_in,
     prune_archives,
 )
+from .stage_plan import StagePlan as _StagePlan
 
 __all__ = ["StageExecutor"]
 
 Emit = Callable[..., Any]
+StrPath: TypeAlias = str | os.PathLike[str]
 #: ``_attempt``'s ``listed`` when the caller has not listed the stage dir.
 _UNLISTED: Final = object()
+#: ``stage_attempt_finished``'s extra fields (never changed: only unpacked).
+_ADOPTED: Final = {"adopted": True}
+_NOTHING: Final[dict[str, Any]] = {}
 
 
 @define
@@ -118,10 +123,6 @@ class StageExecutor:
     fallbacks_swept: bool = False
     #: node id → what every visit of that node needs and does not change during the run.
     _plans: dict[str, _StagePlan] = field(factory=dict, init=False, repr=False)
-    #: The last outcome :meth:`_outcome_json` encoded, and its document.
-    _last_outcome_json: tuple[Outcome | None, dict[str, Any]] = field(
-        default=(None, {}), init=False, repr=False
-    )
     #: (``retry_policy``, ``max_retries``) as a node spells them → the policy they give
     #: (``policies=``: a dict the run's executors share, the graph being the same).
     _policies: dict[tuple[str, str | None], RetryPolicy] = field(factory=dict, repr=False)
@@ -141,7 +142,9 @@ class StageExecutor:
         and the stage root do not change for this executor's lifetime)."""
         plan = self._plans.get(node.id)
         if plan is None or plan.node is not node:
-            plan = self._plans[node.id] = _StagePlan.of(node, self)
+            plan = self._plans[node.id] = _StagePlan.of(
+                node, self.registry, self._policy(node), self.stage_root, self.workdir
+            )
         return plan
 
     async def run_stage(self, node: Node, predecessor: str = "") -> Outcome:
@@ -166,7 +169,7 @@ class StageExecutor:
             names = None
             swept, self.fallbacks_swept = self.fallbacks_swept, False
         else:
-            names = _listing_or_making(stage_dir)
+            names = _listing_or_making(plan.stage_dir_text)
         marker = read_attempt_marker(stage_dir) if names and ATTEMPT_MARKER in names else None
         adopted = (
             await self._adopt_orphan(node, policy.max_attempts, predecessor, marker)
@@ -253,7 +256,7 @@ class StageExecutor:
         # One listing answers both questions below; a stage dir that did not exist yet (the
         # usual first visit) has neither archives nor files to move, and was created instead.
         names = (
-            _listing_or_making(stage_dir)
+            _listing_or_making(plan.stage_dir_text)
             if listed is _UNLISTED
             else cast("list[str] | None", listed)
         )
@@ -272,7 +275,7 @@ class StageExecutor:
         # in place (contract.md §2), a later one of the same attempt replaces it.
         fresh = names is None
         if marked:
-            previous = marker.write(stage_dir, finished=False, fresh=fresh)
+            previous = marker.write(plan.stage_dir_text, finished=False, fresh=fresh)
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
@@ -298,15 +301,17 @@ class StageExecutor:
         except BaseException:
             if committed:  # cancelled: its processes are gone; a resume runs a new attempt
                 marker.write(
-                    stage_dir, finished=False, interrupted=True, fresh=fresh and not marked
+                    plan.stage_dir_text,
+                    finished=False,
+                    interrupted=True,
+                    fresh=fresh and not marked,
                 )
             raise
         if committed:  # the commit point: a resume adopts this outcome
             previous = marker.write(
-                stage_dir,
+                plan.stage_dir_text,
                 finished=True,
                 outcome=outcome,
-                document=self._outcome_json(outcome),
                 fresh=fresh and not marked,
             )
         return outcome, previous
@@ -392,7 +397,7 @@ class StageExecutor:
             return None  # died mid-attempt: the attempt runs anew
         info = self._info(node, attempt, max_attempts, attempt_id, predecessor)
 
-        async def adopt(node: Node, info: AttemptInfo) -> Outcome | None:
+        async def adopt(node: Node, info: AttemptInfo, _plan: _StagePlan) -> Outcome | None:
             result: Outcome | None = await handler.adopt(node, self.context, self.graph, info)
             return result
 
@@ -490,7 +495,7 @@ class StageExecutor:
         if self.branch:  # many branches finish together: let their fsyncs overlap
             await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(status_path, outcome)
+            self._write_final_status(plan.status_path, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
@@ -503,19 +508,10 @@ class StageExecutor:
         if self.owed is None:
             _write_status(path, outcome)
             return
-        self.owed.hold(path, dumps_json(self._outcome_json(outcome)).encode("utf-8"))
-
-    def _outcome_json(self, outcome: Outcome) -> dict[str, Any]:
-        """``outcome.to_json()``, built once for the status file and the finished marker that
-        follows it (nobody changes the document: both only encode it)."""
-        cached, document = self._last_outcome_json
-        if cached is not outcome:
-            document = outcome.to_json()
-            self._last_outcome_json = (outcome, document)
-        return document
+        self.owed.hold(path, status_text(outcome).encode("utf-8"))
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
-        extra = {"adopted": True} if adopted else {}
+        extra = _ADOPTED if adopted else _NOTHING
         info.emit(  # the attempt's emitter: a start still deferred is announced first
             "stage_attempt_finished",
             node_id=info.node_id,
@@ -528,10 +524,11 @@ class StageExecutor:
             **extra,
         )
 
-    def _execute_handler(self, node: Node, info: AttemptInfo) -> Coroutine[Any, Any, Outcome]:
+    def _execute_handler(
+        self, node: Node, info: AttemptInfo, plan: _StagePlan
+    ) -> Coroutine[Any, Any, Outcome]:
         """The handler call as a coroutine for :meth:`_run_handler` to await: returned, not
         awaited here, so the attempt's chain of frames is one shorter."""
-        plan = self._plan(node)
         handler = plan.resolved(self.registry)
         return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
@@ -555,11 +552,11 @@ class StageExecutor:
             if timeout is None:
                 # Nothing to bound: a scope would change nothing; outer cancellation arrives
                 # either way.
-                outcome: Outcome = await call(node, info)
+                outcome: Outcome = await call(node, info, plan)
                 await redeliver_cancellation()
                 return outcome
             with trio.move_on_after(timeout):
-                outcome = await call(node, info)
+                outcome = await call(node, info, plan)
                 await redeliver_cancellation()
                 return outcome
         finally:
@@ -609,9 +606,9 @@ async def _call_handler(
             workdir=info.workdir,
         )
 
+    token = set_stage_context(stage)  # ``use_stage_context``, without its object and calls
     try:
-        with use_stage_context(stage):
-            outcome = await handler.execute(node, context, graph, info.logs_root)
+        outcome = await handler.execute(node, context, graph, info.logs_root)
     except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
         return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
     except Exception as exc:
@@ -619,6 +616,8 @@ async def _call_handler(
             StageStatus.FAIL,
             failure_reason=f"handler raised {type(exc).__name__}: {exc}",
         )
+    finally:
+        reset_stage_context(token)
     if not isinstance(outcome, Outcome):
         return Outcome(
             StageStatus.FAIL,
@@ -628,13 +627,15 @@ async def _call_handler(
     return outcome
 
 
-def _write_status(path: Path, outcome: Outcome) -> None:
+def _write_status(path: StrPath, outcome: Outcome) -> None:
     """``status.json``, durably (the attempt made the stage dir)."""
+    # The generic writer, as before: off the usual path (a cancellation, a run without a
+    # commit), and the fuzz suite plants its torn-write bug there (``test_fuzz_planted``).
     document = outcome.to_json()
     try:
         write_json_atomic(path, document)
     except FileNotFoundError:  # the stage dir went away under the handler
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         write_json_atomic(path, document)
 
 
@@ -649,70 +650,10 @@ async def _write_status_durably(path: Path, outcome: Outcome, *, together: bool 
     together with other branches' when several are pending (``aio/offload.py``; not a
     cancelled branch's: ``together=False``); the pool also creates the stage dir if it went
     away."""
-    await write_bytes_durably(
-        path, dumps_json(outcome.to_json()).encode("utf-8"), together=together
-    )
+    await write_bytes_durably(path, status_text(outcome).encode("utf-8"), together=together)
 
 
-class _StagePlan(NamedTuple):
-    """What every attempt of one node needs and what cannot change during the run: decided
-    once per node instead of per attempt (handler lookups, attribute parsing, path joins
-    were several microseconds each, a few times per attempt). A named tuple: built once per
-    node of the run, where an attrs class's ``__init__`` alone cost a few microseconds."""
-
-    node: Node
-    handler_type: str
-    #: ``None`` when no handler is registered: :meth:`resolved` then raises as the registry does.
-    handler: Any
-    policy: RetryPolicy
-    stage_dir: Path
-    status_path: Path
-    #: ``(stage_dir, status_path)``, for ``AttemptInfo.known_status_path``.
-    known_status_path: tuple[Path, Path]
-    #: The handler can adopt a running orphan: the attempt's start is marked too.
-    marked: bool
-    #: Not a pure handler: the attempt's end is marked (its commit point).
-    committed: bool
-    human: bool
-    timeout: float | None
-    allow_partial: bool
-    resources: str
-
-    @classmethod
-    def of(cls, node: Node, executor: StageExecutor) -> _StagePlan:
-        registry = executor.registry
-        handler_type = registry.resolve_type(node)
-        handler = registry.resolve_type_handler(handler_type)
-        stage_dir = child(executor.stage_root, node.id)
-        status_path = child(stage_dir, "status.json")
-        return cls(
-            node,
-            handler_type,
-            handler,
-            executor._policy(node),
-            stage_dir,
-            status_path,
-            (stage_dir, status_path),
-            handler is not None and hasattr(handler, "adopt"),
-            handler_type not in _PURE_TYPES,
-            handler_type == "wait.human",
-            node.timeout,
-            node.allow_partial,
-            node.get("executor.resources"),
-        )
-
-    def resolved(self, registry: HandlerRegistry) -> Any:
-        """The handler (a missing one raises the registry's ``LookupError``, where it did)."""
-        return self.handler if self.handler is not None else registry.resolve(self.node)
-
-
-#: Handlers without side effects that only pass routing on: re-running one after a crash is
-#: harmless, so they skip the finished marker (a file operation per stage).
-_PURE_TYPES = frozenset({"start", "exit", "conditional"})
-
-
-@frozen
-class _Marker:
+class _Marker(NamedTuple):
     """``.attempt.json``: which attempt the stage dir's files belong to, and how it ended.
 
     ``finished`` is the attempt's commit point (after its ``status.json``): a resume adopts
@@ -727,6 +668,8 @@ class _Marker:
     in a stage dir the attempt created is created in place (``fresh``, contract.md §2): a
     SIGKILL may leave it empty or short, which ``read_attempt_marker`` reads as absent — and
     absent is what the marker was an instant before, so nothing committed is lost.
+
+    A named tuple: one per attempt, where an attrs class's ``__init__`` cost more.
     """
 
     node_id: str
@@ -737,36 +680,43 @@ class _Marker:
 
     def write(
         self,
-        stage_dir: Path,
+        stage_dir: StrPath,
         *,
         finished: bool,
         interrupted: bool = False,
         outcome: Outcome | None = None,
-        document: dict[str, Any] | None = None,
         fresh: bool = False,
     ) -> dict[str, Any]:
-        """Write the stage dir's marker (which exists: the attempt created it); the record.
-        A finished marker carries the attempt's ``outcome`` (what a resume adopts). ``fresh``:
-        the attempt made the stage dir and wrote no marker yet (created in place)."""
-        record: dict[str, Any] = {
-            "node_id": self.node_id,
-            "number": self.number,
-            "attempt": self.attempt,
-            "attempt_id": self.attempt_id,
-            "epoch": self.epoch,
-            "finished": finished,
-            "interrupted": interrupted,
-        }
-        if outcome is not None:  # ``document``: its ``to_json()``, when the caller has it
-            record["outcome"] = document if document is not None else outcome.to_json()
-        data = encode_attempt_marker(record)
+        """Write the stage dir's marker (which exists: the attempt created it); the record,
+        without the outcome (its readers ask only for the ``number``). A finished marker
+        carries the attempt's ``outcome`` (what a resume adopts). ``fresh``: the attempt
+        made the stage dir and wrote no marker yet (created in place)."""
+        node_id, number, attempt, attempt_id, epoch = self
+        data = encode_marker(
+            node_id,
+            number,
+            attempt,
+            attempt_id,
+            epoch,
+            finished,
+            interrupted,
+            None if outcome is None else marker_outcome_text(outcome),
+        )
         path = f"{os.fspath(stage_dir)}/{ATTEMPT_MARKER}"  # no ``Path`` join: a string will do
         try:
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
         except FileNotFoundError:  # the stage dir went away under the handler
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            os.makedirs(stage_dir, exist_ok=True)
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
-        return record
+        return {
+            "node_id": node_id,
+            "number": number,
+            "attempt": attempt,
+            "attempt_id": attempt_id,
+            "epoch": epoch,
+            "finished": finished,
+            "interrupted": interrupted,
+        }
 
 
 def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
@@ -780,7 +730,7 @@ def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
         return None
 
 
-def _listing_or_making(stage_dir: Path) -> list[str] | None:
+def _listing_or_making(stage_dir: StrPath) -> list[str] | None:
     """The names in ``stage_dir``; ``None`` when it did not exist, and has now been made.
 
     ``mkdir`` first: on a first visit (the usual case) that one call both answers "is there
@@ -796,7 +746,7 @@ def _listing_or_making(stage_dir: Path) -> list[str] | None:
     except FileExistsError:
         return os.listdir(stage_dir)
     except FileNotFoundError:  # the stage root is gone (removed under the run): make it all
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs(stage_dir, exist_ok=True)
         return []
     return None
 

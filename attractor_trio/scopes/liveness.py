@@ -23,22 +23,24 @@ class Liveness:
         name: str = "run",
         parent: Liveness | None = None,
         clock: Callable[[], float] = trio.current_time,
+        now: float | None = None,
     ) -> None:
+        """``now``: the clock's reading, when the caller has just taken it."""
         self.name = name
         self.parent = parent
         self.clock = clock
-        self.last_progress = clock()
+        self.last_progress = clock() if now is None else now
         #: Open "do not count me as stalled" holds (a human gate waiting for an answer).
         self.holds = 0
         #: Live attempts anywhere below the root, by attempt id (only kept on the root).
         self.attempts: dict[str, tuple[dict[str, str], Liveness]] = {}
+        #: The tree's root, found once (a node never changes its parent): every attempt asks
+        #: twice, where walking up was a call and a loop each time.
+        self._root: Liveness = self if parent is None else parent._root
 
     @property
     def root(self) -> Liveness:
-        node = self
-        while node.parent is not None:
-            node = node.parent
-        return node
+        return self._root
 
     def child(self, name: str) -> Liveness:
         return Liveness(name, self, self.clock)
@@ -67,13 +69,19 @@ class Liveness:
 
     # --- attempts, for the watchdog's report ---------------------------------------------
     def open_attempt(self, attempt_id: str, info: dict[str, str]) -> Liveness:
-        node = self.child(attempt_id)
-        self.root.attempts[attempt_id] = (info, node)
-        node.bump()
+        """A child node for the attempt, registered on the root, and progress up the tree:
+        all at one reading of the clock (a bump after creating the node read it twice)."""
+        now = self.clock()
+        node = Liveness(attempt_id, self, self.clock, now)
+        self._root.attempts[attempt_id] = (info, node)
+        ancestor: Liveness | None = self
+        while ancestor is not None:
+            ancestor.last_progress = now
+            ancestor = ancestor.parent
         return node
 
     def close_attempt(self, attempt_id: str) -> None:
-        entry = self.root.attempts.pop(attempt_id, None)
+        entry = self._root.attempts.pop(attempt_id, None)
         if entry is not None:
             entry[1].bump()
 

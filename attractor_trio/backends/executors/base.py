@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 from attrs import field, frozen
 
@@ -197,6 +197,13 @@ def use_executor(executor: Executor | None) -> Iterator[None]:
         yield
     finally:
         _EXECUTOR.reset(token)
+
+
+#: :class:`use_stage_context` without its object and two method calls, for the attempt scope
+#: (entered once per attempt): ``token = set_stage_context(stage)`` …
+#: ``reset_stage_context(token)``. The context variable's own C methods.
+set_stage_context: Final = _STAGE.set
+reset_stage_context: Final = _STAGE.reset
 
 
 class use_stage_context:

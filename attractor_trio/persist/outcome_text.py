@@ -1,0 +1,98 @@
+"""The two texts of its outcome every stage writes: ``status.json`` and the finished marker's.
+
+Why not the generic encoders: every stage writes its outcome twice, as ``status.json``
+(:func:`~.atomic.dumps_json`: two-space indent, UTF-8) and inside its finished
+``.attempt.json`` marker (``json.dumps`` defaults: ASCII escapes). Both encoded the
+document :meth:`Outcome.to_json` builds, string by string: about thirty strings per stage,
+where only two or three vary (the notes, the context updates' values). Here the keys are
+fixed text, the status and the usual empty fields come from a table, and only the rest is
+encoded. The text is byte for byte the generic encoders'; anything unusual (a field that
+is not a plain ``str``, a context value ``dumps_json`` leaves to ``json.dumps``) takes the
+generic path (``test_persist_outcome_text``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from ..core.outcome import Outcome
+from ..core.vocabulary import FailureClass, Status
+from ..jsontext import encode_str
+from .atomic import _indented, _NotPlain, dumps_json
+from .attempt_marker import marker_json_chunks
+
+__all__ = ["marker_outcome_text", "status_text"]
+
+_encode_ascii: Final = json.encoder.encode_basestring_ascii
+
+#: Text of the strings most fields hold (``""``, the statuses, the failure classes), in each
+#: of the two encodings (they agree on these ASCII words).
+_COMMON: Final[dict[str, str]] = {
+    word: encode_str(word) for word in ("", *map(str, Status), *map(str, FailureClass))
+}
+
+
+def status_text(outcome: Outcome) -> str:
+    """``dumps_json(outcome.to_json())``: the ``status.json`` text."""
+    common = _COMMON
+    texts = []
+    for value in (
+        outcome.custom or outcome.status._value_,
+        outcome.preferred_label,
+        outcome.notes,
+        outcome.failure_reason,
+        outcome.failure_class,
+        outcome.failure_signature,
+    ):
+        if type(value) is not str:
+            return dumps_json(outcome.to_json())
+        text = common.get(value)
+        texts.append(encode_str(value) if text is None else text)
+    status, label, notes, reason, failure_class, signature = texts
+    ids = outcome.suggested_next_ids
+    updates = outcome.context_updates
+    try:
+        ids_text = _indented(list(ids), "\n  ") if ids else "[]"
+        updates_text = _indented(updates, "\n  ") if updates else "{}"
+    except _NotPlain:
+        return dumps_json(outcome.to_json())
+    return (
+        f'{{\n  "outcome": {status},\n  "status": {status},\n  "preferred_label": {label},'
+        f'\n  "suggested_next_ids": {ids_text},\n  "context_updates": {updates_text},'
+        f'\n  "notes": {notes},\n  "failure_reason": {reason},\n  "failure_class": '
+        f'{failure_class},\n  "failure_signature": {signature}\n}}\n'
+    )
+
+
+def marker_outcome_text(outcome: Outcome) -> str:
+    """The finished marker's ``outcome`` value: ``json.dumps(outcome.to_json())``."""
+    common = _COMMON
+    texts = []
+    for value in (
+        outcome.custom or outcome.status._value_,
+        outcome.preferred_label,
+        outcome.notes,
+        outcome.failure_reason,
+        outcome.failure_class,
+        outcome.failure_signature,
+    ):
+        if type(value) is not str:
+            return _generic_marker_text(outcome.to_json())
+        text = common.get(value)
+        texts.append(_encode_ascii(value) if text is None else text)
+    status, label, notes, reason, failure_class, signature = texts
+    ids = outcome.suggested_next_ids
+    updates = outcome.context_updates
+    ids_text = _generic_marker_text(list(ids)) if ids else "[]"
+    updates_text = _generic_marker_text(updates) if updates else "{}"
+    return (
+        f'{{"outcome": {status}, "status": {status}, "preferred_label": {label}, '
+        f'"suggested_next_ids": {ids_text}, "context_updates": {updates_text}, '
+        f'"notes": {notes}, "failure_reason": {reason}, "failure_class": {failure_class}, '
+        f'"failure_signature": {signature}}}'
+    )
+
+
+def _generic_marker_text(value: Any) -> str:
+    return "".join(marker_json_chunks(value, 0))
