@@ -108,10 +108,6 @@ class Node(_Attributed):
     col: int = field(default=0, eq=False)
     #: ``start``/``exit`` for a node that is one by its id (set by :class:`Graph`), else ``""``.
     role: str = field(default="", eq=False, repr=False)
-    #: ``(implied_type, handler_type, is_exit)``, worked out on first use (:meth:`_kinds`).
-    _kind: tuple[str | None, str, bool] | None = field(
-        default=None, init=False, eq=False, repr=False
-    )
 
     def with_attrs(self, attrs: Mapping[str, str]) -> Node:
         """This node with ``attrs`` instead of its own: ``evolve(node, attrs=...)`` without its
@@ -134,34 +130,14 @@ class Node(_Attributed):
     @property
     def implied_type(self) -> str | None:
         """The type the node's role or shape implies; ``None`` for a shape without a handler."""
-        return (self._kind or self._kinds())[0]
+        return self.role or SHAPE_TO_TYPE.get(self.shape)
 
     @property
     def handler_type(self) -> str:
         """The one decision of a node's handler type: explicit ``type``, else its role (start or
         exit by id), else the shape mapping; a shape without a handler means codergen (and
         validation warns, rule ``unknown_shape``)."""
-        return (self._kind or self._kinds())[1]
-
-    @property
-    def is_exit(self) -> bool:
-        """Whether the node is terminal: ``shape=Msquare``, or the exit by its id."""
-        return (self._kind or self._kinds())[2]
-
-    def _kinds(self) -> tuple[str | None, str, bool]:
-        """What its role, ``shape`` and ``type`` make of the node, worked out once: validation
-        asks for every node and a stage asks again, several times each (each answer was three
-        to five calls through the attribute lookups; issue #22). The attributes never change
-        (a changed node is a new :class:`Node`, with nothing cached)."""
-        shape = self.attrs.get("shape") or "box"
-        implied = self.role or SHAPE_TO_TYPE.get(shape)
-        kind = (
-            implied,
-            self.attrs.get("type", "") or implied or "codergen",
-            shape == "Msquare" or self.role == "exit",
-        )
-        object.__setattr__(self, "_kind", kind)  # a cache on a frozen instance (attrs' advice)
-        return kind
+        return self.type or self.implied_type or "codergen"
 
     @property
     def prompt(self) -> str:
@@ -404,11 +380,15 @@ class Graph(_Attributed):
 
     def exit_nodes(self) -> list[Node]:
         """Nodes that count as terminal: ``shape=Msquare``, else id ``exit``/``end`` in any case."""
-        return [n for n in self.nodes.values() if n.is_exit]
+        return [n for n in self.nodes.values() if self._is_exit(n)]
 
     def is_terminal(self, node_id: str) -> bool:
         node = self.nodes.get(node_id)
-        return node is not None and node.is_exit
+        return node is not None and self._is_exit(node)
+
+    @staticmethod
+    def _is_exit(node: Node) -> bool:
+        return node.shape == "Msquare" or node.role == "exit"
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
