@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,31 @@ def test_ab_alternates_two_trees_and_rejects_a_non_tree(tmp_path: Path) -> None:
     refused = _run_script("ab.py", repo, str(tmp_path), *common)
     assert refused.returncode == 2
     assert "not a source tree" in refused.stderr
+
+
+def test_calls_counts_the_python_calls_of_a_stage(tmp_path: Path) -> None:
+    """``benchmarks/calls.py``: the calls per stage of this tree, by file and the most called."""
+    done = _run_script("calls.py", "--stages", "5", "--top", "3", "--tmp-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    total = re.search(r": (\d+\.\d) Python calls per stage", done.stdout)
+    assert total is not None and float(total.group(1)) > 100, done.stdout
+    assert re.search(r"^ +\d+\.\d  attractor_trio/", done.stdout, re.MULTILINE)
+    assert "the 3 most called per stage:" in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
+def test_instructions_counts_the_instructions_of_a_stage(tmp_path: Path) -> None:
+    """``benchmarks/instructions.py``: user-space instructions per stage under callgrind."""
+    script = str(SCRIPT.with_name("instructions.py"))
+    done = subprocess.run(
+        [sys.executable, script, "--stages", "3", "--tmp-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r": \d+\.\d{3} M instructions per stage$", done.stdout, re.MULTILINE)
+    assert list(tmp_path.iterdir()) == []
