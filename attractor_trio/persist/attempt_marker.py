@@ -19,6 +19,7 @@ __all__ = [
     "encode_attempt_marker",
     "encode_marker",
     "marker_json_chunks",
+    "marker_record",
     "read_attempt_marker",
 ]
 
@@ -48,6 +49,27 @@ def encode_attempt_marker(record: dict[str, Any]) -> bytes:
     return "".join(_encode(record, 0)).encode("utf-8")
 
 
+def marker_record(
+    node_id: str,
+    number: int,
+    attempt: int,
+    attempt_id: str,
+    epoch: str,
+    finished: bool,
+    interrupted: bool,
+) -> dict[str, Any]:
+    """The marker's record without its outcome, keys in the order the file has them."""
+    return {
+        "node_id": node_id,
+        "number": number,
+        "attempt": attempt,
+        "attempt_id": attempt_id,
+        "epoch": epoch,
+        "finished": finished,
+        "interrupted": interrupted,
+    }
+
+
 def encode_marker(
     node_id: str,
     number: int,
@@ -72,20 +94,8 @@ def encode_marker(
         and type(finished) is bool
         and type(interrupted) is bool
     ):
-        text = "".join(
-            _encode(
-                {
-                    "node_id": node_id,
-                    "number": number,
-                    "attempt": attempt,
-                    "attempt_id": attempt_id,
-                    "epoch": epoch,
-                    "finished": finished,
-                    "interrupted": interrupted,
-                },
-                0,
-            )
-        )[:-1]
+        record = marker_record(node_id, number, attempt, attempt_id, epoch, finished, interrupted)
+        text = "".join(_encode(record, 0))[:-1]
     else:
         epoch_text = _encode_ascii(epoch) if epoch else '""'
         text = (

@@ -14,6 +14,7 @@ generic path (``test_persist_outcome_text``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from ..core.outcome import Outcome
@@ -33,8 +34,10 @@ _COMMON: Final[dict[str, str]] = {
 }
 
 
-def status_text(outcome: Outcome) -> str:
-    """``dumps_json(outcome.to_json())``: the ``status.json`` text."""
+def _string_texts(outcome: Outcome, encode: Callable[[str], str]) -> list[str] | None:
+    """The JSON texts of the outcome's six string fields, in the documents' order (the usual
+    words from :data:`_COMMON`, the rest through ``encode``); ``None`` when one is not an
+    exact ``str`` (the caller then takes the generic encoder)."""
     common = _COMMON
     texts = []
     for value in (
@@ -46,9 +49,17 @@ def status_text(outcome: Outcome) -> str:
         outcome.failure_signature,
     ):
         if type(value) is not str:
-            return dumps_json(outcome.to_json())
+            return None
         text = common.get(value)
-        texts.append(encode_str(value) if text is None else text)
+        texts.append(encode(value) if text is None else text)
+    return texts
+
+
+def status_text(outcome: Outcome) -> str:
+    """``dumps_json(outcome.to_json())``: the ``status.json`` text."""
+    texts = _string_texts(outcome, encode_str)
+    if texts is None:
+        return dumps_json(outcome.to_json())
     status, label, notes, reason, failure_class, signature = texts
     ids = outcome.suggested_next_ids
     updates = outcome.context_updates
@@ -67,20 +78,9 @@ def status_text(outcome: Outcome) -> str:
 
 def marker_outcome_text(outcome: Outcome) -> str:
     """The finished marker's ``outcome`` value: ``json.dumps(outcome.to_json())``."""
-    common = _COMMON
-    texts = []
-    for value in (
-        outcome.custom or outcome.status._value_,
-        outcome.preferred_label,
-        outcome.notes,
-        outcome.failure_reason,
-        outcome.failure_class,
-        outcome.failure_signature,
-    ):
-        if type(value) is not str:
-            return _generic_marker_text(outcome.to_json())
-        text = common.get(value)
-        texts.append(_encode_ascii(value) if text is None else text)
+    texts = _string_texts(outcome, _encode_ascii)
+    if texts is None:
+        return _generic_marker_text(outcome.to_json())
     status, label, notes, reason, failure_class, signature = texts
     ids = outcome.suggested_next_ids
     updates = outcome.context_updates

@@ -50,7 +50,12 @@ from ..persist.atomic import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from ..persist.attempt_marker import ATTEMPT_MARKER, encode_marker, read_attempt_marker
+from ..persist.attempt_marker import (
+    ATTEMPT_MARKER,
+    encode_marker,
+    marker_record,
+    read_attempt_marker,
+)
 from ..persist.commit import DirectorySyncs
 from ..persist.outcome_text import marker_outcome_text, status_text
 from ..persist.status import read_status_file
@@ -708,15 +713,7 @@ class _Marker(NamedTuple):
         except FileNotFoundError:  # the stage dir went away under the handler
             os.makedirs(stage_dir, exist_ok=True)
             write_bytes_atomic(path, data, durable=False, fresh=fresh)
-        return {
-            "node_id": node_id,
-            "number": number,
-            "attempt": attempt,
-            "attempt_id": attempt_id,
-            "epoch": epoch,
-            "finished": finished,
-            "interrupted": interrupted,
-        }
+        return marker_record(node_id, number, attempt, attempt_id, epoch, finished, interrupted)
 
 
 def _marked_outcome(marker: dict[str, Any]) -> Outcome | None:
