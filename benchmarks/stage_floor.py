@@ -9,8 +9,10 @@ makes on the way to the run directory:
 * ``ours``: what ``attractor_trio`` makes per stage on tmpfs, as ``strace -f`` lists it — the
   stage directory; the work directory's two ``status.json`` fallbacks removed before the
   attempt and looked for after it, with the stage's own; ``prompt.md``, ``response.md`` and
-  the ``.attempt.json`` marker created in place; ``status.json`` by temp and rename; the
-  checkpoint rewritten over a recycled spare (``pwrite``, link, rename), growing by as many
+  the ``.attempt.json`` marker created in place; ``status.json`` by temp (with the ``fstat``
+  that asks whether its fsync is a no-op) and rename; the checkpoint rewritten over a recycled
+  spare whose descriptor is kept (``pwrite``, then one ``renameat2(RENAME_EXCHANGE)`` of the
+  spare and the target where the filesystem can, else a link and a rename), growing by as many
   bytes per stage as the real one; the fsyncs of both files and both directories; two batched
   ``progress.ndjson`` writes. Set ``--no-fsync`` to leave out the fsyncs and the directory
   open they need (what a filesystem whose fsync is a no-op could skip).
@@ -29,10 +31,14 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from attractor_trio.persist.exchange import rename_exchange
 
 TMPFS = Path("/dev/shm")
 #: Bytes of the documents one stage writes (a 1,000-stage chain of ``engine.py``).
@@ -69,9 +75,15 @@ def ours(root: Path, stages: int, fsync: bool) -> float:
     events = os.open(run + "/progress.ndjson", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     run_fd = os.open(run, os.O_RDONLY | os.O_DIRECTORY)
     target = run + "/checkpoint.json"
-    spares = [run + "/.checkpoint.a.tmp", run + "/.checkpoint.b.tmp"]
+    spare_name = run + "/.checkpoint.spare.tmp"
     document = b"{}"
     _create(target, document)
+    _create(spare_name, document)
+    # Both inodes kept open for the run (``persist/recycling.py``), their names swapped by one
+    # call where the filesystem can (``persist/exchange.py``), else a link and a rename.
+    spare = os.open(spare_name, os.O_WRONLY | os.O_CLOEXEC)
+    current = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    exchanges = rename_exchange(spare_name, target)
     begin = time.perf_counter()
     for index in range(stages):
         stage = f"{run}/s{index:04d}"
@@ -84,31 +96,34 @@ def ours(root: Path, stages: int, fsync: bool) -> float:
         _create(stage + "/response.md", RESPONSE)
         _create(stage + "/.attempt.json", MARKER)
         document += b"c" * CHECKPOINT_GROWTH
-        spare = spares[index % 2]
-        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if os.path.lexists(spare) else os.O_CREAT)
-        checkpoint = os.open(spare, flags, 0o644)
-        os.pwrite(checkpoint, document, 0)
+        os.pwrite(spare, document, 0)
         temp = stage + "/.status.json.tmp"
         status = os.open(temp, _NEW, 0o644)
         os.write(status, STATUS)
+        os.fstat(status)  # is its fsync a no-op? (``noop_fsync.py``: by the file's device)
         if fsync:
-            os.fsync(checkpoint)
+            os.fsync(spare)
             os.fsync(status)
         os.close(status)
         os.write(events, EVENTS[0])
         os.rename(temp, stage + "/status.json")
-        os.link(target, spares[(index + 1) % 2])
-        os.rename(spare, target)
+        if exchanges:
+            rename_exchange(spare_name, target)
+        else:
+            keep = f"{run}/.checkpoint.{index}.tmp"
+            os.link(target, keep)
+            os.rename(spare_name, target)
+            spare_name = keep
+        spare, current = current, spare
         if fsync:
             directory = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
             os.fsync(directory)
             os.fsync(run_fd)
             os.close(directory)
-        os.close(checkpoint)
         os.write(events, EVENTS[1])
     elapsed = time.perf_counter() - begin
-    os.close(events)
-    os.close(run_fd)
+    for fd in (events, run_fd, spare, current):
+        os.close(fd)
     return elapsed
 
 
