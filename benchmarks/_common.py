@@ -18,7 +18,35 @@ from attrs import frozen
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "FsyncMeter", "filesystem_type", "scratch_root"]
+__all__ = [
+    "IMPORT_TREE",
+    "REPO",
+    "FsyncMeter",
+    "filesystem_type",
+    "not_a_source_tree",
+    "scratch_root",
+]
+
+
+#: The start of a child script (``python -c``) that measures the source tree named by its
+#: ``sys.argv[1]`` (a worktree, or ``git archive REV | tar -x -C DIR``): that tree's engine
+#: and ``benchmarks/engine.py`` are imported, checked by path (``ab.py``, ``calls.py``,
+#: ``instructions.py``).
+IMPORT_TREE = r"""
+import sys
+tree = sys.argv[1]
+sys.path[:0] = [tree, tree + "/benchmarks"]
+import attractor_trio, engine
+if not attractor_trio.__file__.startswith(tree):
+    raise SystemExit(f"imported {attractor_trio.__file__}, not the tree {tree}")
+"""
+
+
+def not_a_source_tree(tree: Path) -> str | None:
+    """Why ``tree`` cannot be measured by an :data:`IMPORT_TREE` child, or ``None``."""
+    if (tree / "attractor_trio").is_dir() and (tree / "benchmarks/engine.py").is_file():
+        return None
+    return f"{tree}: not a source tree (no attractor_trio/ or benchmarks/engine.py)"
 
 
 def filesystem_type(path: Path) -> str:

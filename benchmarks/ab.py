@@ -27,15 +27,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _common import IMPORT_TREE, not_a_source_tree
+
 #: Run inside each child: its tree first on ``sys.path``; one untimed run, then ``runs`` timed.
-_CHILD = r"""
-import json, shutil, sys, time
+_CHILD = (
+    IMPORT_TREE
+    + r"""
+import json, shutil, time
 from pathlib import Path
-tree, stages, runs, scratch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-sys.path[:0] = [tree, tree + "/benchmarks"]
-import attractor_trio, engine
-if not attractor_trio.__file__.startswith(tree):
-    raise SystemExit(f"imported {attractor_trio.__file__}, not the tree {tree}")
+stages, runs, scratch = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 graph = engine.load(engine.build_pipeline(stages))
 walls, cpus = [], []
 for index in range(runs + 1):
@@ -49,6 +49,7 @@ for index in range(runs + 1):
         cpus.append(cpu / stages * 1e6)
 print(json.dumps({"wall": walls, "cpu": cpus}))
 """
+)
 
 
 def one_round(tree: Path, stages: int, runs: int, parent: Path) -> dict[str, list[float]]:
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     trees = [tree.resolve() for tree in args.trees]
     for tree in trees:
-        if not (tree / "attractor_trio").is_dir() or not (tree / "benchmarks/engine.py").is_file():
-            parser.error(f"{tree}: not a source tree (no attractor_trio/ or benchmarks/engine.py)")
+        if (problem := not_a_source_tree(tree)) is not None:
+            parser.error(problem)
     samples: dict[Path, dict[str, list[float]]] = {tree: {"wall": [], "cpu": []} for tree in trees}
     for _ in range(args.rounds):
         for tree in trees:

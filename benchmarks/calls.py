@@ -26,15 +26,15 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from _common import IMPORT_TREE, not_a_source_tree
+
 #: Run in a child so that ``TREE``'s engine, not this one, is imported.
-_CHILD = r"""
-import cProfile, json, pstats, sys
+_CHILD = (
+    IMPORT_TREE
+    + r"""
+import cProfile, json, pstats
 from pathlib import Path
-tree, stages, scratch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sys.path[:0] = [tree, tree + "/benchmarks"]
-import attractor_trio, engine
-if not attractor_trio.__file__.startswith(tree):
-    raise SystemExit(f"imported {attractor_trio.__file__}, not the tree {tree}")
+stages, scratch = int(sys.argv[2]), sys.argv[3]
 engine.run_engine(engine.load(engine.build_pipeline(stages)), Path(scratch) / "warm-up")
 counts = []
 for n in (stages, 2 * stages):
@@ -47,6 +47,7 @@ for n in (stages, 2 * stages):
                    for key, value in pstats.Stats(profile).stats.items()})
 print(json.dumps(counts))
 """
+)
 
 
 def per_stage(tree: Path, stages: int, parent: Path) -> Counter[tuple[str, str]]:
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp-dir", type=Path, default=Path("/dev/shm"), help="(/dev/shm)")
     args = parser.parse_args(argv)
     tree = args.tree.resolve()
-    if not (tree / "attractor_trio").is_dir() or not (tree / "benchmarks/engine.py").is_file():
-        parser.error(f"{tree}: not a source tree (no attractor_trio/ or benchmarks/engine.py)")
+    if (problem := not_a_source_tree(tree)) is not None:
+        parser.error(problem)
     counts = per_stage(tree, args.stages, args.tmp_dir)
     by_file: Counter[str] = Counter()
     for (where, _), value in counts.items():

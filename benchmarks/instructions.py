@@ -25,16 +25,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-_CHILD = r"""
-import sys
+from _common import IMPORT_TREE, not_a_source_tree
+
+_CHILD = (
+    IMPORT_TREE
+    + r"""
 from pathlib import Path
-tree, stages, scratch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-sys.path[:0] = [tree, tree + "/benchmarks"]
-import attractor_trio, engine
-if not attractor_trio.__file__.startswith(tree):
-    raise SystemExit(f"imported {attractor_trio.__file__}, not the tree {tree}")
+stages, scratch = int(sys.argv[2]), sys.argv[3]
 engine.run_engine(engine.load(engine.build_pipeline(stages)), Path(scratch) / "run")
 """
+)
 
 
 def instructions(tree: Path, stages: int, parent: Path) -> int:
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (it counts the instructions): install it")
     for tree in (tree.resolve() for tree in args.trees):
-        if not (tree / "attractor_trio").is_dir() or not (tree / "benchmarks/engine.py").is_file():
-            parser.error(f"{tree}: not a source tree (no attractor_trio/ or benchmarks/engine.py)")
+        if (problem := not_a_source_tree(tree)) is not None:
+            parser.error(problem)
         short = instructions(tree, args.stages, args.tmp_dir)
         long = instructions(tree, 2 * args.stages, args.tmp_dir)
         print(f"{tree}: {(long - short) / args.stages / 1e6:.3f} M instructions per stage")
