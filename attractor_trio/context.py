@@ -36,6 +36,7 @@ class Context(Mapping[str, Any]):
     def __init__(self, values: Mapping[str, Any] | None = None, logs: Iterable[str] = ()) -> None:
         self._values: dict[str, Any] = {}
         self._logs: list[str] = list(logs)
+        self._entry_texts: dict[str, tuple[Any, str]] = {}  # see :meth:`snapshot_pieces`
         if values is not None:
             self.apply_updates(values)
 
@@ -115,25 +116,36 @@ class Context(Mapping[str, Any]):
         A :class:`StageSummary` value is its own cached bytes (it is the one large value, and
         it changes by one entry per stage): copied once per checkpoint, into the checkpoint,
         where joining the context's text, encoding it and joining it again made three copies.
-        The rest is encoded in runs of plain values, so the text is exactly what one
-        ``json.dumps`` of the dict gives."""
+        The other entries' texts (``"key":value``) are remembered per key with their value
+        while it is a ``str``, ``int``, ``float``, ``bool`` or ``None`` — immutable, so the
+        same object has the same text —: most keys keep their value from stage to stage
+        (the goal, the run id, the fidelity, empty failure fields), and encoding the dozen
+        of them anew through the C encoder (a chunk object per key, colon and comma) was most
+        of this method. Any other value is encoded as ``json.dumps`` would, every time (it may
+        have been changed in place). The text is exactly what one ``json.dumps`` of the dict
+        gives: its entries' texts joined by commas."""
         out: list[bytes] = []
-        opening = "{"  # the text before the next summary's key: "{" or "," and plain values
-        plain: dict[str, Any] = {}
+        texts: list[str] = []  # the entries' texts since the last summary
+        known = self._entry_texts
         for key, value in self._values.items():
-            if type(value) is not StageSummary:
-                plain[key] = value
+            kind = type(value)
+            if kind is StageSummary:
+                texts.append(f"{_encode_str(key)}:")
+                out += (f"{',' if out else '{'}{','.join(texts)}".encode(), value.json_bytes())
+                texts = []
                 continue
-            if plain:
-                opening += "".join(_CHUNKS(plain, 0))[1:-1] + ","
-                plain = {}
-            # (keys are ``str``: checked when set)
-            out += (f"{opening}{_encode_str(key)}:".encode(), value.json_bytes())
-            opening = ","
+            seen = known.get(key)
+            if seen is not None and seen[0] is value:
+                texts.append(seen[1])
+                continue
+            text = _entry_text(key, value)
+            if kind in _IMMUTABLE:
+                known[key] = (value, text)
+            texts.append(text)
         if not out:
-            out.append(_dumps(plain).encode())
-        elif plain:
-            out.append(f",{''.join(_CHUNKS(plain, 0))[1:-1]}}}".encode())
+            out.append(f"{{{','.join(texts)}}}".encode())
+        elif texts:
+            out.append(f",{','.join(texts)}}}".encode())
         else:
             out.append(b"}")
         return out
@@ -151,6 +163,7 @@ class Context(Mapping[str, Any]):
             for key, value in self._values.items()
         }
         twin._logs = list(self._logs)
+        twin._entry_texts = {}
         return twin
 
 
@@ -321,6 +334,13 @@ def _spliced(text: bytes | None, texts: list[bytes], drop: int, added: bytes) ->
     if start >= len(text) - 1:  # nothing left of the old entries
         return b"[" + added + b"]"
     return b"".join((b"[", memoryview(text)[start:-1], b",", added, b"]"))
+
+
+def _entry_text(key: str, value: Any) -> str:
+    """``"key":value`` as one ``json.dumps`` of a dict holding it writes the entry."""
+    if type(value) is str:
+        return f"{_encode_str(key)}:{_encode_str(value)}"
+    return "".join(_CHUNKS({key: value}, 0))[1:-1]
 
 
 def _checked(entry: Any) -> tuple[str, str, str] | None:

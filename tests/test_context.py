@@ -175,6 +175,40 @@ def test_a_summary_encodes_and_reads_exactly_as_the_plain_list_would(
     assert summary.stages == _completed_stages(plain)
 
 
+_SCALAR = st.one_of(
+    _TEXT, st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none()
+)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "internal.completed_summary"]),
+            st.one_of(_SCALAR, st.lists(_SCALAR, max_size=3), st.just("append")),
+        ),
+        max_size=14,
+    )
+)
+def test_the_snapshot_follows_every_change_between_snapshots(
+    steps: list[tuple[str, Any]],
+) -> None:
+    """The checkpoint encodes the context after every stage and remembers the entries' texts
+    from one snapshot to the next: a changed value — a new object, or a list changed in place
+    — is encoded anew, and the text stays that of one ``json.dumps`` of the values."""
+    context = Context({"goal": "g", "n": 1})
+    for key, value in steps:
+        current = context.get(key)
+        if value == "append" and isinstance(current, list):
+            current.append(len(current))  # in place: the same object, another text
+        elif key == "internal.completed_summary" and isinstance(value, list):
+            context.set(key, StageSummary.of(current).appended(["x", "success", "n"], 3))
+        else:
+            context.set(key, value)
+        plain = {k: list(v) if type(v) is StageSummary else v for k, v in context.items()}
+        assert context.snapshot_json() == _plain_json(plain)
+        assert b"".join(context.snapshot_pieces()).decode() == _plain_json(plain)
+
+
 @given(
     start=st.lists(st.one_of(_ENTRY, st.integers(), st.none()), max_size=6),
     added=st.lists(st.one_of(_ENTRY, st.tuples(_TEXT, _TEXT, _TEXT).map(list)), max_size=12),
