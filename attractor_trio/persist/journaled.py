@@ -61,7 +61,7 @@ class JournaledDict(dict[K, V]):
         return reset, changed
 
     def __setitem__(self, key: K, value: V) -> None:
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)  # (not ``super()``: a proxy object per set)
         self._changed[key] = None
 
     def __delitem__(self, key: K) -> None:
