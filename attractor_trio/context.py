@@ -86,6 +86,20 @@ class Context(Mapping[str, Any]):
             else:
                 self.set(key, value)
 
+    def record_stage(self, entry: list[Any], limit: int, summary_key: str, count_key: str) -> None:
+        """Append ``entry`` to the :class:`StageSummary` at ``summary_key`` (the newest
+        ``limit`` kept) and count it at ``count_key``, in that order: the traversal's
+        completed-stage summary, after every stage, as one call (it was two reads, a
+        conversion and an update through a dict). A summary from an older checkpoint (a plain
+        list) is converted; one without a count is counted from its length."""
+        values = self._values
+        summary = values.get(summary_key)
+        if type(summary) is not StageSummary:
+            summary = StageSummary.of(summary)
+        count = values.get(count_key)
+        values[summary_key] = summary.appended(entry, limit)
+        values[count_key] = (count if type(count) is int else len(summary)) + 1
+
     def append_log(self, entry: str) -> None:
         self._logs.append(entry)
 
@@ -197,30 +211,42 @@ class StageSummary(list[Any]):
         return value if type(value) is cls else cls(list(value or []))
 
     def appended(self, entry: list[Any], limit: int) -> StageSummary:
-        """A new summary: these entries and ``entry``, the newest ``limit`` of them."""
-        keep = max(limit - 1, 0)
-        current = self._current()
-        drop = max(len(current) - keep, 0)
+        """A new summary: these entries and ``entry``, the newest ``limit`` of them.
+
+        Every stage: a well-formed ``[node_id, status, notes]`` entry is checked and
+        encoded inline, and the cached forms are set without a call."""
+        current = self
+        if self._changed or len(self) != len(self._texts):
+            current = StageSummary(self)
+        drop = len(current) - limit + 1 if limit > 0 else len(current)
+        if drop < 0:
+            drop = 0
         new = StageSummary.__new__(StageSummary)
+        # (a slice is a plain list, which ``__init__`` copies as a block; a summary, being a
+        # subclass, it would copy item by item through an iterator)
         list.__init__(new, current[drop:])
         list.append(new, entry)  # not the marking append: the cached forms follow below
-        checked = _checked(entry)
-        # A well-formed entry's JSON without the encoder's call: three strings (as ``_dumps``
-        # gives them: ``json.dumps`` escapes a ``str`` with this very function).
-        text = (
-            f"[{_encode_str(checked[0])},{_encode_str(checked[1])},{_encode_str(checked[2])}]"
-            if checked is not None and len(entry) == 3 and type(entry[2]) is str
-            else _dumps(entry)
-        ).encode()
+        if type(entry) is list and len(entry) == 3:
+            node_id, status, notes = entry
+            if type(node_id) is str and type(status) is str and type(notes) is str:
+                checked: tuple[str, str, str] | None = (node_id, status, notes)
+                # (as ``_dumps`` gives it: ``json.dumps`` escapes a ``str`` with this function)
+                text = f"[{_encode_str(node_id)},{_encode_str(status)},{_encode_str(notes)}]"
+            else:
+                checked, text = _checked(entry), _dumps(entry)
+        else:
+            checked, text = _checked(entry), _dumps(entry)
+        added = text.encode()
         texts = current._texts[drop:]
-        texts.append(text)
+        texts.append(added)
         stages = current._stages[drop:]
         stages.append(checked)
         malformed = current._malformed
         if malformed and drop:
             malformed -= current._stages[:drop].count(None)
-        new._remember(texts, stages, malformed + (checked is None))
-        new._text = _spliced(current._text, current._texts, drop, text)
+        new._texts, new._stages, new._changed = texts, stages, False
+        new._malformed = malformed + (checked is None)
+        new._text = _spliced(current._text, current._texts, drop, added)
         return new
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StageSummary:

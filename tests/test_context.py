@@ -201,7 +201,8 @@ def test_the_snapshot_follows_every_change_between_snapshots(
         if value == "append" and isinstance(current, list):
             current.append(len(current))  # in place: the same object, another text
         elif key == "internal.completed_summary" and isinstance(value, list):
-            context.set(key, StageSummary.of(current).appended(["x", "success", "n"], 3))
+            base = StageSummary.of(current if isinstance(current, list) else [])
+            context.set(key, base.appended(["x", "success", "n"], 3))
         else:
             context.set(key, value)
         plain = {k: list(v) if type(v) is StageSummary else v for k, v in context.items()}
@@ -317,3 +318,23 @@ def test_every_mutating_list_method_makes_a_summary_read_what_it_holds(
     assert json.loads(Context({"k": summary}).snapshot_json())["k"] == plain
     assert summary.stages == _completed_stages(plain)
     assert list(summary.appended(["d", "success", ""], 200)) == [*plain, ["d", "success", ""]]
+
+
+def test_record_stage_appends_to_the_summary_and_counts_it() -> None:
+    """The traversal's completed-stage summary after every stage: a plain list (an older
+    checkpoint's) becomes a summary, a missing count is counted from its length, the newest
+    ``limit`` are kept, and new keys come in this order (the checkpoint's text follows it)."""
+    fresh = Context({"goal": "g"})
+    fresh.record_stage(["a", "success", ""], 2, "summary", "count")
+    assert list(fresh.items()) == [("goal", "g"), ("summary", [["a", "success", ""]]), ("count", 1)]
+    assert type(fresh["summary"]) is StageSummary
+    old = Context({"summary": [["a", "success", ""], ["b", "fail", "why"]]})
+    old.record_stage(["c", "success", "n"], 2, "summary", "count")
+    assert old["summary"] == [["b", "fail", "why"], ["c", "success", "n"]]
+    assert old["count"] == 3  # counted from the plain list's length
+    old.record_stage(["d", "success", ""], 2, "summary", "count")
+    assert old["count"] == 4
+    assert json.loads(old.snapshot_json())["summary"] == [
+        ["c", "success", "n"],
+        ["d", "success", ""],
+    ]
