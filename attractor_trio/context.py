@@ -28,6 +28,8 @@ __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 RESPONSE_PREVIEW_CHARS: Final = 200
 #: Value types :meth:`Context.clone` shares instead of copying.
 _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
+#: What no context value is: :meth:`Context.snapshot_pieces`' "no text remembered".
+_UNSEEN: Final = object()
 
 
 class Context(Mapping[str, Any]):
@@ -36,7 +38,8 @@ class Context(Mapping[str, Any]):
     def __init__(self, values: Mapping[str, Any] | None = None, logs: Iterable[str] = ()) -> None:
         self._values: dict[str, Any] = {}
         self._logs: list[str] = list(logs)
-        self._entry_texts: dict[str, tuple[Any, str]] = {}  # see :meth:`snapshot_pieces`
+        #: key -> (its value, its entry's text, the key's JSON): see :meth:`snapshot_pieces`
+        self._entry_texts: dict[str, tuple[Any, str, str]] = {}
         if values is not None:
             self.apply_updates(values)
 
@@ -138,30 +141,41 @@ class Context(Mapping[str, Any]):
         of this method. Any other value is encoded as ``json.dumps`` would, every time (it may
         have been changed in place). The text is exactly what one ``json.dumps`` of the dict
         gives: its entries' texts joined by commas."""
-        out: list[bytes] = []
-        texts: list[str] = []  # the entries' texts since the last summary
+        values = self._values
         known = self._entry_texts
-        for key, value in self._values.items():
+        texts = [""] * len(values)  # each entry's text; a summary's is its "key": only
+        summaries: list[tuple[int, StageSummary]] = []
+        for position, (key, value) in enumerate(values.items()):
+            try:
+                last, text, key_json = known[key]
+            except KeyError:  # (once per key and context: no ``get`` call every time)
+                last, text, key_json = _UNSEEN, "", _encode_str(key)
+            if last is value:
+                texts[position] = text
+                continue
             kind = type(value)
-            if kind is StageSummary:
-                texts.append(f"{_encode_str(key)}:")
-                out += (f"{',' if out else '{'}{','.join(texts)}".encode(), value.json_bytes())
-                texts = []
+            if kind is str:
+                text = f"{key_json}:{_encode_str(value)}"
+            elif kind is int:
+                text = f"{key_json}:{value}"  # (an ``int``'s JSON is its decimal text)
+            elif kind is StageSummary:
+                texts[position] = f"{key_json}:"
+                summaries.append((position, value))
+                known[key] = (_UNSEEN, "", key_json)
                 continue
-            seen = known.get(key)
-            if seen is not None and seen[0] is value:
-                texts.append(seen[1])
-                continue
-            text = _entry_text(key, value)
-            if kind in _IMMUTABLE:
-                known[key] = (value, text)
-            texts.append(text)
-        if not out:
-            out.append(f"{{{','.join(texts)}}}".encode())
-        elif texts:
-            out.append(f",{','.join(texts)}}}".encode())
-        else:
-            out.append(b"}")
+            else:
+                text = "".join(_CHUNKS({key: value}, 0))[1:-1]
+            known[key] = (value, text, key_json) if kind in _IMMUTABLE else (_UNSEEN, "", key_json)
+            texts[position] = text
+        if not summaries:
+            return [f"{{{','.join(texts)}}}".encode()]
+        out: list[bytes] = []
+        begin = 0
+        for position, summary in summaries:
+            head = ",".join(texts[begin : position + 1])  # (ends with the summary's "key":)
+            out += (f"{',' if begin else '{'}{head}".encode(), summary.json_bytes())
+            begin = position + 1
+        out.append(f",{','.join(texts[begin:])}}}".encode() if begin < len(texts) else b"}")
         return out
 
     def clone(self) -> Context:
@@ -360,13 +374,6 @@ def _spliced(text: bytes | None, texts: list[bytes], drop: int, added: bytes) ->
     if start >= len(text) - 1:  # nothing left of the old entries
         return b"[" + added + b"]"
     return b"".join((b"[", memoryview(text)[start:-1], b",", added, b"]"))
-
-
-def _entry_text(key: str, value: Any) -> str:
-    """``"key":value`` as one ``json.dumps`` of a dict holding it writes the entry."""
-    if type(value) is str:
-        return f"{_encode_str(key)}:{_encode_str(value)}"
-    return "".join(_CHUNKS({key: value}, 0))[1:-1]
 
 
 def _checked(entry: Any) -> tuple[str, str, str] | None:

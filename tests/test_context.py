@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from attractor_trio.context import Context, StageSummary
@@ -189,6 +189,7 @@ _SCALAR = st.one_of(
         max_size=14,
     )
 )
+@example(steps=[("a", [1]), ("a", "append"), ("b", 1.5), ("b", 1.5)])
 def test_the_snapshot_follows_every_change_between_snapshots(
     steps: list[tuple[str, Any]],
 ) -> None:

@@ -236,7 +236,10 @@ class DirectorySyncs:
         """Write ``data`` to ``path`` atomically and durably with the next commit, before its
         rename (a later :meth:`hold` of the same path replaces this one). Redacted here, as
         every file of a run is (contract.md §10)."""
-        self._held[os.fspath(path)] = redaction.file_bytes(path, data)
+        # (``redaction.active`` is ``None`` while no secret is registered: no call then)
+        self._held[os.fspath(path)] = (
+            data if redaction.active is None else redaction.file_bytes(path, data)
+        )
 
     def open_all(self) -> tuple[list[int], list[int]]:
         """Descriptors of the owed directories to fsync, and those of them opened here (the
