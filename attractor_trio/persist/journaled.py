@@ -290,6 +290,7 @@ class ObjectEncoder:
         self._keys: dict[Any, int] = {}  # key -> its position in _fragments
         self._fragments: list[str] = []
         self._text = _ChunkedText(chunk)
+        self._last_one: tuple[str, str, str] | None = None  # see :meth:`_one_entry_json`
 
     def encode(self, mapping: Mapping[Any, Any]) -> str:
         """The mapping's JSON text."""
@@ -360,12 +361,32 @@ class ObjectEncoder:
             value = self._convert(value)
         if type(key) is str and type(value) is int:  # most entries: a node id and a count
             return f"{encode_basestring(key)}:{value}"
-        text = dumps_compact({key: value})[1:-1]
+        if type(key) is str and type(value) is dict and len(value) == 1:
+            text = f"{encode_basestring(key)}:{self._one_entry_json(value)}"
+        else:
+            text = dumps_compact({key: value})[1:-1]
         if self._redact:
             secrets = redaction.active  # (``None`` while no secret is registered)
             if secrets is not None and secrets.found_in_text(text):
                 text = dumps_compact(secrets.value({key: value}))[1:-1]
         return text
+
+    def _one_entry_json(self, value: dict[Any, Any]) -> str:
+        """A one-entry object's JSON: an outcome's converted document is usually just its
+        status, the same from stage to stage, so a ``str`` name and ``str`` value's text is
+        remembered (two equal strings have one text) instead of a trip through the C encoder
+        for the entry's two nested objects."""
+        ((name, field),) = value.items()
+        if type(name) is not str or type(field) is not str:
+            return dumps_compact(value)
+        last = self._last_one
+        if last is None or last[0] != name or last[1] != field:
+            last = self._last_one = (
+                name,
+                field,
+                f"{{{encode_basestring(name)}:{encode_basestring(field)}}}",
+            )
+        return last[2]
 
 
 class ArrayEncoder:
