@@ -28,6 +28,8 @@ __all__ = ["RESPONSE_PREVIEW_CHARS", "Context", "StageSummary"]
 RESPONSE_PREVIEW_CHARS: Final = 200
 #: Value types :meth:`Context.clone` shares instead of copying.
 _IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
+#: What no context value is: :meth:`Context.snapshot_pieces`' "no text remembered".
+_UNSEEN: Final = object()
 
 
 class Context(Mapping[str, Any]):
@@ -36,6 +38,8 @@ class Context(Mapping[str, Any]):
     def __init__(self, values: Mapping[str, Any] | None = None, logs: Iterable[str] = ()) -> None:
         self._values: dict[str, Any] = {}
         self._logs: list[str] = list(logs)
+        #: key -> (its value, its entry's text, the key's JSON): see :meth:`snapshot_pieces`
+        self._entry_texts: dict[str, tuple[Any, str, str]] = {}
         if values is not None:
             self.apply_updates(values)
 
@@ -85,6 +89,20 @@ class Context(Mapping[str, Any]):
             else:
                 self.set(key, value)
 
+    def record_stage(self, entry: list[Any], limit: int, summary_key: str, count_key: str) -> None:
+        """Append ``entry`` to the :class:`StageSummary` at ``summary_key`` (the newest
+        ``limit`` kept) and count it at ``count_key``, in that order: the traversal's
+        completed-stage summary, after every stage, as one call (it was two reads, a
+        conversion and an update through a dict). A summary from an older checkpoint (a plain
+        list) is converted; one without a count is counted from its length."""
+        values = self._values
+        summary = values.get(summary_key)
+        if type(summary) is not StageSummary:
+            summary = StageSummary.of(summary)
+        count = values.get(count_key)
+        values[summary_key] = summary.appended(entry, limit)
+        values[count_key] = (count if type(count) is int else len(summary)) + 1
+
     def append_log(self, entry: str) -> None:
         self._logs.append(entry)
 
@@ -115,27 +133,49 @@ class Context(Mapping[str, Any]):
         A :class:`StageSummary` value is its own cached bytes (it is the one large value, and
         it changes by one entry per stage): copied once per checkpoint, into the checkpoint,
         where joining the context's text, encoding it and joining it again made three copies.
-        The rest is encoded in runs of plain values, so the text is exactly what one
-        ``json.dumps`` of the dict gives."""
-        out: list[bytes] = []
-        opening = "{"  # the text before the next summary's key: "{" or "," and plain values
-        plain: dict[str, Any] = {}
-        for key, value in self._values.items():
-            if type(value) is not StageSummary:
-                plain[key] = value
+        The other entries' texts (``"key":value``) are remembered per key with their value
+        while it is a ``str``, ``int``, ``float``, ``bool`` or ``None`` — immutable, so the
+        same object has the same text —: most keys keep their value from stage to stage
+        (the goal, the run id, the fidelity, empty failure fields), and encoding the dozen
+        of them anew through the C encoder (a chunk object per key, colon and comma) was most
+        of this method. Any other value is encoded as ``json.dumps`` would, every time (it may
+        have been changed in place). The text is exactly what one ``json.dumps`` of the dict
+        gives: its entries' texts joined by commas."""
+        values = self._values
+        known = self._entry_texts
+        texts = [""] * len(values)  # each entry's text; a summary's is its "key": only
+        summaries: list[tuple[int, StageSummary]] = []
+        for position, (key, value) in enumerate(values.items()):
+            try:
+                last, text, key_json = known[key]
+            except KeyError:  # (once per key and context: no ``get`` call every time)
+                last, text, key_json = _UNSEEN, "", _encode_str(key)
+            if last is value:
+                texts[position] = text
                 continue
-            if plain:
-                opening += "".join(_CHUNKS(plain, 0))[1:-1] + ","
-                plain = {}
-            # (keys are ``str``: checked when set)
-            out += (f"{opening}{_encode_str(key)}:".encode(), value.json_bytes())
-            opening = ","
-        if not out:
-            out.append(_dumps(plain).encode())
-        elif plain:
-            out.append(f",{''.join(_CHUNKS(plain, 0))[1:-1]}}}".encode())
-        else:
-            out.append(b"}")
+            kind = type(value)
+            if kind is str:
+                text = f"{key_json}:{_encode_str(value)}"
+            elif kind is int:
+                text = f"{key_json}:{value}"  # (an ``int``'s JSON is its decimal text)
+            elif kind is StageSummary:
+                texts[position] = f"{key_json}:"
+                summaries.append((position, value))
+                known[key] = (_UNSEEN, "", key_json)
+                continue
+            else:
+                text = "".join(_CHUNKS({key: value}, 0))[1:-1]
+            known[key] = (value, text, key_json) if kind in _IMMUTABLE else (_UNSEEN, "", key_json)
+            texts[position] = text
+        if not summaries:
+            return [f"{{{','.join(texts)}}}".encode()]
+        out: list[bytes] = []
+        begin = 0
+        for position, summary in summaries:
+            head = ",".join(texts[begin : position + 1])  # (ends with the summary's "key":)
+            out += (f"{',' if begin else '{'}{head}".encode(), summary.json_bytes())
+            begin = position + 1
+        out.append(f",{','.join(texts[begin:])}}}".encode() if begin < len(texts) else b"}")
         return out
 
     def clone(self) -> Context:
@@ -151,6 +191,7 @@ class Context(Mapping[str, Any]):
             for key, value in self._values.items()
         }
         twin._logs = list(self._logs)
+        twin._entry_texts = {}
         return twin
 
 
@@ -184,30 +225,42 @@ class StageSummary(list[Any]):
         return value if type(value) is cls else cls(list(value or []))
 
     def appended(self, entry: list[Any], limit: int) -> StageSummary:
-        """A new summary: these entries and ``entry``, the newest ``limit`` of them."""
-        keep = max(limit - 1, 0)
-        current = self._current()
-        drop = max(len(current) - keep, 0)
+        """A new summary: these entries and ``entry``, the newest ``limit`` of them.
+
+        Every stage: a well-formed ``[node_id, status, notes]`` entry is checked and
+        encoded inline, and the cached forms are set without a call."""
+        current = self
+        if self._changed or len(self) != len(self._texts):
+            current = StageSummary(self)
+        drop = len(current) - limit + 1 if limit > 0 else len(current)
+        if drop < 0:
+            drop = 0
         new = StageSummary.__new__(StageSummary)
+        # (a slice is a plain list, which ``__init__`` copies as a block; a summary, being a
+        # subclass, it would copy item by item through an iterator)
         list.__init__(new, current[drop:])
         list.append(new, entry)  # not the marking append: the cached forms follow below
-        checked = _checked(entry)
-        # A well-formed entry's JSON without the encoder's call: three strings (as ``_dumps``
-        # gives them: ``json.dumps`` escapes a ``str`` with this very function).
-        text = (
-            f"[{_encode_str(checked[0])},{_encode_str(checked[1])},{_encode_str(checked[2])}]"
-            if checked is not None and len(entry) == 3 and type(entry[2]) is str
-            else _dumps(entry)
-        ).encode()
+        if type(entry) is list and len(entry) == 3:
+            node_id, status, notes = entry
+            if type(node_id) is str and type(status) is str and type(notes) is str:
+                checked: tuple[str, str, str] | None = (node_id, status, notes)
+                # (as ``_dumps`` gives it: ``json.dumps`` escapes a ``str`` with this function)
+                text = f"[{_encode_str(node_id)},{_encode_str(status)},{_encode_str(notes)}]"
+            else:
+                checked, text = _checked(entry), _dumps(entry)
+        else:
+            checked, text = _checked(entry), _dumps(entry)
+        added = text.encode()
         texts = current._texts[drop:]
-        texts.append(text)
+        texts.append(added)
         stages = current._stages[drop:]
         stages.append(checked)
         malformed = current._malformed
         if malformed and drop:
             malformed -= current._stages[:drop].count(None)
-        new._remember(texts, stages, malformed + (checked is None))
-        new._text = _spliced(current._text, current._texts, drop, text)
+        new._texts, new._stages, new._changed = texts, stages, False
+        new._malformed = malformed + (checked is None)
+        new._text = _spliced(current._text, current._texts, drop, added)
         return new
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StageSummary:

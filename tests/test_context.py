@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from attractor_trio.context import Context, StageSummary
@@ -175,6 +175,42 @@ def test_a_summary_encodes_and_reads_exactly_as_the_plain_list_would(
     assert summary.stages == _completed_stages(plain)
 
 
+_SCALAR = st.one_of(
+    _TEXT, st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none()
+)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "internal.completed_summary"]),
+            st.one_of(_SCALAR, st.lists(_SCALAR, max_size=3), st.just("append")),
+        ),
+        max_size=14,
+    )
+)
+@example(steps=[("a", [1]), ("a", "append"), ("b", 1.5), ("b", 1.5)])
+def test_the_snapshot_follows_every_change_between_snapshots(
+    steps: list[tuple[str, Any]],
+) -> None:
+    """The checkpoint encodes the context after every stage and remembers the entries' texts
+    from one snapshot to the next: a changed value — a new object, or a list changed in place
+    — is encoded anew, and the text stays that of one ``json.dumps`` of the values."""
+    context = Context({"goal": "g", "n": 1})
+    for key, value in steps:
+        current = context.get(key)
+        if value == "append" and isinstance(current, list):
+            current.append(len(current))  # in place: the same object, another text
+        elif key == "internal.completed_summary" and isinstance(value, list):
+            base = StageSummary.of(current if isinstance(current, list) else [])
+            context.set(key, base.appended(["x", "success", "n"], 3))
+        else:
+            context.set(key, value)
+        plain = {k: list(v) if type(v) is StageSummary else v for k, v in context.items()}
+        assert context.snapshot_json() == _plain_json(plain)
+        assert b"".join(context.snapshot_pieces()).decode() == _plain_json(plain)
+
+
 @given(
     start=st.lists(st.one_of(_ENTRY, st.integers(), st.none()), max_size=6),
     added=st.lists(st.one_of(_ENTRY, st.tuples(_TEXT, _TEXT, _TEXT).map(list)), max_size=12),
@@ -283,3 +319,23 @@ def test_every_mutating_list_method_makes_a_summary_read_what_it_holds(
     assert json.loads(Context({"k": summary}).snapshot_json())["k"] == plain
     assert summary.stages == _completed_stages(plain)
     assert list(summary.appended(["d", "success", ""], 200)) == [*plain, ["d", "success", ""]]
+
+
+def test_record_stage_appends_to_the_summary_and_counts_it() -> None:
+    """The traversal's completed-stage summary after every stage: a plain list (an older
+    checkpoint's) becomes a summary, a missing count is counted from its length, the newest
+    ``limit`` are kept, and new keys come in this order (the checkpoint's text follows it)."""
+    fresh = Context({"goal": "g"})
+    fresh.record_stage(["a", "success", ""], 2, "summary", "count")
+    assert list(fresh.items()) == [("goal", "g"), ("summary", [["a", "success", ""]]), ("count", 1)]
+    assert type(fresh["summary"]) is StageSummary
+    old = Context({"summary": [["a", "success", ""], ["b", "fail", "why"]]})
+    old.record_stage(["c", "success", "n"], 2, "summary", "count")
+    assert old["summary"] == [["b", "fail", "why"], ["c", "success", "n"]]
+    assert old["count"] == 3  # counted from the plain list's length
+    old.record_stage(["d", "success", ""], 2, "summary", "count")
+    assert old["count"] == 4
+    assert json.loads(old.snapshot_json())["summary"] == [
+        ["c", "success", "n"],
+        ["d", "success", ""],
+    ]

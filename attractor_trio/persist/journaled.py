@@ -61,7 +61,7 @@ class JournaledDict(dict[K, V]):
         return reset, changed
 
     def __setitem__(self, key: K, value: V) -> None:
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)  # (not ``super()``: a proxy object per set)
         self._changed[key] = None
 
     def __delitem__(self, key: K) -> None:
@@ -191,17 +191,19 @@ class _ChunkedText:
     the whole tail again — half a chunk on average, for each of five collections — was most
     of a checkpoint's encoding."""
 
-    __slots__ = ("_chunk", "_sealed", "_stale", "_tail", "_tail_end")
+    __slots__ = ("_begin", "_chunk", "_sealed", "_stale", "_tail", "_tail_end")
 
     def __init__(self, chunk: int) -> None:
         self._chunk = chunk
         self._sealed: list[bytes] = []  # chunk i: entries [i*chunk, (i+1)*chunk)
+        self._begin = 0  # where the tail starts: ``len(_sealed) * chunk``, kept
         self._stale: set[int] = set()  # sealed chunks whose text must be encoded again
         self._tail = b""  # entries [len(_sealed)*chunk, _tail_end), as :meth:`_encode` gives
         self._tail_end = -1  # -1: no valid tail (encode it again)
 
     def reset(self) -> None:
         self._sealed.clear()
+        self._begin = 0
         self._stale.clear()
         self._tail_end = -1
 
@@ -218,6 +220,7 @@ class _ChunkedText:
         kept = count // self._chunk
         if kept < len(self._sealed):
             del self._sealed[kept:]
+            self._begin = kept * self._chunk
             self._tail_end = -1  # the tail starts elsewhere now
         elif count < self._tail_end:
             self._tail_end = -1
@@ -225,29 +228,38 @@ class _ChunkedText:
             self._stale = {index for index in self._stale if index < kept}
 
     def pieces(self, fragments: Sequence[str], out: list[bytes]) -> None:
-        chunk, sealed = self._chunk, self._sealed
         if self._stale:
-            for index in self._stale:
-                begin = index * chunk
-                sealed[index] = self._encode(fragments, begin, begin + chunk)
-            self._stale.clear()
-        out += sealed
-        begin = len(sealed) * chunk
+            self._encode_stale(fragments)
+        out += self._sealed
         count = len(fragments)
         end = self._tail_end
-        if begin < end == count - 1 and count - begin < chunk:
-            # The usual stage: one entry appended to a valid tail (a shortcut of the general
-            # case below, which slices and joins for it).
+        if end == count - 1 and self._begin < end and count - self._begin < self._chunk:
+            # The usual stage: one entry appended to a valid tail (a shortcut of
+            # :meth:`_unsealed`, which slices and joins for it).
             tail = self._tail = self._tail + f",{fragments[end]}".encode()
             self._tail_end = count
             out.append(tail)
             return
+        self._unsealed(fragments, count, out)
+
+    def _encode_stale(self, fragments: Sequence[str]) -> None:
+        chunk, sealed = self._chunk, self._sealed
+        for index in self._stale:
+            begin = index * chunk
+            sealed[index] = self._encode(fragments, begin, begin + chunk)
+        self._stale.clear()
+
+    def _unsealed(self, fragments: Sequence[str], count: int, out: list[bytes]) -> None:
+        """:meth:`pieces` after the sealed chunks: seal the chunks that filled up, then the
+        tail (its valid part kept, the rest encoded)."""
+        chunk, sealed, begin = self._chunk, self._sealed, self._begin
         while count - begin >= chunk:
             text = self._encode(fragments, begin, begin + chunk)
             sealed.append(text)
             out.append(text)
             begin += chunk
             self._tail_end = -1  # the tail was part of this chunk
+        self._begin = begin
         if begin == count:
             self._tail_end = -1
             return
@@ -290,6 +302,7 @@ class ObjectEncoder:
         self._keys: dict[Any, int] = {}  # key -> its position in _fragments
         self._fragments: list[str] = []
         self._text = _ChunkedText(chunk)
+        self._last_one: tuple[str, str, str] | None = None  # see :meth:`_one_entry_json`
 
     def encode(self, mapping: Mapping[Any, Any]) -> str:
         """The mapping's JSON text."""
@@ -314,11 +327,11 @@ class ObjectEncoder:
         empties it once the entries are encoded; should an entry's encoding fail, the next
         call starts over from the whole mapping."""
         source = self._source
-        if source is None or mapping is not source or source._reset:
+        if mapping is not source or source._reset:  # (``None``: never the mapping)
             self._restart(mapping)
         elif source._changed:
             changed = source._changed
-            keys, fragments, text, convert = self._keys, self._fragments, self._text, self._convert
+            keys, fragments, convert = self._keys, self._fragments, self._convert
             try:
                 for key in changed:
                     value = source[key]
@@ -332,7 +345,7 @@ class ObjectEncoder:
                         fragments.append(fragment)
                     else:
                         fragments[position] = fragment
-                        text.changed(position)
+                        self._text.changed(position)
             except BaseException:
                 self._source = None
                 raise
@@ -360,12 +373,32 @@ class ObjectEncoder:
             value = self._convert(value)
         if type(key) is str and type(value) is int:  # most entries: a node id and a count
             return f"{encode_basestring(key)}:{value}"
-        text = dumps_compact({key: value})[1:-1]
+        if type(key) is str and type(value) is dict and len(value) == 1:
+            text = f"{encode_basestring(key)}:{self._one_entry_json(value)}"
+        else:
+            text = dumps_compact({key: value})[1:-1]
         if self._redact:
             secrets = redaction.active  # (``None`` while no secret is registered)
             if secrets is not None and secrets.found_in_text(text):
                 text = dumps_compact(secrets.value({key: value}))[1:-1]
         return text
+
+    def _one_entry_json(self, value: dict[Any, Any]) -> str:
+        """A one-entry object's JSON: an outcome's converted document is usually just its
+        status, the same from stage to stage, so a ``str`` name and ``str`` value's text is
+        remembered (two equal strings have one text) instead of a trip through the C encoder
+        for the entry's two nested objects."""
+        ((name, field),) = value.items()
+        if type(name) is not str or type(field) is not str:
+            return dumps_compact(value)
+        last = self._last_one
+        if last is None or last[0] != name or last[1] != field:
+            last = self._last_one = (
+                name,
+                field,
+                f"{{{encode_basestring(name)}:{encode_basestring(field)}}}",
+            )
+        return last[2]
 
 
 class ArrayEncoder:

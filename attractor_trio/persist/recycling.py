@@ -127,18 +127,34 @@ class RecyclingWriter:
 
         No :func:`~.pending.flush_all` of its own: :meth:`DirectorySyncs.commit_before`, its
         only caller, flushed the held events just before, and nothing in between emits.
-        Once the target is ours, the two swap names (:meth:`_exchanged`)."""
+
+        Once the target is ours, the spare and the target swap names in one call: the target
+        names the new document, the spare's name the displaced one — what
+        :meth:`_keep_current`'s link and the rename achieve in two calls and a new temp name.
+        Where that cannot be done (``False``: never asked again this run), or when either
+        name was removed behind our back (``FileNotFoundError``), the recipe
+        (:meth:`_replace_by_link`) notices which and copes."""
         assert self._writing is not None
         spare, fd, data = self._writing
         directory = None if self._noop else self._directory_descriptor()
         fds = self._fds
-        if fds.target is not None and self._exchanged(spare):
-            fds.target, fds.spare = fd, fds.target  # the spare's name: the displaced document
-            self._spare_size, self._target_size = self._target_size, len(data)
-            if directory is not None:
-                self.owed.defer(self._directory, directory)
-            self._writing = None
-            return
+        if fds.target is not None and self._exchanges is not False:
+            try:
+                self._exchanges = done = exchange.rename_exchange(spare, self._target)
+            except FileNotFoundError:
+                done = False
+            if done:
+                fds.target, fds.spare = fd, fds.target  # the spare's name: the displaced one
+                self._spare_size, self._target_size = self._target_size, len(data)
+                if directory is not None:
+                    self.owed.defer(self._directory, directory)
+                self._writing = None
+                return
+        self._replace_by_link(spare, fd, data, directory)
+
+    def _replace_by_link(self, spare: str, fd: int, data: bytes, directory: int | None) -> None:
+        """:meth:`_rename` by the recipe: link the current target to a fresh temp name (the
+        next spare), rename the spare over the target."""
         keep = self._keep_current()
         try:
             try:
@@ -163,21 +179,6 @@ class RecyclingWriter:
         if directory is not None:
             self.owed.defer(self._directory, directory)
         self._writing = None
-
-    def _exchanged(self, spare: str) -> bool:
-        """Swap the spare's and the target's names in one call: the target names the new
-        document, the spare's name the displaced one — what :meth:`_keep_current`'s link and
-        the rename achieve in two calls and a new temp name. ``False`` (nothing changed) where
-        that cannot be done, or when either name was removed behind our back: the recipe
-        notices which and copes."""
-        if self._exchanges is False:
-            return False
-        try:
-            done = exchange.rename_exchange(spare, self._target)
-        except FileNotFoundError:
-            return False
-        self._exchanges = done
-        return done
 
     def _replace_from_fresh_temp(self, data: bytes) -> int:
         """The spare's name was removed behind our back, and its inode (open as

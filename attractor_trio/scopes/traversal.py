@@ -14,7 +14,7 @@ from typing import Any
 import trio
 from attrs import define, field, setters
 
-from ..context import Context, StageSummary
+from ..context import Context
 from ..core.cycles import (
     CycleBreaker,
     LoopRestartGate,
@@ -312,13 +312,9 @@ class Traversal:
 def _remember_summary(context: Context, node_id: str, outcome: Outcome) -> None:
     """Completed-stage summary for fidelity preambles (compact/summary modes): the last 200
     stages, and how many completed in all (the preamble states the true count)."""
-    summary = StageSummary.of(context.get(COMPLETED_SUMMARY_KEY))
-    count = context.get(COMPLETED_COUNT_KEY)
-    count = count if type(count) is int else len(summary)  # a checkpoint from before the key
-    entry = [node_id, outcome.value, outcome.notes or outcome.failure_reason]
-    context.apply_updates(  # (one call for both keys: this runs after every stage)
-        {
-            COMPLETED_SUMMARY_KEY: summary.appended(entry, _SUMMARY_LIMIT),
-            COMPLETED_COUNT_KEY: count + 1,
-        }
+    context.record_stage(
+        [node_id, outcome.value, outcome.notes or outcome.failure_reason],
+        _SUMMARY_LIMIT,
+        COMPLETED_SUMMARY_KEY,
+        COMPLETED_COUNT_KEY,
     )
