@@ -3,7 +3,11 @@
 Why: the figure that does not move with the machine's load. A chain of ``N`` and one of ``2N``
 simulated stages (``engine.py``'s pipeline, on ``/dev/shm``) each run in a fresh process under
 valgrind's callgrind; the difference of their instruction counts divided by ``N`` is what one
-stage costs in user space, without start-up, imports and the run's fixed costs. The kernel's
+stage costs in user space, without start-up, imports and the run's fixed costs. Both processes
+build and load *both* pipelines and run one of them, so the pipelines' generation, parse and
+validation at load (≈ 160 k instructions per node, outside ``engine.py``'s timing too) cancel
+out: the figure is the run's alone. (Before 2026-12-07's eighth stop it included them: 1.239 M
+then is 1.09 M now, for the same tree.) The kernel's
 side of a stage's system calls is not counted: a change that removes a system call shows in
 ``ab.py`` and ``stage_floor.py``, not here. ``PYTHONHASHSEED=0`` keeps dict and set layouts the
 same from run to run; what still moves it (±0.5 %) is time: a timestamp formatted once per
@@ -31,14 +35,16 @@ _CHILD = (
     IMPORT_TREE
     + r"""
 from pathlib import Path
-stages, scratch = int(sys.argv[2]), sys.argv[3]
-engine.run_engine(engine.load(engine.build_pipeline(stages)), Path(scratch) / "run")
+stages, which, scratch = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+graphs = [engine.load(engine.build_pipeline(n)) for n in (stages, 2 * stages)]
+engine.run_engine(graphs[which], Path(scratch) / "run")
 """
 )
 
 
-def instructions(tree: Path, stages: int, parent: Path) -> int:
-    """Instructions callgrind counts for one run of ``stages`` stages in ``tree``'s engine."""
+def instructions(tree: Path, stages: int, which: int, parent: Path) -> int:
+    """Instructions callgrind counts for a process of ``tree``'s engine that loads chains of
+    ``stages`` and ``2 * stages`` stages and runs the first (``which=0``) or the second."""
     with tempfile.TemporaryDirectory(prefix="instructions-", dir=parent) as scratch:
         done = subprocess.run(
             [
@@ -50,6 +56,7 @@ def instructions(tree: Path, stages: int, parent: Path) -> int:
                 _CHILD,
                 str(tree),
                 str(stages),
+                str(which),
                 scratch,
             ],
             capture_output=True,
@@ -74,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for tree in (tree.resolve() for tree in args.trees):
         if (problem := not_a_source_tree(tree)) is not None:
             parser.error(problem)
-        short = instructions(tree, args.stages, args.tmp_dir)
-        long = instructions(tree, 2 * args.stages, args.tmp_dir)
+        short = instructions(tree, args.stages, 0, args.tmp_dir)
+        long = instructions(tree, args.stages, 1, args.tmp_dir)
         print(f"{tree}: {(long - short) / args.stages / 1e6:.3f} M instructions per stage")
     return 0
 
