@@ -217,7 +217,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                self._write_final_status(plan.status_path, final)
+                self._write_final_status(plan.status_text, final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -500,20 +500,20 @@ class StageExecutor:
         if self.branch:  # many branches finish together: let their fsyncs overlap
             await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(plan.status_path, outcome)
+            self._write_final_status(plan.status_text, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
-    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
+    def _write_final_status(self, path: StrPath, outcome: Outcome) -> None:
         """A stage's outcome on the main line: held for the checkpoint at this stage boundary
         (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
         and renames it just before its own rename, so the status file is still durable before
         the checkpoint counts it. A resume before that boundary adopts the outcome from the
-        finished ``.attempt.json`` marker instead (:meth:`_adopt_finished`)."""
-        if self.owed is None:
-            _write_status(path, outcome)
-            return
-        self.owed.hold(path, status_text(outcome).encode("utf-8"))
+        finished ``.attempt.json`` marker instead (:meth:`_adopt_finished`). ``path``: the
+        plan's text (``os.fspath`` of a fresh ``Path`` formats it, through an exception)."""
+        if self.owed is not None:
+            return self.owed.hold(path, status_text(outcome).encode("utf-8"))
+        _write_status(path, outcome)
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = _ADOPTED if adopted else _NOTHING
