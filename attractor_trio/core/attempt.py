@@ -51,9 +51,12 @@ class KnownPaths(NamedTuple):
     sources: Any
 
 
-@frozen
+@frozen(slots=False)
 class AttemptInfo:
-    """Everything the engine knows about the attempt a handler is executing."""
+    """Everything the engine knows about the attempt a handler is executing.
+
+    Not slotted: one is built per attempt, and a frozen attrs class fills each of its 22
+    slots through a method call, where it fills ``__dict__`` by plain item assignment."""
 
     run_id: str
     node_id: str
