@@ -123,13 +123,9 @@ def _failed(reason: str, failure_class: str) -> Outcome:
 def _succeeded(node: Node, response: str, attempt: AttemptInfo, stage_dir: str) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
     _write_artifact(attempt, stage_dir, "response.md", response)
-    return Outcome(
-        status=StageStatus.SUCCESS,
-        notes=f"Stage completed: {node.id}",
-        context_updates={
-            "last_stage": node.id,
-            "last_response": response[:RESPONSE_PREVIEW_CHARS],
-        },
+    return Outcome.plain_success(  # a ``str`` and a fresh ``dict``: no converters needed
+        f"Stage completed: {node.id}",
+        {"last_stage": node.id, "last_response": response[:RESPONSE_PREVIEW_CHARS]},
     )
 
 
