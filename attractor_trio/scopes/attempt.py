@@ -163,7 +163,7 @@ class StageExecutor:
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
         stage_dir = plan.stage_dir
-        plan.resolved(self.registry)  # an unregistered handler type fails here, before any file
+        plan.handler or plan.resolved(self.registry)  # an unregistered type fails here, first
         # As the attempt would, but before the stage dir is made: a cancelled run leaves none.
         await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
@@ -284,17 +284,13 @@ class StageExecutor:
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
-        start = AttemptStart(
-            self.emit,
-            {
-                "node_id": node.id,
-                "attempt": attempt,
-                "max_attempts": max_attempts,
-                "attempt_id": attempt_id,
-            },
-        )
-        if not defers_start(plan.resolved(self.registry), node):
-            start.announce()
+        fields = {"node_id": node.id, "attempt": attempt, "max_attempts": max_attempts}
+        fields["attempt_id"] = attempt_id
+        start = None  # announced now, unless a node starting its process will (contract.md §10)
+        if defers_start(plan.handler or plan.resolved(self.registry), node):
+            start = AttemptStart(self.emit, fields)
+        else:
+            self.emit("stage_attempt_started", **fields)
         # ``names is None``: this attempt's ``mkdir`` made the stage dir (see AttemptInfo).
         info = self._info(
             node, attempt, max_attempts, attempt_id, predecessor, start, plan, names is None, swept
@@ -534,7 +530,7 @@ class StageExecutor:
     ) -> Coroutine[Any, Any, Outcome]:
         """The handler call as a coroutine for :meth:`_run_handler` to await: returned, not
         awaited here, so the attempt's chain of frames is one shorter."""
-        handler = plan.resolved(self.registry)
+        handler = plan.handler or plan.resolved(self.registry)
         return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
     async def _run_handler(
