@@ -15,6 +15,7 @@ from typing import Any
 
 from attrs import frozen
 
+from ..context import Context
 from ..dot.conditions import stringify
 from ..dot.graph import Edge, Graph, Node
 
@@ -39,8 +40,7 @@ DEFAULT_FIDELITY = "compact"
 
 
 def _mode(value: str) -> str:
-    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset.
-    (Unset, the usual case for all three places asked per stage, returns at once.)"""
+    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset."""
     if not value:
         return ""
     mode = value.strip().lower()
@@ -48,9 +48,16 @@ def _mode(value: str) -> str:
 
 
 def resolve_fidelity(edge: Edge | None, node: Node, graph: Graph) -> str:
-    """S5.4-06: incoming edge → target node → graph ``default_fidelity`` → ``compact``."""
-    edge_mode = _mode(edge.fidelity) if edge is not None else ""
-    return edge_mode or _mode(node.fidelity) or _mode(graph.default_fidelity) or DEFAULT_FIDELITY
+    """S5.4-06: incoming edge → target node → graph ``default_fidelity`` → ``compact``.
+    (An unset place, the usual case for all three, is passed over without a call.)"""
+    value = edge.fidelity if edge is not None else ""
+    if value and (mode := _mode(value)):
+        return mode
+    value = node.fidelity
+    if value and (mode := _mode(value)):
+        return mode
+    value = graph.default_fidelity
+    return (_mode(value) if value else "") or DEFAULT_FIDELITY
 
 
 def resolve_thread_key(node: Node, edge: Edge | None, graph: Graph, previous_node_id: str) -> str:
@@ -204,8 +211,11 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     limit = detail.value_chars
     lines = ["", "Context:"]
     known = _TEXT_LINES
-    for key in _visible_keys(tuple(context)):
-        value = context[key]
+    # The engine's context read as the dict it keeps: its ``__iter__`` and ``__getitem__``
+    # are a Python call each (eight a prompt), the dict's are not.
+    values: Mapping[str, Any] = context._values if type(context) is Context else context
+    for key in _visible_keys(tuple(values)):
+        value = values[key]
         if type(value) is str:  # ``_render``'s text case, inline, and remembered
             line = known.get((limit, key, value))
             if line is None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ..backends.simulate import SimulationBackend
-from ..context import RESPONSE_PREVIEW_CHARS, StageSummary
+from ..context import RESPONSE_PREVIEW_CHARS, Context, StageSummary
 from ..core.attempt import KnownPaths
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
@@ -34,9 +34,6 @@ from ..persist.atomic import write_bytes_atomic
 from ..persist.status import StatusSources, clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
-
-if TYPE_CHECKING:
-    from ..context import Context
 
 __all__ = [
     "COMPLETED_SUMMARY_KEY",
@@ -138,13 +135,15 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
     and the preamble would only repeat the goal.
     """
     prompt = expand_variables(node.prompt or node.label, graph)
-    mode = _fidelity_mode(context.get(FIDELITY_KEY))
-    completed = _completed_stages(context.get(COMPLETED_SUMMARY_KEY))
+    # The engine's context read as the dict it keeps (its ``get`` is a Python call).
+    values: Mapping[str, Any] = context._values if type(context) is Context else context
+    mode = _fidelity_mode(values.get(FIDELITY_KEY))
+    completed = _completed_stages(values.get(COMPLETED_SUMMARY_KEY))
     if mode == "full" or not completed:
         return prompt
-    total = context.get(COMPLETED_COUNT_KEY)
+    total = values.get(COMPLETED_COUNT_KEY)
     preamble = preamble_for(  # ``build_preamble``: ``mode`` is normalized and known already
-        mode, graph.goal, run_id, completed, context, total if type(total) is int else None
+        mode, graph.goal, run_id, completed, values, total if type(total) is int else None
     )
     if not preamble or preamble.isspace():  # (``isspace``: no stripped copy just to ask)
         return prompt
