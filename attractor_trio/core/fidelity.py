@@ -210,22 +210,26 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     the result."""
     limit = detail.value_chars
     lines = ["", "Context:"]
-    known = _TEXT_LINES
     # The engine's context read as the dict it keeps: its ``__iter__`` and ``__getitem__``
     # are a Python call each (eight a prompt), the dict's are not.
     values: Mapping[str, Any] = context._values if type(context) is Context else context
+    known = _TEXT_LINES.get(limit)
+    if known is None:
+        known = _TEXT_LINES[limit] = {}
     for key in _visible_keys(tuple(values)):
         value = values[key]
         if type(value) is str:  # ``_render``'s text case, inline, and remembered
-            line = known.get((limit, key, value))
-            if line is None:
-                text = " ".join(value.split())
-                if len(text) > limit:
-                    text = _clip(text, limit)
-                line = f"- {key} = {text}"
-                if len(known) >= _TEXT_LINES_LIMIT:
-                    known.clear()
-                known[limit, key, value] = line
+            last = known.get(key)
+            if last is not None and last[0] == value:  # (the same object, mostly)
+                lines.append(last[1])
+                continue
+            text = " ".join(value.split())
+            if len(text) > limit:
+                text = _clip(text, limit)
+            line = f"- {key} = {text}"
+            if len(known) >= _TEXT_LINES_LIMIT:
+                known.clear()
+            known[key] = (value, line)
             lines.append(line)
             continue
         rendered = _render(value, detail)
@@ -241,10 +245,11 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     return lines
 
 
-#: (limit, key, text value) → its line: most values (the outcome, the empty failure fields)
-#: are the same from one prompt to the next, and their line was split, joined and formatted
-#: again every time.
-_TEXT_LINES: dict[tuple[int, str, str], str] = {}
+#: value limit → key → (its last text value, that value's line): most values (the outcome,
+#: the empty failure fields) are the same from one prompt to the next, and their line was
+#: split, joined and formatted again every time. One entry per key, found by the key alone
+#: (no tuple built and hashed per value); a value that changed is formatted anew.
+_TEXT_LINES: dict[int, dict[str, tuple[str, str]]] = {}
 _TEXT_LINES_LIMIT = 1024
 
 
