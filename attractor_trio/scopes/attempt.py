@@ -246,8 +246,10 @@ class StageExecutor:
         branch's set-up, with the stage dir)."""
         # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
         # traversal rations its trips through the scheduler (``Traversal._step_checkpoint``)
-        # and a retry sleeps first, so one here would only cost time.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # and a retry sleeps first, so one here would only cost time. A first attempt given
+        # the listing (``listed``) comes from ``run_stage``'s own check, with no await since.
+        if listed is _UNLISTED:
+            await trio.lowlevel.checkpoint_if_cancelled()
         plan = plan or self._plan(node)
         stage_dir = plan.stage_dir
         if self.owed:  # held files (a retry's paid them already) are on disk before archiving
