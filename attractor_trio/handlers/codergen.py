@@ -63,8 +63,7 @@ class CodergenHandler:
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
-        sources = StatusSources.for_attempt(attempt)  # once: step 1 and steps 2-5 share them
-        stage_dir = _stage_dir_text(attempt)
+        sources, stage_dir = _paths_of(attempt)  # once: step 1 and steps 2-5 share the sources
         try:
             clear_stale_status(attempt, sources)
         except StatusFileError as exc:
@@ -90,12 +89,18 @@ class CodergenHandler:
         )
 
 
-def _stage_dir_text(attempt: AttemptInfo) -> str:
-    """``os.fspath(attempt.stage_dir)``, as the engine formatted it once (``KnownPaths``)."""
+def _paths_of(attempt: AttemptInfo) -> tuple[StatusSources, str]:
+    """The attempt's status sources and ``os.fspath(attempt.stage_dir)``: as the engine made
+    them once for the node (``KnownPaths``) while the attempt names its stage dir and work
+    directory, else anew."""
     known = attempt.known_status_path
-    if type(known) is KnownPaths and known.stage_dir is attempt.stage_dir:
-        return known.stage_dir_text
-    return os.fspath(attempt.stage_dir)
+    if (
+        type(known) is KnownPaths
+        and known.stage_dir is attempt.stage_dir
+        and known.workdir is attempt.workdir
+    ):
+        return known.sources, known.stage_dir_text
+    return StatusSources.for_attempt(attempt), os.fspath(attempt.stage_dir)
 
 
 def _write_artifact(attempt: AttemptInfo, stage_dir: str, name: str, text: str) -> None:

@@ -489,7 +489,9 @@ def clear_stale_status(attempt: _AttemptPaths, sources: StatusSources | None = N
     fresh = getattr(attempt, "fresh_stage_dir", False) is True
     if fresh and getattr(attempt, "fallbacks_cleared", False) is True:
         return  # a fan-out branch's set-up removed the fallbacks for it (``persist/sweep.py``)
-    remove_stale(sources or StatusSources.for_attempt(attempt), canonical=not fresh)
+    sources = sources or StatusSources.for_attempt(attempt)
+    targets = sources.texts or sources[:3]  # ``remove_stale``, inline: every attempt's
+    _remove_all(targets[1:] if fresh else targets)
 
 
 async def ingest_status(
