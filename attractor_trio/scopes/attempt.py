@@ -25,11 +25,7 @@ from attrs import define, field
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
     AttemptStart,
-    ExecutorFailure,
-    StageContext,
     defers_start,
-    reset_stage_context,
-    set_stage_context,
 )
 from ..context import Context
 from ..core.failures import effective_class
@@ -60,6 +56,7 @@ from ..persist.commit import DirectorySyncs
 from ..persist.outcome_text import marker_outcome_text, status_text
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
+from .handler_call import call_handler
 from .heartbeats import Heartbeats
 from .liveness import Liveness
 from .retention import (
@@ -533,7 +530,7 @@ class StageExecutor:
         """The handler call as a coroutine for :meth:`_run_handler` to await: returned, not
         awaited here, so the attempt's chain of frames is one shorter."""
         handler = plan.handler or plan.resolved(self.registry)
-        return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
+        return call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
     async def _run_handler(
         self,
@@ -584,50 +581,6 @@ async def redeliver_cancellation() -> None:
     heartbeat task (:mod:`.heartbeats`) does not, so the attempt asks. A module attribute, so the
     fuzz suite can plant the swallowing bug with the defence off."""
     await trio.lowlevel.checkpoint_if_cancelled()
-
-
-async def _call_handler(
-    handler: Any,
-    node: Node,
-    context: Context,
-    graph: Graph,
-    info: AttemptInfo,
-    resources: str | None = None,
-) -> Outcome:
-    """Handler exceptions become ``fail`` outcomes (S4.12-03); cancellation propagates."""
-
-    def stage() -> StageContext:  # built only if an executor asks (see use_stage_context)
-        return StageContext(
-            resources=node.get("executor.resources") if resources is None else resources,
-            node_id=info.node_id,
-            attempt_id=info.attempt_id,
-            emit=info.emit,
-            liveness=info.liveness,
-            start=info.start,
-            logs_root=info.logs_root,
-            stage_dir=info.stage_dir,
-            workdir=info.workdir,
-        )
-
-    token = set_stage_context(stage)  # ``use_stage_context``, without its object and calls
-    try:
-        outcome = await handler.execute(node, context, graph, info.logs_root)
-    except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
-        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
-    except Exception as exc:
-        return Outcome(
-            StageStatus.FAIL,
-            failure_reason=f"handler raised {type(exc).__name__}: {exc}",
-        )
-    finally:
-        reset_stage_context(token)
-    if not isinstance(outcome, Outcome):
-        return Outcome(
-            StageStatus.FAIL,
-            failure_reason=f"handler returned {type(outcome).__name__}, expected an Outcome",
-            failure_class=FailureClass.STRUCTURAL,
-        )
-    return outcome
 
 
 def _write_status(path: StrPath, outcome: Outcome) -> None:
