@@ -147,7 +147,8 @@ def preamble_for(
     if detail is not None:
         count = max(total or 0, len(completed))
         lines += _stage_lines(completed, count, detail) + _context_lines(context, detail)
-    return _fit("\n".join(lines) + "\n", detail.budget if detail else None)
+    text = "\n".join(lines) + "\n"
+    return text if detail is None or detail.budget is None else _fit(text, detail.budget)
 
 
 def _stage_lines(

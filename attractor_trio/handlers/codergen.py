@@ -142,8 +142,10 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
     prompt = expand_variables(node.prompt or node.label, graph)
     # The engine's context read as the dict it keeps (its ``get`` is a Python call).
     values: Mapping[str, Any] = context._values if type(context) is Context else context
-    mode = _fidelity_mode(values.get(FIDELITY_KEY))
-    completed = _completed_stages(values.get(COMPLETED_SUMMARY_KEY))
+    mode = values.get(FIDELITY_KEY)  # the engine's is normalized already: no call to check
+    mode = mode if type(mode) is str and mode in FIDELITY_MODES else _fidelity_mode(mode)
+    summary = values.get(COMPLETED_SUMMARY_KEY)  # the engine's entries were checked as added
+    completed = summary.stages if type(summary) is StageSummary else _completed_stages(summary)
     if mode == "full" or not completed:
         return prompt
     total = values.get(COMPLETED_COUNT_KEY)
