@@ -129,23 +129,21 @@ class StageExecutor:
     #: (``policies=``: a dict the run's executors share, the graph being the same).
     _policies: dict[tuple[str, str | None], RetryPolicy] = field(factory=dict, repr=False)
 
-    def _policy(self, node: Node) -> RetryPolicy:
-        """``policy_for(node, graph)``, once per spelling of the two attributes it reads from
-        a node (the graph's are fixed): most nodes of a pipeline share one. A spelling that
-        fails is not remembered, so each node reports its own error."""
-        key = (node.retry_policy, node.attrs.get("max_retries"))
-        policy = self._policies.get(key)
-        if policy is None:
-            policy = self._policies[key] = policy_for(node, self.graph)
-        return policy
-
     def _plan(self, node: Node) -> _StagePlan:
         """The node's :class:`_StagePlan`, built on its first visit (the graph, the registry
-        and the stage root do not change for this executor's lifetime)."""
+        and the stage root do not change for this executor's lifetime). Its retry policy is
+        ``policy_for(node, graph)`` once per spelling of the two attributes that reads from a
+        node (the graph's are fixed): most nodes of a pipeline share one. A spelling that
+        fails is not remembered, so each node reports its own error."""
         plan = self._plans.get(node.id)
         if plan is None or plan.node is not node:
+            attrs = node.attrs  # (``node.retry_policy`` reads the same, through a call)
+            key = (attrs.get("retry_policy", ""), attrs.get("max_retries"))
+            policy = self._policies.get(key)
+            if policy is None:
+                policy = self._policies[key] = policy_for(node, self.graph)
             plan = self._plans[node.id] = _StagePlan.of(
-                node, self.registry, self._policy(node), self.stage_root, self.workdir
+                node, self.registry, policy, self.stage_root, self.workdir
             )
         return plan
 
