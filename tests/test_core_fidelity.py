@@ -281,7 +281,7 @@ def test_context_lines_are_those_of_the_plain_implementation(
     contexts: list[dict[str, Any]], mode: str
 ) -> None:
     # The second round reads the remembered key sets and lines; the third the engine's
-    # ``Context`` (read as the dict it keeps).
+    # ``Context`` (a Mapping: the codergen handler hands the preamble its dict).
     for context in [*contexts, *contexts, *map(Context, contexts)]:
         assert _context_lines(context, _DETAILS[mode]) == _plain_context_lines(dict(context), mode)
 

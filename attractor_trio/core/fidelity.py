@@ -15,7 +15,6 @@ from typing import Any
 
 from attrs import frozen
 
-from ..context import Context
 from ..dot.conditions import stringify
 from ..dot.graph import Edge, Graph, Node
 
@@ -211,9 +210,9 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     the result."""
     limit = detail.value_chars
     lines = ["", "Context:"]
-    # The engine's context read as the dict it keeps: its ``__iter__`` and ``__getitem__``
-    # are a Python call each (eight a prompt), the dict's are not.
-    values: Mapping[str, Any] = context._values if type(context) is Context else context
+    # (The codergen handler hands over the engine's ``Context`` as the dict it keeps: its
+    # ``__iter__`` and ``__getitem__`` are a Python call each, eight a prompt.)
+    values = context
     known = _TEXT_LINES.get(limit)
     if known is None:
         known = _TEXT_LINES[limit] = {}
