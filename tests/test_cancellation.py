@@ -157,8 +157,8 @@ async def test_cancel_at_every_phase(
     elif phase == "status_write":
         real_write = attempt_module.StageExecutor._write_final_status
 
-        def write_then_cancel(self: Any, path: Path, outcome: Any) -> None:
-            if path.parent.name == "b":
+        def write_then_cancel(self: Any, path: str | Path, outcome: Any) -> None:
+            if Path(path).parent.name == "b":  # (the plan's path text, or a Path)
                 scope_box[0].cancel()
             real_write(self, path, outcome)
 

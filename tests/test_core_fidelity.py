@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from attractor_trio.context import Context
 from attractor_trio.core import (
     DEFAULT_FIDELITY,
     FIDELITY_MODES,
@@ -279,8 +280,10 @@ def _plain_context_lines(context: dict[str, Any], mode: str) -> list[str]:
 def test_context_lines_are_those_of_the_plain_implementation(
     contexts: list[dict[str, Any]], mode: str
 ) -> None:
-    for context in [*contexts, *contexts]:  # the second round reads the remembered key sets
-        assert _context_lines(context, _DETAILS[mode]) == _plain_context_lines(context, mode)
+    # The second round reads the remembered key sets and lines; the third the engine's
+    # ``Context`` (a Mapping: the codergen handler hands the preamble its dict).
+    for context in [*contexts, *contexts, *map(Context, contexts)]:
+        assert _context_lines(context, _DETAILS[mode]) == _plain_context_lines(dict(context), mode)
 
 
 @given(

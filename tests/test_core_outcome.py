@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -185,6 +186,33 @@ def test_from_json_rejects_bad_documents_with_a_clear_message(
     text = str(info.value)
     assert text.startswith("run/a/status.json: ")
     assert message in text
+
+
+def test_plain_success_is_the_constructors_outcome() -> None:
+    """The codergen handler's shortcut builds what the constructor builds: equal, with the
+    same attributes in the same order (so pickles and copies agree), ``value`` included."""
+    updates = {"last_stage": "a", "last_response": "text"}
+    built = Outcome(StageStatus.SUCCESS, notes="Stage completed: a", context_updates=updates)
+    quick = Outcome.plain_success("Stage completed: a", dict(updates))
+    assert quick == built
+    assert list(vars(quick).items()) == list(vars(built).items())
+    assert quick.value == built.value == "success"
+    assert quick.evolve(notes="x") == built.evolve(notes="x")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "value"),
+    [
+        (Outcome(StageStatus.FAIL), "fail"),
+        (Outcome("partial"), "partial_success"),
+        (Outcome(StageStatus.SUCCESS, custom="Needs-DoD"), "needs_dod"),
+        (Outcome(StageStatus.RETRY).evolve(status="success", custom="process"), "process"),
+    ],
+)
+def test_value_is_worked_out_once_at_construction(outcome: Outcome, value: str) -> None:
+    assert outcome.value == value
+    assert vars(outcome)["value"] == value  # kept, not recomputed per read
+    assert "value" not in {field.name for field in attrs.fields(Outcome)}  # not compared
 
 
 def test_evolve_keeps_converters() -> None:

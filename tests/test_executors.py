@@ -26,6 +26,7 @@ import trio
 from attractor_trio.aio.process import ProcessResult, run_in_process_group
 from attractor_trio.backends.executors import ExecutorLost, use_executor
 from attractor_trio.backends.executors.base import (
+    StageContext,
     WorkdirRefused,
     current_stage,
     parse_resources,
@@ -43,6 +44,7 @@ from attractor_trio.testing.invariants import check_attempts_closed
 from .fakes import anthropic as fa
 from .fakes.server import FakeServer, Reply
 from .helpers import (
+    TWO_STAGE_CHAIN,
     anthropic_backend_keyed_in_its_env,
     assert_in_no_file,
     events,
@@ -103,6 +105,35 @@ async def test_tool_stages_run_on_the_installed_executor_with_the_node_resources
     assert result.status == "success"
     assert fake.calls == [{"GPU": 1.0, "big": 2.0}]
     assert (root / "t" / "stdout.log").read_text() == "hi\n"
+
+
+class _StageSeeing:
+    """A codergen backend recording the ``StageContext`` an executor below it would see."""
+
+    def __init__(self) -> None:
+        self.seen: list[StageContext] = []
+
+    async def run(self, node: Any, prompt: str, context: Any) -> str:
+        self.seen.append(current_stage())
+        return "done"
+
+
+@pytest.mark.parametrize("installed", [False, True])
+async def test_the_attempts_stage_context_is_set_only_for_an_installed_executor(
+    tmp_path: Path, installed: bool
+) -> None:
+    """Only an executor reads it: a local run (no executor) sets none at all, one with an
+    executor installed hands it the attempt's."""
+    backend = _StageSeeing()
+    with use_executor(FakeExecutor() if installed else None):
+        result = await run_dot(TWO_STAGE_CHAIN, tmp_path / "run", backend=backend)
+    assert result.status == "success"
+    if installed:
+        assert [stage.node_id for stage in backend.seen] == ["a", "b"]
+        assert backend.seen[0].attempt_id.startswith("a-1-")
+        assert backend.seen[0].stage_dir == tmp_path / "run" / "a"
+    else:
+        assert backend.seen == [StageContext(), StageContext()]
 
 
 async def test_a_lost_executor_fails_the_attempt_as_transient_infra_and_it_is_retried(

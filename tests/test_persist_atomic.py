@@ -109,6 +109,23 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert read_json(tmp_path / "doc.json") == {"message": "written three bytes at a time"}
 
 
+def test_short_writes_are_completed_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file created in place (its first ``write`` inline, the rest through ``write_all``)."""
+    real_write = os.write
+
+    def write_three_bytes(fd: int, data: bytes) -> int:
+        return real_write(fd, bytes(data)[:3])
+
+    monkeypatch.setattr(os, "write", write_three_bytes)
+    create_in_place(tmp_path / "prompt.md", b"written three bytes at a time")
+    write_bytes_atomic(tmp_path / "response.md", b"and so is this one", durable=False, fresh=True)
+    monkeypatch.undo()
+    assert (tmp_path / "prompt.md").read_bytes() == b"written three bytes at a time"
+    assert (tmp_path / "response.md").read_bytes() == b"and so is this one"
+
+
 def test_fsyncs_the_file_and_then_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,6 +89,20 @@ def test_unusual_outcomes_take_the_generic_path_to_the_same_text(outcome: Outcom
     _same(outcome)
 
 
+@pytest.mark.parametrize("notes", ["Stage completed: a", "del \x7f", "caf\u00e9", '\n\t"\\'])
+def test_the_marker_after_the_status_file_of_the_same_outcome(notes: str) -> None:
+    """The marker reuses the status file's string texts where the two encodings agree (ASCII
+    without DEL): the same text as ``json.dumps`` whatever the notes, the order, or an
+    outcome in between."""
+    first, second = Outcome(StageStatus.SUCCESS, notes=notes), Outcome(StageStatus.FAIL)
+    status_text(first)
+    assert marker_outcome_text(first) == json.dumps(first.to_json())
+    status_text(first)
+    status_text(second)
+    assert marker_outcome_text(first) == json.dumps(first.to_json())
+    assert marker_outcome_text(second) == json.dumps(second.to_json())
+
+
 def test_values_the_encoders_refuse_are_refused_alike() -> None:
     outcome = Outcome(StageStatus.SUCCESS, context_updates={"x": math.nan, "o": object()})
     with pytest.raises((ValueError, TypeError)) as generic:

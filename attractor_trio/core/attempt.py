@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from attrs import field, frozen
 
@@ -51,9 +51,12 @@ class KnownPaths(NamedTuple):
     sources: Any
 
 
-@frozen
+@frozen(slots=False)
 class AttemptInfo:
-    """Everything the engine knows about the attempt a handler is executing."""
+    """Everything the engine knows about the attempt a handler is executing.
+
+    Not slotted: one is built per attempt, and a frozen attrs class fills each of its 22
+    slots through a method call, where it fills ``__dict__`` by plain item assignment."""
 
     run_id: str
     node_id: str
@@ -167,9 +170,7 @@ def require_attempt(node: Node, logs_root: Path) -> AttemptInfo:
     )
 
 
-def set_attempt(info: AttemptInfo | None) -> contextvars.Token[AttemptInfo | None]:
-    return _CURRENT.set(info)
-
-
-def reset_attempt(token: contextvars.Token[AttemptInfo | None]) -> None:
-    _CURRENT.reset(token)
+#: ``token = set_attempt(info)`` … ``reset_attempt(token)``: the context variable's own C
+#: methods (the attempt scope enters one per attempt: a Python wrapper was a call each).
+set_attempt: Final = _CURRENT.set
+reset_attempt: Final = _CURRENT.reset

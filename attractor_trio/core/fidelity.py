@@ -39,8 +39,7 @@ DEFAULT_FIDELITY = "compact"
 
 
 def _mode(value: str) -> str:
-    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset.
-    (Unset, the usual case for all three places asked per stage, returns at once.)"""
+    """A recognised mode, or ``""`` — an invalid value (lint ``fidelity_valid`` warns) is unset."""
     if not value:
         return ""
     mode = value.strip().lower()
@@ -48,9 +47,16 @@ def _mode(value: str) -> str:
 
 
 def resolve_fidelity(edge: Edge | None, node: Node, graph: Graph) -> str:
-    """S5.4-06: incoming edge → target node → graph ``default_fidelity`` → ``compact``."""
-    edge_mode = _mode(edge.fidelity) if edge is not None else ""
-    return edge_mode or _mode(node.fidelity) or _mode(graph.default_fidelity) or DEFAULT_FIDELITY
+    """S5.4-06: incoming edge → target node → graph ``default_fidelity`` → ``compact``.
+    (An unset place, the usual case for all three, is passed over without a call.)"""
+    value = edge.fidelity if edge is not None else ""
+    if value and (mode := _mode(value)):
+        return mode
+    value = node.fidelity
+    if value and (mode := _mode(value)):
+        return mode
+    value = graph.default_fidelity
+    return (_mode(value) if value else "") or DEFAULT_FIDELITY
 
 
 def resolve_thread_key(node: Node, edge: Edge | None, graph: Graph, previous_node_id: str) -> str:
@@ -140,7 +146,8 @@ def preamble_for(
     if detail is not None:
         count = max(total or 0, len(completed))
         lines += _stage_lines(completed, count, detail) + _context_lines(context, detail)
-    return _fit("\n".join(lines) + "\n", detail.budget if detail else None)
+    text = "\n".join(lines) + "\n"
+    return text if detail is None or detail.budget is None else _fit(text, detail.budget)
 
 
 def _stage_lines(
@@ -203,19 +210,26 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     the result."""
     limit = detail.value_chars
     lines = ["", "Context:"]
-    known = _TEXT_LINES
-    for key in _visible_keys(tuple(context)):
-        value = context[key]
+    # (The codergen handler hands over the engine's ``Context`` as the dict it keeps: its
+    # ``__iter__`` and ``__getitem__`` are a Python call each, eight a prompt.)
+    values = context
+    known = _TEXT_LINES.get(limit)
+    if known is None:
+        known = _TEXT_LINES[limit] = {}
+    for key in _visible_keys(tuple(values)):
+        value = values[key]
         if type(value) is str:  # ``_render``'s text case, inline, and remembered
-            line = known.get((limit, key, value))
-            if line is None:
-                text = " ".join(value.split())
-                if len(text) > limit:
-                    text = _clip(text, limit)
-                line = f"- {key} = {text}"
-                if len(known) >= _TEXT_LINES_LIMIT:
-                    known.clear()
-                known[limit, key, value] = line
+            last = known.get(key)
+            if last is not None and last[0] == value:  # (the same object, mostly)
+                lines.append(last[1])
+                continue
+            text = " ".join(value.split())
+            if len(text) > limit:
+                text = _clip(text, limit)
+            line = f"- {key} = {text}"
+            if len(known) >= _TEXT_LINES_LIMIT:
+                known.clear()
+            known[key] = (value, line)
             lines.append(line)
             continue
         rendered = _render(value, detail)
@@ -231,10 +245,11 @@ def _context_lines(context: Mapping[str, Any], detail: _Detail) -> list[str]:
     return lines
 
 
-#: (limit, key, text value) → its line: most values (the outcome, the empty failure fields)
-#: are the same from one prompt to the next, and their line was split, joined and formatted
-#: again every time.
-_TEXT_LINES: dict[tuple[int, str, str], str] = {}
+#: value limit → key → (its last text value, that value's line): most values (the outcome,
+#: the empty failure fields) are the same from one prompt to the next, and their line was
+#: split, joined and formatted again every time. One entry per key, found by the key alone
+#: (no tuple built and hashed per value); a value that changed is formatted anew.
+_TEXT_LINES: dict[int, dict[str, tuple[str, str]]] = {}
 _TEXT_LINES_LIMIT = 1024
 
 

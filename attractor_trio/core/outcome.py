@@ -16,7 +16,7 @@ the context see, so ``outcome=process`` matches it and ``outcome=success`` does 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import evolve, field, frozen
 
@@ -40,6 +40,8 @@ __all__ = [
 
 #: The stage statuses under their historical public name (one enum: :class:`Status`).
 StageStatus = Status
+_SUCCESS = StageStatus.SUCCESS
+_SUCCESS_VALUE = _SUCCESS._value_
 
 
 class StatusFileError(AttractorError):
@@ -72,12 +74,15 @@ def _to_updates(value: Mapping[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
-@frozen(eq=True, hash=False)
+@frozen(eq=True, hash=False, slots=False)
 class Outcome:
     """A stage's result (spec S5.2-01) plus the failure metadata of contract.md §3.
 
     ``context_updates`` is copied on construction so the caller's dict can change freely.
     ``failure_class`` is kept as written; :func:`~.failures.normalize_failure_class` interprets it.
+
+    Not slotted: a frozen attrs class fills each slot through a method call, ``__dict__`` by
+    item assignment (one or two outcomes per stage), and :attr:`value` is kept there too.
     """
 
     status: StageStatus = field(converter=_to_status)
@@ -92,15 +97,42 @@ class Outcome:
     custom: str = field(default="", converter=_to_custom)
 
     def __attrs_post_init__(self) -> None:
-        if self.custom and self.status is not StageStatus.SUCCESS:
-            raise ValueError(f"custom outcome {self.custom!r} needs status success")
+        custom = self.custom
+        if custom and self.status is not StageStatus.SUCCESS:
+            raise ValueError(f"custom outcome {custom!r} needs status success")
+        # ``value``, worked out once: a stage reads it about five times, and a property was
+        # a Python call each. (Not a field: not compared, printed, or passed to ``evolve``.)
+        self.__dict__["value"] = custom or self.status._value_
 
-    @property
-    def value(self) -> str:
-        """The outcome as reported: the custom value, else the status string. (``_value_``:
-        the enum's ``value`` is a descriptor, two Python calls per read, and a stage reads
-        this about seven times.)"""
-        return self.custom or self.status._value_
+    if TYPE_CHECKING:
+
+        @property
+        def value(self) -> str:
+            """The outcome as reported: the custom value, else the status string (kept in the
+            instance's ``__dict__`` by ``__attrs_post_init__``: no class attribute)."""
+            return self.custom or self.status._value_
+
+    @classmethod
+    def plain_success(cls, notes: str, context_updates: dict[str, Any]) -> Outcome:
+        """``Outcome(StageStatus.SUCCESS, notes=notes, context_updates=context_updates)``,
+        without the constructor's converters and post-init (five Python calls: every codergen
+        stage makes one): for a caller whose ``notes`` is a ``str`` and whose
+        ``context_updates`` is a fresh ``dict`` the outcome may keep (the copy the converter
+        would make). The same attributes in the same order (``test_core_outcome``)."""
+        outcome = object.__new__(cls)
+        outcome.__dict__.update(
+            status=_SUCCESS,
+            preferred_label="",
+            suggested_next_ids=(),
+            context_updates=context_updates,
+            notes=notes,
+            failure_reason="",
+            failure_class="",
+            failure_signature="",
+            custom="",
+            value=_SUCCESS_VALUE,
+        )
+        return outcome
 
     def evolve(self, **changes: Any) -> Outcome:
         """A copy with ``changes`` (fields keep their converters)."""

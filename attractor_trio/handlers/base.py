@@ -68,8 +68,9 @@ class HandlerRegistry:
         return frozenset(self._handlers)
 
     def resolve_type(self, node: Node) -> str:
-        if node.type and node.type in self._handlers:
-            return node.type
+        explicit = node.type  # (a property: read once)
+        if explicit and explicit in self._handlers:
+            return explicit
         implied = node.implied_type
         if implied is not None and implied in self._handlers:
             return implied

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ..backends.simulate import SimulationBackend
-from ..context import RESPONSE_PREVIEW_CHARS, StageSummary
+from ..context import RESPONSE_PREVIEW_CHARS, Context, StageSummary
 from ..core.attempt import KnownPaths
 from ..core.fidelity import (
     COMPLETED_COUNT_KEY,
@@ -34,9 +34,6 @@ from ..persist.atomic import write_bytes_atomic
 from ..persist.status import StatusSources, clear_stale_status, ingest_status
 from ..providers.base import CodergenBackend, ProviderError, failure_class_of
 from .base import AttemptInfo, require_attempt
-
-if TYPE_CHECKING:
-    from ..context import Context
 
 __all__ = [
     "COMPLETED_SUMMARY_KEY",
@@ -66,8 +63,7 @@ class CodergenHandler:
     async def execute(self, node: Node, context: Context, graph: Graph, logs_root: Path) -> Outcome:
         attempt = require_attempt(node, logs_root)
         prompt = render_prompt(node, context, graph, run_id=attempt.run_id)
-        sources = StatusSources.for_attempt(attempt)  # once: step 1 and steps 2-5 share them
-        stage_dir = _stage_dir_text(attempt)
+        sources, stage_dir = _paths_of(attempt)  # once: step 1 and steps 2-5 share the sources
         try:
             clear_stale_status(attempt, sources)
         except StatusFileError as exc:
@@ -93,12 +89,18 @@ class CodergenHandler:
         )
 
 
-def _stage_dir_text(attempt: AttemptInfo) -> str:
-    """``os.fspath(attempt.stage_dir)``, as the engine formatted it once (``KnownPaths``)."""
+def _paths_of(attempt: AttemptInfo) -> tuple[StatusSources, str]:
+    """The attempt's status sources and ``os.fspath(attempt.stage_dir)``: as the engine made
+    them once for the node (``KnownPaths``) while the attempt names its stage dir and work
+    directory, else anew."""
     known = attempt.known_status_path
-    if type(known) is KnownPaths and known.stage_dir is attempt.stage_dir:
-        return known.stage_dir_text
-    return os.fspath(attempt.stage_dir)
+    if (
+        type(known) is KnownPaths
+        and known.stage_dir is attempt.stage_dir
+        and known.workdir is attempt.workdir
+    ):
+        return known.sources, known.stage_dir_text
+    return StatusSources.for_attempt(attempt), os.fspath(attempt.stage_dir)
 
 
 def _write_artifact(attempt: AttemptInfo, stage_dir: str, name: str, text: str) -> None:
@@ -123,13 +125,9 @@ def _failed(reason: str, failure_class: str) -> Outcome:
 def _succeeded(node: Node, response: str, attempt: AttemptInfo, stage_dir: str) -> Outcome:
     """S4.5-07/08: record the response, report success with a short preview in the context."""
     _write_artifact(attempt, stage_dir, "response.md", response)
-    return Outcome(
-        status=StageStatus.SUCCESS,
-        notes=f"Stage completed: {node.id}",
-        context_updates={
-            "last_stage": node.id,
-            "last_response": response[:RESPONSE_PREVIEW_CHARS],
-        },
+    return Outcome.plain_success(  # a ``str`` and a fresh ``dict``: no converters needed
+        f"Stage completed: {node.id}",
+        {"last_stage": node.id, "last_response": response[:RESPONSE_PREVIEW_CHARS]},
     )
 
 
@@ -142,13 +140,17 @@ def render_prompt(node: Node, context: Mapping[str, Any], graph: Graph, *, run_i
     and the preamble would only repeat the goal.
     """
     prompt = expand_variables(node.prompt or node.label, graph)
-    mode = _fidelity_mode(context.get(FIDELITY_KEY))
-    completed = _completed_stages(context.get(COMPLETED_SUMMARY_KEY))
+    # The engine's context read as the dict it keeps (its ``get`` is a Python call).
+    values: Mapping[str, Any] = context._values if type(context) is Context else context
+    mode = values.get(FIDELITY_KEY)  # the engine's is normalized already: no call to check
+    mode = mode if type(mode) is str and mode in FIDELITY_MODES else _fidelity_mode(mode)
+    summary = values.get(COMPLETED_SUMMARY_KEY)  # the engine's entries were checked as added
+    completed = summary.stages if type(summary) is StageSummary else _completed_stages(summary)
     if mode == "full" or not completed:
         return prompt
-    total = context.get(COMPLETED_COUNT_KEY)
+    total = values.get(COMPLETED_COUNT_KEY)
     preamble = preamble_for(  # ``build_preamble``: ``mode`` is normalized and known already
-        mode, graph.goal, run_id, completed, context, total if type(total) is int else None
+        mode, graph.goal, run_id, completed, values, total if type(total) is int else None
     )
     if not preamble or preamble.isspace():  # (``isspace``: no stripped copy just to ask)
         return prompt

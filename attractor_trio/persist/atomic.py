@@ -288,7 +288,7 @@ def write_bytes_atomic(
     Every file of a run passes here, so this is where secrets are redacted (contract.md §10);
     ``redacted=True`` says the caller's encoder already did (the checkpoint, piece by piece).
     """
-    if not redacted:
+    if not redacted and redaction.active is not None:  # (``file_bytes`` returns it as is)
         data = redaction.file_bytes(path, data)
     if fresh and not exclusive:
         try:
@@ -339,7 +339,9 @@ def create_in_place(path: StrPath, data: bytes, *, durable: bool = False) -> Non
             synced = _fill_and_close(fd, data, durable)
         else:
             try:
-                write_all(fd, data)
+                written = os.write(fd, data)  # ``write_all``, its usual one ``write`` inline
+                if written != len(data):
+                    write_all(fd, memoryview(data)[written:])
             finally:
                 os.close(fd)
             return
@@ -519,7 +521,7 @@ def temp_name(target: StrPath) -> str:
     return f"{head}{slash}.{name}.{_temp_prefix}{next(_temp_counter) & 0xFFFFFFFF:08x}.tmp"
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """``os.write`` may write less than asked (signals, huge buffers); loop until done."""
     written = os.write(fd, data)
     if written == len(data):

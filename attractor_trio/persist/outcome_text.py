@@ -57,9 +57,11 @@ def _string_texts(outcome: Outcome, encode: Callable[[str], str]) -> list[str] |
 
 def status_text(outcome: Outcome) -> str:
     """``dumps_json(outcome.to_json())``: the ``status.json`` text."""
+    global _last
     texts = _string_texts(outcome, encode_str)
     if texts is None:
         return dumps_json(outcome.to_json())
+    _last = (outcome, texts)
     status, label, notes, reason, failure_class, signature = texts
     ids = outcome.suggested_next_ids
     updates = outcome.context_updates
@@ -76,9 +78,18 @@ def status_text(outcome: Outcome) -> str:
     )
 
 
+#: The last outcome :func:`status_text` wrote and its six string texts: the finished marker
+#: of the same outcome follows, and where those texts are ASCII without DEL (the usual
+#: case) the two encodings agree (``ensure_ascii`` escapes only the rest).
+_last: tuple[Outcome | None, list[str]] = (None, [])
+
+
 def marker_outcome_text(outcome: Outcome) -> str:
     """The finished marker's ``outcome`` value: ``json.dumps(outcome.to_json())``."""
-    texts = _string_texts(outcome, _encode_ascii)
+    last, reused = _last
+    joined = "".join(reused) if last is outcome else "\x7f"
+    agree = joined.isascii() and "\x7f" not in joined  # (DEL: the one ASCII they tell apart)
+    texts = reused if agree else _string_texts(outcome, _encode_ascii)
     if texts is None:
         return _generic_marker_text(outcome.to_json())
     status, label, notes, reason, failure_class, signature = texts

@@ -155,7 +155,12 @@ def known_sources(status_path: Path, status_text: str, workdir: Path) -> StatusS
         paths = _fallback_paths(workdir)
         texts = (os.fspath(paths[0]), os.fspath(paths[1]))
         _last_fallbacks = (workdir, paths, texts)
-    return StatusSources(status_path, *paths, (status_text, *texts))
+    # ``tuple.__new__`` with every field: the named tuple's ``__new__`` is a call around it.
+    sources: StatusSources = _new_tuple(StatusSources, (status_path, *paths, (status_text, *texts)))
+    return sources
+
+
+_new_tuple: Any = tuple.__new__
 
 
 _last_fallbacks: tuple[Path | None, tuple[Path, Path], tuple[str, str]] = (
@@ -255,6 +260,8 @@ def _remove_all(paths: Sequence[StrPath]) -> None:
     for path in paths:
         try:
             os.unlink(path)
+        except FileNotFoundError:  # the usual answer: matched by class, no ``errno`` read
+            continue
         except OSError as exc:
             if exc.errno in _ABSENT_ERRNOS:
                 continue
@@ -398,6 +405,8 @@ def _any_exists(paths: Sequence[StrPath]) -> bool:
     for path in paths:
         try:
             os.stat(path)
+        except FileNotFoundError:  # the usual answer: matched by class, no ``errno`` read
+            continue
         except OSError as exc:
             if exc.errno in _IGNORED_BY_EXISTS:
                 continue
@@ -480,7 +489,9 @@ def clear_stale_status(attempt: _AttemptPaths, sources: StatusSources | None = N
     fresh = getattr(attempt, "fresh_stage_dir", False) is True
     if fresh and getattr(attempt, "fallbacks_cleared", False) is True:
         return  # a fan-out branch's set-up removed the fallbacks for it (``persist/sweep.py``)
-    remove_stale(sources or StatusSources.for_attempt(attempt), canonical=not fresh)
+    sources = sources or StatusSources.for_attempt(attempt)
+    targets = sources.texts or sources[:3]  # ``remove_stale``, inline: every attempt's
+    _remove_all(targets[1:] if fresh else targets)
 
 
 async def ingest_status(

@@ -25,11 +25,7 @@ from attrs import define, field
 from ..aio.offload import write_bytes_durably
 from ..backends.executors.base import (
     AttemptStart,
-    ExecutorFailure,
-    StageContext,
     defers_start,
-    reset_stage_context,
-    set_stage_context,
 )
 from ..context import Context
 from ..core.failures import effective_class
@@ -60,6 +56,7 @@ from ..persist.commit import DirectorySyncs
 from ..persist.outcome_text import marker_outcome_text, status_text
 from ..persist.status import read_status_file
 from .cancel import only_cancelled
+from .handler_call import call_handler
 from .heartbeats import Heartbeats
 from .liveness import Liveness
 from .retention import (
@@ -132,23 +129,21 @@ class StageExecutor:
     #: (``policies=``: a dict the run's executors share, the graph being the same).
     _policies: dict[tuple[str, str | None], RetryPolicy] = field(factory=dict, repr=False)
 
-    def _policy(self, node: Node) -> RetryPolicy:
-        """``policy_for(node, graph)``, once per spelling of the two attributes it reads from
-        a node (the graph's are fixed): most nodes of a pipeline share one. A spelling that
-        fails is not remembered, so each node reports its own error."""
-        key = (node.retry_policy, node.attrs.get("max_retries"))
-        policy = self._policies.get(key)
-        if policy is None:
-            policy = self._policies[key] = policy_for(node, self.graph)
-        return policy
-
     def _plan(self, node: Node) -> _StagePlan:
         """The node's :class:`_StagePlan`, built on its first visit (the graph, the registry
-        and the stage root do not change for this executor's lifetime)."""
+        and the stage root do not change for this executor's lifetime). Its retry policy is
+        ``policy_for(node, graph)`` once per spelling of the two attributes that reads from a
+        node (the graph's are fixed): most nodes of a pipeline share one. A spelling that
+        fails is not remembered, so each node reports its own error."""
         plan = self._plans.get(node.id)
         if plan is None or plan.node is not node:
+            attrs = node.attrs  # (``node.retry_policy`` reads the same, through a call)
+            key = (attrs.get("retry_policy", ""), attrs.get("max_retries"))
+            policy = self._policies.get(key)
+            if policy is None:
+                policy = self._policies[key] = policy_for(node, self.graph)
             plan = self._plans[node.id] = _StagePlan.of(
-                node, self.registry, self._policy(node), self.stage_root, self.workdir
+                node, self.registry, policy, self.stage_root, self.workdir
             )
         return plan
 
@@ -163,7 +158,7 @@ class StageExecutor:
         self.emit("stage_started", node_id=node.id, handler=handler_type, index=index)
         attempt = 1
         stage_dir = plan.stage_dir
-        plan.resolved(self.registry)  # an unregistered handler type fails here, before any file
+        plan.handler or plan.resolved(self.registry)  # an unregistered type fails here, first
         # As the attempt would, but before the stage dir is made: a cancelled run leaves none.
         await trio.lowlevel.checkpoint_if_cancelled()
         # Read once per stage (after that, the marker on disk is the one this stage wrote), and
@@ -217,7 +212,7 @@ class StageExecutor:
             if final.status in (StageStatus.SUCCESS, StageStatus.PARTIAL_SUCCESS):
                 self.node_retries[node.id] = 0
             if final is not outcome:
-                self._write_final_status(plan.status_path, final)
+                self._write_final_status(plan.status_text, final)
             self.emit(
                 "stage_completed",
                 node_id=node.id,
@@ -246,8 +241,10 @@ class StageExecutor:
         branch's set-up, with the stage dir)."""
         # Never start an attempt inside a cancelled scope. Not a full checkpoint: the
         # traversal rations its trips through the scheduler (``Traversal._step_checkpoint``)
-        # and a retry sleeps first, so one here would only cost time.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # and a retry sleeps first, so one here would only cost time. A first attempt given
+        # the listing (``listed``) comes from ``run_stage``'s own check, with no await since.
+        if listed is _UNLISTED:
+            await trio.lowlevel.checkpoint_if_cancelled()
         plan = plan or self._plan(node)
         stage_dir = plan.stage_dir
         if self.owed:  # held files (a retry's paid them already) are on disk before archiving
@@ -284,17 +281,13 @@ class StageExecutor:
         if self.workspace is not None:  # after a resume: the leftovers go (saved as a patch)
             await self.workspace.settle()
             self.workspace.note_visit(node.id)
-        start = AttemptStart(
-            self.emit,
-            {
-                "node_id": node.id,
-                "attempt": attempt,
-                "max_attempts": max_attempts,
-                "attempt_id": attempt_id,
-            },
-        )
-        if not defers_start(plan.resolved(self.registry), node):
-            start.announce()
+        fields = {"node_id": node.id, "attempt": attempt, "max_attempts": max_attempts}
+        fields["attempt_id"] = attempt_id
+        start = None  # announced now, unless a node starting its process will (contract.md §10)
+        if defers_start(plan.handler or plan.resolved(self.registry), node):
+            start = AttemptStart(self.emit, fields)
+        else:
+            self.emit("stage_attempt_started", **fields)
         # ``names is None``: this attempt's ``mkdir`` made the stage dir (see AttemptInfo).
         info = self._info(
             node, attempt, max_attempts, attempt_id, predecessor, start, plan, names is None, swept
@@ -500,20 +493,20 @@ class StageExecutor:
         if self.branch:  # many branches finish together: let their fsyncs overlap
             await _write_status_durably(status_path, outcome)
         else:
-            self._write_final_status(plan.status_path, outcome)
+            self._write_final_status(plan.status_text, outcome)
         self._finished(info, outcome, adopted)
         return outcome
 
-    def _write_final_status(self, path: Path, outcome: Outcome) -> None:
+    def _write_final_status(self, path: StrPath, outcome: Outcome) -> None:
         """A stage's outcome on the main line: held for the checkpoint at this stage boundary
         (``persist/commit.py``), which writes it with its own temp — both fsynced in one wait —
         and renames it just before its own rename, so the status file is still durable before
         the checkpoint counts it. A resume before that boundary adopts the outcome from the
-        finished ``.attempt.json`` marker instead (:meth:`_adopt_finished`)."""
-        if self.owed is None:
-            _write_status(path, outcome)
-            return
-        self.owed.hold(path, status_text(outcome).encode("utf-8"))
+        finished ``.attempt.json`` marker instead (:meth:`_adopt_finished`). ``path``: the
+        plan's text (``os.fspath`` of a fresh ``Path`` formats it, through an exception)."""
+        if self.owed is not None:
+            return self.owed.hold(path, status_text(outcome).encode("utf-8"))
+        _write_status(path, outcome)
 
     def _finished(self, info: AttemptInfo, outcome: Outcome, adopted: bool = False) -> None:
         extra = _ADOPTED if adopted else _NOTHING
@@ -534,8 +527,8 @@ class StageExecutor:
     ) -> Coroutine[Any, Any, Outcome]:
         """The handler call as a coroutine for :meth:`_run_handler` to await: returned, not
         awaited here, so the attempt's chain of frames is one shorter."""
-        handler = plan.resolved(self.registry)
-        return _call_handler(handler, node, self.context, self.graph, info, plan.resources)
+        handler = plan.handler or plan.resolved(self.registry)
+        return call_handler(handler, node, self.context, self.graph, info, plan.resources)
 
     async def _run_handler(
         self,
@@ -586,50 +579,6 @@ async def redeliver_cancellation() -> None:
     heartbeat task (:mod:`.heartbeats`) does not, so the attempt asks. A module attribute, so the
     fuzz suite can plant the swallowing bug with the defence off."""
     await trio.lowlevel.checkpoint_if_cancelled()
-
-
-async def _call_handler(
-    handler: Any,
-    node: Node,
-    context: Context,
-    graph: Graph,
-    info: AttemptInfo,
-    resources: str | None = None,
-) -> Outcome:
-    """Handler exceptions become ``fail`` outcomes (S4.12-03); cancellation propagates."""
-
-    def stage() -> StageContext:  # built only if an executor asks (see use_stage_context)
-        return StageContext(
-            resources=node.get("executor.resources") if resources is None else resources,
-            node_id=info.node_id,
-            attempt_id=info.attempt_id,
-            emit=info.emit,
-            liveness=info.liveness,
-            start=info.start,
-            logs_root=info.logs_root,
-            stage_dir=info.stage_dir,
-            workdir=info.workdir,
-        )
-
-    token = set_stage_context(stage)  # ``use_stage_context``, without its object and calls
-    try:
-        outcome = await handler.execute(node, context, graph, info.logs_root)
-    except ExecutorFailure as exc:  # contract.md §10: lost node → transient_infra; refused workdir
-        return Outcome(StageStatus.FAIL, failure_reason=str(exc), failure_class=exc.failure_class)
-    except Exception as exc:
-        return Outcome(
-            StageStatus.FAIL,
-            failure_reason=f"handler raised {type(exc).__name__}: {exc}",
-        )
-    finally:
-        reset_stage_context(token)
-    if not isinstance(outcome, Outcome):
-        return Outcome(
-            StageStatus.FAIL,
-            failure_reason=f"handler returned {type(outcome).__name__}, expected an Outcome",
-            failure_class=FailureClass.STRUCTURAL,
-        )
-    return outcome
 
 
 def _write_status(path: StrPath, outcome: Outcome) -> None:

@@ -68,29 +68,39 @@ class StagePlan(NamedTuple):
         status_path = child(stage_dir, "status.json")
         text = _joined_text(stage_root, stage_dir, name)
         status_text = f"{text}/status.json"
-        return cls(
-            node,
-            handler_type,
-            handler,
-            policy,
-            stage_dir,
-            text,
-            status_text,
-            status_path,
-            KnownPaths(
+        # A node's typed attributes are parsed only when it sets them (two calls each, and
+        # a chain builds one plan per stage); unset, they are ``None``, ``False`` and ``""``.
+        attrs = node.attrs
+        plan: StagePlan = _new_tuple(
+            cls,
+            (
+                node,
+                handler_type,
+                handler,
+                policy,
                 stage_dir,
-                status_path,
                 text,
-                workdir,
-                known_sources(status_path, status_text, workdir),
+                status_text,
+                status_path,
+                _new_tuple(
+                    KnownPaths,
+                    (
+                        stage_dir,
+                        status_path,
+                        text,
+                        workdir,
+                        known_sources(status_path, status_text, workdir),
+                    ),
+                ),
+                handler is not None and hasattr(handler, "adopt"),
+                handler_type not in PURE_TYPES,
+                handler_type == "wait.human",
+                node.timeout if "timeout" in attrs else None,
+                "allow_partial" in attrs and node.allow_partial,
+                attrs.get("executor.resources", ""),
             ),
-            handler is not None and hasattr(handler, "adopt"),
-            handler_type not in PURE_TYPES,
-            handler_type == "wait.human",
-            node.timeout,
-            node.allow_partial,
-            node.get("executor.resources"),
         )
+        return plan
 
     def resolved(self, registry: HandlerRegistry) -> Any:
         """The handler (a missing one raises the registry's ``LookupError``, where it did)."""
@@ -119,3 +129,6 @@ def _joined_text(parent: Path, joined: Path, name: str) -> str:
 
 
 _last_parent: tuple[Path | None, str] = (None, "")
+#: ``tuple.__new__`` with all of a named tuple's fields: its generated ``__new__`` is a
+#: Python call around just that (two per plan).
+_new_tuple: Any = tuple.__new__

@@ -204,6 +204,9 @@ def use_executor(executor: Executor | None) -> Iterator[None]:
 #: ``reset_stage_context(token)``. The context variable's own C methods.
 set_stage_context: Final = _STAGE.set
 reset_stage_context: Final = _STAGE.reset
+#: The executor installed by :func:`use_executor`, or ``None`` (local): the context
+#: variable's own C method, asked once per attempt.
+installed_executor: Final = _EXECUTOR.get
 
 
 class use_stage_context:
