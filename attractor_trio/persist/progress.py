@@ -94,6 +94,13 @@ def open_log(path: StrPath) -> tuple[int, int]:
         raise
 
 
+def _shadowing(fields: Mapping[str, Any]) -> ValueError:
+    """The error for fields that use envelope keys (found by the envelope's size: a shadowed
+    key does not add one, and a ``frozenset`` test per event cost more)."""
+    clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
+    return ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
+
+
 @final
 class ProgressWriter:
     """Appends events to one ``progress.ndjson``; thread-safe (the engine may write from worker
@@ -242,9 +249,6 @@ class ProgressWriter:
         """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
         dict), so a caller that already holds them (the hub) does not unpack and repack them
         per event."""
-        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
-            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
-            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
         # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
         # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
         # cached per writer, and only the fields through the encoder. One function from the
@@ -252,12 +256,12 @@ class ProgressWriter:
         # helper (the timestamp, the write loop) cost a noticeable part of each (issue #22).
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
-        if fields:
-            encoded = "".join(_encode_fields(fields, 0))
-            tail = f'"event": {name}, "branch": {branch_text}, {encoded[1:]}'
-        else:
-            tail = f'"event": {name}, "branch": {branch_text}}}'
-        with self._lock:
+        # The fields' text from ``{`` on; ``}`` alone without any. An unserializable field
+        # raises here, before anything is written and before a ``seq`` is taken.
+        rest = "".join(_encode_fields(fields, 0)) if fields else "{}"
+        lock = self._lock
+        lock.acquire()  # not ``with``: its two special-method lookups cost more than the pair
+        try:
             if self._closed:
                 raise ValueError(f"progress writer for {self.path} is closed")
             seq = self._next_seq
@@ -274,7 +278,13 @@ class ProgressWriter:
                 "branch": branch,
                 **fields,
             }
-            line = f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}{tail}\n'.encode()
+            if len(envelope) != len(fields) + 5:  # a field shadowed an envelope key
+                raise _shadowing(fields)
+            sep = ", " if fields else ""
+            line = (
+                f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}"event": {name}, '
+                f'"branch": {branch_text}{sep}{rest[1:]}\n'
+            ).encode()
             redactor = redaction.active  # None: nothing to redact (one read, no call)
             if redactor is not None and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
@@ -291,6 +301,8 @@ class ProgressWriter:
             self._next_seq = seq + 1
             self.last_line = line
             return envelope
+        finally:
+            lock.release()
 
     def _renumber(self, envelope: Mapping[str, Any], line: bytes) -> dict[str, Any]:
         with self._lock:
