@@ -38,12 +38,13 @@ from . import noop_fsync, pending
 from .atomic import (
     CorruptFileError,
     StrPath,
-    json_chunk_encoder,
     json_encoder,
     utc_timestamp_of_millis,
     write_all,
 )
 from .descriptors import open_fd
+from .field_text import functions as _tail_functions
+from .field_text import generic_tail, text_function
 from .pending import buffering_threads, dirty_writers
 
 __all__ = [
@@ -63,8 +64,6 @@ _ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
 _encode_event: Final = json_encoder(separators=(", ", ": "))
-#: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
-_encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
 _encode_str: Final = encode_str
 _time_ns: Final = time.time_ns
 _get_ident: Final = threading.get_ident
@@ -256,9 +255,12 @@ class ProgressWriter:
         # helper (the timestamp, the write loop) cost a noticeable part of each (issue #22).
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
-        # The fields' text from ``{`` on; ``}`` alone without any. An unserializable field
-        # raises here, before anything is written and before a ``seq`` is taken.
-        rest = "".join(_encode_fields(fields, 0)) if fields else "{}"
+        # The fields' text after the envelope's (``field_text.py``: by a function made for
+        # the event's usual fields, else by the encoder). An unserializable field raises
+        # here, before anything is written and before a ``seq`` is taken.
+        tail = (_tail_functions.get(event) or text_function(event, fields))(fields)
+        if tail is None:  # not the fields the event's function was made for
+            tail = generic_tail(fields)
         lock = self._lock
         lock.acquire()  # not ``with``: its two special-method lookups cost more than the pair
         try:
@@ -280,10 +282,9 @@ class ProgressWriter:
             }
             if len(envelope) != len(fields) + 5:  # a field shadowed an envelope key
                 raise _shadowing(fields)
-            sep = ", " if fields else ""
             line = (
                 f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}"event": {name}, '
-                f'"branch": {branch_text}{sep}{rest[1:]}\n'
+                f'"branch": {branch_text}{tail}\n'
             ).encode()
             redactor = redaction.active  # None: nothing to redact (one read, no call)
             if redactor is not None and redactor.found_in_bytes(line):
