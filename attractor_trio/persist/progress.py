@@ -184,12 +184,16 @@ class ProgressWriter:
     def flush(self) -> None:
         """Write the held lines to the OS (one ``write(2)``); see ``pending.py``. A failed
         write is cut back off the file and raises; its lines stay held for the next try."""
-        with self._lock:
-            held = self._pending  # :meth:`_write_pending`, inline: a flush point per stage
+        lock = self._lock
+        lock.acquire()  # not ``with``, as in :meth:`append`: a flush point or more per stage
+        try:
+            held = self._pending  # :meth:`_write_pending`, inline
             if held:
                 self._write_line(held[0] if len(held) == 1 else b"".join(held))
                 held.clear()
                 dirty_writers.discard(self)
+        finally:
+            lock.release()
 
     def release(self) -> None:
         """Give the descriptor back but stay open for events: the next one reopens the file
