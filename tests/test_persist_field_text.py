@@ -96,7 +96,7 @@ def test_a_float_that_is_not_finite_still_raises_and_consumes_no_seq(
     assert path.read_text().count("\n") == 2
 
 
-def test_an_unserializable_value_still_raises_type_error(tmp_path: Path) -> None:
+def test_an_unserializable_value_or_an_envelope_key_still_raises(tmp_path: Path) -> None:
     field_text._functions.clear()
     with ProgressWriter(tmp_path / "p.ndjson", "r") as writer:
         writer.emit("e", payload=[1])
@@ -104,6 +104,8 @@ def test_an_unserializable_value_still_raises_type_error(tmp_path: Path) -> None
             writer.emit("e", payload=object())
         with pytest.raises(TypeError, match="not JSON serializable"):
             writer.emit("e", payload="x", other=object())
+        with pytest.raises(ValueError, match="envelope keys: seq"):
+            writer.emit("e", seq=[1])  # as many fields as the made function's, another name
         assert writer.next_seq == 2
 
 
@@ -119,6 +121,9 @@ def test_a_function_is_made_for_identifier_names_and_kept_per_event() -> None:
     assert made({**fields, "index": Level.HIGH}) is None  # formats as its name: the encoder
     assert made({**fields, "node_id": Word.A}) == generic_tail({**fields, "node_id": Word.A})
     assert text_function("odd", {"a b": 1}) is generic_tail
+    assert text_function("envelope", {"run_id": 1}) is generic_tail  # which refuses it
+    with pytest.raises(ValueError, match="envelope keys: run_id"):
+        generic_tail({"run_id": 1})
     assert text_function("none", {})({}) == "}"
 
 

@@ -23,7 +23,18 @@ from typing import Any, Final
 
 from ..jsontext import encode_str, json_chunk_encoder, json_encoder
 
-__all__ = ["MAX_FUNCTIONS", "TailText", "functions", "generic_tail", "text_function"]
+__all__ = [
+    "ENVELOPE_KEYS",
+    "MAX_FUNCTIONS",
+    "TailText",
+    "functions",
+    "generic_tail",
+    "text_function",
+]
+
+#: The keys every event line starts with (``progress.py``); no field may use one.
+ENVELOPE_KEYS: Final = ("seq", "ts", "run_id", "event", "branch")
+_ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 
 #: ``fields`` → ``", " + the fields' JSON text without its "{"`` (``"}"`` for no fields), or
 #: ``None`` when the fields are not what the function was made for.
@@ -40,7 +51,10 @@ _functions: dict[str, TailText] = {}
 
 def generic_tail(fields: Mapping[str, Any]) -> str:
     """The tail by the C encoder: any fields, and its errors (``TypeError``, ``ValueError``)
-    for those that are not JSON."""
+    for those that are not JSON; a ``ValueError`` for fields that use an envelope key."""
+    if not _ENVELOPE_KEY_SET.isdisjoint(fields):
+        clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
+        raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
     if not fields:
         return "}"
     return ", " + "".join(_encode_fields(fields, 0))[1:]
@@ -80,7 +94,7 @@ _ANY: Final = ("", "{{_value({v})}}")
 def _make(fields: Mapping[str, Any]) -> TailText | None:
     """Compile the function for the names and value types of ``fields``."""
     names = list(fields)
-    if not all(type(n) is str and n.isidentifier() for n in names):
+    if not all(type(n) is str and n.isidentifier() and n not in _ENVELOPE_KEY_SET for n in names):
         return None
     if not names:
         return _no_fields

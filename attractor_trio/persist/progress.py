@@ -43,8 +43,8 @@ from .atomic import (
     write_all,
 )
 from .descriptors import open_fd
+from .field_text import ENVELOPE_KEYS, generic_tail, text_function
 from .field_text import functions as _tail_functions
-from .field_text import generic_tail, text_function
 from .pending import buffering_threads, dirty_writers
 
 __all__ = [
@@ -57,10 +57,8 @@ __all__ = [
 ]
 
 PROGRESS_FILE_NAME: Final = "progress.ndjson"
-ENVELOPE_KEYS: Final = ("seq", "ts", "run_id", "event", "branch")
 
 _TAIL_CHUNK: Final = 64 * 1024
-_ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
 _encode_event: Final = json_encoder(separators=(", ", ": "))
@@ -92,13 +90,6 @@ def open_log(path: StrPath) -> tuple[int, int]:
     except BaseException:
         os.close(fd)
         raise
-
-
-def _shadowing(fields: Mapping[str, Any]) -> ValueError:
-    """The error for fields that use envelope keys (found by the envelope's size: a shadowed
-    key does not add one, and a ``frozenset`` test per event cost more)."""
-    clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
-    return ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
 
 
 @final
@@ -263,8 +254,9 @@ class ProgressWriter:
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
         # The fields' text after the envelope's (``field_text.py``: by a function made for
-        # the event's usual fields, else by the encoder). An unserializable field raises
-        # here, before anything is written and before a ``seq`` is taken.
+        # the event's usual fields, else by the encoder). Fields that are not JSON or use
+        # an envelope key raise here, before anything is written and before a ``seq`` is
+        # taken (a made function is never made for, and declines, an envelope key).
         tail = (_tail_functions.get(event) or text_function(event, fields))(fields)
         if tail is None:  # not the fields the event's function was made for
             tail = generic_tail(fields)
@@ -288,8 +280,6 @@ class ProgressWriter:
                 "branch": branch,
                 **fields,
             }
-            if len(envelope) != len(fields) + 5:  # a field shadowed an envelope key
-                raise _shadowing(fields)
             line = f'{{"seq": {seq}{self._ts_piece}{name}{branch_text}{tail}\n'.encode()
             redactor = redaction.active  # None: nothing to redact (one read, no call)
             if redactor is not None and redactor.found_in_bytes(line):
