@@ -248,9 +248,9 @@ class ProgressWriter:
         per event."""
         # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
         # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
-        # cached per writer, and only the fields through the encoder. One function from the
-        # fields to the ``write(2)``: a stage emits seven events, and every call layer and
-        # helper (the timestamp, the write loop) cost a noticeable part of each (issue #22).
+        # cached per writer, and only the fields encoded (``field_text.py``). One function
+        # from the fields to the ``write(2)``: a stage emits seven events, and every call layer
+        # and helper (the timestamp, the write loop) cost a noticeable part of each (#22).
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
         # The fields' text after the envelope's (``field_text.py``: by a function made for
