@@ -119,6 +119,7 @@ def test_a_function_is_made_for_identifier_names_and_kept_per_event() -> None:
     assert made({"index": 2, "node_id": "n", "ok": True, "took": 0.5, "nothing": None}) is None
     assert made({**fields, "index": True}) is None  # a bool is not an int here
     assert made({**fields, "node_id": 5}) is None  # not a string: the encoder writes it
+    assert made({"node_id": "n"}) is None and made({**fields, "more": 1}) is None
     assert made({**fields, "index": Level.HIGH}) is None  # formats as its name: the encoder
     assert made({**fields, "node_id": Word.A}) == generic_tail({**fields, "node_id": Word.A})
     assert text_function("odd", {"a b": 1}) is generic_tail
