@@ -14,6 +14,7 @@ SUBMODULES = [
     "commit",
     "descriptors",
     "exchange",
+    "field_text",
     "final",
     "journaled",
     "live",

@@ -38,12 +38,13 @@ from . import noop_fsync, pending
 from .atomic import (
     CorruptFileError,
     StrPath,
-    json_chunk_encoder,
     json_encoder,
     utc_timestamp_of_millis,
     write_all,
 )
 from .descriptors import open_fd
+from .field_text import ENVELOPE_KEYS, generic_tail, text_function
+from .field_text import functions as _tail_functions
 from .pending import buffering_threads, dirty_writers
 
 __all__ = [
@@ -56,26 +57,23 @@ __all__ = [
 ]
 
 PROGRESS_FILE_NAME: Final = "progress.ndjson"
-ENVELOPE_KEYS: Final = ("seq", "ts", "run_id", "event", "branch")
 
 _TAIL_CHUNK: Final = 64 * 1024
-_ENVELOPE_KEY_SET: Final = frozenset(ENVELOPE_KEYS)
 #: ``json.dumps(envelope, ensure_ascii=False, allow_nan=False)`` without building an encoder
 #: per event (``json.dumps`` does for any non-default option).
 _encode_event: Final = json_encoder(separators=(", ", ": "))
-#: Its C encoder itself, for the fields of an event (a dict): the text as chunks to join.
-_encode_fields: Final = json_chunk_encoder(separators=(", ", ": "))
 _encode_str: Final = encode_str
 _time_ns: Final = time.time_ns
 _get_ident: Final = threading.get_ident
-#: Event names are few; their JSON text is kept rather than encoded per event.
+#: Event names are few; their JSON text is kept rather than encoded per event, with the
+#: key that follows it in a line (one piece of the line's f-string instead of three).
 _EVENT_NAMES: dict[str, str] = {}
 
 
 def _event_name(event: str) -> str:
     text = _EVENT_NAMES.get(event)
     if text is None:
-        text = _encode_str(event)
+        text = f'{_encode_str(event)}, "branch": '
         if len(_EVENT_NAMES) < 1024:  # names come from code, but a plugin could invent many
             _EVENT_NAMES[event] = text
     return text
@@ -129,6 +127,8 @@ class ProgressWriter:
         #: mostly fall within one, and the text depends on nothing else.
         self._ts_millis = -1
         self._ts_text = ""
+        #: The line's text between ``seq`` and the event's name, ``ts`` in it, kept with it.
+        self._ts_piece = ""
 
     @classmethod
     def resume(cls, path: StrPath, run_id: str) -> ProgressWriter:
@@ -175,12 +175,16 @@ class ProgressWriter:
     def flush(self) -> None:
         """Write the held lines to the OS (one ``write(2)``); see ``pending.py``. A failed
         write is cut back off the file and raises; its lines stay held for the next try."""
-        with self._lock:
-            held = self._pending  # :meth:`_write_pending`, inline: a flush point per stage
+        lock = self._lock
+        lock.acquire()  # not ``with``, as in :meth:`append`: a flush point or more per stage
+        try:
+            held = self._pending  # :meth:`_write_pending`, inline
             if held:
                 self._write_line(held[0] if len(held) == 1 else b"".join(held))
                 held.clear()
                 dirty_writers.discard(self)
+        finally:
+            lock.release()
 
     def release(self) -> None:
         """Give the descriptor back but stay open for events: the next one reopens the file
@@ -242,28 +246,30 @@ class ProgressWriter:
         """:meth:`emit` with the fields as one dict (read, not kept: the envelope is a new
         dict), so a caller that already holds them (the hub) does not unpack and repack them
         per event."""
-        if not _ENVELOPE_KEY_SET.isdisjoint(fields):
-            clash = sorted(_ENVELOPE_KEY_SET.intersection(fields))
-            raise ValueError(f"event fields may not use envelope keys: {', '.join(clash)}")
         # The line is built as ``json.dumps(envelope)`` would write it, byte for byte
         # (``tests/test_persist_progress.py`` pins that): the envelope's fixed keys from text
-        # cached per writer, and only the fields through the encoder. One function from the
-        # fields to the ``write(2)``: a stage emits seven events, and every call layer and
-        # helper (the timestamp, the write loop) cost a noticeable part of each (issue #22).
+        # cached per writer, and only the fields encoded (``field_text.py``). One function
+        # from the fields to the ``write(2)``: a stage emits seven events, and every call layer
+        # and helper (the timestamp, the write loop) cost a noticeable part of each (#22).
         name = _EVENT_NAMES.get(event) or _event_name(event)
         branch_text = _encode_str(branch) if branch else '""'
-        if fields:
-            encoded = "".join(_encode_fields(fields, 0))
-            tail = f'"event": {name}, "branch": {branch_text}, {encoded[1:]}'
-        else:
-            tail = f'"event": {name}, "branch": {branch_text}}}'
-        with self._lock:
+        # The fields' text after the envelope's (``field_text.py``: by a function made for
+        # the event's usual fields, else by the encoder). Fields that are not JSON or use
+        # an envelope key raise here, before anything is written and before a ``seq`` is
+        # taken (a made function is never made for, and declines, an envelope key).
+        tail = (_tail_functions.get(event) or text_function(event, fields))(fields)
+        if tail is None:  # not the fields the event's function was made for
+            tail = generic_tail(fields)
+        lock = self._lock
+        lock.acquire()  # not ``with``: its two special-method lookups cost more than the pair
+        try:
             if self._closed:
                 raise ValueError(f"progress writer for {self.path} is closed")
             seq = self._next_seq
             millis = _time_ns() // 1_000_000
             if millis != self._ts_millis:
                 self._ts_text = utc_timestamp_of_millis(millis)
+                self._ts_piece = f', "ts": "{self._ts_text}", {self._run_id_text}"event": '
                 self._ts_millis = millis
             ts = self._ts_text
             envelope: dict[str, Any] = {
@@ -274,7 +280,7 @@ class ProgressWriter:
                 "branch": branch,
                 **fields,
             }
-            line = f'{{"seq": {seq}, "ts": "{ts}", {self._run_id_text}{tail}\n'.encode()
+            line = f'{{"seq": {seq}{self._ts_piece}{name}{branch_text}{tail}\n'.encode()
             redactor = redaction.active  # None: nothing to redact (one read, no call)
             if redactor is not None and redactor.found_in_bytes(line):
                 # Redacted value by value: the envelope handed to stdout/SSE/the event stream
@@ -291,6 +297,8 @@ class ProgressWriter:
             self._next_seq = seq + 1
             self.last_line = line
             return envelope
+        finally:
+            lock.release()
 
     def _renumber(self, envelope: Mapping[str, Any], line: bytes) -> dict[str, Any]:
         with self._lock:
