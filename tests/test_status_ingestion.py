@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from attractor_trio.cli.main import main
 from attractor_trio.core.outcome import Outcome, StageStatus, StatusFileError
+from attractor_trio.persist import status as status_module
 from attractor_trio.persist.status import (
     READ_RETRIES,
     READ_RETRY_PAUSE_S,
@@ -391,6 +392,46 @@ def test_remove_stale_removes_all_three(tmp_path: Path) -> None:
     assert [path.exists() for _, path in sources.all()] == [False, False, False]
     assert sources.workdir_dot.parent.is_dir()  # only the files go
     remove_stale(sources)  # missing files (and directories) are fine
+
+
+def test_remove_stale_removes_a_dangling_symlink(tmp_path: Path) -> None:
+    """A fallback that is a symlink to nothing is removed (the link, as ``unlink`` does): the
+    existence probe in front of the removal does not follow links."""
+    sources = _sources(tmp_path)
+    sources.workdir.parent.mkdir(parents=True, exist_ok=True)
+    sources.workdir.symlink_to(tmp_path / "nowhere.json")
+    remove_stale(sources)
+    assert not sources.workdir.is_symlink()
+
+
+def test_absent_status_files_cost_no_failing_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual stage: no status file anywhere. Neither the removal before the attempt nor the
+    probe after it asks the OS for something that fails (a failing ``unlink``/``stat`` raises,
+    and an exception cost more than the system call: five per stage, issue #22); the existence
+    probe answers without one."""
+    sources = _sources(tmp_path)
+    calls: list[str] = []
+    real_unlink, real_stat = os.unlink, os.stat
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(f"unlink {path}")
+        real_unlink(path, *args, **kwargs)
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(f"stat {path}")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "stat", stat)
+    remove_stale(sources)
+    assert not status_module._any_exists([str(path) for _, path in sources.all()])
+    assert calls == []
+    _write(sources, {"canonical": "absent", "workdir": "absent", "workdir_dot": "valid"})
+    assert status_module._any_exists([str(path) for _, path in sources.all()])
+    remove_stale(sources)
+    assert calls == [f"unlink {sources.workdir_dot}"]
 
 
 def test_remove_stale_reports_a_directory_in_the_way(tmp_path: Path) -> None:
