@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from attractor_trio.handlers.base import current_attempt
+from attractor_trio.persist import status as status_module
 
 from .helpers import attempt_info, named, read_json, run_dot
 
@@ -84,15 +85,18 @@ async def test_no_status_file_means_success(tmp_path: Path, autojump_clock: Any)
 
 
 def _recording_unlinks(monkeypatch: Any) -> list[str]:
-    """Every path ``os.unlink`` is asked to remove from now on (the calls still happen)."""
+    """Every path the engine sets out to remove from now on: each removal asks first whether
+    the file is there (``persist/status.py``, ``access(2)`` without following a final link),
+    and unlinks it if so (the calls still happen)."""
     unlinked: list[str] = []
-    real_unlink = os.unlink
+    real_access = status_module._access
 
-    def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        unlinked.append(os.fspath(path))
-        real_unlink(path, *args, **kwargs)
+    def recording_access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if kwargs.get("follow_symlinks") is False:  # the removal's probe
+            unlinked.append(os.fspath(path))
+        return real_access(path, mode, **kwargs)
 
-    monkeypatch.setattr(os, "unlink", recording_unlink)
+    monkeypatch.setattr(status_module, "_access", recording_access)
     return unlinked
 
 

@@ -32,6 +32,7 @@ from attractor_trio.events import (
     branch_log_budget,
     create_branch_log,
 )
+from attractor_trio.persist import status as status_module
 from attractor_trio.persist.live import LiveWriter
 from attractor_trio.persist.progress import ProgressWriter, read_progress
 from attractor_trio.scopes import run as run_scope
@@ -283,19 +284,20 @@ def test_a_fanout_branch_makes_its_first_stage_dir_on_the_write_pool_and_its_att
     made — nothing stale can be in it, so its ``status.json`` is not unlinked first, while the
     work directory's two fallbacks still are (contract.md §3)."""
     made: list[tuple[str, str]] = []
-    unlinked: list[tuple[str, str]] = []
-    real_mkdir, real_unlink = os.mkdir, os.unlink
+    unlinked: list[tuple[str, str]] = []  # paths set out to be removed, and by which thread
+    real_mkdir, real_access = os.mkdir, status_module._access
 
     def recording_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
         made.append((os.fspath(path), threading.current_thread().name))
         real_mkdir(path, *args, **kwargs)
 
-    def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        unlinked.append((os.fspath(path), threading.current_thread().name))
-        real_unlink(path, *args, **kwargs)
+    def recording_access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if kwargs.get("follow_symlinks") is False:  # a removal's probe (persist/status.py)
+            unlinked.append((os.fspath(path), threading.current_thread().name))
+        return real_access(path, mode, **kwargs)
 
     monkeypatch.setattr(os, "mkdir", recording_mkdir)
-    monkeypatch.setattr(os, "unlink", recording_unlink)
+    monkeypatch.setattr(status_module, "_access", recording_access)
     root = tmp_path / "run"
     result = _simulated_fan_out(3, root, workdir=tmp_path)
     assert result.status == "success"
