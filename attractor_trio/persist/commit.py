@@ -327,13 +327,7 @@ class DirectorySyncs:
         several µs of it)."""
         ((target, data),) = self._held.items()
         name = temp_name(target)
-        try:
-            temp = os.open(name, _NEW_FILE, 0o644)
-        except FileNotFoundError:  # the stage dir went away under the handler
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            temp = open_fd(name, _NEW_FILE, 0o644)
-        except OSError as exc:
-            temp = open_after_error(exc, name, _NEW_FILE, 0o644)
+        temp = _open_temp(name, target)
         try:
             try:
                 written = os.write(temp, data)
@@ -374,13 +368,7 @@ class DirectorySyncs:
         try:
             for target, data in self._held.items():
                 name = temp_name(target)
-                try:
-                    fd = os.open(name, _NEW_FILE, 0o644)
-                except FileNotFoundError:  # the stage dir went away under the handler
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    fd = open_fd(name, _NEW_FILE, 0o644)
-                except OSError as exc:
-                    fd = open_after_error(exc, name, _NEW_FILE, 0o644)
+                fd = _open_temp(name, target)
                 temp = _Temp(name, target, fd)
                 temps.append(temp)
                 written = os.write(fd, data)
@@ -413,3 +401,15 @@ _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 def _close_all(fds: Sequence[int]) -> None:
     for fd in fds:
         os.close(fd)
+
+
+def _open_temp(name: str, target: str) -> int:
+    """A new temp file ``name`` beside ``target``: its directory made again if the stage dir
+    went away under the handler, and a full descriptor table given room (``open_fd``)."""
+    try:
+        return os.open(name, _NEW_FILE, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        return open_fd(name, _NEW_FILE, 0o644)
+    except OSError as exc:
+        return open_after_error(exc, name, _NEW_FILE, 0o644)
