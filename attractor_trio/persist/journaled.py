@@ -279,13 +279,40 @@ class _ChunkedText:
         return (f",{text}" if begin else text).encode("utf-8")
 
 
-class ObjectEncoder:
+class _CollectionEncoder:
+    """What the two encoders share: the whole text and its pieces, around the entries each
+    encodes its own way (:meth:`encode_entries`, which the checkpoint calls directly, with
+    the brackets in its own constant pieces)."""
+
+    _OPEN: bytes
+    _CLOSE: bytes
+
+    def encode(self, collection: Any) -> str:
+        """The collection's JSON text."""
+        return b"".join(self.encode_pieces(collection)).decode("utf-8")
+
+    def encode_pieces(self, collection: Any, out: list[bytes] | None = None) -> list[bytes]:
+        """The collection's JSON as UTF-8 pieces appended to ``out`` (a new list by default)."""
+        if out is None:
+            out = []
+        out.append(self._OPEN)
+        self.encode_entries(collection, out)
+        out.append(self._CLOSE)
+        return out
+
+    def encode_entries(self, collection: Any, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+
+class ObjectEncoder(_CollectionEncoder):
     """Encodes one mapping as a JSON object, call after call, re-encoding only changed entries.
 
     ``convert`` turns a value into what ``json.dumps`` should see (``Outcome`` -> its routing
     fields, say); it must depend on the value alone. With ``redact``, an entry holding a secret
     value is encoded redacted (contract.md §10) — checked as it is encoded, so O(changes) too.
     """
+
+    _OPEN, _CLOSE = b"{", b"}"
 
     def __init__(
         self,
@@ -303,21 +330,6 @@ class ObjectEncoder:
         self._fragments: list[str] = []
         self._text = _ChunkedText(chunk)
         self._last_one: tuple[str, str, str] | None = None  # see :meth:`_one_entry_json`
-
-    def encode(self, mapping: Mapping[Any, Any]) -> str:
-        """The mapping's JSON text."""
-        return b"".join(self.encode_pieces(mapping)).decode("utf-8")
-
-    def encode_pieces(
-        self, mapping: Mapping[Any, Any], out: list[bytes] | None = None
-    ) -> list[bytes]:
-        """The mapping's JSON as UTF-8 pieces appended to ``out`` (a new list by default)."""
-        if out is None:
-            out = []
-        out.append(b"{")
-        self.encode_entries(mapping, out)
-        out.append(b"}")
-        return out
 
     def encode_entries(self, mapping: Mapping[Any, Any], out: list[bytes]) -> None:
         """:meth:`encode_pieces` without the braces: the checkpoint's encoder has them in its
@@ -401,26 +413,15 @@ class ObjectEncoder:
         return last[2]
 
 
-class ArrayEncoder:
+class ArrayEncoder(_CollectionEncoder):
     """Encodes one sequence as a JSON array, re-encoding only what follows its stable prefix."""
+
+    _OPEN, _CLOSE = b"[", b"]"
 
     def __init__(self, *, chunk: int = CHUNK) -> None:
         self._source: JournaledList[Any] | None = None
         self._fragments: list[str] = []
         self._text = _ChunkedText(chunk)
-
-    def encode(self, items: Sequence[Any]) -> str:
-        """The sequence's JSON text."""
-        return b"".join(self.encode_pieces(items)).decode("utf-8")
-
-    def encode_pieces(self, items: Sequence[Any], out: list[bytes] | None = None) -> list[bytes]:
-        """The sequence's JSON as UTF-8 pieces appended to ``out`` (a new list by default)."""
-        if out is None:
-            out = []
-        out.append(b"[")
-        self.encode_entries(items, out)
-        out.append(b"]")
-        return out
 
     def encode_entries(self, items: Sequence[Any], out: list[bytes]) -> None:
         """:meth:`encode_pieces` without the brackets (see :meth:`ObjectEncoder.encode_entries`).
